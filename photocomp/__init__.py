@@ -1,0 +1,1 @@
+"""photocomp: a differentiable compiler for programmable photonic MZI meshes."""
