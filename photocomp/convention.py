@@ -143,13 +143,16 @@ def physical_mzi(internal, external, error_in=0.0, error_out=0.0):
 
 
 def to_physical(theta, phi):
-    """Convert ``(theta, phi)`` to physical ``(internal, external)`` phases (rad)."""
-    return 2 * jnp.asarray(theta) + jnp.pi, jnp.asarray(phi)
+    """Convert ``(theta, phi)`` to physical ``(internal, external)`` phases (rad).
+
+    Plain arithmetic: numpy in, numpy out (dtype kept); jax in, jax out.
+    """
+    return 2 * theta + np.pi, phi
 
 
 def from_physical(internal, external):
-    """Inverse of :func:`to_physical`."""
-    return (jnp.asarray(internal) - jnp.pi) / 2, jnp.asarray(external)
+    """Inverse of :func:`to_physical` (numpy in, numpy out; jax in, jax out)."""
+    return (internal - np.pi) / 2, external
 
 
 def wrap_phase(x):

@@ -148,10 +148,14 @@ def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: floa
         raise UnknownNameError(f"kind must be one of {MESH_KINDS}; got {kind!r}")
     u, batched = as_unitary_batch(unitary, "unitary", check=check, atol=atol)
     lay = nulling_schedule(kind, u.shape[-1])["layout"]
+    b = u.shape[0]
+    bucket = 1 << (b - 1).bit_length()  # pad the batch to a power of two: few recompiles
+    if bucket != b:
+        u = np.concatenate([u, np.broadcast_to(np.eye(u.shape[-1]), (bucket - b,) + u.shape[1:])])
     with jax.enable_x64(True):
         uj = jnp.asarray(u, dtype=jnp.complex128)
         theta, phi, out = _decompose_batch(uj, kind=kind)
-        theta, phi, out = (np.asarray(a) for a in (theta, phi, out))
+        theta, phi, out = (np.asarray(a)[:b] for a in (theta, phi, out))
     if not batched:
         theta, phi, out = theta[0], phi[0], out[0]
     return MeshPhases(layout=lay, theta=theta, phi=phi, out_phase=out)

@@ -200,9 +200,7 @@ def apply_mesh(lay: MeshLayout, theta, phi, out_phase, x):
     n = lay.n_modes
     x = jnp.asarray(x)
     extra = x.shape[1:]
-    dtype = jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(theta).dtype)
-    if jnp.issubdtype(dtype, jnp.floating):  # pragma: no cover - result_type gives complex
-        dtype = jnp.complex64
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(theta).dtype))
     xp = jnp.concatenate([x.astype(dtype), jnp.zeros((2,) + extra, dtype)], 0)
     if lay.n_mzi:
         top, c, s, e = _mzi_columns(lay, theta, phi)
@@ -225,5 +223,5 @@ def apply_mesh(lay: MeshLayout, theta, phi, out_phase, x):
 
 def mesh_unitary(lay: MeshLayout, theta, phi, out_phase):
     """The N x N unitary a mesh implements: ``apply_mesh`` on the identity."""
-    dtype = jnp.result_type(jnp.asarray(theta).dtype, jnp.complex64)
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(theta).dtype, jnp.complex64))
     return apply_mesh(lay, theta, phi, out_phase, jnp.eye(lay.n_modes, dtype=dtype))

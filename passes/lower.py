@@ -1,0 +1,47 @@
+"""``lower``: fix the detection model and fold the ideal program into a dense matrix."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from photocomp.errors import UnknownNameError
+from photocomp.ir import CompileState
+from photocomp.metrics import np_matrix_error
+from photocomp.pipeline import Pass
+from photocomp.simulate import program_matrix_np
+
+_DETECTION = ("coherent", "intensity")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lower(Pass):
+    """Lower the phase map to an executable program (transform pass).
+
+    Args:
+      detection: ``"coherent"`` (the forward function returns output fields)
+        or ``"intensity"`` (returns ``|y|^2``); default the target's.
+
+    Also folds the ideal program into its dense (M, N) matrix, the fast path
+    used when nothing varies per call.
+    """
+
+    detection: str | None = None
+
+    name = "lower"
+    requires = frozenset({"phases"})
+    provides = frozenset({"lowered"})
+
+    def __post_init__(self):
+        if self.detection is not None and self.detection not in _DETECTION:
+            raise UnknownNameError(f"detection must be one of {_DETECTION}; got {self.detection!r}")
+
+    def __call__(self, state: CompileState):
+        pm = state.require("phase_map", "clements")
+        dense = program_matrix_np(pm)
+        detection = self.detection or state.target.detection
+        return state.replace(dense=dense, detection=detection), {
+            "detection": detection,
+            "matrix_error": np_matrix_error(state.weights, dense),
+        }

@@ -1,0 +1,48 @@
+"""Phase-drive DACs: quantization of phase settings to the levels a DAC can set.
+
+A thermo-optic phase shifter driven by voltage V produces ``phase = pi (V / v_pi)^2``
+(DESIGN.md); a ``bits``-bit DAC spans ``[0, v_max]`` with ``v_max = sqrt(2) v_pi``
+(a full 2 pi of phase) in ``2^bits - 1`` equal voltage steps. The reachable
+phase levels are therefore ``2 pi (code / (2^bits - 1))^2``: fine near 0,
+coarse near 2 pi. ``scheme="linear"`` models a drive that is linear in phase
+(levels ``2 pi code / 2^bits``), e.g. a DAC behind a linearising look-up table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from photocomp.errors import UnknownNameError
+from photocomp.validate import check_int
+
+__all__ = ["SCHEMES", "quantize_phase", "phase_step"]
+
+SCHEMES = ("voltage", "linear")
+_TWO_PI = 2 * np.pi
+
+
+def quantize_phase(phase, bits: int, scheme: str = "voltage") -> np.ndarray:
+    """Nearest DAC-reachable phase (rad, in [0, 2 pi)) for each phase (rad, any real)."""
+    bits = check_int(bits, "bits", low=1, high=32)
+    if scheme not in SCHEMES:
+        raise UnknownNameError(f"scheme must be one of {SCHEMES}; got {scheme!r}")
+    p = np.mod(np.asarray(phase, dtype=np.float64), _TWO_PI)
+    if scheme == "linear":
+        levels = 2**bits
+        q = np.round(p / _TWO_PI * levels) / levels * _TWO_PI
+    else:
+        top = 2**bits - 1
+        code = np.round(np.sqrt(p / _TWO_PI) * top)
+        q = _TWO_PI * (code / top) ** 2
+        # the wrap-around neighbour 2 pi == 0 may be nearer than the top level
+        q = np.where(_TWO_PI - p < np.abs(p - q), _TWO_PI, q)
+    return np.mod(q, _TWO_PI)
+
+
+def phase_step(bits: int, scheme: str = "voltage") -> float:
+    """Largest spacing between adjacent reachable phase levels (rad)."""
+    bits = check_int(bits, "bits", low=1, high=32)
+    if scheme == "linear":
+        return _TWO_PI / 2**bits
+    top = 2**bits - 1
+    return float(_TWO_PI * (top**2 - (top - 1) ** 2) / top**2)

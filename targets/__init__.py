@@ -1,0 +1,11 @@
+"""Chip targets: constructor functions returning :class:`photocomp.Target` values.
+
+Physics defaults follow published measurements (see ``targets/physics.py``).
+Registered in the ``photocomp.targets`` entry-point group; a lab can ship its
+own targets the same way from a separate package.
+"""
+
+from targets.chips import pace_64, tianshu_128
+from targets.generic import clements, reck
+
+__all__ = ["clements", "reck", "pace_64", "tianshu_128"]

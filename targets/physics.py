@@ -1,0 +1,36 @@
+"""Physics defaults shared by the built-in targets (DESIGN.md, from published measurements).
+
+| quantity                              | value      |
+|---------------------------------------|------------|
+| wavelength                            | 1550 nm    |
+| silicon thermo-optic dn/dT            | 1.8e-4 /K  |
+| heater P_pi                           | 25 mW      |
+| heater time constant                  | 3 us       |
+| phase vs. drive, V_pi                 | 4.4 V      |
+| nearest-neighbour thermal crosstalk   | 1 % of phase |
+| phase-shifter insertion loss          | 0.23 dB    |
+| MZI insertion loss                    | 0.2 dB (spread 0.05 dB) |
+| coupler splitting-angle error sigma   | 0.03 rad   |
+| DAC resolution                        | 12 bits    |
+"""
+
+DEFAULTS = dict(
+    wavelength_nm=1550.0,
+    dn_dt_per_k=1.8e-4,
+    heater_p_pi_mw=25.0,
+    heater_tau_us=3.0,
+    v_pi=4.4,
+    crosstalk=0.01,
+    phase_shifter_loss_db=0.23,
+    mzi_loss_db=0.2,
+    mzi_loss_sigma_db=0.05,
+    coupler_sigma_rad=0.03,
+    dac_bits=12,
+    clock_ghz=1.0,
+)
+
+
+def component_count(size: int) -> int:
+    """Approximate optical components of a 2-mesh SVD core: MZIs (2 couplers + 2 shifters each) + attenuators."""
+    mzis = size * (size - 1) + size
+    return 4 * mzis + size
