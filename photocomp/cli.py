@@ -1,0 +1,211 @@
+"""The ``photocomp`` command line.
+
+Commands: ``targets``, ``passes``, ``compile``, ``inspect``, ``demo``. Every
+command has ``--help``. Exit code 0 on success; on bad input a one-line
+``photocomp: error: ...`` message on stderr and exit code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["main"]
+
+DEMO_SHAPE = (100, 80)
+DEMO_SEED = 0
+DEMO_TARGET = "pace-64"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        self.exit(2, f"photocomp: error: {message} (see '{self.prog} --help')\n")
+
+
+def _load_matrix(path: str, key: str | None):
+    from photocomp.errors import InvalidInputError, PhaseMapFileError
+
+    if not os.path.isfile(path):
+        raise PhaseMapFileError(f"weights file must exist; got {path!r}")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".npy":
+            return np.load(path, allow_pickle=False)
+        if ext == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                names = [n for n in z.files if not n.startswith("__")]
+                if key is None:
+                    if len(names) != 1:
+                        raise InvalidInputError(f"{path!r} holds arrays {names}; choose one with --key")
+                    key = names[0]
+                if key not in z.files:
+                    raise InvalidInputError(f"--key must be one of {names}; got {key!r}")
+                return z[key]
+        if ext in (".csv", ".txt"):
+            try:
+                return np.loadtxt(path, delimiter=",", ndmin=2)
+            except ValueError:
+                return np.loadtxt(path, delimiter=",", dtype=complex, ndmin=2)
+    except (InvalidInputError, PhaseMapFileError):
+        raise
+    except Exception as exc:
+        raise PhaseMapFileError(f"cannot read weights from {path!r}: {type(exc).__name__}: {exc}") from None
+    raise InvalidInputError(f"weights file must end in .npy, .npz or .csv; got {path!r}")
+
+
+def _print_targets(args) -> int:
+    from photocomp.target import get_target, targets
+
+    print(f"{'name':<14} {'mesh':<9} {'size':>5} {'MZIs/mesh':>9} {'DAC':>4} {'clock':>8}  description")
+    for name in targets():
+        t = get_target(name.replace("<N>", "64"))
+        shown = name if "<N>" in name else t.name
+        size = "N" if "<N>" in name else str(t.size)
+        mzis = "N(N-1)/2" if "<N>" in name else str(t.n_mzi)
+        desc = t.description.replace("64x64", "NxN") if "<N>" in name else t.description
+        print(f"{shown:<14} {t.mesh:<9} {size:>5} {mzis:>9} {t.dac_bits:>4} {t.clock_ghz:>5.1f}GHz  {desc}")
+    return 0
+
+
+def _print_passes(args) -> int:
+    import dataclasses
+
+    from photocomp.pipeline import available_passes, get_pass
+
+    for name in available_passes():
+        p = get_pass(name)
+        params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(p))
+        doc = (type(p).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<13} {('(' + params + ')') if params else '':<34} {doc}")
+    return 0
+
+
+def _compile(args) -> int:
+    import photocomp as pc
+
+    w = _load_matrix(args.weights, args.key)
+    prog = pc.compile(w, target=args.target, pipeline=args.pipeline, progress=not args.quiet)
+    out = args.output or (os.path.splitext(args.weights)[0] + ".phases.npz")
+    prog.save(out)
+    if not args.quiet:
+        print(prog)
+        print(prog.report.table())
+    print(f"wrote {out}")
+    return 0
+
+
+def _phase_stats(mp) -> str:
+    th, ph = np.asarray(mp.theta), np.asarray(mp.phi)
+    if th.size == 0:
+        return "no MZIs"
+    return f"theta [{th.min():.4f}, {th.max():.4f}]  phi [{ph.min():.4f}, {ph.max():.4f}]"
+
+
+def _inspect(args) -> int:
+    import photocomp as pc
+    from photocomp.format import format_value
+
+    prog = pc.load(args.file)
+    pm = prog.phase_map
+    rows = [
+        ("file", args.file),
+        ("target", f"{prog.target.name} ({prog.target.mesh}, {prog.target.size} modes, {prog.target.dac_bits}-bit DAC)"),
+        ("matrix", f"{prog.shape[0]}x{prog.shape[1]}"),
+        ("tiles", f"{pm.n_tiles} ({pm.grid.rows}x{pm.grid.cols} of {pm.grid.tile}x{pm.grid.tile})"),
+        ("MZIs", f"{prog.n_mzi} ({pm.v.layout.n_mzi} per mesh, 2 meshes + {pm.grid.tile} attenuators per tile)"),
+        ("optical depth", f"{prog.depth} columns"),
+        ("detection", prog.detection),
+        ("pipeline", prog.pipeline),
+        ("V mesh phases", _phase_stats(pm.v)),
+        ("U mesh phases", _phase_stats(pm.u)),
+        ("attenuators", f"sigma [{np.min(pm.sigma):.4f}, {np.max(pm.sigma):.4f}] rad"),
+        ("gains", f"[{np.min(pm.gain):.4g}, {np.max(pm.gain):.4g}]"),
+    ]
+    rows += [(k.replace("_", " "), format_value(v)) for k, v in prog.report.summary.items()]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def _demo(args) -> int:
+    import photocomp as pc
+
+    rng = np.random.default_rng(DEMO_SEED)
+    w = rng.normal(size=DEMO_SHAPE) / np.sqrt(DEMO_SHAPE[1])
+    print(f"photocomp demo: a {DEMO_SHAPE[0]}x{DEMO_SHAPE[1]} Gaussian weight matrix (seed {DEMO_SEED}) -> {DEMO_TARGET}")
+    prog = pc.compile(w, target=DEMO_TARGET, progress=not args.quiet)
+    print(prog)
+    print(prog.report.table())
+    out = args.output
+    prog.save(out)
+    again = pc.load(out)
+    x = rng.normal(size=DEMO_SHAPE[1])
+    same = np.array_equal(np.asarray(again.forward(x)), np.asarray(prog.forward(x)))
+    err = np.linalg.norm(np.asarray(prog.forward(x)) - w @ x) / np.linalg.norm(w @ x)
+    print(f"wrote {out}; reloaded forward bit-identical: {same}; |y - W x| / |W x| = {err:.3e}")
+    return 0 if same else 1
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="photocomp", description="Compile weight matrices to phase maps for photonic MZI-mesh chips.")
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    s = sub.add_parser("targets", help="list the available chip targets", description="List the available chip targets.")
+    s.set_defaults(func=_print_targets)
+
+    s = sub.add_parser("passes", help="list the compiler passes", description="List the registered compiler passes and their parameters.")
+    s.set_defaults(func=_print_passes)
+
+    s = sub.add_parser("compile", help="compile a weight matrix to a phase-map file",
+                       description="Compile a weight matrix (.npy, .npz or .csv) to a phase-map file (.npz).")
+    s.add_argument("weights", help="weight matrix file: .npy, .npz (one array, or --key) or .csv (real or complex)")
+    s.add_argument("--target", default=DEMO_TARGET, help="target name (see 'photocomp targets'); default %(default)s")
+    s.add_argument("--pipeline", default=None, help='pipeline string, e.g. "tile | svd | clements | quantize(bits=10) | lower"; default: the target preset')
+    s.add_argument("--key", default=None, help="array name inside an .npz input")
+    s.add_argument("-o", "--output", default=None, help="output phase-map file; default WEIGHTS.phases.npz")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or report")
+    s.set_defaults(func=_compile)
+
+    s = sub.add_parser("inspect", help="summarise a phase-map file", description="Print a summary table of a phase-map file.")
+    s.add_argument("file", help="phase-map file written by 'photocomp compile' or Program.save")
+    s.set_defaults(func=_inspect)
+
+    s = sub.add_parser("demo", help="compile a built-in matrix and show the report",
+                       description=f"Compile a built-in {DEMO_SHAPE[0]}x{DEMO_SHAPE[1]} matrix onto {DEMO_TARGET}, print the report and write the phase map.")
+    s.add_argument("-o", "--output", default="photocomp-demo.phases.npz", help="output phase-map file; default %(default)s")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_demo)
+    return p
+
+
+def _version() -> str:
+    from photocomp import __version__
+
+    return f"photocomp {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``photocomp`` command; returns the exit code."""
+    from photocomp.errors import PhotocompError
+
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (PhotocompError, OSError, ValueError, TypeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"photocomp: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("photocomp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
