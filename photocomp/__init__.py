@@ -21,6 +21,7 @@ from photocomp.errors import (
     PipelineError,
     UnknownNameError,
 )
+from photocomp.graph import circuit_graph, export_graph
 from photocomp.io import load
 from photocomp.ir import CompileReport, CompileState, PhaseMap, TileGrid
 from photocomp.mesh import MeshLayout, layout
@@ -54,6 +55,8 @@ __all__ = [
     "TileGrid",
     "CompileState",
     "CompileReport",
+    "circuit_graph",
+    "export_graph",
     "fidelity",
     "matrix_error",
     "convention",

@@ -128,6 +128,10 @@ def _inspect(args) -> int:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
+    if args.graph:
+        from photocomp.graph import export_graph
+
+        print(f"wrote {export_graph(prog.graph(args.tile), args.graph)} (circuit of tile {args.tile})")
     return 0
 
 
@@ -174,6 +178,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("inspect", help="summarise a phase-map file", description="Print a summary table of a phase-map file.")
     s.add_argument("file", help="phase-map file written by 'photocomp compile' or Program.save")
+    s.add_argument("--graph", default=None, help="also export the circuit netlist (.graphml or .json)")
+    s.add_argument("--tile", type=int, default=0, help="tile whose settings the exported graph carries; default 0")
     s.set_defaults(func=_inspect)
 
     s = sub.add_parser("demo", help="compile a built-in matrix and show the report",

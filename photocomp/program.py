@@ -143,6 +143,12 @@ class Program:
             y = jnp.asarray(self.dense) @ jnp.asarray(x, dtype=jnp.complex128)
             return jnp.abs(y) ** 2 if self.detection == "intensity" else y
 
+    def graph(self, tile: int = 0):
+        """networkx view of the circuit with tile ``tile``'s settings (see :mod:`photocomp.graph`)."""
+        from photocomp.graph import circuit_graph
+
+        return circuit_graph(self.phase_map, tile)
+
     # -- I/O -----------------------------------------------------------------------
     def save(self, path) -> str:
         """Write the versioned phase-map file (atomically); returns the path written."""

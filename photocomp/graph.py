@@ -1,0 +1,131 @@
+"""networkx view of a compiled circuit: netlist, layout, export.
+
+The chip is one K x K core: a V mesh, a column of attenuator MZIs, a U mesh,
+each mesh followed by its output phase screen. A program's tiles are
+different settings of that same core (time-multiplexed), so the graph is the
+core with one tile's settings as node attributes.
+
+Nodes (string ids, GraphML-safe):
+
+* ``in:m`` / ``out:m`` – input / output ports (``kind="port_in"/"port_out"``).
+* ``V:c:n`` / ``U:c:n`` – the MZI of the V / U mesh in column c on modes
+  (n, n+1) (``kind="mzi"``, attributes ``theta``, ``phi`` in rad).
+* ``Vout:m`` / ``Uout:m`` – output phase shifters (``kind="phase"``, ``phase``).
+* ``S:m`` – attenuator MZI on mode m (``kind="attenuator"``, ``sigma``).
+
+Edges are waveguides, directed along the light, with ``mode`` and the
+``src_port``/``dst_port`` names (``o0``/``o1`` upper/lower output, ``i0``/``i1``
+inputs, ``o``/``i`` for single-mode elements). Every node has layout
+coordinates ``x`` (stage position along the chip, in columns) and ``y``
+(mode, MZIs sit between their two modes). This view is built in Python once;
+it never enters traced code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import networkx as nx
+import numpy as np
+
+from photocomp.errors import InvalidInputError, InvalidTypeError
+from photocomp.ir import PhaseMap
+from photocomp.validate import check_int
+
+__all__ = ["circuit_graph", "export_graph"]
+
+
+def _mesh(g, stage, mp, tile, last, x0):
+    lay = mp.layout
+    theta = np.asarray(mp.theta)[tile]
+    phi = np.asarray(mp.phi)[tile]
+    for i, (n, c) in enumerate(zip(lay.pairs, lay.columns)):
+        node = f"{stage}:{c}:{n}"
+        g.add_node(node, kind="mzi", stage=stage, column=int(c), mode=int(n),
+                   theta=float(theta[i]), phi=float(phi[i]), x=float(x0 + c), y=float(n) + 0.5)
+        for port, m in ((0, n), (1, n + 1)):
+            src, sport = last[m]
+            g.add_edge(src, node, mode=int(m), src_port=sport, dst_port=f"i{port}")
+        last[n] = (node, "o0")
+        last[n + 1] = (node, "o1")
+    x = x0 + lay.depth
+    out = np.asarray(mp.out_phase)[tile]
+    for m in range(lay.n_modes):
+        node = f"{stage}out:{m}"
+        g.add_node(node, kind="phase", stage=stage, mode=m, phase=float(out[m]), x=float(x), y=float(m))
+        src, sport = last[m]
+        g.add_edge(src, node, mode=m, src_port=sport, dst_port="i")
+        last[m] = (node, "o")
+    return x + 1
+
+
+def circuit_graph(phase_map, tile: int = 0) -> nx.DiGraph:
+    """The circuit of one tile as a directed graph (see the module docstring).
+
+    Args:
+      phase_map: a :class:`~photocomp.ir.PhaseMap` or a :class:`~photocomp.program.Program`.
+      tile: which tile's settings to attach (0 ... n_tiles - 1).
+
+    Example:
+      >>> import numpy as np, photocomp as pc
+      >>> g = pc.circuit_graph(pc.compile(np.eye(3), target="clements-4"))
+      >>> sum(1 for _, d in g.nodes(data=True) if d["kind"] == "mzi")
+      12
+    """
+    pm = getattr(phase_map, "phase_map", phase_map)
+    if not isinstance(pm, PhaseMap):
+        raise InvalidTypeError(f"phase_map must be a PhaseMap or a Program; got {type(phase_map).__name__}")
+    tile = check_int(tile, "tile", low=0)
+    if tile >= pm.n_tiles:
+        raise InvalidInputError(f"tile must be in [0, {pm.n_tiles - 1}]; got {tile}")
+    k = pm.grid.tile
+    g = nx.DiGraph(tile=tile, n_tiles=pm.n_tiles, modes=k, mesh=pm.v.layout.kind)
+    last = {}
+    for m in range(k):
+        g.add_node(f"in:{m}", kind="port_in", mode=m, x=-1.0, y=float(m))
+        last[m] = (f"in:{m}", "o")
+    x = _mesh(g, "V", pm.v, tile, last, 0)
+    sigma = np.asarray(pm.sigma)[tile]
+    for m in range(k):
+        node = f"S:{m}"
+        g.add_node(node, kind="attenuator", mode=m, sigma=float(sigma[m]),
+                   transmission=float(np.cos(sigma[m]) ** 2), x=float(x), y=float(m))
+        src, sport = last[m]
+        g.add_edge(src, node, mode=m, src_port=sport, dst_port="i")
+        last[m] = (node, "o")
+    x = _mesh(g, "U", pm.u, tile, last, x + 1)
+    for m in range(k):
+        g.add_node(f"out:{m}", kind="port_out", mode=m, gain=float(np.asarray(pm.gain)[tile]), x=float(x), y=float(m))
+        src, sport = last[m]
+        g.add_edge(src, f"out:{m}", mode=m, src_port=sport, dst_port="i")
+    return g
+
+
+def export_graph(graph: nx.DiGraph, path) -> str:
+    """Write ``graph`` as GraphML (``.graphml``) or node-link JSON (``.json``), atomically."""
+    if not isinstance(graph, nx.Graph):
+        raise InvalidTypeError(f"graph must be a networkx graph; got {type(graph).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidTypeError(f"path must be a file path; got {type(path).__name__}")
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".graphml", ".json"):
+        raise InvalidInputError(f"path must end in .graphml or .json; got {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".photocomp-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if ext == ".graphml":
+                nx.write_graphml(graph, f)
+            else:
+                f.write(json.dumps(nx.node_link_data(graph, edges="edges")).encode("utf-8"))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
