@@ -20,9 +20,12 @@ where ``internal = 2 theta + pi``, ``external = phi`` and ``Z = diag(1, -1)``.
 So the internal phase is ``2 theta`` up to a constant ``pi`` offset, and the
 physical device equals the mathematical one up to the common phase
 ``-exp(i theta)`` on both outputs and a fixed ``pi`` on the lower output
-(a routing phase). :func:`to_physical` / :func:`from_physical` convert, and
-:func:`physical_mzi` is the device model with coupler errors used by chip
-simulation.
+(a routing phase). :func:`to_physical` / :func:`from_physical` convert one
+MZI, and :func:`physical_mzi` is the device model with coupler errors used by
+chip simulation. In a mesh those output screens are pushed forward into the
+next external phases and finally the output phase shifters, which makes the
+ideal physical mesh exactly equal to the mathematical one; that sweep lives
+in :mod:`photocomp.physical` (``mesh_to_physical`` / ``mesh_from_physical``).
 
 Phase ranges emitted after canonicalization: ``theta`` in [0, pi/2],
 ``phi`` in [0, 2 pi), output phases in [0, 2 pi).
