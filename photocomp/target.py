@@ -45,6 +45,13 @@ class Target:
       dac_bits: resolution of the phase-drive DACs (bits).
       clock_ghz: modulation / detection clock (GHz).
       detection: ``"coherent"`` (field read-out) or ``"intensity"``.
+      heater_efficiency_sigma: relative spread of heater efficiency (phase per mW) across a chip.
+      mode_pitch_um: waveguide (mode) pitch on the die (um).
+      column_pitch_um: MZI column pitch along the light (um).
+      drive_limit_p_pi: largest heater power, in units of P_pi.
+      adc_bits: resolution of the output detectors' ADCs (bits).
+      photons_per_shot: detected photons per unit optical power and shot (sets shot noise).
+      dark_noise: detector dark-noise std per shot, relative to unit power.
       components: approximate number of optical components (for reports).
       description: one line for ``photocomp targets``.
     """
@@ -65,6 +72,13 @@ class Target:
     dac_bits: int = 12
     clock_ghz: float = 1.0
     detection: str = "coherent"
+    heater_efficiency_sigma: float = 0.05
+    mode_pitch_um: float = 50.0
+    column_pitch_um: float = 300.0
+    drive_limit_p_pi: float = 2.5
+    adc_bits: int = 10
+    photons_per_shot: float = 1.0e5
+    dark_noise: float = 1.0e-4
     components: int = 0
     description: str = ""
 
@@ -81,8 +95,12 @@ class Target:
             raise InvalidInputError(f"Target.dac_bits must be an int in [1, 32]; got {self.dac_bits!r}")
         if self.detection not in _DETECTION:
             raise UnknownNameError(f"Target.detection must be one of {_DETECTION}; got {self.detection!r}")
-        positive = ("wavelength_nm", "dn_dt_per_k", "heater_p_pi_mw", "heater_tau_us", "v_pi", "clock_ghz")
-        nonneg = ("crosstalk", "phase_shifter_loss_db", "mzi_loss_db", "mzi_loss_sigma_db", "coupler_sigma_rad")
+        if isinstance(self.adc_bits, bool) or not isinstance(self.adc_bits, int) or not 1 <= self.adc_bits <= 32:
+            raise InvalidInputError(f"Target.adc_bits must be an int in [1, 32]; got {self.adc_bits!r}")
+        positive = ("wavelength_nm", "dn_dt_per_k", "heater_p_pi_mw", "heater_tau_us", "v_pi", "clock_ghz",
+                    "mode_pitch_um", "column_pitch_um", "photons_per_shot")
+        nonneg = ("crosstalk", "phase_shifter_loss_db", "mzi_loss_db", "mzi_loss_sigma_db", "coupler_sigma_rad",
+                  "heater_efficiency_sigma", "dark_noise")
         for f in positive + nonneg:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -91,6 +109,10 @@ class Target:
                 raise InvalidInputError(f"Target.{f} must be {'> 0' if f in positive else '>= 0'}; got {v}")
         if self.crosstalk >= 0.5:
             raise InvalidInputError(f"Target.crosstalk must be < 0.5 (fraction of phase); got {self.crosstalk}")
+        if not isinstance(self.drive_limit_p_pi, (int, float)) or not 2.0 <= self.drive_limit_p_pi <= 10.0:
+            raise InvalidInputError(f"Target.drive_limit_p_pi must be in [2, 10] (a full 2 pi of phase); got {self.drive_limit_p_pi!r}")
+        if self.heater_efficiency_sigma >= 0.5:
+            raise InvalidInputError(f"Target.heater_efficiency_sigma must be < 0.5; got {self.heater_efficiency_sigma}")
         if self.coupler_sigma_rad > math.pi / 8:
             raise InvalidInputError(f"Target.coupler_sigma_rad must be <= pi/8 rad; got {self.coupler_sigma_rad}")
 

@@ -12,6 +12,11 @@
 | MZI insertion loss                    | 0.2 dB (spread 0.05 dB) |
 | coupler splitting-angle error sigma   | 0.03 rad   |
 | DAC resolution                        | 12 bits    |
+
+Assumptions of the chip model (not in the published table; documented here so
+they can be changed in one place): heater efficiency spread 5 %, waveguide
+pitch 50 um, MZI column pitch 300 um, drive limit 2.5 P_pi, 10-bit detector
+ADCs, 1e5 detected photons per unit power per shot, dark noise 1e-4.
 """
 
 DEFAULTS = dict(
@@ -27,6 +32,13 @@ DEFAULTS = dict(
     coupler_sigma_rad=0.03,
     dac_bits=12,
     clock_ghz=1.0,
+    heater_efficiency_sigma=0.05,
+    mode_pitch_um=50.0,
+    column_pitch_um=300.0,
+    drive_limit_p_pi=2.5,
+    adc_bits=10,
+    photons_per_shot=1.0e5,
+    dark_noise=1.0e-4,
 )
 
 
