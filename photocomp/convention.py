@@ -60,22 +60,24 @@ PHI_RANGE = (0.0, float(2 * np.pi))
 """Half-open range [0, 2 pi) of canonical external and output phases (rad)."""
 
 
-def mzi(theta, phi):
+def mzi(theta, phi, xp=jnp):
     """Transfer matrix T(theta, phi) of the convention, batched over leading axes.
 
     Args:
       theta: internal angle (rad), any shape ``S``.
       phi: external phase (rad), shape broadcastable with ``theta``.
+      xp: array module, ``jax.numpy`` (default) or ``numpy`` for host-side
+        float64 work.
 
     Returns:
       complex array of shape ``S + (2, 2)``.
     """
-    theta = jnp.asarray(theta)
-    phi = jnp.asarray(phi)
-    c, s = jnp.cos(theta), jnp.sin(theta)
-    e = jnp.exp(1j * phi)
-    return jnp.stack(
-        [jnp.stack([e * c, -s + 0j * e], -1), jnp.stack([e * s, c + 0j * e], -1)], -2
+    theta = xp.asarray(theta)
+    phi = xp.asarray(phi)
+    c, s = xp.cos(theta), xp.sin(theta)
+    e = xp.exp(1j * phi)
+    return xp.stack(
+        [xp.stack([e * c, -s + 0j * e], -1), xp.stack([e * s, c + 0j * e], -1)], -2
     )
 
 
@@ -103,27 +105,27 @@ def commute_through_inverse(theta, phi, alpha, beta):
     return beta - phi + jnp.pi, beta, alpha - beta + jnp.pi
 
 
-def coupler(error=0.0):
+def coupler(error=0.0, xp=jnp):
     """Directional coupler with splitting-angle error ``error`` (rad).
 
     ``[[cos(pi/4 + e), i sin(pi/4 + e)], [i sin(pi/4 + e), cos(pi/4 + e)]]``;
     ``error = 0`` is the ideal 50:50 coupler. Batched over ``error``'s shape.
     """
-    a = jnp.pi / 4 + jnp.asarray(error)
-    c, s = jnp.cos(a) + 0j, 1j * jnp.sin(a)
-    return jnp.stack([jnp.stack([c, s], -1), jnp.stack([s, c], -1)], -2)
+    a = np.pi / 4 + xp.asarray(error)
+    c, s = xp.cos(a) + 0j, 1j * xp.sin(a)
+    return xp.stack([xp.stack([c, s], -1), xp.stack([s, c], -1)], -2)
 
 
-def _upper_phase(a):
-    a = jnp.asarray(a)
-    one = jnp.ones_like(a) + 0j
-    zero = jnp.zeros_like(a) + 0j
-    return jnp.stack(
-        [jnp.stack([jnp.exp(1j * a), zero], -1), jnp.stack([zero, one], -1)], -2
+def _upper_phase(a, xp=jnp):
+    a = xp.asarray(a)
+    one = xp.ones_like(a) + 0j
+    zero = xp.zeros_like(a) + 0j
+    return xp.stack(
+        [xp.stack([xp.exp(1j * a), zero], -1), xp.stack([zero, one], -1)], -2
     )
 
 
-def physical_mzi(internal, external, error_in=0.0, error_out=0.0):
+def physical_mzi(internal, external, error_in=0.0, error_out=0.0, xp=jnp):
     """Physical device: coupler(error_out) . P(internal) . coupler(error_in) . P(external).
 
     Args:
@@ -138,10 +140,10 @@ def physical_mzi(internal, external, error_in=0.0, error_out=0.0):
       ``(internal, external) = to_physical(theta, phi)``.
     """
     return (
-        coupler(error_out)
-        @ _upper_phase(internal)
-        @ coupler(error_in)
-        @ _upper_phase(external)
+        coupler(error_out, xp)
+        @ _upper_phase(internal, xp)
+        @ coupler(error_in, xp)
+        @ _upper_phase(external, xp)
     )
 
 

@@ -19,6 +19,22 @@ _forward_jit = jax.jit(simulate.forward, static_argnames=("detection",))
 _matrix_jit = jax.jit(simulate.program_matrix)
 
 
+def _chip_forward(chip, settings, x, detection):
+    from photocomp.chipsim import chip_forward
+
+    return chip_forward(chip, settings, x, detection)
+
+
+def _chip_matrix(chip, settings):
+    from photocomp.chipsim import chip_matrix
+
+    return chip_matrix(chip, settings)
+
+
+_chip_forward_jit = jax.jit(_chip_forward, static_argnames=("detection",))
+_chip_matrix_jit = jax.jit(_chip_matrix)
+
+
 def _as_float64(pm: PhaseMap) -> PhaseMap:
     """Host copies of the phase map in float64 (the stored precision)."""
     return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), pm)
@@ -33,6 +49,14 @@ class Program:
       report: the :class:`~photocomp.ir.CompileReport`.
       pipeline: the pipeline that produced it, as text.
       detection: ``"coherent"`` (fields) or ``"intensity"`` (``|y|^2``).
+      chip: the :class:`~photocomp.chip.Chip` a calibrated program runs on
+        (``None`` for the ideal chip).
+      settings: the calibrated physical heater phases
+        (:class:`~photocomp.chipsim.Settings`), ``None`` when uncalibrated.
+
+    A calibrated program (from :func:`photocomp.calibrate`) has the same
+    interface: ``forward``/``matrix`` then simulate its chip with its settings,
+    while ``phase_map`` stays the ideal program it was calibrated to.
 
     The pure function behind :meth:`forward` is :attr:`forward_fn`
     ``(params, x) -> y`` with ``params = program.params``; it works under
@@ -47,7 +71,7 @@ class Program:
     """
 
     def __init__(self, target: Target, phase_map: PhaseMap, report: CompileReport, pipeline: str,
-                 detection: str = "coherent", dense=None):
+                 detection: str = "coherent", dense=None, chip=None, settings=None):
         if not isinstance(target, Target):
             raise InvalidTypeError(f"target must be a photocomp.Target; got {type(target).__name__}")
         if not isinstance(phase_map, PhaseMap):
@@ -58,6 +82,37 @@ class Program:
         self.pipeline = pipeline
         self.detection = detection
         self._dense = None if dense is None else np.asarray(dense)
+        if (chip is None) != (settings is None):
+            raise InvalidInputError("chip and settings must be given together (a calibrated program) or not at all")
+        if chip is not None:
+            chip.check_target(target)
+            settings = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), settings)
+        self.chip = chip
+        self.settings = settings
+
+    @property
+    def calibrated(self) -> bool:
+        """True when this program runs on a specific fabricated chip."""
+        return self.chip is not None
+
+    @property
+    def ideal_phase_map(self) -> PhaseMap:
+        """The compiled (ideal-chip) phase map this program implements."""
+        return self.phase_map
+
+    def with_chip(self, chip, settings, report=None) -> "Program":
+        """A copy that runs on ``chip`` with physical ``settings``."""
+        return Program(self.target, self.phase_map, report or self.report, self.pipeline, self.detection,
+                       chip=chip, settings=settings)
+
+    def drives(self) -> np.ndarray:
+        """Heater powers (mW), (n_tiles, n_heaters), for a calibrated program's chip."""
+        if self.chip is None:
+            raise InvalidInputError("drives need a chip: calibrate the program first (photocomp.calibrate)")
+        from photocomp.chipsim import drive_map, flatten_heaters
+
+        with jax.enable_x64(True):
+            return drive_map(self.chip, np.asarray(flatten_heaters(self.settings)))
 
     # -- structure ---------------------------------------------------------------
     @property
@@ -83,13 +138,20 @@ class Program:
         return pm.v.layout.depth + 1 + pm.u.layout.depth
 
     @property
-    def params(self) -> PhaseMap:
-        """The pytree of arrays :attr:`forward_fn` takes (the phase map)."""
-        return self.phase_map
+    def params(self):
+        """The pytree :attr:`forward_fn` takes: the phase map, or the settings when calibrated."""
+        return self.settings if self.chip is not None else self.phase_map
 
     @property
     def forward_fn(self):
-        """Pure ``forward(params, x) -> y`` for one example ``x`` of shape (N,)."""
+        """Pure ``forward(params, x) -> y`` for one example ``x`` of shape (N,).
+
+        ``params`` is :attr:`params`: the phase map, or for a calibrated
+        program the physical settings (the chip is closed over).
+        """
+        if self.chip is not None:
+            chip = self.chip
+            return lambda params, x: _chip_forward(chip, params, x, self.detection)
         return functools.partial(simulate.forward, detection=self.detection)
 
     # -- execution ---------------------------------------------------------------
@@ -117,16 +179,27 @@ class Program:
         """
         x = self._check_x(x)
         if isinstance(x, jax.core.Tracer):
-            return _forward_jit(self.phase_map, x, detection=self.detection)
+            return self._run(x)
         with jax.enable_x64(True):
-            return _forward_jit(self.phase_map, x, detection=self.detection)
+            return self._run(x)
+
+    def _run(self, x):
+        if self.chip is not None:
+            return _chip_forward_jit(self.chip, self.settings, x, detection=self.detection)
+        return _forward_jit(self.phase_map, x, detection=self.detection)
 
     __call__ = forward
 
     def matrix(self, params: PhaseMap | None = None) -> np.ndarray:
-        """The (M, N) complex matrix the ideal chip implements (float64)."""
-        pm = self.phase_map if params is None else params
+        """The (M, N) complex matrix the program implements (float64).
+
+        The ideal chip's for a compiled program (or for ``params``); the
+        fabricated chip's, with the calibrated settings, for a calibrated one.
+        """
         with jax.enable_x64(True):
+            if params is None and self.chip is not None:
+                return np.asarray(_chip_matrix_jit(self.chip, self.settings))
+            pm = self.phase_map if params is None else params
             return np.asarray(_matrix_jit(pm))
 
     @property
@@ -169,7 +242,8 @@ class Program:
 
     def __repr__(self) -> str:
         m, n = self.shape
+        on = f", calibrated for chip seed {self.chip.seed}" if self.chip is not None else ""
         return (
             f"Program({m}x{n} on {self.target.name}: {self.n_tiles} tile(s), "
-            f"{self.n_mzi} MZIs, depth {self.depth}, detection={self.detection})"
+            f"{self.n_mzi} MZIs, depth {self.depth}, detection={self.detection}{on})"
         )

@@ -1,0 +1,400 @@
+"""Calibration of compiled programs on fabricated chips.
+
+* :func:`error` – how far a program's output on a chip is from the ideal
+  program (matrix error after the best real electronic gain per tile).
+* :func:`local_correction` – analytic per-MZI correction for known coupler
+  errors (the baseline): each MZI's internal phase is set so that its
+  erroneous couplers give the wanted splitting (clipped where unreachable),
+  its external phase and the pushed output screens fix the phases.
+* :func:`calibrate` – ``method="local"``, or ``method="model"``: gradient
+  descent with any optax optimizer on the differentiable chip model (chip
+  errors known), warm-started from the local correction, with early
+  stopping, a NaN/divergence guard and best-so-far tracking: it never
+  returns settings worse than those it started from.
+* :func:`reachability` – which MZIs cannot reach their required splitting
+  (bar power reachable only in [sin^2(a+b), cos^2(a-b)] with coupler errors
+  a, b) and the error floor that implies.
+
+References: S. Bandyopadhyay et al., "Hardware error correction for
+programmable photonics", Optica 8, 1247 (2021); R. Hamerly et al.,
+"Accurate self-configuration of rectangular multiport interferometers",
+Phys. Rev. Applied 18, 024019 (2022).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from photocomp.chip import Chip, as_chip
+from photocomp.chipsim import (
+    Settings,
+    attenuator_amplitude,
+    best_gain,
+    chip_tile_matrices,
+    flatten_heaters,
+    settings_from_program,
+    unflatten_heaters,
+)
+from photocomp.errors import InvalidInputError, InvalidTypeError, UnknownNameError
+from photocomp.ir import CompileReport, PassRecord
+from photocomp.mesh import MeshLayout
+from photocomp.simulate import tile_matrices
+from photocomp.validate import check_int, check_real
+
+__all__ = ["METHODS", "error", "local_correction", "calibrate", "reachability", "Reachability"]
+
+METHODS = ("model", "local")
+
+
+def _program(prog):
+    from photocomp.program import Program
+
+    if not isinstance(prog, Program):
+        raise InvalidTypeError(f"prog must be a photocomp.Program (from photocomp.compile or load); got {type(prog).__name__}")
+    return prog
+
+
+def _ideal_tiles(prog) -> np.ndarray:
+    with jax.enable_x64(True):
+        return np.asarray(tile_matrices(prog.ideal_phase_map))
+
+
+def _relative_error(target_tiles, chip_tiles_no_gain):
+    g = best_gain(target_tiles, chip_tiles_no_gain)
+    d = target_tiles - g[:, None, None] * chip_tiles_no_gain
+    num = jnp.sum(jnp.abs(d) ** 2)
+    den = jnp.sum(jnp.abs(target_tiles) ** 2)
+    return jnp.sqrt(num / jnp.where(den > 0, den, 1.0)), g
+
+
+def _settings_error(chip: Chip, s: Settings, target_tiles) -> tuple[float, np.ndarray]:
+    with jax.enable_x64(True):
+        b = chip_tile_matrices(chip, s, with_gain=False)
+        err, g = _relative_error(jnp.asarray(target_tiles), b)
+        return float(err), np.asarray(g)
+
+
+def error(prog, chip) -> dict:
+    """Matrix error of ``prog`` on ``chip`` versus the ideal program.
+
+    For an uncalibrated program the chip is driven with the program's ideal
+    settings (heater offsets and efficiencies compensated, as after a
+    standard phase characterisation; coupler errors, losses and their
+    non-uniformity uncorrected). A calibrated program is evaluated with its
+    own settings. In both cases each tile's electronic gain is set to its
+    best real value, which any read-out calibration does.
+
+    Returns:
+      ``{"matrix_error": ||W_ideal - W_chip||_F / ||W_ideal||_F, "tile_errors": [...]}``.
+    """
+    prog = _program(prog)
+    chip = as_chip(chip)
+    chip.check_target(prog.target)
+    s = prog.settings if prog.settings is not None else _ideal_settings(prog)
+    target = _ideal_tiles(prog)
+    err, g = _settings_error(chip, s, target)
+    with jax.enable_x64(True):
+        b = np.asarray(chip_tile_matrices(chip, s, with_gain=False))
+    per = [
+        float(np.linalg.norm(target[t] - g[t] * b[t]) / max(np.linalg.norm(target[t]), 1e-300))
+        for t in range(len(target))
+    ]
+    return {"matrix_error": err, "tile_errors": per}
+
+
+def _ideal_settings(prog) -> Settings:
+    with jax.enable_x64(True):
+        s = settings_from_program(prog.ideal_phase_map)
+        return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), s)
+
+
+# ---- local analytic correction ----------------------------------------------------
+
+def _splitting_internal(bar_power, a, b):
+    """Internal phase in [pi, 2 pi] giving bar power ``bar_power`` with coupler errors a, b (clipped)."""
+    ca, sa = np.cos(np.pi / 4 + a), np.sin(np.pi / 4 + a)
+    cb, sb = np.cos(np.pi / 4 + b), np.sin(np.pi / 4 + b)
+    cos_psi = (ca**2 * cb**2 + sa**2 * sb**2 - bar_power) / (2 * ca * cb * sa * sb)
+    return 2 * np.pi - np.arccos(np.clip(cos_psi, -1.0, 1.0))
+
+
+def _phase(z):
+    return np.angle(z)
+
+
+def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, pre_screen):
+    """Local correction of a stack of meshes (T, ...) sharing one chip stage."""
+    from photocomp.convention import mzi, physical_mzi
+
+    internal = np.zeros_like(theta)
+    external = np.zeros_like(theta)
+    screen = np.array(pre_screen, dtype=np.float64, copy=True)  # physical = diag(e^{i screen}) . math so far
+    top, index, valid = lay.column_slots
+    amp_loss = 10.0 ** (-np.asarray(loss_db) / 20.0)
+    for c in range(lay.depth):
+        idx = index[c][valid[c]]
+        k = top[c][valid[c]]
+        a_err, b_err = c_in[idx], c_out[idx]
+        th, ph = theta[:, idx], phi[:, idx]
+        psi = _splitting_internal(np.cos(th) ** 2, a_err, b_err)
+        # A = B(b) P(psi) B(a) (times loss): the device is A @ diag(e^{i chi}, 1)
+        amat = physical_mzi(psi, 0.0, a_err, b_err, xp=np) * amp_loss[idx][:, None, None]
+        # wanted: device = D_new @ T(theta, phi) @ diag(e^{-i pa}, e^{-i pb})
+        pa, pb = screen[:, k], screen[:, k + 1]
+        tmat = mzi(th, ph, xp=np) * np.stack([np.exp(-1j * pa), np.exp(-1j * pb)], -1)[..., None, :]
+        a00, a01, a10, a11 = amat[..., 0, 0], amat[..., 0, 1], amat[..., 1, 0], amat[..., 1, 1]
+        t00, t01, t10, t11 = tmat[..., 0, 0], tmat[..., 0, 1], tmat[..., 1, 0], tmat[..., 1, 1]
+        # least-squares phases: chi from both columns' ratios, then the output screen
+        u = t00 * a01 * np.conj(t01 * a00) + t10 * a11 * np.conj(t11 * a10)
+        mag = np.abs(u)
+        u = np.where(mag > 1e-300, u / np.where(mag > 0, mag, 1.0), 1.0)
+        d0 = _phase(a01 * np.conj(t01) + a00 * u * np.conj(t00))
+        d1 = _phase(a11 * np.conj(t11) + a10 * u * np.conj(t10))
+        internal[:, idx] = psi
+        external[:, idx] = _phase(u)
+        screen[:, k] = d0
+        screen[:, k + 1] = d1
+    out_phys = np.mod(out - screen, 2 * np.pi)
+    return np.mod(internal, 2 * np.pi), np.mod(external, 2 * np.pi), out_phys
+
+
+def local_correction(prog, chip) -> Settings:
+    """Settings with every MZI corrected analytically for the chip's known coupler errors and losses."""
+    prog = _program(prog)
+    chip = as_chip(chip)
+    chip.check_target(prog.target)
+    pm = prog.ideal_phase_map
+    lay = pm.v.layout
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    t = pm.n_tiles
+    k = pm.grid.tile
+    u_int, u_ext, u_out = _local_mesh(
+        lay, f64(pm.u.theta), f64(pm.u.phi), f64(pm.u.out_phase),
+        f64(chip.coupler_in["u"]), f64(chip.coupler_out["u"]), f64(chip.loss_db["u"]), np.zeros((t, k)),
+    )
+    sigma = f64(pm.sigma)
+    a, b = f64(chip.coupler_in["att"]), f64(chip.coupler_out["att"])
+    att = _splitting_internal(np.cos(sigma) ** 2, a, b)
+    with jax.enable_x64(True):
+        amp = np.asarray(attenuator_amplitude(att, a, b, f64(chip.loss_db["att"])))
+    v_int, v_ext, v_out = _local_mesh(
+        lay, f64(pm.v.theta), f64(pm.v.phi), f64(pm.v.out_phase),
+        f64(chip.coupler_in["v"]), f64(chip.coupler_out["v"]), f64(chip.loss_db["v"]), np.zeros((t, k)),
+    )
+    v_out = np.mod(v_out - np.angle(amp), 2 * np.pi)
+    s = Settings(pm.grid, lay, v_int, v_ext, v_out, np.mod(att, 2 * np.pi), u_int, u_ext, u_out, f64(pm.gain))
+    _, g = _settings_error(chip, s, _ideal_tiles(prog))
+    return s.replace(gain=g)
+
+
+# ---- reachability -----------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Reachability:
+    """Which MZIs of a program cannot reach their splitting on a chip.
+
+    Attributes:
+      v, u: boolean masks (T, n_mzi) of unreachable MZIs in the V / U meshes.
+      att: boolean mask (T, K) of unreachable attenuators.
+      fraction: unreachable fraction of all MZIs used.
+      floor: matrix error (after the best gain per tile) of the ideal program
+        with every unreachable MZI clipped to its nearest reachable splitting
+        and everything else perfect: the error left by the local (per-MZI)
+        correction of those MZIs. Global optimisation can partly compensate
+        it with the neighbouring MZIs, so it is an estimate, not a bound.
+    """
+
+    v: np.ndarray
+    u: np.ndarray
+    att: np.ndarray
+    fraction: float
+    floor: float
+
+    @property
+    def count(self) -> int:
+        return int(self.v.sum() + self.u.sum() + self.att.sum())
+
+
+def _theta_bounds(a, b):
+    """Reachable theta interval [|a - b|, pi/2 - |a + b|] for coupler errors a, b."""
+    return np.abs(a - b), np.pi / 2 - np.abs(a + b)
+
+
+def reachability(prog, chip) -> Reachability:
+    """Find unreachable MZIs (bar power outside [sin^2(a+b), cos^2(a-b)]) and the floor they imply."""
+    prog = _program(prog)
+    chip = as_chip(chip)
+    chip.check_target(prog.target)
+    pm = prog.ideal_phase_map
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    masks, clipped = {}, {}
+    for stage, th in (("v", f64(pm.v.theta)), ("u", f64(pm.u.theta)), ("att", f64(pm.sigma))):
+        lo, hi = _theta_bounds(f64(chip.coupler_in[stage]), f64(chip.coupler_out[stage]))
+        masks[stage] = (th < lo - 1e-12) | (th > hi + 1e-12)
+        clipped[stage] = np.clip(th, lo, hi)
+    from photocomp.phases import MeshPhases
+
+    clip_pm = pm.replace(
+        v=MeshPhases(pm.v.layout, clipped["v"], f64(pm.v.phi), f64(pm.v.out_phase)),
+        u=MeshPhases(pm.u.layout, clipped["u"], f64(pm.u.phi), f64(pm.u.out_phase)),
+        sigma=clipped["att"],
+    )
+    with jax.enable_x64(True):
+        target = tile_matrices(pm)
+        floor, _ = _relative_error(target, tile_matrices(clip_pm.replace(gain=np.ones_like(f64(pm.gain)))))
+        floor = float(floor)
+    total = sum(m.size for m in masks.values())
+    frac = float(sum(m.sum() for m in masks.values()) / total) if total else 0.0
+    return Reachability(masks["v"], masks["u"], masks["att"], frac, floor)
+
+
+# ---- calibration -----------------------------------------------------------------
+
+def _check_optimizer(optimizer):
+    import optax
+
+    if optimizer is None:
+        return optax.adam(2e-3)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise InvalidTypeError(
+            f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)); got {type(optimizer).__name__}"
+        )
+    return optimizer
+
+
+def _optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patience, progress, desc):
+    """Gradient descent on heater phases; returns (best settings, history, info)."""
+    import optax
+
+    target = chip.target
+    with jax.enable_x64(True):
+        tiles = jnp.asarray(target_tiles)
+        flat0 = jnp.asarray(flatten_heaters(start), dtype=jnp.float64)
+
+        def loss_fn(flat):
+            s = unflatten_heaters(start, flat, target)
+            b = chip_tile_matrices(chip, s, with_gain=False)
+            err, _ = _relative_error(tiles, b)
+            return err**2
+
+        opt_state = optimizer.init(flat0)
+
+        @jax.jit
+        def step(flat, state):
+            loss, grad = jax.value_and_grad(loss_fn)(flat)
+            updates, state = optimizer.update(grad, state, flat)
+            return optax.apply_updates(flat, updates), state, loss
+
+        best_flat, best_loss = flat0, float(loss_fn(flat0))
+        history = [np.sqrt(best_loss)]
+        flat, state = flat0, opt_state
+        since_best, stop_reason = 0, "steps"
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps, desc=desc, unit="step")
+        try:
+            for i in range(steps):
+                new_flat, new_state, loss = step(flat, state)
+                loss = float(loss)  # loss of `flat`, before the update
+                if not np.isfinite(loss):
+                    stop_reason = "non-finite loss (kept the best settings so far)"
+                    break
+                if loss < best_loss * (1 - tol):
+                    best_loss, best_flat, since_best = loss, flat, 0
+                else:
+                    since_best += 1
+                history.append(np.sqrt(loss))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(error=f"{np.sqrt(best_loss):.3e}")
+                if since_best >= patience:
+                    stop_reason = f"converged (no {tol:g} relative improvement in {patience} steps)"
+                    break
+                if loss > 1e3 * max(history[0] ** 2, 1e-30):
+                    stop_reason = "diverged (kept the best settings so far)"
+                    break
+                flat, state = new_flat, new_state
+            else:
+                final = float(loss_fn(flat))
+                if np.isfinite(final) and final < best_loss:
+                    best_loss, best_flat = final, flat
+        except KeyboardInterrupt:
+            stop_reason = "interrupted (kept the best settings so far)"
+        finally:
+            if bar is not None:
+                bar.close()
+        best = unflatten_heaters(start, best_flat, target)
+        best = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), best)
+    return best, np.asarray(history), {"steps_run": len(history) - 1, "stopped": stop_reason}
+
+
+def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int = 2000, tol: float = 1e-4,
+              patience: int = 50, warm_start: str = "local", progress: bool = True):
+    """Calibrate ``prog`` for ``chip``; returns a calibrated :class:`~photocomp.program.Program`.
+
+    Args:
+      prog: a compiled program (not already calibrated for another chip).
+      chip: a :class:`~photocomp.chip.Chip` of the same target.
+      method: ``"local"`` (analytic per-MZI correction) or ``"model"``
+        (optax on the differentiable chip model, chip errors known).
+      optimizer: any ``optax.GradientTransformation``; default ``optax.adam(2e-3)``.
+      steps: maximum optimisation steps (model).
+      tol, patience: early stopping: stop after ``patience`` steps without a
+        relative improvement of the squared error by ``tol``.
+      warm_start: ``"local"`` (default) or ``"ideal"`` settings to start from.
+      progress: show a progress bar.
+
+    Returns:
+      a Program whose ``forward``/``matrix`` simulate the chip with the
+      calibrated settings; ``report`` has the error before/after, steps,
+      stop reason and wall time. The result is never worse than the start.
+    """
+    prog = _program(prog)
+    chip = as_chip(chip)
+    chip.check_target(prog.target)
+    if method not in METHODS:
+        raise UnknownNameError(f"method must be one of {METHODS}; got {method!r}")
+    if warm_start not in ("local", "ideal"):
+        raise UnknownNameError(f"warm_start must be 'local' or 'ideal'; got {warm_start!r}")
+    steps = check_int(steps, "steps", low=0)
+    tol = check_real(tol, "tol", low=0.0, high=1.0)
+    patience = check_int(patience, "patience", low=1)
+    optimizer = _check_optimizer(optimizer)
+    t0 = time.perf_counter()
+    target_tiles = _ideal_tiles(prog)
+    ideal = _ideal_settings(prog)
+    before, _ = _settings_error(chip, ideal, target_tiles)
+    if not np.isfinite(before):
+        raise InvalidInputError("calibration cannot start: the chip simulation of the program is not finite")
+    t_local = time.perf_counter()
+    start = local_correction(prog, chip) if (method == "local" or warm_start == "local") else ideal
+    local_s = time.perf_counter() - t_local
+    start_err, _ = _settings_error(chip, start, target_tiles)
+    if start_err > before:  # never start from something worse than the ideal settings
+        start, start_err = ideal, before
+    metrics = {"method": method, "error_before": before, "error_start": start_err}
+    records = [PassRecord("local", "local", local_s, types.MappingProxyType({"matrix_error": start_err}))]
+    final = start
+    if method == "model":
+        t_opt = time.perf_counter()
+        final, history, info = _optimize(chip, start, target_tiles, optimizer, steps, tol, patience, progress,
+                                         f"calibrate {prog.target.name}")
+        opt_err, _ = _settings_error(chip, final, target_tiles)
+        if opt_err > start_err:
+            final, opt_err = start, start_err
+        records.append(PassRecord("model", f"model(steps={steps})", time.perf_counter() - t_opt,
+                                  types.MappingProxyType({"matrix_error": opt_err, **info})))
+        metrics.update(info)
+    after, gains = _settings_error(chip, final, target_tiles)
+    final = final.replace(gain=gains)
+    metrics.update({"error_after": after, "measurements": 0, "wall_s": time.perf_counter() - t0})
+    report = CompileReport(prog.report.records + tuple(records), types.MappingProxyType({**dict(prog.report.summary), **metrics}))
+    return prog.with_chip(chip, final, report)
