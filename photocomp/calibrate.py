@@ -260,7 +260,7 @@ def _check_optimizer(optimizer):
     import optax
 
     if optimizer is None:
-        return optax.adam(2e-3)
+        return optax.lbfgs()
     if not isinstance(optimizer, optax.GradientTransformation):
         raise InvalidTypeError(
             f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)); got {type(optimizer).__name__}"
@@ -283,12 +283,14 @@ def _optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patien
             err, _ = _relative_error(tiles, b)
             return err**2
 
-        opt_state = optimizer.init(flat0)
+        # extra-args support lets line-search optimizers (optax.lbfgs) see the objective
+        opt = optax.with_extra_args_support(optimizer)
+        opt_state = opt.init(flat0)
 
         @jax.jit
         def step(flat, state):
             loss, grad = jax.value_and_grad(loss_fn)(flat)
-            updates, state = optimizer.update(grad, state, flat)
+            updates, state = opt.update(grad, state, flat, value=loss, grad=grad, value_fn=loss_fn)
             return optax.apply_updates(flat, updates), state, loss
 
         best_flat, best_loss = flat0, float(loss_fn(flat0))
@@ -336,8 +338,8 @@ def _optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patien
     return best, np.asarray(history), {"steps_run": len(history) - 1, "stopped": stop_reason}
 
 
-def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int = 2000, tol: float = 1e-4,
-              patience: int = 50, warm_start: str = "local", progress: bool = True):
+def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int = 300, tol: float = 1e-4,
+              patience: int = 30, warm_start: str = "local", progress: bool = True):
     """Calibrate ``prog`` for ``chip``; returns a calibrated :class:`~photocomp.program.Program`.
 
     Args:
@@ -345,7 +347,9 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
       chip: a :class:`~photocomp.chip.Chip` of the same target.
       method: ``"local"`` (analytic per-MZI correction) or ``"model"``
         (optax on the differentiable chip model, chip errors known).
-      optimizer: any ``optax.GradientTransformation``; default ``optax.adam(2e-3)``.
+      optimizer: any ``optax.GradientTransformation``; default ``optax.lbfgs()``
+        (line-search optimizers receive the objective through optax's
+        extra-args interface).
       steps: maximum optimisation steps (model).
       tol, patience: early stopping: stop after ``patience`` steps without a
         relative improvement of the squared error by ``tol``.
