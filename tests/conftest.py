@@ -1,0 +1,153 @@
+"""Shared test helpers: the tolerance table, seeded generators and random matrices.
+
+Every tolerance the suite uses lives here. ``TOL`` is per dtype (like JAX's
+own test suite); ``BOUND`` holds the few named bounds that are tighter or
+looser than the dtype default for a documented reason. Every random draw
+comes from ``numpy.random.default_rng(seed)`` with an explicit seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# ---- tolerances -----------------------------------------------------------------
+
+TOL = {
+    "float64": 1e-10,
+    "complex128": 1e-10,
+    "float32": 1e-4,
+    "complex64": 1e-4,
+}
+"""Default absolute tolerance per result dtype."""
+
+BOUND = {
+    # exact identities of the convention, evaluated in float64
+    # DESIGN.md: the commuting identity holds to ~1e-15. Measured over 1e5 draws
+    # in [-pi, pi): max 1.5e-15 (a few ulp of the phases entering exp(i x)).
+    "commute": 2e-15,
+    "physical": 1e-14,  # physical form == -e^{i theta} Z T(theta, phi)
+    "unitary": 1e-14,  # a single 2x2 transfer matrix is unitary
+    # decomposition: max |U_rebuilt - U| for Haar unitaries
+    # (measured: 6e-14 at N = 64, 2.8e-13 at N = 256 for Clements; grows ~ N)
+    "reconstruction": 1e-12,
+    # canonicalization must not change the implemented matrix
+    "canonical": 1e-12,
+    # phases: |e^{i wrap(x)} - e^{i x}| for |x| <= 100 (rounding ~ |x| eps)
+    "wrap_circle": 1e-12,
+    # extremes of a sampled curve (2001 points over 2 pi): sampling error, not rounding
+    "sampled_extremum": 1e-5,
+    # a quantized phase sits on a DAC level
+    "dac_level": 1e-12,
+    # gradient checks (float64, central finite differences with step grad_eps)
+    "grad_atol": 1e-5,
+    "grad_rtol": 1e-5,
+    "grad_eps": 1e-6,
+    # autodiff gradient vs closed form (float64)
+    "grad_reference": 1e-9,
+    # the same float64 quantity computed twice along different code paths (relative)
+    "recomputed": 1e-9,
+    # statistics: smallest accepted KS p-value per MZI position (fixed seeds) ...
+    "ks_pvalue": 1e-3,
+    # ... and largest p-value tolerated when the wrong law must be rejected
+    "ks_reject": 1e-6,
+    # a 16-bit DAC leaves a small-matrix error well below 1 %
+    "quantized_16bit_error": 1e-2,
+}
+
+
+def tol(dtype) -> float:
+    """Absolute tolerance for results of ``dtype`` (numpy or JAX dtype or name)."""
+    return TOL[np.dtype(dtype).name]
+
+
+# ---- generators -----------------------------------------------------------------
+
+
+def haar_unitary(n: int, rng: np.random.Generator, size: int | None = None) -> np.ndarray:
+    """Haar-random unitary ``(n, n)`` (or a batch ``(size, n, n)``), complex128.
+
+    QR of a complex Ginibre matrix with the phases of R's diagonal moved into Q
+    (Mezzadri, Notices AMS 54, 592 (2007)); without that fix Q is not Haar.
+    """
+    shape = (n, n) if size is None else (size, n, n)
+    z = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
+    q, r = np.linalg.qr(z)
+    d = np.diagonal(r, axis1=-2, axis2=-1)
+    return q * (d / np.abs(d))[..., None, :]
+
+
+MATRIX_KINDS = ("real", "complex", "lowrank_real", "lowrank_complex", "zero")
+
+
+def random_matrix(rng: np.random.Generator, shape: tuple, kind: str = "real", rank: int = 1) -> np.ndarray:
+    """A test matrix of ``shape``.
+
+    Kinds: ``real`` / ``complex`` (standard normal entries), ``lowrank_real``
+    / ``lowrank_complex`` (product of ``(M, rank)`` and ``(rank, N)`` normal
+    factors, rank-deficient when ``rank < min(M, N)``), ``zero``.
+    """
+    m, n = shape
+    if kind == "real":
+        return rng.standard_normal((m, n))
+    if kind == "complex":
+        return rng.standard_normal((m, n)) + 1j * rng.standard_normal((m, n))
+    if kind == "lowrank_real":
+        return rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n))
+    if kind == "lowrank_complex":
+        a = rng.standard_normal((m, rank)) + 1j * rng.standard_normal((m, rank))
+        b = rng.standard_normal((rank, n)) + 1j * rng.standard_normal((rank, n))
+        return a @ b
+    if kind == "zero":
+        return np.zeros((m, n))
+    raise ValueError(f"kind must be one of {MATRIX_KINDS}; got {kind!r}")
+
+
+def mesh_matrix_np(layout, theta, phi, out_phase) -> np.ndarray:
+    """Independent NumPy rebuild of a mesh: diag(e^{i out}) . T_last ... T_first.
+
+    Written from DESIGN.md's convention and the layout alone (light meets the
+    MZIs in layout order; MZIs of one column act on disjoint pairs), so it
+    does not share code with photocomp's simulator.
+    """
+    n = layout.n_modes
+    u = np.eye(n, dtype=np.complex128)
+    pairs = np.asarray(layout.pairs, dtype=int)
+    cols = np.asarray(layout.columns, dtype=int)
+    theta = np.asarray(theta, dtype=np.float64)
+    phi = np.asarray(phi, dtype=np.float64)
+    for c in range(layout.depth):
+        sel = np.flatnonzero(cols == c)
+        k = pairs[sel]
+        cth, sth, e = np.cos(theta[sel]), np.sin(theta[sel]), np.exp(1j * phi[sel])
+        a, b = u[k].copy(), u[k + 1].copy()
+        u[k] = (e * cth)[:, None] * a - sth[:, None] * b
+        u[k + 1] = (e * sth)[:, None] * a + cth[:, None] * b
+    return np.exp(1j * np.asarray(out_phase, dtype=np.float64))[:, None] * u
+
+
+# ---- fixtures -------------------------------------------------------------------
+
+
+@pytest.fixture
+def rng():
+    """A fresh generator with a fixed seed (tests needing other seeds make their own)."""
+    return np.random.default_rng(20240611)
+
+
+@pytest.fixture(scope="session")
+def haar():
+    """The Haar generator ``haar(n, rng, size=None)``."""
+    return haar_unitary
+
+
+@pytest.fixture(scope="session")
+def make_matrix():
+    """The matrix builder ``make_matrix(rng, shape, kind, rank=1)``."""
+    return random_matrix
+
+
+@pytest.fixture(scope="session")
+def rebuild_mesh():
+    """The independent mesh rebuild ``rebuild_mesh(layout, theta, phi, out_phase)``."""
+    return mesh_matrix_np

@@ -1,0 +1,398 @@
+"""Mesh layouts and the Clements/Reck decompositions: structure, accuracy, jit, statistics."""
+
+import importlib
+
+import jax
+import numpy as np
+import pytest
+import scipy.stats
+
+import photocomp as pc
+from conftest import BOUND, TOL, haar_unitary, mesh_matrix_np
+from photocomp.errors import InvalidInputError, InvalidTypeError, UnknownNameError
+
+# photocomp.decompose is the function (re-exported); the module holds the jitted core.
+decompose_module = importlib.import_module("photocomp.decompose")
+
+KINDS = ("clements", "reck")
+
+# Twelve sizes in 1..64: the edge cases plus eight drawn with a fixed seed.
+RECON_SIZES = sorted(
+    {1, 2, 3, 64} | {int(n) for n in np.random.default_rng(64).choice(np.arange(4, 64), 8, replace=False)}
+)
+
+
+# ---- layouts --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mzi_counts(kind):
+    for n in range(1, 21):
+        lay = pc.layout(kind, n)
+        assert lay.n_mzi == n * (n - 1) // 2, n
+        assert len(lay.columns) == lay.n_mzi
+        assert lay.n_modes == n and lay.kind == kind
+
+
+def test_clements_depth():
+    assert pc.layout("clements", 1).depth == 0
+    assert pc.layout("clements", 2).depth == 1  # a single MZI
+    for n in range(3, 21):
+        assert pc.layout("clements", n).depth == n, n
+
+
+def test_reck_depth():
+    assert pc.layout("reck", 1).depth == 0
+    for n in range(2, 21):
+        assert pc.layout("reck", n).depth == 2 * n - 3, n
+
+
+def test_clements_column_parity_rule():
+    """Column c holds exactly the pairs n = c (mod 2), n = 0 .. N-2 (N >= 3)."""
+    for n in range(3, 21):
+        lay = pc.layout("clements", n)
+        for c in range(lay.depth):
+            got = sorted(p for p, col in zip(lay.pairs, lay.columns) if col == c)
+            assert got == list(range(c % 2, n - 1, 2)), (n, c)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_two_mzis_in_a_column_share_a_mode(kind):
+    for n in range(2, 21):
+        lay = pc.layout(kind, n)
+        for c in range(lay.depth):
+            modes = [m for p, col in zip(lay.pairs, lay.columns) if col == c for m in (p, p + 1)]
+            assert len(modes) == len(set(modes)), (n, c)
+            assert all(0 <= m < n for m in modes)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_layout_order_is_column_major_and_every_pair_is_used(kind):
+    for n in range(2, 13):
+        lay = pc.layout(kind, n)
+        keys = list(zip(lay.columns, lay.pairs))
+        assert keys == sorted(keys)
+        assert set(lay.pairs) == set(range(n - 1))
+
+
+def test_reck_mzis_per_pair():
+    """Reck: pair k carries N - 1 - k MZIs (the triangle)."""
+    for n in range(2, 13):
+        lay = pc.layout("reck", n)
+        counts = np.bincount(lay.pairs, minlength=n - 1)
+        np.testing.assert_array_equal(counts, np.arange(n - 1, 0, -1))
+
+
+def test_layout_is_hashable_static_and_cached():
+    a, b = pc.layout("clements", 6), pc.layout("clements", 6)
+    assert a == b and hash(a) == hash(b)
+    assert a != pc.layout("reck", 6)
+    assert len({a, b, pc.layout("reck", 6)}) == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, "4", None, True])
+def test_layout_rejects_bad_sizes(bad):
+    with pytest.raises(InvalidInputError, match="n_modes"):
+        pc.layout("clements", bad)
+
+
+def test_layout_rejects_unknown_kind():
+    with pytest.raises(UnknownNameError, match="mesh kind"):
+        pc.layout("triangle", 4)
+
+
+# ---- reconstruction --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", RECON_SIZES)
+def test_reconstruction_haar(kind, n):
+    us = haar_unitary(n, np.random.default_rng([1, n]), size=3)
+    ph = pc.decompose(us, kind)
+    assert ph.theta.shape == (3, n * (n - 1) // 2) and ph.out_phase.shape == (3, n)
+    for i in range(3):
+        rebuilt = mesh_matrix_np(ph.layout, ph.theta[i], ph.phi[i], ph.out_phase[i])
+        np.testing.assert_allclose(rebuilt, us[i], rtol=0, atol=BOUND["reconstruction"])
+
+
+@pytest.mark.parametrize("n", [128, 256])
+def test_reconstruction_haar_large_clements(n):
+    u = haar_unitary(n, np.random.default_rng([2, n]))
+    ph = pc.clements(u)
+    rebuilt = mesh_matrix_np(ph.layout, ph.theta, ph.phi, ph.out_phase)
+    np.testing.assert_allclose(rebuilt, u, rtol=0, atol=BOUND["reconstruction"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_library_simulator_agrees_with_rebuild(kind):
+    us = haar_unitary(7, np.random.default_rng(3), size=2)
+    ph = pc.decompose(us, kind)
+    with jax.enable_x64(True):
+        sim = np.asarray(ph.unitary())
+    assert sim.dtype == np.complex128
+    np.testing.assert_allclose(sim, us, rtol=0, atol=BOUND["reconstruction"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reconstruction_of_permutations_and_phase_screens(kind):
+    """Unitaries full of exact zeros: every permutation of 4 modes times random phases."""
+    import itertools
+
+    n = 4
+    r = np.random.default_rng(4)
+    mats = []
+    for perm in itertools.permutations(range(n)):
+        p = np.eye(n)[list(perm)]
+        mats.append(np.diag(np.exp(1j * r.uniform(0, 2 * np.pi, n))) @ p)
+    mats = np.array(mats)
+    ph = pc.decompose(mats, kind)
+    for i in range(len(mats)):
+        rebuilt = mesh_matrix_np(ph.layout, ph.theta[i], ph.phi[i], ph.out_phase[i])
+        np.testing.assert_allclose(rebuilt, mats[i], rtol=0, atol=BOUND["reconstruction"])
+    assert np.all(np.isfinite(ph.theta)) and np.all(np.isfinite(ph.phi))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_identity_needs_no_crossing(kind):
+    ph = pc.decompose(np.eye(6), kind)
+    np.testing.assert_allclose(np.sin(ph.theta), 0.0, rtol=0, atol=BOUND["reconstruction"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batch_equals_loop_exactly(kind):
+    us = haar_unitary(6, np.random.default_rng(5), size=5)
+    batch = pc.decompose(us, kind)
+    for i in range(5):
+        one = pc.decompose(us[i], kind)
+        np.testing.assert_array_equal(one.theta, batch.theta[i])
+        np.testing.assert_array_equal(one.phi, batch.phi[i])
+        np.testing.assert_array_equal(one.out_phase, batch.out_phase[i])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_output_ranges(kind):
+    us = haar_unitary(9, np.random.default_rng(6), size=16)
+    ph = pc.decompose(us, kind)
+    assert ph.theta.min() >= 0.0 and ph.theta.max() <= np.pi / 2
+    for a in (ph.phi, ph.out_phase):
+        assert a.min() >= 0.0 and a.max() < 2 * np.pi
+
+
+def test_clements_and_reck_helpers_match_decompose():
+    u = haar_unitary(5, np.random.default_rng(8))
+    for fn, kind in ((pc.clements, "clements"), (pc.reck, "reck")):
+        a, b = fn(u), pc.decompose(u, kind)
+        assert a.layout == b.layout
+        np.testing.assert_array_equal(a.theta, b.theta)
+        np.testing.assert_array_equal(a.phi, b.phi)
+
+
+def test_input_not_modified():
+    u = haar_unitary(5, np.random.default_rng(9))
+    before = u.copy()
+    pc.decompose(u, "clements")
+    np.testing.assert_array_equal(u, before)
+
+
+# ---- bad input --------------------------------------------------------------------
+
+
+def test_rejects_non_unitary():
+    w = np.random.default_rng(10).standard_normal((4, 4))
+    with pytest.raises(InvalidInputError, match="unitary"):
+        pc.decompose(w, "clements")
+    # unless the check is switched off (garbage in, finite garbage out)
+    ph = pc.decompose(w, "clements", check=False)
+    assert np.all(np.isfinite(ph.theta))
+
+
+def test_unitarity_tolerance_is_respected():
+    u = haar_unitary(4, np.random.default_rng(11))
+    pc.decompose(u * (1 + 1e-10), "reck")  # within the default atol=1e-8
+    with pytest.raises(InvalidInputError, match="unitary"):
+        pc.decompose(u * (1 + 1e-10), "reck", atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.ones((3, 4)), np.ones(4), np.ones((2, 3, 4)), np.ones((2, 2, 2, 2)), np.zeros((0, 0))],
+    ids=["3x4", "1-D", "batch-non-square", "4-D", "empty"],
+)
+def test_rejects_non_square(bad):
+    with pytest.raises(InvalidInputError, match="unitary must be a square"):
+        pc.decompose(bad, "clements")
+
+
+def test_rejects_nan_and_inf():
+    for v in (np.nan, np.inf):
+        u = np.eye(3, dtype=complex)
+        u[1, 2] = v
+        with pytest.raises(InvalidInputError, match="unitary must be finite"):
+            pc.decompose(u, "clements", check=False)
+
+
+@pytest.mark.parametrize("bad", ["eye", b"eye", None, np.array([["a", "b"], ["c", "d"]]), np.eye(2, dtype=object)])
+def test_rejects_non_numeric(bad):
+    with pytest.raises(InvalidTypeError, match="unitary must be a numeric"):
+        pc.decompose(bad, "clements")
+
+
+def test_rejects_unknown_kind():
+    with pytest.raises(UnknownNameError, match="kind"):
+        pc.decompose(np.eye(3), "triangle")
+
+
+# ---- jit and precision --------------------------------------------------------------
+
+
+def test_second_call_does_not_retrace():
+    cache = decompose_module._decompose_batch
+    us = haar_unitary(11, np.random.default_rng(12), size=2)
+    pc.decompose(us[0], "clements")
+    size = cache._cache_size()
+    pc.decompose(us[1], "clements")
+    pc.decompose(us[0] * np.exp(0.3j), "clements")
+    assert cache._cache_size() == size
+    # batches are padded to powers of two: sizes 3 and 4 share one compiled program
+    b3 = haar_unitary(11, np.random.default_rng(13), size=3)
+    pc.decompose(b3, "clements")
+    size = cache._cache_size()
+    pc.decompose(np.concatenate([b3, us[:1]]), "clements")
+    assert cache._cache_size() == size
+
+
+def test_float64_results_with_x64_off():
+    assert jax.config.jax_enable_x64 is False
+    u = haar_unitary(10, np.random.default_rng(14))
+    ph = pc.decompose(u, "clements")
+    assert jax.config.jax_enable_x64 is False
+    for a in (ph.theta, ph.phi, ph.out_phase):
+        assert isinstance(a, np.ndarray) and a.dtype == np.float64
+    # float64 accuracy (float32 arithmetic would leave ~1e-6)
+    rebuilt = mesh_matrix_np(ph.layout, ph.theta, ph.phi, ph.out_phase)
+    np.testing.assert_allclose(rebuilt, u, rtol=0, atol=BOUND["reconstruction"])
+
+
+def test_float64_results_from_complex64_input():
+    u = haar_unitary(10, np.random.default_rng(15)).astype(np.complex64)
+    ph = pc.decompose(u, "reck", atol=1e-5)
+    assert jax.config.jax_enable_x64 is False
+    assert ph.theta.dtype == np.float64 and ph.out_phase.dtype == np.float64
+    rebuilt = mesh_matrix_np(ph.layout, ph.theta, ph.phi, ph.out_phase)
+    np.testing.assert_allclose(rebuilt, u.astype(np.complex128), rtol=0, atol=TOL["complex64"])
+
+
+# ---- Haar statistics oracle (Russell et al. 2017; Pai et al. 2019) --------------------
+
+HAAR_N = 8
+HAAR_B = 400
+
+
+def clements_alpha(n_modes, pair, column):
+    return min(2 * min(pair, n_modes - 2 - pair) + 2, 2 * min(column, n_modes - 1 - column) + 1)
+
+
+def reck_alpha(pair):
+    """Reck: counting pairs k = 1, 2, ... from the side with the most MZIs (mode pair 0), alpha = k."""
+    return pair + 1
+
+
+@pytest.fixture(scope="module")
+def haar_batch():
+    return haar_unitary(HAAR_N, np.random.default_rng(2019), size=HAAR_B)
+
+
+@pytest.fixture(scope="module")
+def haar_phases(haar_batch):
+    return {kind: pc.decompose(haar_batch, kind) for kind in KINDS}
+
+
+def test_alpha_sums():
+    n = HAAR_N
+    lay = pc.layout("clements", n)
+    assert sum(clements_alpha(n, p, c) for p, c in zip(lay.pairs, lay.columns)) == n * (n * n - 1) // 6
+    lay = pc.layout("reck", n)
+    assert sum(reck_alpha(p) for p in lay.pairs) == n * (n * n - 1) // 6
+    for m in range(2, 21):
+        lay = pc.layout("clements", m)
+        assert sum(clements_alpha(m, p, c) for p, c in zip(lay.pairs, lay.columns)) == m * (m * m - 1) // 6
+
+
+def _ks_pvalues(theta, alphas):
+    cross = np.sin(theta) ** 2
+    return np.array([scipy.stats.kstest(cross[:, i], scipy.stats.beta(a, 1).cdf).pvalue for i, a in enumerate(alphas)])
+
+
+def test_clements_cross_power_is_beta(haar_phases):
+    ph = haar_phases["clements"]
+    lay = ph.layout
+    alphas = [clements_alpha(HAAR_N, p, c) for p, c in zip(lay.pairs, lay.columns)]
+    p = _ks_pvalues(ph.theta, alphas)
+    bad = [(lay.pairs[i], lay.columns[i], alphas[i], p[i]) for i in np.flatnonzero(p <= BOUND["ks_pvalue"])]
+    assert not bad, f"(pair, column, alpha, p) failing the KS test: {bad}"
+
+
+def test_clements_bar_power_is_not_beta(haar_phases):
+    """Sanity of the oracle: the wrong variable (cos^2) fails where alpha != 1."""
+    ph = haar_phases["clements"]
+    lay = ph.layout
+    alphas = np.array([clements_alpha(HAAR_N, p, c) for p, c in zip(lay.pairs, lay.columns)])
+    p = _ks_pvalues(np.pi / 2 - ph.theta, alphas)
+    assert np.all(p[alphas > 1] < BOUND["ks_reject"])
+
+
+def test_reck_cross_power_is_beta(haar_phases):
+    ph = haar_phases["reck"]
+    lay = ph.layout
+    alphas = [reck_alpha(p) for p in lay.pairs]
+    p = _ks_pvalues(ph.theta, alphas)
+    bad = [(lay.pairs[i], lay.columns[i], alphas[i], p[i]) for i in np.flatnonzero(p <= BOUND["ks_pvalue"])]
+    assert not bad, f"(pair, column, alpha, p) failing the KS test: {bad}"
+
+
+def test_reck_alpha_counts_from_the_long_side(haar_phases):
+    """The other counting (alpha = N - 1 - pair, from the short side) is rejected."""
+    ph = haar_phases["reck"]
+    lay = ph.layout
+    wrong = [HAAR_N - 1 - p for p in lay.pairs]
+    p = _ks_pvalues(ph.theta, wrong)
+    differs = np.array([w != reck_alpha(q) for w, q in zip(wrong, lay.pairs)])
+    assert np.all(p[differs] < BOUND["ks_reject"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_external_and_output_phases_are_uniform(haar_phases, kind):
+    ph = haar_phases[kind]
+    uniform = scipy.stats.uniform(0, 2 * np.pi).cdf
+    p_phi = np.array([scipy.stats.kstest(ph.phi[:, i], uniform).pvalue for i in range(ph.phi.shape[1])])
+    p_out = np.array([scipy.stats.kstest(ph.out_phase[:, i], uniform).pvalue for i in range(HAAR_N)])
+    assert p_phi.min() > BOUND["ks_pvalue"], np.flatnonzero(p_phi <= BOUND["ks_pvalue"])
+    assert p_out.min() > BOUND["ks_pvalue"], np.flatnonzero(p_out <= BOUND["ks_pvalue"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_haar_sampled_phases_give_haar_unitaries(kind):
+    """The inverse direction: phases drawn from the oracle's laws give Haar unitaries.
+
+    E|Tr U|^2 = 1 and E|U_ij|^2 = 1/N (DESIGN.md); |U_00|^2 ~ Beta(1, N - 1).
+    """
+    n, b = 6, 4000
+    lay = pc.layout(kind, n)
+    r = np.random.default_rng(2017)
+    if kind == "clements":
+        alphas = np.array([clements_alpha(n, p, c) for p, c in zip(lay.pairs, lay.columns)])
+    else:
+        alphas = np.array([reck_alpha(p) for p in lay.pairs])
+    cross = r.uniform(size=(b, lay.n_mzi)) ** (1.0 / alphas)  # Beta(alpha, 1) by inversion
+    theta = np.arcsin(np.sqrt(cross))
+    phi = r.uniform(0, 2 * np.pi, (b, lay.n_mzi))
+    out = r.uniform(0, 2 * np.pi, (b, n))
+    with jax.enable_x64(True):
+        u = np.asarray(pc.MeshPhases(lay, theta, phi, out).unitary())
+    tr2 = np.abs(np.trace(u, axis1=1, axis2=2)) ** 2
+    # Var |Tr U|^2 = 1 for Haar U (N >= 2): five standard errors
+    assert abs(tr2.mean() - 1.0) < 5 / np.sqrt(b)
+    p2 = np.abs(u) ** 2
+    se = np.sqrt((n - 1) / (n * n * (n + 1)) / b)  # std of Beta(1, N-1) / sqrt(b)
+    np.testing.assert_allclose(p2.mean(axis=0), np.full((n, n), 1 / n), rtol=0, atol=5 * se)
+    assert scipy.stats.kstest(p2[:, 0, 0], scipy.stats.beta(1, n - 1).cdf).pvalue > BOUND["ks_pvalue"]
