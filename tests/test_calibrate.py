@@ -1,0 +1,129 @@
+"""Calibration: local correction, optax model calibration, reachability, errors and bad input."""
+
+import dataclasses
+import types
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import photocomp as pc
+from photocomp.calibrate import calibrate, error, local_correction, reachability
+from photocomp.chip import fabricate
+from photocomp.ir import CompileReport, PhaseMap, TileGrid
+from photocomp.phases import MeshPhases
+from photocomp.program import Program
+
+
+def _reachable_program(target, seed=0):
+    """A program whose every MZI sits well inside the reachable range (theta in [0.3, 1.2])."""
+    lay = pc.layout(target.mesh, target.size)
+    rng = np.random.default_rng(seed)
+    k = target.size
+
+    def mesh():
+        return MeshPhases(lay, rng.uniform(0.3, 1.2, (1, lay.n_mzi)), rng.uniform(0, 2 * np.pi, (1, lay.n_mzi)),
+                          rng.uniform(0, 2 * np.pi, (1, k)))
+
+    pm = PhaseMap(TileGrid(k, k, k), mesh(), rng.uniform(0.3, 1.2, (1, k)), mesh(), np.ones(1))
+    return Program(target, pm, CompileReport((), types.MappingProxyType({})), "manual")
+
+
+@pytest.fixture(scope="module")
+def lossless_target():
+    return dataclasses.replace(pc.get_target("clements-5"), mzi_loss_db=0.0, mzi_loss_sigma_db=0.0)
+
+
+@pytest.fixture(scope="module")
+def small():
+    w = np.random.default_rng(3).normal(size=(6, 6))
+    prog = pc.compile(w, target="clements-6", pipeline="tile | svd | clements | lower")
+    return prog, fabricate("clements-6", seed=11)
+
+
+def test_local_correction_is_exact_when_everything_is_reachable(lossless_target):
+    prog = _reachable_program(lossless_target)
+    chip = fabricate(lossless_target, seed=3)
+    assert reachability(prog, chip).count == 0
+    assert error(prog, chip)["matrix_error"] > 1e-2
+    cal = calibrate(prog, chip, method="local", progress=False)
+    assert cal.report.summary["error_after"] < 1e-12
+    assert error(cal, chip)["matrix_error"] < 1e-12
+
+
+def test_model_calibration_recovers_a_known_perturbation(lossless_target):
+    prog = _reachable_program(lossless_target, seed=1)
+    chip = fabricate(lossless_target, seed=4)
+    cal = calibrate(prog, chip, method="model", warm_start="ideal", progress=False)
+    s = cal.report.summary
+    assert s["error_after"] < s["error_before"] / 100
+
+
+def test_calibration_never_increases_the_error_and_model_beats_local(small):
+    prog, chip = small
+    before = error(prog, chip)["matrix_error"]
+    local = calibrate(prog, chip, method="local", progress=False)
+    model = calibrate(prog, chip, method="model", progress=False)
+    assert local.report.summary["error_after"] <= before
+    assert model.report.summary["error_after"] <= local.report.summary["error_after"]
+    # a useless optimizer (zero learning rate) must return the start, not something worse
+    stuck = calibrate(prog, chip, method="model", optimizer=optax.sgd(0.0), steps=5, progress=False)
+    assert stuck.report.summary["error_after"] == pytest.approx(local.report.summary["error_after"], rel=1e-12)
+    # a diverging optimizer is caught and the best settings so far are kept
+    wild = calibrate(prog, chip, method="model", optimizer=optax.sgd(1e6), steps=20, progress=False)
+    assert wild.report.summary["error_after"] <= local.report.summary["error_after"] * (1 + 1e-12)
+
+
+def test_calibrated_program_runs_on_its_chip(small):
+    prog, chip = small
+    cal = calibrate(prog, chip, method="local", progress=False)
+    assert cal.calibrated and not prog.calibrated
+    x = np.random.default_rng(0).normal(size=6)
+    np.testing.assert_allclose(np.asarray(cal.forward(x)), cal.matrix() @ x, atol=1e-12)
+    ideal = prog.matrix()
+    assert np.linalg.norm(cal.matrix() - ideal) / np.linalg.norm(ideal) == pytest.approx(
+        cal.report.summary["error_after"], rel=1e-9
+    )
+    power = cal.drives()
+    assert power.shape == (1, chip.n_heaters) and power.min() >= 0
+
+
+def test_deterministic(small):
+    prog, chip = small
+    a = calibrate(prog, chip, method="model", steps=20, progress=False)
+    b = calibrate(prog, chip, method="model", steps=20, progress=False)
+    for x, y in zip(jax.tree_util.tree_leaves(a.settings), jax.tree_util.tree_leaves(b.settings)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_local_correction_with_perfect_couplers_is_the_ideal_setting():
+    t = dataclasses.replace(pc.get_target("clements-4"), coupler_sigma_rad=0.0, mzi_loss_db=0.0, mzi_loss_sigma_db=0.0)
+    prog = pc.compile(np.random.default_rng(5).normal(size=(4, 4)), target=t, pipeline="tile | svd | clements | lower")
+    chip = fabricate(t, seed=0)
+    s = local_correction(prog, chip)
+    assert error(prog.with_chip(chip, s), chip)["matrix_error"] < 1e-12
+
+
+def test_reachability_floor_and_counts(small):
+    prog, chip = small
+    r = reachability(prog, chip)
+    assert r.v.shape == (1, prog.phase_map.v.layout.n_mzi) and r.att.shape == (1, 6)
+    assert 0 <= r.fraction <= 1 and r.floor >= 0
+    assert r.count == int(r.v.sum() + r.u.sum() + r.att.sum())
+
+
+def test_calibration_bad_input(small):
+    prog, chip = small
+    with pytest.raises(pc.MismatchError, match="chip"):
+        calibrate(prog, fabricate("clements-4", seed=0), progress=False)
+    with pytest.raises(pc.InvalidTypeError, match="optimizer"):
+        calibrate(prog, chip, optimizer="adam", progress=False)
+    with pytest.raises(pc.UnknownNameError, match="method"):
+        calibrate(prog, chip, method="magic", progress=False)
+    with pytest.raises(pc.InvalidInputError, match="steps"):
+        calibrate(prog, chip, steps=-1, progress=False)
+    with pytest.raises(pc.InvalidTypeError, match="chip"):
+        calibrate(prog, "chip", progress=False)
+    with pytest.raises(pc.InvalidTypeError, match="prog"):
+        error(np.eye(3), chip)
