@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from photocomp import convention
-from photocomp.dac import SCHEMES, quantize_phase
+from photocomp.dac import SCHEMES, level_at_or_above, quantize_phase
 from photocomp.errors import UnknownNameError
 from photocomp.ir import CompileState
 from photocomp.phases import MeshPhases
@@ -19,10 +19,12 @@ from photocomp.validate import check_int
 def _quantize_theta(theta, bits, scheme):
     internal, _ = convention.to_physical(np.asarray(theta, dtype=np.float64), 0.0)
     q = quantize_phase(np.asarray(internal), bits, scheme)
-    # internal phase 2 theta + pi lives in [pi, 2 pi] for canonical theta; keep that branch
+    # internal phase 2 theta + pi lives in [pi, 2 pi] for canonical theta: 2 pi wraps to 0,
+    # and a level just below pi would give theta < 0, so take the lowest level >= pi instead
     q = np.where(q < np.pi / 2, q + 2 * np.pi, q)
+    q = np.where(q < np.pi, level_at_or_above(np.pi, bits, scheme), q)
     th, _ = convention.from_physical(q, 0.0)
-    return np.asarray(th)
+    return np.clip(np.asarray(th), 0.0, np.pi / 2)
 
 
 def _quantize_mesh(mp: MeshPhases, bits, scheme) -> MeshPhases:

@@ -164,4 +164,5 @@ def wrap_phase(x):
     """Wrap phases (rad) into [0, 2 pi), mapping values within 1e-15 of 2 pi to 0."""
     two_pi = 2 * jnp.pi
     w = jnp.mod(x, two_pi)
-    return jnp.where(w >= two_pi, w - two_pi, w)
+    # XLA flushes subnormals: a negative subnormal survives mod unchanged
+    return jnp.where((w >= two_pi) | jnp.signbit(w), 0.0, w)

@@ -39,6 +39,17 @@ def quantize_phase(phase, bits: int, scheme: str = "voltage") -> np.ndarray:
     return np.mod(q, _TWO_PI)
 
 
+def level_at_or_above(phase, bits: int, scheme: str = "voltage") -> np.ndarray:
+    """Smallest DAC-reachable phase >= ``phase`` (rad, in [0, 2 pi])."""
+    bits = check_int(bits, "bits", low=1, high=32)
+    p = np.clip(np.asarray(phase, dtype=np.float64), 0.0, _TWO_PI)
+    if scheme == "linear":
+        levels = 2**bits
+        return np.ceil(p / _TWO_PI * levels - 1e-9) / levels * _TWO_PI
+    top = 2**bits - 1
+    return _TWO_PI * (np.ceil(np.sqrt(p / _TWO_PI) * top - 1e-9) / top) ** 2
+
+
 def phase_step(bits: int, scheme: str = "voltage") -> float:
     """Largest spacing between adjacent reachable phase levels (rad)."""
     bits = check_int(bits, "bits", low=1, high=32)

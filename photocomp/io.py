@@ -106,7 +106,10 @@ def read_npz(path, fmt: str, versions: tuple) -> tuple[dict, dict]:
     if not os.path.isfile(path):
         raise PhaseMapFileError(f"path must be an existing file; got {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise PhaseMapFileError(f"{path!r} is not a photocomp file: expected an .npz archive, got a bare array")
+        with loaded as z:
             if "__meta__" not in z.files:
                 raise PhaseMapFileError(f"{path!r} is not a photocomp file: no __meta__ record")
             meta = json.loads(bytes(z["__meta__"]).decode("utf-8"))

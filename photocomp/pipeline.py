@@ -63,7 +63,13 @@ def _format_arg(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return v if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", v) else repr(v)
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", v):
+            return v
+        if '"' not in v:
+            return f'"{v}"'
+        if "'" not in v:
+            return f"'{v}'"
+        raise PipelineError(f"pass parameter {v!r} holds both quote kinds and cannot be written as pipeline text")
     return repr(v)
 
 
@@ -170,7 +176,7 @@ def get_pass(name: str, **params) -> Pass:
         raise PipelineError(f"pass {name!r} has no parameter(s) {unknown}; parameters: {sorted(fields) or 'none'}")
     try:
         return cls(**params)
-    except (InvalidInputError, InvalidTypeError) as exc:
+    except (InvalidInputError, InvalidTypeError, UnknownNameError) as exc:
         raise PipelineError(f"invalid parameters for pass {name!r}: {exc}") from None
 
 
@@ -179,7 +185,7 @@ def get_pass(name: str, **params) -> Pass:
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<num>[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
-      | (?P<str>"[^"\\]*"|'[^'\\]*')
+      | (?P<str>"[^"]*"|'[^']*')
       | (?P<name>[A-Za-z_][A-Za-z0-9_\-]*)
       | (?P<op>[|(),=])
     )""",
@@ -194,6 +200,8 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
+            while text[pos].isspace():
+                pos += 1
             raise PipelineError(f"pipeline: unexpected character {text[pos]!r} at position {pos} in {text!r}")
         kind = m.lastgroup
         out.append((kind, m.group(kind), m.start(kind)))
@@ -225,7 +233,7 @@ def parse_pipeline(text: str) -> Pipeline:
       UnknownNameError: on an unknown pass name.
     """
     if not isinstance(text, str):
-        raise InvalidTypeError(f"pipeline must be a string or a Pipeline; got {type(text).__name__}")
+        raise InvalidTypeError(f"pipeline must be a string; got {type(text).__name__}")
     if not text.strip():
         raise PipelineError("pipeline must name at least one pass; got an empty string")
     toks = _tokenize(text)
@@ -253,7 +261,9 @@ def parse_pipeline(text: str) -> Pipeline:
                 while True:
                     _, key, kpos = expect(("name",), "a parameter name")
                     if key in params:
-                        raise PipelineError(f"pipeline: parameter {key!r} given twice for pass {name!r}")
+                        raise PipelineError(
+                            f"pipeline: parameter {key!r} given twice for pass {name!r} at position {kpos} in {text!r}"
+                        )
                     expect(("=",), "'='")
                     vkind, vtok, _ = expect(("num", "str", "name"), "a value")
                     params[key] = _value(vkind, vtok)

@@ -162,8 +162,8 @@ class Program:
             x = np.asarray(x)
             if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
                 raise InvalidTypeError(f"x must be a numeric array of shape ({self.shape[1]},); got dtype {x.dtype}")
-            if not np.all(np.isfinite(x)):
-                raise InvalidInputError("x must be finite; got NaN/Inf entries")
+        if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
+            raise InvalidInputError("x must be finite; got NaN/Inf entries")
         if tuple(x.shape) != (self.shape[1],):
             raise InvalidInputError(
                 f"x must have shape ({self.shape[1]},) (one example; batch with jax.vmap); got shape {tuple(x.shape)}"

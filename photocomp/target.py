@@ -103,8 +103,10 @@ class Target:
                   "heater_efficiency_sigma", "dark_noise")
         for f in positive + nonneg:
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise InvalidTypeError(f"Target.{f} must be a finite number; got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InvalidTypeError(f"Target.{f} must be a finite number; got {type(v).__name__} {v!r}")
+            if not math.isfinite(v):
+                raise InvalidInputError(f"Target.{f} must be a finite number; got {v!r}")
             if (f in positive and v <= 0) or (f in nonneg and v < 0):
                 raise InvalidInputError(f"Target.{f} must be {'> 0' if f in positive else '>= 0'}; got {v}")
         if self.crosstalk >= 0.5:
@@ -124,7 +126,9 @@ class Target:
     @property
     def depth(self) -> int:
         """Optical depth of one mesh in MZI columns."""
-        return self.size if self.mesh == "clements" else max(2 * self.size - 3, 1)
+        from photocomp.mesh import layout
+
+        return layout(self.mesh, self.size).depth
 
     def default_pipeline(self) -> str:
         """Preset pipeline string for this target (DAC bits from the target)."""
@@ -183,7 +187,7 @@ def get_target(target) -> Target:
     if not isinstance(target, str):
         raise InvalidTypeError(f"target must be a target name (str) or a Target; got {type(target).__name__} {target!r}")
     eps = _entry_points()
-    if target in eps:
+    if target in eps and _FAMILY.match(target):
         obj = eps[target].load()()
     else:
         m = _FAMILY.match(target)

@@ -333,13 +333,6 @@ def test_compiled_phases_are_in_documented_ranges(tiled, quantized):
         assert a.min() >= 0 and a.max() <= np.pi / 2
 
 
-@pytest.mark.xfail(
-    reason="quantize maps theta through the internal phase 2 theta + pi and takes the nearest DAC "
-    "level, which for theta = 0 lies *below* pi at 8-11 and 16 bits (8 bits: 2 pi (180/255)^2 = "
-    "3.1307), so quantized theta and sigma become negative (-0.0054 at 8 bits) although files "
-    "declare theta in [0, pi/2]",
-    strict=True,
-)
 def test_quantized_theta_stays_in_documented_range(quantized):
     _, progs = quantized
     pm = progs[8].phase_map
@@ -445,11 +438,6 @@ def test_unknown_targets(name):
         pc.get_target(name)
 
 
-@pytest.mark.xfail(
-    reason="get_target looks a bare family name ('clements') up as an exact entry point and calls "
-    "the family constructor without a size: a raw TypeError escapes instead of UnknownNameError",
-    strict=True,
-)
 @pytest.mark.parametrize("name", ["clements", "reck"])
 def test_bare_family_name_is_unknown_target(name):
     with pytest.raises(UnknownNameError, match="target must be one of"):
@@ -498,11 +486,6 @@ def test_target_rejects_bad_names_and_types():
         pc.Target.from_dict({"name": "lab", "mesh": "clements", "size": 4, "colour": "red"})
 
 
-@pytest.mark.xfail(
-    reason="Target.__post_init__ raises InvalidTypeError for a NaN/Inf physics value; errors.py "
-    "documents NaN as an invalid *value* (InvalidInputError), and the type is right",
-    strict=True,
-)
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_target_non_finite_is_invalid_input(value):
     with pytest.raises(InvalidInputError, match="Target.wavelength_nm"):
@@ -515,10 +498,6 @@ def test_target_depth_matches_layout(name):
     assert t.depth == pc.layout(t.mesh, t.size).depth
 
 
-@pytest.mark.xfail(
-    reason="Target.depth returns size (2) for clements-2, but its mesh is one MZI: layout depth 1",
-    strict=True,
-)
 def test_target_depth_matches_layout_clements_2():
     t = pc.get_target("clements-2")
     assert t.depth == pc.layout(t.mesh, t.size).depth
@@ -584,11 +563,6 @@ def test_forward_rejects_bad_x(small):
         prog.forward(jnp.ones(4))
 
 
-@pytest.mark.xfail(
-    reason="Program._check_x skips the finiteness check for every jax.Array, also concrete ones "
-    "(not tracers): forward(jnp.array([nan, ...])) silently returns NaN",
-    strict=True,
-)
 def test_forward_rejects_nan_in_concrete_jax_array(small):
     _, prog = small
     with pytest.raises(InvalidInputError, match="x must be finite"):

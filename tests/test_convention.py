@@ -186,11 +186,6 @@ def test_wrap_phase_float32_range():
     assert np.all(w >= 0.0) and np.all(w < np.float32(2 * np.pi))
 
 
-@pytest.mark.xfail(
-    reason="wrap_phase returns negative subnormal inputs unchanged (XLA flushes subnormals, "
-    "so jnp.mod's 'remainder != 0' test sees zero); the result leaves [0, 2 pi)",
-    strict=True,
-)
 def test_wrap_phase_negative_subnormal():
     x = -np.nextafter(0.0, 1.0)  # -4.9e-324
     with jax.enable_x64(True):

@@ -310,11 +310,6 @@ def test_load_rejects_non_paths(bad):
         pc.load(bad)
 
 
-@pytest.mark.xfail(
-    reason="read_npz uses 'with np.load(...) as z', but np.load returns a plain ndarray for a .npy "
-    "file; the resulting TypeError is not in the caught list, so a raw TypeError escapes",
-    strict=True,
-)
 def test_load_npy_file_is_a_phase_map_file_error(tmp_path):
     path = tmp_path / "w.npy"
     np.save(path, np.ones((3, 3)))
