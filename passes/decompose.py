@@ -18,7 +18,7 @@ from photocomp.simulate import evaluate
 @dataclasses.dataclass(frozen=True)
 class _Decompose(Pass):
     requires = frozenset({"svd"})
-    provides = frozenset({"phases"})
+    provides = frozenset({"phases", "canonical"})  # decompositions emit canonical ranges
     kind = ""
 
     def __call__(self, state: CompileState):

@@ -54,7 +54,7 @@ class Quantize(Pass):
     scheme: str = "voltage"
 
     name = "quantize"
-    requires = frozenset({"phases"})
+    requires = frozenset({"phases", "canonical"})
     provides = frozenset({"quantized"})
 
     def __post_init__(self):

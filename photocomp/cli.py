@@ -25,6 +25,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"photocomp: error: {message} (see '{self.prog} --help')\n")
 
 
+def _progress(args) -> bool:
+    """Progress bars only for people: not with --quiet, not when stderr is not a terminal."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _load_matrix(path: str, key: str | None):
     from photocomp.errors import InvalidInputError, PhaseMapFileError
 
@@ -87,7 +92,7 @@ def _compile(args) -> int:
     import photocomp as pc
 
     w = _load_matrix(args.weights, args.key)
-    prog = pc.compile(w, target=args.target, pipeline=args.pipeline, progress=not args.quiet)
+    prog = pc.compile(w, target=args.target, pipeline=args.pipeline, progress=_progress(args))
     out = args.output or (os.path.splitext(args.weights)[0] + ".phases.npz")
     prog.save(out)
     if not args.quiet:
@@ -141,7 +146,7 @@ def _demo(args) -> int:
     rng = np.random.default_rng(DEMO_SEED)
     w = rng.normal(size=DEMO_SHAPE) / np.sqrt(DEMO_SHAPE[1])
     print(f"photocomp demo: a {DEMO_SHAPE[0]}x{DEMO_SHAPE[1]} Gaussian weight matrix (seed {DEMO_SEED}) -> {DEMO_TARGET}")
-    prog = pc.compile(w, target=DEMO_TARGET, progress=not args.quiet)
+    prog = pc.compile(w, target=DEMO_TARGET, progress=_progress(args))
     print(prog)
     print(prog.report.table())
     out = args.output

@@ -174,14 +174,16 @@ class Program:
         """Output ``y`` (M,) of the ideal chip for input ``x`` (N,).
 
         ``y ~= W @ x`` (or ``|W @ x|^2`` with intensity detection). jit-compiled.
-        Called on concrete data it computes in float64 (complex128 out); inside
-        ``jax.vmap``/``jax.grad``/``jax.jit`` it follows the caller's precision.
+        Called on concrete data it computes in float64 and returns a numpy
+        array (complex128, or float64 intensities); inside
+        ``jax.vmap``/``jax.grad``/``jax.jit`` it returns a jax array and follows
+        the caller's precision.
         """
         x = self._check_x(x)
         if isinstance(x, jax.core.Tracer):
             return self._run(x)
         with jax.enable_x64(True):
-            return self._run(x)
+            return np.asarray(self._run(x))
 
     def _run(self, x):
         if self.chip is not None:
@@ -212,9 +214,11 @@ class Program:
     def forward_dense(self, x):
         """Folded fast path: ``dense @ x`` (same result as :meth:`forward` to ~1e-13)."""
         x = self._check_x(x)
-        with jax.enable_x64(True):
-            y = jnp.asarray(self.dense) @ jnp.asarray(x, dtype=jnp.complex128)
-            return jnp.abs(y) ** 2 if self.detection == "intensity" else y
+        if isinstance(x, jax.core.Tracer):
+            y = jnp.asarray(self.dense) @ x
+        else:
+            y = self.dense @ np.asarray(x, dtype=np.complex128)
+        return abs(y) ** 2 if self.detection == "intensity" else y
 
     def graph(self, tile: int = 0):
         """networkx view of the circuit with tile ``tile``'s settings (see :mod:`photocomp.graph`)."""
