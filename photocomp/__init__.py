@@ -10,6 +10,8 @@ and run the result as jit-compiled forward functions::
 """
 
 from photocomp import convention
+from photocomp.calibrate import Reachability, calibrate, error, local_correction, reachability
+from photocomp.chip import Chip, fabricate
 from photocomp.compiler import compile
 from photocomp.decompose import clements, decompose, reck
 from photocomp.errors import (
@@ -37,6 +39,13 @@ __all__ = [
     "__version__",
     "compile",
     "load",
+    "fabricate",
+    "Chip",
+    "calibrate",
+    "error",
+    "local_correction",
+    "reachability",
+    "Reachability",
     "targets",
     "get_target",
     "Target",

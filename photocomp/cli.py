@@ -129,6 +129,10 @@ def _inspect(args) -> int:
         ("attenuators", f"sigma [{np.min(pm.sigma):.4f}, {np.max(pm.sigma):.4f}] rad"),
         ("gains", f"[{np.min(pm.gain):.4g}, {np.max(pm.gain):.4g}]"),
     ]
+    if prog.calibrated:
+        rows.append(("calibrated for", f"chip seed {prog.chip.seed} ({prog.chip.n_heaters} heaters)"))
+        power = prog.drives()
+        rows.append(("heater power", f"total {power.sum(axis=1).max():.1f} mW per tile, max {power.max():.2f} mW"))
     rows += [(k.replace("_", " "), format_value(v)) for k, v in prog.report.summary.items()]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -137,6 +141,32 @@ def _inspect(args) -> int:
         from photocomp.graph import export_graph
 
         print(f"wrote {export_graph(prog.graph(args.tile), args.graph)} (circuit of tile {args.tile})")
+    return 0
+
+
+def _calibrate(args) -> int:
+    import time
+
+    import photocomp as pc
+
+    prog = pc.load(args.file)
+    if prog.calibrated:
+        raise pc.InvalidInputError(f"file must hold an uncalibrated program; {args.file!r} is calibrated for chip seed {prog.chip.seed}")
+    chip = pc.fabricate(prog.target, seed=args.chip_seed)
+    t0 = time.perf_counter()
+    cal = pc.calibrate(prog, chip, method=args.method, steps=args.steps, progress=_progress(args))
+    wall = time.perf_counter() - t0
+    out = args.output or (os.path.splitext(args.file)[0].removesuffix(".phases") + ".cal.npz")
+    cal.save(out)
+    s = cal.report.summary
+    print(f"chip: {prog.target.name} seed {args.chip_seed}  method: {args.method}")
+    print(f"matrix error before: {s['error_before']:.4e}")
+    print(f"matrix error after:  {s['error_after']:.4e}")
+    if "steps_run" in s:
+        print(f"steps: {s['steps_run']} ({s['stopped']})")
+    print(f"measurements used: {s['measurements']}")
+    print(f"time: {wall:.2f} s")
+    print(f"wrote {out}")
     return 0
 
 
@@ -187,6 +217,16 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tile", type=int, default=0, help="tile whose settings the exported graph carries; default 0")
     s.set_defaults(func=_inspect)
 
+    s = sub.add_parser("calibrate", help="calibrate a phase map for a fabricated chip",
+                       description="Calibrate a compiled phase-map file for a chip sampled from its target with --chip-seed.")
+    s.add_argument("file", help="uncalibrated phase-map file")
+    s.add_argument("--chip-seed", type=int, required=True, help="seed of the fabricated chip (photocomp.fabricate)")
+    s.add_argument("--method", default="model", choices=["model", "local"], help="calibration method; default %(default)s")
+    s.add_argument("--steps", type=int, default=300, help="maximum optimisation steps (model); default %(default)s")
+    s.add_argument("-o", "--output", default=None, help="output file; default FILE.cal.npz")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_calibrate)
+
     s = sub.add_parser("demo", help="compile a built-in matrix and show the report",
                        description=f"Compile a built-in {DEMO_SHAPE[0]}x{DEMO_SHAPE[1]} matrix onto {DEMO_TARGET}, print the report and write the phase map.")
     s.add_argument("-o", "--output", default="photocomp-demo.phases.npz", help="output phase-map file; default %(default)s")
@@ -216,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("photocomp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

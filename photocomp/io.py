@@ -19,6 +19,12 @@ array              shape               meaning (units)
 ``columns``        (n_mzi,)            column of each MZI (int32)
 =================  ==================  ==========================================
 
+A program calibrated for a fabricated chip also stores its physical heater
+settings ``cal_v_int``, ``cal_v_ext``, ``cal_v_out``, ``cal_att``, ``cal_u_int``,
+``cal_u_ext``, ``cal_u_out`` (rad), ``cal_gain`` and the heater drives
+``drives_mw`` (T, H) (mW), and records the chip (target and seed, from which
+it is re-sampled on load, plus a SHA-256 fingerprint that must match).
+
 ``__meta__`` records the format name, schema version, MZI convention tag,
 units, the full target, the tile grid, the mesh, the pipeline, the detection
 model, the compile report and a SHA-256 of every array. Readers refuse other
@@ -54,7 +60,8 @@ UNITS = {
     "gain": "dimensionless", "wavelength_nm": "nm", "heater_p_pi_mw": "mW", "heater_tau_us": "us",
     "v_pi": "V", "clock_ghz": "GHz",
 }
-_FLOAT_ARRAYS = ("v_theta", "v_phi", "v_out_phase", "sigma", "u_theta", "u_phi", "u_out_phase", "gain")
+_FLOAT_ARRAYS = ("v_theta", "v_phi", "v_out_phase", "sigma", "u_theta", "u_phi", "u_out_phase", "gain",
+                 "cal_v_int", "cal_v_ext", "cal_v_out", "cal_att", "cal_u_int", "cal_u_ext", "cal_u_out", "cal_gain")
 _INT_ARRAYS = ("mode_pairs", "columns")
 
 
@@ -149,6 +156,13 @@ def save_program(program, path) -> str:
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
     arrays["mode_pairs"] = lay.pair_array
     arrays["columns"] = lay.column_array
+    chip_meta = None
+    if program.chip is not None:
+        s = program.settings
+        for g in _SETTINGS_FIELDS:
+            arrays[f"cal_{g}"] = np.asarray(getattr(s, g), dtype=np.float64)
+        arrays["drives_mw"] = np.asarray(program.drives(), dtype=np.float64)
+        chip_meta = {"seed": program.chip.seed, "fingerprint": chip_fingerprint(program.chip)}
     from photocomp import __version__
 
     meta = {
@@ -164,8 +178,22 @@ def save_program(program, path) -> str:
         "pipeline": program.pipeline,
         "detection": program.detection,
         "report": program.report.to_dict(),
+        "chip": chip_meta,
     }
     return atomic_write_npz(path, arrays, meta)
+
+
+_SETTINGS_FIELDS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain")
+
+
+def chip_fingerprint(chip) -> str:
+    """SHA-256 over every error array of a chip (detects a chip that re-samples differently)."""
+    import jax
+
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(chip):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()
 
 
 def _expect(arrays, name, shape, path):
@@ -218,4 +246,25 @@ def load(path):
         u=MeshPhases(lay, get("u_theta", (t, nm)), get("u_phi", (t, nm)), get("u_out_phase", (t, k))),
         gain=get("gain", (t,)),
     )
-    return Program(target, pm, report, pipeline, detection)
+    chip_meta = meta.get("chip")
+    if chip_meta is None:
+        return Program(target, pm, report, pipeline, detection)
+    from photocomp.chip import fabricate
+    from photocomp.chipsim import Settings
+
+    try:
+        chip = fabricate(target, int(chip_meta["seed"]))
+    except (PhotocompError, KeyError, TypeError, ValueError) as exc:
+        raise PhaseMapFileError(f"{path!r}: invalid chip record ({type(exc).__name__}: {exc})") from None
+    if chip_fingerprint(chip) != chip_meta.get("fingerprint"):
+        raise PhaseMapFileError(
+            f"{path!r}: the chip (seed {chip_meta['seed']}) re-samples differently from the one it was calibrated on"
+        )
+    m = lay.n_mzi
+    shapes = {"v_int": (t, m), "v_ext": (t, m), "v_out": (t, k), "att": (t, k),
+              "u_int": (t, m), "u_ext": (t, m), "u_out": (t, k), "gain": (t,)}
+    for g in _SETTINGS_FIELDS:
+        if arrays.get(f"cal_{g}") is not None:
+            _expect(arrays, f"cal_{g}", shapes[g], path)
+    settings = Settings(grid, lay, **{g: get(f"cal_{g}", shapes[g]) for g in _SETTINGS_FIELDS})
+    return Program(target, pm, report, pipeline, detection, chip=chip, settings=settings)

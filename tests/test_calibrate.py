@@ -127,3 +127,30 @@ def test_calibration_bad_input(small):
         calibrate(prog, "chip", progress=False)
     with pytest.raises(pc.InvalidTypeError, match="prog"):
         error(np.eye(3), chip)
+
+
+def test_calibrated_program_save_load_round_trip(small, tmp_path):
+    prog, chip = small
+    cal = calibrate(prog, chip, method="local", progress=False)
+    path = cal.save(tmp_path / "p.cal.npz")
+    back = pc.load(path)
+    assert back.calibrated and back.chip.seed == chip.seed
+    x = np.random.default_rng(1).normal(size=6)
+    np.testing.assert_array_equal(back.forward(x), cal.forward(x))
+    np.testing.assert_array_equal(back.drives(), cal.drives())
+    assert back.report.summary["error_after"] == cal.report.summary["error_after"]
+
+
+def test_cli_calibrate(small, tmp_path, capsys):
+    from photocomp.cli import main
+
+    prog, _ = small
+    src = prog.save(tmp_path / "w.phases.npz")
+    assert main(["calibrate", str(src), "--chip-seed", "11", "--method", "local", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "matrix error before" in out and "matrix error after" in out and "measurements used" in out
+    assert (tmp_path / "w.cal.npz").exists()
+    assert main(["inspect", str(tmp_path / "w.cal.npz")]) == 0
+    assert "chip seed 11" in capsys.readouterr().out
+    assert main(["calibrate", str(tmp_path / "w.cal.npz"), "--chip-seed", "1", "-q"]) == 2
+    assert "uncalibrated" in capsys.readouterr().err
