@@ -1,0 +1,631 @@
+"""Time unitary decompositions: photocomp against the NumPy reference and public peers.
+
+Every implementation decomposes the same Haar-random unitaries (fixed seeds)
+at each size N. A cell of the table is the median wall time of repeated calls;
+photocomp's first call (which includes jit compilation) is left out of the
+median and reported in its own column. Each implementation's result is turned
+back into a dense unitary and the largest entry of |U - U_hat| is reported, so
+a fast but wrong result cannot hide.
+
+Implementations (the peers only where they import):
+
+* photocomp ``decompose(U, "clements")`` and ``decompose(U, "reck")``;
+* photocomp batched: one ``decompose`` call on a stack of unitaries (throughput);
+* :mod:`photocomp.reference`, the plain float64 NumPy loops;
+* the ``interferometer`` package: ``square_decomposition`` (Clements) and
+  ``triangle_decomposition`` (Reck);
+* Strawberry Fields 0.23's ``decompositions`` module: ``rectangular``
+  (Clements, stops before moving the middle phase screen out) and
+  ``triangular`` (Reck). The module is loaded from its file on its own,
+  because ``import strawberryfields`` as a whole no longer works with current
+  SciPy.
+
+Each (implementation, N) cell runs in a fresh child process. A call that runs
+past ``--budget-s`` is stopped; that cell and every larger N of that
+implementation are shown as "—" (skipped over budget). Repeats also stop once
+their total would pass the budget.
+
+Usage (``benchmarks/run.sh`` builds an environment with the peers)::
+
+    python benchmarks/decompositions.py --sizes 16 32 64 128 256 \\
+        --repeats 5 --budget-s 90 --out benchmarks/README.md --plot benchmarks/decompositions.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import importlib.util
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # allow running from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+from photocomp import reference  # noqa: E402
+
+BEGIN = "<!-- decompositions:begin -->"
+END = "<!-- decompositions:end -->"
+DASH = "—"
+
+# name -> (mesh family, is jit-compiled)
+IMPLEMENTATIONS = {
+    "photocomp clements": ("clements", True),
+    "photocomp reck": ("reck", True),
+    "numpy reference clements": ("clements", False),
+    "numpy reference reck": ("reck", False),
+    "interferometer square (Clements)": ("clements", False),
+    "interferometer triangle (Reck)": ("reck", False),
+    "strawberryfields rectangular (Clements)": ("clements", False),
+    "strawberryfields triangular (Reck)": ("reck", False),
+}
+SF_BASELINE = {
+    "clements": "strawberryfields rectangular (Clements)",
+    "reck": "strawberryfields triangular (Reck)",
+}
+BATCHED = "photocomp clements, batched"
+
+
+# --------------------------------------------------------------------------
+# Test matrices and reconstruction
+# --------------------------------------------------------------------------
+
+
+def test_unitary(n: int, seed: int) -> np.ndarray:
+    """The Haar unitary every implementation decomposes at size ``n``."""
+    return reference.haar_unitary(n, np.random.default_rng([seed, n]))
+
+
+def test_batch(batch: int, n: int, seed: int) -> np.ndarray:
+    """``batch`` Haar unitaries of size ``n`` for the throughput measurement."""
+    rng = np.random.default_rng([seed, n, batch])
+    return np.stack([reference.haar_unitary(n, rng) for _ in range(batch)])
+
+
+def _left(u: np.ndarray, k: int, t: np.ndarray) -> None:
+    """In place ``u <- t @ u`` on rows (k, k+1)."""
+    u[k : k + 2, :] = t @ u[k : k + 2, :]
+
+
+def _sf_rectangular_unitary(n, result):
+    """Rebuild U from ``(tilist, diags, tlist)``: ``T_1^-1 .. T_m^-1 D Ti_r^-1 .. Ti_1^-1``."""
+    tilist, diags, tlist = result
+    u = np.eye(n, dtype=np.complex128)
+    for m, _, theta, phi, _ in tilist:  # Ti^-1 = T, the first one meets light first
+        _left(u, int(m), reference.mzi_matrix(theta, phi))
+    u = np.asarray(diags)[:, None] * u
+    for m, _, theta, phi, _ in reversed(tlist):
+        _left(u, int(m), reference.mzi_matrix(theta, phi).conj().T)
+    return u
+
+
+def _sf_triangular_unitary(n, result):
+    """Rebuild U from ``(tlist, diags, None)``, tlist as returned: ``T_1^-1 .. T_m^-1 D``."""
+    tlist, diags, _ = result
+    u = np.diag(np.asarray(diags, dtype=np.complex128))
+    for m, _, theta, phi, _ in tlist:  # returned last-nulled first
+        _left(u, int(m), reference.mzi_matrix(theta, phi).conj().T)
+    return u
+
+
+def _interferometer_unitary(n, itf):
+    ops = []
+    for bs in itf.BS_list:
+        if bs.mode2 != bs.mode1 + 1:
+            raise ValueError(f"unexpected beam splitter on modes {bs.mode1}, {bs.mode2}")
+        ops.append((bs.mode1 - 1, bs.theta, bs.phi))
+    return reference.mesh_product(n, ops, np.asarray(itf.output_phases, dtype=np.float64))
+
+
+def _photocomp_unitary(n, phases):
+    ops = zip(phases.layout.pairs, phases.theta, phases.phi)
+    return reference.mesh_product(n, ops, phases.out_phase)
+
+
+def load_strawberryfields_decompositions():
+    """Strawberry Fields' ``decompositions.py`` as a module of its own, or None.
+
+    Only that file is executed (it needs numpy, scipy and thewalrus), not the
+    package's ``__init__``.
+    """
+    spec = importlib.util.find_spec("strawberryfields")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "decompositions.py"
+    if not path.is_file():
+        return None
+    module_spec = importlib.util.spec_from_file_location("_sf_decompositions", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # an optional dependency is missing or broken
+        print(f"# strawberryfields decompositions not usable: {exc!r}", file=sys.stderr)
+        return None
+    return module
+
+
+def load(name: str):
+    """``(decompose(U) -> result, rebuild(n, result) -> U_hat)`` for one implementation.
+
+    Raises ImportError when the implementation is not available.
+    """
+    if name.startswith("photocomp"):
+        from photocomp.decompose import decompose
+
+        kind = IMPLEMENTATIONS.get(name, ("clements",))[0]
+        return (lambda u: decompose(u, kind)), _photocomp_unitary
+    if name == "numpy reference clements":
+        return reference.clements_reference, lambda n, r: reference.mesh_product(n, *r)
+    if name == "numpy reference reck":
+        return reference.reck_reference, lambda n, r: reference.mesh_product(n, *r)
+    if name.startswith("interferometer"):
+        import interferometer
+
+        fn = interferometer.square_decomposition if "square" in name else interferometer.triangle_decomposition
+        return fn, _interferometer_unitary
+    if name.startswith("strawberryfields"):
+        sf = load_strawberryfields_decompositions()
+        if sf is None:
+            raise ImportError("strawberryfields decompositions unavailable")
+        if "rectangular" in name:
+            return sf.rectangular, _sf_rectangular_unitary
+        return sf.triangular, _sf_triangular_unitary
+    raise KeyError(name)
+
+
+# --------------------------------------------------------------------------
+# Measuring one cell in a child process
+# --------------------------------------------------------------------------
+
+
+def _measure_child(conn, name, n, batch, seed, repeats, budget_s):
+    """Child process: load, time, check; report to the parent over ``conn``."""
+    try:
+        fn, rebuild = load(name)
+        u = test_batch(batch, n, seed) if batch else test_unitary(n, seed)
+        conn.send(("started", None))
+        t = time.perf_counter()
+        result = fn(u)
+        first = time.perf_counter() - t
+        conn.send(("first", first))
+        times = []
+        spent = first
+        last = first
+        while len(times) < repeats and spent + last <= budget_s:
+            t = time.perf_counter()
+            result = fn(u)
+            last = time.perf_counter() - t
+            times.append(last)
+            spent += last
+        if batch:
+            # Check the batch against the reference rebuild on a sample of it.
+            sample = range(min(batch, 25))
+            err = max(
+                float(np.max(np.abs(rebuild(n, _take(result, i)) - u[i]))) for i in sample
+            )
+        else:
+            err = float(np.max(np.abs(rebuild(n, result) - u)))
+        conn.send(("done", {"first": first, "times": times, "err": err}))
+    except ImportError as exc:
+        conn.send(("unavailable", repr(exc)))
+    except Exception as exc:  # report, the table shows it
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _take(phases, i):
+    """Item ``i`` of a batched MeshPhases."""
+    import dataclasses
+
+    return dataclasses.replace(
+        phases, theta=phases.theta[i], phi=phases.phi[i], out_phase=phases.out_phase[i]
+    )
+
+
+def measure(name, n, *, seed, repeats, budget_s, batch=0, load_timeout_s=600.0):
+    """Time one (implementation, N) cell in a fresh process.
+
+    Returns a dict with ``status`` in {"ok", "over", "unavailable", "failed"}
+    and, for "ok", ``median`` (s), ``first`` (s, the first call), ``runs`` and
+    ``err`` (max |U - U_hat|).
+    """
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_measure_child, args=(child, name, n, batch, seed, repeats, budget_s), daemon=True
+    )
+    proc.start()
+    child.close()
+
+    def receive(timeout):
+        if parent.poll(timeout):
+            try:
+                return parent.recv()
+            except EOFError:
+                return ("failed", "child exited without a result")
+        return None
+
+    try:
+        msg = receive(load_timeout_s)
+        if msg is None:
+            return {"status": "failed", "why": "loading timed out"}
+        if msg[0] != "started":
+            return _final(msg)
+        msg = receive(budget_s)
+        if msg is None:
+            return {"status": "over", "why": f"first call > {budget_s:g} s"}
+        if msg[0] != "first":
+            return _final(msg)
+        first = msg[1]
+        msg = receive(budget_s + first + 120.0)  # repeats stop by themselves at the budget
+        if msg is None:
+            return {"status": "failed", "why": "no result after timing"}
+        out = _final(msg)
+        if out["status"] == "ok" and first > budget_s:
+            out["over_budget"] = True
+        return out
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(10)
+        parent.close()
+
+
+def _final(msg):
+    kind, payload = msg
+    if kind == "done":
+        times = payload["times"] or [payload["first"]]
+        return {
+            "status": "ok",
+            "median": statistics.median(times),
+            "first": payload["first"],
+            "runs": len(payload["times"]) or 1,
+            "err": payload["err"],
+        }
+    if kind == "unavailable":
+        return {"status": "unavailable", "why": payload}
+    return {"status": "failed", "why": payload}
+
+
+# --------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------
+
+
+def fmt_time(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s:.3g} s"
+
+
+def fmt_err(e: float) -> str:
+    return f"{e:.1e}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def load_average() -> float | None:
+    """One-minute load average, or None where the OS does not report it."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_description(load_at_start: float | None = None) -> list[str]:
+    import jax
+
+    versions = [f"python {platform.python_version()}"]
+    for dist in ("jax", "jaxlib", "numpy", "scipy", "interferometer", "strawberryfields", "thewalrus"):
+        v = _version(dist)
+        if v is not None:
+            versions.append(f"{dist} {v}")
+    lines = [
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; JAX backend: {jax.default_backend()}",
+        f"- {platform.system()} {platform.release()}; " + ", ".join(versions),
+        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+    ]
+    end = load_average()
+    if load_at_start is not None and end is not None:
+        lines.append(
+            f"- 1-minute load average at start {load_at_start:.2f}, at end {end:.2f} "
+            "(a load above the core count means other work shared the CPU and the "
+            "times are inflated and noisier)"
+        )
+    return lines
+
+
+def cell(results, name, n):
+    r = results.get((name, n))
+    if r is None:
+        return DASH
+    if r["status"] == "ok":
+        return fmt_time(r["median"]) + (" (over budget)" if r.get("over_budget") else "")
+    if r["status"] in ("over", "skipped"):
+        return f"{DASH} (skipped over budget)"
+    if r["status"] == "unavailable":
+        return f"{DASH} (not installed)"
+    return f"{DASH} (failed)"
+
+
+def speedup(results, name, sizes):
+    family = IMPLEMENTATIONS[name][0]
+    base = SF_BASELINE[family]
+    if name == base:
+        return "1×"
+    for n in sorted(sizes, reverse=True):
+        a, b = results.get((name, n)), results.get((base, n))
+        if a and b and a["status"] == "ok" and b["status"] == "ok":
+            return f"{b['median'] / a['median']:.3g}× (N={n})"
+    return DASH
+
+
+def build_report(results, batched, args, names) -> str:
+    sizes = args.sizes
+    lines = [
+        "## Unitary decompositions",
+        "",
+        "Median wall time of one decomposition of a Haar-random N×N unitary "
+        f"(same matrices for every implementation, seed {args.seed}; up to {args.repeats} "
+        f"timed calls after one untimed first call; budget {args.budget_s:g} s per "
+        "implementation and size; "
+        + (f"{args.threads} BLAS/XLA thread(s) per process" if args.threads > 0 else "library-default threads")
+        + "). \"compile\" is photocomp's first call minus its median "
+        "(jit compilation, once per N). The speed-up compares with Strawberry Fields' "
+        "decomposition of the same mesh (rectangular for Clements rows, triangular for Reck "
+        "rows) at the largest N both finished. \"max err\" is the largest max|U − Û| over "
+        "all sizes, Û rebuilt from the returned phases.",
+        "",
+        "Machine:",
+        "",
+        *machine_description(args.load_at_start),
+        "",
+    ]
+    header = ["implementation"] + [f"N={n}" for n in sizes] + ["compile", "max err", "speed-up vs SF"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join([":--"] + ["--:"] * (len(header) - 1)) + "|")
+    for name in names:
+        row = [name] + [cell(results, name, n) for n in sizes]
+        ok = [results[(name, n)] for n in sizes if results.get((name, n), {}).get("status") == "ok"]
+        if IMPLEMENTATIONS[name][1] and ok:
+            comp = [r["first"] - r["median"] for r in ok]
+            row.append(f"{min(comp):.2f}–{max(comp):.2f} s")
+        else:
+            row.append(DASH)
+        row.append(fmt_err(max(r["err"] for r in ok)) if ok else DASH)
+        row.append(speedup(results, name, sizes))
+        lines.append("| " + " | ".join(row) + " |")
+
+    lines += ["", "Reconstruction error max|U − Û| per size:", ""]
+    lines.append("| implementation | " + " | ".join(f"N={n}" for n in sizes) + " |")
+    lines.append("|:--|" + "|".join(["--:"] * len(sizes)) + "|")
+    for name in names:
+        row = [name]
+        for n in sizes:
+            r = results.get((name, n))
+            row.append(fmt_err(r["err"]) if r and r["status"] == "ok" else DASH)
+        lines.append("| " + " | ".join(row) + " |")
+
+    nb = args.batch_n
+    lines += [
+        "",
+        f"Throughput at N={nb} (unitaries per second). The batched row is one "
+        f"`decompose` call on a ({args.batch}, {nb}, {nb}) stack, median over repeats "
+        "after the compiling first call; its error is checked on the first 25 "
+        "unitaries. The other rows are 1 / (median time of one call).",
+        "",
+        "| implementation | unitaries / s | max err |",
+        "|:--|--:|--:|",
+    ]
+    if batched and batched["status"] == "ok":
+        lines.append(
+            f"| {BATCHED} ({args.batch}×{nb}×{nb}) | {args.batch / batched['median']:.4g} "
+            f"| {fmt_err(batched['err'])} |"
+        )
+    else:
+        lines.append(f"| {BATCHED} | {DASH} | {DASH} |")
+    for name in names:
+        r = results.get((name, nb))
+        if r and r["status"] == "ok":
+            lines.append(f"| {name} | {1.0 / r['median']:.4g} | {fmt_err(r['err'])} |")
+        else:
+            lines.append(f"| {name} | {DASH} | {DASH} |")
+    lines.append("")
+    lines.append(
+        "Reproduce with `bash benchmarks/run.sh --sizes "
+        + " ".join(str(n) for n in sizes)
+        + "` (it builds `benchmarks/.venv` with the peers)."
+    )
+    return "\n".join(lines)
+
+
+def write_section(path: Path, body: str) -> None:
+    """Put ``body`` between the section markers in ``path`` (atomically), keeping the rest."""
+    section = f"{BEGIN}\n{body}\n{END}"
+    if path.exists():
+        text = path.read_text()
+        if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
+            start = text.index(BEGIN)
+            stop = text.index(END) + len(END)
+            text = text[:start] + section + text[stop:]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+    else:
+        text = (
+            "# Benchmarks\n\n"
+            "Scripts that time photocomp against public peers. Each script rewrites "
+            "only its own section of this file, between its markers.\n\n" + section + "\n"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+    else:  # what a plain open() would give: 0o666 less the umask
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def plot(path: Path, results, names, sizes) -> None:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name in names:
+        pts = [(n, results[(name, n)]["median"]) for n in sizes if results.get((name, n), {}).get("status") == "ok"]
+        if not pts:
+            continue
+        style = "-" if IMPLEMENTATIONS[name][0] == "clements" else "--"
+        ax.loglog(*zip(*pts), style, marker="o", label=name)
+    ax.set_xlabel("N (modes)")
+    ax.set_ylabel("median time per decomposition (s)")
+    ax.set_title("Unitary decomposition time (solid: Clements, dashed: Reck)")
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([str(n) for n in sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def limit_threads(threads: int) -> None:
+    """Make the measured (child) processes use ``threads`` BLAS and XLA threads.
+
+    Children are spawned after this and read the variables when they import
+    numpy and jax; the parent's own libraries are not affected.
+    """
+    if threads <= 0:
+        return
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    eigen = "false" if threads == 1 else "true"
+    flags = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per cell (after the first)")
+    parser.add_argument("--budget-s", type=float, default=90.0, help="time budget per implementation and size (s)")
+    parser.add_argument("--seed", type=int, default=2016)
+    parser.add_argument("--batch", type=int, default=1000, help="unitaries in the throughput batch")
+    parser.add_argument("--batch-n", type=int, default=64, help="size of the throughput unitaries")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS and XLA threads of each measured process (0: the libraries' defaults)",
+    )
+    parser.add_argument("--only", nargs="*", default=None, help="run only implementations whose name contains one of these")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "README.md")
+    parser.add_argument("--plot", type=Path, default=None, help="write a log-log plot of time vs N here")
+    args = parser.parse_args(argv)
+    args.sizes = sorted(set(args.sizes))
+    if args.repeats < 1 or args.budget_s <= 0 or min(args.sizes) < 1:
+        parser.error("--repeats must be >= 1, --budget-s > 0 and sizes >= 1")
+
+    limit_threads(args.threads)
+    args.load_at_start = load_average()
+    names = [n for n in IMPLEMENTATIONS if not args.only or any(s in n for s in args.only)]
+    results = {}
+    available = []
+    for name in names:
+        over = False
+        for n in args.sizes:
+            if over:
+                results[(name, n)] = {"status": "skipped"}
+                print(f"{name:42s} N={n:4d} skipped (over budget at a smaller N)", file=sys.stderr)
+                continue
+            r = measure(name, n, seed=args.seed, repeats=args.repeats, budget_s=args.budget_s)
+            results[(name, n)] = r
+            if r["status"] == "unavailable":
+                print(f"{name:42s} not available: {r['why']}", file=sys.stderr)
+                break
+            if r["status"] == "ok":
+                print(
+                    f"{name:42s} N={n:4d} median {fmt_time(r['median']):>10s} first {fmt_time(r['first']):>10s} "
+                    f"runs {r['runs']} err {fmt_err(r['err'])}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                over = r["first"] > args.budget_s or r["median"] > args.budget_s
+            else:
+                print(f"{name:42s} N={n:4d} {r['status']}: {r.get('why', '')}", file=sys.stderr, flush=True)
+                over = r["status"] == "over"
+                if r["status"] == "failed":
+                    over = True
+        if any(results.get((name, n), {}).get("status") not in (None, "unavailable") for n in args.sizes):
+            available.append(name)
+
+    batched = None
+    if not args.only or any(s in BATCHED for s in args.only):
+        batched = measure(
+            BATCHED, args.batch_n, seed=args.seed, repeats=args.repeats, budget_s=args.budget_s, batch=args.batch
+        )
+        if batched["status"] == "ok":
+            print(
+                f"{BATCHED} ({args.batch}x{args.batch_n}x{args.batch_n}): "
+                f"{args.batch / batched['median']:.4g} unitaries/s, first call {fmt_time(batched['first'])}, "
+                f"err {fmt_err(batched['err'])}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"{BATCHED}: {batched['status']} {batched.get('why', '')}", file=sys.stderr)
+
+    report = build_report(results, batched, args, available)
+    print(report)
+    if args.out:
+        write_section(args.out, report)
+        print(f"\nwrote {args.out}", file=sys.stderr)
+    if args.plot:
+        plot(args.plot, results, available, args.sizes)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
