@@ -107,7 +107,8 @@ def _decompose_batch_impl(u, kind: str):
             new_a, new_b, new_phi = convention.commute_through_inverse(
                 theta_s[idx], phi_s[idx], a, b
             )
-            screen = screen.at[k].set(new_a).at[k + 1].set(new_b)
+            # wrap every push: unwrapped phases grow by ~pi per step and lose digits
+            screen = screen.at[k].set(convention.wrap_phase(new_a)).at[k + 1].set(convention.wrap_phase(new_b))
             return screen, new_phi
 
         alpha, new_phis = jax.lax.scan(push, alpha, li)
@@ -119,7 +120,27 @@ def _decompose_batch_impl(u, kind: str):
     return theta.T, convention.wrap_phase(phi).T, convention.wrap_phase(alpha).T
 
 
-_decompose_batch = jax.jit(_decompose_batch_impl, static_argnames=("kind",))
+_CHUNK = 8
+"""Unitaries decomposed together in one scan. Measured on a 2-core x86 CPU at N=64:
+8 per scan gives ~400 unitaries/s, 16 or more drops to ~100-200/s (XLA's row gathers
+change strategy), so larger batches run as ``lax.map`` over chunks of 8."""
+
+
+def _decompose_chunked(u, kind: str):
+    b = u.shape[0]
+    if b <= _CHUNK:
+        return _decompose_batch_impl(u, kind)
+    chunks = u.reshape((b // _CHUNK, _CHUNK) + u.shape[1:])
+    theta, phi, out = jax.lax.map(lambda c: _decompose_batch_impl(c, kind), chunks)
+    return theta.reshape(b, -1), phi.reshape(b, -1), out.reshape(b, -1)
+
+
+_decompose_batch = jax.jit(_decompose_chunked, static_argnames=("kind",))
+
+
+def _bucket(b: int) -> int:
+    """Padded batch size: powers of two up to 256, then multiples of 256 (bounded recompiles)."""
+    return 1 << (b - 1).bit_length() if b <= 256 else -(-b // 256) * 256
 
 
 def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: float = 1e-8) -> MeshPhases:
@@ -149,7 +170,7 @@ def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: floa
     u, batched = as_unitary_batch(unitary, "unitary", check=check, atol=atol)
     lay = nulling_schedule(kind, u.shape[-1])["layout"]
     b = u.shape[0]
-    bucket = 1 << (b - 1).bit_length()  # pad the batch to a power of two: few recompiles
+    bucket = _bucket(b)
     if bucket != b:
         u = np.concatenate([u, np.broadcast_to(np.eye(u.shape[-1]), (bucket - b,) + u.shape[1:])])
     with jax.enable_x64(True):
