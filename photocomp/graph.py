@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import networkx as nx
 import numpy as np
 
+from photocomp.atomic import atomic_write
 from photocomp.errors import InvalidInputError, InvalidTypeError
 from photocomp.ir import PhaseMap
 from photocomp.validate import check_int
@@ -113,19 +113,7 @@ def export_graph(graph: nx.DiGraph, path) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".graphml", ".json"):
         raise InvalidInputError(f"path must end in .graphml or .json; got {path!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".photocomp-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if ext == ".graphml":
-                nx.write_graphml(graph, f)
-            else:
-                f.write(json.dumps(nx.node_link_data(graph, edges="edges")).encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    if ext == ".graphml":
+        return atomic_write(path, lambda f: nx.write_graphml(graph, f))
+    blob = json.dumps(nx.node_link_data(graph, edges="edges")).encode("utf-8")
+    return atomic_write(path, lambda f: f.write(blob))

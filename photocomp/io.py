@@ -39,12 +39,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from photocomp import convention
+from photocomp.atomic import atomic_write
 from photocomp.errors import InvalidTypeError, PhaseMapFileError, PhotocompError
 from photocomp.ir import CompileReport, PhaseMap, TileGrid
 from photocomp.mesh import layout as mesh_layout
@@ -81,26 +81,10 @@ def atomic_write_npz(path, arrays: dict, meta: dict) -> str:
     The hashes of all arrays are added to ``meta["arrays"]``. Returns the path.
     """
     path = _check_path(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise PhaseMapFileError(f"path's folder must exist; got {folder!r} (from path {path!r})")
     meta = dict(meta)
     meta["arrays"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype), "sha256": _sha256(v)} for k, v in arrays.items()}
     blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=".photocomp-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, __meta__=blob, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda f: np.savez(f, __meta__=blob, **arrays))
 
 
 def read_npz(path, fmt: str, versions: tuple) -> tuple[dict, dict]:

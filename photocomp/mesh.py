@@ -177,12 +177,42 @@ def layout(kind: str, n_modes: int) -> MeshLayout:
     return nulling_schedule(kind, _check_n(n_modes))["layout"]
 
 
-def _mzi_columns(lay: MeshLayout, theta, phi):
-    """Per-column padded (top, c, s, e^{i phi}) arrays; padding slots are identities."""
-    top, index, valid = lay.column_slots
-    th = jnp.where(valid, jnp.asarray(theta)[index], 0.0)
-    ph = jnp.where(valid, jnp.asarray(phi)[index], 0.0)
-    return jnp.asarray(top), jnp.cos(th), jnp.sin(th), jnp.exp(1j * ph)
+def apply_columns(lay: MeshLayout, mats, out_phase, x):
+    """Propagate fields through a mesh given every MZI's 2 x 2 transfer matrix.
+
+    The one propagation loop shared by the ideal and the physical simulators:
+    a ``lax.scan`` over the columns, each column's MZIs applied at once.
+
+    Args:
+      lay: the static layout.
+      mats: ``(n_mzi, 2, 2)`` complex transfer matrices in layout order.
+      out_phase: ``(N,)`` output phase screen (rad).
+      x: fields ``(N,)`` or ``(N, B)``, already of the complex dtype to use.
+
+    Returns:
+      output fields, same shape as ``x``.
+    """
+    n = lay.n_modes
+    extra = x.shape[1:]
+    xp = jnp.concatenate([x, jnp.zeros((2,) + extra, x.dtype)], 0)
+    if lay.n_mzi:
+        top, index, valid = lay.column_slots
+        eye = jnp.eye(2, dtype=mats.dtype)
+        col_mats = jnp.where(jnp.asarray(valid)[..., None, None], mats[jnp.asarray(index)], eye)
+        shape = (-1,) + (1,) * len(extra)
+
+        def column(field, col):
+            t, mm = col
+            a = field[t]
+            b = field[t + 1]
+            g = lambda i, j: mm[:, i, j].reshape(shape)  # noqa: E731
+            field = field.at[t].set(g(0, 0) * a + g(0, 1) * b)
+            field = field.at[t + 1].set(g(1, 0) * a + g(1, 1) * b)
+            return field, None
+
+        xp, _ = jax.lax.scan(column, xp, (jnp.asarray(top), col_mats))
+    screen = jnp.exp(1j * jnp.asarray(out_phase)).reshape((n,) + (1,) * len(extra))
+    return screen * xp[:n]
 
 
 def apply_mesh(lay: MeshLayout, theta, phi, out_phase, x):
@@ -197,28 +227,12 @@ def apply_mesh(lay: MeshLayout, theta, phi, out_phase, x):
     Returns:
       the output field(s), same shape as ``x``. Equals ``mesh_unitary(...) @ x``.
     """
-    n = lay.n_modes
+    from photocomp.convention import mzi
+
     x = jnp.asarray(x)
-    extra = x.shape[1:]
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(theta).dtype))
-    xp = jnp.concatenate([x.astype(dtype), jnp.zeros((2,) + extra, dtype)], 0)
-    if lay.n_mzi:
-        top, c, s, e = _mzi_columns(lay, theta, phi)
-        shape = (-1,) + (1,) * len(extra)
-
-        def column(field, col):
-            t, cc, ss, ee = col
-            a = field[t]
-            b = field[t + 1]
-            cc, ss, ee = cc.reshape(shape), ss.reshape(shape), ee.reshape(shape)
-            ea = ee * a
-            field = field.at[t].set(cc * ea - ss * b)
-            field = field.at[t + 1].set(ss * ea + cc * b)
-            return field, None
-
-        xp, _ = jax.lax.scan(column, xp, (top, c, s, e))
-    screen = jnp.exp(1j * jnp.asarray(out_phase)).reshape((n,) + (1,) * len(extra))
-    return screen * xp[:n]
+    mats = mzi(jnp.asarray(theta), jnp.asarray(phi)).astype(dtype)
+    return apply_columns(lay, mats, out_phase, x.astype(dtype))
 
 
 def mesh_unitary(lay: MeshLayout, theta, phi, out_phase):

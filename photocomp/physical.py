@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from photocomp import convention
-from photocomp.mesh import MeshLayout
+from photocomp.mesh import MeshLayout, apply_columns
 
 __all__ = ["mesh_to_physical", "mesh_from_physical", "apply_physical_mesh", "physical_mesh_unitary"]
 
@@ -128,33 +128,14 @@ def apply_physical_mesh(lay: MeshLayout, internal, external, out_phase, x, *,
     Returns:
       output fields, same shape as ``x``.
     """
-    n = lay.n_modes
     x = jnp.asarray(x)
-    extra = x.shape[1:]
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(internal).dtype))
-    xp = jnp.concatenate([x.astype(dtype), jnp.zeros((2,) + extra, dtype)], 0)
-    if lay.n_mzi:
-        m = lay.n_mzi
-        top, index, valid = _columns(lay)
-        bcast = lambda v: jnp.broadcast_to(jnp.asarray(v, dtype=jnp.real(xp).dtype), (m,))  # noqa: E731
-        mats = convention.physical_mzi(bcast(internal), bcast(external), bcast(coupler_in), bcast(coupler_out))
-        mats = mats * (10.0 ** (-bcast(loss_db) / 20.0))[:, None, None]
-        eye = jnp.eye(2, dtype=mats.dtype)
-        col_mats = jnp.where(valid[..., None, None], mats[index], eye)  # (depth, width, 2, 2)
-        shape = (-1,) + (1,) * len(extra)
-
-        def column(field, col):
-            t, mm = col
-            a = field[t]
-            b = field[t + 1]
-            g = lambda i, j: mm[:, i, j].reshape(shape)  # noqa: E731
-            field = field.at[t].set(g(0, 0) * a + g(0, 1) * b)
-            field = field.at[t + 1].set(g(1, 0) * a + g(1, 1) * b)
-            return field, None
-
-        xp, _ = jax.lax.scan(column, xp, (top, col_mats))
-    screen = jnp.exp(1j * jnp.asarray(out_phase)).reshape((n,) + (1,) * len(extra))
-    return screen * xp[:n]
+    m = lay.n_mzi
+    rdtype = jnp.real(jnp.zeros((), dtype)).dtype
+    bcast = lambda v: jnp.broadcast_to(jnp.asarray(v, dtype=rdtype), (m,))  # noqa: E731
+    mats = convention.physical_mzi(bcast(internal), bcast(external), bcast(coupler_in), bcast(coupler_out))
+    mats = (mats * (10.0 ** (-bcast(loss_db) / 20.0))[:, None, None]).astype(dtype)
+    return apply_columns(lay, mats, out_phase, x.astype(dtype))
 
 
 def physical_mesh_unitary(lay: MeshLayout, internal, external, out_phase, **errors):
