@@ -34,15 +34,11 @@ Usage (``benchmarks/run.sh`` builds an environment with the peers)::
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import importlib.util
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,6 +49,9 @@ if str(ROOT) not in sys.path:  # allow running from a checkout without installin
     sys.path.insert(0, str(ROOT))
 
 from photocomp import reference  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _report  # noqa: E402
 
 BEGIN = "<!-- decompositions:begin -->"
 END = "<!-- decompositions:end -->"
@@ -315,52 +314,14 @@ def fmt_err(e: float) -> str:
     return f"{e:.1e}"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def load_average() -> float | None:
-    """One-minute load average, or None where the OS does not report it."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
+cpu_model = _report.cpu_model
+load_average = _report.load_average
 
 
 def machine_description(load_at_start: float | None = None) -> list[str]:
-    import jax
-
-    versions = [f"python {platform.python_version()}"]
-    for dist in ("jax", "jaxlib", "numpy", "scipy", "interferometer", "strawberryfields", "thewalrus"):
-        v = _version(dist)
-        if v is not None:
-            versions.append(f"{dist} {v}")
-    lines = [
-        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; JAX backend: {jax.default_backend()}",
-        f"- {platform.system()} {platform.release()}; " + ", ".join(versions),
-        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-    ]
-    end = load_average()
-    if load_at_start is not None and end is not None:
-        lines.append(
-            f"- 1-minute load average at start {load_at_start:.2f}, at end {end:.2f} "
-            "(a load above the core count means other work shared the CPU and the "
-            "times are inflated and noisier)"
-        )
-    return lines
+    return _report.machine_description(
+        load_at_start, ("jax", "jaxlib", "numpy", "scipy", "interferometer", "strawberryfields", "thewalrus")
+    )
 
 
 def cell(results, name, n):
@@ -468,39 +429,8 @@ def build_report(results, batched, args, names) -> str:
 
 
 def write_section(path: Path, body: str) -> None:
-    """Put ``body`` between the section markers in ``path`` (atomically), keeping the rest."""
-    section = f"{BEGIN}\n{body}\n{END}"
-    if path.exists():
-        text = path.read_text()
-        if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-            start = text.index(BEGIN)
-            stop = text.index(END) + len(END)
-            text = text[:start] + section + text[stop:]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-    else:
-        text = (
-            "# Benchmarks\n\n"
-            "Scripts that time photocomp against public peers. Each script rewrites "
-            "only its own section of this file, between its markers.\n\n" + section + "\n"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        mode = path.stat().st_mode & 0o777
-    else:  # what a plain open() would give: 0o666 less the umask
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Put ``body`` between this script's markers in ``path`` (atomically), keeping the rest."""
+    _report.write_section(path, body, BEGIN, END)
 
 
 def plot(path: Path, results, names, sizes) -> None:

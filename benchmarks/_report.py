@@ -1,0 +1,98 @@
+"""Shared helpers of the benchmark scripts: machine description and README sections."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def load_average() -> float | None:
+    """One-minute load average, or None where the OS does not report it."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_description(load_at_start: float | None = None, dists=("jax", "jaxlib", "numpy")) -> list[str]:
+    """Markdown bullet lines: CPU, OS, versions of ``dists``, date, load average at start and end."""
+    import jax
+
+    versions = [f"python {platform.python_version()}"]
+    for dist in dists:
+        v = _version(dist)
+        if v is not None:
+            versions.append(f"{dist} {v}")
+    lines = [
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; JAX backend: {jax.default_backend()}",
+        f"- {platform.system()} {platform.release()}; " + ", ".join(versions),
+        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+    ]
+    end = load_average()
+    if load_at_start is not None and end is not None:
+        lines.append(
+            f"- 1-minute load average at start {load_at_start:.2f}, at end {end:.2f} "
+            "(a load above the core count means other work shared the CPU and the "
+            "times are inflated and noisier)"
+        )
+    return lines
+
+
+def write_section(path: Path, body: str, begin: str, end: str) -> None:
+    """Put ``body`` between the markers ``begin``/``end`` in ``path`` (atomically), keeping the rest."""
+    BEGIN, END = begin, end
+    section = f"{BEGIN}\n{body}\n{END}"
+    if path.exists():
+        text = path.read_text()
+        if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
+            start = text.index(BEGIN)
+            stop = text.index(END) + len(END)
+            text = text[:start] + section + text[stop:]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+    else:
+        text = (
+            "# Benchmarks\n\n"
+            "Scripts that time photocomp against public peers. Each script rewrites "
+            "only its own section of this file, between its markers.\n\n" + section + "\n"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+    else:  # what a plain open() would give: 0o666 less the umask
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
