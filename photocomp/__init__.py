@@ -13,6 +13,7 @@ from photocomp import convention
 from photocomp.calibrate import Reachability, calibrate, error, local_correction, reachability
 from photocomp.chip import Chip, fabricate
 from photocomp.compiler import compile
+from photocomp.detector import BlackBoxChip, detect
 from photocomp.decompose import clements, decompose, reck
 from photocomp.errors import (
     InvalidInputError,
@@ -41,6 +42,8 @@ __all__ = [
     "load",
     "fabricate",
     "Chip",
+    "BlackBoxChip",
+    "detect",
     "calibrate",
     "error",
     "local_correction",
