@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 from photocomp.decompose import decompose
@@ -34,8 +35,6 @@ class _Decompose(Pass):
         u_ph = MeshPhases(both.layout, both.theta[t:], both.phi[t:], both.out_phase[t:])
         sigma = np.arccos(np.clip(s_norm, 0.0, 1.0))
         pm = PhaseMap(grid=state.grid, v=v_ph, sigma=sigma, u=u_ph, gain=gain)
-        import jax
-
         with jax.enable_x64(True):
             got = np.asarray(both.unitary())
             f = np.asarray(fidelity(np.concatenate([vh, u]), got))

@@ -73,11 +73,21 @@ def _relative_error(target_tiles, chip_tiles_no_gain):
     return jnp.sqrt(num / jnp.where(den > 0, den, 1.0)), g
 
 
-def _settings_error(chip: Chip, s: Settings, target_tiles) -> tuple[float, np.ndarray]:
+@jax.jit
+def _evaluate(chip: Chip, s: Settings, target_tiles):
+    """One chip simulation scored three ways: total error, best gains, per-tile errors."""
+    b = chip_tile_matrices(chip, s, with_gain=False)
+    err, g = _relative_error(target_tiles, b)
+    d = jnp.sqrt(jnp.sum(jnp.abs(target_tiles - g[:, None, None] * b) ** 2, axis=(-2, -1)))
+    norm = jnp.sqrt(jnp.sum(jnp.abs(target_tiles) ** 2, axis=(-2, -1)))
+    return err, g, d / jnp.maximum(norm, 1e-300)
+
+
+def _settings_error(chip: Chip, s: Settings, target_tiles) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(matrix error, best gain per tile, error per tile)`` of settings on a chip, in float64."""
     with jax.enable_x64(True):
-        b = chip_tile_matrices(chip, s, with_gain=False)
-        err, g = _relative_error(jnp.asarray(target_tiles), b)
-        return float(err), np.asarray(g)
+        err, g, per = _evaluate(chip, s, jnp.asarray(target_tiles))
+        return float(err), np.asarray(g), np.asarray(per)
 
 
 def error(prog, chip) -> dict:
@@ -97,15 +107,8 @@ def error(prog, chip) -> dict:
     chip = as_chip(chip)
     chip.check_target(prog.target)
     s = prog.settings if prog.settings is not None else _ideal_settings(prog)
-    target = _ideal_tiles(prog)
-    err, g = _settings_error(chip, s, target)
-    with jax.enable_x64(True):
-        b = np.asarray(chip_tile_matrices(chip, s, with_gain=False))
-    per = [
-        float(np.linalg.norm(target[t] - g[t] * b[t]) / max(np.linalg.norm(target[t]), 1e-300))
-        for t in range(len(target))
-    ]
-    return {"matrix_error": err, "tile_errors": per}
+    err, _, per = _settings_error(chip, s, _ideal_tiles(prog))
+    return {"matrix_error": err, "tile_errors": [float(e) for e in per]}
 
 
 def _ideal_settings(prog) -> Settings:
@@ -128,13 +131,13 @@ def _phase(z):
     return np.angle(z)
 
 
-def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, pre_screen):
+def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db):
     """Local correction of a stack of meshes (T, ...) sharing one chip stage."""
     from photocomp.convention import mzi, physical_mzi
 
     internal = np.zeros_like(theta)
     external = np.zeros_like(theta)
-    screen = np.array(pre_screen, dtype=np.float64, copy=True)  # physical = diag(e^{i screen}) . math so far
+    screen = np.zeros(out.shape)  # physical = diag(e^{i screen}) . math so far
     top, index, valid = lay.column_slots
     amp_loss = 10.0 ** (-np.asarray(loss_db) / 20.0)
     for c in range(lay.depth):
@@ -169,14 +172,17 @@ def local_correction(prog, chip) -> Settings:
     prog = _program(prog)
     chip = as_chip(chip)
     chip.check_target(prog.target)
+    return _local(prog, chip, _ideal_tiles(prog))[0]
+
+
+def _local(prog, chip: Chip, target_tiles) -> tuple[Settings, float]:
+    """Local correction and its matrix error (best gains set)."""
     pm = prog.ideal_phase_map
     lay = pm.v.layout
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
-    t = pm.n_tiles
-    k = pm.grid.tile
     u_int, u_ext, u_out = _local_mesh(
         lay, f64(pm.u.theta), f64(pm.u.phi), f64(pm.u.out_phase),
-        f64(chip.coupler_in["u"]), f64(chip.coupler_out["u"]), f64(chip.loss_db["u"]), np.zeros((t, k)),
+        f64(chip.coupler_in["u"]), f64(chip.coupler_out["u"]), f64(chip.loss_db["u"]),
     )
     sigma = f64(pm.sigma)
     a, b = f64(chip.coupler_in["att"]), f64(chip.coupler_out["att"])
@@ -185,12 +191,12 @@ def local_correction(prog, chip) -> Settings:
         amp = np.asarray(attenuator_amplitude(att, a, b, f64(chip.loss_db["att"])))
     v_int, v_ext, v_out = _local_mesh(
         lay, f64(pm.v.theta), f64(pm.v.phi), f64(pm.v.out_phase),
-        f64(chip.coupler_in["v"]), f64(chip.coupler_out["v"]), f64(chip.loss_db["v"]), np.zeros((t, k)),
+        f64(chip.coupler_in["v"]), f64(chip.coupler_out["v"]), f64(chip.loss_db["v"]),
     )
     v_out = np.mod(v_out - np.angle(amp), 2 * np.pi)
     s = Settings(pm.grid, lay, v_int, v_ext, v_out, np.mod(att, 2 * np.pi), u_int, u_ext, u_out, f64(pm.gain))
-    _, g = _settings_error(chip, s, _ideal_tiles(prog))
-    return s.replace(gain=g)
+    err, g, _ = _settings_error(chip, s, target_tiles)
+    return s.replace(gain=g), err
 
 
 # ---- reachability -----------------------------------------------------------------
@@ -375,13 +381,16 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
     t0 = time.perf_counter()
     target_tiles = _ideal_tiles(prog)
     ideal = _ideal_settings(prog)
-    before, _ = _settings_error(chip, ideal, target_tiles)
+    before, ideal_gain, _ = _settings_error(chip, ideal, target_tiles)
     if not np.isfinite(before):
         raise InvalidInputError("calibration cannot start: the chip simulation of the program is not finite")
+    ideal = ideal.replace(gain=ideal_gain)
     t_local = time.perf_counter()
-    start = local_correction(prog, chip) if (method == "local" or warm_start == "local") else ideal
+    if method == "local" or warm_start == "local":
+        start, start_err = _local(prog, chip, target_tiles)
+    else:
+        start, start_err = ideal, before
     local_s = time.perf_counter() - t_local
-    start_err, _ = _settings_error(chip, start, target_tiles)
     if start_err > before:  # never start from something worse than the ideal settings
         start, start_err = ideal, before
     metrics = {"method": method, "error_before": before, "error_start": start_err}
@@ -391,14 +400,14 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
         t_opt = time.perf_counter()
         final, history, info = _optimize(chip, start, target_tiles, optimizer, steps, tol, patience, progress,
                                          f"calibrate {prog.target.name}")
-        opt_err, _ = _settings_error(chip, final, target_tiles)
+        opt_err, opt_gain, _ = _settings_error(chip, final, target_tiles)
+        final = final.replace(gain=opt_gain)
         if opt_err > start_err:
             final, opt_err = start, start_err
         records.append(PassRecord("model", f"model(steps={steps})", time.perf_counter() - t_opt,
                                   types.MappingProxyType({"matrix_error": opt_err, **info})))
         metrics.update(info)
-    after, gains = _settings_error(chip, final, target_tiles)
-    final = final.replace(gain=gains)
+    after = opt_err if method == "model" else start_err  # `final` carries its best gains
     metrics.update({"error_after": after, "measurements": 0, "wall_s": time.perf_counter() - t0})
     report = CompileReport(prog.report.records + tuple(records), types.MappingProxyType({**dict(prog.report.summary), **metrics}))
     return prog.with_chip(chip, final, report)
