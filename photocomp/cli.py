@@ -141,6 +141,10 @@ def _inspect(args) -> int:
         from photocomp.graph import export_graph
 
         print(f"wrote {export_graph(prog.graph(args.tile), args.graph)} (circuit of tile {args.tile})")
+    if args.netlist:
+        from photocomp.graph import export_netlist
+
+        print(f"wrote {export_netlist(prog, args.netlist, args.tile)} (SAX netlist of tile {args.tile})")
     return 0
 
 
@@ -214,7 +218,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("inspect", help="summarise a phase-map file", description="Print a summary table of a phase-map file.")
     s.add_argument("file", help="phase-map file written by 'photocomp compile' or Program.save")
     s.add_argument("--graph", default=None, help="also export the circuit netlist (.graphml or .json)")
-    s.add_argument("--tile", type=int, default=0, help="tile whose settings the exported graph carries; default 0")
+    s.add_argument("--netlist", default=None, help="also export the circuit as a SAX netlist (.json)")
+    s.add_argument("--tile", type=int, default=0, help="tile whose settings the exported graph/netlist carries; default 0")
     s.set_defaults(func=_inspect)
 
     s = sub.add_parser("calibrate", help="calibrate a phase map for a fabricated chip",

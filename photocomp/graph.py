@@ -19,6 +19,16 @@ inputs, ``o``/``i`` for single-mode elements). Every node has layout
 coordinates ``x`` (stage position along the chip, in columns) and ``y``
 (mode, MZIs sit between their two modes). This view is built in Python once;
 it never enters traced code.
+
+Netlist export (:func:`to_sax_netlist`, :func:`export_netlist`) writes the same
+circuit in SAX's flat netlist format: ``"instances"`` (one per MZI, phase
+shifter, attenuator and output gain, each with its ``"component"`` and
+``"settings"``), ``"connections"`` (``"instance,port": "instance,port"``
+along the light), ``"ports"`` (external ``in0 ... out{K-1}``), plus
+``"models"``, which documents every component's ports, settings (units) and
+transfer function, and ``"info"`` (convention, tile, target). SAX reads the
+first three (and ``"placements"``, positions in um when a Program gives the
+pitches) and ignores the rest; pass it models that implement ``"models"``.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from photocomp.errors import InvalidInputError, InvalidTypeError
 from photocomp.ir import PhaseMap
 from photocomp.validate import check_int
 
-__all__ = ["circuit_graph", "export_graph"]
+__all__ = ["circuit_graph", "export_graph", "to_sax_netlist", "export_netlist", "NETLIST_MODELS"]
 
 
 def _mesh(g, stage, mp, tile, last, x0):
@@ -116,4 +126,141 @@ def export_graph(graph: nx.DiGraph, path) -> str:
     if ext == ".graphml":
         return atomic_write(path, lambda f: nx.write_graphml(graph, f))
     blob = json.dumps(nx.node_link_data(graph, edges="edges")).encode("utf-8")
+    return atomic_write(path, lambda f: f.write(blob))
+
+
+# ---- SAX netlist export ------------------------------------------------------------
+
+NETLIST_FORMAT = "photocomp.netlist"
+
+NETLIST_MODELS = {
+    "mzi": {
+        "inputs": ["i0", "i1"],
+        "outputs": ["o0", "o1"],
+        "settings": {"theta": "rad", "phi": "rad"},
+        "transfer": "[o0, o1] = [[exp(i phi) cos(theta), -sin(theta)], [exp(i phi) sin(theta), cos(theta)]] @ [i0, i1]",
+    },
+    "phase_shifter": {
+        "inputs": ["i"],
+        "outputs": ["o"],
+        "settings": {"phase": "rad"},
+        "transfer": "o = exp(i phase) i",
+    },
+    "attenuator": {
+        "inputs": ["i"],
+        "outputs": ["o"],
+        "settings": {"sigma": "rad"},
+        "transfer": "o = cos(sigma) i",
+    },
+    "gain": {
+        "inputs": ["i"],
+        "outputs": ["o"],
+        "settings": {"gain": "dimensionless"},
+        "transfer": "o = gain i (electronic gain of the read-out)",
+    },
+}
+"""Component models a netlist refers to: ports, settings (units) and transfer function.
+
+Transmission only runs from inputs to outputs (no reflections); in SAX terms
+``S[(input, output)]`` is the transfer coefficient and every other entry is 0.
+"""
+
+_COMPONENT = {"mzi": "mzi", "phase": "phase_shifter", "attenuator": "attenuator", "port_out": "gain"}
+
+
+def _instance(node: str, d: dict) -> str:
+    if d["kind"] == "port_out":
+        return f"gain_{d['mode']}"
+    return node.replace(":", "_")
+
+
+def to_sax_netlist(program, tile: int = 0) -> dict:
+    """The circuit of one tile as a SAX flat netlist (a JSON-ready dict).
+
+    One instance per MZI (``theta``, ``phi`` in rad, the convention of
+    :mod:`photocomp.convention`), output phase shifter (``phase``, rad),
+    attenuator (``sigma``, rad; amplitude ``cos(sigma)``) and output gain
+    (``gain``), named after the circuit graph's nodes (``V_c_n`` for ``V:c:n``,
+    ``Vout_m``, ``S_m``, ``U_c_n``, ``Uout_m``, ``gain_m``). External ports are
+    ``in0 ... in{K-1}`` and ``out0 ... out{K-1}``; the netlist's transfer from
+    ``in j`` to ``out i`` is entry (i, j) of the tile's matrix
+    ``gain U diag(cos sigma) V^H``. The netlist describes the ideal circuit
+    of the compiled phase map (a calibrated program's chip errors are not in it).
+
+    Args:
+      program: a :class:`~photocomp.program.Program` (then ``"placements"``
+        carry the layout in um from the target's pitches) or a
+        :class:`~photocomp.ir.PhaseMap` (no placements).
+      tile: which tile's settings (0 ... n_tiles - 1).
+
+    Returns:
+      ``{"instances", "connections", "ports", "models", "info"[, "placements"]}``.
+
+    Example:
+      >>> import numpy as np, photocomp as pc
+      >>> net = to_sax_netlist(pc.compile(np.eye(3), target="clements-4"))
+      >>> sum(i["component"] == "mzi" for i in net["instances"].values())
+      12
+    """
+    g = circuit_graph(program, tile)
+    target = getattr(program, "target", None)
+    instances, connections, ports, placements = {}, {}, {}, {}
+    for node, d in g.nodes(data=True):
+        kind = d["kind"]
+        if kind == "port_in":
+            continue
+        name = _instance(node, d)
+        if kind == "mzi":
+            settings = {"theta": d["theta"], "phi": d["phi"]}
+        elif kind == "phase":
+            settings = {"phase": d["phase"]}
+        elif kind == "attenuator":
+            settings = {"sigma": d["sigma"]}
+        else:
+            settings = {"gain": d["gain"]}
+        instances[name] = {"component": _COMPONENT[kind], "settings": settings}
+        if target is not None:
+            placements[name] = {"x": d["x"] * target.column_pitch_um, "y": d["y"] * target.mode_pitch_um,
+                                "rotation": 0, "mirror": False}
+    for u, v, e in g.edges(data=True):
+        du, dv = g.nodes[u], g.nodes[v]
+        dst = f"{_instance(v, dv)},{e['dst_port']}"
+        if du["kind"] == "port_in":
+            ports[f"in{du['mode']}"] = dst
+        else:
+            connections[f"{_instance(u, du)},{e['src_port']}"] = dst
+    k = g.graph["modes"]
+    ports = {f"in{m}": ports[f"in{m}"] for m in range(k)}
+    ports.update({f"out{m}": f"gain_{m},o" for m in range(k)})
+    from photocomp.convention import CONVENTION_TAG
+
+    net = {
+        "instances": instances,
+        "connections": connections,
+        "ports": ports,
+        "models": NETLIST_MODELS,
+        "info": {
+            "format": NETLIST_FORMAT,
+            "convention": CONVENTION_TAG,
+            "mesh": g.graph["mesh"],
+            "modes": k,
+            "tile": g.graph["tile"],
+            "n_tiles": g.graph["n_tiles"],
+            "target": None if target is None else target.name,
+            "placement_units": None if target is None else "um",
+        },
+    }
+    if target is not None:
+        net["placements"] = placements
+    return net
+
+
+def export_netlist(program, path, tile: int = 0) -> str:
+    """Write :func:`to_sax_netlist` of ``program`` (tile ``tile``) as JSON to ``path`` (``.json``), atomically."""
+    if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
+        raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}")
+    path = os.fspath(path)
+    if os.path.splitext(path)[1].lower() != ".json":
+        raise InvalidInputError(f"path must end in .json; got {path!r}")
+    blob = json.dumps(to_sax_netlist(program, tile), indent=1).encode("utf-8")
     return atomic_write(path, lambda f: f.write(blob))
