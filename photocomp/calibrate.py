@@ -49,7 +49,7 @@ from photocomp.validate import check_int, check_real
 
 __all__ = ["METHODS", "error", "local_correction", "calibrate", "reachability", "Reachability"]
 
-METHODS = ("model", "local")
+METHODS = ("model", "local", "twin")
 
 
 def _program(prog):
@@ -274,7 +274,73 @@ def _check_optimizer(optimizer):
     return optimizer
 
 
-def _optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patience, progress, desc):
+def _minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callback=None):
+    """Minimise ``loss_fn`` (a squared error) with an optax optimizer, keeping the best iterate.
+
+    Stops after ``steps``, after ``patience`` steps without a relative
+    improvement by ``tol``, on a non-finite loss, on divergence (1000x the
+    start), when ``callback(step, error)`` returns True, or on Ctrl-C; in
+    every case the best parameters seen are returned. ``opt`` must accept
+    optax's extra arguments (``value``, ``grad``, ``value_fn``).
+
+    Returns:
+      ``(best params, history of sqrt(loss) per step, info)``.
+    """
+    import optax
+
+    @jax.jit
+    def step(p, state):
+        loss, grad = jax.value_and_grad(loss_fn)(p)
+        updates, state = opt.update(grad, state, p, value=loss, grad=grad, value_fn=loss_fn)
+        return optax.apply_updates(p, updates), state, loss
+
+    best, best_loss = params0, float(jax.jit(loss_fn)(params0))
+    history = [np.sqrt(best_loss)]
+    p, state = params0, opt.init(params0)
+    since_best, stop_reason = 0, "steps"
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=desc, unit="step")
+    try:
+        for i in range(steps):
+            new_p, new_state, loss = step(p, state)
+            loss = float(loss)  # loss of `p`, before the update
+            if not np.isfinite(loss):
+                stop_reason = "non-finite loss (kept the best settings so far)"
+                break
+            if loss < best_loss * (1 - tol):
+                best_loss, best, since_best = loss, p, 0
+            else:
+                since_best += 1
+            history.append(np.sqrt(loss))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(error=f"{np.sqrt(best_loss):.3e}")
+            if callback is not None and callback(i + 1, float(np.sqrt(best_loss))):
+                stop_reason = "stopped by the callback"
+                break
+            if since_best >= patience:
+                stop_reason = f"converged (no {tol:g} relative improvement in {patience} steps)"
+                break
+            if loss > 1e3 * max(history[0] ** 2, 1e-30):
+                stop_reason = "diverged (kept the best settings so far)"
+                break
+            p, state = new_p, new_state
+        else:
+            final = float(jax.jit(loss_fn)(p))
+            if np.isfinite(final) and final < best_loss:
+                best_loss, best = final, p
+    except KeyboardInterrupt:
+        stop_reason = "interrupted (kept the best settings so far)"
+    finally:
+        if bar is not None:
+            bar.close()
+    return best, np.asarray(history), {"steps_run": len(history) - 1, "stopped": stop_reason}
+
+
+def _optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patience, progress, desc, callback=None):
     """Gradient descent on heater phases; returns (best settings, history, info)."""
     import optax
 
@@ -291,68 +357,27 @@ def _optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patien
 
         # extra-args support lets line-search optimizers (optax.lbfgs) see the objective
         opt = optax.with_extra_args_support(optimizer)
-        opt_state = opt.init(flat0)
-
-        @jax.jit
-        def step(flat, state):
-            loss, grad = jax.value_and_grad(loss_fn)(flat)
-            updates, state = opt.update(grad, state, flat, value=loss, grad=grad, value_fn=loss_fn)
-            return optax.apply_updates(flat, updates), state, loss
-
-        best_flat, best_loss = flat0, float(loss_fn(flat0))
-        history = [np.sqrt(best_loss)]
-        flat, state = flat0, opt_state
-        since_best, stop_reason = 0, "steps"
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps, desc=desc, unit="step")
-        try:
-            for i in range(steps):
-                new_flat, new_state, loss = step(flat, state)
-                loss = float(loss)  # loss of `flat`, before the update
-                if not np.isfinite(loss):
-                    stop_reason = "non-finite loss (kept the best settings so far)"
-                    break
-                if loss < best_loss * (1 - tol):
-                    best_loss, best_flat, since_best = loss, flat, 0
-                else:
-                    since_best += 1
-                history.append(np.sqrt(loss))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(error=f"{np.sqrt(best_loss):.3e}")
-                if since_best >= patience:
-                    stop_reason = f"converged (no {tol:g} relative improvement in {patience} steps)"
-                    break
-                if loss > 1e3 * max(history[0] ** 2, 1e-30):
-                    stop_reason = "diverged (kept the best settings so far)"
-                    break
-                flat, state = new_flat, new_state
-            else:
-                final = float(loss_fn(flat))
-                if np.isfinite(final) and final < best_loss:
-                    best_loss, best_flat = final, flat
-        except KeyboardInterrupt:
-            stop_reason = "interrupted (kept the best settings so far)"
-        finally:
-            if bar is not None:
-                bar.close()
+        best_flat, history, info = _minimize(loss_fn, flat0, opt, steps, tol, patience, progress, desc, callback)
         best = unflatten_heaters(start, best_flat, target)
         best = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), best)
-    return best, np.asarray(history), {"steps_run": len(history) - 1, "stopped": stop_reason}
+    return best, history, info
 
 
 def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int = 300, tol: float = 1e-4,
-              patience: int = 30, warm_start: str = "local", progress: bool = True):
+              patience: int = 30, warm_start: str = "local", progress: bool = True, shots: int = 1,
+              seed: int = 0, twin_configs: int = 6, twin_steps: int = 300, dac_bits: int | None = None,
+              callback=None):
     """Calibrate ``prog`` for ``chip``; returns a calibrated :class:`~photocomp.program.Program`.
 
     Args:
       prog: a compiled program (not already calibrated for another chip).
       chip: a :class:`~photocomp.chip.Chip` of the same target.
-      method: ``"local"`` (analytic per-MZI correction) or ``"model"``
-        (optax on the differentiable chip model, chip errors known).
+      method: ``"local"`` (analytic per-MZI correction), ``"model"``
+        (optax on the differentiable chip model, chip errors known) or
+        ``"twin"`` (the chip is a black box: a digital twin is fitted to
+        noisy probe measurements (:mod:`photocomp.twin`), the program is
+        calibrated on the twin, and the resulting drives are applied to the
+        chip).
       optimizer: any ``optax.GradientTransformation``; default ``optax.lbfgs()``
         (line-search optimizers receive the objective through optax's
         extra-args interface).
@@ -361,15 +386,32 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
         relative improvement of the squared error by ``tol``.
       warm_start: ``"local"`` (default) or ``"ideal"`` settings to start from.
       progress: show a progress bar.
+      shots: shots per reading of the black-box measurements (twin).
+      seed: seed of the measurement noise and the probe design (twin).
+      twin_configs, twin_steps: probe drive configurations and fitting
+        steps of the twin.
+      dac_bits: if given, the final heater drives are quantized by a DAC of
+        this many bits (in voltage, ``P = P_pi (V / V_pi)^2``, spanning the
+        drive limit), and the error is reported after quantization.
+      callback: ``callback(step, error) -> bool``, called after every
+        optimisation step with the best error so far; returning True stops
+        the calibration (keeping the best settings).
 
     Returns:
       a Program whose ``forward``/``matrix`` simulate the chip with the
       calibrated settings; ``report`` has the error before/after, steps,
-      stop reason and wall time. The result is never worse than the start.
+      stop reason, measurements used and wall time. The model result is
+      never worse than its start; the twin result is kept only if its
+      measured error beats the uncalibrated program's.
     """
+    from photocomp.detector import BlackBoxChip
+
     prog = _program(prog)
-    chip = as_chip(chip)
+    box = chip if isinstance(chip, BlackBoxChip) else None
+    chip = as_chip(box._chip if box is not None else chip)
     chip.check_target(prog.target)
+    if box is not None and method != "twin":
+        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin'; got method={method!r}")
     if method not in METHODS:
         raise UnknownNameError(f"method must be one of {METHODS}; got {method!r}")
     if warm_start not in ("local", "ideal"):
@@ -378,6 +420,19 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
     tol = check_real(tol, "tol", low=0.0, high=1.0)
     patience = check_int(patience, "patience", low=1)
     optimizer = _check_optimizer(optimizer)
+    shots = check_int(shots, "shots", low=1)
+    seed = check_int(seed, "seed", low=0)
+    if dac_bits is not None:
+        dac_bits = check_int(dac_bits, "dac_bits", low=1, high=32)
+    if callback is not None and not callable(callback):
+        raise InvalidTypeError(f"callback must be callable as callback(step, error); got {type(callback).__name__}")
+    if method == "twin":
+        from photocomp.twin import calibrate_twin
+
+        box = box or BlackBoxChip(chip, seed=seed, shots=shots)
+        return calibrate_twin(prog, box, optimizer=optimizer, steps=steps, tol=tol, patience=patience,
+                              progress=progress, seed=seed, configs=twin_configs, twin_steps=twin_steps,
+                              dac_bits=dac_bits, callback=callback)
     t0 = time.perf_counter()
     target_tiles = _ideal_tiles(prog)
     ideal = _ideal_settings(prog)
@@ -399,7 +454,7 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
     if method == "model":
         t_opt = time.perf_counter()
         final, history, info = _optimize(chip, start, target_tiles, optimizer, steps, tol, patience, progress,
-                                         f"calibrate {prog.target.name}")
+                                         f"calibrate {prog.target.name}", callback)
         opt_err, opt_gain, _ = _settings_error(chip, final, target_tiles)
         final = final.replace(gain=opt_gain)
         if opt_err > start_err:
@@ -408,6 +463,31 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
                                   types.MappingProxyType({"matrix_error": opt_err, **info})))
         metrics.update(info)
     after = opt_err if method == "model" else start_err  # `final` carries its best gains
+    if dac_bits is not None:
+        final, after = _quantized(chip, chip, final, target_tiles, dac_bits)
+        metrics["error_unquantized"] = opt_err if method == "model" else start_err
     metrics.update({"error_after": after, "measurements": 0, "wall_s": time.perf_counter() - t0})
     report = CompileReport(prog.report.records + tuple(records), types.MappingProxyType({**dict(prog.report.summary), **metrics}))
     return prog.with_chip(chip, final, report)
+
+
+def _quantized(model: Chip, chip: Chip, s: Settings, target_tiles, bits: int | None):
+    """Apply settings found on ``model`` to ``chip`` through drives (optionally DAC-quantized).
+
+    The heater powers that make ``model`` produce the settings' phases are
+    computed (crosstalk pre-compensated), quantized by a ``bits``-bit DAC if
+    given, and the phases ``chip`` then really produces become the settings;
+    returns ``(settings with best gains, matrix error)`` on ``chip``.
+    """
+    from photocomp.chipsim import drive_map, realized_phases
+    from photocomp.dac import quantize_power
+
+    with jax.enable_x64(True):
+        power = drive_map(model, np.asarray(flatten_heaters(s)))
+        if bits is not None:
+            power = quantize_power(power, chip.target, bits)
+        real = np.asarray(realized_phases(chip, jnp.asarray(power)))
+    out = unflatten_heaters(s, np.mod(real, 2 * np.pi), chip.target)
+    out = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), out)
+    err, g, _ = _settings_error(chip, out, target_tiles)
+    return out.replace(gain=g), err

@@ -15,7 +15,7 @@ import numpy as np
 from photocomp.errors import UnknownNameError
 from photocomp.validate import check_int
 
-__all__ = ["SCHEMES", "quantize_phase", "phase_step"]
+__all__ = ["SCHEMES", "quantize_phase", "phase_step", "quantize_power"]
 
 SCHEMES = ("voltage", "linear")
 _TWO_PI = 2 * np.pi
@@ -57,3 +57,19 @@ def phase_step(bits: int, scheme: str = "voltage") -> float:
         return _TWO_PI / 2**bits
     top = 2**bits - 1
     return float(_TWO_PI * (top**2 - (top - 1) ** 2) / top**2)
+
+
+def quantize_power(power_mw, target, bits: int) -> np.ndarray:
+    """Heater powers (mW) as set by a ``bits``-bit voltage DAC.
+
+    The DAC spans ``[0, V_max]`` with ``V_max = v_pi sqrt(drive_limit_p_pi)``
+    (the target's drive limit) in ``2^bits - 1`` equal steps; the heater's
+    power is ``P = P_pi (V / v_pi)^2``, so the nearest code is taken in voltage.
+    """
+    bits = check_int(bits, "bits", low=1, high=32)
+    p = np.clip(np.asarray(power_mw, dtype=np.float64), 0.0, None)
+    v_max = target.v_pi * np.sqrt(target.drive_limit_p_pi)
+    top = 2**bits - 1
+    v = target.v_pi * np.sqrt(p / target.heater_p_pi_mw)
+    code = np.clip(np.round(v / v_max * top), 0, top)
+    return target.heater_p_pi_mw * (code / top * v_max / target.v_pi) ** 2
