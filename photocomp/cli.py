@@ -193,6 +193,50 @@ def _demo(args) -> int:
     return 0 if same else 1
 
 
+def _report(args) -> int:
+    import json
+
+    import photocomp as pc
+
+    cost = pc.load(args.file).cost(batch=args.batch, group_index=args.group_index)
+    print(json.dumps(cost.as_dict(), indent=1) if args.json else cost.table())
+    return 0
+
+
+def _plot(args) -> int:
+    from photocomp.plot import plot_file
+
+    out = args.output or (os.path.splitext(args.file)[0].removesuffix(".phases") + f".{args.what}.png")
+    print(f"wrote {plot_file(args.file, out, args.what, tile=args.tile)}")
+    return 0
+
+
+def _add_report_and_plot(sub) -> None:
+    from photocomp.cost import GROUP_INDEX
+    from photocomp.plot import plot_kinds
+
+    s = sub.add_parser("report", help="cost report of a phase-map file",
+                       description="Print the cost of a phase-map file: MZI and phase-shifter counts, optical depth, "
+                                   "worst-path insertion loss, heater power, latency, throughput, effective bits and "
+                                   "equivalent compute (definitions: photocomp.cost).")
+    s.add_argument("file", help="phase-map file (compiled or calibrated)")
+    s.add_argument("--batch", type=int, default=1, help="input vectors streamed per tile setting; default %(default)s")
+    s.add_argument("--group-index", type=float, default=GROUP_INDEX,
+                   help="waveguide group index for the time of flight; default %(default)s")
+    s.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    s.set_defaults(func=_report)
+
+    s = sub.add_parser("plot", help="draw a phase-map file (phases, mesh, calibration)",
+                       description="Draw a phase-map file: phase heatmaps, the mesh with every MZI coloured by its "
+                                   "setting, or a calibrated file's per-tile errors and reachability maps.")
+    s.add_argument("file", help="phase-map file (compiled or calibrated)")
+    s.add_argument("-o", "--output", default=None, help="output image (.png, .pdf or .svg); default FILE.WHAT.png")
+    s.add_argument("--what", default="phases", choices=plot_kinds(), help="figure to draw; default %(default)s")
+    s.add_argument("--tile", type=int, default=None,
+                   help="phases: only this tile; mesh: the tile drawn (default 0); calibration: reachability of this tile")
+    s.set_defaults(func=_plot)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="photocomp", description="Compile weight matrices to phase maps for photonic MZI-mesh chips.")
     p.add_argument("--version", action="version", version=_version())
@@ -237,6 +281,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="photocomp-demo.phases.npz", help="output phase-map file; default %(default)s")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_demo)
+
+    _add_report_and_plot(sub)
     return p
 
 

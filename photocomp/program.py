@@ -226,6 +226,18 @@ class Program:
 
         return circuit_graph(self.phase_map, tile)
 
+    def cost(self, *, batch: int = 1, group_index: float | None = None):
+        """Cost figures: counts, worst-path loss (dB), heater power (mW), latency, throughput, precision.
+
+        Returns a :class:`photocomp.cost.Cost` (``as_dict()``, ``table()``); every
+        definition is in :mod:`photocomp.cost`. ``batch`` input vectors are
+        streamed per tile setting; ``group_index`` defaults to
+        :data:`photocomp.cost.GROUP_INDEX`.
+        """
+        from photocomp.cost import GROUP_INDEX, program_cost
+
+        return program_cost(self, batch=batch, group_index=GROUP_INDEX if group_index is None else group_index)
+
     # -- I/O -----------------------------------------------------------------------
     def save(self, path) -> str:
         """Write the versioned phase-map file (atomically); returns the path written."""

@@ -1,0 +1,193 @@
+"""Figures (photocomp.plot) and the plot CLI: files written, contents, errors, the extension point."""
+
+import functools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import photocomp as pc
+from conftest import random_matrix
+from photocomp.cli import main
+from photocomp.plot import PlotKind, figure, plot, plot_file, plot_kinds, register_plot
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@functools.lru_cache(maxsize=None)
+def _program():
+    return pc.compile(random_matrix(np.random.default_rng(21), (6, 5), "real"), target="clements-4")
+
+
+@functools.lru_cache(maxsize=None)
+def _calibrated():
+    return pc.calibrate(_program(), pc.fabricate("clements-4", seed=3), method="local", progress=False)
+
+
+def _is_png(path) -> bool:
+    data = open(path, "rb").read()
+    return len(data) > 1000 and data.startswith(PNG_MAGIC)
+
+
+def test_matplotlib_is_imported_lazily():
+    code = "import sys, photocomp, photocomp.plot, photocomp.cli; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_kinds():
+    assert {"phases", "mesh", "calibration"} <= set(plot_kinds())
+
+
+@pytest.mark.parametrize("what", ["phases", "mesh", "calibration"])
+def test_each_kind_writes_a_png(tmp_path, what):
+    path = plot(_calibrated(), tmp_path / f"{what}.png", what=what)
+    assert _is_png(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{what}.png"]  # no temporary file left
+
+
+@pytest.mark.parametrize("ext, magic", [(".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_other_formats(tmp_path, ext, magic):
+    path = plot(_program(), tmp_path / f"m{ext}", what="mesh")
+    assert open(path, "rb").read().startswith(magic)
+
+
+def test_phases_figure_panels():
+    prog = _program()
+    fig = figure(prog, "phases")
+    titles = [ax.get_title() for ax in fig.axes]
+    for t in range(prog.n_tiles):
+        for name in ("V theta", "V phi", "U theta", "U phi"):
+            assert f"tile {t}: {name}" in titles
+    assert "attenuators sigma (amplitude cos sigma)" in titles and "electronic gain per tile" in titles
+    one = [ax.get_title() for ax in figure(prog, "phases", tile=2).axes]
+    assert "tile 2: V theta" in one and "tile 0: V theta" not in one
+    # the heatmap shows the phase map: theta of V, tile 0, at (upper mode, column) of each MZI
+    ax = next(a for a in fig.axes if a.get_title() == "tile 0: V theta")
+    img = ax.get_images()[0].get_array()
+    lay = prog.phase_map.v.layout
+    np.testing.assert_array_equal(img[lay.pair_array, lay.column_array], prog.phase_map.v.theta[0])
+    assert img.mask.sum() == img.size - lay.n_mzi  # cells without an MZI are masked
+
+
+def test_mesh_figure_colours_every_mzi_by_its_setting():
+    prog = _program()
+    fig = figure(prog, "mesh", tile=1)
+    ax = fig.axes[0]
+    assert "tile 1 of 4" in ax.get_title()
+    from matplotlib.collections import LineCollection
+
+    bars = [c for c in ax.collections if isinstance(c, LineCollection) and c.get_array() is not None]
+    assert len(bars[0].get_segments()) == 2 * 6
+    assert len(bars) == 1
+    g = prog.graph(1)
+    expected = [d["theta"] for _, d in g.nodes(data=True) if d["kind"] == "mzi"]
+    np.testing.assert_array_equal(np.asarray(bars[0].get_array()), expected)
+
+
+def test_calibration_figure_reports_the_errors():
+    cal = _calibrated()
+    fig = figure(cal, "calibration")
+    reach = pc.reachability(cal, cal.chip)
+    assert f"floor {reach.floor:.2e}" in fig.get_suptitle()
+    bar_ax = next(a for a in fig.axes if a.get_title().startswith("per-tile error"))
+    heights = [p.get_height() for p in bar_ax.patches]
+    after = pc.error(cal, cal.chip)["tile_errors"]
+    np.testing.assert_allclose(heights[cal.n_tiles:], after, rtol=1e-12, atol=0)
+
+
+def test_bad_input(tmp_path):
+    prog = _program()
+    with pytest.raises(pc.InvalidInputError, match="source must be a calibrated program"):
+        plot(prog, tmp_path / "c.png", what="calibration")
+    with pytest.raises(pc.UnknownNameError, match=r"what must be one of \['calibration', 'mesh', 'phases'.*got 'drift'"):
+        plot(prog, tmp_path / "d.png", what="drift")
+    with pytest.raises(pc.InvalidInputError, match=r"path must end in \.png, \.pdf, \.svg; got"):
+        plot(prog, tmp_path / "x.jpg")
+    with pytest.raises(pc.InvalidTypeError, match="path must be a file path"):
+        plot(prog, None)
+    with pytest.raises(pc.InvalidInputError, match=r"tile must be in \[0, 3\]; got 4"):
+        plot(prog, tmp_path / "t.png", what="mesh", tile=4)
+    with pytest.raises(pc.InvalidTypeError, match="tile must be an integer"):
+        plot(prog, tmp_path / "t.png", what="phases", tile="0")
+    with pytest.raises(pc.InvalidTypeError, match="source must be a photocomp.Program"):
+        plot(np.eye(3), tmp_path / "p.png")
+    with pytest.raises(pc.PhaseMapFileError, match="folder must exist"):
+        plot(prog, tmp_path / "no" / "p.png", what="mesh")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_drawing_leaves_an_existing_file_untouched(tmp_path):
+    target = tmp_path / "c.png"
+    target.write_bytes(b"old")
+    with pytest.raises(pc.InvalidInputError):
+        plot(_program(), target, what="calibration")
+    assert target.read_bytes() == b"old"
+
+
+def test_register_a_kind(tmp_path):
+    def draw(fig, source, tile=None):
+        fig.add_subplot(1, 1, 1).plot(np.asarray(source))
+
+    kind = register_plot(PlotKind("series_test", draw, lambda path: np.load(path), "a test kind"))
+    try:
+        assert "series_test" in plot_kinds()
+        np.save(tmp_path / "s.npy", np.arange(5.0))
+        assert _is_png(plot_file(tmp_path / "s.npy", tmp_path / "s.png", what="series_test"))
+        with pytest.raises(pc.InvalidInputError, match="'series_test' is registered"):
+            register_plot(kind)
+        with pytest.raises(pc.InvalidTypeError, match="kind must be a photocomp.plot.PlotKind"):
+            register_plot("series_test")
+    finally:
+        from photocomp import plot as plot_module
+
+        plot_module._KINDS.pop("series_test", None)
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+
+
+def _run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("plotfiles")
+    return _program().save(d / "w.phases.npz"), _calibrated().save(d / "w.cal.npz")
+
+
+def test_cli_plot_default_name_and_kinds(capsys, files, tmp_path):
+    compiled, calibrated = files
+    code, out, err = _run(capsys, "plot", compiled)
+    assert code == 0, err
+    default = compiled.removesuffix(".phases.npz") + ".phases.png"
+    assert out.strip() == f"wrote {default}" and _is_png(default)
+    for what in ("mesh", "calibration"):
+        out_file = tmp_path / f"{what}.png"
+        code, out, err = _run(capsys, "plot", calibrated, "--what", what, "-o", str(out_file), "--tile", "1")
+        assert code == 0, err
+        assert out.strip() == f"wrote {out_file}" and _is_png(out_file)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["plot", "{c}", "--what", "calibration", "-o", "{t}/x.png"], "source must be a calibrated program"),
+    (["plot", "{c}", "--what", "drift", "-o", "{t}/x.png"], "invalid choice: 'drift'"),
+    (["plot", "{c}", "-o", "{t}/x.jpg"], "path must end in .png, .pdf, .svg"),
+    (["plot", "{c}", "--tile", "9", "-o", "{t}/x.png"], "tile must be in [0, 3]; got 9"),
+    (["plot", "{t}/missing.npz", "-o", "{t}/x.png"], "must be an existing file"),
+])
+def test_cli_plot_bad_input(capsys, files, tmp_path, argv, match):
+    compiled, _ = files
+    code, out, err = _run(capsys, *[a.format(c=compiled, t=tmp_path) for a in argv])
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("photocomp: error: ") and match in lines[0], err
+    assert list(tmp_path.iterdir()) == []
