@@ -9,6 +9,9 @@ and each chip seed, report the matrix error against the ideal program of:
 * local: the analytic per-MZI correction (``calibrate(method="local")``);
 * model: ``calibrate(method="model")`` with its defaults (L-BFGS, warm start
   from local), and its wall time including JIT compilation;
+* twin: ``calibrate(method="twin")``: the chip seen only through noisy
+  black-box measurements (a digital twin is fitted, then calibrated on), with
+  the measurements it used and its wall time;
 * the reachability estimate and the fraction of unreachable MZIs.
 
 Usage::
@@ -46,7 +49,7 @@ def cases(n: int, seed: int) -> dict:
     }
 
 
-def run_case(w, target: str, seeds, steps: int) -> list[dict]:
+def run_case(w, target: str, seeds, steps: int, twin: dict) -> list[dict]:
     prog = pc.compile(w, target=target, pipeline=PIPELINE)
     rows = []
     for seed in seeds:
@@ -59,7 +62,13 @@ def run_case(w, target: str, seeds, steps: int) -> list[dict]:
         model = pc.calibrate(prog, chip, method="model", steps=steps, progress=False)
         t_model = time.perf_counter() - t0
         s = model.report.summary
+        t0 = time.perf_counter()
+        tw = pc.calibrate(prog, chip, method="twin", steps=steps, progress=False, seed=seed, **twin).report.summary
+        t_twin = time.perf_counter() - t0
         rows.append({
+            "twin": tw["error_after"],
+            "twin_s": t_twin,
+            "twin_measurements": tw["measurements"],
             "seed": seed,
             "uncorrected": pc.error(prog, chip)["matrix_error"],
             "local": local.report.summary["error_after"],
@@ -72,22 +81,29 @@ def run_case(w, target: str, seeds, steps: int) -> list[dict]:
             "measurements": s["measurements"],
         })
         print(f"  seed {seed}: uncorrected {rows[-1]['uncorrected']:.3e} local {rows[-1]['local']:.3e} "
-              f"model {rows[-1]['model']:.3e} ({t_model:.1f} s, {rows[-1]['steps']} steps) floor~{reach.floor:.3e}",
+              f"model {rows[-1]['model']:.3e} ({t_model:.1f} s, {rows[-1]['steps']} steps) twin {tw['error_after']:.3e} "
+              f"({t_twin:.1f} s, {tw['measurements']} measurements) floor~{reach.floor:.3e}",
               flush=True)
     return rows
 
 
 def table(name: str, rows: list[dict]) -> list[str]:
     out = [f"### {name}", "",
-           "| chip seed | uncorrected | local | model | model / local | reachability estimate | unreachable MZIs | local time | model time (steps) | measurements |",
-           "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+           "| chip seed | uncorrected | local | model | model / local | twin | twin / model | reachability estimate | "
+           "unreachable MZIs | local time | model time (steps) | twin time | twin measurements |",
+           "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         out.append(f"| {r['seed']} | {r['uncorrected']:.3e} | {r['local']:.3e} | {r['model']:.3e} | "
-                   f"{r['model'] / r['local']:.2f} | {r['floor']:.3e} | {100 * r['unreachable']:.1f} % | "
-                   f"{r['local_s']:.1f} s | {r['model_s']:.1f} s ({r['steps']}) | {r['measurements']} |")
-    med = {k: statistics.median(r[k] for r in rows) for k in ("uncorrected", "local", "model", "floor", "local_s", "model_s")}
+                   f"{r['model'] / r['local']:.2f} | {r['twin']:.3e} | {r['twin'] / r['model']:.2f} | "
+                   f"{r['floor']:.3e} | {100 * r['unreachable']:.1f} % | "
+                   f"{r['local_s']:.1f} s | {r['model_s']:.1f} s ({r['steps']}) | {r['twin_s']:.1f} s | "
+                   f"{r['twin_measurements']:,} |")
+    keys = ("uncorrected", "local", "model", "twin", "floor", "local_s", "model_s", "twin_s", "twin_measurements")
+    med = {k: statistics.median(r[k] for r in rows) for k in keys}
     out.append(f"| **median** | {med['uncorrected']:.3e} | {med['local']:.3e} | {med['model']:.3e} | "
-               f"{med['model'] / med['local']:.2f} | {med['floor']:.3e} | | {med['local_s']:.1f} s | {med['model_s']:.1f} s | |")
+               f"{med['model'] / med['local']:.2f} | {med['twin']:.3e} | {med['twin'] / med['model']:.2f} | "
+               f"{med['floor']:.3e} | | {med['local_s']:.1f} s | {med['model_s']:.1f} s | {med['twin_s']:.1f} s | "
+               f"{med['twin_measurements']:,.0f} |")
     return out + [""]
 
 
@@ -97,6 +113,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--steps", type=int, default=300, help="model calibration steps (default %(default)s)")
     ap.add_argument("--case-seed", type=int, default=2026)
+    ap.add_argument("--twin-shots", type=int, default=1000, help="shots per black-box reading (default %(default)s)")
+    ap.add_argument("--twin-configs", type=int, default=6, help="twin probe configurations (default %(default)s)")
+    ap.add_argument("--twin-steps", type=int, default=300, help="twin fitting steps (default %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="README to write the table into (between markers)")
     args = ap.parse_args(argv)
     load0 = _report.load_average()
@@ -107,14 +126,20 @@ def main(argv=None) -> int:
              f"{target.coupler_sigma_rad} rad, MZI loss {target.mzi_loss_db} ± {target.mzi_loss_sigma_db} dB, "
              f"random heater offsets). Model calibration: `calibrate(method=\"model\", steps={args.steps})` with its "
              "defaults (L-BFGS, warm start from the local correction); its time includes JIT compilation. The "
+             f"Twin calibration: `calibrate(method=\"twin\", shots={args.twin_shots}, twin_configs={args.twin_configs}, "
+             f"twin_steps={args.twin_steps})`: heater characterisation, {args.twin_configs} probe configurations read "
+             "with phase stepping through auto-ranging receivers (shot, dark and ADC noise), a twin fitted by L-BFGS, "
+             "then model calibration on the twin; a measurement counts one input vector read once per shot. The "
              "reachability estimate is the error left when every unreachable MZI is clipped to its nearest reachable "
              "splitting and everything else is perfect; global calibration can go below it.", ""]
     for name, w in cases(target.size, args.case_seed).items():
         print(name, flush=True)
-        lines += table(name, run_case(w, target.name, args.seeds, args.steps))
+        twin = {"shots": args.twin_shots, "twin_configs": args.twin_configs, "twin_steps": args.twin_steps}
+        lines += table(name, run_case(w, target.name, args.seeds, args.steps, twin))
     lines += ["Machine:", ""] + _report.machine_description(load0) + ["",
               f"Reproduce with `python benchmarks/calibration.py --target {target.name} --seeds "
-              f"{' '.join(map(str, args.seeds))} --steps {args.steps} --out benchmarks/README.md`."]
+              f"{' '.join(map(str, args.seeds))} --steps {args.steps} --twin-shots {args.twin_shots} "
+              f"--twin-configs {args.twin_configs} --twin-steps {args.twin_steps} --out benchmarks/README.md`."]
     body = "\n".join(lines)
     print(body)
     if args.out is not None:

@@ -365,8 +365,8 @@ def _optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patien
 
 def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int = 300, tol: float = 1e-4,
               patience: int = 30, warm_start: str = "local", progress: bool = True, shots: int = 1,
-              seed: int = 0, twin_configs: int = 6, twin_steps: int = 300, dac_bits: int | None = None,
-              callback=None):
+              seed: int = 0, twin_configs: int = 6, twin_steps: int = 300, twin_rounds: int = 2,
+              dac_bits: int | None = None, callback=None):
     """Calibrate ``prog`` for ``chip``; returns a calibrated :class:`~photocomp.program.Program`.
 
     Args:
@@ -390,6 +390,8 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
       seed: seed of the measurement noise and the probe design (twin).
       twin_configs, twin_steps: probe drive configurations and fitting
         steps of the twin.
+      twin_rounds: fit-calibrate rounds; each round after the first also
+        probes the chip where the last calibration took it and refits.
       dac_bits: if given, the final heater drives are quantized by a DAC of
         this many bits (in voltage, ``P = P_pi (V / V_pi)^2``, spanning the
         drive limit), and the error is reported after quantization.
@@ -432,7 +434,8 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
         box = box or BlackBoxChip(chip, seed=seed, shots=shots)
         return calibrate_twin(prog, box, optimizer=optimizer, steps=steps, tol=tol, patience=patience,
                               progress=progress, seed=seed, configs=twin_configs, twin_steps=twin_steps,
-                              dac_bits=dac_bits, callback=callback)
+                              dac_bits=dac_bits, callback=callback,
+                              rounds=check_int(twin_rounds, "twin_rounds", low=1))
     t0 = time.perf_counter()
     target_tiles = _ideal_tiles(prog)
     ideal = _ideal_settings(prog)

@@ -45,7 +45,7 @@ from photocomp.errors import InvalidInputError, InvalidTypeError
 from photocomp.ir import TileGrid
 from photocomp.validate import check_int, check_real
 
-__all__ = ["TwinFit", "fit_twin", "twin_parameter_errors"]
+__all__ = ["TwinFit", "fit_twin", "refine_twin", "twin_parameter_errors"]
 
 _STAGES = ("v", "att", "u")
 
@@ -64,6 +64,7 @@ class TwinFit:
       stopped: why the optimisation stopped.
       history: rms relative residual per step.
       wall_s: wall time (s).
+      data: the probe data ``(drives (C, H), references (C, 4), read-outs (C, 4, K, K))``.
     """
 
     chip: Chip
@@ -75,6 +76,7 @@ class TwinFit:
     stopped: str
     history: np.ndarray
     wall_s: float
+    data: tuple = dataclasses.field(default=(), repr=False)
 
 
 def _template(target, n: int) -> Settings:
@@ -229,21 +231,49 @@ def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None 
     offset, efficiency = box.characterize_heaters(**(characterization or {}))
     prior = _prior_chip(t, offset, efficiency)
     drives = _probe_drives(prior, operating, configs, np.random.default_rng([seed, 0x7717]))
-    k = t.size
+    refs, readings = _probe(box, drives, shots)
+    measurements = box.measurements - used0
+    fit, info = _fit(prior, _template(t, configs), drives, refs, readings, optimizer, steps, tol, patience, progress)
+    return TwinFit(fit, info["residual"], info["residual_start"], measurements, configs, info["steps_run"],
+                   info["stopped"], info["history"], time.perf_counter() - t0, (drives, refs, readings))
+
+
+def _probe(box: BlackBoxChip, drives, shots):
+    """Phase-stepped read-outs of the K unit inputs at each drive configuration: ``(refs (C, 4), (C, 4, K, K))``."""
+    k = box.target.size
     eye = np.eye(k)
     readings, refs = [], []
-    for d in drives:  # per configuration: a plain read-out, then three reference phases matched to it
+    for d in np.atleast_2d(drives):  # a plain read-out, then three reference phases matched to it
         r0 = box.measure(d, eye, shots=shots, full_scale="auto")
         ref = np.concatenate([[0.0], _reference_amplitude(r0, k) * _STEPS])
         readings.append([r0] + [box.measure(d, eye, shots=shots, reference=r, full_scale="auto") for r in ref[1:]])
         refs.append(ref)
-    readings, refs = np.asarray(readings), np.asarray(refs)  # (C, R, K inputs, K outputs), (C, R)
-    measurements = box.measurements - used0
+    return np.asarray(refs), np.asarray(readings)
 
-    template = _template(t, configs)
-    fit, info = _fit(prior, template, drives, refs, readings, optimizer, steps, tol, patience, progress)
-    return TwinFit(fit, info["residual"], info["residual_start"], measurements, configs, info["steps_run"],
-                   info["stopped"], info["history"], time.perf_counter() - t0)
+
+def refine_twin(box: BlackBoxChip, fit: TwinFit, drives, *, shots: int | None = None, steps: int = 100,
+                optimizer=None, tol: float = 1e-6, patience: int = 20, progress: bool = False) -> TwinFit:
+    """Probe ``drives`` (C', H) too and refit, starting from ``fit``'s twin, on all data so far.
+
+    Used to sharpen the twin where calibration has taken the chip: the new
+    configurations are where the twin's predictions matter most.
+    """
+    from photocomp.calibrate import _check_optimizer
+
+    optimizer = _check_optimizer(optimizer)
+    t0 = time.perf_counter()
+    used0 = box.measurements
+    new_refs, new_readings = _probe(box, drives, shots)
+    old_drives, old_refs, old_readings = fit.data
+    drives = np.concatenate([old_drives, np.atleast_2d(drives)])
+    refs = np.concatenate([old_refs, new_refs])
+    readings = np.concatenate([old_readings, new_readings])
+    chip, info = _fit(fit.chip, _template(box.target, len(drives)), drives, refs, readings, optimizer, steps, tol,
+                      patience, progress)
+    return TwinFit(chip, info["residual"], info["residual_start"], fit.measurements + box.measurements - used0,
+                   len(drives), fit.steps_run + info["steps_run"], info["stopped"],
+                   np.concatenate([fit.history, info["history"]]), fit.wall_s + time.perf_counter() - t0,
+                   (drives, refs, readings))
 
 
 def _fit(prior: Chip, template: Settings, drives, refs, readings, optimizer, steps, tol, patience, progress):
@@ -304,8 +334,12 @@ def _measured_error(box: BlackBoxChip, power, target_tiles) -> float:
 
 
 def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, progress, seed, configs,
-                   twin_steps, dac_bits, callback):
+                   twin_steps, dac_bits, callback, rounds: int = 2):
     """``calibrate(method="twin")``: fit a twin from measurements, calibrate on it, apply its drives.
+
+    After the first calibration, each further round (``rounds``) probes
+    the chip at the calibrated drives of every tile, refits the twin on all
+    data, and recalibrates from where the last round ended.
 
     The black box's hidden chip is used only to simulate the returned
     program (what the real chip would do with the applied drives) and to
@@ -331,6 +365,17 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
     start, start_twin_err = _local(prog, twin, target_tiles)
     final, history, info = _optimize(twin, start, target_tiles, optimizer, steps, tol, patience, progress,
                                      f"calibrate {prog.target.name} on twin", callback)
+    for _ in range(rounds - 1):
+        from photocomp.chipsim import drive_map
+
+        if "interrupted" in info["stopped"] or "callback" in info["stopped"]:
+            break
+        with jax.enable_x64(True):
+            at = drive_map(twin, np.asarray(flatten_heaters(final)))
+        fit = refine_twin(box, fit, at, steps=max(twin_steps // 2, 1), optimizer=optimizer, progress=progress)
+        twin = fit.chip
+        final, history, info = _optimize(twin, final, target_tiles, optimizer, steps, tol, patience, progress,
+                                         f"calibrate {prog.target.name} on twin", callback)
     cal_s = time.perf_counter() - t_cal
     # the uncalibrated program as it would be driven with what the twin knows of the heaters
     fallback, _ = _quantized(twin, chip, ideal, target_tiles, dac_bits)
@@ -352,7 +397,7 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
         "method": "twin", "error_before": before, "error_after": after,
         "error_after_measured": measured_after if kept else measured_fallback,
         "measurements": int(measurements), "twin_measurements": int(fit.measurements),
-        "twin_residual": fit.residual, "twin_configs": fit.configs, "twin_steps": fit.steps_run,
+        "twin_residual": fit.residual, "twin_configs": fit.configs, "twin_steps": fit.steps_run, "twin_rounds": rounds,
         "error_on_twin": float(np.min(history)) if len(history) else start_twin_err,
         "steps_run": info["steps_run"], "stopped": info["stopped"] if kept else
         "twin result measured worse than the uncalibrated program; kept the uncalibrated drives",

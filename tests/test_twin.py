@@ -108,7 +108,7 @@ def test_twin_calibration_beats_uncalibrated_and_counts_measurements():
     assert s["error_after"] == pytest.approx(pc.error(cal, chip)["matrix_error"], rel=1e-9)
     assert s["error_after_measured"] == pytest.approx(s["error_after"], rel=0.3)  # measured estimate of the truth
     n_heaters = chip.n_heaters
-    probes = 8 * 4 * 6 * 10
+    probes = (8 + 1) * 4 * 6 * 10  # 8 probe configurations, then one more at the first calibration
     verify = 2 * 4 * 6 * 10  # measured error of the result and of the fallback
     assert s["measurements"] == 8 * n_heaters + probes + verify
     again = pc.calibrate(prog, chip, method="twin", twin_configs=8, twin_steps=200, steps=100, shots=10, seed=1,
