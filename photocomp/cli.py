@@ -158,7 +158,8 @@ def _calibrate(args) -> int:
         raise pc.InvalidInputError(f"file must hold an uncalibrated program; {args.file!r} is calibrated for chip seed {prog.chip.seed}")
     chip = pc.fabricate(prog.target, seed=args.chip_seed)
     t0 = time.perf_counter()
-    cal = pc.calibrate(prog, chip, method=args.method, steps=args.steps, progress=_progress(args))
+    cal = pc.calibrate(prog, chip, method=args.method, steps=args.steps, progress=_progress(args), shots=args.shots,
+                       seed=args.seed, dac_bits=args.dac_bits)
     wall = time.perf_counter() - t0
     out = args.output or (os.path.splitext(args.file)[0].removesuffix(".phases") + ".cal.npz")
     cal.save(out)
@@ -166,6 +167,10 @@ def _calibrate(args) -> int:
     print(f"chip: {prog.target.name} seed {args.chip_seed}  method: {args.method}")
     print(f"matrix error before: {s['error_before']:.4e}")
     print(f"matrix error after:  {s['error_after']:.4e}")
+    if "error_after_measured" in s:
+        print(f"matrix error after, as measured: {s['error_after_measured']:.4e}")
+    if "error_unquantized" in s:
+        print(f"matrix error before DAC quantization ({args.dac_bits} bits): {s['error_unquantized']:.4e}")
     if "steps_run" in s:
         print(f"steps: {s['steps_run']} ({s['stopped']})")
     print(f"measurements used: {s['measurements']}")
@@ -270,8 +275,13 @@ def _build_parser() -> argparse.ArgumentParser:
                        description="Calibrate a compiled phase-map file for a chip sampled from its target with --chip-seed.")
     s.add_argument("file", help="uncalibrated phase-map file")
     s.add_argument("--chip-seed", type=int, required=True, help="seed of the fabricated chip (photocomp.fabricate)")
-    s.add_argument("--method", default="model", choices=["model", "local"], help="calibration method; default %(default)s")
-    s.add_argument("--steps", type=int, default=300, help="maximum optimisation steps (model); default %(default)s")
+    s.add_argument("--method", default="model", choices=["model", "local", "twin"],
+                   help="model: chip errors known; local: analytic per-MZI correction; twin: the chip is a black box, "
+                        "a digital twin is fitted to its measurements; default %(default)s")
+    s.add_argument("--steps", type=int, default=300, help="maximum optimisation steps (model, twin); default %(default)s")
+    s.add_argument("--shots", type=int, default=1, help="shots per black-box reading (twin); default %(default)s")
+    s.add_argument("--seed", type=int, default=0, help="seed of measurement noise and probes (twin); default %(default)s")
+    s.add_argument("--dac-bits", type=int, default=None, help="quantize the final heater drives with a DAC of this many bits")
     s.add_argument("-o", "--output", default=None, help="output file; default FILE.cal.npz")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_calibrate)
