@@ -87,7 +87,7 @@ import numpy as np
 from photocomp.errors import InvalidInputError, InvalidTypeError
 from photocomp.validate import check_int, check_real
 
-__all__ = ["Cost", "program_cost", "GROUP_INDEX", "SPEED_OF_LIGHT_M_S"]
+__all__ = ["Cost", "program_cost", "worst_path", "heater_powers", "GROUP_INDEX", "SPEED_OF_LIGHT_M_S"]
 
 GROUP_INDEX = 4.2
 """Default group index of the chip's waveguides (silicon strip waveguide near 1550 nm)."""
