@@ -31,7 +31,13 @@ from photocomp.chip import HEATER_GROUPS, Chip, heater_slices
 from photocomp.ir import PhaseMap, TileGrid
 from photocomp.mesh import MeshLayout
 from photocomp.phases import MeshPhases
-from photocomp.physical import apply_physical_mesh, mesh_from_physical, mesh_to_physical
+from photocomp.physical import (
+    mesh_from_physical,
+    mesh_to_physical,
+    physical_coefficients,
+    propagate_meshes,
+    screen,
+)
 
 __all__ = [
     "Settings",
@@ -86,9 +92,11 @@ def attenuator_amplitude(internal, coupler_in=0.0, coupler_out=0.0, loss_db=0.0)
     Ideal couplers: ``(e^{i internal} - 1) / 2``; with ``internal = 2 sigma + pi``
     this is ``e^{i(sigma + pi)} cos(sigma)``.
     """
+    internal = jnp.asarray(internal)
     a = jnp.pi / 4 + coupler_in
     b = jnp.pi / 4 + coupler_out
-    amp = jnp.cos(a) * jnp.cos(b) * jnp.exp(1j * internal) - jnp.sin(a) * jnp.sin(b)
+    ca_cb = jnp.cos(a) * jnp.cos(b)
+    amp = jax.lax.complex(ca_cb * jnp.cos(internal) - jnp.sin(a) * jnp.sin(b), ca_cb * jnp.sin(internal))
     return amp * 10.0 ** (-jnp.asarray(loss_db) / 20.0)
 
 
@@ -115,20 +123,22 @@ def program_from_settings(s: Settings) -> PhaseMap:
     return PhaseMap(s.grid, MeshPhases(lay, vt, vp, vo), sigma, MeshPhases(lay, ut, up, uo), s.gain)
 
 
-def _stage(chip: Chip, stage: str, lay, internal, external, out, x):
-    return apply_physical_mesh(
-        lay, internal, external, out, x,
-        coupler_in=chip.coupler_in[stage], coupler_out=chip.coupler_out[stage], loss_db=chip.loss_db[stage],
-    )
+def _tile_core(chip: Chip, lay: MeshLayout, v_int, v_ext, v_out, att, u_int, u_ext, u_out, z):
+    """One tile's core (V mesh, attenuators, U mesh, output shifters) on fields z (K[, B]), as one scan."""
+    dtype = z.dtype
+    stage = lambda g, i, e: physical_coefficients(  # noqa: E731
+        lay, i, e, chip.coupler_in[g], chip.coupler_out[g], chip.loss_db[g], dtype=dtype)
+    amp = attenuator_amplitude(att, chip.coupler_in["att"], chip.coupler_out["att"], chip.loss_db["att"])
+    between = (screen(v_out, dtype) * amp).astype(dtype)
+    y = propagate_meshes(lay, [stage("v", v_int, v_ext), stage("u", u_int, u_ext)], [between], z)
+    return screen(u_out, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
 
 
 def _tile_apply(chip: Chip, s: Settings, z):
     """Apply each tile's core to fields z (T, K[, B]); gain not applied."""
-    lay = s.layout
-    v = jax.vmap(lambda i, e, o, xi: _stage(chip, "v", lay, i, e, o, xi))(s.v_int, s.v_ext, s.v_out, z)
-    amp = attenuator_amplitude(s.att, chip.coupler_in["att"], chip.coupler_out["att"], chip.loss_db["att"])
-    v = v * amp.reshape(amp.shape + (1,) * (v.ndim - 2))
-    return jax.vmap(lambda i, e, o, xi: _stage(chip, "u", lay, i, e, o, xi))(s.u_int, s.u_ext, s.u_out, v)
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(z.dtype, jnp.complex64, jnp.asarray(s.v_int).dtype))
+    core = lambda *a: _tile_core(chip, s.layout, *a)  # noqa: E731
+    return jax.vmap(core)(s.v_int, s.v_ext, s.v_out, s.att, s.u_int, s.u_ext, s.u_out, z.astype(dtype))
 
 
 def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True):
@@ -149,13 +159,22 @@ def chip_matrix(chip: Chip, s: Settings):
 
 
 def chip_forward(chip: Chip, s: Settings, x, detection: str = "coherent"):
-    """Field ``x`` (N,) or (N, B) through the chip; returns (M,) or (M, B)."""
+    """Field ``x`` (N,) or (N, B) through the chip; returns (M,) or (M, B).
+
+    A batch of at least K fields goes through the tiles' matrices (one scan
+    on the identity, then a matrix product); fewer fields are propagated.
+    """
     from photocomp.simulate import _accumulate, _tile_inputs
 
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.complexfloating):
         x = x.astype(jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64)))
-    z = _tile_apply(chip, s, _tile_inputs(s, x))
+    zin = _tile_inputs(s, x)
+    if x.ndim == 2 and x.shape[1] >= s.grid.tile:
+        mats = chip_tile_matrices(chip, s, with_gain=False)
+        z = jnp.einsum("tij,tjb->tib", mats, zin.astype(mats.dtype))
+    else:
+        z = _tile_apply(chip, s, zin)
     z = z * jnp.asarray(s.gain).reshape((-1,) + (1,) * (z.ndim - 1))
     y = _accumulate(s, z)
     return jnp.abs(y) ** 2 if detection == "intensity" else y

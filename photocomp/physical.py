@@ -16,15 +16,37 @@ splitting-angle errors and per-MZI loss (the building block of chip models).
 
 All functions are pure JAX, work under jit/vmap/grad, and accept leading
 batch axes on the setting arrays.
+
+Simulation engine. Every MZI of a column acts on a disjoint mode pair, and
+in a Clements or Reck mesh the pairs of column ``c`` all have upper mode
+``n = c (mod 2)``. The fields ``(N, B)`` are therefore kept as two arrays,
+the even modes ``a = x[0::2]`` and the odd modes ``b = x[1::2]``: an
+even-parity column mixes ``(a[p], b[p])`` and an odd-parity column mixes
+``(b[p], a[p + 1])``, each as one vectorised 2 x 2 update on all pairs at
+once, with no gathers in the loop. The layout's columns are packed into a
+static schedule of (even, odd) steps (:func:`pair_schedule`; slots without an
+MZI hold the identity) and one ``lax.scan`` runs over the steps with the
+steps' 2 x 2 coefficients as the scanned arrays, so the trace size does not
+grow with the mesh. A diagonal between two meshes (an output screen, the
+attenuator column) is folded into the first step of the next mesh, so the V
+mesh, the attenuators and the U mesh of a chip tile run as one scan
+(:func:`propagate_meshes`). Physical MZI coefficients are closed forms in
+``cos``/``sin`` of the phases (:func:`physical_coefficients`). The
+straightforward column loop :func:`photocomp.mesh.apply_columns` over
+:func:`photocomp.convention.physical_mzi` products is the float64 reference
+the tests hold this engine to.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from photocomp import convention
-from photocomp.mesh import MeshLayout, apply_columns
+from photocomp.mesh import MeshLayout
 
 __all__ = ["mesh_to_physical", "mesh_from_physical", "apply_physical_mesh", "physical_mesh_unitary"]
 
@@ -130,15 +152,192 @@ def apply_physical_mesh(lay: MeshLayout, internal, external, out_phase, x, *,
     """
     x = jnp.asarray(x)
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(internal).dtype))
-    m = lay.n_mzi
-    rdtype = jnp.real(jnp.zeros((), dtype)).dtype
-    bcast = lambda v: jnp.broadcast_to(jnp.asarray(v, dtype=rdtype), (m,))  # noqa: E731
-    mats = convention.physical_mzi(bcast(internal), bcast(external), bcast(coupler_in), bcast(coupler_out))
-    mats = (mats * (10.0 ** (-bcast(loss_db) / 20.0))[:, None, None]).astype(dtype)
-    return apply_columns(lay, mats, out_phase, x.astype(dtype))
+    coef = physical_coefficients(lay, internal, external, coupler_in, coupler_out, loss_db, dtype=dtype)
+    return _with_screen(lay, propagate_meshes(lay, [coef], [], x.astype(dtype)), out_phase)
 
 
 def physical_mesh_unitary(lay: MeshLayout, internal, external, out_phase, **errors):
     """Transfer matrix of a physical mesh (see :func:`apply_physical_mesh`)."""
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(internal).dtype, jnp.complex64))
     return apply_physical_mesh(lay, internal, external, out_phase, jnp.eye(lay.n_modes, dtype=dtype), **errors)
+
+
+# ---- simulation engine ------------------------------------------------------------
+
+def _real_dtype(dtype):
+    return jnp.real(jnp.zeros((), dtype)).dtype
+
+
+def physical_coefficients(lay: MeshLayout, internal, external, coupler_in=0.0, coupler_out=0.0, loss_db=0.0,
+                          *, dtype=None):
+    """2 x 2 transfer coefficients ``(m00, m01, m10, m11)`` of every physical MZI, shape ``(4, n_mzi)``.
+
+    Closed form of ``convention.physical_mzi(internal, external, coupler_in,
+    coupler_out) * 10^(-loss_db / 20)``: with ``ca, sa = cos, sin(pi/4 +
+    coupler_in)``, ``cb, sb`` likewise for ``coupler_out``, ``g`` the
+    amplitude and ``u = e^{i internal}``, ``v = e^{i external}``::
+
+        m00 = g v (ca cb u - sa sb)      m01 = i g (sa cb u + ca sb)
+        m10 = i g v (ca sb u + sa cb)    m11 = g (ca cb - sa sb u)
+
+    Args:
+      lay: the layout (sets ``n_mzi``).
+      internal, external: physical phases (rad), ``(n_mzi,)`` or scalars.
+      coupler_in, coupler_out: splitting-angle errors (rad), ``(n_mzi,)`` or scalars.
+      loss_db: insertion loss per MZI (dB), ``(n_mzi,)`` or scalar.
+      dtype: complex dtype of the result (default: from ``internal``).
+    """
+    if dtype is None:
+        dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(internal).dtype, jnp.complex64))
+    rdtype = _real_dtype(dtype)
+    m = lay.n_mzi
+    bcast = lambda v: jnp.broadcast_to(jnp.asarray(v, dtype=rdtype), (m,))  # noqa: E731
+    internal, external = bcast(internal), bcast(external)
+    a = np.pi / 4 + bcast(coupler_in)
+    b = np.pi / 4 + bcast(coupler_out)
+    g = 10.0 ** (-bcast(loss_db) / 20.0)
+    ca, sa, cb, sb = jnp.cos(a), jnp.sin(a), jnp.cos(b), jnp.sin(b)
+    u = jax.lax.complex(jnp.cos(internal), jnp.sin(internal))
+    v = jax.lax.complex(jnp.cos(external), jnp.sin(external))
+    m00 = (g * v) * (ca * cb * u - sa * sb)
+    m01 = (1j * g) * (sa * cb * u + ca * sb)
+    m10 = (1j * g * v) * (ca * sb * u + sa * cb)
+    m11 = g * (ca * cb - sa * sb * u)
+    return jnp.stack([m00, m01, m10, m11]).astype(dtype)
+
+
+def ideal_coefficients(theta, phi, *, dtype=None):
+    """2 x 2 coefficients ``(4, n_mzi)`` of the mathematical MZIs ``T(theta, phi)`` (:func:`convention.mzi`)."""
+    theta = jnp.asarray(theta)
+    if dtype is None:
+        dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(theta.dtype, jnp.complex64))
+    rdtype = _real_dtype(dtype)
+    theta = theta.astype(rdtype)
+    phi = jnp.asarray(phi, dtype=rdtype)
+    c, s = jnp.cos(theta), jnp.sin(theta)
+    v = jax.lax.complex(jnp.cos(phi), jnp.sin(phi))
+    zero = jnp.zeros_like(c)
+    return jnp.stack([v * c, jax.lax.complex(-s, zero), v * s, jax.lax.complex(c, zero)]).astype(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def pair_schedule(lay: MeshLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Static (even, odd) step schedule of a layout, cached per layout.
+
+    Returns ``(even, odd)`` int arrays of shapes ``(S, P0)`` and ``(S, P1)``
+    with ``P0 = ceil(N / 2)`` and ``P1 = P0 - 1``: entry ``[s, p]`` is the
+    layout index of the MZI on pair ``(2p, 2p + 1)`` (even) or
+    ``(2p + 1, 2p + 2)`` (odd) in step ``s``, or ``n_mzi`` for the identity.
+    Light meets step ``s``'s even half, then its odd half, then step
+    ``s + 1``. Columns keep their order; a column with MZIs of both
+    parities (legal, disjoint pairs commute) is split in two.
+    """
+    n, m = lay.n_modes, lay.n_mzi
+    p0 = (n + 1) // 2
+    p1 = p0 - 1
+    pairs, cols = lay.pair_array, lay.column_array
+    halves = []
+    for c in range(lay.depth):
+        idx = np.flatnonzero(cols == c)
+        for parity in (0, 1):
+            sel = idx[pairs[idx] % 2 == parity]
+            if len(sel):
+                halves.append((parity, sel))
+    even, odd = [], []
+    h = 0  # position in the sequence even, odd, even, odd, ...
+    for parity, sel in halves:
+        if h % 2 != parity:
+            h += 1
+        while len(even) <= h // 2:
+            even.append(np.full(p0, m, dtype=np.int32))
+            odd.append(np.full(p1, m, dtype=np.int32))
+        (even if parity == 0 else odd)[h // 2][(pairs[sel] - parity) // 2] = sel
+        h += 1
+    if not even:
+        return np.zeros((0, p0), np.int32), np.zeros((0, p1), np.int32)
+    even, odd = np.stack(even), np.stack(odd)
+    placed = np.concatenate([even.ravel(), odd.ravel()])
+    if not np.array_equal(np.sort(placed[placed < m]), np.arange(m)):  # every MZI exactly once
+        raise AssertionError(f"pair schedule of {lay.kind}-{n} does not place every MZI once")
+    return even, odd
+
+
+def _steps(lay: MeshLayout, coef):
+    """Scanned coefficient arrays ``(S, 4, P0, 1)`` and ``(S, 4, P1, 1)`` from ``(4, n_mzi)`` coefficients."""
+    even, odd = pair_schedule(lay)
+    ident = jnp.asarray(np.array([1, 0, 0, 1]), dtype=coef.dtype)[:, None]
+    full = jnp.concatenate([coef, ident], axis=1)  # index n_mzi: the identity
+    ce = jnp.moveaxis(full[:, even], 0, 1)[..., None]
+    co = jnp.moveaxis(full[:, odd], 0, 1)[..., None]
+    return ce, co
+
+
+def _scan_steps(ce, co, a, b):
+    """Run the (even, odd) steps on the even-mode fields ``a`` and odd-mode fields ``b`` (P0, B)."""
+    has_odd = co.shape[2] > 0
+
+    def step(carry, m):
+        a, b = carry
+        e, o = m
+        a, b = e[0] * a + e[1] * b, e[2] * a + e[3] * b
+        if has_odd:
+            bb, aa = b[:-1], a[1:]
+            y0 = o[0] * bb + o[1] * aa
+            y1 = o[2] * bb + o[3] * aa
+            a = jnp.concatenate([a[:1], y1], 0)
+            b = jnp.concatenate([y0, b[-1:]], 0)
+        return (a, b), None
+
+    (a, b), _ = jax.lax.scan(step, (a, b), (ce, co))
+    return a, b
+
+
+def propagate_meshes(lay: MeshLayout, coefs, diagonals, x):
+    """Fields through meshes of one layout with diagonals between them (no output screen).
+
+    Args:
+      lay: the layout shared by the meshes.
+      coefs: list of ``(4, n_mzi)`` complex coefficient arrays, one per mesh
+        in the order light meets them.
+      diagonals: list of ``(N,)`` complex diagonals, ``diagonals[k]`` applied
+        between mesh ``k`` and mesh ``k + 1`` (so one fewer than meshes).
+      x: complex fields ``(N,)`` or ``(N, B)`` of the coefficients' dtype.
+
+    Returns:
+      the fields after the last mesh, same shape as ``x``.
+    """
+    n = lay.n_modes
+    if len(diagonals) != len(coefs) - 1:
+        raise ValueError(f"need {len(coefs) - 1} diagonals between {len(coefs)} meshes; got {len(diagonals)}")
+    shape = x.shape
+    x = x.reshape(n, -1)
+    steps = [_steps(lay, c) for c in coefs]
+    if steps[0][0].shape[0] == 0:  # no MZIs: only the diagonals act
+        for d in diagonals:
+            x = d.reshape(n, 1) * x
+        return x.reshape(shape)
+    pad = (-n) % 2
+    for k, d in enumerate(diagonals):
+        # fold the diagonal into the first (even) step of the next mesh: M diag(d_top, d_bottom)
+        d = jnp.concatenate([d, jnp.ones((pad,), d.dtype)]) if pad else d
+        dt, db = d[0::2], d[1::2]
+        ce, co = steps[k + 1]
+        first = ce[0] * jnp.stack([dt, db, dt, db])[..., None]
+        steps[k + 1] = (ce.at[0].set(first), co)
+    ce = jnp.concatenate([s[0] for s in steps], 0)
+    co = jnp.concatenate([s[1] for s in steps], 0)
+    xp = jnp.concatenate([x, jnp.zeros((pad, x.shape[1]), x.dtype)], 0) if pad else x
+    a, b = _scan_steps(ce, co, xp[0::2], xp[1::2])
+    y = jnp.stack([a, b], 1).reshape(n + pad, -1)[:n]
+    return y.reshape(shape)
+
+
+def _with_screen(lay: MeshLayout, y, out_phase):
+    """Apply the output phase screen ``e^{i out_phase}`` (N,) to fields (N,) or (N, B)."""
+    return screen(out_phase, y.dtype).reshape((lay.n_modes,) + (1,) * (y.ndim - 1)) * y
+
+
+def screen(out_phase, dtype):
+    """``e^{i out_phase}`` as a complex array of ``dtype`` (cos/sin, no complex exp)."""
+    out_phase = jnp.asarray(out_phase, dtype=_real_dtype(dtype))
+    return jax.lax.complex(jnp.cos(out_phase), jnp.sin(out_phase))

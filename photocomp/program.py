@@ -15,7 +15,6 @@ from photocomp.target import Target
 
 __all__ = ["Program"]
 
-_forward_jit = jax.jit(simulate.forward, static_argnames=("detection",))
 _matrix_jit = jax.jit(simulate.program_matrix)
 
 
@@ -31,7 +30,6 @@ def _chip_matrix(chip, settings):
     return chip_matrix(chip, settings)
 
 
-_chip_forward_jit = jax.jit(_chip_forward, static_argnames=("detection",))
 _chip_matrix_jit = jax.jit(_chip_matrix)
 
 
@@ -58,10 +56,12 @@ class Program:
     interface: ``forward``/``matrix`` then simulate its chip with its settings,
     while ``phase_map`` stays the ideal program it was calibrated to.
 
-    The pure function behind :meth:`forward` is :attr:`forward_fn`
+    The pure function that simulates the program is :attr:`forward_fn`
     ``(params, x) -> y`` with ``params = program.params``; it works under
     ``jax.jit``, ``jax.vmap`` and ``jax.grad`` and follows the caller's JAX
-    precision. :meth:`forward` itself always computes in float64.
+    precision. :meth:`forward` has nothing that varies between calls (the
+    program's settings are fixed), so it uses the folded :attr:`dense`
+    matrix, simulated once in float64: one matrix-vector product per call.
 
     Example:
       >>> import numpy as np, photocomp as pc
@@ -171,24 +171,25 @@ class Program:
         return x
 
     def forward(self, x):
-        """Output ``y`` (M,) of the ideal chip for input ``x`` (N,).
+        """Output ``y`` (M,) of the program (ideal or calibrated chip) for input ``x`` (N,).
 
-        ``y ~= W @ x`` (or ``|W @ x|^2`` with intensity detection). jit-compiled.
-        Called on concrete data it computes in float64 and returns a numpy
-        array (complex128, or float64 intensities); inside
+        ``y ~= W @ x`` (or ``|W @ x|^2`` with intensity detection), computed as
+        ``dense @ x`` with the folded :attr:`dense` matrix (the simulated
+        program, computed once in float64 and cached); it equals simulating
+        ``x`` through the meshes (:attr:`forward_fn`) to rounding. Called on
+        concrete data it computes in float64 and returns a numpy array
+        (complex128, or float64 intensities); inside
         ``jax.vmap``/``jax.grad``/``jax.jit`` it returns a jax array and follows
-        the caller's precision.
+        the caller's precision (a batch under ``jax.vmap`` is one matrix
+        product).
         """
         x = self._check_x(x)
         if isinstance(x, jax.core.Tracer):
-            return self._run(x)
-        with jax.enable_x64(True):
-            return np.asarray(self._run(x))
-
-    def _run(self, x):
-        if self.chip is not None:
-            return _chip_forward_jit(self.chip, self.settings, x, detection=self.detection)
-        return _forward_jit(self.phase_map, x, detection=self.detection)
+            dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64))
+            y = jnp.asarray(self.dense, dtype=dtype) @ x.astype(dtype)
+            return jnp.abs(y) ** 2 if self.detection == "intensity" else y
+        y = self.dense @ np.asarray(x, dtype=np.complex128)
+        return np.abs(y) ** 2 if self.detection == "intensity" else y
 
     __call__ = forward
 
@@ -198,7 +199,8 @@ class Program:
         The ideal chip's for a compiled program (or for ``params``); the
         fabricated chip's, with the calibrated settings, for a calibrated one.
         """
-        with jax.enable_x64(True):
+        # concrete even when first asked for inside a jax.jit/vmap trace
+        with jax.ensure_compile_time_eval(), jax.enable_x64(True):
             if params is None and self.chip is not None:
                 return np.asarray(_chip_matrix_jit(self.chip, self.settings))
             pm = self.phase_map if params is None else params
@@ -212,13 +214,8 @@ class Program:
         return self._dense
 
     def forward_dense(self, x):
-        """Folded fast path: ``dense @ x`` (same result as :meth:`forward` to ~1e-13)."""
-        x = self._check_x(x)
-        if isinstance(x, jax.core.Tracer):
-            y = jnp.asarray(self.dense) @ x
-        else:
-            y = self.dense @ np.asarray(x, dtype=np.complex128)
-        return abs(y) ** 2 if self.detection == "intensity" else y
+        """Folded fast path ``dense @ x``: the same as :meth:`forward`."""
+        return self.forward(x)
 
     def graph(self, tile: int = 0):
         """networkx view of the circuit with tile ``tile``'s settings (see :mod:`photocomp.graph`)."""

@@ -3,6 +3,12 @@
 Everything here is a pure JAX function that works under ``jit``, ``vmap`` and
 ``grad``; the tile grid and mesh layouts are static pytree metadata, so jit
 caches key on structure and phases flow as data.
+
+Each tile's V mesh, attenuator column and U mesh run as one scan over the
+meshes' column steps (:func:`photocomp.physical.propagate_meshes`). A batch
+of at least K fields ``(N, B)`` goes through the tiles' K x K matrices
+instead (one scan on the identity, then a matrix product), which costs K
+propagations instead of B.
 """
 
 from __future__ import annotations
@@ -12,16 +18,48 @@ import jax.numpy as jnp
 import numpy as np
 
 from photocomp.ir import PhaseMap
-from photocomp.mesh import apply_mesh
 from photocomp.phases import MeshPhases
+from photocomp.physical import ideal_coefficients, propagate_meshes, screen
 
 __all__ = ["forward", "tile_matrices", "program_matrix", "apply_meshes"]
 
 
+def _complex_dtype(*arrays):
+    return jax.dtypes.canonicalize_dtype(jnp.result_type(*(jnp.asarray(a).dtype for a in arrays), jnp.complex64))
+
+
 def apply_meshes(mp: MeshPhases, x):
     """Apply a stack of meshes (leading tile axis) to fields ``x`` (n_tiles, K[, B])."""
-    fn = lambda t, p, o, xi: apply_mesh(mp.layout, t, p, o, xi)  # noqa: E731
-    return jax.vmap(fn)(mp.theta, mp.phi, mp.out_phase, x)
+    x = jnp.asarray(x)
+    dtype = _complex_dtype(x, mp.theta)
+    lay = mp.layout
+
+    def one(t, p, o, xi):
+        y = propagate_meshes(lay, [ideal_coefficients(t, p, dtype=dtype)], [], xi)
+        return screen(o, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
+
+    return jax.vmap(one)(mp.theta, mp.phi, mp.out_phase, x.astype(dtype))
+
+
+def _tiles_apply(pm: PhaseMap, z):
+    """Each tile's V mesh, attenuators (cos sigma) and U mesh on fields z (n_tiles, K[, B]); gain not applied."""
+    dtype = _complex_dtype(z, pm.v.theta, pm.sigma)
+    lay = pm.v.layout
+    if pm.u.layout != lay:  # not produced by the compiler; run the meshes one after the other
+        z = apply_meshes(pm.v, z.astype(dtype))
+        z = z * _expand(jnp.cos(jnp.asarray(pm.sigma)), z)
+        return apply_meshes(pm.u, z)
+
+    def one(vt, vp, vo, sigma, ut, up, uo, zi):
+        between = screen(vo, dtype) * jnp.cos(sigma).astype(dtype)
+        coefs = [ideal_coefficients(vt, vp, dtype=dtype), ideal_coefficients(ut, up, dtype=dtype)]
+        y = propagate_meshes(lay, coefs, [between], zi)
+        return screen(uo, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
+
+    rdtype = jnp.real(jnp.zeros((), dtype)).dtype
+    sigma = jnp.asarray(pm.sigma, dtype=rdtype)
+    return jax.vmap(one)(pm.v.theta, pm.v.phi, pm.v.out_phase, sigma, pm.u.theta, pm.u.phi, pm.u.out_phase,
+                         z.astype(dtype))
 
 
 def _tile_inputs(pm: PhaseMap, x):
@@ -49,15 +87,19 @@ def forward(pm: PhaseMap, x, detection: str = "coherent"):
     Each tile applies its V mesh, the attenuator column (amplitude
     ``cos(sigma)``), its U mesh and its gain; partial products of the tiles in
     one block row are summed electronically. With ``detection="intensity"``
-    the result is ``|y|^2``.
+    the result is ``|y|^2``. A batch of at least K fields goes through the
+    tiles' matrices (:func:`tile_matrices`); the result is the same to
+    rounding.
     """
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.complexfloating):
         x = x.astype(jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64)))
     z = _tile_inputs(pm, x)
-    z = apply_meshes(pm.v, z)
-    z = z * _expand(jnp.cos(pm.sigma), z)
-    z = apply_meshes(pm.u, z)
+    if x.ndim == 2 and x.shape[1] >= pm.grid.tile:
+        mats = _tiles_apply(pm, _identities(pm, _complex_dtype(z, pm.v.theta, pm.sigma)))
+        z = jnp.einsum("tij,tjb->tib", mats, z.astype(mats.dtype))
+    else:
+        z = _tiles_apply(pm, z)
     z = z * _expand(jnp.asarray(pm.gain), z)
     y = _accumulate(pm, z)
     if detection == "intensity":
@@ -65,14 +107,14 @@ def forward(pm: PhaseMap, x, detection: str = "coherent"):
     return y
 
 
+def _identities(pm: PhaseMap, dtype):
+    k = pm.grid.tile
+    return jnp.broadcast_to(jnp.eye(k, dtype=dtype), (pm.n_tiles, k, k))
+
+
 def tile_matrices(pm: PhaseMap):
     """Per-tile implemented matrices ``gain U diag(cos sigma) V^H``, shape (n_tiles, K, K)."""
-    k = pm.grid.tile
-    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(pm.sigma).dtype, jnp.complex64))
-    eye = jnp.broadcast_to(jnp.eye(k, dtype=dtype), (pm.n_tiles, k, k))
-    z = apply_meshes(pm.v, eye)
-    z = z * jnp.cos(pm.sigma)[:, :, None]
-    z = apply_meshes(pm.u, z)
+    z = _tiles_apply(pm, _identities(pm, _complex_dtype(pm.sigma, pm.v.theta)))
     return z * jnp.asarray(pm.gain)[:, None, None]
 
 

@@ -1,0 +1,344 @@
+"""The fast simulation paths against float64 references, values and gradients.
+
+The references are deliberately plain: every MZI's 2 x 2 matrix from
+:func:`photocomp.convention.physical_mzi` (or :func:`~photocomp.convention.mzi`)
+embedded in an N x N identity and multiplied in layout order, one MZI at a
+time. The fast paths (pair-scheduled scan, coefficients in closed form,
+diagonals folded into the next mesh, batches through the tile matrices,
+``Program.forward`` through the folded dense matrix) must agree with them to
+the tolerances below.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import photocomp as pc
+from photocomp import convention, simulate
+from photocomp.calibrate import _relative_error
+from photocomp.chip import fabricate
+from photocomp.chipsim import (
+    attenuator_amplitude,
+    chip_forward,
+    chip_tile_matrices,
+    settings_from_program,
+)
+from photocomp.mesh import layout
+from photocomp.physical import (
+    apply_physical_mesh,
+    ideal_coefficients,
+    pair_schedule,
+    physical_coefficients,
+    physical_mesh_unitary,
+)
+
+# one tolerance table (float64): absolute, on quantities of order one
+TOL = {
+    "coefficient": 1e-15,  # closed-form 2 x 2 coefficients vs matrix products
+    "field": 1e-13,  # fields / transfer matrices after a whole mesh or chip
+    "grad": 1e-11,  # gradients vs the reference's autodiff gradient
+    "fd_atol": 1e-6,  # check_grads against finite differences
+    "fd_rtol": 1e-6,
+    "float32": 1e-4,  # the same paths in float32
+}
+
+KINDS = ["clements", "reck"]
+
+
+# ---- references ---------------------------------------------------------------------------
+
+def _embed(n, top, m, xp):
+    e = xp.eye(n, dtype=m.dtype)
+    if xp is np:
+        e[top:top + 2, top:top + 2] = m
+        return e
+    return e.at[top:top + 2, top:top + 2].set(m)
+
+
+def ref_mesh_matrix(lay, mats, out_phase, xp=np):
+    """N x N product of per-MZI matrices ``mats`` (n_mzi, 2, 2) in layout order, then the output screen."""
+    n = lay.n_modes
+    u = xp.eye(n, dtype=mats.dtype)
+    for k, top in enumerate(lay.pairs):
+        u = _embed(n, top, mats[k], xp) @ u
+    return xp.exp(1j * xp.asarray(out_phase))[:, None] * u
+
+
+def ref_physical_mats(internal, external, c_in, c_out, loss_db, xp=np):
+    mats = convention.physical_mzi(internal, external, c_in, c_out, xp=xp)
+    return mats * (10.0 ** (-xp.asarray(loss_db) / 20.0))[..., None, None]
+
+
+def ref_chip_tiles(chip, s, xp=np):
+    """(T, K, K) per-tile matrices of a chip, no gain: U-mesh . attenuators . V-mesh, MZI by MZI."""
+    lay = s.layout
+    out = []
+    for t in range(np.shape(s.v_int)[0]):
+        def mesh(g, i, e, o):
+            mats = ref_physical_mats(i[t], e[t], chip.coupler_in[g], chip.coupler_out[g], chip.loss_db[g], xp)
+            return ref_mesh_matrix(lay, mats, o[t], xp)
+        a, b = np.pi / 4 + chip.coupler_in["att"], np.pi / 4 + chip.coupler_out["att"]
+        amp = (np.cos(a) * np.cos(b) * xp.exp(1j * xp.asarray(s.att[t])) - np.sin(a) * np.sin(b)) \
+            * 10.0 ** (-np.asarray(chip.loss_db["att"]) / 20.0)
+        v = mesh("v", s.v_int, s.v_ext, s.v_out)
+        u = mesh("u", s.u_int, s.u_ext, s.u_out)
+        out.append(u @ (amp[:, None] * v))
+    return xp.stack(out)
+
+
+def ref_ideal_tiles(pm):
+    lay = pm.v.layout
+    out = []
+    for t in range(pm.n_tiles):
+        v = ref_mesh_matrix(lay, convention.mzi(pm.v.theta[t], pm.v.phi[t], xp=np), pm.v.out_phase[t])
+        u = ref_mesh_matrix(lay, convention.mzi(pm.u.theta[t], pm.u.phi[t], xp=np), pm.u.out_phase[t])
+        out.append(pm.gain[t] * (u @ (np.cos(pm.sigma[t])[:, None] * v)))
+    return np.stack(out)
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+
+def _random_mesh(kind, n, seed):
+    lay = layout(kind, n)
+    rng = np.random.default_rng(seed)
+    m = lay.n_mzi
+    return lay, {
+        "internal": rng.uniform(0, 2 * np.pi, m),
+        "external": rng.uniform(0, 2 * np.pi, m),
+        "out_phase": rng.uniform(0, 2 * np.pi, n),
+        "coupler_in": rng.normal(0, 0.05, m),
+        "coupler_out": rng.normal(0, 0.05, m),
+        "loss_db": rng.uniform(0, 0.5, m),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiled_chip():
+    """A 12 x 10 program tiled onto clements-6 (4 tiles) and a fabricated chip with visible errors."""
+    t = dataclasses.replace(pc.get_target("clements-6"), coupler_sigma_rad=0.05, mzi_loss_sigma_db=0.1)
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(12, 10)) + 1j * rng.normal(size=(12, 10))
+    prog = pc.compile(w, target=t, pipeline="tile | svd | clements | lower")
+    with jax.enable_x64(True):
+        s = jax.tree_util.tree_map(np.asarray, settings_from_program(prog.phase_map))
+    return prog, fabricate(t, seed=3), s
+
+
+# ---- schedule and coefficients ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 12])
+def test_pair_schedule_places_every_mzi_once_in_light_order(kind, n):
+    lay = layout(kind, n)
+    even, odd = pair_schedule(lay)
+    m = lay.n_mzi
+    # light order: even half of step s, odd half of step s, even half of step s + 1, ...
+    order = [(s, half, p) for s in range(even.shape[0]) for half, tab in ((0, even), (1, odd))
+             for p in range(tab.shape[1])]
+    seen = []
+    for s, half, p in order:
+        k = (even if half == 0 else odd)[s, p]
+        if k < m:
+            assert lay.pairs[k] == 2 * p + half  # the slot is the MZI's mode pair
+            seen.append(k)
+    assert sorted(seen) == list(range(m))
+    # MZIs sharing a mode keep their layout (column) order
+    pos = {k: i for i, k in enumerate(seen)}
+    for i in range(m):
+        for j in range(i + 1, m):
+            if abs(lay.pairs[i] - lay.pairs[j]) <= 1 and lay.columns[i] < lay.columns[j]:
+                assert pos[i] < pos[j]
+
+
+def test_coefficients_equal_the_convention_products():
+    lay, p = _random_mesh("clements", 9, seed=0)
+    with jax.enable_x64(True):
+        got = np.asarray(physical_coefficients(lay, p["internal"], p["external"], p["coupler_in"],
+                                               p["coupler_out"], p["loss_db"]))
+        want = ref_physical_mats(p["internal"], p["external"], p["coupler_in"], p["coupler_out"], p["loss_db"])
+        np.testing.assert_allclose(got, want.reshape(-1, 4).T, rtol=0, atol=TOL["coefficient"])
+        got = np.asarray(ideal_coefficients(p["internal"], p["external"]))
+        want = convention.mzi(p["internal"], p["external"], xp=np)
+        np.testing.assert_allclose(got, want.reshape(-1, 4).T, rtol=0, atol=TOL["coefficient"])
+        amp = np.asarray(attenuator_amplitude(p["internal"], p["coupler_in"], p["coupler_out"], p["loss_db"]))
+    # the attenuator is the upper-left entry of an MZI with external phase 0
+    want = ref_physical_mats(p["internal"], 0.0, p["coupler_in"], p["coupler_out"], p["loss_db"])[:, 0, 0]
+    np.testing.assert_allclose(amp, want, rtol=0, atol=TOL["coefficient"])
+
+
+# ---- one physical mesh ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 11])
+def test_physical_mesh_matches_the_mzi_by_mzi_product(kind, n):
+    lay, p = _random_mesh(kind, n, seed=n)
+    want = ref_mesh_matrix(lay, ref_physical_mats(p["internal"], p["external"], p["coupler_in"],
+                                                  p["coupler_out"], p["loss_db"]), p["out_phase"])
+    errs = {k: p[k] for k in ("coupler_in", "coupler_out", "loss_db")}
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=n) + 1j * rng.normal(size=n)
+    xb = rng.normal(size=(n, 5)) + 1j * rng.normal(size=(n, 5))
+    with jax.enable_x64(True):
+        u = np.asarray(physical_mesh_unitary(lay, p["internal"], p["external"], p["out_phase"], **errs))
+        y = np.asarray(apply_physical_mesh(lay, p["internal"], p["external"], p["out_phase"], x, **errs))
+        yb = np.asarray(jax.jit(lambda x: apply_physical_mesh(lay, p["internal"], p["external"], p["out_phase"],
+                                                              x, **errs))(xb))
+    assert u.dtype == np.complex128 and y.shape == (n,) and yb.shape == (n, 5)
+    np.testing.assert_allclose(u, want, rtol=0, atol=TOL["field"])
+    np.testing.assert_allclose(y, want @ x, rtol=0, atol=TOL["field"])
+    np.testing.assert_allclose(yb, want @ xb, rtol=0, atol=TOL["field"])
+
+
+def test_physical_mesh_gradients_match_the_reference_gradient():
+    lay, p = _random_mesh("clements", 6, seed=2)
+    target = np.random.default_rng(3).normal(size=(6, 6))
+
+    def loss(fn):
+        def f(i, e, c, l):
+            return jnp.sum(jnp.abs(fn(i, e, c, l) - target) ** 2)
+        return f
+
+    fast = loss(lambda i, e, c, l: physical_mesh_unitary(lay, i, e, p["out_phase"], coupler_in=c,
+                                                         coupler_out=p["coupler_out"], loss_db=l))
+    ref = loss(lambda i, e, c, l: ref_mesh_matrix(lay, ref_physical_mats(i, e, c, p["coupler_out"], l, xp=jnp),
+                                                  p["out_phase"], xp=jnp))
+    with jax.enable_x64(True):
+        args = tuple(jnp.asarray(p[k]) for k in ("internal", "external", "coupler_in", "loss_db"))
+        got = jax.jit(jax.grad(fast, argnums=(0, 1, 2, 3)))(*args)
+        want = jax.grad(ref, argnums=(0, 1, 2, 3))(*args)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=0, atol=TOL["grad"])
+        check_grads(fast, args, order=1, modes=("fwd", "rev"), atol=TOL["fd_atol"], rtol=TOL["fd_rtol"])
+
+
+def test_physical_mesh_follows_float32():
+    lay, p = _random_mesh("clements", 8, seed=4)
+    want = ref_mesh_matrix(lay, ref_physical_mats(p["internal"], p["external"], 0.0, 0.0, 0.0), p["out_phase"])
+    got = physical_mesh_unitary(lay, p["internal"].astype(np.float32), p["external"].astype(np.float32),
+                                p["out_phase"].astype(np.float32))
+    assert got.dtype == jnp.complex64
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=TOL["float32"])
+
+
+# ---- chips: the fused V mesh + attenuators + U mesh -----------------------------------------------------
+
+def test_chip_tile_matrices_match_the_reference(tiled_chip):
+    prog, chip, s = tiled_chip
+    want = ref_chip_tiles(chip, s)
+    with jax.enable_x64(True):
+        got = np.asarray(jax.jit(lambda s: chip_tile_matrices(chip, s, with_gain=False))(s))
+        with_gain = np.asarray(chip_tile_matrices(chip, s))
+    assert got.shape == (prog.n_tiles, 6, 6) and got.dtype == np.complex128
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL["field"])
+    np.testing.assert_allclose(with_gain, want * np.asarray(s.gain)[:, None, None], rtol=0, atol=TOL["field"])
+
+
+def test_matrix_error_gradient_matches_the_reference_gradient(tiled_chip):
+    """value_and_grad of the calibration loss: fast path vs the MZI-by-MZI product's autodiff."""
+    prog, chip, s = tiled_chip
+    with jax.enable_x64(True):
+        target = np.asarray(simulate.tile_matrices(prog.phase_map))
+
+    def loss(tiles_fn):
+        def f(v_int, u_ext, att):
+            t = tiles_fn(s.replace(v_int=v_int, u_ext=u_ext, att=att))
+            err, _ = _relative_error(jnp.asarray(target), t)
+            return err ** 2
+        return f
+
+    fast = loss(lambda s: chip_tile_matrices(chip, s, with_gain=False))
+    ref = loss(lambda s: ref_chip_tiles(chip, s, xp=jnp))
+    with jax.enable_x64(True):
+        args = (jnp.asarray(s.v_int), jnp.asarray(s.u_ext), jnp.asarray(s.att))
+        v_fast, g_fast = jax.jit(jax.value_and_grad(fast, argnums=(0, 1, 2)))(*args)
+        v_ref, g_ref = jax.value_and_grad(ref, argnums=(0, 1, 2))(*args)
+        assert float(v_fast) == pytest.approx(float(v_ref), rel=1e-12)
+        assert float(v_fast) > 1e-4  # the chip's errors are visible
+        for g, w in zip(g_fast, g_ref):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=0, atol=TOL["grad"])
+        check_grads(fast, args, order=1, modes=("fwd", "rev"), atol=TOL["fd_atol"], rtol=TOL["fd_rtol"])
+
+
+def test_chip_forward_batches_equal_single_fields(tiled_chip):
+    """A batch of >= K fields goes through the tile matrices; single fields are propagated."""
+    prog, chip, s = tiled_chip
+    want = prog.phase_map.grid.join(ref_chip_tiles(chip, s) * np.asarray(s.gain)[:, None, None])
+    rng = np.random.default_rng(5)
+    xb = rng.normal(size=(10, 9)) + 1j * rng.normal(size=(10, 9))
+    with jax.enable_x64(True):
+        batch = np.asarray(chip_forward(chip, s, xb))
+        small = np.asarray(chip_forward(chip, s, xb[:, :3]))
+        one = np.stack([np.asarray(chip_forward(chip, s, xb[:, j])) for j in range(9)], 1)
+        inten = np.asarray(chip_forward(chip, s, xb, detection="intensity"))
+    for got in (batch, one):
+        np.testing.assert_allclose(got, want @ xb, rtol=0, atol=TOL["field"] * 10)
+    np.testing.assert_allclose(small, want @ xb[:, :3], rtol=0, atol=TOL["field"] * 10)
+    np.testing.assert_allclose(inten, np.abs(want @ xb) ** 2, rtol=0, atol=TOL["field"] * 100)
+
+
+# ---- ideal programs ---------------------------------------------------------------------------------------
+
+def test_ideal_tile_matrices_and_forward_paths_match_the_reference(tiled_chip):
+    prog, _, _ = tiled_chip
+    pm = prog.phase_map
+    want_tiles = ref_ideal_tiles(pm)
+    want = pm.grid.join(want_tiles)
+    rng = np.random.default_rng(6)
+    xb = rng.normal(size=(10, 20)) + 1j * rng.normal(size=(10, 20))
+    with jax.enable_x64(True):
+        tiles = np.asarray(simulate.tile_matrices(pm))
+        batch = np.asarray(simulate.forward(pm, xb))  # 20 >= K: through the tile matrices
+        small = np.asarray(simulate.forward(pm, xb[:, :2]))  # propagated
+        one = np.asarray(jax.jit(simulate.forward)(pm, xb[:, 0]))
+    np.testing.assert_allclose(tiles, want_tiles, rtol=0, atol=TOL["field"] * 10)
+    np.testing.assert_allclose(batch, want @ xb, rtol=0, atol=TOL["field"] * 10)
+    np.testing.assert_allclose(small, want @ xb[:, :2], rtol=0, atol=TOL["field"] * 10)
+    np.testing.assert_allclose(one, want @ xb[:, 0], rtol=0, atol=TOL["field"] * 10)
+
+
+def test_apply_meshes_matches_the_reference(tiled_chip):
+    prog, _, _ = tiled_chip
+    mp = prog.phase_map.u
+    x = np.random.default_rng(8).normal(size=(prog.n_tiles, 6, 3)) + 0j
+    with jax.enable_x64(True):
+        got = np.asarray(simulate.apply_meshes(mp, x))
+    for t in range(prog.n_tiles):
+        u = ref_mesh_matrix(mp.layout, convention.mzi(mp.theta[t], mp.phi[t], xp=np), mp.out_phase[t])
+        np.testing.assert_allclose(got[t], u @ x[t], rtol=0, atol=TOL["field"])
+
+
+# ---- Program.forward through the folded matrix -----------------------------------------------------------------
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_program_forward_equals_the_simulation(tiled_chip, calibrated):
+    prog, chip, _ = tiled_chip
+    if calibrated:
+        prog = pc.calibrate(prog, chip, method="local", progress=False)
+    rng = np.random.default_rng(9)
+    xs = rng.normal(size=(70, 10)) + 1j * rng.normal(size=(70, 10))
+    with jax.enable_x64(True):
+        sim = np.asarray(jax.jit(jax.vmap(prog.forward_fn, in_axes=(None, 0)))(prog.params, jnp.asarray(xs)))
+        batched = np.asarray(jax.vmap(prog.forward)(jnp.asarray(xs)))
+        jitted = np.asarray(jax.jit(jax.vmap(prog.forward))(jnp.asarray(xs)))
+    one = np.stack([prog.forward(x) for x in xs[:3]])
+    assert batched.dtype == np.complex128 and one.dtype == np.complex128
+    np.testing.assert_allclose(batched, sim, rtol=0, atol=TOL["field"] * 10)
+    np.testing.assert_allclose(jitted, sim, rtol=0, atol=TOL["field"] * 10)
+    np.testing.assert_allclose(one, sim[:3], rtol=0, atol=TOL["field"] * 10)
+    # float32 callers get float32 results of the same matrix
+    y32 = jax.vmap(prog.forward)(jnp.asarray(xs, dtype=jnp.complex64))
+    assert y32.dtype == jnp.complex64
+    np.testing.assert_allclose(np.asarray(y32), sim, rtol=0, atol=TOL["float32"] * np.abs(sim).max())
+
+
+def test_second_call_does_not_recompile(tiled_chip):
+    _, chip, s = tiled_chip
+    with jax.enable_x64(True):
+        f = jax.jit(lambda s: chip_tile_matrices(chip, s))
+        f(s)
+        f(s.replace(v_int=np.asarray(s.v_int) + 0.1))
+        assert f._cache_size() == 1
