@@ -1,0 +1,78 @@
+"""Execute the studies in notebooks/ top to bottom and check the goals they print.
+
+Marked ``notebook`` (deselected by default; ``.ci/run`` runs them). Each
+notebook is copied to a temporary folder and executed there with nbclient on
+a kernel that runs this interpreter (a kernel spec is installed into a
+temporary prefix, so a system-wide ``python3`` kernel of another Python is
+never picked up). Where a notebook prints an acceptance number, the test
+reads it back from the executed outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+pytestmark = pytest.mark.notebook
+
+NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
+CELL_TIMEOUT_S = 1200
+KERNEL_NAME = "photocomp-notebook-tests"
+
+
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory):
+    """A kernel spec for this interpreter in a temporary prefix, found through JUPYTER_PATH."""
+    from ipykernel.kernelspec import install
+
+    prefix = tmp_path_factory.mktemp("jupyter-prefix")
+    install(kernel_name=KERNEL_NAME, display_name="photocomp tests", prefix=str(prefix))
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(prefix / "share" / "jupyter"), old) if p)
+    yield KERNEL_NAME
+    if old is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = old
+
+
+def execute(name: str, tmp_path: pathlib.Path, kernel: str) -> str:
+    """Run a copy of ``notebooks/<name>`` in ``tmp_path``; return the text of all its outputs."""
+    src = NOTEBOOK_DIR / name
+    assert src.exists(), f"missing notebook {src}"
+    dst = tmp_path / name
+    shutil.copy(src, dst)
+    nb = nbformat.read(dst, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name=kernel, timeout=CELL_TIMEOUT_S,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError on the first failing cell
+    texts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                texts.append(out.get("text", ""))
+            elif "data" in out and "text/plain" in out["data"]:
+                texts.append(out["data"]["text/plain"])
+    return "\n".join(texts)
+
+
+def number(pattern: str, text: str) -> float:
+    """The first capture group of ``pattern`` in ``text``, as a float."""
+    m = re.search(pattern, text)
+    assert m, f"pattern {pattern!r} not found in the notebook's outputs"
+    return float(m.group(1))
+
+
+def test_01_compile_and_inspect(tmp_path, kernel_name):
+    out = execute("01_compile_and_inspect.ipynb", tmp_path, kernel_name)
+    # the Haar oracle: no position rejected, the control rejected everywhere
+    assert number(r"Beta\(alpha, 1\): smallest p = [\d.]+, positions with p < 0\.001: (\d+)", out) == 0
+    assert re.search(r"rejected \(p < 0\.001\) at (\d+) of \1\b", out)
