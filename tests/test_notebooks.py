@@ -76,3 +76,11 @@ def test_01_compile_and_inspect(tmp_path, kernel_name):
     # the Haar oracle: no position rejected, the control rejected everywhere
     assert number(r"Beta\(alpha, 1\): smallest p = [\d.]+, positions with p < 0\.001: (\d+)", out) == 0
     assert re.search(r"rejected \(p < 0\.001\) at (\d+) of \1\b", out)
+
+
+def test_05_ising_maxcut(tmp_path, kernel_name):
+    out = execute("05_ising_maxcut.ipynb", tmp_path, kernel_name)
+    m = re.search(r"chip: exact max-cut on (\d+) of (\d+) small graphs", out)
+    assert m, "the chip's exact max-cut count is not printed"
+    solved, total = int(m.group(1)), int(m.group(2))
+    assert total >= 20 and solved >= 0.9 * total, f"exact max-cut on {solved} of {total} small graphs; goal >= 90 %"
