@@ -159,7 +159,8 @@ def _calibrate(args) -> int:
     chip = pc.fabricate(prog.target, seed=args.chip_seed)
     t0 = time.perf_counter()
     cal = pc.calibrate(prog, chip, method=args.method, steps=args.steps, progress=_progress(args), shots=args.shots,
-                       seed=args.seed, dac_bits=args.dac_bits)
+                       seed=args.seed, dac_bits=args.dac_bits, twin_configs=args.twin_configs,
+                       twin_steps=args.twin_steps, twin_rounds=args.twin_rounds)
     wall = time.perf_counter() - t0
     out = args.output or (os.path.splitext(args.file)[0].removesuffix(".phases") + ".cal.npz")
     cal.save(out)
@@ -176,6 +177,30 @@ def _calibrate(args) -> int:
     print(f"measurements used: {s['measurements']}")
     print(f"time: {wall:.2f} s")
     print(f"wrote {out}")
+    return 0
+
+
+def _drift(args) -> int:
+    import photocomp as pc
+
+    cal = pc.load(args.file)
+    if not cal.calibrated:
+        raise pc.InvalidInputError(f"file must hold a calibrated program (photocomp calibrate); {args.file!r} is uncalibrated")
+    chip = cal.chip if args.chip_seed is None else pc.fabricate(cal.target, seed=args.chip_seed)
+    proc = pc.drift.ThermalProcess(ambient_k_per_hour=args.ambient_k_per_hour, gradient_k=args.gradient_k)
+    names = args.compensator or ["all"]
+    comps = "all" if "all" in names else list(dict.fromkeys(names))
+    study = pc.drift.study(cal, chip, proc, hours=args.hours, dt_s=args.dt, compensators=comps, seed=args.seed,
+                           runs=args.runs, progress=_progress(args))
+    print(study.table())
+    for ev in study.events[:10]:
+        print(f"event: {ev['compensator']} run {ev['run']} t = {ev['time_s']:g} s: {ev['kind']}: {ev['message']}")
+    if len(study.events) > 10:
+        print(f"... and {len(study.events) - 10} more events")
+    if args.output:
+        print(f"wrote {study.to_csv(args.output)}")
+    if args.plot:
+        print(f"wrote {study.plot(args.plot)}")
     return 0
 
 
@@ -282,9 +307,30 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shots", type=int, default=1, help="shots per black-box reading (twin); default %(default)s")
     s.add_argument("--seed", type=int, default=0, help="seed of measurement noise and probes (twin); default %(default)s")
     s.add_argument("--dac-bits", type=int, default=None, help="quantize the final heater drives with a DAC of this many bits")
+    s.add_argument("--twin-configs", type=int, default=6, help="probe drive configurations of the twin; default %(default)s")
+    s.add_argument("--twin-steps", type=int, default=300, help="twin fitting steps; default %(default)s")
+    s.add_argument("--twin-rounds", type=int, default=2, help="fit-calibrate rounds of the twin; default %(default)s")
     s.add_argument("-o", "--output", default=None, help="output file; default FILE.cal.npz")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_calibrate)
+
+    s = sub.add_parser("drift", help="simulate thermal drift of a calibrated program and compare compensators",
+                       description="Simulate the thermal drift of a calibrated program (a .cal.npz file) on its chip "
+                                   "and compare drift compensators: error against time, measurements, heater power.")
+    s.add_argument("file", help="calibrated program file written by 'photocomp calibrate'")
+    s.add_argument("--chip-seed", type=int, default=None, help="seed of the chip (must be the one the file was calibrated for); default: the file's")
+    s.add_argument("--hours", type=float, default=1.0, help="simulated duration (h); default %(default)s")
+    s.add_argument("--dt", type=float, default=1.0, help="time step (s); default %(default)s")
+    s.add_argument("--compensator", action="append", choices=["all", "none", "feedforward", "closed-loop", "recalibrate"],
+                   help="compensator to compare (repeat for several); default all")
+    s.add_argument("--runs", type=int, default=1, help="Monte-Carlo runs; default %(default)s")
+    s.add_argument("--seed", type=int, default=0, help="seed of the temperature, sensor and detector noise; default %(default)s")
+    s.add_argument("--ambient-k-per-hour", type=float, default=1.0, help="RMS ambient change over one hour (K); default %(default)s")
+    s.add_argument("--gradient-k", type=float, default=0.2, help="RMS temperature difference across the die (K); default %(default)s")
+    s.add_argument("-o", "--output", default=None, help="write the error and temperature traces as CSV")
+    s.add_argument("--plot", default=None, help="write a plot of error against time and the temperature field (.png, .pdf, .svg)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_drift)
 
     s = sub.add_parser("demo", help="compile a built-in matrix and show the report",
                        description=f"Compile a built-in {DEMO_SHAPE[0]}x{DEMO_SHAPE[1]} matrix onto {DEMO_TARGET}, print the report and write the phase map.")

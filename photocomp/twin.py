@@ -389,6 +389,7 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
 
         measured_after = _measured_error(box, power_of(final), target_tiles)
         measured_fallback = _measured_error(box, power_of(ideal), target_tiles)
+    unquantized = _quantized(twin, chip, final, target_tiles, None)[1] if dac_bits is not None else None
     kept = measured_after <= measured_fallback
     if not kept:
         applied, after = fallback, _settings_error(chip, fallback, target_tiles)[0]
@@ -403,6 +404,8 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
         "twin result measured worse than the uncalibrated program; kept the uncalibrated drives",
         "wall_s": time.perf_counter() - t0,
     }
+    if unquantized is not None and kept:
+        metrics["error_unquantized"] = unquantized
     records = (
         PassRecord("twin-fit", f"twin(configs={configs}, steps={twin_steps})", fit.wall_s,
                    types.MappingProxyType({"residual": fit.residual, "measurements": fit.measurements})),
