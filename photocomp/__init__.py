@@ -9,7 +9,7 @@ and run the result as jit-compiled forward functions::
     prog.save("W.phases.npz"); prog2 = pc.load("W.phases.npz")
 """
 
-from photocomp import convention
+from photocomp import convention, drift
 from photocomp.calibrate import Reachability, calibrate, error, local_correction, reachability
 from photocomp.chip import Chip, fabricate
 from photocomp.compiler import compile

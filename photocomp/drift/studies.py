@@ -1,0 +1,422 @@
+"""Drift studies: one calibrated program, one chip, a thermal process, several compensators.
+
+:func:`study` simulates the die's temperature for ``runs`` Monte-Carlo runs
+at once (``jax.vmap`` over keys), lets every compensator build its
+schedule of commands from what it may observe, and scores all of them with
+one pure error trace (:func:`photocomp.drift.dynamics.error_trace`). The
+result, :class:`DriftStudy`, holds tidy arrays keyed by compensator and time
+and prints, plots and saves them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from photocomp.atomic import atomic_write
+from photocomp.chip import as_chip
+from photocomp.chipsim import realized_phases
+from photocomp.drift.compensators import COMPENSATORS, get_compensator
+from photocomp.drift.dynamics import TraceInputs, error_trace_runs, lag_factor
+from photocomp.drift.thermal import FIELD_NAMES, ThermalDie, ThermalProcess, as_process, thermal_die, thermal_phase_map
+from photocomp.errors import InvalidInputError, InvalidTypeError, MismatchError, PhaseMapFileError
+from photocomp.validate import check_int, check_real
+
+__all__ = ["study", "DriftStudy", "read_csv", "DEFAULT_COMPENSATORS"]
+
+DEFAULT_COMPENSATORS = ("none", "feedforward", "closed-loop", "recalibrate")
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftStudy:
+    """Results of :func:`study` (host numpy arrays).
+
+    Attributes:
+      times_s: ``(S + 1,)`` sample times (s), ``0`` is the moment of calibration.
+      errors: ``{compensator: (runs, S + 1)}`` matrix error at every time
+        (best complex gain per tile, see :mod:`photocomp.drift.dynamics`).
+      temperature: ``(runs, S + 1, 3)`` die temperature state (K): ambient and
+        the end-to-end gradients along x and y, relative to calibration.
+      measurements: ``{compensator: (runs,)}`` optical measurements used.
+      sensor_reads: ``{compensator: (runs,)}`` temperature-sensor readings used.
+      extra_power_mw: ``{compensator: (runs,)}`` time-averaged change of a
+        tile's total heater power (mW).
+      wall_s: ``{compensator: seconds}`` host time to build and score its schedules.
+      events: faults survived: dicts with ``compensator``, ``run``, ``time_s``,
+        ``kind``, ``message``.
+      fresh_error: the error at ``t = 0`` (the calibrated program, no drift).
+      info: target, chip seed, seed, runs, dt, duration, the process, compile time.
+      die: the :class:`~photocomp.drift.thermal.ThermalDie` (for the field plot).
+    """
+
+    times_s: np.ndarray
+    errors: dict
+    temperature: np.ndarray
+    measurements: dict
+    sensor_reads: dict
+    extra_power_mw: dict
+    wall_s: dict
+    events: tuple
+    fresh_error: float
+    info: dict
+    die: ThermalDie | None = None
+
+    @property
+    def compensators(self) -> list[str]:
+        return list(self.errors)
+
+    def summary(self) -> dict:
+        """Per compensator: mean / p95 / max error over runs and times, resources, events."""
+        out = {}
+        for name, e in self.errors.items():
+            out[name] = {
+                "mean_error": float(np.mean(e)),
+                "p95_error": float(np.percentile(e, 95)),
+                "max_error": float(np.max(e)),
+                "final_error": float(np.mean(e[:, -1])),
+                "measurements": float(np.mean(self.measurements[name])),
+                "sensor_reads": float(np.mean(self.sensor_reads[name])),
+                "extra_power_mw": float(np.mean(self.extra_power_mw[name])),
+                "wall_s": float(self.wall_s[name]),
+                "events": sum(1 for ev in self.events if ev["compensator"] == name),
+            }
+        return out
+
+    def table(self) -> str:
+        """A plain-text table of :meth:`summary` (measurements and power per run)."""
+        i = self.info
+        head = (f"drift study: {i['target']} chip seed {i['chip_seed']}, {i['runs']} run(s), "
+                f"{i['duration_s'] / 3600:.3g} h at dt = {i['dt_s']:g} s; fresh error {self.fresh_error:.3e}")
+        cols = ("compensator", "mean error", "p95 error", "max error", "measurements", "sensor reads",
+                "extra power (mW)", "wall (s)", "events")
+        rows = []
+        for name, s in self.summary().items():
+            rows.append((name, f"{s['mean_error']:.3e}", f"{s['p95_error']:.3e}", f"{s['max_error']:.3e}",
+                         f"{s['measurements']:.0f}", f"{s['sensor_reads']:.0f}", f"{s['extra_power_mw']:+.2f}",
+                         f"{s['wall_s']:.1f}", str(s["events"])))
+        width = [max(len(c), *(len(r[k]) for r in rows)) for k, c in enumerate(cols)]
+        fmt = lambda r: "  ".join(v.ljust(w) if k == 0 else v.rjust(w) for k, (v, w) in enumerate(zip(r, width)))  # noqa: E731
+        return "\n".join([head, fmt(cols), fmt(["-" * w for w in width])] + [fmt(r) for r in rows])
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_csv(self, path) -> str:
+        """Write tidy rows ``run, compensator, time_s, matrix_error, ambient_k, gradient_x_k, gradient_y_k`` (atomic)."""
+        path = os.fspath(path)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["run", "compensator", "time_s", "matrix_error", *FIELD_NAMES])
+        f = lambda x: repr(float(x))  # noqa: E731  (round-trips exactly)
+        for name, e in self.errors.items():
+            for r in range(e.shape[0]):
+                temp = self.temperature[r]
+                for j, t in enumerate(self.times_s):
+                    w.writerow([r, name, f(t), f(e[r, j]), *(f(v) for v in temp[j])])
+        data = buf.getvalue().encode()
+        return atomic_write(path, lambda fh: fh.write(data))
+
+    def plot(self, path) -> str:
+        """Error against time for every compensator, the temperature state, and the die's field (atomic write).
+
+        The file type follows the extension (png, pdf, svg). Uses matplotlib's
+        Agg canvas directly (no pyplot state).
+        """
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        path = os.fspath(path)
+        fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+        fig = Figure(figsize=(13, 4.2), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax_e, ax_t, ax_f = fig.subplots(1, 3, width_ratios=[1.3, 1, 1.2])
+        hours = self.times_s / 3600.0
+        scale, unit = (60.0, "min") if hours[-1] < 1.5 else (1.0, "h")
+        x = hours * scale
+        for name, e in self.errors.items():
+            med = np.median(e, axis=0)
+            (line,) = ax_e.plot(x, med, label=name, lw=1.2)
+            if e.shape[0] > 1:
+                ax_e.fill_between(x, e.min(axis=0), e.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
+        ax_e.axhline(self.fresh_error, color="k", ls=":", lw=1, label="fresh calibration")
+        ax_e.set_yscale("log")
+        ax_e.set_xlabel(f"time ({unit})")
+        ax_e.set_ylabel("matrix error")
+        ax_e.set_title("error against time" + (f" (median, range of {self.errors[self.compensators[0]].shape[0]} runs)"
+                                               if self.errors[self.compensators[0]].shape[0] > 1 else ""))
+        ax_e.legend(fontsize=8)
+        labels = ("ambient", "gradient along x (end to end)", "gradient along y (end to end)")
+        for k, lab in enumerate(labels):
+            ax_t.plot(x, self.temperature[0, :, k], label=lab, lw=1.2)
+        ax_t.set_xlabel(f"time ({unit})")
+        ax_t.set_ylabel("temperature change (K)")
+        ax_t.set_title("die temperature state (run 0)")
+        ax_t.legend(fontsize=8)
+        if self.die is not None:
+            d = self.die
+            lo, hi = d.centre - d.extent / 2, d.centre + d.extent / 2
+            gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 60))
+            field = d.field(np.stack([gx, gy], -1), self.temperature[0, -1])
+            im = ax_f.pcolormesh(gx / 1000, gy / 1000, field, shading="auto", cmap="coolwarm")
+            ax_f.plot(d.heater_xy[:, 0] / 1000, d.heater_xy[:, 1] / 1000, ",", color="k", alpha=0.4)
+            fig.colorbar(im, ax=ax_f, label="temperature change (K)")
+            ax_f.set_xlabel("x along the light (mm)")
+            ax_f.set_ylabel("y across the modes (mm)")
+            ax_f.set_title(f"die field at t = {x[-1]:.3g} {unit} (run 0), heaters dotted")
+        else:
+            ax_f.set_axis_off()
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=130)
+        data = buf.getvalue()
+        return atomic_write(path, lambda fh: fh.write(data))
+
+
+def read_csv(path) -> dict:
+    """Read :meth:`DriftStudy.to_csv` output: ``{"times_s", "errors": {name: (runs, S+1)}, "temperature"}``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise PhaseMapFileError(f"path must be an existing drift CSV file; got {path!r}")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    need = {"run", "compensator", "time_s", "matrix_error", *FIELD_NAMES}
+    if not rows or not need <= set(rows[0]):
+        raise PhaseMapFileError(f"{path!r} is not a drift CSV (expected columns {sorted(need)})")
+    names = list(dict.fromkeys(r["compensator"] for r in rows))
+    runs = max(int(r["run"]) for r in rows) + 1
+    first = [r for r in rows if r["compensator"] == names[0] and int(r["run"]) == 0]
+    times = np.array([float(r["time_s"]) for r in first])
+    errors = {n: np.zeros((runs, len(times))) for n in names}
+    temp = np.zeros((runs, len(times), 3))
+    pos = {}
+    for r in rows:
+        key = (r["compensator"], int(r["run"]))
+        j = pos.get(key, 0)
+        pos[key] = j + 1
+        errors[r["compensator"]][int(r["run"]), j] = float(r["matrix_error"])
+        temp[int(r["run"]), j] = [float(r[f]) for f in FIELD_NAMES]
+    return {"times_s": times, "errors": errors, "temperature": temp}
+
+
+# ---- the study -----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Plan:
+    """Everything the compensators share (host arrays; see compensators.py)."""
+
+    program: object
+    chip: object
+    template: object
+    die: ThermalDie
+    process: ThermalProcess
+    dt_s: float
+    n_steps: int
+    times: np.ndarray
+    phi0: np.ndarray
+    drives_cal: np.ndarray
+    decay: float
+    seed: int
+    faults: object
+    power_samples: int = 24
+    _twins: dict = dataclasses.field(default_factory=dict)
+
+    def twin(self, model_error: float) -> np.ndarray:
+        """The compensators' model of the die's phase per kelvin (H, 3), imbalance known to ``model_error``."""
+        if model_error not in self._twins:
+            rng = np.random.default_rng([self.seed, self.chip.seed, 0x7E1A])
+            imb = {s: v * (1.0 + model_error * rng.standard_normal(np.shape(v))) for s, v in self.die.imbalance_um.items()}
+            die = self.die
+            phi = thermal_phase_map(self.chip.target, imb, lambda xy: _basis(xy, die))
+            sl = self.chip.group_slices()
+            for g in ("v_out", "u_out"):  # a common phase on every output is global: leave it
+                phi[sl[g]] -= phi[sl[g]].mean(axis=0)
+            self._twins[model_error] = phi
+        return self._twins[model_error]
+
+
+_COMPILED: dict = {}
+
+
+def _compiled_trace(base, shapes):
+    """The error trace compiled ahead of time for these shapes (kept for later studies of the same shapes)."""
+    leaves, tree = jax.tree_util.tree_flatten((base, shapes))
+    key = (tree, tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in leaves))
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 8:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = error_trace_runs.lower(base, *shapes).compile()
+    return _COMPILED[key]
+
+
+def _basis(xy, die):
+    from photocomp.drift.thermal import field_basis
+
+    return field_basis(xy, die.centre, die.extent)
+
+
+def _program(cal):
+    from photocomp.program import Program
+
+    if not isinstance(cal, Program):
+        raise InvalidTypeError(f"cal must be a photocomp.Program calibrated by photocomp.calibrate; got {type(cal).__name__}")
+    if not cal.calibrated:
+        raise InvalidInputError("cal must be a calibrated program (from photocomp.calibrate or a loaded .cal.npz); got an uncalibrated one")
+    return cal
+
+
+def _check_chip(cal, chip):
+    from photocomp.io import chip_fingerprint
+
+    chip = as_chip(chip)
+    chip.check_target(cal.target, "calibrated program")
+    if chip_fingerprint(chip) != chip_fingerprint(cal.chip):
+        raise MismatchError(f"chip must be the chip the program was calibrated for (seed {cal.chip.seed}); "
+                            f"got a different chip (seed {chip.seed})")
+    return chip
+
+
+def _compensators(compensators) -> list:
+    if isinstance(compensators, str):
+        compensators = DEFAULT_COMPENSATORS if compensators == "all" else (compensators,)
+    try:
+        items = list(compensators)
+    except TypeError:
+        raise InvalidTypeError(f"compensators must be 'all', a name or a list of names/compensators; got {type(compensators).__name__}") from None
+    if not items:
+        raise InvalidInputError(f"compensators must not be empty; choose from {sorted(COMPENSATORS)}")
+    out = [get_compensator(c) for c in items]
+    names = [c.name for c in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InvalidInputError(f"compensators must be distinct; got {dup} more than once")
+    return out
+
+
+def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.0, dt_s: float = 1.0,
+          compensators=DEFAULT_COMPENSATORS, seed: int = 0, runs: int = 1, progress: bool = True,
+          faults=None) -> DriftStudy:
+    """Simulate thermal drift of a calibrated program and compare compensators.
+
+    Args:
+      cal: a program calibrated for ``chip`` (:func:`photocomp.calibrate`).
+      chip: the fabricated chip it was calibrated for.
+      process: the :class:`~photocomp.drift.thermal.ThermalProcess` (default: its defaults).
+      hours: simulated duration (h), ``>= 0``.
+      dt_s: time step (s), ``> 0`` and at most the duration. The heaters'
+        microsecond lag is integrated exactly at any step.
+      compensators: ``"all"``, a name, or a list of names (``"none"``,
+        ``"feedforward"``, ``"closed-loop"``, ``"recalibrate"``) or
+        compensator instances (:mod:`photocomp.drift.compensators`).
+      seed: seed of everything random (temperature, sensors, detectors, twin).
+      runs: Monte-Carlo runs (temperature trajectories), simulated at once.
+      progress: show a progress bar.
+      faults: optional hook ``faults(kind, time_s, value) -> value`` called on
+        every sensor reading (``kind="sensor"``, value ``(n_sensors,)`` K),
+        probe burst (``"measurement"``, ``(T, P, K)`` intensities) and
+        recalibration (``"recalibrate"``, ``None``); it may return altered
+        values (e.g. NaN) or raise. A compensator survives a failure by
+        holding its last good settings, and the study records an event.
+
+    Returns:
+      a :class:`DriftStudy`.
+
+    Example:
+      >>> import numpy as np, photocomp as pc
+      >>> chip = pc.fabricate("clements-4", seed=1)
+      >>> prog = pc.compile(np.eye(4), target="clements-4")
+      >>> cal = pc.calibrate(prog, chip, method="local", progress=False)
+      >>> s = pc.drift.study(cal, chip, hours=0.05, dt_s=10, compensators=["none", "feedforward"], progress=False)
+      >>> s.errors["none"].shape
+      (1, 19)
+    """
+    cal = _program(cal)
+    chip = _check_chip(cal, chip)
+    process = ThermalProcess() if process is None else as_process(process)
+    hours = check_real(hours, "hours", low=0.0)
+    dt_s = check_real(dt_s, "dt_s", low=0.0, low_open=True)
+    duration = hours * 3600.0
+    if dt_s > duration:
+        raise InvalidInputError(f"dt_s must not exceed the duration (hours * 3600 = {duration:g} s); got dt_s = {dt_s:g} s")
+    comps = _compensators(compensators)
+    seed = check_int(seed, "seed", low=0)
+    runs = check_int(runs, "runs", low=1)
+    if faults is not None and not callable(faults):
+        raise InvalidTypeError(f"faults must be a callable faults(kind, time_s, value) or None; got {type(faults).__name__}")
+    if not isinstance(progress, bool):
+        raise InvalidTypeError(f"progress must be a bool; got {type(progress).__name__}")
+    n_steps = int(math.floor(duration / dt_s + 1e-9))
+
+    from photocomp.program import Program
+    from photocomp.simulate import tile_matrices
+
+    with jax.enable_x64(True):
+        t_setup = time.perf_counter()
+        program = Program(cal.target, cal.phase_map, cal.report, cal.pipeline, cal.detection)
+        tiles = np.asarray(tile_matrices(cal.ideal_phase_map))
+        drives_cal = np.asarray(cal.drives(), dtype=np.float64)
+        phi0 = np.asarray(realized_phases(chip, jnp.asarray(drives_cal)))
+        die = thermal_die(chip, process)
+        decay = lag_factor(dt_s, chip.target.heater_tau_us * 1e-6)
+        plan = _Plan(program, chip, cal.settings, die, process, dt_s, n_steps, dt_s * np.arange(n_steps + 1),
+                     phi0, drives_cal, decay, seed, faults)
+        from photocomp.drift.thermal import process_matrices, simulate_runs
+
+        keys = jax.random.split(jax.random.PRNGKey(seed), runs)
+        z = np.asarray(simulate_runs(keys, *process_matrices(process, dt_s), n_steps=n_steps))
+        n_rows = max(c.n_rows(plan) for c in comps)
+        settings = jax.tree_util.tree_map(jnp.asarray, cal.settings)
+        base = TraceInputs(chip, settings, jnp.asarray(tiles), jnp.asarray(phi0), jnp.asarray(die.phase_per_k),
+                           jnp.asarray(die.phase_per_k), jnp.asarray(decay))
+        shapes = (jnp.asarray(z), jnp.zeros((runs, n_steps + 1, 3)), jnp.zeros((runs, n_steps + 1), jnp.int32),
+                  jnp.zeros((runs, n_rows) + phi0.shape))
+        t_compile = time.perf_counter()
+        trace = _compiled_trace(base, shapes)
+        compile_s = time.perf_counter() - t_compile
+        setup_s = time.perf_counter() - t_setup
+
+        errors, meas, reads, power, wall, events = {}, {}, {}, {}, {}, []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(comps) * runs, desc="drift", unit="run")
+        try:
+            for comp in comps:
+                t0 = time.perf_counter()
+                scheds = []
+                for r in range(runs):
+                    if bar is not None:
+                        bar.set_postfix(compensator=comp.name, run=r)
+                    scheds.append(comp.schedule(plan, r, z[r]))
+                    if bar is not None:
+                        bar.update(1)
+                table = np.zeros((runs, n_rows) + phi0.shape)
+                for r, s in enumerate(scheds):
+                    table[r, : len(s.table)] = s.table
+                twin = plan.twin(comp.model_error) if hasattr(comp, "model_error") else die.phase_per_k
+                inp = dataclasses.replace(base, twin=jnp.asarray(twin))
+                err = trace(inp, jnp.asarray(z), jnp.asarray(np.stack([s.zhat for s in scheds])),
+                            jnp.asarray(np.stack([s.index for s in scheds]).astype(np.int32)), jnp.asarray(table))
+                errors[comp.name] = np.asarray(err)
+                wall[comp.name] = time.perf_counter() - t0
+                meas[comp.name] = np.array([s.measurements for s in scheds])
+                reads[comp.name] = np.array([s.sensor_reads for s in scheds])
+                power[comp.name] = np.array([s.extra_power_mw for s in scheds])
+                for r, s in enumerate(scheds):
+                    events += [{"compensator": comp.name, "run": r, **ev} for ev in s.events]
+        finally:
+            if bar is not None:
+                bar.close()
+    first = errors[comps[0].name]
+    info = {"target": chip.target.name, "chip_seed": chip.seed, "seed": seed, "runs": runs, "dt_s": dt_s,
+            "duration_s": n_steps * dt_s, "process": dataclasses.asdict(process), "compile_s": compile_s,
+            "setup_s": setup_s, "compensators": {c.name: dataclasses.asdict(c) for c in comps}}
+    return DriftStudy(plan.times, errors, z, meas, reads, power, wall, tuple(events), float(np.mean(first[:, 0])),
+                      info, die)
