@@ -13,7 +13,7 @@ from photocomp import convention, drift
 from photocomp.calibrate import Reachability, calibrate, error, local_correction, reachability
 from photocomp.chip import Chip, fabricate
 from photocomp.compiler import compile
-from photocomp.detector import BlackBoxChip, detect
+from photocomp.detector import BlackBoxChip, detect, measure_matrix
 from photocomp.decompose import clements, decompose, reck
 from photocomp.errors import (
     InvalidInputError,
@@ -43,6 +43,7 @@ __all__ = [
     "fabricate",
     "Chip",
     "BlackBoxChip",
+    "measure_matrix",
     "detect",
     "calibrate",
     "error",
