@@ -84,3 +84,9 @@ def test_05_ising_maxcut(tmp_path, kernel_name):
     assert m, "the chip's exact max-cut count is not printed"
     solved, total = int(m.group(1)), int(m.group(2))
     assert total >= 20 and solved >= 0.9 * total, f"exact max-cut on {solved} of {total} small graphs; goal >= 90 %"
+
+
+def test_02_calibrate_a_chip(tmp_path, kernel_name):
+    out = execute("02_calibrate_a_chip.ipynb", tmp_path, kernel_name)
+    assert "every method improves on the uncalibrated chip: True" in out
+    assert "model (L-BFGS) improves on local: True" in out
