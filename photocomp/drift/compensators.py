@@ -343,11 +343,18 @@ class ClosedLoop:
         (:func:`probe_inputs`).
       shots: detector samples integrated per probe reading, default 1000 (1 us
         at a 1 GHz clock). Counted like :class:`photocomp.BlackBoxChip` does:
-        one measurement per probe and shot. A deep mesh delivers little
-        light per output (a 64-mode core with 129 MZI columns: ~1e-5 of the
-        input power per output, against a dark noise of 1e-4 per sample on
-        the built-in targets), so single-sample readings carry no
-        information; integrating buys it back.
+        one measurement per probe and shot. A deep, lossy mesh delivers
+        each output a small fraction of the input power, on ``pace-64``
+        below the detectors' dark noise of one sample, so single-sample
+        readings carry no information; integrating buys it back
+        (``benchmarks/drift.py`` compares integrations).
+
+    The read-out gain is set once at calibration (the largest probe output
+    at half the ADC range), as a programmable gain stage would be;
+    :meth:`photocomp.BlackBoxChip.measure` spans its ADC over the input
+    power instead, which on such a mesh leaves every output below one ADC
+    step, so the probes are read with :func:`photocomp.detector.detect`
+    directly. Readings the ADC clipped are left out of the fit.
       iterations: Gauss-Newton iterations per update.
       model_error: relative error of the twin's arm imbalances.
     """
@@ -461,10 +468,11 @@ def _accumulate_q(F, Q, n: int):
 class Recalibrate:
     """Periodic full recalibration on the drifted chip with :func:`photocomp.calibrate`.
 
-    The model method assumes the chip's heater offsets known, so on hardware
-    every recalibration starts by re-characterising every heater; the
-    measurements reported are ``characterisation_points`` readings per heater
-    plus what the calibration itself reports.
+    The model and local methods take the chip's heater offsets as known, so
+    on hardware every such recalibration starts by re-characterising every
+    heater: the measurements reported are ``characterisation_points``
+    readings per heater plus what the calibration itself reports (the twin
+    method counts its own).
 
     Attributes:
       interval_s: time between recalibrations (s).
@@ -514,7 +522,9 @@ class Recalibrate:
                                "message": f"recalibration failed ({type(exc).__name__}: {exc}); held the last good settings"})
                 rows.append(len(table) - 1)
                 continue
-            measurements += int(new.report.summary.get("measurements", 0)) + self.characterisation_points * plan.chip.n_heaters
+            measurements += int(new.report.summary.get("measurements", 0))
+            if self.method in ("model", "local"):  # they take the heater offsets as known: re-measure them
+                measurements += self.characterisation_points * plan.chip.n_heaters
             with jax.enable_x64(True):
                 realized = np.asarray(realized_phases(plan.chip, jnp.asarray(drives)))
             table.append(_wrap(realized - plan.phi0))
