@@ -90,3 +90,10 @@ def test_02_calibrate_a_chip(tmp_path, kernel_name):
     out = execute("02_calibrate_a_chip.ipynb", tmp_path, kernel_name)
     assert "every method improves on the uncalibrated chip: True" in out
     assert "model (L-BFGS) improves on local: True" in out
+
+
+def test_04_photonic_neural_network(tmp_path, kernel_name):
+    out = execute("04_photonic_neural_network.ipynb", tmp_path, kernel_name)
+    assert "ideal chip within 0.5 points of digital: True" in out
+    assert "calibrated fabricated chip within 2 points of digital: True" in out
+    assert "uncalibrated fabricated chip clearly worse (more than 2 points below digital): True" in out
