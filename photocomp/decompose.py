@@ -1,11 +1,40 @@
 """Unitary decompositions into MZI phases: Clements (rectangular) and Reck (triangular).
 
-The nulling order is static (see :func:`photocomp.mesh.nulling_schedule`), so
-each decomposition is one ``lax.scan`` over the N(N-1)/2 nulling steps whose
-per-step metadata are scanned arrays: the traced program has constant size in
-N (compile time does not grow with N), there is no Python loop per MZI, and it
-``vmap``s over a batch of unitaries. Each step touches two rows or columns,
-O(N) work, so a decomposition is O(N^3).
+How the nulling runs
+--------------------
+The nulling order is static (:func:`photocomp.mesh.nulling_schedule`). Its
+data dependencies decide how much of it can run at once
+(:func:`photocomp.mesh.nulling_levels`): Reck's steps fall into 2N - 3
+levels of independent steps, but Clements' alternating right and left
+multiplications form a single chain (every step reads an entry the step
+before it wrote), so Clements is inherently N(N-1)/2 steps long. On a CPU
+the work per step, not the number of loop iterations, dominates once the loop
+body is lean, so both kinds run the same sequential engine, built to make
+each step cheap:
+
+* The loop follows the schedule's structure: Clements as alternating sweeps
+  of right steps (column pairs) and left steps (row pairs), Reck as one sweep
+  per cleared row, so every loop body has a fixed kind of step (no branch,
+  no gather/scatter): a two-line ``dynamic_slice``, the 2 x 2 rotation and a
+  ``dynamic_update_slice`` that XLA performs in place.
+* Work is restricted to the part of the matrix that is not yet nulled: a
+  right step that nulls entry (t, k) only touches rows 0..t (the rows below
+  are already zero in both columns), a left step that nulls (k+1, t) only
+  columns t..N-1, and a Reck step on row r only rows 0..r. The bounds are
+  dynamic, so each sweep runs as a few loops with static stripe lengths
+  (``_segments``); this saves about a third of the arithmetic.
+* A step reads the two entries it nulls after the previous step's update and
+  computes its rotation algebraically (no trigonometry in the loop); the
+  entries are stored, and theta/phi are computed from them at the end with
+  the same formulas as the NumPy reference.
+* Moving the Clements middle screen out through the left-multiplication MZIs
+  runs level by level: MZIs on disjoint mode pairs are passed at once
+  (about N levels instead of N^2/4 steps).
+
+Batches run with the batch on the trailing axis (contiguous, vectorised) in
+chunks that fit in cache, ``lax.map`` over the chunks; with several JAX
+devices the chunks are sharded across them (``jax.shard_map``). The traced
+program has constant size in N, so jit compile time does not grow with N.
 
 References:
   W. R. Clements et al., "Optimal design for universal multiport
@@ -21,126 +50,446 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from photocomp import convention
-from photocomp.mesh import MESH_KINDS, MeshLayout, nulling_schedule
+from photocomp.errors import InvalidInputError, UnknownNameError
+from photocomp.mesh import MESH_KINDS, nulling_schedule
 from photocomp.phases import MeshPhases
 from photocomp.validate import as_unitary_batch
 
 __all__ = ["decompose", "clements", "reck"]
 
 
-def _null_step(flat, n, is_left, k, t):
-    """One nulling step on row-major flattened matrices ``flat`` (N*N, B).
+# ---- one nulling step ---------------------------------------------------------------
 
-    Right step (``is_left`` False): multiply columns (k, k+1) by T^-1 from the
-    right so that entry (t, k) vanishes. Left step: multiply rows (k, k+1) by
-    T from the left so that entry (k+1, t) vanishes. Both touch two "lines"
-    of N entries, gathered by index arithmetic, so one branch-free body serves
-    both (a ``lax.cond`` would copy the whole matrix each step).
+
+def _rotation(a, b, left: bool):
+    """Coefficients ``(e c, e s, c, s)`` of the step that nulls ``a`` (right) or ``b`` (left).
+
+    Right step (T^-1 from the right on columns (k, k+1), entries a = u[t, k],
+    b = u[t, k+1]): tan(theta) = |a|/|b|, e = exp(-i phi), phi = arg a - arg b.
+    Left step (T from the left on rows (k, k+1), a = u[k, t], b = u[k+1, t]):
+    tan(theta) = |b|/|a|, e = exp(i phi), phi = arg(-b) - arg a. Both act on the
+    two lines as ``new0 = e c x0 - s x1``, ``new1 = e s x0 + c x1``. phi is 0
+    where the nulled entry is already 0 (the reference's convention). Written
+    without trigonometry, from |a|, |b|, r = |(|a|, |b|)| and the unit phasors
+    exp(i arg a), exp(i arg b) (arg as ``jnp.angle`` takes it, signed zeros
+    included, so the rotation agrees with the phases :func:`_angles` reports),
+    and without sums of products (which the compiler may or may
+    not fuse into FMAs depending on the vector width), so a unitary gives
+    bitwise the same coefficients alone or in any batch.
     """
-    r = jnp.arange(n)
-    # line0/line1: the two columns (right step) or the two rows (left step).
-    base = jnp.where(is_left, k * n, k)
-    stride = jnp.where(is_left, 1, n)
-    offset = jnp.where(is_left, n, 1)
-    idx0 = base + stride * r
-    idx1 = idx0 + offset
-    line0 = flat[idx0]  # (N, B): the batch rides along on the trailing axis
-    line1 = flat[idx1]
-    a = line0[t]  # (B,)
-    b = line1[t]
-    # right: null a = u[t, k]   -> tan(theta) = |a|/|b|, phi = arg a - arg b
-    # left : null b = u[k+1, t] -> tan(theta) = |b|/|a|, phi = arg(-b) - arg a
-    num = jnp.where(is_left, jnp.abs(b), jnp.abs(a))
-    den = jnp.where(is_left, jnp.abs(a), jnp.abs(b))
+    na, nb = jnp.abs(a), jnp.abs(b)
+    r = jnp.abs(lax.complex(na, nb))
+    inv = lambda x: jnp.where(x > 0, 1.0 / jnp.where(x > 0, x, 1.0), 0.0)  # noqa: E731
+    ia, ib, ir = inv(na), inv(nb), inv(r)
+    pa = jnp.where(na > 0, _scale(a, ia), _zero_phasor(a))  # exp(i arg a)
+    pb = jnp.where(nb > 0, _scale(b, ib), _zero_phasor(b))
+    if left:
+        c = jnp.where(r > 0, na * ir, 1.0)
+        s = nb * ir
+        e = jnp.where(nb > 0, -pb * jnp.conj(pa), 1.0)  # exp(i phi), 1 when b = 0
+    else:
+        c = jnp.where(r > 0, nb * ir, 1.0)
+        s = na * ir
+        e = jnp.where(na > 0, pb * jnp.conj(pa), 1.0)  # exp(-i phi), 1 when a = 0
+    ec, es = _scale(e, c), _scale(e, s)
+    return jnp.stack([ec, es, c.astype(ec.dtype), s.astype(ec.dtype)])
+
+
+def _zero_phasor(z):
+    """exp(i arg z) for z = 0 as ``jnp.angle`` sees it: -1 for a negative-zero real part, else 1."""
+    return jnp.where(jnp.signbit(jnp.real(z)), -1.0, 1.0).astype(z.dtype)
+
+
+def _scale(z, x):
+    """Complex ``z`` times real ``x`` (two real products, not a complex product)."""
+    return lax.complex(jnp.real(z) * x, jnp.imag(z) * x)
+
+
+def _rotate(cf, x0, x1):
+    """The two new lines of a step with coefficients ``cf`` (see :func:`_rotation`)."""
+    return cf[0] * x0 - cf[3] * x1, cf[1] * x0 + cf[2] * x1
+
+
+def _segments(n: int) -> list[int]:
+    """Boundaries of the static stripe lengths: steps j in [b_s, b_{s+1}) touch n - b_s lines.
+
+    Up to four lengths: more cut little further arithmetic and add loops to
+    compile (benchmarks/decompositions.py measures the result).
+    """
+    count = max(1, min(4, n // 32))
+    return [n * s // count for s in range(count + 1)]
+
+
+def _own_buffer(u):
+    """``u`` materialised in a buffer of its own shape before the in-place updates.
+
+    Without it, XLA on CPU may fuse an in-place ``dynamic_update_slice`` of a
+    reshaped input (e.g. ``x[0]`` of a (1, N, N) batch) into a fresh buffer
+    and leave the entries outside the update unwritten (seen at N = 3, where
+    the loops are unrolled).
+    """
+    return lax.optimization_barrier(u)
+
+
+def _entry(u, r, c, tail):
+    zeros = (0,) * len(tail)
+    return lax.dynamic_slice(u, (r, c) + zeros, (1, 1) + tail)[0, 0]
+
+
+def _store(ab, a, b, step):
+    return lax.dynamic_update_index_in_dim(ab, jnp.stack([a, b]), step, 0)
+
+
+# ---- Clements ----------------------------------------------------------------------
+
+
+def _clements_nulling(u):
+    """Null ``u`` (N, N, *T) in Clements order.
+
+    Returns ``(ab, u)``: the entries each step nulled against, ``ab[step] =
+    (a, b)`` in nulling order (N(N-1)/2, 2, *T), and the nulled matrix (its
+    diagonal is the middle phase screen; entries below it are not updated).
+    Sweep i (0-based) nulls the i-th anti-diagonal from the bottom-left
+    corner: even i with right steps j = 0..i on columns (i-j, i-j+1) nulling
+    (N-1-j, i-j); odd i with left steps on rows (N-2-i+j, N-1-i+j) nulling
+    (N-1-i+j, j). Step (i, j) is number i(i+1)/2 + j.
+    """
+    n = u.shape[0]
+    tail = u.shape[2:]
+    zeros = (0,) * len(tail)
+    steps = n * (n - 1) // 2
+    bounds = _segments(n)
+    ab = jnp.zeros((steps + 1, 2) + tail, u.dtype)  # slot `steps` takes the look-ahead past the end
+    u = _own_buffer(u)
+
+    def right_step(length):
+        def body(j, carry):
+            u, ab, cf, i = carry
+            k = i - j
+            lines = lax.dynamic_slice(u, (0, k) + zeros, (length, 2) + tail)
+            new0, new1 = _rotate(cf, lines[:, 0], lines[:, 1])
+            u = lax.dynamic_update_slice(u, jnp.stack([new0, new1], 1), (0, k) + zeros)
+            # look ahead: step j+1 nulls (N-2-j, k-1) with columns (k-1, k)
+            t, kn = n - 2 - j, jnp.maximum(k - 1, 0)
+            pair = lax.dynamic_slice(u, (t, kn) + zeros, (1, 2) + tail)[0]
+            ab = lax.dynamic_update_index_in_dim(ab, pair, i * (i + 1) // 2 + j + 1, 0)
+            return u, ab, _rotation(pair[0], pair[1], False), i
+
+        return body
+
+    def left_step(length):
+        def body(j, carry):
+            u, ab, cf, i = carry
+            k = n - 2 - i + j
+            lines = lax.dynamic_slice(u, (k, n - length) + zeros, (2, length) + tail)
+            new0, new1 = _rotate(cf, lines[0], lines[1])
+            u = lax.dynamic_update_slice(u, jnp.stack([new0, new1], 0), (k, n - length) + zeros)
+            # look ahead: step j+1 nulls (k+2, j+1) with rows (k+1, k+2)
+            kn = jnp.minimum(k + 1, n - 2)
+            pair = lax.dynamic_slice(u, (kn, j + 1) + zeros, (2, 1) + tail)[:, 0]
+            ab = lax.dynamic_update_index_in_dim(ab, pair, i * (i + 1) // 2 + j + 1, 0)
+            return u, ab, _rotation(pair[0], pair[1], True), i
+
+        return body
+
+    rights = [right_step(n - b) for b in bounds[:-1]]
+    lefts = [left_step(n - b) for b in bounds[:-1]]
+
+    def sweep(bodies, count, carry):
+        for s, body in enumerate(bodies):
+            carry = lax.fori_loop(jnp.minimum(bounds[s], count), jnp.minimum(bounds[s + 1], count), body, carry)
+        return carry
+
+    def two_sweeps(p, carry):
+        u, ab = carry
+        i = 2 * p  # right sweep, always present
+        a, b = _entry(u, n - 1, i, tail), _entry(u, n - 1, i + 1, tail)
+        ab = _store(ab, a, b, i * (i + 1) // 2)
+        u, ab, _, _ = sweep(rights, i + 1, (u, ab, _rotation(a, b, False), i))
+        i = 2 * p + 1  # left sweep, absent after the last right sweep when N is even
+        count = jnp.where(i <= n - 2, i + 1, 0)
+        k = jnp.maximum(n - 2 - i, 0)
+        a, b = _entry(u, k, 0, tail), _entry(u, k + 1, 0, tail)
+        ab = _store(ab, a, b, jnp.minimum(i * (i + 1) // 2, steps))
+        u, ab, _, _ = sweep(lefts, count, (u, ab, _rotation(a, b, True), i))
+        return u, ab
+
+    u, ab = lax.fori_loop(0, n // 2, two_sweeps, (u, ab))
+    return ab[:steps], u
+
+
+# ---- Reck --------------------------------------------------------------------------
+
+
+def _reck_nulling(u):
+    """Null ``u`` (N, N, *T) in Reck order; returns ``(ab, d)``: entries as :func:`_clements_nulling`
+    and a matrix whose diagonal is the final phase screen.
+
+    Rows r = N-1 .. 1 are cleared by right steps on columns (c, c+1), c = 0 ..
+    r-1, nulling (r, c); step (r, c) is number N(N-1)/2 - r(r+1)/2 + c. Rows
+    below r are finished, so a step on row r touches rows 0..r only. All steps
+    act on columns, so the engine runs on the transpose, where a column pair of
+    ``u`` is a contiguous pair of rows.
+    """
+    n = u.shape[0]
+    tail = u.shape[2:]
+    zeros = (0,) * len(tail)
+    steps = n * (n - 1) // 2
+    bounds = _segments(n)
+    v = _own_buffer(jnp.swapaxes(u, 0, 1))  # v[c, r] = u[r, c]
+    ab = jnp.zeros((steps + 1, 2) + tail, u.dtype)
+
+    def step(length):
+        def body(c, carry):
+            v, ab, cf, r = carry
+            lines = lax.dynamic_slice(v, (c, 0) + zeros, (2, length) + tail)
+            new0, new1 = _rotate(cf, lines[0], lines[1])
+            v = lax.dynamic_update_slice(v, jnp.stack([new0, new1], 0), (c, 0) + zeros)
+            # look ahead: step (r, c+1) nulls u[r, c+1] against u[r, c+2]
+            pair = lax.dynamic_slice(v, (jnp.minimum(c + 1, n - 2), r) + zeros, (2, 1) + tail)[:, 0]
+            ab = lax.dynamic_update_index_in_dim(ab, pair, steps - r * (r + 1) // 2 + c + 1, 0)
+            return v, ab, _rotation(pair[0], pair[1], False), r
+
+        return body
+
+    def row(body):
+        def clear(q, carry):
+            v, ab = carry
+            r = n - 1 - q
+            a, b = _entry(v, 0, r, tail), _entry(v, 1, r, tail)
+            ab = _store(ab, a, b, steps - r * (r + 1) // 2)
+            v, ab, _, _ = lax.fori_loop(0, r, body, (v, ab, _rotation(a, b, False), r))
+            return v, ab
+
+        return clear
+
+    carry = (v, ab)
+    for s in range(len(bounds) - 1):
+        lo, hi = bounds[s], min(bounds[s + 1], n - 1)
+        if lo < hi:
+            carry = lax.fori_loop(lo, hi, row(step(n - bounds[s])), carry)
+    v, ab = carry
+    return ab[:steps], v
+
+
+# ---- phases ------------------------------------------------------------------------
+
+
+def _angles(ab, left):
+    """theta, phi (rad) of every step from the entries ``ab`` (steps, 2, *T) it nulled.
+
+    The reference's formulas: right step tan theta = |a|/|b|, phi = arg a - arg b;
+    left step tan theta = |b|/|a|, phi = arg(-b) - arg a; phi = 0 where the
+    nulled entry is 0. These XLA ops give bitwise the same result whatever
+    batch width they are vectorised over, so a batch equals its unitaries
+    decomposed one by one.
+    """
+    a, b = ab[:, 0], ab[:, 1]
+    left = jnp.asarray(left).reshape((-1,) + (1,) * (a.ndim - 1))
+    na, nb = jnp.abs(a), jnp.abs(b)
+    num = jnp.where(left, nb, na)
+    den = jnp.where(left, na, nb)
     theta = jnp.arctan2(num, den)
-    phi = jnp.where(is_left, jnp.angle(-b) - jnp.angle(a), jnp.angle(a) - jnp.angle(b))
-    phi = jnp.where(num == 0, 0.0, phi)
-    c, s = jnp.cos(theta), jnp.sin(theta)
-    # T^-1 from the right and T from the left act on (line0, line1) as
-    # new0 = e c line0 - s line1, new1 = e s line0 + c line1, e = exp(-/+ i phi).
-    e = jnp.exp(jnp.where(is_left, 1j, -1j) * phi)
-    new0 = e * c * line0 - s * line1
-    new1 = e * s * line0 + c * line1
-    flat = flat.at[idx0].set(new0, unique_indices=True)
-    flat = flat.at[idx1].set(new1, unique_indices=True)
-    return flat, theta, phi
+    phi = jnp.where(left, jnp.angle(-b) - jnp.angle(a), jnp.angle(a) - jnp.angle(b))
+    return theta, jnp.where(num == 0, 0.0, phi)
 
 
-def _decompose_batch_impl(u, kind: str):
-    """Decompose ``u`` (B, N, N); returns theta, phi (B, n_mzi) and out_phase (B, N)."""
-    batch = u.shape[0]
-    sched = nulling_schedule(kind, u.shape[-1])
-    lay: MeshLayout = sched["layout"]
-    n = lay.n_modes
-    n_steps = lay.n_mzi
+@functools.lru_cache(maxsize=64)
+def _push_levels(kind: str, n: int):
+    """Levels of the left-multiplication MZIs for moving the middle screen out.
+
+    The screen passes the left MZIs nearest first (reverse nulling order);
+    MZIs on disjoint pairs commute, so each level holds MZIs on disjoint pairs
+    and is passed at once. Returns ``(steps, pairs)``, int arrays (levels,
+    width): the nulling step of each slot and its upper mode; padding slots
+    point at step N(N-1)/2 and mode N (dummy entries).
+    """
+    sched = nulling_schedule(kind, n)
+    order = np.flatnonzero(sched["left"])[::-1]
+    if not len(order):
+        return np.zeros((0, 1), np.int32), np.zeros((0, 1), np.int32)
+    ks = sched["k"][order]
+    free = np.zeros(n + 1, np.int64)
+    level = np.zeros(len(order), np.int64)
+    for m, k in enumerate(ks):
+        level[m] = max(free[k], free[k + 1])
+        free[k] = free[k + 1] = level[m] + 1
+    width = int(np.bincount(level).max())
+    steps = np.full((level.max() + 1, width), len(sched["k"]), np.int32)
+    pairs = np.full((level.max() + 1, width), n, np.int32)
+    fill = np.zeros(level.max() + 1, np.int64)
+    for m in range(len(order)):  # push order is kept inside a level
+        steps[level[m], fill[level[m]]] = order[m]
+        pairs[level[m], fill[level[m]]] = ks[m]
+        fill[level[m]] += 1
+    return steps, pairs
+
+
+def _push_screen(kind, n, theta, phi, alpha):
+    """Move the middle screen ``alpha`` (N, *T) out through the left MZIs; returns new (phi, alpha).
+
+    Uses DESIGN.md's identity T^-1(theta, phi) diag(e^{i a}, e^{i b}) =
+    diag(e^{i (b - phi + pi)}, e^{i b}) T(theta, a - b + pi); theta is not needed.
+    Phases are wrapped at every pass (a mode is passed up to N/2 times).
+    """
+    del theta
+    steps, pairs = _push_levels(kind, n)
+    if not len(steps):
+        return phi, alpha
+    tail = alpha.shape[1:]
+    screen = jnp.concatenate([alpha, jnp.zeros((2,) + tail, alpha.dtype)])
+    phi_x = jnp.concatenate([phi, jnp.zeros((1,) + tail, phi.dtype)])
+
+    def level(screen, slots):
+        st, k = slots
+        a, b, p = screen[k], screen[k + 1], phi_x[st]
+        new_a, new_b, new_phi = convention.commute_through_inverse(None, p, a, b)
+        screen = screen.at[k].set(convention.wrap_phase(new_a)).at[k + 1].set(convention.wrap_phase(new_b))
+        return screen, new_phi
+
+    screen, new_phi = lax.scan(level, screen, (jnp.asarray(steps), jnp.asarray(pairs)))
+    phi_x = phi_x.at[jnp.asarray(steps).reshape(-1)].set(new_phi.reshape((-1,) + tail))
+    return phi_x[:-1], screen[:n]
+
+
+def _screen_deviation(d):
+    """max |D - P| for the nulled matrix ``d`` (N, N, *T), P the phase screen of its diagonal.
+
+    The nulling multiplies by unitaries only (D = L U R), so this is also the
+    largest entry of L (U - U_phases) R, where U_phases is the unitary the
+    returned phases describe: 0 for a unitary input, to rounding.
+    """
+    n = d.shape[0]
+    eye = jnp.eye(n, dtype=bool).reshape((n, n) + (1,) * (d.ndim - 2))
+    mag = jnp.abs(d)
+    return jnp.max(jnp.where(eye, jnp.abs(mag - 1.0), mag), axis=(0, 1))
+
+
+def _decompose_lines(u, kind: str):
+    """Decompose ``u`` (N, N, *T).
+
+    Returns theta, phi (n_mzi, *T) in layout order, out_phase (N, *T) and the
+    screen deviation (*T) of :func:`_screen_deviation`.
+    """
+    n = u.shape[0]
+    sched = nulling_schedule(kind, n)
     rdtype = jnp.real(u).dtype
-    if n_steps == 0:
-        return (
-            jnp.zeros((batch, 0), rdtype),
-            jnp.zeros((batch, 0), rdtype),
-            jnp.angle(jnp.diagonal(u, axis1=1, axis2=2)).astype(rdtype),
-        )
-    left = jnp.asarray(sched["left"])
-    ks = jnp.asarray(sched["k"])
-    tg = jnp.asarray(sched["target"])
-
-    def step(flat, meta):
-        flat, th, ph = _null_step(flat, n, *meta)
-        return flat, (th, ph)
-
-    flat = jnp.moveaxis(u.reshape(batch, n * n), 0, -1)  # (N*N, B)
-    flat, (theta_s, phi_s) = jax.lax.scan(step, flat, (left, ks, tg))  # theta_s: (steps, B)
-    alpha = jnp.angle(flat[jnp.arange(n) * (n + 1)])  # diagonal, (N, B)
-
-    # Push the diagonal screen out through the left-multiplication MZIs,
-    # nearest first (reverse nulling order), with the commuting identity.
-    left_idx = np.flatnonzero(sched["left"])[::-1]
-    if len(left_idx):
-        li = jnp.asarray(left_idx)
-
-        def push(screen, idx):
-            k = ks[idx]
-            a = screen[k]
-            b = screen[k + 1]
-            new_a, new_b, new_phi = convention.commute_through_inverse(
-                theta_s[idx], phi_s[idx], a, b
-            )
-            # wrap every push: unwrapped phases grow by ~pi per step and lose digits
-            screen = screen.at[k].set(convention.wrap_phase(new_a)).at[k + 1].set(convention.wrap_phase(new_b))
-            return screen, new_phi
-
-        alpha, new_phis = jax.lax.scan(push, alpha, li)
-        phi_s = phi_s.at[li].set(new_phis)
-
-    slot = jnp.asarray(sched["slot"])
-    theta = jnp.zeros((n_steps, batch), rdtype).at[slot].set(theta_s)
-    phi = jnp.zeros((n_steps, batch), rdtype).at[slot].set(phi_s)
-    return theta.T, convention.wrap_phase(phi).T, convention.wrap_phase(alpha).T
+    tail = u.shape[2:]
+    if n == 1:
+        empty = jnp.zeros((0,) + tail, rdtype)
+        return empty, empty, jnp.angle(u[0]), _screen_deviation(u)
+    ab, d = (_clements_nulling if kind == "clements" else _reck_nulling)(u)
+    theta, phi = _angles(ab, sched["left"])
+    alpha = jnp.angle(d[jnp.arange(n), jnp.arange(n)])
+    if kind == "clements":
+        phi, alpha = _push_screen(kind, n, theta, phi, alpha)
+    inverse = np.empty_like(sched["slot"])
+    inverse[sched["slot"]] = np.arange(len(inverse))
+    theta, phi = theta[inverse], phi[inverse]  # nulling order -> layout order
+    return theta, convention.wrap_phase(phi), convention.wrap_phase(alpha), _screen_deviation(d)
 
 
-_CHUNK = 8
-"""Unitaries decomposed together in one scan. Measured on a 2-core x86 CPU at N=64:
-8 per scan gives ~400 unitaries/s, 16 or more drops to ~100-200/s (XLA's row gathers
-change strategy), so larger batches run as ``lax.map`` over chunks of 8."""
+# ---- batches -----------------------------------------------------------------------
 
 
-def _decompose_chunked(u, kind: str):
-    b = u.shape[0]
-    if b <= _CHUNK:
-        return _decompose_batch_impl(u, kind)
-    chunks = u.reshape((b // _CHUNK, _CHUNK) + u.shape[1:])
-    theta, phi, out = jax.lax.map(lambda c: _decompose_batch_impl(c, kind), chunks)
-    return theta.reshape(b, -1), phi.reshape(b, -1), out.reshape(b, -1)
+def _chunk_size(n: int, batch: int, platform: str) -> int:
+    """Unitaries decomposed together (on the trailing axis) per loop.
+
+    CPU: as many as keep the chunk near 1 MiB, so that it stays in cache
+    (larger chunks fall out of it and slow down), at most 32. Accelerators:
+    the whole batch, up to 256 MiB of matrix per chunk, since their cost is
+    per step rather than per entry.
+    """
+    per = 16 * n * n
+    if platform == "cpu":
+        cap = max(1, min(32, (1 << 20) // per))
+    else:
+        cap = max(1, (1 << 28) // per)
+    c = 1
+    while c * 2 <= min(cap, batch) and batch % (c * 2) == 0:
+        c *= 2
+    return c
 
 
-_decompose_batch = jax.jit(_decompose_chunked, static_argnames=("kind",))
+def _decompose_batch(u, kind: str, chunk: int):
+    """Decompose ``u`` (B, N, N) in chunks of ``chunk`` unitaries on the trailing axis.
+
+    Returns theta, phi (B, n_mzi), out_phase (B, N) and the screen deviation (B,).
+    """
+    b, n = u.shape[0], u.shape[-1]
+    if chunk == 1:
+        run = lambda x: _decompose_lines(x[0], kind)  # noqa: E731
+        return lax.map(run, u[:, None]) if b > 1 else tuple(a[None] for a in run(u))
+    chunks = jnp.moveaxis(u.reshape((b // chunk, chunk, n, n)), 1, -1)  # (B/C, N, N, C)
+
+    def run(x):
+        return tuple(jnp.moveaxis(a, -1, 0) for a in _decompose_lines(x, kind))
+
+    if b == chunk:
+        return run(chunks[0])
+    return tuple(a.reshape((b,) + a.shape[2:]) for a in lax.map(run, chunks))
 
 
-def _bucket(b: int) -> int:
-    """Padded batch size: powers of two up to 256, then multiples of 256 (bounded recompiles)."""
-    return 1 << (b - 1).bit_length() if b <= 256 else -(-b // 256) * 256
+_decompose_jit = jax.jit(_decompose_batch, static_argnames=("kind", "chunk"))
+
+
+def _shard_map():
+    fn = getattr(jax, "shard_map", None)
+    if fn is None:  # older JAX
+        from jax.experimental.shard_map import shard_map as fn
+    return fn
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded(kind: str, chunk: int, devices: tuple):
+    """jit of the chunked decomposition sharded over ``devices`` along the batch axis."""
+    from jax.sharding import Mesh, PartitionSpec
+
+    mesh = Mesh(np.asarray(devices, dtype=object), ("batch",))
+    spec = PartitionSpec("batch")
+    fn = _shard_map()(
+        functools.partial(_decompose_batch, kind=kind, chunk=chunk),
+        mesh=mesh,
+        in_specs=(spec,),
+        out_specs=(spec,) * 4,
+    )
+    return jax.jit(fn), mesh
+
+
+def _bucket(b: int, quantum: int) -> int:
+    """Padded batch size: powers of two up to 256, then multiples of 256, and a multiple of ``quantum``."""
+    size = 1 << (b - 1).bit_length() if b <= 256 else -(-b // 256) * 256
+    return -(-size // quantum) * quantum
+
+
+def decompose_many(u, kind: str, *, devices=None):
+    """Decompose a validated complex128 batch ``u`` (B, N, N) on ``devices`` (default: all).
+
+    Returns numpy float64 ``theta, phi`` (B, n_mzi) in layout order,
+    ``out_phase`` (B, N) and the screen deviation (B,) (see
+    :func:`_screen_deviation`). The batch is padded with identities to a
+    bounded set of sizes (few recompiles), cut into cache-sized chunks and,
+    with more than one device, sharded across the devices along the batch axis.
+    """
+    b, n = u.shape[0], u.shape[-1]
+    devices = tuple(jax.devices() if devices is None else devices)
+    platform = devices[0].platform
+    nd = len(devices) if b >= len(devices) else 1
+    size = _bucket(b, nd)
+    chunk = _chunk_size(n, size // nd, platform)
+    if size != b:
+        u = np.concatenate([u, np.broadcast_to(np.eye(n, dtype=u.dtype), (size - b, n, n))])
+    u = np.asarray(u, dtype=np.complex128)
+    with jax.enable_x64(True):
+        if nd > 1:
+            fn, mesh = _sharded(kind, chunk, devices)
+            out = fn(jax.device_put(u, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))))
+        else:
+            out = _decompose_jit(jax.device_put(u, devices[0]), kind=kind, chunk=chunk)
+        return tuple(np.asarray(a, dtype=np.float64)[:b] for a in out)
 
 
 def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: float = 1e-8) -> MeshPhases:
@@ -148,14 +497,23 @@ def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: floa
 
     Args:
       unitary: complex array ``(N, N)`` or a batch ``(B, N, N)``. Computed in
-        float64 (complex128) whatever the global JAX precision.
+        float64 (complex128) whatever the global JAX precision. A batch is
+        sharded across all JAX devices.
       kind: ``"clements"`` (depth N) or ``"reck"`` (depth 2N-3).
-      check: verify in Python that the input is unitary (to ``atol``).
-      atol: tolerance of the unitarity check on ``||U U^H - I||_max``.
+      check: verify that the input is unitary to ``atol``.
+      atol: tolerance of the unitarity check. The nulling multiplies the input
+        by unitaries until it is a phase screen D = L U R; the check bounds
+        ``max |D - P|``, P the phase screen of D's diagonal. That is the
+        largest entry of L (U - U_phases) R, U_phases the unitary the returned
+        phases describe, and equals ``max |U U^H - I| / 2`` for U = (1 + e) V,
+        V unitary. It costs O(N^2), against O(N^3) for forming U U^H.
 
     Returns:
       :class:`~photocomp.phases.MeshPhases` with ``theta`` in [0, pi/2],
       ``phi`` and ``out_phase`` in [0, 2 pi); leading batch axis kept.
+
+    Raises:
+      InvalidInputError: if ``check`` and the input is not unitary to ``atol``.
 
     Example:
       >>> import numpy as np, photocomp as pc
@@ -164,19 +522,18 @@ def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: floa
       6
     """
     if kind not in MESH_KINDS:
-        from photocomp.errors import UnknownNameError
-
         raise UnknownNameError(f"kind must be one of {MESH_KINDS}; got {kind!r}")
-    u, batched = as_unitary_batch(unitary, "unitary", check=check, atol=atol)
+    u, batched = as_unitary_batch(unitary, "unitary", check=False)
     lay = nulling_schedule(kind, u.shape[-1])["layout"]
-    b = u.shape[0]
-    bucket = _bucket(b)
-    if bucket != b:
-        u = np.concatenate([u, np.broadcast_to(np.eye(u.shape[-1]), (bucket - b,) + u.shape[1:])])
-    with jax.enable_x64(True):
-        uj = jnp.asarray(u, dtype=jnp.complex128)
-        theta, phi, out = _decompose_batch(uj, kind=kind)
-        theta, phi, out = (np.asarray(a)[:b] for a in (theta, phi, out))
+    theta, phi, out, dev = decompose_many(u, kind)
+    if check and dev.max() > atol:
+        worst = int(np.argmax(dev))
+        where = f" (batch item {worst})" if batched else ""
+        raise InvalidInputError(
+            f"unitary must be unitary to atol={atol:g}; got a deviation of {dev[worst]:.3g}{where} "
+            "(max |D - P| of the nulled matrix D = L U R from a phase screen P). "
+            "Compile general matrices with photocomp.compile (SVD pass) instead."
+        )
     if not batched:
         theta, phi, out = theta[0], phi[0], out[0]
     return MeshPhases(layout=lay, theta=theta, phi=phi, out_phase=out)

@@ -22,7 +22,7 @@ import numpy as np
 
 from photocomp.errors import InvalidInputError, UnknownNameError
 
-__all__ = ["MESH_KINDS", "MeshLayout", "layout", "apply_mesh", "mesh_unitary"]
+__all__ = ["MESH_KINDS", "MeshLayout", "layout", "apply_mesh", "mesh_unitary", "nulling_levels"]
 
 MESH_KINDS = ("clements", "reck")
 
@@ -163,6 +163,47 @@ def nulling_schedule(kind: str, n: int):
         columns=tuple(int(x) for x in col_of_step[order]),
     )
     return {"left": left, "k": ks, "target": targets, "slot": slot, "layout": lay}
+
+
+@functools.lru_cache(maxsize=64)
+def nulling_levels(kind: str, n: int) -> np.ndarray:
+    """Dependency levels of the nulling steps (cached per (kind, n)).
+
+    Step j depends on an earlier step i when i changes an entry j reads, when
+    j changes an entry i read, or when both multiply on the same side and
+    share a line (a column for right steps, a row for left steps). A right
+    step on columns (k, k+1) reads (t, k), (t, k+1) and changes both columns;
+    a left step on rows (k, k+1) reads (k, t), (k+1, t) and changes both rows.
+    Left and right multiplications commute as operators, so they need no
+    order unless one reads what the other changes. The level of a step is the
+    length of the longest dependency chain ending in it; steps of one level
+    are independent and could run at once, in any order, with the same result.
+
+    Reck: 2N - 3 levels (step (r, c) at level c + 2 (N-1-r)). Clements: every
+    step reads an entry the step before it changed, so the levels are
+    0, 1, 2, ... (a chain of N(N-1)/2 steps).
+
+    Returns:
+      int array, the level of every step in nulling order.
+    """
+    sched = nulling_schedule(kind, n)
+    left, ks, targets = sched["left"], sched["k"], sched["target"]
+    col_write = np.full(n + 1, -1)  # last level of a right step changing column c
+    row_write = np.full(n + 1, -1)  # last level of a left step changing row r
+    col_read = np.full(n + 1, -1)  # last level of a left step reading column c
+    row_read = np.full(n + 1, -1)  # last level of a right step reading row r
+    level = np.zeros(len(ks), dtype=np.int64)
+    for s, (is_left, k, t) in enumerate(zip(left, ks, targets)):
+        if is_left:
+            lv = 1 + max(row_write[k], row_write[k + 1], col_write[t], row_read[k], row_read[k + 1])
+            row_write[k] = row_write[k + 1] = lv
+            col_read[t] = max(col_read[t], lv)
+        else:
+            lv = 1 + max(col_write[k], col_write[k + 1], row_write[t], col_read[k], col_read[k + 1])
+            col_write[k] = col_write[k + 1] = lv
+            row_read[t] = max(row_read[t], lv)
+        level[s] = lv
+    return level
 
 
 def layout(kind: str, n_modes: int) -> MeshLayout:

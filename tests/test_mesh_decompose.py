@@ -9,7 +9,9 @@ import scipy.stats
 
 import photocomp as pc
 from conftest import BOUND, TOL, haar_unitary, mesh_matrix_np
+from photocomp import reference
 from photocomp.errors import InvalidInputError, InvalidTypeError, UnknownNameError
+from photocomp.mesh import nulling_levels, nulling_schedule
 
 # photocomp.decompose is the function (re-exported); the module holds the jitted core.
 decompose_module = importlib.import_module("photocomp.decompose")
@@ -101,6 +103,64 @@ def test_layout_rejects_unknown_kind():
         pc.layout("triangle", 4)
 
 
+def test_reck_nulling_levels():
+    """Reck: 2N - 3 levels, step (r, c) at level c + 2 (N-1-r)."""
+    for n in range(2, 30):
+        sched = nulling_schedule("reck", n)
+        levels = nulling_levels("reck", n)
+        assert levels.max() + 1 == 2 * n - 3 if n > 2 else levels.max() + 1 == 1
+        np.testing.assert_array_equal(levels, sched["k"] + 2 * (n - 1 - sched["target"]))
+
+
+def test_clements_nulling_levels_are_a_chain():
+    """Every Clements step reads an entry the step before it changed: N(N-1)/2 levels."""
+    for n in range(2, 30):
+        np.testing.assert_array_equal(nulling_levels("clements", n), np.arange(n * (n - 1) // 2))
+
+
+def _null_by_levels(u, kind):
+    """Run the reference's nulling steps level by level: all angles of a level from the same matrix, then
+    all its multiplications; returns theta, phi in nulling order and the final diagonal."""
+    u = np.array(u, dtype=np.complex128)
+    sched = nulling_schedule(kind, u.shape[0])
+    levels = nulling_levels(kind, u.shape[0])
+    theta, phi = np.zeros(len(levels)), np.zeros(len(levels))
+    for lv in range(levels.max() + 1):
+        steps = np.flatnonzero(levels == lv)
+        for s in steps:  # angles first, from the matrix as the previous level left it
+            k, t = sched["k"][s], sched["target"][s]
+            if sched["left"][s]:
+                theta[s], phi[s] = reference._angles_to_null_left(u[k, t], u[k + 1, t])
+            else:
+                theta[s], phi[s] = reference._angles_to_null_right(u[t, k], u[t, k + 1])
+        for s in steps[::-1]:  # then the multiplications, in reverse order on purpose
+            k = sched["k"][s]
+            if sched["left"][s]:
+                reference._multiply_left(u, k, theta[s], phi[s])
+            else:
+                reference._multiply_right_by_inverse(u, k, theta[s], phi[s])
+    return theta, phi, np.diag(u)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_level_schedule_gives_the_sequential_phases(kind):
+    """Steps of one level are independent: running them at once reproduces the sequential nulling."""
+    for n in (2, 3, 6, 9):
+        u = haar_unitary(n, np.random.default_rng([30, n]))
+        theta, phi, diag = _null_by_levels(u, kind)
+        sched = nulling_schedule(kind, n)
+        ops, _ = (reference.clements_reference if kind == "clements" else reference.reck_reference)(u)
+        # the reference lists right steps in nulling order, then left steps reversed (moved phases)
+        order = np.concatenate([np.flatnonzero(~sched["left"]), np.flatnonzero(sched["left"])[::-1]])
+        ref_theta = np.array([op[1] for op in ops])
+        np.testing.assert_allclose(theta[order], ref_theta, rtol=0, atol=BOUND["reconstruction"])
+        right = ~sched["left"][order]
+        ref_phi = np.array([op[2] for op in ops])
+        np.testing.assert_allclose(np.exp(1j * phi[order][right]), np.exp(1j * ref_phi[right]), rtol=0,
+                                   atol=BOUND["reconstruction"])
+        np.testing.assert_allclose(np.abs(diag), 1.0, rtol=0, atol=BOUND["reconstruction"])
+
+
 # ---- reconstruction --------------------------------------------------------------
 
 
@@ -119,6 +179,80 @@ def test_reconstruction_haar(kind, n):
 def test_reconstruction_haar_large_clements(n):
     u = haar_unitary(n, np.random.default_rng([2, n]))
     ph = pc.clements(u)
+    rebuilt = mesh_matrix_np(ph.layout, ph.theta, ph.phi, ph.out_phase)
+    np.testing.assert_allclose(rebuilt, u, rtol=0, atol=BOUND["reconstruction"])
+
+
+def _reference_phases(u, kind):
+    """The NumPy reference's theta, phi in layout order and its output phases."""
+    n = u.shape[0]
+    sched = nulling_schedule(kind, n)
+    ops, out = (reference.clements_reference if kind == "clements" else reference.reck_reference)(u)
+    order = np.concatenate([np.flatnonzero(~sched["left"]), np.flatnonzero(sched["left"])[::-1]])
+    slots = sched["slot"][order]  # layout position of the reference's m-th MZI
+    theta, phi = np.zeros(len(ops)), np.zeros(len(ops))
+    theta[slots] = [op[1] for op in ops]
+    phi[slots] = [op[2] for op in ops]
+    assert [int(sched["layout"].pairs[s]) for s in slots] == [int(op[0]) for op in ops]
+    return theta, phi, out
+
+
+def _assert_same_phases(ph, theta, phi, out):
+    """theta and output phases to ~1e-12; phi on the circle, weighted by sin(theta) (phi of a bar-state
+    MZI is ill-conditioned: it multiplies only the nulled, ~0 entry). The moved phases sum rounding along
+    chains of up to N/2 MZIs, so the bound grows as N x 1e-14 past N = 100."""
+    tol = max(BOUND["reconstruction"], 1e-14 * ph.layout.n_modes)
+    np.testing.assert_allclose(ph.theta, theta, rtol=0, atol=tol)
+    np.testing.assert_allclose(np.sin(ph.theta) * np.exp(1j * ph.phi), np.sin(theta) * np.exp(1j * phi),
+                               rtol=0, atol=tol)
+    np.testing.assert_allclose(np.exp(1j * ph.out_phase), np.exp(1j * out), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [2, 3, 7, 16, 64])
+def test_phases_equal_numpy_reference(kind, n):
+    """The same nulling gives the same phases as the float64 NumPy reference."""
+    u = haar_unitary(n, np.random.default_rng([31, n]))
+    _assert_same_phases(pc.decompose(u, kind), *_reference_phases(u, kind))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_phases_equal_numpy_reference_n256(kind):
+    u = haar_unitary(256, np.random.default_rng(32))
+    _assert_same_phases(pc.decompose(u, kind), *_reference_phases(u, kind))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_phases_of_structured_unitaries_equal_reference(kind):
+    """Exact zeros and signed zeros in the input: the reference's conventions (phi = 0 where the nulled
+    entry is 0, arg of -0 is pi). (Where an entry the reference nulls exactly is a rounding residue
+    instead, its phase is arbitrary; the permutation test below checks those by reconstruction only.)"""
+    n = 5
+    r = np.random.default_rng(33)
+    block = np.eye(n, dtype=complex)
+    block[:2, :2] = haar_unitary(2, r)
+    for u in (np.eye(n), -np.eye(n), np.diag(np.exp(1j * r.uniform(0, 2 * np.pi, n))), block):
+        _assert_same_phases(pc.decompose(u, kind), *_reference_phases(u, kind))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("b", [33, 300])
+def test_chunked_batches_equal_loop_exactly(kind, b):
+    """Batches cut into several chunks (and padded) give bitwise the results of one-by-one calls."""
+    us = haar_unitary(8, np.random.default_rng([34, b]), size=b)
+    batch = pc.decompose(us, kind)
+    for i in (0, 17, b - 1):
+        one = pc.decompose(us[i], kind)
+        np.testing.assert_array_equal(one.theta, batch.theta[i])
+        np.testing.assert_array_equal(one.phi, batch.phi[i])
+        np.testing.assert_array_equal(one.out_phase, batch.out_phase[i])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_reconstruction_haar_n1024(kind):
+    u = haar_unitary(1024, np.random.default_rng(35))
+    ph = pc.decompose(u, kind)
     rebuilt = mesh_matrix_np(ph.layout, ph.theta, ph.phi, ph.out_phase)
     np.testing.assert_allclose(rebuilt, u, rtol=0, atol=BOUND["reconstruction"])
 
@@ -213,6 +347,16 @@ def test_unitarity_tolerance_is_respected():
         pc.decompose(u * (1 + 1e-10), "reck", atol=1e-12)
 
 
+def test_unitarity_check_reports_the_deviation():
+    """For U = (1 + e) V the check measures e (= max |U U^H - I| / 2 to first order)."""
+    u = haar_unitary(6, np.random.default_rng(36)) * (1 + 3e-9)
+    with pytest.raises(InvalidInputError, match=r"unitary must be unitary to atol=1e-09; got a deviation of 3e-09"):
+        pc.decompose(u, "clements", atol=1e-9)
+    batch = np.stack([haar_unitary(6, np.random.default_rng(37)), u])
+    with pytest.raises(InvalidInputError, match=r"batch item 1"):
+        pc.decompose(batch, "reck", atol=1e-9)
+
+
 @pytest.mark.parametrize(
     "bad",
     [np.ones((3, 4)), np.ones(4), np.ones((2, 3, 4)), np.ones((2, 2, 2, 2)), np.zeros((0, 0))],
@@ -246,7 +390,7 @@ def test_rejects_unknown_kind():
 
 
 def test_second_call_does_not_retrace():
-    cache = decompose_module._decompose_batch
+    cache = decompose_module._decompose_jit
     us = haar_unitary(11, np.random.default_rng(12), size=2)
     pc.decompose(us[0], "clements")
     size = cache._cache_size()
