@@ -32,11 +32,13 @@ from photocomp.ir import PhaseMap, TileGrid
 from photocomp.mesh import MeshLayout
 from photocomp.phases import MeshPhases
 from photocomp.physical import (
+    amplitude,
     mesh_from_physical,
     mesh_to_physical,
     physical_coefficients,
     propagate_meshes,
     screen,
+    sincos,
 )
 
 __all__ = [
@@ -92,12 +94,13 @@ def attenuator_amplitude(internal, coupler_in=0.0, coupler_out=0.0, loss_db=0.0)
     Ideal couplers: ``(e^{i internal} - 1) / 2``; with ``internal = 2 sigma + pi``
     this is ``e^{i(sigma + pi)} cos(sigma)``.
     """
-    internal = jnp.asarray(internal)
-    a = jnp.pi / 4 + coupler_in
-    b = jnp.pi / 4 + coupler_out
-    ca_cb = jnp.cos(a) * jnp.cos(b)
-    amp = jax.lax.complex(ca_cb * jnp.cos(internal) - jnp.sin(a) * jnp.sin(b), ca_cb * jnp.sin(internal))
-    return amp * 10.0 ** (-jnp.asarray(loss_db) / 20.0)
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(
+        *(jnp.asarray(v).dtype for v in (internal, coupler_in, coupler_out)), jnp.float32))
+    sa, ca = sincos(jnp.pi / 4 + jnp.asarray(coupler_in, dtype=dtype))
+    sb, cb = sincos(jnp.pi / 4 + jnp.asarray(coupler_out, dtype=dtype))
+    si, ci = sincos(jnp.asarray(internal, dtype=dtype))
+    amp = jax.lax.complex(ca * cb * ci - sa * sb, ca * cb * si)
+    return amp * amplitude(loss_db)
 
 
 def settings_from_program(pm: PhaseMap) -> Settings:
@@ -138,7 +141,8 @@ def _tile_apply(chip: Chip, s: Settings, z):
     """Apply each tile's core to fields z (T, K[, B]); gain not applied."""
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(z.dtype, jnp.complex64, jnp.asarray(s.v_int).dtype))
     core = lambda *a: _tile_core(chip, s.layout, *a)  # noqa: E731
-    return jax.vmap(core)(s.v_int, s.v_ext, s.v_out, s.att, s.u_int, s.u_ext, s.u_out, z.astype(dtype))
+    phases = (jnp.asarray(a) for a in (s.v_int, s.v_ext, s.v_out, s.att, s.u_int, s.u_ext, s.u_out))
+    return jax.vmap(core)(*phases, z.astype(dtype))
 
 
 def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True):

@@ -24,6 +24,11 @@ from photocomp.physical import ideal_coefficients, propagate_meshes, screen
 __all__ = ["forward", "tile_matrices", "program_matrix", "apply_meshes"]
 
 
+def _arrays(*leaves):
+    """jax arrays of the leaves (vmapping raw numpy leaves trips custom-derivative functions inside)."""
+    return tuple(jnp.asarray(a) for a in leaves)
+
+
 def _complex_dtype(*arrays):
     return jax.dtypes.canonicalize_dtype(jnp.result_type(*(jnp.asarray(a).dtype for a in arrays), jnp.complex64))
 
@@ -38,7 +43,7 @@ def apply_meshes(mp: MeshPhases, x):
         y = propagate_meshes(lay, [ideal_coefficients(t, p, dtype=dtype)], [], xi)
         return screen(o, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
 
-    return jax.vmap(one)(mp.theta, mp.phi, mp.out_phase, x.astype(dtype))
+    return jax.vmap(one)(*_arrays(mp.theta, mp.phi, mp.out_phase), x.astype(dtype))
 
 
 def _tiles_apply(pm: PhaseMap, z):
@@ -58,8 +63,8 @@ def _tiles_apply(pm: PhaseMap, z):
 
     rdtype = jnp.real(jnp.zeros((), dtype)).dtype
     sigma = jnp.asarray(pm.sigma, dtype=rdtype)
-    return jax.vmap(one)(pm.v.theta, pm.v.phi, pm.v.out_phase, sigma, pm.u.theta, pm.u.phi, pm.u.out_phase,
-                         z.astype(dtype))
+    return jax.vmap(one)(*_arrays(pm.v.theta, pm.v.phi, pm.v.out_phase, sigma, pm.u.theta, pm.u.phi,
+                                  pm.u.out_phase), z.astype(dtype))
 
 
 def _tile_inputs(pm: PhaseMap, x):

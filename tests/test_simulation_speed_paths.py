@@ -342,3 +342,25 @@ def test_second_call_does_not_recompile(tiled_chip):
         f(s)
         f(s.replace(v_int=np.asarray(s.v_int) + 0.1))
         assert f._cache_size() == 1
+
+
+# ---- the vectorised sin/cos ------------------------------------------------------------------------------
+
+def test_sincos_is_within_one_ulp_of_numpy():
+    from photocomp.physical import sincos
+
+    rng = np.random.default_rng(10)
+    x = np.concatenate([rng.uniform(-7, 7, 20000), rng.uniform(-1e6, 1e6, 20000),
+                        np.arange(-8, 9) * np.pi / 4, [0.0, -0.0, 1e-300, 5e-324, np.nextafter(np.pi / 4, 1)]])
+    with jax.enable_x64(True):
+        s, c = (np.asarray(v) for v in jax.jit(sincos)(x))
+        ds = np.asarray(jax.vmap(jax.grad(lambda t: sincos(t)[0] + 2 * sincos(t)[1]))(x[:100]))
+        dc = np.asarray(jax.jvp(lambda t: sincos(t)[1], (x[:100],), (np.ones(100),))[1])
+        nan = np.asarray(sincos(np.array([np.nan, np.inf, -np.inf]))[0])
+    np.testing.assert_allclose(s, np.sin(x), rtol=0, atol=1.2e-16)
+    np.testing.assert_allclose(c, np.cos(x), rtol=0, atol=1.2e-16)
+    np.testing.assert_allclose(ds, np.cos(x[:100]) - 2 * np.sin(x[:100]), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(dc, -np.sin(x[:100]), rtol=0, atol=1e-15)
+    assert np.isnan(nan).all()
+    s32, c32 = sincos(x[:100].astype(np.float32))
+    assert s32.dtype == jnp.float32 and c32.dtype == jnp.float32
