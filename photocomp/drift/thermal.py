@@ -42,7 +42,10 @@ both sections; output shifters absorb the screen that reaches them. This
 push of phase screens is exact, so the thermal state moves the chip exactly
 like a change of heater phases: a flat ``(H,)`` vector per kelvin of each of
 ``a``, ``g_x``, ``g_y``. A balanced mesh (``dL = 0``) under uniform heating
-therefore gains the same phase on every output: a global phase.
+therefore gains the same phase on every output: a global phase. So does a
+gradient along the light. A gradient across the modes does not: every mode
+runs the whole length of the die, so it tilts the phases across the modes in
+proportion to that length, the mesh's strongest thermal sensitivity.
 
 References: J. Komma et al., "Thermo-optic coefficient of silicon at 1550 nm
 and cryogenic temperatures", Appl. Phys. Lett. 101, 041905 (2012) (dn/dT);
