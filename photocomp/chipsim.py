@@ -32,6 +32,7 @@ from photocomp.ir import PhaseMap, TileGrid
 from photocomp.mesh import MeshLayout
 from photocomp.phases import MeshPhases
 from photocomp.physical import (
+    _as_real,
     amplitude,
     mesh_from_physical,
     mesh_to_physical,
@@ -96,11 +97,11 @@ def attenuator_amplitude(internal, coupler_in=0.0, coupler_out=0.0, loss_db=0.0)
     """
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(
         *(jnp.asarray(v).dtype for v in (internal, coupler_in, coupler_out)), jnp.float32))
-    sa, ca = sincos(jnp.pi / 4 + jnp.asarray(coupler_in, dtype=dtype))
-    sb, cb = sincos(jnp.pi / 4 + jnp.asarray(coupler_out, dtype=dtype))
-    si, ci = sincos(jnp.asarray(internal, dtype=dtype))
+    sa, ca = sincos(_as_real(coupler_in, dtype) + np.pi / 4)
+    sb, cb = sincos(_as_real(coupler_out, dtype) + np.pi / 4)
+    si, ci = sincos(_as_real(internal, dtype))
     amp = jax.lax.complex(ca * cb * ci - sa * sb, ca * cb * si)
-    return amp * amplitude(loss_db)
+    return amp * amplitude(_as_real(loss_db, dtype))
 
 
 def settings_from_program(pm: PhaseMap) -> Settings:

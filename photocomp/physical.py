@@ -193,16 +193,23 @@ def sincos(x):
     ``r in [-pi/4, pi/4]`` by ``k = round(2x/pi)`` with pi/2 in three parts
     (Cody-Waite), and ``sin r``, ``cos r`` are their Taylor series to order
     17/18 (truncation below 1e-19), then swapped by the quadrant ``k mod 4``.
-    Within 1 ulp of ``numpy`` for ``|x| < 1.6e6`` rad (tested); autodiff
-    differentiates the polynomials (``k`` is locally constant), which agree
-    with ``(cos x, -sin x)`` to rounding.
+    Within 1 ulp of ``numpy`` for ``|x| < 1.6e6`` rad (tested); the
+    derivative is ``(cos x, -sin x)`` from the same values. Constants (not
+    traced) go through ``numpy`` at trace time.
     """
-    x = jnp.asarray(x)
+    if not isinstance(x, jax.core.Tracer):  # a constant (e.g. a chip's errors): exact, and nothing to compile
+        x = np.asarray(x)
+        if x.dtype.kind != "f":
+            x = x.astype(jax.dtypes.canonicalize_dtype(np.float64))
+        with np.errstate(invalid="ignore"):  # sin(inf) is NaN, as in jax, without a warning
+            return jnp.asarray(np.sin(x)), jnp.asarray(np.cos(x))
     if x.dtype != jnp.float64:
         return jnp.sin(x), jnp.cos(x)
-    return _sincos64(x)
+    # the add gives a traced value even where a transformation holds a raw numpy array
+    return _sincos64(x + 0.0)
 
 
+@jax.custom_jvp
 def _sincos64(x):
     k = jnp.round(x * (2 / np.pi))
     r = ((x - k * _P1) - k * _P2) - k * _P3
@@ -215,6 +222,20 @@ def _sincos64(x):
     return sin, cos
 
 
+@_sincos64.defjvp
+def _sincos64_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    s, c = _sincos64(x)
+    return (s, c), (c * dx, -s * dx)
+
+
+def _as_real(v, rdtype):
+    """``v`` in the real dtype: numpy stays numpy (so constants are evaluated at trace time), tracers stay jax."""
+    if isinstance(v, jax.core.Tracer):
+        return v.astype(rdtype)
+    return np.asarray(v, dtype=rdtype)
+
+
 def _unit(phase):
     """``e^{i phase}`` from :func:`sincos`."""
     s, c = sincos(phase)
@@ -223,7 +244,12 @@ def _unit(phase):
 
 def amplitude(loss_db):
     """Field amplitude ``10^(-loss_db / 20)`` of an insertion loss in dB (as ``exp``, which XLA vectorises)."""
-    return jnp.exp(jnp.asarray(loss_db) * (-np.log(10.0) / 20.0))
+    if not isinstance(loss_db, jax.core.Tracer):
+        loss_db = np.asarray(loss_db)
+        if loss_db.dtype.kind != "f":
+            loss_db = loss_db.astype(jax.dtypes.canonicalize_dtype(np.float64))
+        return jnp.asarray(10.0 ** (-loss_db / 20.0))
+    return jnp.exp(loss_db * (-np.log(10.0) / 20.0))
 
 
 def physical_coefficients(lay: MeshLayout, internal, external, coupler_in=0.0, coupler_out=0.0, loss_db=0.0,
@@ -250,9 +276,9 @@ def physical_coefficients(lay: MeshLayout, internal, external, coupler_in=0.0, c
     rdtype = _real_dtype(dtype)
     m = lay.n_mzi
     bcast = lambda v: jnp.broadcast_to(jnp.asarray(v, dtype=rdtype), (m,))  # noqa: E731
-    sa, ca = sincos(np.pi / 4 + bcast(coupler_in))
-    sb, cb = sincos(np.pi / 4 + bcast(coupler_out))
-    g = amplitude(bcast(loss_db))
+    sa, ca = sincos(_as_real(coupler_in, rdtype) + np.pi / 4)
+    sb, cb = sincos(_as_real(coupler_out, rdtype) + np.pi / 4)
+    sa, ca, sb, cb, g = (bcast(v) for v in (sa, ca, sb, cb, amplitude(_as_real(loss_db, rdtype))))
     u = _unit(bcast(internal))
     v = _unit(bcast(external))
     m00 = (g * v) * (ca * cb * u - sa * sb)
