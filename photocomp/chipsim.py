@@ -34,6 +34,7 @@ from photocomp.phases import MeshPhases
 from photocomp.physical import (
     _as_real,
     amplitude,
+    fold_batches,
     mesh_from_physical,
     mesh_to_physical,
     physical_coefficients,
@@ -166,20 +167,16 @@ def chip_matrix(chip: Chip, s: Settings):
 def chip_forward(chip: Chip, s: Settings, x, detection: str = "coherent"):
     """Field ``x`` (N,) or (N, B) through the chip; returns (M,) or (M, B).
 
-    A batch of at least K fields goes through the tiles' matrices (one scan
-    on the identity, then a matrix product); fewer fields are propagated.
+    A batch of at least K fields, ``(N, B)`` or under ``jax.vmap`` over ``x``
+    with shared settings, goes through the tiles' matrices (one scan on the
+    identity, then a matrix product); fewer fields are propagated.
     """
     from photocomp.simulate import _accumulate, _tile_inputs
 
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.complexfloating):
         x = x.astype(jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64)))
-    zin = _tile_inputs(s, x)
-    if x.ndim == 2 and x.shape[1] >= s.grid.tile:
-        mats = chip_tile_matrices(chip, s, with_gain=False)
-        z = jnp.einsum("tij,tjb->tib", mats, zin.astype(mats.dtype))
-    else:
-        z = _tile_apply(chip, s, zin)
+    z = fold_batches(lambda s, z: _tile_apply(chip, s, z))(s, _tile_inputs(s, x))
     z = z * jnp.asarray(s.gain).reshape((-1,) + (1,) * (z.ndim - 1))
     y = _accumulate(s, z)
     return jnp.abs(y) ** 2 if detection == "intensity" else y

@@ -420,3 +420,54 @@ def _with_screen(lay: MeshLayout, y, out_phase):
 def screen(out_phase, dtype):
     """``e^{i out_phase}`` as a complex array of ``dtype`` (cos/sin, no complex exp)."""
     return _unit(jnp.asarray(out_phase, dtype=_real_dtype(dtype))).astype(dtype)
+
+
+def fold_batches(apply):
+    """Wrap a linear tile simulator so that batches of fields go through the tiles' matrices.
+
+    Args:
+      apply: ``apply(params, z) -> y``, linear in the fields ``z`` of shape
+        ``(T, K)`` or ``(T, K, B)`` (tiles first), e.g. a program's meshes.
+
+    Returns:
+      ``f(params, z)``, equal to ``apply(params, z)``. For ``z`` of shape
+      ``(T, K, B)`` with ``B >= K``, and under ``jax.vmap`` over ``z`` alone
+      (``params`` shared) with a batch of at least ``K``, it computes the
+      ``(T, K, K)`` matrices ``apply(params, I)`` once and multiplies them
+      into the batch: K propagations instead of B. Derivatives (``jvp``,
+      ``grad``) are those of ``apply`` itself.
+    """
+
+    def identities(z):
+        t, k = z.shape[0], z.shape[1]
+        return jnp.broadcast_to(jnp.eye(k, dtype=z.dtype), (t, k, k))
+
+    def direct(params, z):
+        if z.ndim == 3 and z.shape[2] >= z.shape[1]:
+            mats = apply(params, identities(z))
+            return jnp.einsum("tij,tjb->tib", mats, z.astype(mats.dtype))
+        return apply(params, z)
+
+    @jax.custom_batching.custom_vmap
+    def batched(params, z):
+        return direct(params, z)
+
+    @batched.def_vmap
+    def _rule(axis_size, in_batched, params, z):
+        params_batched, z_batched = in_batched
+        shared = not any(jax.tree_util.tree_leaves(params_batched))
+        if z_batched and shared and z.ndim == 3 and axis_size >= z.shape[2]:
+            mats = apply(params, identities(z[0]))  # z: (batch, T, K)
+            return jnp.einsum("tij,stj->sti", mats, z.astype(mats.dtype)), True
+        in_axes = (jax.tree_util.tree_map(lambda b: 0 if b else None, params_batched), 0 if z_batched else None)
+        return jax.vmap(direct, in_axes=in_axes)(params, z), True
+
+    @jax.custom_jvp
+    def folded(params, z):
+        return batched(params, z)
+
+    @folded.defjvp
+    def _jvp(primals, tangents):
+        return jax.jvp(direct, primals, tangents)
+
+    return folded

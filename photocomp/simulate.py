@@ -6,9 +6,10 @@ caches key on structure and phases flow as data.
 
 Each tile's V mesh, attenuator column and U mesh run as one scan over the
 meshes' column steps (:func:`photocomp.physical.propagate_meshes`). A batch
-of at least K fields ``(N, B)`` goes through the tiles' K x K matrices
-instead (one scan on the identity, then a matrix product), which costs K
-propagations instead of B.
+of at least K fields (``(N, B)``, or ``jax.vmap`` over the fields with the
+phases shared) goes through the tiles' K x K matrices instead (one scan on
+the identity, then a matrix product), which costs K propagations instead of
+B.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from photocomp.ir import PhaseMap
 from photocomp.phases import MeshPhases
-from photocomp.physical import ideal_coefficients, propagate_meshes, screen
+from photocomp.physical import fold_batches, ideal_coefficients, propagate_meshes, screen
 
 __all__ = ["forward", "tile_matrices", "program_matrix", "apply_meshes"]
 
@@ -92,19 +93,15 @@ def forward(pm: PhaseMap, x, detection: str = "coherent"):
     Each tile applies its V mesh, the attenuator column (amplitude
     ``cos(sigma)``), its U mesh and its gain; partial products of the tiles in
     one block row are summed electronically. With ``detection="intensity"``
-    the result is ``|y|^2``. A batch of at least K fields goes through the
-    tiles' matrices (:func:`tile_matrices`); the result is the same to
-    rounding.
+    the result is ``|y|^2``. A batch of at least K fields, ``(N, B)`` or
+    under ``jax.vmap`` over ``x`` with shared ``pm``, goes through the tiles'
+    matrices (:func:`photocomp.physical.fold_batches`); the result is the
+    same to rounding.
     """
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.complexfloating):
         x = x.astype(jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64)))
-    z = _tile_inputs(pm, x)
-    if x.ndim == 2 and x.shape[1] >= pm.grid.tile:
-        mats = _tiles_apply(pm, _identities(pm, _complex_dtype(z, pm.v.theta, pm.sigma)))
-        z = jnp.einsum("tij,tjb->tib", mats, z.astype(mats.dtype))
-    else:
-        z = _tiles_apply(pm, z)
+    z = fold_batches(_tiles_apply)(pm, _tile_inputs(pm, x))
     z = z * _expand(jnp.asarray(pm.gain), z)
     y = _accumulate(pm, z)
     if detection == "intensity":

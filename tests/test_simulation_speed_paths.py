@@ -366,3 +366,38 @@ def test_sincos_is_within_one_ulp_of_numpy():
     assert np.isnan(nan).all()
     s32, c32 = sincos(x[:100].astype(np.float32))
     assert s32.dtype == jnp.float32 and c32.dtype == jnp.float32
+
+
+# ---- batches folded into the tile matrices under jax.vmap ---------------------------------------------------
+
+def test_vmapped_forward_folds_and_keeps_every_transformation(tiled_chip):
+    """vmap over x with shared phases goes through the tile matrices; vmap over phases, grad, jvp still work."""
+    prog, chip, s = tiled_chip
+    pm = prog.phase_map
+    rng = np.random.default_rng(11)
+    xs = jnp.asarray(rng.normal(size=(9, 10)) + 1j * rng.normal(size=(9, 10)))
+    want = pm.grid.join(ref_ideal_tiles(pm))
+    with jax.enable_x64(True):
+        folded = np.asarray(jax.jit(jax.vmap(simulate.forward, in_axes=(None, 0)))(pm, xs))
+        few = np.asarray(jax.vmap(simulate.forward, in_axes=(None, 0))(pm, xs[:3]))  # fewer than K: propagated
+        chip_folded = np.asarray(jax.vmap(lambda x: chip_forward(chip, s, x))(xs))
+        # per-example phases: propagated, one program per example
+        pms = jax.tree_util.tree_map(lambda a: np.stack([a, a + 0.01]), pm)
+        per_example = np.asarray(jax.vmap(simulate.forward)(pms, xs[:2]))
+        second = np.asarray(simulate.forward(jax.tree_util.tree_map(lambda a: a[1], pms), xs[1]))
+
+        def loss(theta, batch):
+            p = pm.replace(u=dataclasses.replace(pm.u, theta=theta))
+            return jnp.sum(jnp.abs(batch(p)) ** 2)
+
+        theta = jnp.asarray(pm.u.theta)
+        vmapped = lambda t: loss(t, lambda p: jax.vmap(simulate.forward, in_axes=(None, 0))(p, xs))  # noqa: E731
+        looped = lambda t: loss(t, lambda p: jnp.stack([simulate.forward(p, x) for x in xs]))  # noqa: E731
+        g_v, g_l = jax.grad(vmapped)(theta), jax.grad(looped)(theta)
+        check_grads(vmapped, (theta,), order=1, modes=("fwd", "rev"), atol=TOL["fd_atol"], rtol=TOL["fd_rtol"])
+    np.testing.assert_allclose(folded, np.asarray(xs) @ want.T, rtol=0, atol=TOL["field"] * 100)
+    np.testing.assert_allclose(few, np.asarray(xs[:3]) @ want.T, rtol=0, atol=TOL["field"] * 100)
+    want_chip = pm.grid.join(ref_chip_tiles(chip, s) * np.asarray(s.gain)[:, None, None])
+    np.testing.assert_allclose(chip_folded, np.asarray(xs) @ want_chip.T, rtol=0, atol=TOL["field"] * 100)
+    np.testing.assert_allclose(per_example[1], second, rtol=0, atol=TOL["field"])
+    np.testing.assert_allclose(np.asarray(g_v), np.asarray(g_l), rtol=0, atol=TOL["grad"] * 100)
