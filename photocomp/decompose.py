@@ -436,11 +436,19 @@ def _decompose_batch(u, kind: str, chunk: int):
 _decompose_jit = jax.jit(_decompose_batch, static_argnames=("kind", "chunk"))
 
 
-def _shard_map():
-    fn = getattr(jax, "shard_map", None)
-    if fn is None:  # older JAX
-        from jax.experimental.shard_map import shard_map as fn
-    return fn
+def _shard_map(fn, mesh, in_specs, out_specs):
+    """``jax.shard_map`` of a purely per-shard ``fn`` (no collectives), across JAX versions.
+
+    The replication checks are off: the loops inside start from constants and
+    carry per-shard data, which the checker would ask to be cast explicitly.
+    """
+    smap = getattr(jax, "shard_map", None)
+    if smap is None:  # older JAX
+        from jax.experimental.shard_map import shard_map as smap
+    try:
+        return smap(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    except TypeError:
+        return smap(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
 
 
 @functools.lru_cache(maxsize=32)
@@ -450,13 +458,72 @@ def _sharded(kind: str, chunk: int, devices: tuple):
 
     mesh = Mesh(np.asarray(devices, dtype=object), ("batch",))
     spec = PartitionSpec("batch")
-    fn = _shard_map()(
-        functools.partial(_decompose_batch, kind=kind, chunk=chunk),
-        mesh=mesh,
-        in_specs=(spec,),
-        out_specs=(spec,) * 4,
-    )
+    fn = _shard_map(functools.partial(_decompose_batch, kind=kind, chunk=chunk), mesh, (spec,), (spec,) * 4)
     return jax.jit(fn), mesh
+
+
+def _devices(devices=None) -> tuple:
+    return tuple(jax.devices() if devices is None else devices)
+
+
+def _tile_mesh(devices: tuple):
+    from jax.sharding import Mesh
+
+    return Mesh(np.asarray(devices, dtype=object), ("tiles",))
+
+
+@functools.lru_cache(maxsize=64)
+def _tile_program(fn, static: tuple, chunk: int, devices: tuple, n_in: int):
+    """jit of ``fn`` mapped over chunks of ``chunk`` items, sharded over ``devices`` along axis 0."""
+    kwargs = dict(static)
+
+    def local(*arrays):
+        b = arrays[0].shape[0]
+        if b == chunk:
+            return fn(*arrays, **kwargs)
+        chunks = tuple(a.reshape((b // chunk, chunk) + a.shape[1:]) for a in arrays)
+        out = lax.map(lambda xs: fn(*xs, **kwargs), chunks)
+        return tuple(o.reshape((b,) + o.shape[2:]) for o in out)
+
+    if len(devices) == 1:
+        return jax.jit(local)
+    from jax.sharding import PartitionSpec
+
+    spec = PartitionSpec("tiles")
+    return jax.jit(_shard_map(local, _tile_mesh(devices), (spec,) * n_in, spec))
+
+
+def run_tiles(fn, arrays, *, chunk: int, static: dict | None = None, devices=None):
+    """Run a per-tile program over the leading (tile) axis of ``arrays``, sharded across devices.
+
+    ``fn(*chunk_arrays, **static)`` maps arrays with a leading axis of
+    ``chunk`` items to a tuple of arrays with the same leading axis. The tiles
+    are padded (by repeating the last one) to a bounded set of sizes that are
+    multiples of ``chunk`` x the number of devices, split evenly across ``devices`` (default: all JAX
+    devices) with ``jax.shard_map`` over a one-axis device mesh, and each
+    device maps ``fn`` over its chunks with ``lax.map`` (bounded memory,
+    cache-sized work). Runs in float64. ``fn`` and ``static`` must be hashable
+    (a module-level function and plain values): the compiled program is
+    cached on them.
+
+    Returns:
+      tuple of numpy arrays, padding removed.
+    """
+    devices = _devices(devices)
+    arrays = [np.asarray(a) for a in arrays]
+    b = arrays[0].shape[0]
+    nd = len(devices) if b >= len(devices) else 1
+    devices = devices[:nd]
+    size = _bucket(b, nd * chunk)  # few distinct sizes, few recompiles
+    if size != b:
+        arrays = [np.concatenate([a, np.broadcast_to(a[-1:], (size - b,) + a.shape[1:])]) for a in arrays]
+    program = _tile_program(fn, tuple(sorted((static or {}).items())), chunk, devices, len(arrays))
+    with jax.enable_x64(True):
+        if nd > 1:
+            sharding = jax.sharding.NamedSharding(_tile_mesh(devices), jax.sharding.PartitionSpec("tiles"))
+            arrays = [jax.device_put(a, sharding) for a in arrays]
+        out = program(*arrays)
+        return tuple(np.asarray(o)[:b] for o in out)
 
 
 def _bucket(b: int, quantum: int) -> int:
@@ -490,6 +557,66 @@ def decompose_many(u, kind: str, *, devices=None):
         else:
             out = _decompose_jit(jax.device_put(u, devices[0]), kind=kind, chunk=chunk)
         return tuple(np.asarray(a, dtype=np.float64)[:b] for a in out)
+
+
+# ---- checking compiled meshes ----------------------------------------------------------
+
+
+def _check_chunk(v_theta, v_phi, v_out, u_theta, u_phi, u_out, vh, u, *rest, kind: str, with_error: bool):
+    """Rebuild a chunk of tiles' V and U meshes; fidelities against ``vh``/``u`` and the tile error.
+
+    ``rest`` is ``(sigma, gain, block, rows, cols)`` when ``with_error``: the
+    squared Frobenius error of ``gain U diag(cos sigma) V`` against ``block``
+    over the tile's first ``rows`` x ``cols`` entries (the rest is padding).
+    """
+    from photocomp.metrics import fidelity
+    from photocomp.simulate import apply_meshes
+
+    c, k = vh.shape[0], vh.shape[-1]
+    lay = nulling_schedule(kind, k)["layout"]
+    eye = jnp.broadcast_to(jnp.eye(k, dtype=jnp.complex128), (c, k, k))
+    v_hat = apply_meshes(MeshPhases(lay, v_theta, v_phi, v_out), eye)
+    u_hat = apply_meshes(MeshPhases(lay, u_theta, u_phi, u_out), eye)
+    out = (fidelity(vh, v_hat), fidelity(u, u_hat))
+    if not with_error:
+        return out
+    sigma, gain, block, rows, cols = rest
+    tile = gain[:, None, None] * ((u_hat * jnp.cos(sigma)[:, None, :]) @ v_hat)
+    i = jnp.arange(k)
+    mask = (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
+    err2 = jnp.sum(jnp.where(mask, jnp.abs(block - tile) ** 2, 0.0), axis=(1, 2))
+    return out + (err2,)
+
+
+def check_tiles(pm, vh, u, blocks=None, *, devices=None):
+    """Rebuild every tile's meshes from a phase map and measure them, sharded across devices.
+
+    Args:
+      pm: the :class:`~photocomp.ir.PhaseMap`.
+      vh, u: the factors the V and U meshes should implement, (n_tiles, K, K).
+      blocks: the zero-padded tiles (n_tiles, K, K) of the compiled matrix, or
+        ``None`` to skip the tile errors.
+
+    Returns:
+      ``(fid_v, fid_u, err2)``: per-tile fidelities |Tr(A^H B)|^2 / K^2 of the
+      rebuilt meshes and (when ``blocks`` is given, else ``None``) the squared
+      Frobenius error of ``gain U diag(cos sigma) V^H`` over the unpadded part
+      of each tile, so that ``sqrt(sum(err2))`` is ``||W - W_hat||_F``.
+    """
+    k = pm.grid.tile
+    arrays = [pm.v.theta, pm.v.phi, pm.v.out_phase, pm.u.theta, pm.u.phi, pm.u.out_phase,
+              np.asarray(vh, np.complex128), np.asarray(u, np.complex128)]
+    if blocks is not None:
+        g = pm.grid
+        rows = np.minimum(g.out_dim - g.tile_rows * k, k)
+        cols = np.minimum(g.in_dim - g.tile_cols * k, k)
+        arrays += [pm.sigma, pm.gain, np.asarray(blocks, np.complex128), rows, cols]
+    arrays = [np.asarray(a, np.float64) if np.asarray(a).dtype.kind == "f" else a for a in arrays]
+    cap = 8 if _devices(devices)[0].platform == "cpu" else 256
+    chunk = min(cap, 1 << (pm.n_tiles - 1).bit_length())
+    out = run_tiles(_check_chunk, arrays, chunk=chunk, devices=devices,
+                    static={"kind": pm.mesh_kind, "with_error": blocks is not None})
+    return out if blocks is not None else out + (None,)
 
 
 def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: float = 1e-8) -> MeshPhases:

@@ -1,0 +1,123 @@
+"""Tiles across devices and strips: a compile sharded over several JAX devices, or run in strips of
+block rows, gives the phase map of a one-device, one-piece compile."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import photocomp as pc
+import photocomp.compiler as compiler
+from conftest import haar_unitary, random_matrix
+from photocomp.errors import InvalidInputError
+
+# Runs in a fresh process, where XLA_FLAGS can still set the number of host devices.
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import photocomp as pc
+    from photocomp.decompose import run_tiles
+
+    def device_of_tile(x):
+        return (jnp.full(x.shape[:1], jax.lax.axis_index("tiles")),)
+
+    w = np.random.default_rng(40).standard_normal((100, 70)) + 1j * np.random.default_rng(41).standard_normal((100, 70))
+    pm = pc.compile(w, "clements-8").phase_map
+    us = np.load(sys.argv[2])
+    ph = pc.decompose(us, "reck")
+    where = run_tiles(device_of_tile, [np.zeros(64)], chunk=2)[0] if jax.device_count() > 1 else np.zeros(64)
+    np.savez(sys.argv[1], devices=jax.device_count(), where=where,
+             v_theta=pm.v.theta, v_phi=pm.v.phi, v_out=pm.v.out_phase, sigma=pm.sigma,
+             u_theta=pm.u.theta, u_phi=pm.u.phi, u_out=pm.u.out_phase, gain=pm.gain,
+             r_theta=ph.theta, r_phi=ph.phi, r_out=ph.out_phase)
+    """
+)
+KEYS = ("v_theta", "v_phi", "v_out", "sigma", "u_theta", "u_phi", "u_out", "gain", "r_theta", "r_phi", "r_out")
+
+
+def _run(tmp_path, devices: int) -> dict:
+    us = tmp_path / "us.npy"
+    if not us.exists():
+        np.save(us, haar_unitary(6, np.random.default_rng(42), size=37))
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+    env["JAX_PLATFORMS"] = "cpu"  # host devices are the ones the flag multiplies
+    out = tmp_path / f"run{devices}.npz"
+    subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(us)], env=env, check=True, timeout=600,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with np.load(out) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_compile_sharded_over_four_devices_equals_one_device(tmp_path):
+    one = _run(tmp_path, 1)
+    four = _run(tmp_path, 4)
+    assert int(one["devices"]) == 1 and int(four["devices"]) == 4
+    # the tiles really were spread over the four devices, evenly
+    np.testing.assert_array_equal(np.bincount(four["where"].astype(int), minlength=4), [16, 16, 16, 16])
+    for key in KEYS:
+        assert one[key].shape == four[key].shape, key
+        np.testing.assert_allclose(four[key], one[key], rtol=0, atol=1e-12, err_msg=key)
+
+
+# ---- strips --------------------------------------------------------------------------------------
+
+PIPE = "validate | tile | svd | clements | canonicalize | quantize(bits=10) | lower"
+
+
+def _assert_same_program(a, b):
+    for name in ("v", "u"):
+        for field in ("theta", "phi", "out_phase"):
+            np.testing.assert_allclose(getattr(getattr(a.phase_map, name), field),
+                                       getattr(getattr(b.phase_map, name), field), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a.phase_map.sigma, b.phase_map.sigma, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a.phase_map.gain, b.phase_map.gain, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a.dense, b.dense, rtol=0, atol=1e-12)
+
+
+def test_compile_in_strips_equals_one_piece(monkeypatch):
+    w = random_matrix(np.random.default_rng(43), (61, 30), "complex")  # 8 x 4 tiles of 8, last row partial
+    whole = pc.compile(w, "clements-8", PIPE)
+    monkeypatch.setattr(compiler, "STRIP_BUDGET", 3 * 4 * compiler.TILE_COPIES * 16 * 8 * 8)  # 3 block rows
+    plan = compiler.memory_plan(w.shape, 8)
+    assert len(plan.strips) == 3 and plan.strips[-1][1] == 61
+    parts = pc.compile(w, "clements-8", PIPE)
+    _assert_same_program(parts, whole)
+    assert [r.name for r in parts.report.records] == [r.name for r in whole.report.records]
+    for key, value in whole.report["tile"].metrics.items():
+        assert parts.report["tile"].metrics[key] == value, key  # counts add up, the grid is the whole grid
+    assert parts.report["svd"].metrics["zero_tiles"] == whole.report["svd"].metrics["zero_tiles"]
+    for name in ("clements", "quantize", "lower"):  # relative errors recombined from the strips' norms
+        assert parts.report[name].metrics["matrix_error"] == pytest.approx(
+            whole.report[name].metrics["matrix_error"], rel=1e-9)
+    for key in ("matrix_error", "max_abs_error", "min_mesh_fidelity"):
+        assert parts.report.summary[key] == pytest.approx(whole.report.summary[key], rel=1e-9)
+
+
+def test_strips_progress_and_callback(monkeypatch):
+    monkeypatch.setattr(compiler, "STRIP_BUDGET", 2 * 2 * compiler.TILE_COPIES * 16 * 8 * 8)  # 2 block rows
+    seen = []
+    prog = pc.compile(np.ones((32, 16)), "clements-8", PIPE, callback=lambda p, rec, st: seen.append(p.name))
+    assert seen.count("validate") == 1 and seen.count("svd") == 2  # validate once, the rest per strip
+    assert prog.shape == (32, 16) and prog.n_tiles == 8
+    np.testing.assert_allclose(prog.matrix(), prog.dense, rtol=0, atol=1e-12)  # the joined map runs as one
+
+
+def test_memory_plan_fails_early_with_the_size():
+    with pytest.raises(InvalidInputError, match=r"weights of shape 4096x4096 \(4096 tiles of 64x64\) need about"):
+        compiler.memory_plan((4096, 4096), 64, available=1 << 28)
+    plan = compiler.memory_plan((4096, 4096), 64, available=16 << 30)
+    assert plan.peak_bytes <= 16 << 30 and sum(r1 - r0 for r0, r1 in plan.strips) == 4096
+
+
+def test_compile_refuses_what_cannot_fit(monkeypatch):
+    monkeypatch.setattr(compiler, "available_memory", lambda: 1 << 20)
+    with pytest.raises(InvalidInputError, match=r"GiB is available\. Compile a smaller matrix"):
+        pc.compile(np.ones((300, 300)), "clements-8")
