@@ -454,10 +454,10 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 @functools.lru_cache(maxsize=32)
 def _sharded(kind: str, chunk: int, devices: tuple):
     """jit of the chunked decomposition sharded over ``devices`` along the batch axis."""
-    from jax.sharding import Mesh, PartitionSpec
+    from jax.sharding import PartitionSpec
 
-    mesh = Mesh(np.asarray(devices, dtype=object), ("batch",))
-    spec = PartitionSpec("batch")
+    mesh = _tile_mesh(devices)
+    spec = PartitionSpec("tiles")
     fn = _shard_map(functools.partial(_decompose_batch, kind=kind, chunk=chunk), mesh, (spec,), (spec,) * 4)
     return jax.jit(fn), mesh
 
@@ -493,6 +493,21 @@ def _tile_program(fn, static: tuple, chunk: int, devices: tuple, n_in: int):
     return jax.jit(_shard_map(local, _tile_mesh(devices), (spec,) * n_in, spec))
 
 
+def _spread(a: np.ndarray, mesh):
+    """A host array split along axis 0 over ``mesh`` (each process supplies the shards it holds)."""
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tiles"))
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+
+def _gather(out) -> tuple:
+    """Host copies of a program's outputs, gathered from every process of a multi-host run."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        out = multihost_utils.process_allgather(out, tiled=True)
+    return tuple(np.asarray(o) for o in out)
+
+
 def run_tiles(fn, arrays, *, chunk: int, static: dict | None = None, devices=None):
     """Run a per-tile program over the leading (tile) axis of ``arrays``, sharded across devices.
 
@@ -520,10 +535,8 @@ def run_tiles(fn, arrays, *, chunk: int, static: dict | None = None, devices=Non
     program = _tile_program(fn, tuple(sorted((static or {}).items())), chunk, devices, len(arrays))
     with jax.enable_x64(True):
         if nd > 1:
-            sharding = jax.sharding.NamedSharding(_tile_mesh(devices), jax.sharding.PartitionSpec("tiles"))
-            arrays = [jax.device_put(a, sharding) for a in arrays]
-        out = program(*arrays)
-        return tuple(np.asarray(o)[:b] for o in out)
+            arrays = [_spread(a, _tile_mesh(devices)) for a in arrays]
+        return tuple(o[:b] for o in _gather(program(*arrays)))
 
 
 def _bucket(b: int, quantum: int) -> int:
@@ -553,7 +566,7 @@ def decompose_many(u, kind: str, *, devices=None):
     with jax.enable_x64(True):
         if nd > 1:
             fn, mesh = _sharded(kind, chunk, devices)
-            out = fn(jax.device_put(u, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))))
+            out = _gather(fn(_spread(u, mesh)))
         else:
             out = _decompose_jit(jax.device_put(u, devices[0]), kind=kind, chunk=chunk)
         return tuple(np.asarray(a, dtype=np.float64)[:b] for a in out)
