@@ -31,7 +31,11 @@ grow with the mesh. A diagonal between two meshes (an output screen, the
 attenuator column) is folded into the first step of the next mesh, so the V
 mesh, the attenuators and the U mesh of a chip tile run as one scan
 (:func:`propagate_meshes`). Physical MZI coefficients are closed forms in
-``cos``/``sin`` of the phases (:func:`physical_coefficients`). The
+``cos``/``sin`` of the phases (:func:`physical_coefficients`), with float64
+``sin``/``cos`` as a vectorised polynomial (:func:`sincos`; XLA's are scalar
+library calls on CPU) and a chip's constant errors evaluated with numpy at
+trace time. Batches of fields with shared settings go through the tiles'
+matrices instead of being propagated (:func:`fold_batches`). The
 straightforward column loop :func:`photocomp.mesh.apply_columns` over
 :func:`photocomp.convention.physical_mzi` products is the float64 reference
 the tests hold this engine to.
