@@ -75,7 +75,7 @@ def _rotation(a, b, left: bool):
     where the nulled entry is already 0 (the reference's convention). Written
     without trigonometry, from |a|, |b|, r = |(|a|, |b|)| and the unit phasors
     exp(i arg a), exp(i arg b) (arg as ``jnp.angle`` takes it, signed zeros
-    included, so the rotation agrees with the phases :func:`_angles` reports),
+    included, so the rotation agrees with the phases :func:`_phases` reports),
     and without sums of products (which the compiler may or may
     not fuse into FMAs depending on the vector width), so a unitary gives
     bitwise the same coefficients alone or in any batch.
@@ -278,23 +278,10 @@ def _reck_nulling(u):
 # ---- phases ------------------------------------------------------------------------
 
 
-def _angles(ab, left):
-    """theta, phi (rad) of every step from the entries ``ab`` (steps, 2, *T) it nulled.
-
-    The reference's formulas: right step tan theta = |a|/|b|, phi = arg a - arg b;
-    left step tan theta = |b|/|a|, phi = arg(-b) - arg a; phi = 0 where the
-    nulled entry is 0. These XLA ops give bitwise the same result whatever
-    batch width they are vectorised over, so a batch equals its unitaries
-    decomposed one by one.
-    """
-    a, b = ab[:, 0], ab[:, 1]
-    left = jnp.asarray(left).reshape((-1,) + (1,) * (a.ndim - 1))
-    na, nb = jnp.abs(a), jnp.abs(b)
-    num = jnp.where(left, nb, na)
-    den = jnp.where(left, na, nb)
-    theta = jnp.arctan2(num, den)
-    phi = jnp.where(left, jnp.angle(-b) - jnp.angle(a), jnp.angle(a) - jnp.angle(b))
-    return theta, jnp.where(num == 0, 0.0, phi)
+def _left_phases(ab, left_steps):
+    """phi (rad) of the left steps from the entries they nulled: arg(-b) - arg a, 0 where b = 0."""
+    a, b = ab[left_steps, 0], ab[left_steps, 1]
+    return jnp.where(jnp.abs(b) == 0, 0.0, jnp.angle(-b) - jnp.angle(a))
 
 
 @functools.lru_cache(maxsize=64)
@@ -303,55 +290,57 @@ def _push_levels(kind: str, n: int):
 
     The screen passes the left MZIs nearest first (reverse nulling order);
     MZIs on disjoint pairs commute, so each level holds MZIs on disjoint pairs
-    and is passed at once. Returns ``(steps, pairs)``, int arrays (levels,
-    width): the nulling step of each slot and its upper mode; padding slots
-    point at step N(N-1)/2 and mode N (dummy entries).
+    and is passed at once. Returns ``(slots, pairs)``, int arrays (levels,
+    width): the position of each MZI among the left steps (nulling order) and
+    its upper mode; padding slots point at position L (one past the last left
+    step) and mode N (dummy entries).
     """
     sched = nulling_schedule(kind, n)
-    order = np.flatnonzero(sched["left"])[::-1]
-    if not len(order):
+    n_left = int(sched["left"].sum())
+    if not n_left:
         return np.zeros((0, 1), np.int32), np.zeros((0, 1), np.int32)
-    ks = sched["k"][order]
+    order = np.arange(n_left)[::-1]  # push order, as positions among the left steps
+    ks = sched["k"][sched["left"]][order]
     free = np.zeros(n + 1, np.int64)
-    level = np.zeros(len(order), np.int64)
+    level = np.zeros(n_left, np.int64)
     for m, k in enumerate(ks):
         level[m] = max(free[k], free[k + 1])
         free[k] = free[k + 1] = level[m] + 1
     width = int(np.bincount(level).max())
-    steps = np.full((level.max() + 1, width), len(sched["k"]), np.int32)
+    slots = np.full((level.max() + 1, width), n_left, np.int32)
     pairs = np.full((level.max() + 1, width), n, np.int32)
     fill = np.zeros(level.max() + 1, np.int64)
-    for m in range(len(order)):  # push order is kept inside a level
-        steps[level[m], fill[level[m]]] = order[m]
+    for m in range(n_left):  # push order is kept inside a level
+        slots[level[m], fill[level[m]]] = order[m]
         pairs[level[m], fill[level[m]]] = ks[m]
         fill[level[m]] += 1
-    return steps, pairs
+    return slots, pairs
 
 
-def _push_screen(kind, n, theta, phi, alpha):
-    """Move the middle screen ``alpha`` (N, *T) out through the left MZIs; returns new (phi, alpha).
+def _push_screen(kind, n, phi_left, alpha):
+    """Move the middle screen ``alpha`` (N, *T) out through the left MZIs (phases ``phi_left``).
 
     Uses DESIGN.md's identity T^-1(theta, phi) diag(e^{i a}, e^{i b}) =
-    diag(e^{i (b - phi + pi)}, e^{i b}) T(theta, a - b + pi); theta is not needed.
-    Phases are wrapped at every pass (a mode is passed up to N/2 times).
+    diag(e^{i (b - phi + pi)}, e^{i b}) T(theta, a - b + pi); theta is not
+    needed. Phases are wrapped at every pass (a mode is passed up to N/2
+    times). Returns the left MZIs' new phases and the output screen.
     """
-    del theta
-    steps, pairs = _push_levels(kind, n)
-    if not len(steps):
-        return phi, alpha
+    slots, pairs = _push_levels(kind, n)
+    if not len(slots):
+        return phi_left, alpha
     tail = alpha.shape[1:]
     screen = jnp.concatenate([alpha, jnp.zeros((2,) + tail, alpha.dtype)])
-    phi_x = jnp.concatenate([phi, jnp.zeros((1,) + tail, phi.dtype)])
+    phi_x = jnp.concatenate([phi_left, jnp.zeros((1,) + tail, phi_left.dtype)])
 
-    def level(screen, slots):
-        st, k = slots
+    def level(screen, level_slots):
+        st, k = level_slots
         a, b, p = screen[k], screen[k + 1], phi_x[st]
         new_a, new_b, new_phi = convention.commute_through_inverse(None, p, a, b)
         screen = screen.at[k].set(convention.wrap_phase(new_a)).at[k + 1].set(convention.wrap_phase(new_b))
         return screen, new_phi
 
-    screen, new_phi = lax.scan(level, screen, (jnp.asarray(steps), jnp.asarray(pairs)))
-    phi_x = phi_x.at[jnp.asarray(steps).reshape(-1)].set(new_phi.reshape((-1,) + tail))
+    screen, new_phi = lax.scan(level, screen, (jnp.asarray(slots), jnp.asarray(pairs)))
+    phi_x = phi_x.at[jnp.asarray(slots).reshape(-1)].set(new_phi.reshape((-1,) + tail))
     return phi_x[:-1], screen[:n]
 
 
@@ -368,28 +357,73 @@ def _screen_deviation(d):
     return jnp.max(jnp.where(eye, jnp.abs(mag - 1.0), mag), axis=(0, 1))
 
 
-def _decompose_lines(u, kind: str):
-    """Decompose ``u`` (N, N, *T).
+def _layout_order(kind: str, n: int) -> np.ndarray:
+    """Nulling step of every layout position (the inverse of the schedule's ``slot``)."""
+    slot = nulling_schedule(kind, n)["slot"]
+    order = np.empty_like(slot)
+    order[slot] = np.arange(len(slot))
+    return order
 
-    Returns theta, phi (n_mzi, *T) in layout order, out_phase (N, *T) and the
-    screen deviation (*T) of :func:`_screen_deviation`.
+
+def _decompose_lines(u, kind: str):
+    """Null ``u`` (N, N, *T) and move the middle screen out (the device part of a decomposition).
+
+    Returns ``(ab, phi_left, out_phase, deviation)`` in layout order: the
+    entries every MZI's step nulled (n_mzi, 2, *T), the phases of the left
+    steps moved through the screen (n_mzi, *T; 0 at right steps), the output
+    screen (N, *T) and the screen deviation (*T) of :func:`_screen_deviation`.
+    :func:`_phases` turns them into phases.
     """
     n = u.shape[0]
     sched = nulling_schedule(kind, n)
-    rdtype = jnp.real(u).dtype
     tail = u.shape[2:]
     if n == 1:
-        empty = jnp.zeros((0,) + tail, rdtype)
-        return empty, empty, jnp.angle(u[0]), _screen_deviation(u)
+        return jnp.zeros((0, 2) + tail, u.dtype), jnp.zeros((0,) + tail), jnp.angle(u[0]), _screen_deviation(u)
     ab, d = (_clements_nulling if kind == "clements" else _reck_nulling)(u)
-    theta, phi = _angles(ab, sched["left"])
     alpha = jnp.angle(d[jnp.arange(n), jnp.arange(n)])
-    if kind == "clements":
-        phi, alpha = _push_screen(kind, n, theta, phi, alpha)
-    inverse = np.empty_like(sched["slot"])
-    inverse[sched["slot"]] = np.arange(len(inverse))
-    theta, phi = theta[inverse], phi[inverse]  # nulling order -> layout order
-    return theta, convention.wrap_phase(phi), convention.wrap_phase(alpha), _screen_deviation(d)
+    left_steps = np.flatnonzero(sched["left"])
+    phi_left, alpha = _push_screen(kind, n, _left_phases(ab, left_steps), alpha)
+    order = _layout_order(kind, n)
+    phi_left = jnp.zeros((len(order),) + tail, phi_left.dtype).at[sched["slot"][left_steps]].set(phi_left)
+    return ab[order], phi_left, alpha, _screen_deviation(d)
+
+
+def _wrap(x: np.ndarray) -> np.ndarray:
+    """:func:`photocomp.convention.wrap_phase` in NumPy: phases (rad) into [0, 2 pi).
+
+    Values in (-2 pi, 4 pi), all this module produces, take two selects instead
+    of a floating-point modulo (several times slower in NumPy).
+    """
+    two_pi = 2 * np.pi
+    if x.size and (x.min() <= -two_pi or x.max() >= 2 * two_pi):
+        w = np.mod(x, two_pi)
+    else:
+        w = np.where(x < 0, x + two_pi, np.where(x >= two_pi, x - two_pi, x))
+    return np.where((w >= two_pi) | (w <= 0), 0.0, w)
+
+
+def _phases(ab, phi_left, out_phase, kind: str):
+    """theta, phi (B, n_mzi) in layout order and the wrapped output phases (B, N), in NumPy.
+
+    theta and the phases of the right steps are the reference's formulas
+    (right step: tan theta = |a|/|b|, phi = arg a - arg b; left step: tan
+    theta = |b|/|a|; phi = 0 where the nulled entry is 0) on the stored
+    entries; the left steps' phases come moved through the screen. NumPy's
+    float64 atan2 is several times faster than XLA's on CPU, and its result
+    for an element does not depend on the array's length, so a batch equals
+    its unitaries decomposed one by one.
+    """
+    n = out_phase.shape[-1]
+    left = nulling_schedule(kind, n)["left"][_layout_order(kind, n)]
+    a, b = ab[..., 0], ab[..., 1]
+    na, nb = np.abs(a), np.abs(b)
+    if left.any():
+        theta = np.arctan2(np.where(left, nb, na), np.where(left, na, nb))
+        phi = np.where(left, phi_left, np.where(na == 0, 0.0, np.angle(a) - np.angle(b)))
+    else:
+        theta = np.arctan2(na, nb)
+        phi = np.where(na == 0, 0.0, np.angle(a) - np.angle(b))
+    return theta, _wrap(phi), _wrap(out_phase)
 
 
 # ---- batches -----------------------------------------------------------------------
@@ -417,7 +451,7 @@ def _chunk_size(n: int, batch: int, platform: str) -> int:
 def _decompose_batch(u, kind: str, chunk: int):
     """Decompose ``u`` (B, N, N) in chunks of ``chunk`` unitaries on the trailing axis.
 
-    Returns theta, phi (B, n_mzi), out_phase (B, N) and the screen deviation (B,).
+    Returns the outputs of :func:`_decompose_lines` with a leading batch axis.
     """
     b, n = u.shape[0], u.shape[-1]
     if chunk == 1:
@@ -551,25 +585,45 @@ def decompose_many(u, kind: str, *, devices=None):
     Returns numpy float64 ``theta, phi`` (B, n_mzi) in layout order,
     ``out_phase`` (B, N) and the screen deviation (B,) (see
     :func:`_screen_deviation`). The batch is padded with identities to a
-    bounded set of sizes (few recompiles), cut into cache-sized chunks and,
-    with more than one device, sharded across the devices along the batch axis.
+    bounded set of sizes (few recompiles) and cut into cache-sized chunks.
+    With more than one device it is sharded across the devices along the
+    batch axis; on one device it runs as groups dispatched asynchronously, so
+    that the host's share (:func:`_phases`) overlaps the device's.
     """
     b, n = u.shape[0], u.shape[-1]
     devices = tuple(jax.devices() if devices is None else devices)
     platform = devices[0].platform
     nd = len(devices) if b >= len(devices) else 1
-    size = _bucket(b, nd)
-    chunk = _chunk_size(n, size // nd, platform)
-    if size != b:
-        u = np.concatenate([u, np.broadcast_to(np.eye(n, dtype=u.dtype), (size - b, n, n))])
     u = np.asarray(u, dtype=np.complex128)
+
+    def padded(x, size):
+        if len(x) == size:
+            return x
+        return np.concatenate([x, np.broadcast_to(np.eye(n, dtype=x.dtype), (size - len(x), n, n))])
+
     with jax.enable_x64(True):
         if nd > 1:
-            fn, mesh = _sharded(kind, chunk, devices)
-            out = _gather(fn(_spread(u, mesh)))
+            size = _bucket(b, nd)
+            fn, mesh = _sharded(kind, _chunk_size(n, size // nd, platform), devices)
+            pending = [fn(_spread(padded(u, size), mesh))]
         else:
-            out = _decompose_jit(jax.device_put(u, devices[0]), kind=kind, chunk=chunk)
-        return tuple(np.asarray(a, dtype=np.float64)[:b] for a in out)
+            # groups of at most GROUP unitaries, all dispatched at once (asynchronously):
+            # while the device decomposes a group, the host turns the previous one into phases
+            pending = []
+            for g in range(0, b, GROUP):
+                x = u[g:g + GROUP]
+                size = _bucket(len(x), 1)
+                pending.append(_decompose_jit(jax.device_put(padded(x, size), devices[0]), kind=kind,
+                                              chunk=_chunk_size(n, size, platform)))
+        parts = []
+        for g, out in enumerate(pending):
+            ab, phi_left, screen, dev = (a[:b - g * GROUP] for a in _gather(out))
+            parts.append(_phases(ab, phi_left, screen, kind) + (np.asarray(dev, dtype=np.float64),))
+    return tuple(np.concatenate(p) for p in zip(*parts))
+
+
+GROUP = 256
+"""Unitaries per dispatched program on one device (a multiple of every chunk size)."""
 
 
 # ---- checking compiled meshes ----------------------------------------------------------
