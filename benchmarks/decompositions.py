@@ -10,7 +10,8 @@ a fast but wrong result cannot hide.
 Implementations (the peers only where they import):
 
 * photocomp ``decompose(U, "clements")`` and ``decompose(U, "reck")``;
-* photocomp batched: one ``decompose`` call on a stack of unitaries (throughput);
+* photocomp batched: one ``decompose`` call on a stack of unitaries (throughput),
+  for both kinds;
 * :mod:`photocomp.reference`, the plain float64 NumPy loops;
 * the ``interferometer`` package: ``square_decomposition`` (Clements) and
   ``triangle_decomposition`` (Reck);
@@ -23,11 +24,20 @@ Implementations (the peers only where they import):
 Each (implementation, N) cell runs in a fresh child process. A call that runs
 past ``--budget-s`` is stopped; that cell and every larger N of that
 implementation are shown as "—" (skipped over budget). Repeats also stop once
-their total would pass the budget.
+their total would pass the budget. photocomp's jit compile time is its first
+call minus the median of the others, per N.
+
+The whole-model row compiles a ``--whole-model`` x ``--whole-model`` real
+Gaussian matrix onto ``--whole-target`` with ``photocomp.compile`` (default
+pipeline) in a fresh process, once per entry of ``--whole-devices`` (the
+number of JAX host devices the tiles are sharded over, set with
+``--xla_force_host_platform_device_count``), and reports its wall time (jit
+compilation included: a first compile), the time of each pass, the peak
+resident memory of the process and the compiled matrix's error.
 
 Usage (``benchmarks/run.sh`` builds an environment with the peers)::
 
-    python benchmarks/decompositions.py --sizes 16 32 64 128 256 \\
+    python benchmarks/decompositions.py --sizes 16 32 64 128 256 512 1024 \\
         --repeats 5 --budget-s 90 --out benchmarks/README.md --plot benchmarks/decompositions.png
 """
 
@@ -72,7 +82,7 @@ SF_BASELINE = {
     "clements": "strawberryfields rectangular (Clements)",
     "reck": "strawberryfields triangular (Reck)",
 }
-BATCHED = "photocomp clements, batched"
+BATCHED = {"photocomp clements, batched": "clements", "photocomp reck, batched": "reck"}
 
 
 # --------------------------------------------------------------------------
@@ -161,7 +171,7 @@ def load(name: str):
     if name.startswith("photocomp"):
         from photocomp.decompose import decompose
 
-        kind = IMPLEMENTATIONS.get(name, ("clements",))[0]
+        kind = BATCHED[name] if name in BATCHED else IMPLEMENTATIONS[name][0]
         return (lambda u: decompose(u, kind)), _photocomp_unitary
     if name == "numpy reference clements":
         return reference.clements_reference, lambda n, r: reference.mesh_product(n, *r)
@@ -298,6 +308,84 @@ def _final(msg):
 
 
 # --------------------------------------------------------------------------
+# The whole-model compile
+# --------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _whole_child(conn, m, target, seed):
+    """Child process: compile an m x m real Gaussian matrix once; report time, passes, memory, error."""
+    import resource
+
+    try:
+        import jax
+
+        import photocomp as pc
+        from photocomp.compiler import memory_plan
+
+        w = np.random.default_rng([seed, m]).standard_normal((m, m))
+        tgt = pc.get_target(target)
+        baseline = _rss_bytes()
+        t = time.perf_counter()
+        prog = pc.compile(w, tgt)
+        total = time.perf_counter() - t
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+        conn.send(("done", {
+            "total": total,
+            "passes": [(r.spec, r.wall_s) for r in prog.report.records],
+            "peak": peak,
+            "baseline": baseline,
+            "matrix_error": float(prog.report.summary["matrix_error"]),
+            "fidelity": float(prog.report.summary.get("min_mesh_fidelity", float("nan"))),
+            "tiles": prog.n_tiles,
+            "strips": len(memory_plan(w.shape, tgt.size).strips),
+            "devices": jax.device_count(),
+            "pipeline": prog.pipeline,
+        }))
+    except Exception as exc:  # report, the table shows it
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def measure_whole(m, target, *, seed, devices, timeout_s):
+    """Time one whole-model compile in a fresh process with ``devices`` JAX host devices."""
+    flag = f"--xla_force_host_platform_device_count={devices}"
+    saved = os.environ.get("XLA_FLAGS")
+    os.environ["XLA_FLAGS"] = ((saved or "") + " " + flag).strip()  # read by the child's jax import
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_whole_child, args=(child, m, target, seed), daemon=True)
+    try:
+        proc.start()
+    finally:
+        if saved is None:
+            del os.environ["XLA_FLAGS"]
+        else:
+            os.environ["XLA_FLAGS"] = saved
+    child.close()
+    try:
+        if not parent.poll(timeout_s):
+            return {"status": "over", "why": f"no result within {timeout_s:g} s"}
+        try:
+            kind, payload = parent.recv()
+        except EOFError:
+            return {"status": "failed", "why": "child exited without a result"}
+        if kind != "done":
+            return {"status": "failed", "why": payload}
+        return {"status": "ok", **payload}
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(10)
+        parent.close()
+
+
+# --------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------
 
@@ -349,7 +437,7 @@ def speedup(results, name, sizes):
     return DASH
 
 
-def build_report(results, batched, args, names) -> str:
+def build_report(results, batched, args, names, whole=None) -> str:
     sizes = args.sizes
     lines = [
         "## Unitary decompositions",
@@ -395,10 +483,23 @@ def build_report(results, batched, args, names) -> str:
             row.append(fmt_err(r["err"]) if r and r["status"] == "ok" else DASH)
         lines.append("| " + " | ".join(row) + " |")
 
+    lines += ["", "jit compile time of photocomp (first call minus the median of the others):", ""]
+    compile_sizes = [n for n in sizes if n >= 256] or sizes[-1:]
+    lines.append("| implementation | " + " | ".join(f"N={n}" for n in compile_sizes) + " |")
+    lines.append("|:--|" + "|".join(["--:"] * len(compile_sizes)) + "|")
+    for name in names:
+        if not IMPLEMENTATIONS[name][1]:
+            continue
+        row = [name]
+        for n in compile_sizes:
+            r = results.get((name, n))
+            row.append(f"{r['first'] - r['median']:.2f} s" if r and r["status"] == "ok" else DASH)
+        lines.append("| " + " | ".join(row) + " |")
+
     nb = args.batch_n
     lines += [
         "",
-        f"Throughput at N={nb} (unitaries per second). The batched row is one "
+        f"Throughput at N={nb} (unitaries per second). A batched row is one "
         f"`decompose` call on a ({args.batch}, {nb}, {nb}) stack, median over repeats "
         "after the compiling first call; its error is checked on the first 25 "
         "unitaries. The other rows are 1 / (median time of one call).",
@@ -406,23 +507,53 @@ def build_report(results, batched, args, names) -> str:
         "| implementation | unitaries / s | max err |",
         "|:--|--:|--:|",
     ]
-    if batched and batched["status"] == "ok":
-        lines.append(
-            f"| {BATCHED} ({args.batch}×{nb}×{nb}) | {args.batch / batched['median']:.4g} "
-            f"| {fmt_err(batched['err'])} |"
-        )
-    else:
-        lines.append(f"| {BATCHED} | {DASH} | {DASH} |")
+    for name in BATCHED:
+        r = (batched or {}).get(name)
+        if r and r["status"] == "ok":
+            lines.append(f"| {name} ({args.batch}×{nb}×{nb}) | {args.batch / r['median']:.4g} | {fmt_err(r['err'])} |")
+        else:
+            lines.append(f"| {name} | {DASH} | {DASH} |")
     for name in names:
         r = results.get((name, nb))
         if r and r["status"] == "ok":
             lines.append(f"| {name} | {1.0 / r['median']:.4g} | {fmt_err(r['err'])} |")
         else:
             lines.append(f"| {name} | {DASH} | {DASH} |")
+
+    if whole:
+        m = args.whole_model
+        ok = [w for w in whole if w["status"] == "ok"]
+        lines += [
+            "",
+            f"Whole-model compile: a {m}×{m} real Gaussian matrix (seed {args.seed}) onto "
+            f"`{args.whole_target}` with `photocomp.compile` and the target's default pipeline"
+            + (f" (`{ok[0]['pipeline']}`)" if ok else "")
+            + ", one fresh process per row, timed once (a first compile: jit compilation "
+            "included). The tiles are sharded over the JAX host devices of the row. "
+            "Peak memory is the process's peak resident set (Python and JAX included; "
+            "the process held the stated baseline before compiling).",
+            "",
+        ]
+        passes = list(dict.fromkeys(spec for w in ok for spec, _ in w["passes"]))
+        header = ["devices", "tiles", "strips", "total"] + passes + ["peak memory", "baseline", "matrix error"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["--:"] * len(header)) + "|")
+        for w in whole:
+            if w["status"] != "ok":
+                lines.append(f"| {w['requested']} | {DASH} ({w['status']}: {w.get('why', '')}) |")
+                continue
+            times = dict(w["passes"])
+            row = [str(w["devices"]), str(w["tiles"]), str(w["strips"]), fmt_time(w["total"])]
+            row += [fmt_time(times[p]) if p in times else DASH for p in passes]
+            row += [f"{w['peak'] / 2**30:.2f} GiB", f"{w['baseline'] / 2**30:.2f} GiB", f"{w['matrix_error']:.2e}"]
+            lines.append("| " + " | ".join(row) + " |")
+
     lines.append("")
     lines.append(
         "Reproduce with `bash benchmarks/run.sh --sizes "
         + " ".join(str(n) for n in sizes)
+        + (f" --whole-model {args.whole_model} --whole-devices " + " ".join(str(d) for d in args.whole_devices)
+           if whole else "")
         + "` (it builds `benchmarks/.venv` with the peers)."
     )
     return "\n".join(lines)
@@ -462,7 +593,7 @@ def plot(path: Path, results, names, sizes) -> None:
 
 
 def limit_threads(threads: int) -> None:
-    """Make the measured (child) processes use ``threads`` BLAS and XLA threads.
+    """Make the measured (child) processes use ``threads`` BLAS threads (and single-threaded Eigen in XLA for 1).
 
     Children are spawned after this and read the variables when they import
     numpy and jax; the parent's own libraries are not affected.
@@ -472,13 +603,14 @@ def limit_threads(threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     eigen = "false" if threads == 1 else "true"
-    flags = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
+    # XLA ignores every flag after an entry it cannot parse, so only well-formed flags here
+    flags = f"--xla_cpu_multi_thread_eigen={eigen}"
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024])
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per cell (after the first)")
     parser.add_argument("--budget-s", type=float, default=90.0, help="time budget per implementation and size (s)")
     parser.add_argument("--seed", type=int, default=2016)
@@ -493,6 +625,12 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="run only implementations whose name contains one of these")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "README.md")
     parser.add_argument("--plot", type=Path, default=None, help="write a log-log plot of time vs N here")
+    parser.add_argument("--whole-model", type=int, default=4096,
+                        help="size M of the M x M whole-model compile (0: skip it)")
+    parser.add_argument("--whole-target", default="pace-64", help="target of the whole-model compile")
+    parser.add_argument("--whole-devices", type=int, nargs="+", default=[1, 2],
+                        help="JAX host devices of each whole-model run")
+    parser.add_argument("--whole-timeout-s", type=float, default=1800.0, help="time limit of one whole-model run (s)")
     args = parser.parse_args(argv)
     args.sizes = sorted(set(args.sizes))
     if args.repeats < 1 or args.budget_s <= 0 or min(args.sizes) < 1:
@@ -531,22 +669,37 @@ def main(argv=None) -> int:
         if any(results.get((name, n), {}).get("status") not in (None, "unavailable") for n in args.sizes):
             available.append(name)
 
-    batched = None
-    if not args.only or any(s in BATCHED for s in args.only):
-        batched = measure(
-            BATCHED, args.batch_n, seed=args.seed, repeats=args.repeats, budget_s=args.budget_s, batch=args.batch
-        )
-        if batched["status"] == "ok":
+    batched = {}
+    for name, kind in BATCHED.items():
+        if args.only and not any(s in name for s in args.only):
+            continue
+        r = measure(name, args.batch_n, seed=args.seed, repeats=args.repeats, budget_s=args.budget_s, batch=args.batch)
+        batched[name] = r
+        if r["status"] == "ok":
             print(
-                f"{BATCHED} ({args.batch}x{args.batch_n}x{args.batch_n}): "
-                f"{args.batch / batched['median']:.4g} unitaries/s, first call {fmt_time(batched['first'])}, "
-                f"err {fmt_err(batched['err'])}",
+                f"{name} ({args.batch}x{args.batch_n}x{args.batch_n}): "
+                f"{args.batch / r['median']:.4g} unitaries/s, first call {fmt_time(r['first'])}, "
+                f"err {fmt_err(r['err'])}",
                 file=sys.stderr,
             )
         else:
-            print(f"{BATCHED}: {batched['status']} {batched.get('why', '')}", file=sys.stderr)
+            print(f"{name}: {r['status']} {r.get('why', '')}", file=sys.stderr)
 
-    report = build_report(results, batched, args, available)
+    whole = []
+    if args.whole_model > 0 and (not args.only or any(s in "whole-model" for s in args.only)):
+        for devices in args.whole_devices:
+            r = measure_whole(args.whole_model, args.whole_target, seed=args.seed, devices=devices,
+                              timeout_s=args.whole_timeout_s)
+            r["requested"] = devices
+            whole.append(r)
+            if r["status"] == "ok":
+                print(f"whole model {args.whole_model}x{args.whole_model} on {devices} device(s): "
+                      f"{fmt_time(r['total'])}, peak {r['peak'] / 2**30:.2f} GiB, "
+                      f"matrix error {r['matrix_error']:.2e}", file=sys.stderr, flush=True)
+            else:
+                print(f"whole model on {devices} device(s): {r['status']} {r.get('why', '')}", file=sys.stderr)
+
+    report = build_report(results, batched, args, available, whole)
     print(report)
     if args.out:
         write_section(args.out, report)

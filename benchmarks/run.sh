@@ -6,7 +6,8 @@
 # decompositions module), then runs benchmarks/decompositions.py with the
 # arguments given here, e.g.
 #
-#     bash benchmarks/run.sh --sizes 16 32 64 128 256 --plot benchmarks/decompositions.png
+#     bash benchmarks/run.sh --sizes 16 32 64 128 256 512 1024 \
+#         --whole-model 4096 --whole-devices 1 2 --plot benchmarks/decompositions.png
 #
 # A peer that fails to install is reported and left out of the table.
 # Set PYTHON to choose the interpreter the environment is built from
