@@ -84,7 +84,7 @@ def test_twin_fit_improves_on_the_prior_quickly(chip4):
 @pytest.mark.slow
 def test_twin_recovers_the_chip_from_noise_free_measurements(chip4):
     box = pc.BlackBoxChip(chip4, seed=0, noise=False)
-    fit = fit_twin(box, configs=12, steps=1500, tol=1e-12, patience=200)
+    fit = fit_twin(box, configs=12, steps=4000, tol=1e-12, patience=200)
     twin = fit.chip
     # identifiable parameters are recovered exactly ...
     for name in ("coupler_in", "coupler_out"):
