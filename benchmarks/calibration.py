@@ -125,7 +125,7 @@ def main(argv=None) -> int:
              f"`{target.name}` (`{PIPELINE}`), on chips sampled with `photocomp.fabricate` (coupler σ = "
              f"{target.coupler_sigma_rad} rad, MZI loss {target.mzi_loss_db} ± {target.mzi_loss_sigma_db} dB, "
              f"random heater offsets). Model calibration: `calibrate(method=\"model\", steps={args.steps})` with its "
-             "defaults (L-BFGS, warm start from the local correction); its time includes JIT compilation. The "
+             "defaults (L-BFGS, warm start from the local correction); its time includes JIT compilation. "
              f"Twin calibration: `calibrate(method=\"twin\", shots={args.twin_shots}, twin_configs={args.twin_configs}, "
              f"twin_steps={args.twin_steps})`: heater characterisation, {args.twin_configs} probe configurations read "
              "with phase stepping through auto-ranging receivers (shot, dark and ADC noise), a twin fitted by L-BFGS, "
