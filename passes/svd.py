@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 from photocomp.decompose import run_tiles
@@ -16,7 +17,9 @@ from photocomp.pipeline import Pass
 def _svd_chunk(x):
     """SVD of a chunk of tiles (C, K, K): u, normalised s, vh (complex), gain and the reconstruction error."""
     k = x.shape[-1]
-    u, s, vh = jnp.linalg.svd(x)
+    # One LAPACK call per tile: a batched call may hand its batch to XLA's shared CPU thread pool, which
+    # deadlocks when several host devices run chunks at once (seen with 2 devices from 64 tiles up).
+    u, s, vh = lax.map(jnp.linalg.svd, x)
     err = jnp.max(jnp.abs((u * s[:, None, :]) @ vh - x), axis=(1, 2))
     gain = s[:, 0]
     zero = (gain == 0)[:, None]

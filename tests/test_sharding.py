@@ -67,6 +67,38 @@ def test_compile_sharded_over_four_devices_equals_one_device(tmp_path):
         np.testing.assert_allclose(four[key], one[key], rtol=0, atol=1e-12, err_msg=key)
 
 
+BIG = textwrap.dedent(
+    """
+    import sys
+    import jax
+    import numpy as np
+    import photocomp as pc
+
+    w = np.random.default_rng(45).standard_normal((512, 1024))
+    pm = pc.compile(w, "pace-64").phase_map
+    np.savez(sys.argv[1], devices=jax.device_count(), v_theta=pm.v.theta, u_theta=pm.u.theta, sigma=pm.sigma,
+             gain=pm.gain)
+    """
+)
+
+
+def test_sharded_compile_of_many_full_size_tiles(tmp_path):
+    """128 tiles of 64 x 64 on 2 devices: 64 per device in several chunks (batched LAPACK calls once
+    deadlocked here); the phase map equals this process's one-device compile."""
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags + ["--xla_force_host_platform_device_count=2"])
+    env["JAX_PLATFORMS"] = "cpu"
+    out = tmp_path / "big.npz"
+    subprocess.run([sys.executable, "-c", BIG, str(out)], env=env, check=True, timeout=300,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    pm = pc.compile(np.random.default_rng(45).standard_normal((512, 1024)), "pace-64").phase_map
+    with np.load(out) as two:
+        assert int(two["devices"]) == 2
+        for key, mine in (("v_theta", pm.v.theta), ("u_theta", pm.u.theta), ("sigma", pm.sigma), ("gain", pm.gain)):
+            np.testing.assert_allclose(two[key], mine, rtol=0, atol=1e-12, err_msg=key)
+
+
 # ---- strips --------------------------------------------------------------------------------------
 
 PIPE = "validate | tile | svd | clements | canonicalize | quantize(bits=10) | lower"
@@ -121,3 +153,31 @@ def test_compile_refuses_what_cannot_fit(monkeypatch):
     monkeypatch.setattr(compiler, "available_memory", lambda: 1 << 20)
     with pytest.raises(InvalidInputError, match=r"GiB is available\. Compile a smaller matrix"):
         pc.compile(np.ones((300, 300)), "clements-8")
+
+
+# ---- the whole model ------------------------------------------------------------------------------
+
+WHOLE = textwrap.dedent(
+    """
+    import resource, sys
+    import numpy as np
+    import photocomp as pc
+    w = np.random.default_rng(44).standard_normal((4096, 4096))
+    prog = pc.compile(w, "pace-64")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    s = prog.report.summary
+    print(prog.n_tiles, peak, s["matrix_error"], s["min_mesh_fidelity"], prog.report["clements"].metrics["matrix_error"])
+    """
+)
+
+
+@pytest.mark.slow
+def test_whole_model_4096_on_pace64_fits_in_4_gib():
+    """4,096 tiles of 64 x 64 end to end with the default pipeline, in a fresh process (no timing asserted)."""
+    out = subprocess.run([sys.executable, "-c", WHOLE], check=True, capture_output=True, text=True, timeout=3600,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    tiles, peak, err, fidelity, exact_err = (float(x) for x in out.stdout.split())
+    assert tiles == 4096
+    assert peak <= 4 * 2**30
+    assert exact_err < 1e-12  # before quantization the compiled matrix is exact
+    assert err < 0.05 and fidelity > 0.999  # 12-bit DACs
