@@ -2,7 +2,9 @@
 
 A failure at any point (including Ctrl-C) removes the temporary file and
 leaves any existing destination untouched, so nothing half-written is ever
-left on disk.
+left on disk. The file gets the permissions a plain ``open(path, "w")``
+would give it (``0o666`` less the umask; ``mkstemp`` alone would leave
+``0o600``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ from photocomp.errors import PhaseMapFileError
 __all__ = ["atomic_write"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write: Callable) -> str:
     """Call ``write(binary_file)`` on a temporary file, fsync it, then ``os.replace`` it onto ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -27,6 +35,7 @@ def atomic_write(path: str, write: Callable) -> str:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -131,6 +131,15 @@ def test_no_temp_files_after_success(prog, tmp_path):
     assert os.listdir(tmp_path) == ["ok.npz"]
 
 
+def test_saved_file_has_the_permissions_of_a_plain_write(prog, tmp_path):
+    old = os.umask(0o022)
+    try:
+        prog.save(tmp_path / "ok.npz")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "ok.npz").st_mode & 0o777 == 0o644
+
+
 def test_failure_mid_write_leaves_nothing(prog, tmp_path, monkeypatch):
     def broken_savez(f, **arrays):
         f.write(b"PK\x03\x04 half an archive")
