@@ -96,3 +96,14 @@ def write_section(path: Path, body: str, begin: str, end: str) -> None:
         raise
 
 
+def finish(lines: list[str], load_at_start: float | None, reproduce: str, out: Path | None, begin: str,
+           end: str) -> int:
+    """Close a report: the machine description and the command that reproduces it; print it, and write it
+    into ``out`` between the markers when given. Returns the exit status (0)."""
+    lines = lines + ["Machine:", ""] + machine_description(load_at_start) + ["", f"Reproduce with `{reproduce}`."]
+    body = "\n".join(lines)
+    print(body)
+    if out is not None:
+        write_section(out, body, begin, end)
+        print(f"wrote {out}")
+    return 0

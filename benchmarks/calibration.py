@@ -136,16 +136,11 @@ def main(argv=None) -> int:
         print(name, flush=True)
         twin = {"shots": args.twin_shots, "twin_configs": args.twin_configs, "twin_steps": args.twin_steps}
         lines += table(name, run_case(w, target.name, args.seeds, args.steps, twin))
-    lines += ["Machine:", ""] + _report.machine_description(load0) + ["",
-              f"Reproduce with `python benchmarks/calibration.py --target {target.name} --seeds "
-              f"{' '.join(map(str, args.seeds))} --steps {args.steps} --twin-shots {args.twin_shots} "
-              f"--twin-configs {args.twin_configs} --twin-steps {args.twin_steps} --out benchmarks/README.md`."]
-    body = "\n".join(lines)
-    print(body)
-    if args.out is not None:
-        _report.write_section(args.out, body, BEGIN, END)
-        print(f"wrote {args.out}")
-    return 0
+    return _report.finish(
+        lines, load0,
+        f"python benchmarks/calibration.py --target {target.name} --seeds {' '.join(map(str, args.seeds))} "
+        f"--steps {args.steps} --twin-shots {args.twin_shots} --twin-configs {args.twin_configs} "
+        f"--twin-steps {args.twin_steps} --out benchmarks/README.md", args.out, BEGIN, END)
 
 
 if __name__ == "__main__":

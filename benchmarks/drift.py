@@ -195,15 +195,10 @@ def main(argv=None) -> int:
     lines += ["", "Goals:", "", "| goal | measured | met |", "|:--|:--|:--|"]
     for goal, measured, met in goals:
         lines.append(f"| {goal} | {measured} | {'yes' if met else 'no'} |")
-    lines += ["", "Machine:", ""] + _report.machine_description(load0) + ["",
-              f"Reproduce with `python benchmarks/drift.py --target {chip.target.name} --chip-seed {args.chip_seed} "
-              f"--runs {args.runs} --hours {args.hours:g} --dt {args.dt:g} --out benchmarks/README.md`."]
-    body = "\n".join(lines)
-    print(body)
-    if args.out is not None:
-        _report.write_section(args.out, body, BEGIN, END)
-        print(f"wrote {args.out}")
-    return 0
+    return _report.finish(
+        lines + [""], load0,
+        f"python benchmarks/drift.py --target {chip.target.name} --chip-seed {args.chip_seed} --runs {args.runs} "
+        f"--hours {args.hours:g} --dt {args.dt:g} --out benchmarks/README.md", args.out, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -282,15 +282,10 @@ def main(argv=None) -> int:
              "the local correction), JIT compilation included; the reference column swaps the optimiser's chip "
              "model for the reference simulator.", ""]
     lines += table(res, args.target, args.seed)
-    lines += ["", "Machine:", ""] + _report.machine_description(load0) + [
-        "", f"Reproduce with `python benchmarks/simulation.py --target {args.target} --seed {args.seed} "
-        f"--repeats {args.repeats} --steps {args.steps} --out benchmarks/README.md`."]
-    body = "\n".join(lines)
-    print(body)
-    if args.out is not None:
-        _report.write_section(args.out, body, BEGIN, END)
-        print(f"wrote {args.out}")
-    return 0
+    return _report.finish(
+        lines + [""], load0,
+        f"python benchmarks/simulation.py --target {args.target} --seed {args.seed} --repeats {args.repeats} "
+        f"--steps {args.steps} --out benchmarks/README.md", args.out, BEGIN, END)
 
 
 if __name__ == "__main__":
