@@ -125,11 +125,12 @@ def _mesh_grid(layout, values) -> np.ndarray:
     return grid
 
 
-def _integer_ticks(ax):
+def _integer_ticks(ax, axes: str = "xy"):
+    """Integer tick positions only, also when an axis spans a single cell (one tile, one row)."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for name in axes:
+        getattr(ax, f"{name}axis").set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def _image(fig, ax, data, *, cmap, vmin, vmax, title, xlabel, ylabel, colorbar=True, label="rad"):
@@ -234,8 +235,6 @@ def _draw_mesh(fig, source, tile=None):
 
 
 def _draw_calibration(fig, source, tile=None):
-    from matplotlib.ticker import MaxNLocator
-
     from photocomp.calibrate import error, reachability
     from photocomp.program import Program
 
@@ -260,7 +259,8 @@ def _draw_calibration(fig, source, tile=None):
         ax.axhline(reach.floor, color="tab:red", linestyle="--", linewidth=1,
                    label=f"reachability floor {reach.floor:.2e}")
     ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(ax, "x")
+    ax.set_xlim(-0.6, prog.n_tiles - 0.4)
     ax.set_xlabel("tile", fontsize=8)
     ax.set_ylabel("matrix error", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -268,7 +268,10 @@ def _draw_calibration(fig, source, tile=None):
     ax.set_title(f"per-tile error on chip seed {chip.seed}", fontsize=9)
 
     lay = prog.phase_map.v.layout
-    what = f"tile {tile}" if tile is not None else f"tiles (of {prog.n_tiles})"
+    if tile is not None or prog.n_tiles == 1:
+        what = f"tile {tile or 0}"
+    else:
+        what = f"tiles (count of {prog.n_tiles})"
     pick = (lambda m: m[tile].astype(float)) if tile is not None else (lambda m: m.sum(axis=0).astype(float))
     vmax = 1.0 if tile is not None else float(prog.n_tiles)
     for col, (name, mask) in enumerate((("V mesh", reach.v), ("U mesh", reach.u))):

@@ -98,6 +98,41 @@ def test_calibration_figure_reports_the_errors():
     np.testing.assert_allclose(heights[cal.n_tiles:], after, rtol=1e-12, atol=0)
 
 
+def _visible_ticks(axis, lim):
+    lo, hi = sorted(lim)
+    return [float(t) for t in axis.get_ticklocs() if lo <= t <= hi]
+
+
+def test_single_tile_calibration_figure_has_integer_tile_ticks():
+    cal = pc.calibrate(pc.compile(random_matrix(np.random.default_rng(4), (4, 4), "real"), target="clements-4"),
+                       pc.fabricate("clements-4", seed=3), method="local", progress=False)
+    assert cal.n_tiles == 1
+    fig = figure(cal, "calibration")
+    fig.canvas.draw()
+    bar_ax = next(a for a in fig.axes if a.get_title().startswith("per-tile error"))
+    assert _visible_ticks(bar_ax.xaxis, bar_ax.get_xlim()) == [0.0]  # one tile: one tick, at 0 (not -0.4 ... 0.4)
+    heights = [p.get_height() for p in bar_ax.patches]
+    expected = [pc.error(_ideal(cal), cal.chip)["tile_errors"][0], pc.error(cal, cal.chip)["tile_errors"][0]]
+    np.testing.assert_allclose(heights, expected, rtol=1e-12, atol=0)
+    titles = [a.get_title() for a in fig.axes]
+    assert "V mesh: unreachable in tile 0" in titles and "U mesh: unreachable in tile 0" in titles
+    att = next(a for a in fig.axes if a.get_title() == "attenuators: unreachable")
+    assert _visible_ticks(att.yaxis, att.get_ylim()) == [0.0]
+    # the phases figure of one tile: the gain bar and the sigma row are labelled by tile 0 only
+    fig = figure(cal, "phases")
+    fig.canvas.draw()
+    gain = next(a for a in fig.axes if a.get_title() == "electronic gain per tile")
+    sigma = next(a for a in fig.axes if a.get_title().startswith("attenuators sigma"))
+    assert _visible_ticks(gain.xaxis, gain.get_xlim()) == [0.0]
+    assert _visible_ticks(sigma.yaxis, sigma.get_ylim()) == [0.0]
+
+
+def _ideal(cal):
+    from photocomp.program import Program
+
+    return Program(cal.target, cal.phase_map, cal.report, cal.pipeline, cal.detection)
+
+
 def test_bad_input(tmp_path):
     prog = _program()
     with pytest.raises(pc.InvalidInputError, match="source must be a calibrated program"):
