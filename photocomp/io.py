@@ -96,6 +96,11 @@ def read_npz(path, fmt: str, versions: tuple) -> tuple[dict, dict]:
     path = _check_path(path)
     if not os.path.isfile(path):
         raise PhaseMapFileError(f"path must be an existing file; got {path!r}")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head and not head.startswith((b"PK", b"\x93NUMPY")):  # neither a zip (.npz) nor an .npy file
+        raise PhaseMapFileError(f"cannot read {path!r}: path must be a photocomp .npz file (a zip archive, e.g. "
+                                f"written by Program.save); got a file starting with {head!r}")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):

@@ -199,6 +199,11 @@ def test_load_garbage(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(PhaseMapFileError, match="cannot read"):
         pc.load(path)
+    # a text file (e.g. a drift study's CSV) is named as such, not taken for pickled data
+    path = tmp_path / "drift.csv"
+    path.write_text("run,compensator,time_s\n0,none,0.0\n")
+    with pytest.raises(PhaseMapFileError, match=r"path must be a photocomp \.npz file .*got a file starting with b'run,comp'"):
+        pc.load(path)
 
 
 def test_load_truncated(saved, tmp_path):
