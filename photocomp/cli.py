@@ -1,8 +1,9 @@
 """The ``photocomp`` command line.
 
-Commands: ``targets``, ``passes``, ``compile``, ``inspect``, ``demo``. Every
-command has ``--help``. Exit code 0 on success; on bad input a one-line
-``photocomp: error: ...`` message on stderr and exit code 2 (no traceback).
+Commands: ``targets``, ``passes``, ``compile``, ``inspect``, ``calibrate``,
+``drift``, ``report``, ``plot``, ``demo``. Every command has ``--help``. Exit
+code 0 on success; on bad input a one-line ``photocomp: error: ...`` message
+on stderr and exit code 2 (no traceback).
 """
 
 from __future__ import annotations
@@ -256,14 +257,17 @@ def _add_report_and_plot(sub) -> None:
     s.add_argument("--json", action="store_true", help="print the numbers as JSON")
     s.set_defaults(func=_report)
 
-    s = sub.add_parser("plot", help="draw a phase-map file (phases, mesh, calibration)",
+    s = sub.add_parser("plot", help="draw a phase-map file (phases, mesh, calibration) or a drift study (drift)",
                        description="Draw a phase-map file: phase heatmaps, the mesh with every MZI coloured by its "
-                                   "setting, or a calibrated file's per-tile errors and reachability maps.")
-    s.add_argument("file", help="phase-map file (compiled or calibrated)")
+                                   "setting, or a calibrated file's per-tile errors and reachability maps; or draw "
+                                   "a drift study's CSV file ('photocomp drift -o'): error against time per "
+                                   "compensator and the die's temperature.")
+    s.add_argument("file", help="phase-map file (compiled or calibrated); for --what drift a drift study CSV")
     s.add_argument("-o", "--output", default=None, help="output image (.png, .pdf or .svg); default FILE.WHAT.png")
     s.add_argument("--what", default="phases", choices=plot_kinds(), help="figure to draw; default %(default)s")
     s.add_argument("--tile", type=int, default=None,
-                   help="phases: only this tile; mesh: the tile drawn (default 0); calibration: reachability of this tile")
+                   help="phases: only this tile; mesh: the tile drawn (default 0); calibration: reachability of "
+                        "this tile; not used by drift")
     s.set_defaults(func=_plot)
 
 

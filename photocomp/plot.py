@@ -14,13 +14,18 @@ Kinds of figure (``what``), each a :class:`PlotKind` in one registry:
   (:func:`photocomp.calibrate.error`), and reachability maps
   (:func:`photocomp.calibrate.reachability`): how many tiles need a
   splitting each MZI cannot reach, with the implied error floor.
+* ``"drift"`` – a thermal drift study (:func:`photocomp.drift.study`, or the
+  CSV file ``photocomp drift -o`` / :meth:`~photocomp.drift.DriftStudy.to_csv`
+  writes): the matrix error against time for every compensator (median and
+  range over runs, the fresh calibration dotted), the die's temperature state
+  (ambient and the two end-to-end gradients, K) of run 0 and, for a study
+  in memory, the die's temperature field at the last time.
 
 Extension point: a kind is ``PlotKind(name, draw, load, description)`` with
 ``draw(fig, source, tile=None)`` filling a matplotlib Figure and
 ``load(path)`` reading the file ``photocomp plot`` is given.
 :func:`register_plot` adds one; ``photocomp plot --what`` offers every
-registered name. The drift study's view (``"drift"``) belongs here as such a
-kind, with a loader for its own result files.
+registered name.
 
 matplotlib is imported only when a figure is drawn; figures are built on the
 Agg canvas directly (no pyplot, no global backend state) and written
@@ -36,7 +41,7 @@ from typing import Callable
 import numpy as np
 
 from photocomp.atomic import atomic_write
-from photocomp.errors import InvalidInputError, InvalidTypeError, UnknownNameError
+from photocomp.errors import InvalidInputError, InvalidTypeError, PhaseMapFileError, UnknownNameError
 from photocomp.validate import check_int
 
 __all__ = ["PlotKind", "register_plot", "plot_kinds", "figure", "save_figure", "plot", "plot_file", "FORMATS"]
@@ -286,16 +291,122 @@ def _draw_calibration(fig, source, tile=None):
                  f"{reach.count} ({100 * reach.fraction:.2f} %), floor {reach.floor:.2e}", fontsize=10)
 
 
+# ---- drift --------------------------------------------------------------------------
+
+_DRIFT_KEYS = ("times_s", "errors", "temperature")
+_FIELD_LABELS = ("ambient", "gradient along x (end to end)", "gradient along y (end to end)")
+
+
+@dataclasses.dataclass(frozen=True)
+class _DriftTraces:
+    times_s: np.ndarray  # (S + 1,) s
+    errors: dict  # {compensator: (runs, S + 1)}
+    temperature: np.ndarray  # (runs, S + 1, 3) K
+    fresh_error: float
+    title: str
+    die: object = None
+
+
+def _drift_traces(source) -> _DriftTraces:
+    """The traces of a :class:`~photocomp.drift.DriftStudy` or of :func:`photocomp.drift.read_csv`'s dict, checked."""
+    from photocomp.drift.studies import DriftStudy
+
+    if isinstance(source, DriftStudy):
+        i = source.info
+        title = (f"{i['target']} chip seed {i['chip_seed']}: thermal drift over {i['duration_s'] / 3600:.3g} h, "
+                 f"{i['runs']} run(s), dt = {i['dt_s']:g} s")
+        return _DriftTraces(np.asarray(source.times_s, dtype=np.float64), dict(source.errors),
+                            np.asarray(source.temperature, dtype=np.float64), float(source.fresh_error), title,
+                            source.die)
+    if not isinstance(source, dict) or not set(_DRIFT_KEYS) <= set(source):
+        raise InvalidTypeError("source must be a photocomp.drift.DriftStudy or the dict photocomp.drift.read_csv "
+                               f"returns (keys {list(_DRIFT_KEYS)}); got {type(source).__name__}")
+    times = np.asarray(source["times_s"], dtype=np.float64)
+    temp = np.asarray(source["temperature"], dtype=np.float64)
+    errors = source["errors"]
+    if times.ndim != 1 or times.size < 1:
+        raise InvalidInputError(f"source['times_s'] must be a 1-D array of sample times; got shape {times.shape}")
+    if not isinstance(errors, dict) or not errors:
+        raise InvalidInputError(f"source['errors'] must be a non-empty dict {{compensator: (runs, steps)}}; got {errors!r:.80}")
+    errors = {str(k): np.asarray(v, dtype=np.float64) for k, v in errors.items()}
+    first = next(iter(errors.values()))
+    runs = first.shape[0] if first.ndim == 2 else 0
+    for name, e in errors.items():
+        if runs < 1 or e.shape != (runs, times.size):
+            raise InvalidInputError(f"source['errors'][{name!r}] must have shape (runs >= 1, {times.size}), the same "
+                                    f"for every compensator; got {e.shape}")
+    if temp.shape != (runs, times.size, 3):
+        raise InvalidInputError(f"source['temperature'] must have shape ({runs}, {times.size}, 3); got {temp.shape}")
+    fresh = float(np.mean(first[:, 0]))
+    where = f" ({os.path.basename(str(source['file']))})" if "file" in source else ""
+    title = f"thermal drift over {(times[-1] - times[0]) / 3600:.3g} h, {runs} run(s){where}"
+    return _DriftTraces(times, errors, temp, fresh, title)
+
+
+def _draw_drift(fig, source, tile=None):
+    if tile is not None:
+        raise InvalidInputError(f"tile must be None for the drift figure (a study covers every tile); got {tile!r}")
+    d = _drift_traces(source)
+    panels = fig.subplots(1, 3 if d.die is not None else 2, width_ratios=[1.3, 1, 1.2][: 3 if d.die is not None else 2])
+    ax_e, ax_t = panels[0], panels[1]
+    hours = d.times_s / 3600.0
+    scale, unit = (60.0, "min") if hours[-1] < 1.5 else (1.0, "h")
+    x = hours * scale
+    runs = next(iter(d.errors.values())).shape[0]
+    for name, e in d.errors.items():
+        (line,) = ax_e.plot(x, np.median(e, axis=0), label=name, lw=1.2)
+        if runs > 1:
+            ax_e.fill_between(x, e.min(axis=0), e.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
+    ax_e.axhline(d.fresh_error, color="k", ls=":", lw=1, label="fresh calibration")
+    ax_e.set_yscale("log")
+    ax_e.set_xlabel(f"time ({unit})")
+    ax_e.set_ylabel("matrix error")
+    ax_e.set_title("error against time" + (f" (median, range of {runs} runs)" if runs > 1 else ""), fontsize=9)
+    ax_e.legend(fontsize=8)
+    for k, lab in enumerate(_FIELD_LABELS):
+        ax_t.plot(x, d.temperature[0, :, k], label=lab, lw=1.2)
+    ax_t.set_xlabel(f"time ({unit})")
+    ax_t.set_ylabel("temperature change (K)")
+    ax_t.set_title("die temperature state (run 0)", fontsize=9)
+    ax_t.legend(fontsize=8)
+    if d.die is not None:
+        ax_f, die = panels[2], d.die
+        lo, hi = die.centre - die.extent / 2, die.centre + die.extent / 2
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 60))
+        field = die.field(np.stack([gx, gy], -1), d.temperature[0, -1])
+        im = ax_f.pcolormesh(gx / 1000, gy / 1000, field, shading="auto", cmap="coolwarm")
+        ax_f.plot(die.heater_xy[:, 0] / 1000, die.heater_xy[:, 1] / 1000, ",", color="k", alpha=0.4)
+        fig.colorbar(im, ax=ax_f, label="temperature change (K)")
+        ax_f.set_xlabel("x along the light (mm)")
+        ax_f.set_ylabel("y across the modes (mm)")
+        ax_f.set_title(f"die field at t = {x[-1]:.3g} {unit} (run 0), heaters dotted", fontsize=9)
+    fig.suptitle(d.title, fontsize=10)
+
+
+def _load_drift(file):
+    from photocomp.drift.studies import read_csv
+
+    try:
+        return dict(read_csv(file), file=os.fspath(file))
+    except (PhaseMapFileError, InvalidTypeError) as exc:  # name the argument of this call, not read_csv's
+        msg = str(exc)
+        raise type(exc)("file" + msg[len("path"):] if msg.startswith("path ") else msg) from None
+
+
 register_plot(PlotKind("phases", _draw_phases, _load_program, "phase maps of the V/U meshes per tile, sigma and gains"))
 register_plot(PlotKind("mesh", _draw_mesh, _load_program, "circuit drawing of one tile, every MZI coloured by its setting"))
 register_plot(PlotKind("calibration", _draw_calibration, _load_program,
                        "per-tile error before/after calibration and reachability maps (calibrated files)"))
+register_plot(PlotKind("drift", _draw_drift, _load_drift,
+                       "error against time per compensator and the die's temperature (drift study CSV files)"))
 
 
 # ---- entry points ------------------------------------------------------------------
 
 
 def _figsize(what, source, tile):
+    if what == "drift":
+        return (13.0, 4.4) if getattr(source, "die", None) is not None else (10.0, 4.4)
     pm = getattr(source, "phase_map", None)
     if pm is None:
         return (10.0, 6.0)
@@ -310,7 +421,7 @@ def _figsize(what, source, tile):
 
 
 def figure(source, what: str = "phases", *, tile=None):
-    """A matplotlib Figure (Agg canvas) of kind ``what`` for ``source`` (a Program for the built-in kinds)."""
+    """A matplotlib Figure (Agg canvas) of kind ``what`` for ``source`` (see :func:`plot`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -342,12 +453,16 @@ def plot(source, path, what: str = "phases", *, tile=None, dpi: int = 150) -> st
     """Draw figure ``what`` of ``source`` and write it to ``path``; returns the path.
 
     Args:
-      source: a :class:`~photocomp.program.Program` (calibrated for ``"calibration"``).
+      source: a :class:`~photocomp.program.Program` (calibrated for
+        ``"calibration"``); for ``"drift"`` a
+        :class:`~photocomp.drift.DriftStudy` or the dict
+        :func:`photocomp.drift.read_csv` returns.
       path: output file, ``.png``, ``.pdf`` or ``.svg``.
-      what: a registered kind (:func:`plot_kinds`): ``"phases"``, ``"mesh"``, ``"calibration"``.
+      what: a registered kind (:func:`plot_kinds`): ``"phases"``, ``"mesh"``,
+        ``"calibration"``, ``"drift"``.
       tile: ``phases``: show only this tile (default the first few);
         ``mesh``: the tile drawn (default 0); ``calibration``: reachability of
-        this tile (default counts over all tiles).
+        this tile (default counts over all tiles); ``drift``: must be None.
       dpi: raster resolution.
 
     Example:
@@ -362,6 +477,10 @@ def plot(source, path, what: str = "phases", *, tile=None, dpi: int = 150) -> st
 
 
 def plot_file(file, path, what: str = "phases", *, tile=None, dpi: int = 150) -> str:
-    """:func:`plot` of what the kind's loader reads from ``file`` (a phase-map file for the built-in kinds)."""
+    """:func:`plot` of what the kind's loader reads from ``file``.
+
+    ``file`` is a phase-map file (``.npz``) for ``phases``, ``mesh`` and
+    ``calibration``, and a drift study's CSV file for ``drift``.
+    """
     _check_path(path)
     return plot(_kind(what).load(file), path, what, tile=tile, dpi=dpi)

@@ -364,6 +364,37 @@ def test_csv_round_trip_and_plot(small, tmp_path):
         pc.drift.read_csv(tmp_path / "missing.csv")
 
 
+def test_read_csv_rejects_damaged_files_and_plot_bad_paths(small, tmp_path):
+    chip, _, cal = small
+    s = pc.drift.study(cal, chip, STRESS, hours=0.01, dt_s=3.0, compensators=["none", "feedforward"], runs=2,
+                       progress=False)
+    lines = open(s.to_csv(tmp_path / "d.csv")).read().splitlines()
+    value = lines[5].split(",")[3]
+    cases = {
+        "ragged.csv": (lines[:-1], r"on one time grid; got .* where \('feedforward', 1\) has 12 rows against 13"),
+        "missing_run.csv": ([lines[0]] + [ln for ln in lines[1:] if not ln.startswith("1,none,")],
+                            r"with runs 0..1 for every compensator; got"),
+        "text.csv": (lines[:5] + [lines[5].replace(value, "abc")], "holding numbers; got .*abc"),
+        "empty.csv": (lines[:1], "and at least one row; got .* with no rows"),
+        "other.csv": (["a,b", "1,2"], r"with columns \['run', 'compensator'.*got .* with columns \['a', 'b'\]"),
+    }
+    for name, (content, match) in cases.items():
+        (tmp_path / name).write_text("\n".join(content) + "\n")
+        with pytest.raises(pc.PhaseMapFileError, match="path must be a drift CSV.*" + match):
+            pc.drift.read_csv(tmp_path / name)
+    (tmp_path / "binary.csv").write_bytes(b"PK\x03\x04\xff\xfe\x00")
+    with pytest.raises(pc.PhaseMapFileError, match="which is not CSV text"):
+        pc.drift.read_csv(tmp_path / "binary.csv")
+    with pytest.raises(pc.InvalidTypeError, match="path must be a file path .*got int"):
+        pc.drift.read_csv(3)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(pc.InvalidInputError, match=r"path must end in \.png, \.pdf, \.svg; got"):
+        s.plot(tmp_path / "drift.jpg")
+    with pytest.raises(pc.PhaseMapFileError, match="folder must exist"):
+        s.plot(tmp_path / "no" / "drift.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_cli_drift(small, tmp_path, capsys):
     from photocomp.cli import main
 

@@ -38,7 +38,7 @@ def test_matplotlib_is_imported_lazily():
 
 
 def test_kinds():
-    assert {"phases", "mesh", "calibration"} <= set(plot_kinds())
+    assert {"phases", "mesh", "calibration", "drift"} <= set(plot_kinds())
 
 
 @pytest.mark.parametrize("what", ["phases", "mesh", "calibration"])
@@ -137,8 +137,8 @@ def test_bad_input(tmp_path):
     prog = _program()
     with pytest.raises(pc.InvalidInputError, match="source must be a calibrated program"):
         plot(prog, tmp_path / "c.png", what="calibration")
-    with pytest.raises(pc.UnknownNameError, match=r"what must be one of \['calibration', 'mesh', 'phases'.*got 'drift'"):
-        plot(prog, tmp_path / "d.png", what="drift")
+    with pytest.raises(pc.UnknownNameError, match=r"what must be one of \['calibration', 'drift', 'mesh', 'phases'.*got 'histogram'"):
+        plot(prog, tmp_path / "d.png", what="histogram")
     with pytest.raises(pc.InvalidInputError, match=r"path must end in \.png, \.pdf, \.svg; got"):
         plot(prog, tmp_path / "x.jpg")
     with pytest.raises(pc.InvalidTypeError, match="path must be a file path"):
@@ -214,7 +214,8 @@ def test_cli_plot_default_name_and_kinds(capsys, files, tmp_path):
 
 @pytest.mark.parametrize("argv, match", [
     (["plot", "{c}", "--what", "calibration", "-o", "{t}/x.png"], "source must be a calibrated program"),
-    (["plot", "{c}", "--what", "drift", "-o", "{t}/x.png"], "invalid choice: 'drift'"),
+    (["plot", "{c}", "--what", "histogram", "-o", "{t}/x.png"], "invalid choice: 'histogram'"),
+    (["plot", "{c}", "--what", "drift", "-o", "{t}/x.png"], "file must be a drift CSV"),
     (["plot", "{c}", "-o", "{t}/x.jpg"], "path must end in .png, .pdf, .svg"),
     (["plot", "{c}", "--tile", "9", "-o", "{t}/x.png"], "tile must be in [0, 3]; got 9"),
     (["plot", "{t}/missing.npz", "-o", "{t}/x.png"], "must be an existing file"),
@@ -226,3 +227,104 @@ def test_cli_plot_bad_input(capsys, files, tmp_path, argv, match):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("photocomp: error: ") and match in lines[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- drift ---------------------------------------------------------------------------------------------
+
+DRIFT_PROCESS = pc.drift.ThermalProcess(ambient_k_per_hour=4.0, gradient_k=0.3, arm_imbalance_um=100.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _study():
+    return pc.drift.study(_calibrated(), _calibrated().chip, DRIFT_PROCESS, hours=0.01, dt_s=3.0,
+                          compensators=["none", "feedforward"], runs=2, seed=1, progress=False)
+
+
+def _lines(ax) -> dict:
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def _check_drift_axes(fig, study, with_field: bool):
+    err_ax = next(a for a in fig.axes if a.get_title().startswith("error against time"))
+    temp_ax = next(a for a in fig.axes if a.get_title() == "die temperature state (run 0)")
+    assert err_ax.get_title() == "error against time (median, range of 2 runs)"
+    assert err_ax.get_yscale() == "log" and err_ax.get_xlabel() == "time (min)"
+    lines = _lines(err_ax)
+    assert list(lines) == ["none", "feedforward", "fresh calibration"]
+    assert [t.get_text() for t in err_ax.get_legend().get_texts()] == ["none", "feedforward", "fresh calibration"]
+    for name in ("none", "feedforward"):
+        np.testing.assert_allclose(lines[name].get_xdata(), study.times_s / 60.0, rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(lines[name].get_ydata(), np.median(study.errors[name], axis=0))
+    assert lines["fresh calibration"].get_ydata()[0] == pytest.approx(study.fresh_error, rel=1e-12)
+    assert len(err_ax.collections) == 2  # the range over runs of each compensator
+    temp = _lines(temp_ax)
+    assert list(temp) == ["ambient", "gradient along x (end to end)", "gradient along y (end to end)"]
+    for k, line in enumerate(temp.values()):
+        np.testing.assert_array_equal(line.get_ydata(), study.temperature[0, :, k])
+    field = [a for a in fig.axes if a.get_title().startswith("die field")]
+    assert len(field) == (1 if with_field else 0)
+    if with_field:
+        from matplotlib.collections import QuadMesh
+
+        mesh = next(c for c in field[0].collections if isinstance(c, QuadMesh))
+        die, state = study.die, study.temperature[0, -1]
+        lo, hi = die.centre - die.extent / 2, die.centre + die.extent / 2
+        corners = die.field(np.array([[lo[0], lo[1]], [lo[0], hi[1]], [hi[0], lo[1]], [hi[0], hi[1]]]), state)
+        # a linear field over the die: its extremes on the drawn grid are at the die's corners
+        np.testing.assert_allclose([mesh.get_array().min(), mesh.get_array().max()], [corners.min(), corners.max()],
+                                   atol=1e-12)
+
+
+def test_drift_figure_of_a_study():
+    s = _study()
+    fig = figure(s, "drift")
+    _check_drift_axes(fig, s, with_field=True)
+    assert fig.get_suptitle().startswith("clements-4 chip seed 3: thermal drift over")
+
+
+def test_drift_figure_from_the_csv_file(tmp_path, capsys):
+    s = _study()
+    csv_path = s.to_csv(tmp_path / "d.csv")
+    from photocomp import plot as plot_module
+
+    fig = figure(plot_module._KINDS["drift"].load(csv_path), "drift")  # what 'photocomp plot --what drift' draws
+    _check_drift_axes(fig, s, with_field=False)
+    assert fig.get_suptitle().endswith("(d.csv)")
+    code, out, err = _run(capsys, "plot", csv_path, "--what", "drift")
+    assert code == 0, err
+    default = str(tmp_path / "d.drift.png")
+    assert out.strip() == f"wrote {default}" and _is_png(default)
+    assert _is_png(plot_file(csv_path, tmp_path / "e.png", what="drift"))
+    assert _is_png(s.plot(tmp_path / "s.png"))  # the study's own plot is the same figure, written atomically
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "d.drift.png", "e.png", "s.png"]
+
+
+def test_drift_figure_bad_input(tmp_path, files):
+    compiled, calibrated = files
+    s = _study()
+    with pytest.raises(pc.InvalidTypeError, match=r"source must be a photocomp.drift.DriftStudy or the dict .*got Program"):
+        figure(_program(), "drift")
+    with pytest.raises(pc.InvalidInputError, match="tile must be None for the drift figure.*got 0"):
+        figure(s, "drift", tile=0)
+    bad = {"times_s": s.times_s, "errors": {"none": s.errors["none"][:, :-1]}, "temperature": s.temperature}
+    with pytest.raises(pc.InvalidInputError, match=r"source\['errors'\]\['none'\] must have shape \(runs >= 1, 13\).*got \(2, 12\)"):
+        figure(bad, "drift")
+    bad = {"times_s": s.times_s, "errors": {"none": s.errors["none"]}, "temperature": s.temperature[:, :, :2]}
+    with pytest.raises(pc.InvalidInputError, match=r"source\['temperature'\] must have shape \(2, 13, 3\); got \(2, 13, 2\)"):
+        figure(bad, "drift")
+    # a phase-map file is not a drift CSV, and a drift CSV is not a phase-map file
+    with pytest.raises(pc.PhaseMapFileError, match=r"file must be a drift CSV .* got '.*w.cal.npz', which is not CSV text"):
+        plot_file(calibrated, tmp_path / "x.png", what="drift")
+    csv_path = s.to_csv(tmp_path / "d.csv")
+    with pytest.raises(pc.PhaseMapFileError, match=r"path must be a photocomp .npz file .*got a file starting with b'run,comp"):
+        plot_file(csv_path, tmp_path / "x.png", what="phases")
+    weights = tmp_path / "w.csv"
+    np.savetxt(weights, np.eye(3), delimiter=",")
+    with pytest.raises(pc.PhaseMapFileError, match=r"file must be a drift CSV .*'run', 'compensator'.*got '.*w.csv' with columns"):
+        plot_file(weights, tmp_path / "x.png", what="drift")
+    with pytest.raises(pc.PhaseMapFileError, match="file must be an existing drift CSV file; got"):
+        plot_file(tmp_path / "missing.csv", tmp_path / "x.png", what="drift")
+    with pytest.raises(pc.InvalidTypeError, match="file must be a file path"):
+        plot_file(3, tmp_path / "x.png", what="drift")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "w.csv"]
+

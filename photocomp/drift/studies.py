@@ -124,84 +124,67 @@ class DriftStudy:
         data = buf.getvalue().encode()
         return atomic_write(path, lambda fh: fh.write(data))
 
-    def plot(self, path) -> str:
+    def plot(self, path, *, dpi: int = 130) -> str:
         """Error against time for every compensator, the temperature state, and the die's field (atomic write).
 
-        The file type follows the extension (png, pdf, svg). Uses matplotlib's
-        Agg canvas directly (no pyplot state).
+        The file type follows the extension (``.png``, ``.pdf``, ``.svg``).
+        The figure is :func:`photocomp.plot.figure` ``(study, "drift")``
+        (matplotlib's Agg canvas, no pyplot state); ``photocomp plot
+        drift.csv --what drift`` draws the same from a saved CSV, without the
+        field panel.
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from photocomp.plot import _check_path, figure, save_figure
 
-        path = os.fspath(path)
-        fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-        fig = Figure(figsize=(13, 4.2), layout="constrained")
-        FigureCanvasAgg(fig)
-        ax_e, ax_t, ax_f = fig.subplots(1, 3, width_ratios=[1.3, 1, 1.2])
-        hours = self.times_s / 3600.0
-        scale, unit = (60.0, "min") if hours[-1] < 1.5 else (1.0, "h")
-        x = hours * scale
-        for name, e in self.errors.items():
-            med = np.median(e, axis=0)
-            (line,) = ax_e.plot(x, med, label=name, lw=1.2)
-            if e.shape[0] > 1:
-                ax_e.fill_between(x, e.min(axis=0), e.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
-        ax_e.axhline(self.fresh_error, color="k", ls=":", lw=1, label="fresh calibration")
-        ax_e.set_yscale("log")
-        ax_e.set_xlabel(f"time ({unit})")
-        ax_e.set_ylabel("matrix error")
-        ax_e.set_title("error against time" + (f" (median, range of {self.errors[self.compensators[0]].shape[0]} runs)"
-                                               if self.errors[self.compensators[0]].shape[0] > 1 else ""))
-        ax_e.legend(fontsize=8)
-        labels = ("ambient", "gradient along x (end to end)", "gradient along y (end to end)")
-        for k, lab in enumerate(labels):
-            ax_t.plot(x, self.temperature[0, :, k], label=lab, lw=1.2)
-        ax_t.set_xlabel(f"time ({unit})")
-        ax_t.set_ylabel("temperature change (K)")
-        ax_t.set_title("die temperature state (run 0)")
-        ax_t.legend(fontsize=8)
-        if self.die is not None:
-            d = self.die
-            lo, hi = d.centre - d.extent / 2, d.centre + d.extent / 2
-            gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 60))
-            field = d.field(np.stack([gx, gy], -1), self.temperature[0, -1])
-            im = ax_f.pcolormesh(gx / 1000, gy / 1000, field, shading="auto", cmap="coolwarm")
-            ax_f.plot(d.heater_xy[:, 0] / 1000, d.heater_xy[:, 1] / 1000, ",", color="k", alpha=0.4)
-            fig.colorbar(im, ax=ax_f, label="temperature change (K)")
-            ax_f.set_xlabel("x along the light (mm)")
-            ax_f.set_ylabel("y across the modes (mm)")
-            ax_f.set_title(f"die field at t = {x[-1]:.3g} {unit} (run 0), heaters dotted")
-        else:
-            ax_f.set_axis_off()
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=130)
-        data = buf.getvalue()
-        return atomic_write(path, lambda fh: fh.write(data))
+        _check_path(path)  # before drawing: a bad path fails fast
+        return save_figure(figure(self, "drift"), path, dpi=dpi)
 
 
 def read_csv(path) -> dict:
-    """Read :meth:`DriftStudy.to_csv` output: ``{"times_s", "errors": {name: (runs, S+1)}, "temperature"}``."""
+    """Read :meth:`DriftStudy.to_csv` output: ``{"times_s", "errors": {name: (runs, S+1)}, "temperature"}``.
+
+    Raises :class:`~photocomp.errors.PhaseMapFileError` for a missing file or
+    one that is not such a CSV (other columns, not text, numbers missing or
+    rows not on one time grid), naming what was expected and what was found.
+    """
+    if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
+        raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise PhaseMapFileError(f"path must be an existing drift CSV file; got {path!r}")
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    need = {"run", "compensator", "time_s", "matrix_error", *FIELD_NAMES}
-    if not rows or not need <= set(rows[0]):
-        raise PhaseMapFileError(f"{path!r} is not a drift CSV (expected columns {sorted(need)})")
+    need = ["run", "compensator", "time_s", "matrix_error", *FIELD_NAMES]
+    what = f"a drift CSV (DriftStudy.to_csv, 'photocomp drift -o') with columns {need}"
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise PhaseMapFileError(f"path must be {what}; got {path!r}, which is not CSV text ({type(exc).__name__})") from None
+    if not set(need) <= set(columns):
+        raise PhaseMapFileError(f"path must be {what}; got {path!r} with columns {columns[:8]}")
+    if not rows:
+        raise PhaseMapFileError(f"path must be {what} and at least one row; got {path!r} with no rows")
+    try:
+        runs_of = [int(r["run"]) for r in rows]
+        values = np.array([[float(r[c]) for c in need[2:]] for r in rows])
+    except (TypeError, ValueError) as exc:
+        raise PhaseMapFileError(f"path must be {what} holding numbers; got {path!r}: {exc}") from None
     names = list(dict.fromkeys(r["compensator"] for r in rows))
-    runs = max(int(r["run"]) for r in rows) + 1
-    first = [r for r in rows if r["compensator"] == names[0] and int(r["run"]) == 0]
-    times = np.array([float(r["time_s"]) for r in first])
-    errors = {n: np.zeros((runs, len(times))) for n in names}
-    temp = np.zeros((runs, len(times), 3))
-    pos = {}
-    for r in rows:
-        key = (r["compensator"], int(r["run"]))
-        j = pos.get(key, 0)
-        pos[key] = j + 1
-        errors[r["compensator"]][int(r["run"]), j] = float(r["matrix_error"])
-        temp[int(r["run"]), j] = [float(r[f]) for f in FIELD_NAMES]
+    runs = max(runs_of) + 1
+    groups: dict = {}
+    for i, (r, run) in enumerate(zip(rows, runs_of)):
+        groups.setdefault((r["compensator"], run), []).append(i)
+    expected = {(n, k) for n in names for k in range(runs)}
+    if min(runs_of) < 0 or set(groups) != expected:
+        raise PhaseMapFileError(f"path must be {what} with runs 0..{runs - 1} for every compensator; got {path!r} "
+                                f"with (compensator, run) pairs {sorted(groups)[:6]}")
+    times = values[groups[(names[0], 0)], 0]
+    for key, idx in groups.items():
+        if len(idx) != len(times) or not np.array_equal(values[idx, 0], times):
+            raise PhaseMapFileError(f"path must be {what} on one time grid; got {path!r} where {key} has "
+                                    f"{len(idx)} rows against {len(times)} for {(names[0], 0)}")
+    errors = {n: np.stack([values[groups[(n, k)], 1] for k in range(runs)]) for n in names}
+    temp = np.stack([values[groups[(names[-1], k)], 2:] for k in range(runs)])
     return {"times_s": times, "errors": errors, "temperature": temp}
 
 
