@@ -279,10 +279,16 @@ def _reck_nulling(u):
 # ---- phases ------------------------------------------------------------------------
 
 
-def _left_phases(ab, left_steps):
-    """phi (rad) of the left steps from the entries they nulled: arg(-b) - arg a, 0 where b = 0."""
+def _phasor(z):
+    """exp(i arg z) (arg as ``jnp.angle`` takes it, signed zeros included, see :func:`_zero_phasor`)."""
+    mag = jnp.abs(z)
+    return jnp.where(mag > 0, _scale(z, 1.0 / jnp.where(mag > 0, mag, 1.0)), _zero_phasor(z))
+
+
+def _left_phasors(ab, left_steps):
+    """exp(i phi) of the left steps from the entries they nulled: phi = arg(-b) - arg a, 0 where b = 0."""
     a, b = ab[left_steps, 0], ab[left_steps, 1]
-    return jnp.where(jnp.abs(b) == 0, 0.0, jnp.angle(-b) - jnp.angle(a))
+    return jnp.where(jnp.abs(b) == 0, 1.0 + 0j, _phasor(-b) * jnp.conj(_phasor(a)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -319,26 +325,29 @@ def _push_levels(kind: str, n: int):
 
 
 def _push_screen(kind, n, phi_left, alpha):
-    """Move the middle screen ``alpha`` (N, *T) out through the left MZIs (phases ``phi_left``).
+    """Move the middle screen out through the left MZIs, on unit phasors.
 
-    Uses DESIGN.md's identity T^-1(theta, phi) diag(e^{i a}, e^{i b}) =
-    diag(e^{i (b - phi + pi)}, e^{i b}) T(theta, a - b + pi); theta is not
-    needed. Phases are wrapped at every pass (a mode is passed up to N/2
-    times). Returns the left MZIs' new phases and the output screen.
+    ``phi_left`` (L, *T) holds exp(i phi) of the left MZIs, ``alpha`` (N, *T)
+    exp(i alpha) of the screen. Uses DESIGN.md's identity (see
+    :func:`photocomp.convention.commute_through_inverse`) T^-1(theta, phi)
+    diag(e^{i a}, e^{i b}) = diag(e^{i (b - phi + pi)}, e^{i b}) T(theta, a -
+    b + pi) as products of phasors: no trigonometry on the device, and the
+    angles (taken on the host by :func:`_phases`) need no wrapping on the way
+    (a mode is passed up to N/2 times). Returns the left MZIs' new phasors
+    and the output screen's.
     """
     slots, pairs = _push_levels(kind, n)
     if not len(slots):
         return phi_left, alpha
     tail = alpha.shape[1:]
-    screen = jnp.concatenate([alpha, jnp.zeros((2,) + tail, alpha.dtype)])
-    phi_x = jnp.concatenate([phi_left, jnp.zeros((1,) + tail, phi_left.dtype)])
+    screen = jnp.concatenate([alpha, jnp.ones((2,) + tail, alpha.dtype)])
+    phi_x = jnp.concatenate([phi_left, jnp.ones((1,) + tail, phi_left.dtype)])
 
     def level(screen, level_slots):
         st, k = level_slots
         a, b, p = screen[k], screen[k + 1], phi_x[st]
-        new_a, new_b, new_phi = convention.commute_through_inverse(None, p, a, b)
-        screen = screen.at[k].set(convention.wrap_phase(new_a)).at[k + 1].set(convention.wrap_phase(new_b))
-        return screen, new_phi
+        screen = screen.at[k].set(-b * jnp.conj(p))  # the mode below keeps b
+        return screen, -a * jnp.conj(b)
 
     screen, new_phi = lax.scan(level, screen, (jnp.asarray(slots), jnp.asarray(pairs)))
     phi_x = phi_x.at[jnp.asarray(slots).reshape(-1)].set(new_phi.reshape((-1,) + tail))
@@ -370,22 +379,22 @@ def _decompose_lines(u, kind: str):
     """Null ``u`` (N, N, *T) and move the middle screen out (the device part of a decomposition).
 
     Returns ``(ab, phi_left, out_phase, deviation)`` in layout order: the
-    entries every MZI's step nulled (n_mzi, 2, *T), the phases of the left
-    steps moved through the screen (n_mzi, *T; 0 at right steps), the output
-    screen (N, *T) and the screen deviation (*T) of :func:`_screen_deviation`.
-    :func:`_phases` turns them into phases.
+    entries every MZI's step nulled (n_mzi, 2, *T), exp(i phi) of the left
+    steps moved through the screen (n_mzi, *T; 1 at right steps), exp(i
+    alpha) of the output screen (N, *T) and the screen deviation (*T) of
+    :func:`_screen_deviation`. :func:`_phases` turns them into phases.
     """
     n = u.shape[0]
     sched = nulling_schedule(kind, n)
     tail = u.shape[2:]
     if n == 1:
-        return jnp.zeros((0, 2) + tail, u.dtype), jnp.zeros((0,) + tail), jnp.angle(u[0]), _screen_deviation(u)
+        return jnp.zeros((0, 2) + tail, u.dtype), jnp.ones((0,) + tail, u.dtype), _phasor(u[0]), _screen_deviation(u)
     ab, d = (_clements_nulling if kind == "clements" else _reck_nulling)(u)
-    alpha = jnp.angle(d[jnp.arange(n), jnp.arange(n)])
+    alpha = _phasor(d[jnp.arange(n), jnp.arange(n)])
     left_steps = np.flatnonzero(sched["left"])
-    phi_left, alpha = _push_screen(kind, n, _left_phases(ab, left_steps), alpha)
+    phi_left, alpha = _push_screen(kind, n, _left_phasors(ab, left_steps), alpha)
     order = _layout_order(kind, n)
-    phi_left = jnp.zeros((len(order),) + tail, phi_left.dtype).at[sched["slot"][left_steps]].set(phi_left)
+    phi_left = jnp.ones((len(order),) + tail, phi_left.dtype).at[sched["slot"][left_steps]].set(phi_left)
     return ab[order], phi_left, alpha, _screen_deviation(d)
 
 
@@ -409,22 +418,23 @@ def _phases(ab, phi_left, out_phase, kind: str):
     theta and the phases of the right steps are the reference's formulas
     (right step: tan theta = |a|/|b|, phi = arg a - arg b; left step: tan
     theta = |b|/|a|; phi = 0 where the nulled entry is 0) on the stored
-    entries; the left steps' phases come moved through the screen. NumPy's
-    float64 atan2 is several times faster than XLA's on CPU, and its result
-    for an element does not depend on the array's length, so a batch equals
-    its unitaries decomposed one by one.
+    entries; the left steps' phases and the output phases are the angles of
+    the phasors moved through the screen. NumPy's float64 atan2 is several
+    times faster than XLA's on CPU, and its result for an element does not
+    depend on the array's length, so a batch equals its unitaries decomposed
+    one by one.
     """
     n = out_phase.shape[-1]
     left = nulling_schedule(kind, n)["left"][_layout_order(kind, n)]
     a, b = ab[..., 0], ab[..., 1]
     na, nb = np.abs(a), np.abs(b)
-    if left.any():
-        theta = np.arctan2(np.where(left, nb, na), np.where(left, na, nb))
-        phi = np.where(left, phi_left, np.where(na == 0, 0.0, np.angle(a) - np.angle(b)))
-    else:
-        theta = np.arctan2(na, nb)
-        phi = np.where(na == 0, 0.0, np.angle(a) - np.angle(b))
-    return theta, _wrap(phi), _wrap(out_phase)
+    theta = np.arctan2(np.where(left, nb, na), np.where(left, na, nb))
+    phi = np.empty(theta.shape)
+    right = ~left
+    phi[..., left] = np.angle(phi_left[..., left])
+    ar, br = a[..., right], b[..., right]
+    phi[..., right] = np.where(na[..., right] == 0, 0.0, np.angle(ar) - np.angle(br))
+    return theta, _wrap(phi), _wrap(np.angle(out_phase))
 
 
 # ---- batches -----------------------------------------------------------------------
