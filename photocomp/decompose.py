@@ -29,7 +29,8 @@ each step cheap:
   the same formulas as the NumPy reference.
 * Moving the Clements middle screen out through the left-multiplication MZIs
   runs level by level: MZIs on disjoint mode pairs are passed at once
-  (about N levels instead of N^2/4 steps).
+  (about N levels instead of N^2/4 steps), on unit phasors, so the device
+  runs no trigonometry at all; the host takes every angle in NumPy.
 
 Batches run with the batch on the trailing axis (contiguous, vectorised) in
 chunks that fit in cache, ``lax.map`` over the chunks; with several JAX
