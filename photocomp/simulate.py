@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from photocomp.ir import PhaseMap
+from photocomp.ir import PhaseMap, TileGrid
 from photocomp.phases import MeshPhases
 from photocomp.physical import fold_batches, ideal_coefficients, propagate_meshes, screen
 
@@ -128,10 +128,33 @@ def program_matrix(pm: PhaseMap):
     return t.reshape(g.rows * k, g.cols * k)[: g.out_dim, : g.in_dim]
 
 
+def _tile_matrices_chunk(vt, vp, vo, sigma, ut, up, uo, gain, *, v_layout, u_layout):
+    """:func:`tile_matrices` of a chunk of tiles given as arrays (for :func:`photocomp.decompose.run_tiles`)."""
+    k = v_layout.n_modes
+    grid = TileGrid(out_dim=vt.shape[0] * k, in_dim=k, tile=k)  # any grid with as many tiles as the chunk
+    pm = PhaseMap(grid=grid, v=MeshPhases(v_layout, vt, vp, vo), sigma=sigma,
+                  u=MeshPhases(u_layout, ut, up, uo), gain=gain)
+    return (tile_matrices(pm),)
+
+
+def tile_matrices_np(pm: PhaseMap) -> np.ndarray:
+    """Float64 numpy :func:`tile_matrices`, in cache-sized chunks of tiles sharded across the JAX devices."""
+    from photocomp.decompose import run_tiles
+
+    arrays = [np.asarray(a, np.float64) for a in (pm.v.theta, pm.v.phi, pm.v.out_phase, pm.sigma, pm.u.theta,
+                                                  pm.u.phi, pm.u.out_phase, pm.gain)]
+    chunk = min(8, 1 << (pm.n_tiles - 1).bit_length())
+    static = {"v_layout": pm.v.layout, "u_layout": pm.u.layout}
+    return run_tiles(_tile_matrices_chunk, arrays, chunk=chunk, static=static)[0]
+
+
 def program_matrix_np(pm: PhaseMap) -> np.ndarray:
-    """Float64 numpy copy of :func:`program_matrix` (for reports and metrics)."""
-    with jax.enable_x64(True):
-        return np.asarray(jax.jit(program_matrix)(pm))
+    """Float64 numpy copy of :func:`program_matrix` (for reports and metrics), tiles computed in chunks."""
+    g = pm.grid
+    k = g.tile
+    t = np.zeros((g.rows, g.cols, k, k), np.complex128)
+    t[np.asarray(g.tile_rows), np.asarray(g.tile_cols)] = tile_matrices_np(pm)
+    return t.transpose(0, 2, 1, 3).reshape(g.rows * k, g.cols * k)[: g.out_dim, : g.in_dim]
 
 
 def evaluate(weights, pm: PhaseMap) -> dict:
