@@ -92,6 +92,15 @@ def test_02_calibrate_a_chip(tmp_path, kernel_name):
     assert "model (L-BFGS) improves on local: True" in out
 
 
+def test_03_thermal_drift(tmp_path, kernel_name):
+    out = execute("03_thermal_drift.ipynb", tmp_path, kernel_name)
+    assert "uncompensated error grows by more than 10x within the hour: True" in out
+    assert "feed-forward cuts the drift-induced error by at least 10x: True" in out
+    assert "closed loop keeps the mean error within 2x of the fresh calibration with 128 = 2N probes per update: True" in out
+    assert "read back exactly: True" in out and "photocomp plot exit code: 0" in out
+    assert number(r"notebook runtime: ([\d.]+) s", out) < 600  # about 100 s on two cores
+
+
 def test_04_photonic_neural_network(tmp_path, kernel_name):
     out = execute("04_photonic_neural_network.ipynb", tmp_path, kernel_name)
     assert "ideal chip within 0.5 points of digital: True" in out
