@@ -73,6 +73,7 @@ __all__ = [
     "fidelity",
     "matrix_error",
     "convention",
+    "drift",
     "PhotocompError",
     "InvalidInputError",
     "InvalidTypeError",

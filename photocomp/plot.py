@@ -1,4 +1,4 @@
-"""Figures of compiled and calibrated programs.
+"""Figures of compiled and calibrated programs, and of thermal drift studies.
 
 Kinds of figure (``what``), each a :class:`PlotKind` in one registry:
 
