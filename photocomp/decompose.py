@@ -429,12 +429,12 @@ def _phases(ab, phi_left, out_phase, kind: str):
     left = nulling_schedule(kind, n)["left"][_layout_order(kind, n)]
     a, b = ab[..., 0], ab[..., 1]
     na, nb = np.abs(a), np.abs(b)
+    if not left.any():  # Reck: right steps only
+        theta = np.arctan2(na, nb)
+        phi = np.where(na == 0, 0.0, np.angle(a) - np.angle(b))
+        return theta, _wrap(phi), _wrap(np.angle(out_phase))
     theta = np.arctan2(np.where(left, nb, na), np.where(left, na, nb))
-    phi = np.empty(theta.shape)
-    right = ~left
-    phi[..., left] = np.angle(phi_left[..., left])
-    ar, br = a[..., right], b[..., right]
-    phi[..., right] = np.where(na[..., right] == 0, 0.0, np.angle(ar) - np.angle(br))
+    phi = np.where(left, np.angle(phi_left), np.where(na == 0, 0.0, np.angle(a) - np.angle(b)))
     return theta, _wrap(phi), _wrap(np.angle(out_phase))
 
 
