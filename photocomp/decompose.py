@@ -53,7 +53,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from photocomp import convention
 from photocomp.errors import InvalidInputError, UnknownNameError
 from photocomp.mesh import MESH_KINDS, nulling_schedule
 from photocomp.phases import MeshPhases
@@ -83,10 +82,8 @@ def _rotation(a, b, left: bool):
     """
     na, nb = jnp.abs(a), jnp.abs(b)
     r = jnp.abs(lax.complex(na, nb))
-    inv = lambda x: jnp.where(x > 0, 1.0 / jnp.where(x > 0, x, 1.0), 0.0)  # noqa: E731
-    ia, ib, ir = inv(na), inv(nb), inv(r)
-    pa = jnp.where(na > 0, _scale(a, ia), _zero_phasor(a))  # exp(i arg a)
-    pb = jnp.where(nb > 0, _scale(b, ib), _zero_phasor(b))
+    ir = jnp.where(r > 0, 1.0 / jnp.where(r > 0, r, 1.0), 0.0)
+    pa, pb = _phasor(a), _phasor(b)  # exp(i arg a), exp(i arg b)
     if left:
         c = jnp.where(r > 0, na * ir, 1.0)
         s = nb * ir
@@ -102,6 +99,12 @@ def _rotation(a, b, left: bool):
 def _zero_phasor(z):
     """exp(i arg z) for z = 0 as ``jnp.angle`` sees it: -1 for a negative-zero real part, else 1."""
     return jnp.where(jnp.signbit(jnp.real(z)), -1.0, 1.0).astype(z.dtype)
+
+
+def _phasor(z):
+    """exp(i arg z) (arg as ``jnp.angle`` takes it, signed zeros included, see :func:`_zero_phasor`)."""
+    mag = jnp.abs(z)
+    return jnp.where(mag > 0, _scale(z, 1.0 / jnp.where(mag > 0, mag, 1.0)), _zero_phasor(z))
 
 
 def _scale(z, x):
@@ -280,12 +283,6 @@ def _reck_nulling(u):
 # ---- phases ------------------------------------------------------------------------
 
 
-def _phasor(z):
-    """exp(i arg z) (arg as ``jnp.angle`` takes it, signed zeros included, see :func:`_zero_phasor`)."""
-    mag = jnp.abs(z)
-    return jnp.where(mag > 0, _scale(z, 1.0 / jnp.where(mag > 0, mag, 1.0)), _zero_phasor(z))
-
-
 def _left_phasors(ab, left_steps):
     """exp(i phi) of the left steps from the entries they nulled: phi = arg(-b) - arg a, 0 where b = 0."""
     a, b = ab[left_steps, 0], ab[left_steps, 1]
@@ -429,12 +426,12 @@ def _phases(ab, phi_left, out_phase, kind: str):
     left = nulling_schedule(kind, n)["left"][_layout_order(kind, n)]
     a, b = ab[..., 0], ab[..., 1]
     na, nb = np.abs(a), np.abs(b)
-    if not left.any():  # Reck: right steps only
+    if left.any():
+        theta = np.arctan2(np.where(left, nb, na), np.where(left, na, nb))
+        phi = np.where(left, np.angle(phi_left), np.where(na == 0, 0.0, np.angle(a) - np.angle(b)))
+    else:  # Reck: right steps only
         theta = np.arctan2(na, nb)
         phi = np.where(na == 0, 0.0, np.angle(a) - np.angle(b))
-        return theta, _wrap(phi), _wrap(np.angle(out_phase))
-    theta = np.arctan2(np.where(left, nb, na), np.where(left, na, nb))
-    phi = np.where(left, np.angle(phi_left), np.where(na == 0, 0.0, np.angle(a) - np.angle(b)))
     return theta, _wrap(phi), _wrap(np.angle(out_phase))
 
 
