@@ -120,12 +120,16 @@ def tile_matrices(pm: PhaseMap):
     return z * jnp.asarray(pm.gain)[:, None, None]
 
 
+def _assemble(g: TileGrid, tiles):
+    """The (M, N) matrix of tile matrices (n_tiles, K, K) in row-major grid order (numpy or jax), padding cropped."""
+    k = g.tile
+    t = tiles.reshape(g.rows, g.cols, k, k).transpose(0, 2, 1, 3)
+    return t.reshape(g.rows * k, g.cols * k)[: g.out_dim, : g.in_dim]
+
+
 def program_matrix(pm: PhaseMap):
     """The (M, N) matrix the ideal chip implements (tiles assembled, padding cropped)."""
-    g = pm.grid
-    k = g.tile
-    t = tile_matrices(pm).reshape(g.rows, g.cols, k, k).transpose(0, 2, 1, 3)
-    return t.reshape(g.rows * k, g.cols * k)[: g.out_dim, : g.in_dim]
+    return _assemble(pm.grid, tile_matrices(pm))
 
 
 def _tile_matrices_chunk(vt, vp, vo, sigma, ut, up, uo, gain, *, v_layout, u_layout):
@@ -150,11 +154,7 @@ def tile_matrices_np(pm: PhaseMap) -> np.ndarray:
 
 def program_matrix_np(pm: PhaseMap) -> np.ndarray:
     """Float64 numpy copy of :func:`program_matrix` (for reports and metrics), tiles computed in chunks."""
-    g = pm.grid
-    k = g.tile
-    t = np.zeros((g.rows, g.cols, k, k), np.complex128)
-    t[np.asarray(g.tile_rows), np.asarray(g.tile_cols)] = tile_matrices_np(pm)
-    return t.transpose(0, 2, 1, 3).reshape(g.rows * k, g.cols * k)[: g.out_dim, : g.in_dim]
+    return _assemble(pm.grid, tile_matrices_np(pm))
 
 
 def evaluate(weights, pm: PhaseMap) -> dict:
