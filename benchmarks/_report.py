@@ -98,9 +98,12 @@ def write_section(path: Path, body: str, begin: str, end: str) -> None:
 
 def finish(lines: list[str], load_at_start: float | None, reproduce: str, out: Path | None, begin: str,
            end: str) -> int:
-    """Close a report: the machine description and the command that reproduces it; print it, and write it
-    into ``out`` between the markers when given. Returns the exit status (0)."""
-    lines = lines + ["Machine:", ""] + machine_description(load_at_start) + ["", f"Reproduce with `{reproduce}`."]
+    """Close a report: the machine description and ``reproduce``, the command (without its ``--out``) that
+    writes it into benchmarks/README.md; print it, and write it into ``out`` between the markers when given.
+    Returns the exit status (0)."""
+    gap = [""] if lines and lines[-1] else []
+    lines = lines + gap + ["Machine:", ""] + machine_description(load_at_start) + [
+        "", f"Reproduce with `{reproduce} --out benchmarks/README.md`."]
     body = "\n".join(lines)
     print(body)
     if out is not None:

@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         lines, load0,
         f"python benchmarks/calibration.py --target {target.name} --seeds {' '.join(map(str, args.seeds))} "
         f"--steps {args.steps} --twin-shots {args.twin_shots} --twin-configs {args.twin_configs} "
-        f"--twin-steps {args.twin_steps} --out benchmarks/README.md", args.out, BEGIN, END)
+        f"--twin-steps {args.twin_steps}", args.out, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -196,9 +196,9 @@ def main(argv=None) -> int:
     for goal, measured, met in goals:
         lines.append(f"| {goal} | {measured} | {'yes' if met else 'no'} |")
     return _report.finish(
-        lines + [""], load0,
+        lines, load0,
         f"python benchmarks/drift.py --target {chip.target.name} --chip-seed {args.chip_seed} --runs {args.runs} "
-        f"--hours {args.hours:g} --dt {args.dt:g} --out benchmarks/README.md", args.out, BEGIN, END)
+        f"--hours {args.hours:g} --dt {args.dt:g}", args.out, BEGIN, END)
 
 
 if __name__ == "__main__":

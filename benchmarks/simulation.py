@@ -283,9 +283,9 @@ def main(argv=None) -> int:
              "model for the reference simulator.", ""]
     lines += table(res, args.target, args.seed)
     return _report.finish(
-        lines + [""], load0,
+        lines, load0,
         f"python benchmarks/simulation.py --target {args.target} --seed {args.seed} --repeats {args.repeats} "
-        f"--steps {args.steps} --out benchmarks/README.md", args.out, BEGIN, END)
+        f"--steps {args.steps}", args.out, BEGIN, END)
 
 
 if __name__ == "__main__":
