@@ -41,17 +41,26 @@ SCRIPT = textwrap.dedent(
 KEYS = ("v_theta", "v_phi", "v_out", "sigma", "u_theta", "u_phi", "u_out", "gain", "r_theta", "r_phi", "r_out")
 
 
+def _python(script: str, *args, devices: int | None = None, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh Python process from the repository root (with ``devices`` JAX host
+    devices when given: XLA_FLAGS must be set before jax is imported). Its stdout is returned; its stderr
+    goes to pytest's capture, so a failing child's traceback shows in the report."""
+    env = dict(os.environ)
+    if devices is not None:
+        flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+        env["JAX_PLATFORMS"] = "cpu"  # host devices are the ones the flag multiplies
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, check=True, timeout=timeout,
+                          stdout=subprocess.PIPE, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def _run(tmp_path, devices: int) -> dict:
     us = tmp_path / "us.npy"
     if not us.exists():
         np.save(us, haar_unitary(6, np.random.default_rng(42), size=37))
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
-    env["JAX_PLATFORMS"] = "cpu"  # host devices are the ones the flag multiplies
     out = tmp_path / f"run{devices}.npz"
-    subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(us)], env=env, check=True, timeout=600,
-                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    _python(SCRIPT, out, us, devices=devices, timeout=600)
     with np.load(out) as data:
         return {k: data[k] for k in data.files}
 
@@ -85,13 +94,8 @@ BIG = textwrap.dedent(
 def test_sharded_compile_of_many_full_size_tiles(tmp_path):
     """128 tiles of 64 x 64 on 2 devices: 64 per device in several chunks (batched LAPACK calls once
     deadlocked here); the phase map equals this process's one-device compile."""
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags + ["--xla_force_host_platform_device_count=2"])
-    env["JAX_PLATFORMS"] = "cpu"
     out = tmp_path / "big.npz"
-    subprocess.run([sys.executable, "-c", BIG, str(out)], env=env, check=True, timeout=300,
-                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    _python(BIG, out, devices=2, timeout=300)
     pm = pc.compile(np.random.default_rng(45).standard_normal((512, 1024)), "pace-64").phase_map
     with np.load(out) as two:
         assert int(two["devices"]) == 2
@@ -174,8 +178,7 @@ WHOLE = textwrap.dedent(
 @pytest.mark.slow
 def test_whole_model_4096_on_pace64_fits_in_4_gib():
     """4,096 tiles of 64 x 64 end to end with the default pipeline, in a fresh process (no timing asserted)."""
-    out = subprocess.run([sys.executable, "-c", WHOLE], check=True, capture_output=True, text=True, timeout=3600,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = _python(WHOLE, timeout=3600)
     tiles, peak, err, fidelity, exact_err = (float(x) for x in out.stdout.split())
     assert tiles == 4096
     assert peak <= 4 * 2**30
