@@ -44,7 +44,7 @@ from photocomp.chipsim import (
 from photocomp.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.ir import CompileReport, PassRecord
 from photocomp.mesh import MeshLayout
-from photocomp.simulate import tile_matrices
+from photocomp.simulate import tile_matrices_np
 from photocomp.validate import check_int, check_real
 
 __all__ = ["METHODS", "error", "local_correction", "calibrate", "reachability", "Reachability"]
@@ -61,8 +61,7 @@ def _program(prog):
 
 
 def _ideal_tiles(prog) -> np.ndarray:
-    with jax.enable_x64(True):
-        return np.asarray(tile_matrices(prog.ideal_phase_map))
+    return tile_matrices_np(prog.ideal_phase_map)
 
 
 def _relative_error(target_tiles, chip_tiles_no_gain):
@@ -113,8 +112,11 @@ def error(prog, chip) -> dict:
 
 def _ideal_settings(prog) -> Settings:
     with jax.enable_x64(True):
-        s = settings_from_program(prog.ideal_phase_map)
+        s = _settings_from_program(prog.ideal_phase_map)
         return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), s)
+
+
+_settings_from_program = jax.jit(settings_from_program)  # one compiled program instead of many eager operations
 
 
 # ---- local analytic correction ----------------------------------------------------
@@ -251,10 +253,10 @@ def reachability(prog, chip) -> Reachability:
         u=MeshPhases(pm.u.layout, clipped["u"], f64(pm.u.phi), f64(pm.u.out_phase)),
         sigma=clipped["att"],
     )
+    target = tile_matrices_np(pm)
+    clipped_tiles = tile_matrices_np(clip_pm.replace(gain=np.ones_like(f64(pm.gain))))
     with jax.enable_x64(True):
-        target = tile_matrices(pm)
-        floor, _ = _relative_error(target, tile_matrices(clip_pm.replace(gain=np.ones_like(f64(pm.gain)))))
-        floor = float(floor)
+        floor = float(_relative_error(jnp.asarray(target), jnp.asarray(clipped_tiles))[0])
     total = sum(m.size for m in masks.values())
     frac = float(sum(m.sum() for m in masks.values()) / total) if total else 0.0
     return Reachability(masks["v"], masks["u"], masks["att"], frac, floor)
@@ -274,6 +276,16 @@ def _check_optimizer(optimizer):
     return optimizer
 
 
+def _stores_value_and_grad(state) -> bool:
+    """Whether an optax state holds one ``value`` and one ``grad`` (a line search's, at the next iterate)."""
+    import optax
+
+    try:
+        return optax.tree.get(state, "value") is not None and optax.tree.get(state, "grad") is not None
+    except (AttributeError, KeyError):  # an older optax without optax.tree, or several line searches
+        return False
+
+
 def _minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callback=None):
     """Minimise ``loss_fn`` (a squared error) with an optax optimizer, keeping the best iterate.
 
@@ -288,16 +300,31 @@ def _minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callb
     """
     import optax
 
+    value_and_grad = jax.value_and_grad(loss_fn)
+    state = opt.init(params0)
+    if _stores_value_and_grad(state):  # a line search evaluated the new point: reuse, don't recompute
+        reuse = optax.value_and_grad_from_state(loss_fn)
+        value_and_grad = lambda p, state: reuse(p, state=state)  # noqa: E731
+    else:
+        value_and_grad = (lambda vg: lambda p, state: vg(p))(value_and_grad)
+
     @jax.jit
     def step(p, state):
-        loss, grad = jax.value_and_grad(loss_fn)(p)
+        loss, grad = value_and_grad(p, state)
         updates, state = opt.update(grad, state, p, value=loss, grad=grad, value_fn=loss_fn)
         return optax.apply_updates(p, updates), state, loss
 
-    best, best_loss = params0, float(jax.jit(loss_fn)(params0))
+    # optax's initial states hold weakly typed scalars that `step` returns strongly typed: without
+    # this, the second call would compile `step` a second time
+    state = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.asarray(a).dtype), state)
+    # every call of `step` returns the loss of the parameters it was given, so the first call
+    # scores the start and each loop step scores the parameters the step before produced
+    new_p, new_state, loss = step(params0, state)
+    best, best_loss = params0, float(loss)
     history = [np.sqrt(best_loss)]
-    p, state = params0, opt.init(params0)
     since_best, stop_reason = 0, "steps"
+    if not np.isfinite(best_loss):
+        return best, np.asarray(history), {"steps_run": 0, "stopped": "non-finite loss at the start"}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -305,8 +332,9 @@ def _minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callb
         bar = tqdm(total=steps, desc=desc, unit="step")
     try:
         for i in range(steps):
+            p, state = new_p, new_state
             new_p, new_state, loss = step(p, state)
-            loss = float(loss)  # loss of `p`, before the update
+            loss = float(loss)  # loss of `p`, the result of step i
             if not np.isfinite(loss):
                 stop_reason = "non-finite loss (kept the best settings so far)"
                 break
@@ -327,11 +355,6 @@ def _minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callb
             if loss > 1e3 * max(history[0] ** 2, 1e-30):
                 stop_reason = "diverged (kept the best settings so far)"
                 break
-            p, state = new_p, new_state
-        else:
-            final = float(jax.jit(loss_fn)(p))
-            if np.isfinite(final) and final < best_loss:
-                best_loss, best = final, p
     except KeyboardInterrupt:
         stop_reason = "interrupted (kept the best settings so far)"
     finally:
