@@ -31,7 +31,7 @@ class Canonicalize(Pass):
 
     def __call__(self, state: CompileState):
         pm = state.require("phase_map", "clements")
-        before = program_matrix_np(pm)
+        before = state.program_matrix()
         sig = np.mod(np.asarray(pm.sigma, dtype=np.float64), 2 * np.pi)
         # cos is even and 2 pi periodic; a sign flip (sigma in (pi/2, 3pi/2)) moves into the gain
         neg = np.cos(sig) < 0
@@ -44,4 +44,4 @@ class Canonicalize(Pass):
                 v=MeshPhases(v.layout, v.theta, v.phi, np.mod(v.out_phase + np.pi * neg, 2 * np.pi))
             )
         after = program_matrix_np(new)
-        return state.replace(phase_map=new), {"max_matrix_change": float(np.max(np.abs(after - before)))}
+        return state.replace(phase_map=new, matrix=after), {"max_matrix_change": float(np.max(np.abs(after - before)))}

@@ -10,7 +10,6 @@ from photocomp.errors import UnknownNameError
 from photocomp.ir import CompileState
 from photocomp.metrics import np_matrix_error
 from photocomp.pipeline import Pass
-from photocomp.simulate import program_matrix_np
 
 _DETECTION = ("coherent", "intensity")
 
@@ -38,8 +37,8 @@ class Lower(Pass):
             raise UnknownNameError(f"detection must be one of {_DETECTION}; got {self.detection!r}")
 
     def __call__(self, state: CompileState):
-        pm = state.require("phase_map", "clements")
-        dense = program_matrix_np(pm)
+        state.require("phase_map", "clements")
+        dense = state.program_matrix()
         detection = self.detection or state.target.detection
         return state.replace(dense=dense, detection=detection), {
             "detection": detection,

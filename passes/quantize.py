@@ -12,7 +12,8 @@ from photocomp.errors import UnknownNameError
 from photocomp.ir import CompileState
 from photocomp.phases import MeshPhases
 from photocomp.pipeline import Pass
-from photocomp.simulate import evaluate
+from photocomp.metrics import np_matrix_error
+from photocomp.simulate import program_matrix_np
 from photocomp.validate import check_int
 
 
@@ -66,13 +67,14 @@ class Quantize(Pass):
     def __call__(self, state: CompileState):
         pm = state.require("phase_map", "clements")
         bits = state.target.dac_bits if self.bits is None else self.bits
-        before = evaluate(state.weights, pm)["matrix_error"]
+        before = np_matrix_error(state.weights, state.program_matrix())
         new = pm.replace(
             v=_quantize_mesh(pm.v, bits, self.scheme),
             u=_quantize_mesh(pm.u, bits, self.scheme),
             sigma=_quantize_theta(pm.sigma, bits, self.scheme),
         )
-        after = evaluate(state.weights, new)["matrix_error"]
+        matrix = program_matrix_np(new)
+        after = np_matrix_error(state.weights, matrix)
         dphi = max(
             float(np.max(np.abs(np.angle(np.exp(1j * (np.asarray(a) - np.asarray(b)))))))
             if np.size(a) else 0.0
@@ -82,7 +84,7 @@ class Quantize(Pass):
                 (new.sigma, pm.sigma),
             ]
         )
-        return state.replace(phase_map=new), {
+        return state.replace(phase_map=new, matrix=matrix), {
             "bits": bits,
             "matrix_error_before": before,
             "matrix_error": after,

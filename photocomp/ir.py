@@ -186,6 +186,10 @@ class CompileState:
       detection: ``"coherent"`` or ``"intensity"`` (set by ``lower``).
       dense: folded dense matrix of the ideal program (after ``lower``).
       records: :class:`PassRecord` of every pass run so far.
+      matrix: the (M, N) matrix the ideal chip implements with ``phase_map``,
+        kept by the passes that simulate it so the next one need not
+        (:meth:`program_matrix`); :meth:`replace` drops it whenever
+        ``phase_map`` changes without a matrix to go with it.
     """
 
     weights: np.ndarray
@@ -198,9 +202,20 @@ class CompileState:
     detection: str = "coherent"
     dense: np.ndarray | None = None
     records: tuple = ()
+    matrix: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def replace(self, **changes) -> "CompileState":
+        if "phase_map" in changes and "matrix" not in changes:
+            changes["matrix"] = None
         return dataclasses.replace(self, **changes)
+
+    def program_matrix(self) -> np.ndarray:
+        """The (M, N) matrix of ``phase_map`` on the ideal chip: the kept one, or simulated now (float64 numpy)."""
+        if self.matrix is not None:
+            return self.matrix
+        from photocomp.simulate import program_matrix_np
+
+        return program_matrix_np(self.require("phase_map", "clements"))
 
     def require(self, field: str, provider: str):
         """Return a product, or raise a KeyError that says which pass provides it."""

@@ -155,15 +155,3 @@ def tile_matrices_np(pm: PhaseMap) -> np.ndarray:
 def program_matrix_np(pm: PhaseMap) -> np.ndarray:
     """Float64 numpy copy of :func:`program_matrix` (for reports and metrics), tiles computed in chunks."""
     return _assemble(pm.grid, tile_matrices_np(pm))
-
-
-def evaluate(weights, pm: PhaseMap) -> dict:
-    """Matrix error of the ideal program against ``weights`` and its MZI count and depth."""
-    from photocomp.metrics import np_matrix_error
-
-    w_hat = program_matrix_np(pm)
-    return {
-        "matrix_error": np_matrix_error(weights, w_hat),
-        "mzis": int(pm.n_tiles * (pm.v.layout.n_mzi + pm.u.layout.n_mzi + pm.grid.tile)),
-        "depth": int(pm.v.layout.depth + 1 + pm.u.layout.depth),
-    }

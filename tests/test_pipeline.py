@@ -302,7 +302,7 @@ def _arrays(state):
     """Every array reachable from a CompileState, with a path for messages."""
     import jax
 
-    leaves = {"weights": state.weights, "blocks": state.blocks, "dense": state.dense}
+    leaves = {"weights": state.weights, "blocks": state.blocks, "dense": state.dense, "matrix": state.matrix}
     if state.svd is not None:
         leaves.update({f"svd[{i}]": a for i, a in enumerate(state.svd)})
     if state.phase_map is not None:
@@ -347,6 +347,37 @@ def test_pass_contract(name, pass_inputs):
     json.dumps(metrics)
     for k, v in metrics.items():
         assert isinstance(k, str) and isinstance(v, (bool, int, float, str)), (k, type(v))
+
+
+def test_passes_share_the_program_matrix_they_simulate(monkeypatch):
+    """canonicalize keeps the matrix it simulates; quantize and lower reuse it, and no stale matrix survives."""
+    import passes.canonicalize
+    import passes.quantize
+    from photocomp import simulate
+
+    real = simulate.program_matrix_np
+    calls = []
+
+    def counted(pm):
+        calls.append(pm)
+        return real(pm)
+
+    for module in (passes.canonicalize, passes.quantize, simulate):
+        monkeypatch.setattr(module, "program_matrix_np", counted)
+    w = np.random.default_rng(5).standard_normal((6, 7))
+    prog = pc.compile(w, target="clements-4", pipeline=FULL.format(mesh="clements"))
+    # canonicalize before and after, quantize after; quantize's before and lower reuse what was kept
+    assert len(calls) == 3
+    np.testing.assert_array_equal(prog.dense, real(prog.phase_map))
+    metrics = {r.name: dict(r.metrics) for r in prog.report.records}
+    assert metrics["lower"]["matrix_error"] == metrics["quantize"]["matrix_error"]
+
+    state = _states("clements-4", FULL.format(mesh="clements"))["__final__"]
+    assert state.matrix is not None and state.program_matrix() is state.matrix
+    moved = state.replace(phase_map=state.phase_map.replace(gain=2 * np.asarray(state.phase_map.gain)))
+    assert moved.matrix is None  # a new phase map drops the matrix kept for the old one
+    np.testing.assert_allclose(moved.program_matrix(), 2 * state.matrix, rtol=0, atol=1e-13)
+    assert state.replace(records=()).matrix is state.matrix
 
 
 def test_require_names_the_provider():
