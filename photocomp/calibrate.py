@@ -363,17 +363,55 @@ def _minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callb
     return best, np.asarray(history), {"steps_run": len(history) - 1, "stopped": stop_reason}
 
 
+def _tile_sharded(start: Settings, target_tiles, devices):
+    """Settings and target tiles padded to a multiple of the device count, and the tiles' device mesh.
+
+    Padding tiles repeat the last tile's settings and have a zero target, so
+    their best gain is 0 and they add nothing to the loss or its gradient.
+    Returns ``(settings, target tiles, mesh or None)``; ``None`` (no sharding)
+    with one device or fewer tiles than devices.
+    """
+    from photocomp.decompose import _tile_mesh
+    from photocomp.ir import TileGrid
+
+    t, k = start.grid.n_tiles, start.grid.tile
+    if len(devices) < 2 or t < len(devices):
+        return start, target_tiles, None
+    size = -(-t // len(devices)) * len(devices)
+    if size > t:
+        pad = lambda a: np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], size - t, axis=0)])  # noqa: E731
+        start = jax.tree_util.tree_map(pad, start).replace(grid=TileGrid(out_dim=size * k, in_dim=k, tile=k))
+        target_tiles = np.concatenate([target_tiles, np.zeros((size - t, k, k), target_tiles.dtype)])
+    return start, target_tiles, _tile_mesh(tuple(devices))
+
+
 def _optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patience, progress, desc, callback=None):
-    """Gradient descent on heater phases; returns (best settings, history, info)."""
+    """Gradient descent on heater phases; returns (best settings, history, info).
+
+    With several JAX devices the tiles are sharded across them: the heater
+    phases are laid out along the tile axis over a one-axis device mesh and
+    XLA partitions the chip simulation and the optimizer's arithmetic to
+    match (the loss is a sum over tiles).
+    """
     import optax
 
+    from photocomp.decompose import _gather, _spread
+
     target = chip.target
+    n_tiles = start.grid.n_tiles
+    start_p, target_p, mesh = _tile_sharded(start, np.asarray(target_tiles), jax.devices())
     with jax.enable_x64(True):
-        tiles = jnp.asarray(target_tiles)
-        flat0 = jnp.asarray(flatten_heaters(start), dtype=jnp.float64)
+        tiles = jnp.asarray(target_p)
+        flat0 = np.asarray(flatten_heaters(start_p), dtype=np.float64)
+        if mesh is None:
+            flat0, constrain = jnp.asarray(flat0), (lambda x: x)
+        else:
+            sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tiles"))
+            flat0 = _spread(flat0, mesh)
+            constrain = lambda x: jax.lax.with_sharding_constraint(x, sharding)  # noqa: E731
 
         def loss_fn(flat):
-            s = unflatten_heaters(start, flat, target)
+            s = unflatten_heaters(start_p, constrain(flat), target)
             b = chip_tile_matrices(chip, s, with_gain=False)
             err, _ = _relative_error(tiles, b)
             return err**2
@@ -381,6 +419,7 @@ def _optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patien
         # extra-args support lets line-search optimizers (optax.lbfgs) see the objective
         opt = optax.with_extra_args_support(optimizer)
         best_flat, history, info = _minimize(loss_fn, flat0, opt, steps, tol, patience, progress, desc, callback)
+        best_flat = _gather((best_flat,))[0][:n_tiles]
         best = unflatten_heaters(start, best_flat, target)
         best = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), best)
     return best, history, info

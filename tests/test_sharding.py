@@ -103,6 +103,48 @@ def test_sharded_compile_of_many_full_size_tiles(tmp_path):
             np.testing.assert_allclose(two[key], mine, rtol=0, atol=1e-12, err_msg=key)
 
 
+CALIBRATE = textwrap.dedent(
+    """
+    import importlib
+    import sys
+    import jax
+    import numpy as np
+    import photocomp as pc
+
+    calibrate = importlib.import_module("photocomp.calibrate")  # the module, not the function pc.calibrate
+    spread = []  # devices holding the heater phases the optimizer starts from
+    minimize = calibrate._minimize
+
+    def spy(loss_fn, params0, *args, **kwargs):
+        spread.append(len(params0.sharding.device_set))
+        return minimize(loss_fn, params0, *args, **kwargs)
+
+    calibrate._minimize = spy
+    prog = pc.compile(np.random.default_rng(46).standard_normal((24, 20)), "clements-8")
+    cal = pc.calibrate(prog, pc.fabricate("clements-8", seed=2), method="model", steps=25, progress=False)
+    s = cal.settings
+    np.savez(sys.argv[1], devices=jax.device_count(), spread=spread[0], error=cal.report.summary["error_after"],
+             v_int=s.v_int, v_ext=s.v_ext, att=s.att, u_int=s.u_int, u_out=s.u_out, gain=s.gain)
+    """
+)
+
+
+def test_calibration_sharded_over_four_devices_equals_one_device(tmp_path):
+    """9 tiles (padded to 12) over 4 devices: the same calibrated settings as on one device."""
+    runs = {}
+    for devices in (1, 4):
+        out = tmp_path / f"cal{devices}.npz"
+        _python(CALIBRATE, out, devices=devices, timeout=600)
+        with np.load(out) as data:
+            runs[devices] = {k: data[k] for k in data.files}
+    one, four = runs[1], runs[4]
+    assert int(four["devices"]) == 4 and int(four["spread"]) == 4 and int(one["spread"]) == 1
+    assert float(four["error"]) == pytest.approx(float(one["error"]), rel=1e-9)
+    for key in ("v_int", "v_ext", "att", "u_int", "u_out", "gain"):
+        assert four[key].shape == one[key].shape and one[key].shape[0] == 9, key
+        np.testing.assert_allclose(four[key], one[key], rtol=0, atol=1e-8, err_msg=key)
+
+
 # ---- strips --------------------------------------------------------------------------------------
 
 PIPE = "validate | tile | svd | clements | canonicalize | quantize(bits=10) | lower"
