@@ -12,6 +12,7 @@ from photocomp.ir import CompileState, PhaseMap
 from photocomp.mesh import layout
 from photocomp.phases import MeshPhases
 from photocomp.pipeline import Pass
+from photocomp.simulate import _assemble
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +34,8 @@ class _Decompose(Pass):
         u_ph = MeshPhases(lay, *decompose_many(u, self.kind)[:3])
         sigma = np.arccos(np.clip(s_norm, 0.0, 1.0))
         pm = PhaseMap(grid=state.grid, v=v_ph, sigma=sigma, u=u_ph, gain=gain)
-        # rebuild every mesh from its phases: fidelities and the compiled matrix's error
-        fid_v, fid_u, err2 = check_tiles(pm, vh, u, state.require("blocks", "tile"))
+        # rebuild every mesh from its phases: fidelities, the tile matrices and the compiled matrix's error
+        fid_v, fid_u, err2, tiles = check_tiles(pm, vh, u, state.require("blocks", "tile"))
         err = float(np.sqrt(err2.sum()))
         norm = float(np.linalg.norm(state.weights))
         metrics = {
@@ -43,7 +44,8 @@ class _Decompose(Pass):
             "mzis": int(pm.n_tiles * (lay.n_mzi * 2 + pm.grid.tile)),
             "depth": int(2 * lay.depth + 1),
         }
-        return state.replace(phase_map=pm), metrics
+        # the rebuilt program matrix is kept for the next pass that needs it (canonicalize's "before")
+        return state.replace(phase_map=pm, matrix=_assemble(pm.grid, tiles)), metrics
 
 
 @dataclasses.dataclass(frozen=True)

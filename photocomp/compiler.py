@@ -167,7 +167,7 @@ def _mesh_fidelity(state: CompileState) -> float | None:
     if state.svd is None or state.phase_map is None:
         return None
     u, _, vh, _ = state.svd
-    fid_v, fid_u, _ = check_tiles(state.phase_map, vh, u)
+    fid_v, fid_u, _, _ = check_tiles(state.phase_map, vh, u)
     return float(min(fid_v.min(), fid_u.min()))
 
 

@@ -642,8 +642,9 @@ def _check_chunk(v_theta, v_phi, v_out, u_theta, u_phi, u_out, vh, u, *rest, kin
     """Rebuild a chunk of tiles' V and U meshes; fidelities against ``vh``/``u`` and the tile error.
 
     ``rest`` is ``(sigma, gain, block, rows, cols)`` when ``with_error``: the
-    squared Frobenius error of ``gain U diag(cos sigma) V`` against ``block``
-    over the tile's first ``rows`` x ``cols`` entries (the rest is padding).
+    tile matrix ``gain U diag(cos sigma) V`` and its squared Frobenius error
+    against ``block`` over the tile's first ``rows`` x ``cols`` entries (the
+    rest is padding).
     """
     from photocomp.metrics import fidelity
     from photocomp.simulate import apply_meshes
@@ -661,7 +662,7 @@ def _check_chunk(v_theta, v_phi, v_out, u_theta, u_phi, u_out, vh, u, *rest, kin
     i = jnp.arange(k)
     mask = (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
     err2 = jnp.sum(jnp.where(mask, jnp.abs(block - tile) ** 2, 0.0), axis=(1, 2))
-    return out + (err2,)
+    return out + (err2, tile)
 
 
 def check_tiles(pm, vh, u, blocks=None, *, devices=None):
@@ -674,10 +675,11 @@ def check_tiles(pm, vh, u, blocks=None, *, devices=None):
         ``None`` to skip the tile errors.
 
     Returns:
-      ``(fid_v, fid_u, err2)``: per-tile fidelities |Tr(A^H B)|^2 / K^2 of the
-      rebuilt meshes and (when ``blocks`` is given, else ``None``) the squared
-      Frobenius error of ``gain U diag(cos sigma) V^H`` over the unpadded part
-      of each tile, so that ``sqrt(sum(err2))`` is ``||W - W_hat||_F``.
+      ``(fid_v, fid_u, err2, tiles)``: per-tile fidelities |Tr(A^H B)|^2 / K^2
+      of the rebuilt meshes and (when ``blocks`` is given, else ``None``) the
+      tile matrices ``gain U diag(cos sigma) V^H`` (n_tiles, K, K) and their
+      squared Frobenius error over the unpadded part of each tile, so that
+      ``sqrt(sum(err2))`` is ``||W - W_hat||_F``.
     """
     k = pm.grid.tile
     arrays = [pm.v.theta, pm.v.phi, pm.v.out_phase, pm.u.theta, pm.u.phi, pm.u.out_phase,
@@ -692,7 +694,7 @@ def check_tiles(pm, vh, u, blocks=None, *, devices=None):
     chunk = min(cap, 1 << (pm.n_tiles - 1).bit_length())
     out = run_tiles(_check_chunk, arrays, chunk=chunk, devices=devices,
                     static={"kind": pm.mesh_kind, "with_error": blocks is not None})
-    return out if blocks is not None else out + (None,)
+    return out if blocks is not None else out + (None, None)
 
 
 def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: float = 1e-8) -> MeshPhases:
