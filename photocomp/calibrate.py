@@ -300,13 +300,17 @@ def _minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callb
     """
     import optax
 
-    value_and_grad = jax.value_and_grad(loss_fn)
     state = opt.init(params0)
     if _stores_value_and_grad(state):  # a line search evaluated the new point: reuse, don't recompute
-        reuse = optax.value_and_grad_from_state(loss_fn)
-        value_and_grad = lambda p, state: reuse(p, state=state)  # noqa: E731
+        from_state = optax.value_and_grad_from_state(loss_fn)
+
+        def value_and_grad(p, state):
+            return from_state(p, state=state)
     else:
-        value_and_grad = (lambda vg: lambda p, state: vg(p))(value_and_grad)
+        plain = jax.value_and_grad(loss_fn)
+
+        def value_and_grad(p, state):
+            return plain(p)
 
     @jax.jit
     def step(p, state):
