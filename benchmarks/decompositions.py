@@ -23,9 +23,12 @@ Implementations (the peers only where they import):
 
 Each (implementation, N) cell runs in a fresh child process. A call that runs
 past ``--budget-s`` is stopped; that cell and every larger N of that
-implementation are shown as "—" (skipped over budget). Repeats also stop once
-their total would pass the budget. photocomp's jit compile time is its first
-call minus the median of the others, per N.
+implementation are shown as "—" (skipped over budget). After the first call,
+up to ``--warmup`` untimed calls let caches, the allocator and the page tables
+settle (the first few calls after a compile run noticeably slower and would
+dominate a median of few repeats), within a quarter of the budget; the timed
+repeats then stop once their total would pass the budget. photocomp's jit
+compile time is its first call minus the median of the timed calls, per N.
 
 The whole-model row compiles a ``--whole-model`` x ``--whole-model`` real
 Gaussian matrix onto ``--whole-target`` with ``photocomp.compile`` (default
@@ -38,7 +41,7 @@ resident memory of the process and the compiled matrix's error.
 Usage (``benchmarks/run.sh`` builds an environment with the peers)::
 
     python benchmarks/decompositions.py --sizes 16 32 64 128 256 512 1024 \\
-        --repeats 5 --budget-s 90 --out benchmarks/README.md --plot benchmarks/decompositions.png
+        --repeats 11 --warmup 2 --budget-s 90 --out benchmarks/README.md --plot benchmarks/decompositions.png
 """
 
 from __future__ import annotations
@@ -197,7 +200,7 @@ def load(name: str):
 # --------------------------------------------------------------------------
 
 
-def _measure_child(conn, name, n, batch, seed, repeats, budget_s):
+def _measure_child(conn, name, n, batch, seed, repeats, budget_s, warmup):
     """Child process: load, time, check; report to the parent over ``conn``."""
     try:
         fn, rebuild = load(name)
@@ -210,6 +213,13 @@ def _measure_child(conn, name, n, batch, seed, repeats, budget_s):
         times = []
         spent = first
         last = first
+        for _ in range(warmup):  # untimed: caches, allocator and page tables settle
+            if spent + last > budget_s / 4:
+                break
+            t = time.perf_counter()
+            fn(u)
+            last = time.perf_counter() - t
+            spent += last
         while len(times) < repeats and spent + last <= budget_s:
             t = time.perf_counter()
             result = fn(u)
@@ -242,7 +252,7 @@ def _take(phases, i):
     )
 
 
-def measure(name, n, *, seed, repeats, budget_s, batch=0, load_timeout_s=600.0):
+def measure(name, n, *, seed, repeats, budget_s, batch=0, warmup=0, load_timeout_s=600.0):
     """Time one (implementation, N) cell in a fresh process.
 
     Returns a dict with ``status`` in {"ok", "over", "unavailable", "failed"}
@@ -252,7 +262,7 @@ def measure(name, n, *, seed, repeats, budget_s, batch=0, load_timeout_s=600.0):
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(
-        target=_measure_child, args=(child, name, n, batch, seed, repeats, budget_s), daemon=True
+        target=_measure_child, args=(child, name, n, batch, seed, repeats, budget_s, warmup), daemon=True
     )
     proc.start()
     child.close()
@@ -444,7 +454,8 @@ def build_report(results, batched, args, names, whole=None) -> str:
         "",
         "Median wall time of one decomposition of a Haar-random N×N unitary "
         f"(same matrices for every implementation, seed {args.seed}; up to {args.repeats} "
-        f"timed calls after one untimed first call; budget {args.budget_s:g} s per "
+        f"timed calls after one untimed first call and up to {args.warmup} untimed warm-up calls; "
+        f"budget {args.budget_s:g} s per "
         "implementation and size; "
         + (f"{args.threads} BLAS/XLA thread(s) per process" if args.threads > 0 else "library-default threads")
         + "). \"compile\" is photocomp's first call minus its median "
@@ -501,7 +512,7 @@ def build_report(results, batched, args, names, whole=None) -> str:
         "",
         f"Throughput at N={nb} (unitaries per second). A batched row is one "
         f"`decompose` call on a ({args.batch}, {nb}, {nb}) stack, median over repeats "
-        "after the compiling first call; its error is checked on the first 25 "
+        "after the compiling first call and the warm-up calls; its error is checked on the first 25 "
         "unitaries. The other rows are 1 / (median time of one call).",
         "",
         "| implementation | unitaries / s | max err |",
@@ -611,7 +622,9 @@ def limit_threads(threads: int) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024])
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per cell (after the first)")
+    parser.add_argument("--repeats", type=int, default=11, help="timed calls per cell (after the first)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed calls after the first, within a quarter of the budget (default %(default)s)")
     parser.add_argument("--budget-s", type=float, default=90.0, help="time budget per implementation and size (s)")
     parser.add_argument("--seed", type=int, default=2016)
     parser.add_argument("--batch", type=int, default=1000, help="unitaries in the throughput batch")
@@ -633,8 +646,8 @@ def main(argv=None) -> int:
     parser.add_argument("--whole-timeout-s", type=float, default=1800.0, help="time limit of one whole-model run (s)")
     args = parser.parse_args(argv)
     args.sizes = sorted(set(args.sizes))
-    if args.repeats < 1 or args.budget_s <= 0 or min(args.sizes) < 1:
-        parser.error("--repeats must be >= 1, --budget-s > 0 and sizes >= 1")
+    if args.repeats < 1 or args.warmup < 0 or args.budget_s <= 0 or min(args.sizes) < 1:
+        parser.error("--repeats must be >= 1, --warmup >= 0, --budget-s > 0 and sizes >= 1")
 
     limit_threads(args.threads)
     args.load_at_start = load_average()
@@ -648,7 +661,7 @@ def main(argv=None) -> int:
                 results[(name, n)] = {"status": "skipped"}
                 print(f"{name:42s} N={n:4d} skipped (over budget at a smaller N)", file=sys.stderr)
                 continue
-            r = measure(name, n, seed=args.seed, repeats=args.repeats, budget_s=args.budget_s)
+            r = measure(name, n, seed=args.seed, repeats=args.repeats, budget_s=args.budget_s, warmup=args.warmup)
             results[(name, n)] = r
             if r["status"] == "unavailable":
                 print(f"{name:42s} not available: {r['why']}", file=sys.stderr)
@@ -673,7 +686,8 @@ def main(argv=None) -> int:
     for name, kind in BATCHED.items():
         if args.only and not any(s in name for s in args.only):
             continue
-        r = measure(name, args.batch_n, seed=args.seed, repeats=args.repeats, budget_s=args.budget_s, batch=args.batch)
+        r = measure(name, args.batch_n, seed=args.seed, repeats=args.repeats, budget_s=args.budget_s, batch=args.batch,
+                    warmup=args.warmup)
         batched[name] = r
         if r["status"] == "ok":
             print(
