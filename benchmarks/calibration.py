@@ -96,13 +96,13 @@ def table(name: str, rows: list[dict]) -> list[str]:
         out.append(f"| {r['seed']} | {r['uncorrected']:.3e} | {r['local']:.3e} | {r['model']:.3e} | "
                    f"{r['model'] / r['local']:.2f} | {r['twin']:.3e} | {r['twin'] / r['model']:.2f} | "
                    f"{r['floor']:.3e} | {100 * r['unreachable']:.1f} % | "
-                   f"{r['local_s']:.1f} s | {r['model_s']:.1f} s ({r['steps']}) | {r['twin_s']:.1f} s | "
+                   f"{r['local_s']:.2g} s | {r['model_s']:.1f} s ({r['steps']}) | {r['twin_s']:.1f} s | "
                    f"{r['twin_measurements']:,} |")
     keys = ("uncorrected", "local", "model", "twin", "floor", "local_s", "model_s", "twin_s", "twin_measurements")
     med = {k: statistics.median(r[k] for r in rows) for k in keys}
     out.append(f"| **median** | {med['uncorrected']:.3e} | {med['local']:.3e} | {med['model']:.3e} | "
                f"{med['model'] / med['local']:.2f} | {med['twin']:.3e} | {med['twin'] / med['model']:.2f} | "
-               f"{med['floor']:.3e} | | {med['local_s']:.1f} s | {med['model_s']:.1f} s | {med['twin_s']:.1f} s | "
+               f"{med['floor']:.3e} | | {med['local_s']:.2g} s | {med['model_s']:.1f} s | {med['twin_s']:.1f} s | "
                f"{med['twin_measurements']:,.0f} |")
     return out + [""]
 
