@@ -47,6 +47,7 @@ Usage (``benchmarks/run.sh`` builds an environment with the peers)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import multiprocessing
 import os
@@ -362,21 +363,28 @@ def _whole_child(conn, m, target, seed):
         conn.close()
 
 
-def measure_whole(m, target, *, seed, devices, timeout_s):
-    """Time one whole-model compile in a fresh process with ``devices`` JAX host devices."""
+@contextlib.contextmanager
+def host_devices(devices: int):
+    """Children spawned inside see ``devices`` JAX host devices (XLA_FLAGS is read by their jax import)."""
     flag = f"--xla_force_host_platform_device_count={devices}"
     saved = os.environ.get("XLA_FLAGS")
-    os.environ["XLA_FLAGS"] = ((saved or "") + " " + flag).strip()  # read by the child's jax import
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_whole_child, args=(child, m, target, seed), daemon=True)
+    os.environ["XLA_FLAGS"] = ((saved or "") + " " + flag).strip()
     try:
-        proc.start()
+        yield
     finally:
         if saved is None:
             del os.environ["XLA_FLAGS"]
         else:
             os.environ["XLA_FLAGS"] = saved
+
+
+def measure_whole(m, target, *, seed, devices, timeout_s):
+    """Time one whole-model compile in a fresh process with ``devices`` JAX host devices."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_whole_child, args=(child, m, target, seed), daemon=True)
+    with host_devices(devices):
+        proc.start()
     child.close()
     try:
         if not parent.poll(timeout_s):
@@ -513,17 +521,21 @@ def build_report(results, batched, args, names, whole=None) -> str:
         f"Throughput at N={nb} (unitaries per second). A batched row is one "
         f"`decompose` call on a ({args.batch}, {nb}, {nb}) stack, median over repeats "
         "after the compiling first call and the warm-up calls; its error is checked on the first 25 "
-        "unitaries. The other rows are 1 / (median time of one call).",
+        "unitaries. With several host devices (`--xla_force_host_platform_device_count`, one per core) the "
+        "batch is sharded across them, so the nulling runs on every core. The other rows are 1 / (median "
+        "time of one call).",
         "",
         "| implementation | unitaries / s | max err |",
         "|:--|--:|--:|",
     ]
     for name in BATCHED:
-        r = (batched or {}).get(name)
-        if r and r["status"] == "ok":
-            lines.append(f"| {name} ({args.batch}×{nb}×{nb}) | {args.batch / r['median']:.4g} | {fmt_err(r['err'])} |")
-        else:
-            lines.append(f"| {name} | {DASH} | {DASH} |")
+        for devices in args.batch_devices:
+            r = (batched or {}).get((name, devices))
+            label = f"{name} ({args.batch}×{nb}×{nb})" + (f", {devices} host devices" if devices > 1 else "")
+            if r and r["status"] == "ok":
+                lines.append(f"| {label} | {args.batch / r['median']:.4g} | {fmt_err(r['err'])} |")
+            else:
+                lines.append(f"| {label} | {DASH} | {DASH} |")
     for name in names:
         r = results.get((name, nb))
         if r and r["status"] == "ok":
@@ -603,6 +615,16 @@ def plot(path: Path, results, names, sizes) -> None:
     plt.close(fig)
 
 
+def report_batched(name, devices, r, args) -> None:
+    """One line on stderr for a batched measurement."""
+    where = f"{args.batch}x{args.batch_n}x{args.batch_n}, {devices} device(s)"
+    if r["status"] == "ok":
+        print(f"{name} ({where}): {args.batch / r['median']:.4g} unitaries/s, first call {fmt_time(r['first'])}, "
+              f"err {fmt_err(r['err'])}", file=sys.stderr)
+    else:
+        print(f"{name} ({where}): {r['status']} {r.get('why', '')}", file=sys.stderr)
+
+
 def limit_threads(threads: int) -> None:
     """Make the measured (child) processes use ``threads`` BLAS threads (and single-threaded Eigen in XLA for 1).
 
@@ -629,6 +651,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=2016)
     parser.add_argument("--batch", type=int, default=1000, help="unitaries in the throughput batch")
     parser.add_argument("--batch-n", type=int, default=64, help="size of the throughput unitaries")
+    parser.add_argument("--batch-devices", type=int, nargs="+", default=[1, 2],
+                        help="JAX host devices of each batched throughput run (default %(default)s)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -648,6 +672,8 @@ def main(argv=None) -> int:
     args.sizes = sorted(set(args.sizes))
     if args.repeats < 1 or args.warmup < 0 or args.budget_s <= 0 or min(args.sizes) < 1:
         parser.error("--repeats must be >= 1, --warmup >= 0, --budget-s > 0 and sizes >= 1")
+    if min(args.batch_devices) < 1:
+        parser.error("--batch-devices must be >= 1")
 
     limit_threads(args.threads)
     args.load_at_start = load_average()
@@ -686,18 +712,12 @@ def main(argv=None) -> int:
     for name, kind in BATCHED.items():
         if args.only and not any(s in name for s in args.only):
             continue
-        r = measure(name, args.batch_n, seed=args.seed, repeats=args.repeats, budget_s=args.budget_s, batch=args.batch,
-                    warmup=args.warmup)
-        batched[name] = r
-        if r["status"] == "ok":
-            print(
-                f"{name} ({args.batch}x{args.batch_n}x{args.batch_n}): "
-                f"{args.batch / r['median']:.4g} unitaries/s, first call {fmt_time(r['first'])}, "
-                f"err {fmt_err(r['err'])}",
-                file=sys.stderr,
-            )
-        else:
-            print(f"{name}: {r['status']} {r.get('why', '')}", file=sys.stderr)
+        for devices in args.batch_devices:
+            with host_devices(devices):
+                r = measure(name, args.batch_n, seed=args.seed, repeats=args.repeats, budget_s=args.budget_s,
+                            batch=args.batch, warmup=args.warmup)
+            batched[name, devices] = r
+            report_batched(name, devices, r, args)
 
     whole = []
     if args.whole_model > 0 and (not args.only or any(s in "whole-model" for s in args.only)):
