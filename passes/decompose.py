@@ -12,7 +12,6 @@ from photocomp.ir import CompileState, PhaseMap
 from photocomp.mesh import layout
 from photocomp.phases import MeshPhases
 from photocomp.pipeline import Pass
-from photocomp.simulate import _assemble
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +44,7 @@ class _Decompose(Pass):
             "depth": int(2 * lay.depth + 1),
         }
         # the rebuilt program matrix is kept for the next pass that needs it (canonicalize's "before")
-        return state.replace(phase_map=pm, matrix=_assemble(pm.grid, tiles)), metrics
+        return state.replace(phase_map=pm, matrix=pm.grid.join(tiles)), metrics
 
 
 @dataclasses.dataclass(frozen=True)

@@ -158,10 +158,7 @@ def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True):
 
 def chip_matrix(chip: Chip, s: Settings):
     """The (M, N) matrix the chip implements with settings ``s``."""
-    g = s.grid
-    k = g.tile
-    t = chip_tile_matrices(chip, s).reshape(g.rows, g.cols, k, k).transpose(0, 2, 1, 3)
-    return t.reshape(g.rows * k, g.cols * k)[: g.out_dim, : g.in_dim]
+    return s.grid.join(chip_tile_matrices(chip, s))
 
 
 def chip_forward(chip: Chip, s: Settings, x, detection: str = "coherent"):

@@ -68,10 +68,12 @@ class TileGrid:
         pad[: self.out_dim, : self.in_dim] = w
         return pad.reshape(self.rows, k, self.cols, k).transpose(0, 2, 1, 3).reshape(-1, k, k)
 
-    def join(self, blocks) -> np.ndarray:
-        """Inverse of :meth:`split` (crops the padding)."""
+    def join(self, blocks):
+        """Inverse of :meth:`split` (crops the padding): the (out_dim, in_dim) matrix of blocks
+        (n_tiles, K, K), a NumPy or JAX array as given (so it also works under ``jit``)."""
         k = self.tile
-        b = np.asarray(blocks).reshape(self.rows, self.cols, k, k).transpose(0, 2, 1, 3)
+        b = blocks if hasattr(blocks, "reshape") else np.asarray(blocks)
+        b = b.reshape(self.rows, self.cols, k, k).transpose(0, 2, 1, 3)
         return b.reshape(self.rows * k, self.cols * k)[: self.out_dim, : self.in_dim]
 
 

@@ -120,16 +120,9 @@ def tile_matrices(pm: PhaseMap):
     return z * jnp.asarray(pm.gain)[:, None, None]
 
 
-def _assemble(g: TileGrid, tiles):
-    """The (M, N) matrix of tile matrices (n_tiles, K, K) in row-major grid order (numpy or jax), padding cropped."""
-    k = g.tile
-    t = tiles.reshape(g.rows, g.cols, k, k).transpose(0, 2, 1, 3)
-    return t.reshape(g.rows * k, g.cols * k)[: g.out_dim, : g.in_dim]
-
-
 def program_matrix(pm: PhaseMap):
     """The (M, N) matrix the ideal chip implements (tiles assembled, padding cropped)."""
-    return _assemble(pm.grid, tile_matrices(pm))
+    return pm.grid.join(tile_matrices(pm))
 
 
 def _tile_matrices_chunk(vt, vp, vo, sigma, ut, up, uo, gain, *, v_layout, u_layout):
@@ -154,4 +147,4 @@ def tile_matrices_np(pm: PhaseMap) -> np.ndarray:
 
 def program_matrix_np(pm: PhaseMap) -> np.ndarray:
     """Float64 numpy copy of :func:`program_matrix` (for reports and metrics), tiles computed in chunks."""
-    return _assemble(pm.grid, tile_matrices_np(pm))
+    return pm.grid.join(tile_matrices_np(pm))
