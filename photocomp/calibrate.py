@@ -112,11 +112,8 @@ def error(prog, chip) -> dict:
 
 def _ideal_settings(prog) -> Settings:
     with jax.enable_x64(True):
-        s = _settings_from_program(prog.ideal_phase_map)
+        s = settings_from_program(prog.ideal_phase_map)
         return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), s)
-
-
-_settings_from_program = jax.jit(settings_from_program)  # one compiled program instead of many eager operations
 
 
 # ---- local analytic correction ----------------------------------------------------

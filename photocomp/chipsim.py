@@ -105,6 +105,7 @@ def attenuator_amplitude(internal, coupler_in=0.0, coupler_out=0.0, loss_db=0.0)
     return amp * amplitude(_as_real(loss_db, dtype))
 
 
+@jax.jit  # one compiled program: called eagerly it would compile its many small operations one by one
 def settings_from_program(pm: PhaseMap) -> Settings:
     """Physical settings that implement ``pm`` exactly on an ideal chip."""
     lay = pm.v.layout

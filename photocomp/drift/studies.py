@@ -337,12 +337,12 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
     n_steps = int(math.floor(duration / dt_s + 1e-9))
 
     from photocomp.program import Program
-    from photocomp.simulate import tile_matrices
+    from photocomp.simulate import tile_matrices_np
 
     with jax.enable_x64(True):
         t_setup = time.perf_counter()
         program = Program(cal.target, cal.phase_map, cal.report, cal.pipeline, cal.detection)
-        tiles = np.asarray(tile_matrices(cal.ideal_phase_map))
+        tiles = tile_matrices_np(cal.ideal_phase_map)
         drives_cal = np.asarray(cal.drives(), dtype=np.float64)
         phi0 = np.asarray(realized_phases(chip, jnp.asarray(drives_cal)))
         die = thermal_die(chip, process)
