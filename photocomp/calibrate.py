@@ -372,7 +372,7 @@ def _tile_sharded(start: Settings, target_tiles, devices):
     Returns ``(settings, target tiles, mesh or None)``; ``None`` (no sharding)
     with one device or fewer tiles than devices.
     """
-    from photocomp.decompose import _tile_mesh
+    from photocomp.decompose import _pad_tiles, _tile_mesh
     from photocomp.ir import TileGrid
 
     t, k = start.grid.n_tiles, start.grid.tile
@@ -380,8 +380,8 @@ def _tile_sharded(start: Settings, target_tiles, devices):
         return start, target_tiles, None
     size = -(-t // len(devices)) * len(devices)
     if size > t:
-        pad = lambda a: np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], size - t, axis=0)])  # noqa: E731
-        start = jax.tree_util.tree_map(pad, start).replace(grid=TileGrid(out_dim=size * k, in_dim=k, tile=k))
+        start = jax.tree_util.tree_map(lambda a: _pad_tiles(a, size), start)
+        start = start.replace(grid=TileGrid(out_dim=size * k, in_dim=k, tile=k))
         target_tiles = np.concatenate([target_tiles, np.zeros((size - t, k, k), target_tiles.dtype)])
     return start, target_tiles, _tile_mesh(tuple(devices))
 

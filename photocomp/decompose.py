@@ -573,13 +573,20 @@ def run_tiles(fn, arrays, *, chunk: int, static: dict | None = None, devices=Non
     nd = len(devices) if b >= len(devices) else 1
     devices = devices[:nd]
     size = _bucket(b, nd * chunk)  # few distinct sizes, few recompiles
-    if size != b:
-        arrays = [np.concatenate([a, np.broadcast_to(a[-1:], (size - b,) + a.shape[1:])]) for a in arrays]
+    arrays = [_pad_tiles(a, size) for a in arrays]
     program = _tile_program(fn, tuple(sorted((static or {}).items())), chunk, devices, len(arrays))
     with jax.enable_x64(True):
         if nd > 1:
             arrays = [_spread(a, _tile_mesh(devices)) for a in arrays]
         return tuple(o[:b] for o in _gather(program(*arrays)))
+
+
+def _pad_tiles(a, size: int) -> np.ndarray:
+    """``a`` (NumPy) with its leading (tile) axis padded to ``size`` by repeating the last item."""
+    a = np.asarray(a)
+    if len(a) == size:
+        return a
+    return np.concatenate([a, np.broadcast_to(a[-1:], (size - len(a),) + a.shape[1:])])
 
 
 def _bucket(b: int, quantum: int) -> int:
