@@ -426,12 +426,12 @@ def _phases(ab, phi_left, out_phase, kind: str):
     left = nulling_schedule(kind, n)["left"][_layout_order(kind, n)]
     a, b = ab[..., 0], ab[..., 1]
     na, nb = np.abs(a), np.abs(b)
+    phi = np.where(na == 0, 0.0, np.angle(a) - np.angle(b))  # the right steps' formula
     if left.any():
         theta = np.arctan2(np.where(left, nb, na), np.where(left, na, nb))
-        phi = np.where(left, np.angle(phi_left), np.where(na == 0, 0.0, np.angle(a) - np.angle(b)))
+        phi = np.where(left, np.angle(phi_left), phi)
     else:  # Reck: right steps only
         theta = np.arctan2(na, nb)
-        phi = np.where(na == 0, 0.0, np.angle(a) - np.angle(b))
     return theta, _wrap(phi), _wrap(np.angle(out_phase))
 
 
