@@ -23,6 +23,11 @@ each step cheap:
   columns t..N-1, and a Reck step on row r only rows 0..r. The bounds are
   dynamic, so each sweep runs as a few loops with static stripe lengths
   (``_segments``); this saves about a third of the arithmetic.
+* Clements' right steps walk a column pair down the rows. The matrix is kept
+  with an odd row length (``_odd_width``): with rows of a power of two bytes
+  the walk hits the same few cache sets in every row and its loads and stores
+  alias modulo 4 KiB, which made the right steps 2.4 times as slow as the
+  left ones.
 * A step reads the two entries it nulls after the previous step's update and
   computes its rotation algebraically (no trigonometry in the loop); the
   entries are stored, and theta/phi are computed from them at the end with
@@ -139,6 +144,22 @@ def _own_buffer(u):
     return lax.optimization_barrier(u)
 
 
+def _odd_width(u):
+    """``u`` (N, N, *T) with a zero column appended when N is even, so that rows have an odd length.
+
+    A right step reads a column pair down the rows. With a row of a power of
+    two bytes (N = 256 complex128: 4 KiB) every row's pair falls into the same
+    few L1 cache sets and the loads and stores alias modulo 4 KiB, so the
+    strided walk runs from L2; an odd row length spreads it over all sets
+    (Clements nulling at N = 256: 29 ms -> 18 ms, bitwise the same result).
+    Reck's steps read contiguous rows and need no padding.
+    """
+    n = u.shape[0]
+    if n % 2:
+        return u
+    return jnp.pad(u, ((0, 0), (0, 1)) + ((0, 0),) * (u.ndim - 2))
+
+
 def _entry(u, r, c, tail):
     zeros = (0,) * len(tail)
     return lax.dynamic_slice(u, (r, c) + zeros, (1, 1) + tail)[0, 0]
@@ -168,7 +189,7 @@ def _clements_nulling(u):
     steps = n * (n - 1) // 2
     bounds = _segments(n)
     ab = jnp.zeros((steps + 1, 2) + tail, u.dtype)  # slot `steps` takes the look-ahead past the end
-    u = _own_buffer(u)
+    u = _own_buffer(_odd_width(u))
 
     def right_step(length):
         def body(j, carry):
@@ -223,7 +244,7 @@ def _clements_nulling(u):
         return u, ab
 
     u, ab = lax.fori_loop(0, n // 2, two_sweeps, (u, ab))
-    return ab[:steps], u
+    return ab[:steps], u[:, :n]
 
 
 # ---- Reck --------------------------------------------------------------------------
