@@ -8,6 +8,8 @@ chip sampled with ``photocomp.fabricate``:
   attenuators: ``chipsim.chip_tile_matrices``), jit-compiled;
 * value and gradient of the calibration loss (squared matrix error after the
   best gain) with respect to every heater phase, jit-compiled;
+* both again on float32 settings (complex64 fields, what the simulator runs
+  in JAX's default 32-bit mode), with their difference from float64;
 * a forward pass over a batch of 4,096 inputs: ``jax.vmap(prog.forward)``
   (the folded dense matrix), the pure simulation
   ``jax.jit(jax.vmap(prog.forward_fn))`` of the ideal and of the fabricated
@@ -146,6 +148,20 @@ def run(target: str, seed: int, repeats: int, steps: int, reference_calibration:
         (_, ga), (_, gb) = g_fast(s), g_ref(s)
         out["grad_diff"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                                zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb)))
+        # the same two fast paths on float32 settings (complex64 fields): what the simulator runs in
+        # JAX's default 32-bit mode; accuracy against the float64 result
+        s32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), s)
+        ideal32 = ideal.astype(jnp.complex64)
+
+        def loss32(s):
+            err, _ = _relative_error(ideal32, chip_tile_matrices(chip, s, with_gain=False))
+            return err**2
+
+        g32 = jax.jit(jax.value_and_grad(loss32))
+        (_, ga32) = g32(s32)
+        out["f32_matrix_diff"] = float(jnp.max(jnp.abs(fast(s32) - fast(s))))
+        out["f32_grad_diff"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                                   zip(jax.tree_util.tree_leaves(ga32), jax.tree_util.tree_leaves(ga)))
         # one mesh on the identity: apply_physical_mesh vs the column loop over convention.physical_mzi
         lay = s.layout
         mesh_args = (s.v_int[0], s.v_ext[0], s.v_out[0])
@@ -164,6 +180,7 @@ def run(target: str, seed: int, repeats: int, steps: int, reference_calibration:
                        "fast": timed(mesh_fast, *mesh_args, repeats=repeats)}
         print("value and gradient", flush=True)
         out["grad"] = {"ref": timed(g_ref, s, repeats=max(5, repeats // 4)), "fast": timed(g_fast, s, repeats=repeats)}
+        out["f32"] = {"matrix": timed(fast, s32, repeats=repeats), "grad": timed(g32, s32, repeats=repeats)}
 
         rng = np.random.default_rng(1)
         xs = jnp.asarray(rng.normal(size=(BATCH, n)) + 1j * rng.normal(size=(BATCH, n)))
@@ -229,6 +246,10 @@ def table(res: dict, target: str, seed: int) -> list[str]:
         f"{fmt(res['mesh']['fast'])} | {speedup(res['mesh']['ref'], res['mesh']['fast'])} | |",
         f"| value and gradient of the matrix-error loss (all {target} heaters) | {fmt(g['ref'])} | {fmt(g['fast'])} | "
         f"{speedup(g['ref'], g['fast'])} | ≤ 2 ms |",
+        f"| transfer matrix of one {target} tile, float32 settings (complex64) | | {fmt(res['f32']['matrix'])} | "
+        f"{res['matrix']['fast']['median'] / res['f32']['matrix']['median']:.2f}x float64 | ≤ 0.5 ms |",
+        f"| value and gradient, float32 settings (complex64) | | {fmt(res['f32']['grad'])} | "
+        f"{g['fast']['median'] / res['f32']['grad']['median']:.2f}x float64 | ≤ 2 ms |",
         f"| chip simulation of {BATCH} inputs, `jit(vmap(forward_fn))` | {fmt(f['chip_sim_ref'])} | "
         f"{fmt(f['chip_sim'])} | {speedup(f['chip_sim_ref'], f['chip_sim'])} | |",
         f"| ideal simulation of {BATCH} inputs, `jit(vmap(forward_fn))` | | {fmt(f['sim'])} | "
@@ -252,7 +273,8 @@ def table(res: dict, target: str, seed: int) -> list[str]:
         f"single mesh {res['mesh_diff']:.1e}, "
         f"gradient {res['grad_diff']:.1e}, chip simulation of the batch {res['chip_sim_diff']:.1e}; "
         f"`vmap(prog.forward)` and the ideal simulation vs `x @ dense.T`: {res['forward_diff']:.1e} and "
-        f"{res['sim_diff']:.1e}.",
+        f"{res['sim_diff']:.1e}. Float32 against float64 photocomp: tile matrix {res['f32_matrix_diff']:.1e}, "
+        f"gradient {res['f32_grad_diff']:.1e}.",
     ]
     return lines
 
@@ -271,7 +293,8 @@ def main(argv=None) -> int:
     res = run(args.target, args.seed, args.repeats, args.steps, not args.no_reference_calibration)
     n = res["n"]
     lines = ["## Simulation speed", "",
-             f"Float64 simulation of a {n}x{n} Haar unitary compiled onto `{args.target}` (`{PIPELINE}`) on the "
+             f"Float64 simulation (two rows repeat the fast paths on float32 settings, what the simulator runs "
+             f"in JAX's default 32-bit mode) of a {n}x{n} Haar unitary compiled onto `{args.target}` (`{PIPELINE}`) on the "
              f"chip `photocomp.fabricate(\"{args.target}\", seed={args.seed})`. The reference is the straightforward "
              "simulator (per-MZI 2 x 2 matrices from `convention.physical_mzi`, one `mesh.apply_columns` loop per "
              "mesh); photocomp runs each tile's V mesh, attenuators and U mesh as one scan over pair-scheduled "

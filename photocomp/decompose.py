@@ -26,8 +26,8 @@ each step cheap:
 * Clements' right steps walk a column pair down the rows. The matrix is kept
   with an odd row length (``_odd_width``): with rows of a power of two bytes
   the walk hits the same few cache sets in every row and its loads and stores
-  alias modulo 4 KiB, which made the right steps 2.4 times as slow as the
-  left ones.
+  alias modulo 4 KiB, which made the right steps more than twice as slow as
+  the left ones at N = 256 and above.
 * A step reads the two entries it nulls after the previous step's update and
   computes its rotation algebraically (no trigonometry in the loop); the
   entries are stored, and theta/phi are computed from them at the end with
@@ -150,9 +150,9 @@ def _odd_width(u):
     A right step reads a column pair down the rows. With a row of a power of
     two bytes (N = 256 complex128: 4 KiB) every row's pair falls into the same
     few L1 cache sets and the loads and stores alias modulo 4 KiB, so the
-    strided walk runs from L2; an odd row length spreads it over all sets
-    (Clements nulling at N = 256: 29 ms -> 18 ms, bitwise the same result).
-    Reck's steps read contiguous rows and need no padding.
+    strided walk runs from L2; an odd row length spreads it over all sets.
+    The result is bitwise the same; ``benchmarks/decompositions.py`` measures
+    the time. Reck's steps read contiguous rows and need no padding.
     """
     n = u.shape[0]
     if n % 2:
