@@ -122,14 +122,16 @@ def _rotate(cf, x0, x1):
     return cf[0] * x0 - cf[3] * x1, cf[1] * x0 + cf[2] * x1
 
 
-def _segments(n: int) -> list[int]:
+def _segments(n: int, batch: int = 1) -> list[int]:
     """Boundaries of the static stripe lengths: steps j in [b_s, b_{s+1}) touch n - b_s lines.
 
-    One length per 32 lines, up to eight (about 10 % faster than four at
-    N = 256 ... 1024 on one CPU core; more cut little further arithmetic and
-    add loops to compile; benchmarks/decompositions.py measures the result).
+    Up to eight lengths, each covering at least 32 lines for one unitary and
+    at least 8 lines for a batch of them on the trailing axis: a step of a
+    batch has ``batch`` times the arithmetic to cut, against the same cost of
+    one more loop to run and compile. ``benchmarks/decompositions.py``
+    measures the result.
     """
-    count = max(1, min(8, n // 32))
+    count = max(1, min(8, n // (32 if batch == 1 else 8)))
     return [n * s // count for s in range(count + 1)]
 
 
@@ -187,7 +189,7 @@ def _clements_nulling(u):
     tail = u.shape[2:]
     zeros = (0,) * len(tail)
     steps = n * (n - 1) // 2
-    bounds = _segments(n)
+    bounds = _segments(n, int(np.prod(tail)))
     ab = jnp.zeros((steps + 1, 2) + tail, u.dtype)  # slot `steps` takes the look-ahead past the end
     u = _own_buffer(_odd_width(u))
 
@@ -264,7 +266,7 @@ def _reck_nulling(u):
     tail = u.shape[2:]
     zeros = (0,) * len(tail)
     steps = n * (n - 1) // 2
-    bounds = _segments(n)
+    bounds = _segments(n, int(np.prod(tail)))
     v = _own_buffer(jnp.swapaxes(u, 0, 1))  # v[c, r] = u[r, c]
     ab = jnp.zeros((steps + 1, 2) + tail, u.dtype)
 
@@ -623,9 +625,10 @@ def decompose_many(u, kind: str, *, devices=None):
     ``out_phase`` (B, N) and the screen deviation (B,) (see
     :func:`_screen_deviation`). The batch is padded with identities to a
     bounded set of sizes (few recompiles) and cut into cache-sized chunks.
-    With more than one device it is sharded across the devices along the
-    batch axis; on one device it runs as groups dispatched asynchronously, so
-    that the host's share (:func:`_phases`) overlaps the device's.
+    It runs as groups (:func:`_group_size` per device) dispatched
+    asynchronously, so that the host's share (:func:`_phases`) overlaps the
+    devices'; with more than one device each group is sharded across them
+    along the batch axis.
     """
     b, n = u.shape[0], u.shape[-1]
     devices = tuple(jax.devices() if devices is None else devices)
@@ -638,29 +641,38 @@ def decompose_many(u, kind: str, *, devices=None):
             return x
         return np.concatenate([x, np.broadcast_to(np.eye(n, dtype=x.dtype), (size - len(x), n, n))])
 
+    group = _group_size(platform) * nd
     with jax.enable_x64(True):
-        if nd > 1:
-            size = _bucket(b, nd)
-            fn, mesh = _sharded(kind, _chunk_size(n, size // nd, platform), devices)
-            pending = [fn(_spread(padded(u, size), mesh))]
-        else:
-            # groups of at most GROUP unitaries, all dispatched at once (asynchronously):
-            # while the device decomposes a group, the host turns the previous one into phases
-            pending = []
-            for g in range(0, b, GROUP):
-                x = u[g:g + GROUP]
-                size = _bucket(len(x), 1)
-                pending.append(_decompose_jit(jax.device_put(padded(x, size), devices[0]), kind=kind,
-                                              chunk=_chunk_size(n, size, platform)))
+        # groups dispatched all at once (asynchronously): while the devices decompose a group,
+        # the host turns the previous one into phases
+        pending = []
+        for g in range(0, b, group):
+            x = u[g:g + group]
+            size = _bucket(len(x), nd)
+            chunk = _chunk_size(n, size // nd, platform)
+            if nd > 1:
+                fn, mesh = _sharded(kind, chunk, devices)
+                pending.append((len(x), fn(_spread(padded(x, size), mesh))))
+            else:
+                pending.append((len(x), _decompose_jit(jax.device_put(padded(x, size), devices[0]), kind=kind,
+                                                       chunk=chunk)))
         parts = []
-        for g, out in enumerate(pending):
-            ab, phi_left, screen, dev = (a[:b - g * GROUP] for a in _gather(out))
+        for count, out in pending:
+            ab, phi_left, screen, dev = (a[:count] for a in _gather(out))
             parts.append(_phases(ab, phi_left, screen, kind) + (np.asarray(dev, dtype=np.float64),))
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 
-GROUP = 256
-"""Unitaries per dispatched program on one device (a multiple of every chunk size)."""
+def _group_size(platform: str) -> int:
+    """Unitaries per dispatched program and device.
+
+    On a CPU the host's share of a group (its phases, in NumPy) runs on
+    another core while the device works on the next group, and after the last
+    group it runs alone: small groups keep that tail short (32 unitaries of
+    64 x 64: two cache-sized chunks). An accelerator's cost is per step, not
+    per entry, so it takes large groups.
+    """
+    return 32 if platform == "cpu" else 256
 
 
 # ---- checking compiled meshes ----------------------------------------------------------

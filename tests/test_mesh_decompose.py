@@ -238,10 +238,11 @@ def test_phases_of_structured_unitaries_equal_reference(kind):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("b", [33, 300])
 def test_chunked_batches_equal_loop_exactly(kind, b):
-    """Batches cut into several chunks (and padded) give bitwise the results of one-by-one calls."""
+    """Batches cut into several chunks and dispatched groups (and padded) give bitwise the results of
+    one-by-one calls."""
     us = haar_unitary(8, np.random.default_rng([34, b]), size=b)
     batch = pc.decompose(us, kind)
-    for i in (0, 17, b - 1):
+    for i in (0, 17, 32, b - 1):  # 32: the first unitary of the second group on a CPU
         one = pc.decompose(us[i], kind)
         np.testing.assert_array_equal(one.theta, batch.theta[i])
         np.testing.assert_array_equal(one.phi, batch.phi[i])

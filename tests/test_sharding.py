@@ -58,7 +58,7 @@ def _python(script: str, *args, devices: int | None = None, timeout: float) -> s
 def _run(tmp_path, devices: int) -> dict:
     us = tmp_path / "us.npy"
     if not us.exists():
-        np.save(us, haar_unitary(6, np.random.default_rng(42), size=37))
+        np.save(us, haar_unitary(6, np.random.default_rng(42), size=301))  # three groups on 4 devices
     out = tmp_path / f"run{devices}.npz"
     _python(SCRIPT, out, us, devices=devices, timeout=600)
     with np.load(out) as data:
