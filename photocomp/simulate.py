@@ -136,13 +136,12 @@ def _tile_matrices_chunk(vt, vp, vo, sigma, ut, up, uo, gain, *, v_layout, u_lay
 
 def tile_matrices_np(pm: PhaseMap) -> np.ndarray:
     """Float64 numpy :func:`tile_matrices`, in cache-sized chunks of tiles sharded across the JAX devices."""
-    from photocomp.decompose import run_tiles
+    from photocomp.decompose import run_tiles, tile_chunk
 
     arrays = [np.asarray(a, np.float64) for a in (pm.v.theta, pm.v.phi, pm.v.out_phase, pm.sigma, pm.u.theta,
                                                   pm.u.phi, pm.u.out_phase, pm.gain)]
-    chunk = min(8, 1 << (pm.n_tiles - 1).bit_length())
     static = {"v_layout": pm.v.layout, "u_layout": pm.u.layout}
-    return run_tiles(_tile_matrices_chunk, arrays, chunk=chunk, static=static)[0]
+    return run_tiles(_tile_matrices_chunk, arrays, chunk=tile_chunk(pm.n_tiles), static=static)[0]
 
 
 def program_matrix_np(pm: PhaseMap) -> np.ndarray:
