@@ -356,12 +356,12 @@ def _steps(lay: MeshLayout, coef):
     return ce, co
 
 
-def _scan_steps(ce, co, a, b):
+def _run_steps(ce, co, a, b, unroll: int):
     """Run the (even, odd) steps on the even-mode fields ``a`` and odd-mode fields ``b`` (P0, B)."""
     has_odd = co.shape[2] > 0
 
     # under reverse-mode differentiation each step is recomputed from its stored input fields
-    # instead of storing its intermediates: less memory traffic, about 10 % faster gradients
+    # instead of storing its intermediates: less memory traffic, faster gradients
     @jax.checkpoint
     def step(carry, m):
         a, b = carry
@@ -375,8 +375,24 @@ def _scan_steps(ce, co, a, b):
             b = jnp.concatenate([y0, b[-1:]], 0)
         return (a, b), None
 
-    (a, b), _ = jax.lax.scan(step, (a, b), (ce, co))
+    (a, b), _ = jax.lax.scan(step, (a, b), (ce, co), unroll=unroll)
     return a, b
+
+
+@jax.custom_jvp
+def _scan_steps(ce, co, a, b):
+    """:func:`_run_steps` with two steps per loop iteration when only evaluated.
+
+    Unrolling by two makes the loop faster, but its derivatives slower, so
+    the derivative rule differentiates the loop of single steps (forward and
+    reverse mode alike; the values are the same either way).
+    """
+    return _run_steps(ce, co, a, b, 2)
+
+
+@_scan_steps.defjvp
+def _scan_steps_jvp(primals, tangents):
+    return jax.jvp(lambda *args: _run_steps(*args, 1), primals, tangents)
 
 
 def propagate_meshes(lay: MeshLayout, coefs, diagonals, x):
