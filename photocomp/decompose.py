@@ -633,8 +633,9 @@ def decompose_many(u, kind: str, *, devices=None):
 
     Returns numpy float64 ``theta, phi`` (B, n_mzi) in layout order,
     ``out_phase`` (B, N) and the screen deviation (B,) (see
-    :func:`_screen_deviation`). The batch is padded with identities to a
-    bounded set of sizes (few recompiles) and cut into cache-sized chunks.
+    :func:`_screen_deviation`). The batch is padded (its last unitary
+    repeated, :func:`_pad_tiles`) to a bounded set of sizes (few
+    recompiles) and cut into cache-sized chunks.
     It runs as groups (:func:`_group_size` per device) dispatched
     asynchronously, so that the host's share (:func:`_phases`) overlaps the
     devices'; with more than one device each group is sharded across them
@@ -645,11 +646,6 @@ def decompose_many(u, kind: str, *, devices=None):
     platform = devices[0].platform
     nd = len(devices) if b >= len(devices) else 1
     u = np.asarray(u, dtype=np.complex128)
-
-    def padded(x, size):
-        if len(x) == size:
-            return x
-        return np.concatenate([x, np.broadcast_to(np.eye(n, dtype=x.dtype), (size - len(x), n, n))])
 
     group = _group_size(platform) * nd
     with jax.enable_x64(True):
@@ -662,9 +658,9 @@ def decompose_many(u, kind: str, *, devices=None):
             chunk = _chunk_size(n, size // nd, platform)
             if nd > 1:
                 fn, mesh = _sharded(kind, chunk, devices)
-                pending.append((len(x), fn(_spread(padded(x, size), mesh))))
+                pending.append((len(x), fn(_spread(_pad_tiles(x, size), mesh))))
             else:
-                pending.append((len(x), _decompose_jit(jax.device_put(padded(x, size), devices[0]), kind=kind,
+                pending.append((len(x), _decompose_jit(jax.device_put(_pad_tiles(x, size), devices[0]), kind=kind,
                                                        chunk=chunk)))
         parts = []
         for count, out in pending:
