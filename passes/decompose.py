@@ -18,6 +18,7 @@ from photocomp.pipeline import Pass
 class _Decompose(Pass):
     requires = frozenset({"svd"})
     provides = frozenset({"phases", "canonical"})  # decompositions emit canonical ranges
+    counts = frozenset({"mzis"})
     kind = ""
 
     def __call__(self, state: CompileState):

@@ -60,6 +60,7 @@ class SVD(Pass):
     name = "svd"
     requires = frozenset({"tiled"})
     provides = frozenset({"svd"})
+    counts = frozenset({"zero_tiles"})
 
     def __call__(self, state: CompileState):
         blocks = state.require("blocks", "tile")

@@ -25,6 +25,7 @@ class Tile(Pass):
     name = "tile"
     requires = frozenset({"weights"})
     provides = frozenset({"tiled"})
+    counts = frozenset({"tiles"})
 
     def __post_init__(self):
         if self.size is not None:

@@ -184,46 +184,50 @@ def _summary(weights, dense, fidelity: float | None) -> dict:
 # ---- joining strips ------------------------------------------------------------------------
 
 
-def _join_metric(key: str, values: list, norms: list, grid: TileGrid):
+def _join_metric(key: str, values: list, norms: list, grid: TileGrid, counts=frozenset()):
     """One metric of a pass from its values on every strip.
 
-    Equal values are kept; relative matrix errors (keys containing
-    ``matrix_error``) are recombined exactly from the strips' norms into the
-    whole matrix's error; ``grid`` becomes the whole grid; keys starting with
-    ``min`` take the minimum; booleans must hold on every strip; other
-    integers (counts) add up; other numbers take the maximum; other strings
-    are listed.
+    Counts (keys in the pass's ``counts``) add up; ``grid`` becomes the
+    whole grid; relative matrix errors (keys containing ``matrix_error``) are
+    recombined exactly from the strips' norms into the whole matrix's error.
+    Of the rest, equal values are kept; booleans must hold on every strip;
+    keys starting with ``min`` take the minimum; other numbers take the
+    maximum; other strings are listed.
     """
     first = values[0]
-    if all(v == first for v in values):
-        return first
-    if isinstance(first, bool):
-        return all(values)
-    if isinstance(first, (int, float)) and "matrix_error" in key:
+    if key in counts:
+        return sum(values)
+    if key == "grid":
+        return f"{grid.rows}x{grid.cols}"
+    if isinstance(first, (int, float)) and not isinstance(first, bool) and "matrix_error" in key:
         abs_err = [v * (w if w > 0 else 1.0) for v, w in zip(values, norms)]
         total = math.sqrt(sum(e * e for e in abs_err))
         norm = math.sqrt(sum(w * w for w in norms))
         return total / norm if norm > 0 else total
-    if key == "grid":
-        return f"{grid.rows}x{grid.cols}"
+    if all(v == first for v in values):
+        return first
+    if isinstance(first, bool):
+        return all(values)
     if isinstance(first, (int, float)) and key.startswith("min"):
         return min(values)
-    if isinstance(first, int):
-        return sum(values)
-    if isinstance(first, float):
+    if isinstance(first, (int, float)):
         return max(values)
     return ", ".join(sorted({str(v) for v in values}))
 
 
-def _join_records(strip_records: list[tuple], norms: list, grid: TileGrid) -> tuple:
-    """Per-pass records of the whole compile from every strip's records (wall times add up)."""
+def _join_records(strip_records: list[tuple], norms: list, grid: TileGrid, passes) -> tuple:
+    """Per-pass records of the whole compile from every strip's records (wall times add up).
+
+    ``passes`` are the passes that ran on every strip, in order (their
+    ``counts`` say which metrics add up).
+    """
     joined = []
-    for recs in zip(*strip_records):
+    for p, recs in zip(passes, zip(*strip_records)):
         keys = list(dict.fromkeys(k for r in recs for k in r.metrics))
         metrics = {}
         for key in keys:
             values = [r.metrics[key] for r in recs if key in r.metrics]
-            metrics[key] = _join_metric(key, values, norms, grid)
+            metrics[key] = _join_metric(key, values, norms, grid, p.counts)
         joined.append(PassRecord(recs[0].name, recs[0].spec, float(sum(r.wall_s for r in recs)),
                                  types.MappingProxyType(metrics)))
     return tuple(joined)
@@ -330,7 +334,7 @@ def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | No
         dense = np.concatenate(denses)
         del denses
         summary = _summary(w, dense, min(fids) if fids else None)
-        report = CompileReport(state.records + _join_records(records, norms, grid), types.MappingProxyType(summary))
+        report = CompileReport(state.records + _join_records(records, norms, grid, suffix), types.MappingProxyType(summary))
         return Program(tgt, _join_phase_maps(maps, grid), report, str(pipe), detection, dense)
     finally:
         if bar is not None:

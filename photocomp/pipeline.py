@@ -39,11 +39,14 @@ class Pass(abc.ABC):
       name: the registry / pipeline-string name.
       requires: properties that must be provided by earlier passes.
       provides: properties this pass establishes.
+      counts: metrics that count things in the tiles it saw (tiles, MZIs):
+        a compile run in strips reports their sum over the strips.
     """
 
     name: ClassVar[str] = ""
     requires: ClassVar[frozenset] = frozenset()
     provides: ClassVar[frozenset] = frozenset()
+    counts: ClassVar[frozenset] = frozenset()
 
     @abc.abstractmethod
     def __call__(self, state: CompileState) -> tuple[CompileState, dict]:

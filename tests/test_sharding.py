@@ -179,6 +179,22 @@ def test_compile_in_strips_equals_one_piece(monkeypatch):
         assert parts.report.summary[key] == pytest.approx(whole.report.summary[key], rel=1e-9)
 
 
+def test_equal_strips_add_up_their_counts(monkeypatch):
+    """Strips of equal size report the same counts per strip: the whole compile's counts are their sums."""
+    w = np.random.default_rng(44).standard_normal((64, 16))  # 8 x 2 tiles of 8
+    whole = pc.compile(w, "clements-8", PIPE)
+    monkeypatch.setattr(compiler, "STRIP_BUDGET", 2 * 2 * compiler.TILE_COPIES * 16 * 8 * 8)  # 2 block rows
+    assert len(compiler.memory_plan(w.shape, 8).strips) == 4
+    parts = pc.compile(w, "clements-8", PIPE)
+    for name in ("tile", "svd", "clements", "canonicalize", "quantize"):
+        for key, value in whole.report[name].metrics.items():
+            if isinstance(value, float):
+                assert parts.report[name].metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-15), (name, key)
+            else:
+                assert parts.report[name].metrics[key] == value, (name, key)
+    assert parts.report["tile"].metrics["tiles"] == 16 and parts.report["clements"].metrics["mzis"] == 16 * (2 * 28 + 8)
+
+
 def test_strips_progress_and_callback(monkeypatch):
     monkeypatch.setattr(compiler, "STRIP_BUDGET", 2 * 2 * compiler.TILE_COPIES * 16 * 8 * 8)  # 2 block rows
     seen = []
