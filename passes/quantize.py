@@ -76,7 +76,7 @@ class Quantize(Pass):
         matrix = program_matrix_np(new)
         after = np_matrix_error(state.weights, matrix)
         dphi = max(
-            float(np.max(np.abs(np.angle(np.exp(1j * (np.asarray(a) - np.asarray(b)))))))
+            float(np.max(np.abs(convention.phase_difference(a, b))))
             if np.size(a) else 0.0
             for a, b in [
                 (new.v.phi, pm.v.phi), (new.u.phi, pm.u.phi),

@@ -17,7 +17,7 @@ import numpy as np
 
 from photocomp.mesh import MeshLayout
 
-__all__ = ["canonicalize_mesh"]
+__all__ = ["canonicalize_mesh", "is_canonical"]
 
 _TWO_PI = 2 * np.pi
 
@@ -25,6 +25,18 @@ _TWO_PI = 2 * np.pi
 def _wrap(x):
     w = np.mod(x, _TWO_PI)
     return np.where(w >= _TWO_PI, 0.0, w)
+
+
+def is_canonical(theta, phi, out_phase) -> np.ndarray:
+    """Whether each mesh of a batch is canonical already: boolean of the leading (batch) shape.
+
+    Canonical: every theta in [0, pi/2], every phi and output phase in [0, 2 pi).
+    """
+    theta, phi, out = (np.asarray(a, dtype=np.float64) for a in (theta, phi, out_phase))
+    ok = np.all((theta >= 0) & (theta <= np.pi / 2), axis=-1)
+    for a in (phi, out):
+        ok &= np.all((a >= 0) & (a < _TWO_PI), axis=-1)
+    return ok
 
 
 def canonicalize_mesh(lay: MeshLayout, theta, phi, out_phase):
@@ -37,10 +49,23 @@ def canonicalize_mesh(lay: MeshLayout, theta, phi, out_phase):
 
     Returns:
       ``(theta, phi, out_phase)`` float64 with theta in [0, pi/2] and phases in [0, 2 pi).
+      Meshes that are canonical already (:func:`is_canonical`) come back unchanged.
     """
     theta = np.array(theta, dtype=np.float64, copy=True)
     phi = np.array(phi, dtype=np.float64, copy=True)
     out = np.array(out_phase, dtype=np.float64, copy=True)
+    batch = out.shape[:-1]
+    todo = np.flatnonzero(~is_canonical(theta, phi, out).reshape(-1))
+    if todo.size:
+        flat = [a.reshape((-1,) + a.shape[len(batch):]) for a in (theta, phi, out)]  # views
+        done = _canonicalize(lay, *(a[todo] for a in flat))
+        for a, d in zip(flat, done):
+            a[todo] = d
+    return theta, phi, out
+
+
+def _canonicalize(lay: MeshLayout, theta, phi, out):
+    """:func:`canonicalize_mesh` of meshes ``(B, ...)`` given as fresh float64 arrays (updated in place)."""
     screen = np.zeros(out.shape, dtype=np.float64)  # pending phases on every mode
     top, index, valid = lay.column_slots
     for c in range(lay.depth):

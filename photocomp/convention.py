@@ -48,6 +48,7 @@ __all__ = [
     "to_physical",
     "from_physical",
     "wrap_phase",
+    "phase_difference",
 ]
 
 CONVENTION_TAG = "clements2016-eq1"
@@ -166,3 +167,8 @@ def wrap_phase(x):
     w = jnp.mod(x, two_pi)
     # XLA flushes subnormals: a negative subnormal survives mod unchanged
     return jnp.where((w >= two_pi) | jnp.signbit(w), 0.0, w)
+
+
+def phase_difference(a, b=0.0) -> np.ndarray:
+    """``a - b`` wrapped into [-pi, pi) (numpy): the signed distance between two phases (rad)."""
+    return np.mod(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64) + np.pi, 2 * np.pi) - np.pi

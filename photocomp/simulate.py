@@ -22,7 +22,7 @@ from photocomp.ir import PhaseMap, TileGrid
 from photocomp.phases import MeshPhases
 from photocomp.physical import fold_batches, ideal_coefficients, propagate_meshes, screen
 
-__all__ = ["forward", "tile_matrices", "program_matrix", "apply_meshes"]
+__all__ = ["forward", "tile_matrices", "program_matrix", "apply_meshes", "changed_tiles", "updated_program_matrix_np"]
 
 
 def _arrays(*leaves):
@@ -147,3 +147,48 @@ def tile_matrices_np(pm: PhaseMap) -> np.ndarray:
 def program_matrix_np(pm: PhaseMap) -> np.ndarray:
     """Float64 numpy copy of :func:`program_matrix` (for reports and metrics), tiles computed in chunks."""
     return pm.grid.join(tile_matrices_np(pm))
+
+
+def _tile_settings(pm: PhaseMap) -> list[np.ndarray]:
+    return [np.asarray(a) for a in (pm.v.theta, pm.v.phi, pm.v.out_phase, pm.sigma,
+                                    pm.u.theta, pm.u.phi, pm.u.out_phase, pm.gain)]
+
+
+def changed_tiles(old: PhaseMap, new: PhaseMap) -> np.ndarray:
+    """Boolean ``(n_tiles,)``: the tiles whose phases, attenuators or gain differ between two phase maps.
+
+    Phase maps on different grids or mesh layouts differ in every tile.
+    """
+    if (old.grid, old.v.layout, old.u.layout) != (new.grid, new.v.layout, new.u.layout):
+        return np.ones(new.n_tiles, dtype=bool)
+    changed = np.zeros(new.n_tiles, dtype=bool)
+    for a, b in zip(_tile_settings(old), _tile_settings(new)):
+        d = a != b
+        changed |= d.reshape(d.shape[0], -1).any(axis=1)
+    return changed
+
+
+def updated_program_matrix_np(old: PhaseMap, matrix: np.ndarray, new: PhaseMap) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`program_matrix_np` of ``new``, given ``matrix``, that of ``old``: only changed tiles are simulated.
+
+    Tiles whose settings are identical in both phase maps (:func:`changed_tiles`)
+    keep their blocks of ``matrix``; with none changed, ``matrix`` itself is
+    returned. Returns ``(matrix of new, changed-tile mask)``.
+    """
+    changed = changed_tiles(old, new)
+    if changed.all():
+        return program_matrix_np(new), changed
+    if not changed.any():
+        return matrix, changed
+    idx = np.flatnonzero(changed)
+    k = new.grid.tile
+    part = PhaseMap(grid=TileGrid(out_dim=len(idx) * k, in_dim=k, tile=k),
+                    v=MeshPhases(new.v.layout, *(np.asarray(a)[idx] for a in (new.v.theta, new.v.phi,
+                                                                                 new.v.out_phase))),
+                    sigma=np.asarray(new.sigma)[idx],
+                    u=MeshPhases(new.u.layout, *(np.asarray(a)[idx] for a in (new.u.theta, new.u.phi,
+                                                                                 new.u.out_phase))),
+                    gain=np.asarray(new.gain)[idx])
+    blocks = new.grid.split(np.asarray(matrix))
+    blocks[idx] = tile_matrices_np(part)
+    return new.grid.join(blocks), changed

@@ -40,6 +40,7 @@ import numpy as np
 
 from photocomp.chip import Chip, _crosstalk, heater_positions, heater_slices
 from photocomp.chipsim import Settings, chip_tile_matrices, drive_map, realized_phases, unflatten_heaters
+from photocomp.convention import phase_difference
 from photocomp.detector import _STEPS, BlackBoxChip, _reference_amplitude
 from photocomp.errors import InvalidInputError, InvalidTypeError
 from photocomp.ir import TileGrid
@@ -315,7 +316,7 @@ def twin_parameter_errors(twin: Chip, chip: Chip) -> dict:
     for name in ("coupler_in", "coupler_out", "loss_db"):
         diff = np.concatenate([np.asarray(getattr(twin, name)[s]) - np.asarray(getattr(chip, name)[s]) for s in _STAGES])
         out[name] = float(np.sqrt(np.mean(diff**2)))
-    d_off = np.angle(np.exp(1j * (np.asarray(twin.offset) - np.asarray(chip.offset))))
+    d_off = phase_difference(twin.offset, chip.offset)
     out["offset"] = float(np.sqrt(np.mean(d_off**2)))
     out["efficiency"] = float(np.sqrt(np.mean((np.asarray(twin.efficiency) - np.asarray(chip.efficiency)) ** 2)))
     return out

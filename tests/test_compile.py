@@ -318,6 +318,41 @@ def test_canonicalize_keeps_the_matrix(tiled):
             assert a.min() >= 0 and a.max() < 2 * np.pi
     assert out.sigma.min() >= 0 and out.sigma.max() <= np.pi / 2
     np.testing.assert_array_equal(out.gain, pm.gain)
+    assert metrics["tiles_changed"] == pm.n_tiles
+
+
+def test_canonicalize_simulates_only_the_tiles_it_changes(tiled, monkeypatch):
+    """Canonical tiles keep their phases and their blocks of the kept matrix; only the others are simulated."""
+    from passes import Canonicalize
+    from photocomp import simulate
+
+    _, prog = tiled
+    pm = prog.params
+    moved = [1, 4]  # tiles pushed out of range: theta + pi and phi + 2 pi on one MZI, sigma -> -sigma
+    theta, phi, sigma = (np.array(a, dtype=np.float64) for a in (pm.v.theta, pm.u.phi, pm.sigma))
+    theta[moved, 3] += np.pi
+    phi[moved, 0] += 2 * np.pi
+    sigma[4, 2] *= -1
+    wild = pm.replace(v=MeshPhases(pm.v.layout, theta, pm.v.phi, pm.v.out_phase),
+                      u=MeshPhases(pm.u.layout, pm.u.theta, phi, pm.u.out_phase), sigma=sigma)
+    kept = simulate.program_matrix_np(wild)
+    seen = []
+    real = simulate.tile_matrices_np
+    monkeypatch.setattr(simulate, "tile_matrices_np", lambda p: seen.append(p.n_tiles) or real(p))
+    state = CompileState(weights=kept, target=prog.target, provided=frozenset({"weights", "phases"}),
+                         grid=wild.grid, phase_map=wild, matrix=kept)
+    new_state, metrics = Canonicalize()(state)
+    out = new_state.phase_map
+    assert seen == [len(moved)] and metrics["tiles_changed"] == len(moved)
+    changed = simulate.changed_tiles(wild, out)
+    np.testing.assert_array_equal(np.flatnonzero(changed), moved)
+    for t in set(range(pm.n_tiles)) - set(moved):  # untouched tiles: the very same settings
+        for a, b in zip(simulate._tile_settings(wild), simulate._tile_settings(out)):
+            np.testing.assert_array_equal(a[t], b[t])
+    full = real(out)
+    np.testing.assert_allclose(new_state.matrix, out.grid.join(full), rtol=0, atol=1e-13)
+    assert metrics["max_matrix_change"] < BOUND["canonical"] * np.abs(kept).max()
+    assert metrics["max_matrix_change"] == float(np.max(np.abs(new_state.matrix - kept)))
 
 
 def test_compiled_phases_are_in_documented_ranges(tiled, quantized):

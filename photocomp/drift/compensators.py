@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from photocomp.chipsim import chip_tile_matrices, drive_map, realized_phases, unflatten_heaters
+from photocomp.convention import phase_difference
 from photocomp.errors import InvalidInputError, UnknownNameError
 from photocomp.validate import check_int, check_real
 
@@ -106,10 +107,6 @@ def _table_power(plan, index: np.ndarray, table) -> float:
     """Time-averaged power change of piecewise-constant commands: drive_map on up to ``power_samples`` steps."""
     steps = np.linspace(0, len(index) - 1, min(len(index), plan.power_samples)).astype(int)
     return _power_change(plan, [table[i] for i in index[steps]])
-
-
-def _wrap(x):
-    return np.mod(np.asarray(x) + np.pi, 2 * np.pi) - np.pi
 
 
 def _check_interval(v, name):
@@ -527,7 +524,7 @@ class Recalibrate:
                 measurements += self.characterisation_points * plan.chip.n_heaters
             with jax.enable_x64(True):
                 realized = np.asarray(realized_phases(plan.chip, jnp.asarray(drives)))
-            table.append(_wrap(realized - plan.phi0))
+            table.append(phase_difference(realized, plan.phi0))
             rows.append(len(table) - 1)
         index = _piecewise_index(updates, np.asarray(rows, dtype=np.int64), plan.n_steps + 1)
         return Schedule(np.zeros((plan.n_steps + 1, 3)), index, np.stack(table), measurements=measurements,
