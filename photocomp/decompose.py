@@ -654,7 +654,7 @@ def decompose_many(u, kind: str, *, devices=None):
         pending = []
         for g in range(0, b, group):
             x = u[g:g + group]
-            size = _bucket(len(x), nd)
+            size = _group_padding(len(x), group, nd)
             chunk = _chunk_size(n, size // nd, platform)
             if nd > 1:
                 fn, mesh = _sharded(kind, chunk, devices)
@@ -667,6 +667,11 @@ def decompose_many(u, kind: str, *, devices=None):
             ab, phi_left, screen, dev = (a[:count] for a in _gather(out))
             parts.append(_phases(ab, phi_left, screen, kind) + (np.asarray(dev, dtype=np.float64),))
     return tuple(np.concatenate(p) for p in zip(*parts))
+
+
+def _group_padding(count: int, group: int, nd: int) -> int:
+    """Padded size of a group of ``count`` unitaries: a full group as it is, a ragged last one bucketed."""
+    return count if count == group else _bucket(count, nd)
 
 
 def _group_size(platform: str) -> int:

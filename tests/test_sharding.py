@@ -76,6 +76,18 @@ def test_compile_sharded_over_four_devices_equals_one_device(tmp_path):
         np.testing.assert_allclose(four[key], one[key], rtol=0, atol=1e-12, err_msg=key)
 
 
+def test_group_padding_keeps_full_groups_and_fits_the_devices():
+    """A full group of a batch is decomposed as it is; a ragged last one is padded to a multiple of the devices."""
+    from photocomp.decompose import _group_padding
+
+    for nd in (1, 2, 3, 4, 6):
+        group = 32 * nd
+        assert _group_padding(group, group, nd) == group  # e.g. 96 on 3 devices, not 129
+        for count in range(1, group):
+            size = _group_padding(count, group, nd)
+            assert size >= count and size % nd == 0, (nd, count, size)
+
+
 BIG = textwrap.dedent(
     """
     import sys
