@@ -4,10 +4,14 @@ All in float64 on a 64 x 64 Haar unitary compiled onto the target
 (``validate | tile | svd | clements | canonicalize | lower``, one tile) and a
 chip sampled with ``photocomp.fabricate``:
 
-* transfer matrix of one tile of the imperfect chip (coupler errors, loss,
+* transfer matrix of one imperfect 64-mode mesh (the tile's V mesh with the
+  chip's coupler errors and loss: ``physical.apply_physical_mesh`` on the
+  identity), and the value and gradient of its matrix-error loss with
+  respect to all its heater phases, jit-compiled: the unit of the goals;
+* transfer matrix of one tile of the imperfect chip (two meshes and the
   attenuators: ``chipsim.chip_tile_matrices``), jit-compiled;
 * value and gradient of the calibration loss (squared matrix error after the
-  best gain) with respect to every heater phase, jit-compiled;
+  best gain) with respect to every heater phase of the tile, jit-compiled;
 * both again on float32 settings (complex64 fields, what the simulator runs
   in JAX's default 32-bit mode), with their difference from float64;
 * a forward pass over a batch of 4,096 inputs: ``jax.vmap(prog.forward)``
@@ -173,6 +177,19 @@ def run(target: str, seed: int, repeats: int, steps: int, reference_calibration:
         out["mesh_diff"] = float(jnp.max(jnp.abs(mesh_fast(*mesh_args) - mesh_ref(*mesh_args))))
         out["mesh"] = {"ref": timed(mesh_ref, *mesh_args, repeats=repeats),
                        "fast": timed(mesh_fast, *mesh_args, repeats=repeats)}
+        # value and gradient of that mesh's matrix-error loss against its ideal matrix, for all its heaters
+        ideal_mesh = apply_physical_mesh(lay, *mesh_args, eye)[None]
+
+        def mesh_loss(mesh_fn):
+            def f(*args):
+                err, _ = _relative_error(ideal_mesh, mesh_fn(*args)[None])
+                return err**2
+            return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
+
+        mg_fast, mg_ref = mesh_loss(lambda *a: mesh_fast(*a)), mesh_loss(mesh_ref_fn)
+        out["mesh_grad_diff"] = max_diff(mg_fast(*mesh_args)[1], mg_ref(*mesh_args)[1])
+        out["mesh_grad"] = {"ref": timed(mg_ref, *mesh_args, repeats=max(5, repeats // 4)),
+                            "fast": timed(mg_fast, *mesh_args, repeats=repeats)}
         print("value and gradient", flush=True)
         out["grad"] = {"ref": timed(g_ref, s, repeats=max(5, repeats // 4)), "fast": timed(g_fast, s, repeats=repeats)}
         out["f32"] = {"matrix": timed(fast, s32, repeats=repeats), "grad": timed(g32, s32, repeats=repeats)}
@@ -235,16 +252,19 @@ def table(res: dict, target: str, seed: int) -> list[str]:
     lines = [
         "| quantity | reference (min / median) | photocomp (min / median) | speed-up (median) | goal |",
         "|:--|--:|--:|--:|:--|",
-        f"| transfer matrix of one {target} tile (chip errors, float64) | {fmt(m['ref'])} | {fmt(m['fast'])} | "
-        f"{speedup(m['ref'], m['fast'])} | ≤ 0.5 ms |",
-        f"| transfer matrix of one {n}-mode mesh, `apply_physical_mesh` on the identity | {fmt(res['mesh']['ref'])} | "
-        f"{fmt(res['mesh']['fast'])} | {speedup(res['mesh']['ref'], res['mesh']['fast'])} | |",
-        f"| value and gradient of the matrix-error loss (all {target} heaters) | {fmt(g['ref'])} | {fmt(g['fast'])} | "
-        f"{speedup(g['ref'], g['fast'])} | ≤ 2 ms |",
+        f"| transfer matrix of one {n}-mode mesh (chip errors), `apply_physical_mesh` on the identity | "
+        f"{fmt(res['mesh']['ref'])} | {fmt(res['mesh']['fast'])} | {speedup(res['mesh']['ref'], res['mesh']['fast'])} "
+        "| ≤ 0.5 ms |",
+        f"| value and gradient of that mesh's matrix-error loss (all its heaters) | {fmt(res['mesh_grad']['ref'])} | "
+        f"{fmt(res['mesh_grad']['fast'])} | {speedup(res['mesh_grad']['ref'], res['mesh_grad']['fast'])} | ≤ 2 ms |",
+        f"| transfer matrix of one {target} tile (two meshes and attenuators, chip errors) | {fmt(m['ref'])} | "
+        f"{fmt(m['fast'])} | {speedup(m['ref'], m['fast'])} | (≤ 0.5 ms) |",
+        f"| value and gradient of the tile's matrix-error loss (all {target} heaters) | {fmt(g['ref'])} | "
+        f"{fmt(g['fast'])} | {speedup(g['ref'], g['fast'])} | (≤ 2 ms) |",
         f"| transfer matrix of one {target} tile, float32 settings (complex64) | | {fmt(res['f32']['matrix'])} | "
-        f"{res['matrix']['fast']['median'] / res['f32']['matrix']['median']:.2f}x float64 | ≤ 0.5 ms |",
-        f"| value and gradient, float32 settings (complex64) | | {fmt(res['f32']['grad'])} | "
-        f"{g['fast']['median'] / res['f32']['grad']['median']:.2f}x float64 | ≤ 2 ms |",
+        f"{res['matrix']['fast']['median'] / res['f32']['matrix']['median']:.2f}x float64 | (≤ 0.5 ms) |",
+        f"| value and gradient of the tile, float32 settings (complex64) | | {fmt(res['f32']['grad'])} | "
+        f"{g['fast']['median'] / res['f32']['grad']['median']:.2f}x float64 | (≤ 2 ms) |",
         f"| chip simulation of {BATCH} inputs, `jit(vmap(forward_fn))` | {fmt(f['chip_sim_ref'])} | "
         f"{fmt(f['chip_sim'])} | {speedup(f['chip_sim_ref'], f['chip_sim'])} | |",
         f"| ideal simulation of {BATCH} inputs, `jit(vmap(forward_fn))` | | {fmt(f['sim'])} | "
@@ -265,8 +285,8 @@ def table(res: dict, target: str, seed: int) -> list[str]:
     lines += [
         "",
         f"Agreement with the reference (max abs difference): tile matrix {res['matrix_diff']:.1e}, "
-        f"single mesh {res['mesh_diff']:.1e}, "
-        f"gradient {res['grad_diff']:.1e}, chip simulation of the batch {res['chip_sim_diff']:.1e}; "
+        f"single mesh {res['mesh_diff']:.1e} (its gradient {res['mesh_grad_diff']:.1e}), "
+        f"tile gradient {res['grad_diff']:.1e}, chip simulation of the batch {res['chip_sim_diff']:.1e}; "
         f"`vmap(prog.forward)` and the ideal simulation vs `x @ dense.T`: {res['forward_diff']:.1e} and "
         f"{res['sim_diff']:.1e}. Float32 against float64 photocomp: tile matrix {res['f32_matrix_diff']:.1e}, "
         f"gradient {res['f32_grad_diff']:.1e}.",
@@ -288,8 +308,8 @@ def main(argv=None) -> int:
     res = run(args.target, args.seed, args.repeats, args.steps, not args.no_reference_calibration)
     n = res["n"]
     lines = ["## Simulation speed", "",
-             f"Float64 simulation (two rows repeat the fast paths on float32 settings, what the simulator runs "
-             f"in JAX's default 32-bit mode) of a {n}x{n} Haar unitary compiled onto `{args.target}` (`{PIPELINE}`) on the "
+             f"Float64 simulation (two rows repeat the tile's fast paths on float32 settings, what the simulator "
+             f"runs in JAX's default 32-bit mode) of a {n}x{n} Haar unitary compiled onto `{args.target}` (`{PIPELINE}`) on the "
              f"chip `photocomp.fabricate(\"{args.target}\", seed={args.seed})`. The reference is the straightforward "
              "simulator (per-MZI 2 x 2 matrices from `convention.physical_mzi`, one `mesh.apply_columns` loop per "
              "mesh); photocomp runs each tile's V mesh, attenuators and U mesh as one scan over pair-scheduled "
@@ -298,7 +318,9 @@ def main(argv=None) -> int:
              f"(block_until_ready; {args.repeats} calls for the fast paths, fewer for slow ones). The calibration "
              f"rows run `calibrate(method=\"model\", steps={args.steps})` with its defaults (L-BFGS, warm start from "
              "the local correction), JIT compilation included; the reference column swaps the optimiser's chip "
-             "model for the reference simulator.", ""]
+             "model for the reference simulator. The goals are set for one imperfect "
+             f"{n}x{n} mesh (its V mesh here); a tile, what calibration simulates, is two such meshes and a column of "
+             "attenuators, and its rows are held to the same goals in parentheses.", ""]
     lines += table(res, args.target, args.seed)
     return _report.finish(
         lines, load0,
