@@ -10,6 +10,7 @@ and run the result as jit-compiled forward functions::
 """
 
 from photocomp import convention, drift
+from photocomp.cache import enable_compilation_cache
 from photocomp.calibrate import Reachability, calibrate, error, local_correction, reachability
 from photocomp.chip import Chip, fabricate
 from photocomp.compiler import compile
@@ -40,6 +41,7 @@ __all__ = [
     "__version__",
     "compile",
     "load",
+    "enable_compilation_cache",
     "fabricate",
     "Chip",
     "BlackBoxChip",

@@ -3,7 +3,9 @@
 Commands: ``targets``, ``passes``, ``compile``, ``inspect``, ``calibrate``,
 ``drift``, ``report``, ``plot``, ``demo``. Every command has ``--help``. Exit
 code 0 on success; on bad input a one-line ``photocomp: error: ...`` message
-on stderr and exit code 2 (no traceback).
+on stderr and exit code 2 (no traceback). Compiled XLA programs are kept on
+disk for later runs (:mod:`photocomp.cache`; ``--no-compile-cache`` or
+``PHOTOCOMP_CACHE_DIR=""`` turns that off).
 """
 
 from __future__ import annotations
@@ -274,6 +276,9 @@ def _add_report_and_plot(sub) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="photocomp", description="Compile weight matrices to phase maps for photonic MZI-mesh chips.")
     p.add_argument("--version", action="version", version=_version())
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not keep compiled XLA programs on disk for later runs (default: kept in "
+                        "$PHOTOCOMP_CACHE_DIR or ~/.cache/photocomp/xla; see photocomp.cache)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -358,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if not args.no_compile_cache:
+        from photocomp.cache import enable_compilation_cache
+
+        enable_compilation_cache()  # this process is ours: later runs skip the JIT compilation
     try:
         return int(args.func(args) or 0)
     except (PhotocompError, OSError, ValueError, TypeError) as exc:

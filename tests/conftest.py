@@ -8,8 +8,15 @@ comes from ``numpy.random.default_rng(seed)`` with an explicit seed.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+# The command line keeps compiled programs on disk (photocomp.cache); the suite runs the command in this
+# process and in subprocesses, which must neither write to the user's cache nor change JAX's configuration
+# for the tests after them. tests/test_cli.py turns the cache on explicitly where it tests it.
+os.environ["PHOTOCOMP_CACHE_DIR"] = ""
 
 # ---- tolerances -----------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """The ``photocomp`` command line, run in-process (plus one run of the installed script)."""
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 import photocomp as pc
 from conftest import TOL, random_matrix
 from photocomp.cli import main
+from photocomp.errors import InvalidTypeError
 
 COMMANDS = ["targets", "passes", "compile", "inspect", "demo"]
 EXACT = "validate | tile | svd | clements | canonicalize | lower"
@@ -227,3 +230,38 @@ def test_installed_console_script():
     bad = subprocess.run([exe, "compile", "/nonexistent/w.npy"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.startswith("photocomp: error: ") and "Traceback" not in bad.stderr
+
+
+def test_compile_cache_is_kept_and_reused(files, tmp_path):
+    """The command keeps compiled programs in $PHOTOCOMP_CACHE_DIR; a second run reuses them and writes the
+    same phase map; --no-compile-cache and an empty variable leave the disk alone."""
+    d, _ = files
+    cache = tmp_path / "cache"
+
+    def compile_(out, *extra, cache_dir=str(cache)):
+        env = dict(os.environ, PHOTOCOMP_CACHE_DIR=cache_dir)
+        args = [sys.executable, "-m", "photocomp.cli", *extra, "compile", str(d / "w.npy"), "--target",
+                "clements-4", "-o", str(tmp_path / out), "-q"]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr
+        return pc.load(tmp_path / out)
+
+    first = compile_("a.npz")
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries, "no compiled program was cached"
+    second = compile_("b.npz")
+    assert sorted(p.name for p in cache.iterdir()) == entries  # nothing new to compile: all reused
+    for name in ("v", "u"):
+        for field in ("theta", "phi", "out_phase"):
+            np.testing.assert_array_equal(getattr(getattr(second.phase_map, name), field),
+                                          getattr(getattr(first.phase_map, name), field))
+    compile_("c.npz", "--no-compile-cache", cache_dir=str(tmp_path / "off1"))
+    compile_("d.npz", cache_dir="")
+    assert not (tmp_path / "off1").exists()
+
+
+def test_enable_compilation_cache_rejects_a_bad_path():
+    from photocomp.cache import enable_compilation_cache
+
+    with pytest.raises(InvalidTypeError, match="path must be a str or os.PathLike; got int"):
+        enable_compilation_cache(3)
