@@ -22,21 +22,28 @@ _TWO_PI = 2 * np.pi
 
 
 def quantize_phase(phase, bits: int, scheme: str = "voltage") -> np.ndarray:
-    """Nearest DAC-reachable phase (rad, in [0, 2 pi)) for each phase (rad, any real)."""
+    """Nearest DAC-reachable phase (rad, in [0, 2 pi)) for each phase (rad, any real).
+
+    Nearest in phase, on the circle: the top level 2 pi is the phase 0.
+    """
     bits = check_int(bits, "bits", low=1, high=32)
     if scheme not in SCHEMES:
         raise UnknownNameError(f"scheme must be one of {SCHEMES}; got {scheme!r}")
-    p = np.mod(np.asarray(phase, dtype=np.float64), _TWO_PI)
+    p = np.asarray(phase, dtype=np.float64)
+    if p.size and not (p.min() >= 0 and p.max() < _TWO_PI):  # a floating-point modulo is slow in NumPy
+        p = np.mod(p, _TWO_PI)
     if scheme == "linear":
         levels = 2**bits
         q = np.round(p / _TWO_PI * levels) / levels * _TWO_PI
-    else:
-        top = 2**bits - 1
-        code = np.round(np.sqrt(p / _TWO_PI) * top)
-        q = _TWO_PI * (code / top) ** 2
-        # the wrap-around neighbour 2 pi == 0 may be nearer than the top level
-        q = np.where(_TWO_PI - p < np.abs(p - q), _TWO_PI, q)
-    return np.mod(q, _TWO_PI)
+        return np.where(q >= _TWO_PI, 0.0, q)
+    top = 2**bits - 1
+    # the two levels around p: rounding the voltage instead would pick the farther one for some phases,
+    # since the levels are not evenly spaced in phase
+    lo = np.minimum(np.floor(np.sqrt(p / _TWO_PI) * top), top - 1)
+    q_lo = _TWO_PI * (lo / top) ** 2
+    q_hi = _TWO_PI * ((lo + 1) / top) ** 2  # the top level is 2 pi, i.e. 0
+    q = np.where(q_hi - p < p - q_lo, q_hi, q_lo)
+    return np.where(q >= _TWO_PI, 0.0, q)
 
 
 def level_at_or_above(phase, bits: int, scheme: str = "voltage") -> np.ndarray:

@@ -283,6 +283,25 @@ def test_quantized_phases_lie_on_dac_levels(quantized):
         np.testing.assert_allclose(dac.quantize_phase(a, 8), a, rtol=0, atol=BOUND["dac_level"])
 
 
+@pytest.mark.parametrize("scheme", ["voltage", "linear"])
+def test_quantize_phase_is_the_nearest_level_on_the_circle(scheme):
+    """Against a brute-force search over every level (circular distance, 2 pi == 0), in and out of [0, 2 pi)."""
+    from photocomp import dac
+
+    bits = 5
+    codes = np.arange(2**bits) if scheme == "linear" else np.arange(2**bits - 1 + 1)
+    levels = (2 * np.pi * codes / 2**bits) if scheme == "linear" else 2 * np.pi * (codes / (2**bits - 1)) ** 2
+    r = np.random.default_rng(50)
+    for phases in (r.uniform(0, 2 * np.pi, 4000), r.uniform(-40, 40, 4000),
+                   np.array([0.0, 2 * np.pi - 1e-9, np.nextafter(2 * np.pi, 0), 2 * np.pi, -1e-9])):
+        got = dac.quantize_phase(phases, bits, scheme)
+        assert got.min() >= 0 and got.max() < 2 * np.pi
+        gap = np.abs(phases[:, None] - levels[None, :]) % (2 * np.pi)
+        nearest = np.minimum(gap, 2 * np.pi - gap).min(axis=1)
+        off = np.abs(phases - got) % (2 * np.pi)
+        np.testing.assert_allclose(np.minimum(off, 2 * np.pi - off), nearest, rtol=0, atol=1e-9)
+
+
 def test_quantize_defaults_to_target_bits():
     prog = pc.compile(np.ones((5, 3)), "clements-4", "tile | svd | clements | quantize | lower")
     assert prog.report["quantize"].metrics["bits"] == pc.get_target("clements-4").dac_bits == 12
