@@ -13,7 +13,7 @@ from photocomp.ir import CompileState
 from photocomp.phases import MeshPhases
 from photocomp.pipeline import Pass
 from photocomp.metrics import np_matrix_error
-from photocomp.simulate import program_matrix_np
+from photocomp.simulate import updated_program_matrix_np
 from photocomp.validate import check_int
 
 
@@ -67,13 +67,14 @@ class Quantize(Pass):
     def __call__(self, state: CompileState):
         pm = state.require("phase_map", "clements")
         bits = state.target.dac_bits if self.bits is None else self.bits
-        before = np_matrix_error(state.weights, state.program_matrix())
+        kept = state.program_matrix()
+        before = np_matrix_error(state.weights, kept)
         new = pm.replace(
             v=_quantize_mesh(pm.v, bits, self.scheme),
             u=_quantize_mesh(pm.u, bits, self.scheme),
             sigma=_quantize_theta(pm.sigma, bits, self.scheme),
         )
-        matrix = program_matrix_np(new)
+        matrix, _ = updated_program_matrix_np(pm, kept, new)  # phases on DAC levels already: tile kept
         after = np_matrix_error(state.weights, matrix)
         dphi = max(
             float(np.max(np.abs(convention.phase_difference(a, b))))

@@ -302,6 +302,24 @@ def test_quantize_phase_is_the_nearest_level_on_the_circle(scheme):
         np.testing.assert_allclose(np.minimum(off, 2 * np.pi - off), nearest, rtol=0, atol=1e-9)
 
 
+def test_quantizing_again_keeps_every_tile(quantized, monkeypatch):
+    """Phases on DAC levels already: a second quantize pass changes no phase and simulates no tile."""
+    from passes import Quantize
+    from photocomp import simulate
+
+    w, progs = quantized
+    prog = progs[8]
+    seen = []
+    real = simulate.tile_matrices_np
+    monkeypatch.setattr(simulate, "tile_matrices_np", lambda p: seen.append(p.n_tiles) or real(p))
+    state = CompileState(weights=prog.matrix(), target=prog.target, provided=frozenset({"weights", "phases", "canonical"}),
+                         grid=prog.phase_map.grid, phase_map=prog.phase_map, matrix=prog.matrix())
+    again, metrics = Quantize(bits=8)(state)
+    assert seen == [] and metrics["max_phase_error"] == 0.0
+    assert not simulate.changed_tiles(prog.phase_map, again.phase_map).any()
+    assert again.matrix is state.matrix
+
+
 def test_quantize_defaults_to_target_bits():
     prog = pc.compile(np.ones((5, 3)), "clements-4", "tile | svd | clements | quantize | lower")
     assert prog.report["quantize"].metrics["bits"] == pc.get_target("clements-4").dac_bits == 12
