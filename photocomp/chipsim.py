@@ -129,31 +129,37 @@ def program_from_settings(s: Settings) -> PhaseMap:
     return PhaseMap(s.grid, MeshPhases(lay, vt, vp, vo), sigma, MeshPhases(lay, ut, up, uo), s.gain)
 
 
-def _tile_core(chip: Chip, lay: MeshLayout, v_int, v_ext, v_out, att, u_int, u_ext, u_out, z):
+def _tile_core(chip: Chip, lay: MeshLayout, v_int, v_ext, v_out, att, u_int, u_ext, u_out, z, reverse_only=False):
     """One tile's core (V mesh, attenuators, U mesh, output shifters) on fields z (K[, B]), as one scan."""
     dtype = z.dtype
     stage = lambda g, i, e: physical_coefficients(  # noqa: E731
         lay, i, e, chip.coupler_in[g], chip.coupler_out[g], chip.loss_db[g], dtype=dtype)
     amp = attenuator_amplitude(att, chip.coupler_in["att"], chip.coupler_out["att"], chip.loss_db["att"])
     between = (screen(v_out, dtype) * amp).astype(dtype)
-    y = propagate_meshes(lay, [stage("v", v_int, v_ext), stage("u", u_int, u_ext)], [between], z)
+    y = propagate_meshes(lay, [stage("v", v_int, v_ext), stage("u", u_int, u_ext)], [between], z,
+                         reverse_only=reverse_only)
     return screen(u_out, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
 
 
-def _tile_apply(chip: Chip, s: Settings, z):
+def _tile_apply(chip: Chip, s: Settings, z, reverse_only: bool = False):
     """Apply each tile's core to fields z (T, K[, B]); gain not applied."""
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(z.dtype, jnp.complex64, jnp.asarray(s.v_int).dtype))
-    core = lambda *a: _tile_core(chip, s.layout, *a)  # noqa: E731
+    core = lambda *a: _tile_core(chip, s.layout, *a, reverse_only=reverse_only)  # noqa: E731
     phases = (jnp.asarray(a) for a in (s.v_int, s.v_ext, s.v_out, s.att, s.u_int, s.u_ext, s.u_out))
     return jax.vmap(core)(*phases, z.astype(dtype))
 
 
-def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True):
-    """(T, K, K) matrices the chip implements per tile with settings ``s``."""
+def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True, reverse_only: bool = False):
+    """(T, K, K) matrices the chip implements per tile with settings ``s``.
+
+    ``reverse_only=True`` (for losses differentiated with ``jax.grad`` only,
+    as calibration's) makes reverse-mode gradients faster and forward-mode
+    derivatives unavailable (:func:`photocomp.physical.propagate_meshes`).
+    """
     k = s.grid.tile
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(s.v_int).dtype, jnp.complex64))
     eye = jnp.broadcast_to(jnp.eye(k, dtype=dtype), (s.grid.n_tiles, k, k))
-    z = _tile_apply(chip, s, eye)
+    z = _tile_apply(chip, s, eye, reverse_only)
     return z * jnp.asarray(s.gain)[:, None, None] if with_gain else z
 
 

@@ -35,7 +35,12 @@ mesh, the attenuators and the U mesh of a chip tile run as one scan
 ``sin``/``cos`` as a vectorised polynomial (:func:`sincos`; XLA's are scalar
 library calls on CPU) and a chip's constant errors evaluated with numpy at
 trace time. Batches of fields with shared settings go through the tiles'
-matrices instead of being propagated (:func:`fold_batches`). The
+matrices instead of being propagated (:func:`fold_batches`). Callers that
+only take reverse-mode gradients (calibration, twin fitting) can ask for
+``reverse_only``: the gradient then sweeps one N x N matrix back through the
+steps by similarity transforms instead of propagating the fields' adjoint
+and reducing over them (``_chain``), about a fifth faster for a chip tile
+and a third for one mesh on the identity. The
 straightforward column loop :func:`photocomp.mesh.apply_columns` over
 :func:`photocomp.convention.physical_mzi` products is the float64 reference
 the tests hold this engine to.
@@ -138,7 +143,7 @@ def mesh_from_physical(lay: MeshLayout, internal, external, out_phase):
 
 
 def apply_physical_mesh(lay: MeshLayout, internal, external, out_phase, x, *,
-                        coupler_in=0.0, coupler_out=0.0, loss_db=0.0):
+                        coupler_in=0.0, coupler_out=0.0, loss_db=0.0, reverse_only: bool = False):
     """Propagate fields through a physical mesh with component errors.
 
     Each MZI is ``coupler(coupler_out) P(internal) coupler(coupler_in) P(external)``
@@ -151,6 +156,8 @@ def apply_physical_mesh(lay: MeshLayout, internal, external, out_phase, x, *,
       x: fields ``(N,)`` or ``(N, B)``.
       coupler_in, coupler_out: splitting-angle errors ``(n_mzi,)`` or scalars (rad).
       loss_db: insertion loss per MZI ``(n_mzi,)`` or scalar (dB).
+      reverse_only: faster reverse-mode gradients, no forward-mode
+        derivatives (see :func:`propagate_meshes`).
 
     Returns:
       output fields, same shape as ``x``.
@@ -158,7 +165,8 @@ def apply_physical_mesh(lay: MeshLayout, internal, external, out_phase, x, *,
     x = jnp.asarray(x)
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(internal).dtype))
     coef = physical_coefficients(lay, internal, external, coupler_in, coupler_out, loss_db, dtype=dtype)
-    return _with_screen(lay, propagate_meshes(lay, [coef], [], x.astype(dtype)), out_phase)
+    y = propagate_meshes(lay, [coef], [], x.astype(dtype), reverse_only=reverse_only)
+    return _with_screen(lay, y, out_phase)
 
 
 def physical_mesh_unitary(lay: MeshLayout, internal, external, out_phase, **errors):
@@ -395,7 +403,124 @@ def _scan_steps_jvp(primals, tangents):
     return jax.jvp(lambda *args: _run_steps(*args, 1), primals, tangents)
 
 
-def propagate_meshes(lay: MeshLayout, coefs, diagonals, x):
+# ---- reverse mode: a similarity-transform adjoint ------------------------------------
+#
+# For fields F_s = K_s F_{s-1} through block-diagonal steps K_s (2 x 2 blocks on mode pairs), reverse
+# mode needs each step's block cotangents, the 2 x 2 diagonal blocks of Fbar_s F_{s-1}^T (JAX's
+# convention: plain transposes). With Z_s = Fbar_s F_s^T these are the diagonal blocks of
+# Z_s K_s^{-T}, and Z_{s-1} = K_s^T (Z_s K_s^{-T}): one N x N matrix swept back through the steps by
+# a column update and a row update per step, with no reductions over the fields and no stored
+# fields. Every MZI is an amplitude times a unitary, so K_s^{-1} is exact and well conditioned.
+
+
+def _inverse_t(m):
+    """Entries ``(00, 01, 10, 11)`` of ``M^{-T}`` for 2 x 2 blocks given as ``(4, P, 1)``."""
+    det = m[0] * m[3] - m[1] * m[2]
+    return jnp.stack([m[3], -m[2], -m[1], m[0]]) / det
+
+
+def _rows_t(k, x_e, x_o, odd: bool):
+    """Rows of ``K^T X`` for one (even or odd) half-step ``k`` (4, P, 1) on fields split by row parity."""
+    if not odd:
+        return k[0] * x_e + k[2] * x_o, k[1] * x_e + k[3] * x_o
+    y1, y2 = x_o[:-1], x_e[1:]  # pairs (2p + 1, 2p + 2)
+    n1 = k[0] * y1 + k[2] * y2
+    n2 = k[1] * y1 + k[3] * y2
+    return jnp.concatenate([x_e[:1], n2], 0), jnp.concatenate([n1, x_o[-1:]], 0)
+
+
+def _cols(r, x_e, x_o, odd: bool):
+    """Columns of ``X R`` for the 2 x 2 blocks ``r`` (4, P) of a half-step, columns split by parity."""
+    if not odd:
+        return x_e * r[0] + x_o * r[2], x_e * r[1] + x_o * r[3]
+    c1, c2 = x_o[:, :-1], x_e[:, 1:]
+    n1 = c1 * r[0] + c2 * r[2]
+    n2 = c1 * r[1] + c2 * r[3]
+    return jnp.concatenate([x_e[:, :1], n2], 1), jnp.concatenate([n1, x_o[:, -1:]], 1)
+
+
+def _similarity_sweep(ce, co, z):
+    """Block cotangents of a mesh's steps from ``Z = Fbar F^T`` at its output (parity blocks ee, eo, oe, oo)."""
+    p0 = ce.shape[2]
+    i0, i1 = np.arange(p0), np.arange(p0 - 1)
+    has_odd = co.shape[2] > 0
+
+    def step(z, m):
+        ee, eo, oe, oo = z
+        e, o = m
+        go = jnp.zeros_like(o)
+        if has_odd:  # the odd half came last
+            r = _inverse_t(o)[:, :, 0]
+            ee, eo = _cols(r, ee, eo, True)
+            oe, oo = _cols(r, oe, oo, True)
+            go = jnp.stack([oo[i1, i1], oe[i1, i1 + 1], eo[i1 + 1, i1], ee[i1 + 1, i1 + 1]])[..., None]
+            ee, oe = _rows_t(o, ee, oe, True)
+            eo, oo = _rows_t(o, eo, oo, True)
+        r = _inverse_t(e)[:, :, 0]
+        ee, eo = _cols(r, ee, eo, False)
+        oe, oo = _cols(r, oe, oo, False)
+        ge = jnp.stack([ee[i0, i0], eo[i0, i0], oe[i0, i0], oo[i0, i0]])[..., None]
+        ee, oe = _rows_t(e, ee, oe, False)
+        eo, oo = _rows_t(e, eo, oo, False)
+        return (ee, eo, oe, oo), (ge, go)
+
+    _, (ge, go) = jax.lax.scan(step, z, (ce, co), reverse=True)
+    return ge, go
+
+
+def _adjoint_fields(ce, co, fa, fb):
+    """Cotangents of a mesh's input fields from those of its output: ``K_1^T ... K_S^T Fbar``."""
+    has_odd = co.shape[2] > 0
+
+    def step(f, m):
+        fa, fb = f
+        e, o = m
+        if has_odd:
+            fa, fb = _rows_t(o, fa, fb, True)
+        return _rows_t(e, fa, fb, False), None
+
+    (fa, fb), _ = jax.lax.scan(step, (fa, fb), (ce, co), reverse=True)
+    return fa, fb
+
+
+@jax.custom_vjp
+def _chain(steps, diags, a, b):
+    """Fields through meshes (``steps``: one (ce, co) per mesh) with row diagonals ``diags`` (dt, db) between."""
+    return _chain_fwd(steps, diags, a, b)[0]
+
+
+def _chain_fwd(steps, diags, a, b):
+    outs = []  # every mesh's output fields: all the backward pass needs
+    for k, (ce, co) in enumerate(steps):
+        if k:
+            dt, db = diags[k - 1]
+            a, b = dt[:, None] * a, db[:, None] * b
+        a, b = _scan_steps(ce, co, a, b)
+        outs.append((a, b))
+    return (a, b), (steps, diags, tuple(outs))
+
+
+def _chain_bwd(res, ct):
+    steps, diags, outs = res
+    fa, fb = ct  # cotangent of the last mesh's output
+    grads, dgrads = [None] * len(steps), [None] * len(diags)
+    for k in reversed(range(len(steps))):
+        ce, co = steps[k]
+        out_a, out_b = outs[k]
+        grads[k] = _similarity_sweep(ce, co, (fa @ out_a.T, fa @ out_b.T, fb @ out_a.T, fb @ out_b.T))
+        fa, fb = _adjoint_fields(ce, co, fa, fb)  # cotangent of this mesh's input
+        if k:
+            dt, db = diags[k - 1]
+            prev_a, prev_b = outs[k - 1]
+            dgrads[k - 1] = (jnp.sum(fa * prev_a, axis=1), jnp.sum(fb * prev_b, axis=1))
+            fa, fb = dt[:, None] * fa, db[:, None] * fb
+    return tuple(grads), tuple(dgrads), fa, fb
+
+
+_chain.defvjp(_chain_fwd, _chain_bwd)
+
+
+def propagate_meshes(lay: MeshLayout, coefs, diagonals, x, *, reverse_only: bool = False):
     """Fields through meshes of one layout with diagonals between them (no output screen).
 
     Args:
@@ -405,6 +530,13 @@ def propagate_meshes(lay: MeshLayout, coefs, diagonals, x):
       diagonals: list of ``(N,)`` complex diagonals, ``diagonals[k]`` applied
         between mesh ``k`` and mesh ``k + 1`` (so one fewer than meshes).
       x: complex fields ``(N,)`` or ``(N, B)`` of the coefficients' dtype.
+      reverse_only: for callers that differentiate the result in reverse mode
+        only (``jax.grad``, ``jax.vjp``): with at least ``N / 2`` fields, the
+        gradient sweeps one ``N x N`` matrix back through the steps by
+        similarity transforms (see ``_chain``), about a third faster on a
+        64-mode mesh from the identity. The value is the same; forward-mode
+        derivatives (``jax.jvp``, ``jacfwd``, ``hessian``) of the result are
+        then not available.
 
     Returns:
       the fields after the last mesh, same shape as ``x``.
@@ -420,17 +552,21 @@ def propagate_meshes(lay: MeshLayout, coefs, diagonals, x):
             x = d.reshape(n, 1) * x
         return x.reshape(shape)
     pad = (-n) % 2
-    for k, d in enumerate(diagonals):
-        # fold the diagonal into the first (even) step of the next mesh: M diag(d_top, d_bottom)
-        d = jnp.concatenate([d, jnp.ones((pad,), d.dtype)]) if pad else d
-        dt, db = d[0::2], d[1::2]
-        ce, co = steps[k + 1]
-        first = ce[0] * jnp.stack([dt, db, dt, db])[..., None]
-        steps[k + 1] = (ce.at[0].set(first), co)
-    ce = jnp.concatenate([s[0] for s in steps], 0)
-    co = jnp.concatenate([s[1] for s in steps], 0)
     xp = jnp.concatenate([x, jnp.zeros((pad, x.shape[1]), x.dtype)], 0) if pad else x
-    a, b = _scan_steps(ce, co, xp[0::2], xp[1::2])
+    # each diagonal split into its even-mode and odd-mode halves (dt, db)
+    halves = [(d[0::2], d[1::2]) for d in (jnp.concatenate([d, jnp.ones((pad,), d.dtype)]) if pad else d
+                                           for d in diagonals)]
+    if reverse_only and 2 * x.shape[1] >= n:
+        a, b = _chain(tuple(steps), tuple(halves), xp[0::2], xp[1::2])
+    else:
+        for k, (dt, db) in enumerate(halves):
+            # fold the diagonal into the first (even) step of the next mesh: M diag(d_top, d_bottom)
+            ce, co = steps[k + 1]
+            first = ce[0] * jnp.stack([dt, db, dt, db])[..., None]
+            steps[k + 1] = (ce.at[0].set(first), co)
+        ce = jnp.concatenate([s[0] for s in steps], 0)
+        co = jnp.concatenate([s[1] for s in steps], 0)
+        a, b = _scan_steps(ce, co, xp[0::2], xp[1::2])
     y = jnp.stack([a, b], 1).reshape(n + pad, -1)[:n]
     return y.reshape(shape)
 

@@ -169,7 +169,7 @@ def _prior_chip(target, offset, efficiency) -> Chip:
 def _predict(chip: Chip, template: Settings, drives, refs):
     """Predicted read-outs (C, R, K, K): config, reference (refs (C, R)), input (unit vectors), output."""
     s = unflatten_heaters(template, realized_phases(chip, drives), chip.target)
-    m = chip_tile_matrices(chip, s, with_gain=False)  # (C, K, K): output x input
+    m = chip_tile_matrices(chip, s, with_gain=False, reverse_only=True)  # (C, K, K): output x input; jax.grad only
     y = jnp.swapaxes(m, -1, -2)  # (C, input, output)
     return jnp.abs(y[:, None] + refs[:, :, None, None]) ** 2
 

@@ -193,7 +193,8 @@ def test_physical_mesh_matches_the_mzi_by_mzi_product(kind, n):
     np.testing.assert_allclose(yb, want @ xb, rtol=0, atol=TOL["field"])
 
 
-def test_physical_mesh_gradients_match_the_reference_gradient():
+@pytest.mark.parametrize("reverse_only", [False, True])
+def test_physical_mesh_gradients_match_the_reference_gradient(reverse_only):
     lay, p = _random_mesh("clements", 6, seed=2)
     target = np.random.default_rng(3).normal(size=(6, 6))
 
@@ -202,8 +203,10 @@ def test_physical_mesh_gradients_match_the_reference_gradient():
             return jnp.sum(jnp.abs(fn(i, e, c, l) - target) ** 2)
         return f
 
-    fast = loss(lambda i, e, c, l: physical_mesh_unitary(lay, i, e, p["out_phase"], coupler_in=c,
-                                                         coupler_out=p["coupler_out"], loss_db=l))
+    eye = np.eye(6)
+    fast = loss(lambda i, e, c, l: apply_physical_mesh(lay, i, e, p["out_phase"], eye, coupler_in=c,
+                                                       coupler_out=p["coupler_out"], loss_db=l,
+                                                       reverse_only=reverse_only))
     ref = loss(lambda i, e, c, l: ref_mesh_matrix(lay, ref_physical_mats(i, e, c, p["coupler_out"], l, xp=jnp),
                                                   p["out_phase"], xp=jnp))
     with jax.enable_x64(True):
@@ -212,7 +215,63 @@ def test_physical_mesh_gradients_match_the_reference_gradient():
         want = jax.grad(ref, argnums=(0, 1, 2, 3))(*args)
         for g, w in zip(got, want):
             np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=0, atol=TOL["grad"])
-        check_grads(fast, args, order=1, modes=("fwd", "rev"), atol=TOL["fd_atol"], rtol=TOL["fd_rtol"])
+        modes = ("rev",) if reverse_only else ("fwd", "rev")
+        check_grads(fast, args, order=1, modes=modes, atol=TOL["fd_atol"], rtol=TOL["fd_rtol"])
+
+
+@pytest.mark.parametrize("kind,n,b", [("clements", 7, 7), ("reck", 6, 4), ("clements", 8, 3), ("clements", 5, 9)])
+def test_reverse_only_gradients_equal_the_default(kind, n, b):
+    """Meshes and diagonals (one of them singular: an attenuator fully closed) with reverse_only: the same
+    values and gradients (coefficients, diagonals, input fields) as the default path; fewer than N / 2 fields
+    take the default path; forward mode is refused."""
+    from photocomp.physical import propagate_meshes
+
+    lay = layout(kind, n)
+    r = np.random.default_rng(n * 10 + b)
+    with jax.enable_x64(True):
+        coefs = [physical_coefficients(lay, *(jnp.asarray(r.uniform(0, 2 * np.pi, lay.n_mzi)) for _ in range(2)),
+                                       jnp.asarray(r.normal(0, 0.05, lay.n_mzi)), 0.02, 0.2) for _ in range(3)]
+        d1 = jnp.asarray(r.normal(size=n) + 1j * r.normal(size=n)).at[1].set(0.0)  # singular
+        d2 = jnp.asarray(np.exp(1j * r.uniform(0, 2 * np.pi, n)))
+        x = jnp.asarray(r.normal(size=(n, b)) + 1j * r.normal(size=(n, b)))
+        target = jnp.asarray(r.normal(size=(n, b)) + 1j * r.normal(size=(n, b)))
+
+        def loss(rev):
+            def f(coefs, d1, d2, x):
+                y = propagate_meshes(lay, coefs, [d1, d2], x, reverse_only=rev)
+                return jnp.sum(jnp.abs(y - target) ** 2)
+            return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3)))
+
+        args = (coefs, d1, d2, x)
+        (v0, g0), (v1, g1) = loss(False)(*args), loss(True)(*args)
+        assert float(v1) == pytest.approx(float(v0), rel=1e-14)
+        for g, w in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g0)):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=0, atol=TOL["grad"] * max(1.0, float(v0)))
+        if 2 * b >= n:
+            with pytest.raises(TypeError, match="forward-mode"):
+                jax.jvp(lambda x: propagate_meshes(lay, coefs, [d1, d2], x, reverse_only=True), (x,), (x,))
+
+
+def test_reverse_only_follows_float32_and_vmap():
+    """Batched over meshes with jax.vmap, in float32: the same gradients as the default path."""
+    lay = layout("clements", 8)
+    r = np.random.default_rng(11)
+    internal = jnp.asarray(r.uniform(0, 2 * np.pi, (3, lay.n_mzi)), dtype=jnp.float32)
+    external = jnp.asarray(r.uniform(0, 2 * np.pi, (3, lay.n_mzi)), dtype=jnp.float32)
+    out = jnp.zeros(8, jnp.float32)
+    target = jnp.asarray(r.normal(size=(8, 8)), dtype=jnp.complex64)
+
+    def loss(rev):
+        def one(i, e):
+            m = apply_physical_mesh(lay, i, e, out, jnp.eye(8, dtype=jnp.complex64), coupler_in=0.03,
+                                    loss_db=0.2, reverse_only=rev)
+            return jnp.sum(jnp.abs(m - target) ** 2)
+        return jax.jit(jax.grad(lambda i, e: jnp.sum(jax.vmap(one)(i, e)), argnums=(0, 1)))
+
+    got, want = loss(True)(internal, external), loss(False)(internal, external)
+    for g, w in zip(got, want):
+        assert g.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=0, atol=TOL["float32"])
 
 
 def test_physical_mesh_follows_float32():
@@ -237,7 +296,8 @@ def test_chip_tile_matrices_match_the_reference(tiled_chip):
     np.testing.assert_allclose(with_gain, want * np.asarray(s.gain)[:, None, None], rtol=0, atol=TOL["field"])
 
 
-def test_matrix_error_gradient_matches_the_reference_gradient(tiled_chip):
+@pytest.mark.parametrize("reverse_only", [False, True])
+def test_matrix_error_gradient_matches_the_reference_gradient(tiled_chip, reverse_only):
     """value_and_grad of the calibration loss: fast path vs the MZI-by-MZI product's autodiff."""
     prog, chip, s = tiled_chip
     with jax.enable_x64(True):
@@ -250,7 +310,7 @@ def test_matrix_error_gradient_matches_the_reference_gradient(tiled_chip):
             return err ** 2
         return f
 
-    fast = loss(lambda s: chip_tile_matrices(chip, s, with_gain=False))
+    fast = loss(lambda s: chip_tile_matrices(chip, s, with_gain=False, reverse_only=reverse_only))
     ref = loss(lambda s: ref_chip_tiles(chip, s, xp=jnp))
     with jax.enable_x64(True):
         args = (jnp.asarray(s.v_int), jnp.asarray(s.u_ext), jnp.asarray(s.att))
@@ -260,7 +320,8 @@ def test_matrix_error_gradient_matches_the_reference_gradient(tiled_chip):
         assert float(v_fast) > 1e-4  # the chip's errors are visible
         for g, w in zip(g_fast, g_ref):
             np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=0, atol=TOL["grad"])
-        check_grads(fast, args, order=1, modes=("fwd", "rev"), atol=TOL["fd_atol"], rtol=TOL["fd_rtol"])
+        modes = ("rev",) if reverse_only else ("fwd", "rev")
+        check_grads(fast, args, order=1, modes=modes, atol=TOL["fd_atol"], rtol=TOL["fd_rtol"])
 
 
 def test_chip_forward_batches_equal_single_fields(tiled_chip):
