@@ -11,7 +11,8 @@ chip sampled with ``photocomp.fabricate``:
 * transfer matrix of one tile of the imperfect chip (two meshes and the
   attenuators: ``chipsim.chip_tile_matrices``), jit-compiled;
 * value and gradient of the calibration loss (squared matrix error after the
-  best gain) with respect to every heater phase of the tile, jit-compiled;
+  best gain) with respect to every heater phase of the tile, jit-compiled,
+  with ``reverse_only=True`` as calibration runs it, and on the default path;
 * both again on float32 settings (complex64 fields, what the simulator runs
   in JAX's default 32-bit mode), with their difference from float64;
 * a forward pass over a batch of 4,096 inputs: ``jax.vmap(prog.forward)``
@@ -151,14 +152,19 @@ def run(target: str, seed: int, repeats: int, steps: int, reference_calibration:
             return max(float(jnp.max(jnp.abs(x - y))) for x, y in
                        zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
-        g_fast = loss(lambda s: chip_tile_matrices(chip, s, with_gain=False), ideal)
+        # the gradient rows run what calibration runs: reverse_only=True (the similarity-transform adjoint);
+        # g_default is the default path, which forward-mode derivatives can also go through
+        g_fast = loss(lambda s: chip_tile_matrices(chip, s, with_gain=False, reverse_only=True), ideal)
+        g_default = loss(lambda s: chip_tile_matrices(chip, s, with_gain=False), ideal)
         g_ref = loss(lambda s: reference_tile_matrices(chip, s, with_gain=False), ideal)
         (_, ga), (_, gb) = g_fast(s), g_ref(s)
+        out["grad_default_diff"] = max_diff(g_default(s)[1], gb)
         out["grad_diff"] = max_diff(ga, gb)
         # the same two fast paths on float32 settings (complex64 fields): what the simulator runs in
         # JAX's default 32-bit mode; accuracy against the float64 result
         s32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), s)
-        g32 = loss(lambda s: chip_tile_matrices(chip, s, with_gain=False), ideal.astype(jnp.complex64))
+        g32 = loss(lambda s: chip_tile_matrices(chip, s, with_gain=False, reverse_only=True),
+                   ideal.astype(jnp.complex64))
         out["f32_matrix_diff"] = max_diff(fast(s32), fast(s))
         out["f32_grad_diff"] = max_diff(g32(s32)[1], ga)
         # one mesh on the identity: apply_physical_mesh vs the column loop over convention.physical_mzi
@@ -186,12 +192,14 @@ def run(target: str, seed: int, repeats: int, steps: int, reference_calibration:
                 return err**2
             return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
 
-        mg_fast, mg_ref = mesh_loss(lambda *a: mesh_fast(*a)), mesh_loss(mesh_ref_fn)
+        mg_fast = mesh_loss(lambda i, e, o: apply_physical_mesh(lay, i, e, o, eye, reverse_only=True, **errs))
+        mg_ref = mesh_loss(mesh_ref_fn)
         out["mesh_grad_diff"] = max_diff(mg_fast(*mesh_args)[1], mg_ref(*mesh_args)[1])
         out["mesh_grad"] = {"ref": timed(mg_ref, *mesh_args, repeats=max(5, repeats // 4)),
                             "fast": timed(mg_fast, *mesh_args, repeats=repeats)}
         print("value and gradient", flush=True)
-        out["grad"] = {"ref": timed(g_ref, s, repeats=max(5, repeats // 4)), "fast": timed(g_fast, s, repeats=repeats)}
+        out["grad"] = {"ref": timed(g_ref, s, repeats=max(5, repeats // 4)), "fast": timed(g_fast, s, repeats=repeats),
+                       "default": timed(g_default, s, repeats=repeats)}
         out["f32"] = {"matrix": timed(fast, s32, repeats=repeats), "grad": timed(g32, s32, repeats=repeats)}
 
         rng = np.random.default_rng(1)
@@ -261,6 +269,8 @@ def table(res: dict, target: str, seed: int) -> list[str]:
         f"{fmt(m['fast'])} | {speedup(m['ref'], m['fast'])} | (≤ 0.5 ms) |",
         f"| value and gradient of the tile's matrix-error loss (all {target} heaters) | {fmt(g['ref'])} | "
         f"{fmt(g['fast'])} | {speedup(g['ref'], g['fast'])} | (≤ 2 ms) |",
+        f"| the same on the default path (forward mode available too) | {fmt(g['ref'])} | "
+        f"{fmt(g['default'])} | {speedup(g['ref'], g['default'])} | |",
         f"| transfer matrix of one {target} tile, float32 settings (complex64) | | {fmt(res['f32']['matrix'])} | "
         f"{res['matrix']['fast']['median'] / res['f32']['matrix']['median']:.2f}x float64 | (≤ 0.5 ms) |",
         f"| value and gradient of the tile, float32 settings (complex64) | | {fmt(res['f32']['grad'])} | "
@@ -286,7 +296,7 @@ def table(res: dict, target: str, seed: int) -> list[str]:
         "",
         f"Agreement with the reference (max abs difference): tile matrix {res['matrix_diff']:.1e}, "
         f"single mesh {res['mesh_diff']:.1e} (its gradient {res['mesh_grad_diff']:.1e}), "
-        f"tile gradient {res['grad_diff']:.1e}, chip simulation of the batch {res['chip_sim_diff']:.1e}; "
+        f"tile gradient {res['grad_diff']:.1e} (default path {res['grad_default_diff']:.1e}), chip simulation of the batch {res['chip_sim_diff']:.1e}; "
         f"`vmap(prog.forward)` and the ideal simulation vs `x @ dense.T`: {res['forward_diff']:.1e} and "
         f"{res['sim_diff']:.1e}. Float32 against float64 photocomp: tile matrix {res['f32_matrix_diff']:.1e}, "
         f"gradient {res['f32_grad_diff']:.1e}.",
@@ -314,7 +324,9 @@ def main(argv=None) -> int:
              "simulator (per-MZI 2 x 2 matrices from `convention.physical_mzi`, one `mesh.apply_columns` loop per "
              "mesh); photocomp runs each tile's V mesh, attenuators and U mesh as one scan over pair-scheduled "
              "column steps, and a batch under `jax.vmap` with shared settings goes through the tile matrices "
-             "(`physical.fold_batches`). Times are min / median of repeated jit-compiled calls after a warm-up "
+             "(`physical.fold_batches`). The gradient rows use `reverse_only=True`, what calibration and twin "
+             "fitting run: the gradient sweeps one N x N matrix back through the steps by similarity transforms; "
+             "one row repeats the tile's gradient on the default path. Times are min / median of repeated jit-compiled calls after a warm-up "
              f"(block_until_ready; {args.repeats} calls for the fast paths, fewer for slow ones). The calibration "
              f"rows run `calibrate(method=\"model\", steps={args.steps})` with its defaults (L-BFGS, warm start from "
              "the local correction), JIT compilation included; the reference column swaps the optimiser's chip "

@@ -39,8 +39,8 @@ matrices instead of being propagated (:func:`fold_batches`). Callers that
 only take reverse-mode gradients (calibration, twin fitting) can ask for
 ``reverse_only``: the gradient then sweeps one N x N matrix back through the
 steps by similarity transforms instead of propagating the fields' adjoint
-and reducing over them (``_chain``), about a fifth faster for a chip tile
-and a third for one mesh on the identity. The
+and reducing over them (``_chain``; the simulation table of
+``benchmarks/README.md`` has the times of both). The
 straightforward column loop :func:`photocomp.mesh.apply_columns` over
 :func:`photocomp.convention.physical_mzi` products is the float64 reference
 the tests hold this engine to.
@@ -533,8 +533,8 @@ def propagate_meshes(lay: MeshLayout, coefs, diagonals, x, *, reverse_only: bool
       reverse_only: for callers that differentiate the result in reverse mode
         only (``jax.grad``, ``jax.vjp``): with at least ``N / 2`` fields, the
         gradient sweeps one ``N x N`` matrix back through the steps by
-        similarity transforms (see ``_chain``), about a third faster on a
-        64-mode mesh from the identity. The value is the same; forward-mode
+        similarity transforms (see ``_chain``), faster than propagating the
+        fields' adjoint and reducing over them. The value is the same; forward-mode
         derivatives (``jax.jvp``, ``jacfwd``, ``hessian``) of the result are
         then not available.
 
