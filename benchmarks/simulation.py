@@ -69,8 +69,9 @@ BATCH = 4096
 
 # ---- the reference simulator ------------------------------------------------------------------
 
-def reference_tile_matrices(chip, s, *, with_gain=True):
-    """``chip_tile_matrices`` the straightforward way: per-MZI 2 x 2 products, one column loop per mesh."""
+def reference_tile_matrices(chip, s, *, with_gain=True, reverse_only=False):
+    """``chip_tile_matrices`` the straightforward way: per-MZI 2 x 2 products, one column loop per mesh
+    (``reverse_only`` is accepted and ignored: plain autodiff serves both modes)."""
     lay = s.layout
     k = s.grid.tile
 
