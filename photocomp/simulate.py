@@ -134,24 +134,29 @@ def _tile_matrices_chunk(vt, vp, vo, sigma, ut, up, uo, gain, *, v_layout, u_lay
     return (tile_matrices(pm),)
 
 
-def tile_matrices_np(pm: PhaseMap) -> np.ndarray:
-    """Float64 numpy :func:`tile_matrices`, in cache-sized chunks of tiles sharded across the JAX devices."""
+def _tile_settings(pm: PhaseMap) -> list[np.ndarray]:
+    """Every per-tile setting array of a phase map (tile axis first), in :func:`_tile_matrices_chunk`'s order."""
+    return [np.asarray(a) for a in (pm.v.theta, pm.v.phi, pm.v.out_phase, pm.sigma,
+                                    pm.u.theta, pm.u.phi, pm.u.out_phase, pm.gain)]
+
+
+def tile_matrices_np(pm: PhaseMap, tiles=None) -> np.ndarray:
+    """Float64 numpy :func:`tile_matrices`, in cache-sized chunks of tiles sharded across the JAX devices.
+
+    ``tiles``: indices of the tiles to simulate (default: all), in the order given.
+    """
     from photocomp.decompose import run_tiles, tile_chunk
 
-    arrays = [np.asarray(a, np.float64) for a in (pm.v.theta, pm.v.phi, pm.v.out_phase, pm.sigma, pm.u.theta,
-                                                  pm.u.phi, pm.u.out_phase, pm.gain)]
+    arrays = [np.asarray(a, np.float64) for a in _tile_settings(pm)]
+    if tiles is not None:
+        arrays = [a[tiles] for a in arrays]
     static = {"v_layout": pm.v.layout, "u_layout": pm.u.layout}
-    return run_tiles(_tile_matrices_chunk, arrays, chunk=tile_chunk(pm.n_tiles), static=static)[0]
+    return run_tiles(_tile_matrices_chunk, arrays, chunk=tile_chunk(len(arrays[0])), static=static)[0]
 
 
 def program_matrix_np(pm: PhaseMap) -> np.ndarray:
     """Float64 numpy copy of :func:`program_matrix` (for reports and metrics), tiles computed in chunks."""
     return pm.grid.join(tile_matrices_np(pm))
-
-
-def _tile_settings(pm: PhaseMap) -> list[np.ndarray]:
-    return [np.asarray(a) for a in (pm.v.theta, pm.v.phi, pm.v.out_phase, pm.sigma,
-                                    pm.u.theta, pm.u.phi, pm.u.out_phase, pm.gain)]
 
 
 def changed_tiles(old: PhaseMap, new: PhaseMap) -> np.ndarray:
@@ -181,14 +186,6 @@ def updated_program_matrix_np(old: PhaseMap, matrix: np.ndarray, new: PhaseMap) 
     if not changed.any():
         return matrix, changed
     idx = np.flatnonzero(changed)
-    k = new.grid.tile
-    part = PhaseMap(grid=TileGrid(out_dim=len(idx) * k, in_dim=k, tile=k),
-                    v=MeshPhases(new.v.layout, *(np.asarray(a)[idx] for a in (new.v.theta, new.v.phi,
-                                                                                 new.v.out_phase))),
-                    sigma=np.asarray(new.sigma)[idx],
-                    u=MeshPhases(new.u.layout, *(np.asarray(a)[idx] for a in (new.u.theta, new.u.phi,
-                                                                                 new.u.out_phase))),
-                    gain=np.asarray(new.gain)[idx])
     blocks = new.grid.split(np.asarray(matrix))
-    blocks[idx] = tile_matrices_np(part)
+    blocks[idx] = tile_matrices_np(new, idx)
     return new.grid.join(blocks), changed
