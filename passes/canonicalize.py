@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from photocomp.canonical import canonicalize_mesh
+from photocomp.convention import THETA_RANGE
 from photocomp.ir import CompileState
 from photocomp.phases import MeshPhases
 from photocomp.pipeline import Pass
@@ -41,7 +42,7 @@ class Canonicalize(Pass):
         # cos is even and 2 pi periodic; a sign flip (sigma in (pi/2, 3pi/2)) moves into the gain
         neg = np.cos(sig) < 0
         sig = np.arccos(np.clip(np.abs(np.cos(sig)), 0.0, 1.0))
-        in_range = (sigma >= 0) & (sigma <= np.pi / 2)
+        in_range = (sigma >= THETA_RANGE[0]) & (sigma <= THETA_RANGE[1])
         sig = np.where(in_range, sigma, sig)  # canonical already: kept exactly
         neg &= ~in_range
         new = pm.replace(v=_canon(pm.v), u=_canon(pm.u), sigma=sig)

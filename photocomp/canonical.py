@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from photocomp.convention import PHI_RANGE, THETA_RANGE
 from photocomp.mesh import MeshLayout
 
 __all__ = ["canonicalize_mesh", "is_canonical"]
@@ -33,9 +34,10 @@ def is_canonical(theta, phi, out_phase) -> np.ndarray:
     Canonical: every theta in [0, pi/2], every phi and output phase in [0, 2 pi).
     """
     theta, phi, out = (np.asarray(a, dtype=np.float64) for a in (theta, phi, out_phase))
-    ok = np.all((theta >= 0) & (theta <= np.pi / 2), axis=-1)
+    (t_lo, t_hi), (p_lo, p_hi) = THETA_RANGE, PHI_RANGE
+    ok = np.all((theta >= t_lo) & (theta <= t_hi), axis=-1)
     for a in (phi, out):
-        ok &= np.all((a >= 0) & (a < _TWO_PI), axis=-1)
+        ok &= np.all((a >= p_lo) & (a < p_hi), axis=-1)
     return ok
 
 
