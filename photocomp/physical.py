@@ -374,13 +374,9 @@ def _run_steps(ce, co, a, b, unroll: int):
     def step(carry, m):
         a, b = carry
         e, o = m
-        a, b = e[0] * a + e[1] * b, e[2] * a + e[3] * b
+        a, b = _pair_update(e, a, b, False)
         if has_odd:
-            bb, aa = b[:-1], a[1:]
-            y0 = o[0] * bb + o[1] * aa
-            y1 = o[2] * bb + o[3] * aa
-            a = jnp.concatenate([a[:1], y1], 0)
-            b = jnp.concatenate([y0, b[-1:]], 0)
+            a, b = _pair_update(o, a, b, True)
         return (a, b), None
 
     (a, b), _ = jax.lax.scan(step, (a, b), (ce, co), unroll=unroll)
@@ -413,30 +409,33 @@ def _scan_steps_jvp(primals, tangents):
 # fields. Every MZI is an amplitude times a unitary, so K_s^{-1} is exact and well conditioned.
 
 
-def _inverse_t(m):
-    """Entries ``(00, 01, 10, 11)`` of ``M^{-T}`` for 2 x 2 blocks given as ``(4, P, 1)``."""
+def _pair_update(c, x_e, x_o, odd: bool, axis: int = 0):
+    """2 x 2 blocks ``c = (c00, c01, c10, c11)`` applied to the mode pairs of fields split by parity.
+
+    Along ``axis`` of the even-mode part ``x_e`` and odd-mode part ``x_o``:
+    an even half-step mixes ``(x_e[p], x_o[p])``, an odd one
+    ``(x_o[p], x_e[p + 1])``, each as ``(c00 u + c01 v, c10 u + c11 v)``.
+    With ``axis=1`` it updates column pairs (``c`` then broadcasts along rows).
+    """
+    if not odd:
+        return c[0] * x_e + c[1] * x_o, c[2] * x_e + c[3] * x_o
+    m = x_o.shape[axis]  # pairs of the odd half-step: one fewer; x_e's first and x_o's last mode pass
+    take = lambda x, start, stop: jax.lax.slice_in_dim(x, start, stop, axis=axis)  # noqa: E731
+    u, v = take(x_o, 0, m - 1), take(x_e, 1, m)
+    n1 = c[0] * u + c[1] * v
+    n2 = c[2] * u + c[3] * v
+    return jnp.concatenate([take(x_e, 0, 1), n2], axis), jnp.concatenate([n1, take(x_o, m - 1, m)], axis)
+
+
+def _transposed(m):
+    """The entries ``(00, 01, 10, 11)`` of ``M^T`` for 2 x 2 blocks ``m`` (4, ...)."""
+    return jnp.stack([m[0], m[2], m[1], m[3]])
+
+
+def _inverse(m):
+    """The entries ``(00, 01, 10, 11)`` of ``M^{-1}`` for 2 x 2 blocks ``m`` (4, ...)."""
     det = m[0] * m[3] - m[1] * m[2]
-    return jnp.stack([m[3], -m[2], -m[1], m[0]]) / det
-
-
-def _rows_t(k, x_e, x_o, odd: bool):
-    """Rows of ``K^T X`` for one (even or odd) half-step ``k`` (4, P, 1) on fields split by row parity."""
-    if not odd:
-        return k[0] * x_e + k[2] * x_o, k[1] * x_e + k[3] * x_o
-    y1, y2 = x_o[:-1], x_e[1:]  # pairs (2p + 1, 2p + 2)
-    n1 = k[0] * y1 + k[2] * y2
-    n2 = k[1] * y1 + k[3] * y2
-    return jnp.concatenate([x_e[:1], n2], 0), jnp.concatenate([n1, x_o[-1:]], 0)
-
-
-def _cols(r, x_e, x_o, odd: bool):
-    """Columns of ``X R`` for the 2 x 2 blocks ``r`` (4, P) of a half-step, columns split by parity."""
-    if not odd:
-        return x_e * r[0] + x_o * r[2], x_e * r[1] + x_o * r[3]
-    c1, c2 = x_o[:, :-1], x_e[:, 1:]
-    n1 = c1 * r[0] + c2 * r[2]
-    n2 = c1 * r[1] + c2 * r[3]
-    return jnp.concatenate([x_e[:, :1], n2], 1), jnp.concatenate([n1, x_o[:, -1:]], 1)
+    return jnp.stack([m[3], -m[1], -m[2], m[0]]) / det
 
 
 def _similarity_sweep(ce, co, z):
@@ -445,24 +444,28 @@ def _similarity_sweep(ce, co, z):
     i0, i1 = np.arange(p0), np.arange(p0 - 1)
     has_odd = co.shape[2] > 0
 
-    def step(z, m):
+    def half(z, k, odd):
+        """Z <- K^T (Z K^{-T}) for one half-step; returns the new Z and Z K^{-T} (whose diagonal blocks
+        are K's cotangents)."""
         ee, eo, oe, oo = z
+        r = _inverse(k)[:, :, 0]  # columns of Z K^{-T} mix with M^{-1}'s entries
+        ee, eo = _pair_update(r, ee, eo, odd, axis=1)
+        oe, oo = _pair_update(r, oe, oo, odd, axis=1)
+        y = (ee, eo, oe, oo)
+        kt = _transposed(k)
+        ee, oe = _pair_update(kt, ee, oe, odd)
+        eo, oo = _pair_update(kt, eo, oo, odd)
+        return (ee, eo, oe, oo), y
+
+    def step(z, m):
         e, o = m
         go = jnp.zeros_like(o)
         if has_odd:  # the odd half came last
-            r = _inverse_t(o)[:, :, 0]
-            ee, eo = _cols(r, ee, eo, True)
-            oe, oo = _cols(r, oe, oo, True)
+            z, (ee, eo, oe, oo) = half(z, o, True)
             go = jnp.stack([oo[i1, i1], oe[i1, i1 + 1], eo[i1 + 1, i1], ee[i1 + 1, i1 + 1]])[..., None]
-            ee, oe = _rows_t(o, ee, oe, True)
-            eo, oo = _rows_t(o, eo, oo, True)
-        r = _inverse_t(e)[:, :, 0]
-        ee, eo = _cols(r, ee, eo, False)
-        oe, oo = _cols(r, oe, oo, False)
+        z, (ee, eo, oe, oo) = half(z, e, False)
         ge = jnp.stack([ee[i0, i0], eo[i0, i0], oe[i0, i0], oo[i0, i0]])[..., None]
-        ee, oe = _rows_t(e, ee, oe, False)
-        eo, oo = _rows_t(e, eo, oo, False)
-        return (ee, eo, oe, oo), (ge, go)
+        return z, (ge, go)
 
     _, (ge, go) = jax.lax.scan(step, z, (ce, co), reverse=True)
     return ge, go
@@ -476,8 +479,8 @@ def _adjoint_fields(ce, co, fa, fb):
         fa, fb = f
         e, o = m
         if has_odd:
-            fa, fb = _rows_t(o, fa, fb, True)
-        return _rows_t(e, fa, fb, False), None
+            fa, fb = _pair_update(_transposed(o), fa, fb, True)
+        return _pair_update(_transposed(e), fa, fb, False), None
 
     (fa, fb), _ = jax.lax.scan(step, (fa, fb), (ce, co), reverse=True)
     return fa, fb
