@@ -40,7 +40,7 @@ PIPELINE = "validate | tile | svd | clements | canonicalize | lower"
 
 
 def cases(n: int, seed: int) -> dict:
-    from photocomp.reference import haar_unitary
+    from photocomp.core.reference import haar_unitary
 
     rng = np.random.default_rng(seed)
     return {

@@ -12,7 +12,7 @@ Implementations (the peers only where they import):
 * photocomp ``decompose(U, "clements")`` and ``decompose(U, "reck")``;
 * photocomp batched: one ``decompose`` call on a stack of unitaries (throughput),
   for both kinds;
-* :mod:`photocomp.reference`, the plain float64 NumPy loops;
+* :mod:`photocomp.core.reference`, the plain float64 NumPy loops;
 * the ``interferometer`` package: ``square_decomposition`` (Clements) and
   ``triangle_decomposition`` (Reck);
 * Strawberry Fields 0.23's ``decompositions`` module: ``rectangular``
@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow running from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from photocomp import reference  # noqa: E402
+from photocomp.core import reference  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
@@ -173,7 +173,7 @@ def load(name: str):
     Raises ImportError when the implementation is not available.
     """
     if name.startswith("photocomp"):
-        from photocomp.decompose import decompose
+        from photocomp.compiler.decompose import decompose
 
         kind = BATCHED[name] if name in BATCHED else IMPLEMENTATIONS[name][0]
         return (lambda u: decompose(u, kind)), _photocomp_unitary
@@ -336,7 +336,7 @@ def _whole_child(conn, m, target, seed):
         import jax
 
         import photocomp as pc
-        from photocomp.compiler import memory_plan
+        from photocomp.compiler.driver import memory_plan
 
         w = np.random.default_rng([seed, m]).standard_normal((m, m))
         tgt = pc.get_target(target)
@@ -709,7 +709,7 @@ def main(argv=None) -> int:
             available.append(name)
 
     batched = {}
-    for name, kind in BATCHED.items():
+    for name, _kind in BATCHED.items():
         if args.only and not any(s in name for s in args.only):
             continue
         for devices in args.batch_devices:

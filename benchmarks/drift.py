@@ -47,7 +47,7 @@ def mean_output_power(cal, chip) -> float:
     """Mean output power per unit input power in one mode: mean |M_ij|^2 of the calibrated core (no gain)."""
     import jax
 
-    from photocomp.chipsim import chip_tile_matrices
+    from photocomp.hardware.chipsim import chip_tile_matrices
 
     with jax.enable_x64(True):
         m = np.asarray(chip_tile_matrices(chip, cal.settings, with_gain=False))

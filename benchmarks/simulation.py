@@ -53,13 +53,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
 
 import photocomp as pc  # noqa: E402
-from photocomp import simulate  # noqa: E402
-from photocomp.chipsim import attenuator_amplitude, chip_tile_matrices, settings_from_program  # noqa: E402
-from photocomp.convention import physical_mzi  # noqa: E402
-from photocomp.mesh import apply_columns  # noqa: E402
-from photocomp.physical import apply_physical_mesh  # noqa: E402
+from photocomp.core.convention import physical_mzi  # noqa: E402
+from photocomp.core.layout import apply_columns  # noqa: E402
+from photocomp.hardware.chipsim import attenuator_amplitude, chip_tile_matrices, settings_from_program  # noqa: E402
+from photocomp.sim import ideal as simulate  # noqa: E402
+from photocomp.sim.physical import apply_physical_mesh  # noqa: E402
 
-calibrate_module = importlib.import_module("photocomp.calibrate")
+calibrate_module = importlib.import_module("photocomp.calibration.calibrate")
 
 BEGIN = "<!-- simulation:begin -->"
 END = "<!-- simulation:end -->"
@@ -124,8 +124,8 @@ def fmt(t: dict | None) -> str:
 
 
 def run(target: str, seed: int, repeats: int, steps: int, reference_calibration: bool) -> dict:
-    from photocomp.reference import haar_unitary
-    from photocomp.calibrate import _relative_error
+    from photocomp.calibration.engine import relative_error as _relative_error
+    from photocomp.core.reference import haar_unitary
 
     out = {}
     with jax.enable_x64(True):
@@ -287,7 +287,7 @@ def table(res: dict, target: str, seed: int) -> list[str]:
     cf = c["fast"]
     cr = c.get("ref")
     lines.append(
-        f"| `pc.calibrate(prog, chip, method=\"model\")`, wall time (steps run) | "
+        "| `pc.calibrate(prog, chip, method=\"model\")`, wall time (steps run) | "
         + (f"{cr['wall']:.1f} s ({cr['steps']})" if cr else "—")
         + f" | {cf['wall']:.1f} s ({cf['steps']}) | " + (f"{cr['wall'] / cf['wall']:.1f}x" if cr else "") + " | |")
     lines.append(

@@ -34,9 +34,9 @@ OUT = Path(__file__).resolve().parent / "api.md"
 SECTIONS = (
     ("photocomp", None),
     ("photocomp.drift", None),
-    ("photocomp.cost", ("Cost", "program_cost", "GROUP_INDEX")),
-    ("photocomp.graph", ("to_sax_netlist", "export_netlist", "NETLIST_MODELS")),
-    ("photocomp.plot", None),
+    ("photocomp.analysis.cost", ("GROUP_INDEX", "SPEED_OF_LIGHT_M_S")),
+    ("photocomp.core.graph", ("to_sax_netlist", "export_netlist", "NETLIST_MODELS")),
+    ("photocomp.analysis.plot", None),
 )
 
 # a section starts with one of these words at the docstring's left margin and ends its line with a colon,

@@ -5,13 +5,13 @@ are registered in the ``photocomp.passes`` entry-point group, so pipeline
 strings can name them.
 """
 
-from passes.canonicalize import Canonicalize
-from passes.decompose import Clements, Reck
-from passes.lower import Lower
-from passes.presets import preset
-from passes.quantize import Quantize
-from passes.svd import SVD
-from passes.tile import Tile
-from passes.validate import Validate
+from photocomp.passes.canonicalize import Canonicalize
+from photocomp.passes.decompose import Clements, Reck
+from photocomp.passes.lower import Lower
+from photocomp.passes.presets import preset
+from photocomp.passes.quantize import Quantize
+from photocomp.passes.svd import SVD
+from photocomp.passes.tile import Tile
+from photocomp.passes.validate import Validate
 
 __all__ = ["Validate", "Tile", "SVD", "Clements", "Reck", "Canonicalize", "Quantize", "Lower", "preset"]

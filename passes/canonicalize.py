@@ -6,12 +6,12 @@ import dataclasses
 
 import numpy as np
 
-from photocomp.canonical import canonicalize_mesh
-from photocomp.convention import THETA_RANGE
-from photocomp.ir import CompileState
-from photocomp.phases import MeshPhases
-from photocomp.pipeline import Pass
-from photocomp.simulate import updated_program_matrix_np
+from photocomp.compiler.canonical import canonicalize_mesh
+from photocomp.compiler.pipeline import Pass
+from photocomp.compiler.state import CompileState
+from photocomp.core.convention import THETA_RANGE
+from photocomp.core.phases import MeshPhases
+from photocomp.sim.ideal import updated_program_matrix_np
 
 
 def _canon(mp: MeshPhases) -> MeshPhases:

@@ -6,12 +6,13 @@ import dataclasses
 
 import numpy as np
 
-from photocomp.decompose import check_tiles, decompose_many
-from photocomp.errors import PipelineError
-from photocomp.ir import CompileState, PhaseMap
-from photocomp.mesh import layout
-from photocomp.phases import MeshPhases
-from photocomp.pipeline import Pass
+from photocomp.compiler.decompose import check_tiles, decompose_many
+from photocomp.compiler.pipeline import Pass
+from photocomp.compiler.state import CompileState
+from photocomp.core.errors import PipelineError
+from photocomp.core.ir import PhaseMap
+from photocomp.core.layout import layout
+from photocomp.core.phases import MeshPhases
 
 
 @dataclasses.dataclass(frozen=True)

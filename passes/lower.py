@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
-from photocomp.errors import UnknownNameError
-from photocomp.ir import CompileState
-from photocomp.metrics import np_matrix_error
-from photocomp.pipeline import Pass
+from photocomp.compiler.pipeline import Pass
+from photocomp.compiler.state import CompileState
+from photocomp.core.errors import UnknownNameError
+from photocomp.core.metrics import np_matrix_error
 
 _DETECTION = ("coherent", "intensity")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from photocomp.pipeline import Pipeline
-from photocomp.target import get_target
+from photocomp.compiler.pipeline import Pipeline
+from photocomp.core.target import get_target
 
 
 def preset(target, *, quantize: bool = True) -> Pipeline:

@@ -6,15 +6,15 @@ import dataclasses
 
 import numpy as np
 
-from photocomp import convention
-from photocomp.dac import SCHEMES, level_at_or_above, quantize_phase
-from photocomp.errors import UnknownNameError
-from photocomp.ir import CompileState
-from photocomp.phases import MeshPhases
-from photocomp.pipeline import Pass
-from photocomp.metrics import np_matrix_error
-from photocomp.simulate import updated_program_matrix_np
-from photocomp.validate import check_int
+from photocomp.compiler.pipeline import Pass
+from photocomp.compiler.state import CompileState
+from photocomp.core import convention
+from photocomp.core.errors import UnknownNameError
+from photocomp.core.metrics import np_matrix_error
+from photocomp.core.phases import MeshPhases
+from photocomp.core.validate import check_int
+from photocomp.hardware.dac import SCHEMES, level_at_or_above, quantize_phase
+from photocomp.sim.ideal import updated_program_matrix_np
 
 
 def _quantize_theta(theta, bits, scheme):
@@ -45,7 +45,7 @@ class Quantize(Pass):
       bits: DAC resolution; default (``None``) the target's ``dac_bits``.
       scheme: ``"voltage"`` (phase = pi (V/V_pi)^2 with V on a uniform grid,
         the physical default) or ``"linear"`` (uniform in phase); see
-        :mod:`photocomp.dac`.
+        :mod:`photocomp.hardware.dac`.
 
     The report records the matrix error before and after, i.e. the fidelity
     cost of finite DAC resolution, and the largest phase change.

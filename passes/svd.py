@@ -6,12 +6,12 @@ import contextlib
 import dataclasses
 
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
+from jax import lax
 
-from photocomp.decompose import run_tiles
-from photocomp.ir import CompileState
-from photocomp.pipeline import Pass
+from photocomp.compiler.pipeline import Pass
+from photocomp.compiler.state import CompileState
+from photocomp.sim.devices import run_tiles
 
 
 def _svd_chunk(x):

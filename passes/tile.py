@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from photocomp.errors import InvalidInputError
-from photocomp.ir import CompileState, TileGrid
-from photocomp.pipeline import Pass
-from photocomp.validate import check_int
+from photocomp.compiler.pipeline import Pass
+from photocomp.compiler.state import CompileState
+from photocomp.core.errors import InvalidInputError
+from photocomp.core.ir import TileGrid
+from photocomp.core.validate import check_int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,10 +6,9 @@ import dataclasses
 
 import numpy as np
 
-from photocomp.ir import CompileState
-from photocomp.pipeline import Pass
-from photocomp.validate import as_matrix
-
+from photocomp.compiler.pipeline import Pass
+from photocomp.compiler.state import CompileState
+from photocomp.core.validate import as_matrix
 
 RANK_MAX_SIDE = 512
 """Largest smaller side of a matrix whose numerical rank ``validate`` records."""

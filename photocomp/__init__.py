@@ -9,14 +9,18 @@ and run the result as jit-compiled forward functions::
     prog.save("W.phases.npz"); prog2 = pc.load("W.phases.npz")
 """
 
-from photocomp import convention, drift
-from photocomp.cache import enable_compilation_cache
-from photocomp.calibrate import Reachability, calibrate, error, local_correction, reachability
-from photocomp.chip import Chip, fabricate
-from photocomp.compiler import compile
-from photocomp.detector import BlackBoxChip, detect, measure_matrix
-from photocomp.decompose import clements, decompose, reck
-from photocomp.errors import (
+from photocomp import drift
+from photocomp.analysis.cost import Cost, cost
+from photocomp.analysis.plot import plot
+from photocomp.calibration.calibrate import calibrate
+from photocomp.calibration.engine import Reachability, error, local_correction, reachability
+from photocomp.compiler.decompose import clements, decompose, reck
+from photocomp.compiler.driver import compile
+from photocomp.compiler.pipeline import Pass, Pipeline, available_passes, parse_pipeline
+from photocomp.compiler.program import Program, load
+from photocomp.compiler.state import CompileState
+from photocomp.core import convention
+from photocomp.core.errors import (
     InvalidInputError,
     InvalidTypeError,
     MismatchError,
@@ -25,17 +29,17 @@ from photocomp.errors import (
     PipelineError,
     UnknownNameError,
 )
-from photocomp.graph import circuit_graph, export_graph
-from photocomp.io import load
-from photocomp.ir import CompileReport, CompileState, PhaseMap, TileGrid
-from photocomp.mesh import MeshLayout, layout
-from photocomp.metrics import fidelity, matrix_error
-from photocomp.phases import MeshPhases
-from photocomp.pipeline import Pass, Pipeline, available_passes, parse_pipeline
-from photocomp.program import Program
-from photocomp.target import Target, get_target, targets
-
-__version__ = "0.1.0"
+from photocomp.core.graph import circuit_graph, export_graph
+from photocomp.core.ir import CompileReport, PhaseMap, TileGrid
+from photocomp.core.layout import MeshLayout, layout
+from photocomp.core.metrics import fidelity, matrix_error
+from photocomp.core.phases import MeshPhases
+from photocomp.core.reference import haar_unitary
+from photocomp.core.target import Target, get_target, targets
+from photocomp.core.version import __version__
+from photocomp.hardware.chip import Chip, fabricate
+from photocomp.hardware.detector import BlackBoxChip, detect, measure_matrix
+from photocomp.io.cache import enable_compilation_cache
 
 __all__ = [
     "__version__",
@@ -52,6 +56,10 @@ __all__ = [
     "local_correction",
     "reachability",
     "Reachability",
+    "cost",
+    "Cost",
+    "plot",
+    "haar_unitary",
     "targets",
     "get_target",
     "Target",

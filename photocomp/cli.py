@@ -4,7 +4,7 @@ Commands: ``targets``, ``passes``, ``compile``, ``inspect``, ``calibrate``,
 ``drift``, ``report``, ``plot``, ``demo``. Every command has ``--help``. Exit
 code 0 on success; on bad input a one-line ``photocomp: error: ...`` message
 on stderr and exit code 2 (no traceback). Compiled XLA programs are kept on
-disk for later runs (:mod:`photocomp.cache`; ``--no-compile-cache`` or
+disk for later runs (:mod:`photocomp.io.cache`; ``--no-compile-cache`` or
 ``PHOTOCOMP_CACHE_DIR=""`` turns that off).
 """
 
@@ -34,7 +34,7 @@ def _progress(args) -> bool:
 
 
 def _load_matrix(path: str, key: str | None):
-    from photocomp.errors import InvalidInputError, PhaseMapFileError
+    from photocomp.core.errors import InvalidInputError, PhaseMapFileError
 
     if not os.path.isfile(path):
         raise PhaseMapFileError(f"weights file must exist; got {path!r}")
@@ -65,7 +65,7 @@ def _load_matrix(path: str, key: str | None):
 
 
 def _print_targets(args) -> int:
-    from photocomp.target import get_target, targets
+    from photocomp.core.target import get_target, targets
 
     print(f"{'name':<14} {'mesh':<9} {'size':>5} {'MZIs/mesh':>9} {'DAC':>4} {'clock':>8}  description")
     for name in targets():
@@ -81,7 +81,7 @@ def _print_targets(args) -> int:
 def _print_passes(args) -> int:
     import dataclasses
 
-    from photocomp.pipeline import available_passes, get_pass
+    from photocomp.compiler.pipeline import available_passes, get_pass
 
     for name in available_passes():
         p = get_pass(name)
@@ -114,7 +114,7 @@ def _phase_stats(mp) -> str:
 
 def _inspect(args) -> int:
     import photocomp as pc
-    from photocomp.format import format_value
+    from photocomp.core.format import format_value
 
     prog = pc.load(args.file)
     pm = prog.phase_map
@@ -141,11 +141,11 @@ def _inspect(args) -> int:
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
     if args.graph:
-        from photocomp.graph import export_graph
+        from photocomp.core.graph import export_graph
 
         print(f"wrote {export_graph(prog.graph(args.tile), args.graph)} (circuit of tile {args.tile})")
     if args.netlist:
-        from photocomp.graph import export_netlist
+        from photocomp.core.graph import export_netlist
 
         print(f"wrote {export_netlist(prog, args.netlist, args.tile)} (SAX netlist of tile {args.tile})")
     return 0
@@ -231,13 +231,13 @@ def _report(args) -> int:
 
     import photocomp as pc
 
-    cost = pc.load(args.file).cost(batch=args.batch, group_index=args.group_index)
+    cost = pc.cost(pc.load(args.file), batch=args.batch, group_index=args.group_index)
     print(json.dumps(cost.as_dict(), indent=1) if args.json else cost.table())
     return 0
 
 
 def _plot(args) -> int:
-    from photocomp.plot import plot_file
+    from photocomp.analysis.plot import plot_file
 
     out = args.output or (os.path.splitext(args.file)[0].removesuffix(".phases") + f".{args.what}.png")
     print(f"wrote {plot_file(args.file, out, args.what, tile=args.tile)}")
@@ -245,13 +245,13 @@ def _plot(args) -> int:
 
 
 def _add_report_and_plot(sub) -> None:
-    from photocomp.cost import GROUP_INDEX
-    from photocomp.plot import plot_kinds
+    from photocomp.analysis.cost import GROUP_INDEX
+    from photocomp.analysis.plot import plot_kinds
 
     s = sub.add_parser("report", help="cost report of a phase-map file",
                        description="Print the cost of a phase-map file: MZI and phase-shifter counts, optical depth, "
                                    "worst-path insertion loss, heater power, latency, throughput, effective bits and "
-                                   "equivalent compute (definitions: photocomp.cost).")
+                                   "equivalent compute (definitions: photocomp.analysis.cost).")
     s.add_argument("file", help="phase-map file (compiled or calibrated)")
     s.add_argument("--batch", type=int, default=1, help="input vectors streamed per tile setting; default %(default)s")
     s.add_argument("--group-index", type=float, default=GROUP_INDEX,
@@ -278,7 +278,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("--no-compile-cache", action="store_true",
                    help="do not keep compiled XLA programs on disk for later runs (default: kept in "
-                        "$PHOTOCOMP_CACHE_DIR or ~/.cache/photocomp/xla; see photocomp.cache)")
+                        "$PHOTOCOMP_CACHE_DIR or ~/.cache/photocomp/xla; see photocomp.io.cache)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -352,19 +352,19 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from photocomp import __version__
+    from photocomp.core.version import __version__
 
     return f"photocomp {__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``photocomp`` command; returns the exit code."""
-    from photocomp.errors import PhotocompError
+    from photocomp.core.errors import PhotocompError
 
     parser = _build_parser()
     args = parser.parse_args(argv)
     if not args.no_compile_cache:
-        from photocomp.cache import enable_compilation_cache
+        from photocomp.io.cache import enable_compilation_cache
 
         enable_compilation_cache()  # this process is ours: later runs skip the JIT compilation
     try:

@@ -5,7 +5,7 @@ Registered in the ``photocomp.targets`` entry-point group; a lab can ship its
 own targets the same way from a separate package.
 """
 
-from targets.chips import pace_64, tianshu_128
-from targets.generic import clements, reck
+from photocomp.targets.chips import pace_64, tianshu_128
+from photocomp.targets.generic import clements, reck
 
 __all__ = ["clements", "reck", "pace_64", "tianshu_128"]

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from photocomp.target import Target
-from targets.physics import DEFAULTS
+from photocomp.core.target import Target
+from photocomp.targets.physics import DEFAULTS
 
 
 def pace_64() -> Target:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from photocomp.errors import InvalidInputError
-from photocomp.target import Target
-from targets.physics import DEFAULTS, component_count
+from photocomp.core.errors import InvalidInputError
+from photocomp.core.target import Target
+from photocomp.targets.physics import DEFAULTS, component_count
 
 
 def _check_size(size) -> int:

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-# The command line keeps compiled programs on disk (photocomp.cache); the suite runs the command in this
+# The command line keeps compiled programs on disk (photocomp.io.cache); the suite runs the command in this
 # process and in subprocesses, which must neither write to the user's cache nor change JAX's configuration
 # for the tests after them. tests/test_cli.py turns the cache on explicitly where it tests it.
 os.environ["PHOTOCOMP_CACHE_DIR"] = ""
@@ -30,7 +30,7 @@ TOL = {
 
 BOUND = {
     # exact identities of the convention, evaluated in float64
-    # DESIGN.md: the commuting identity holds to ~1e-15. Measured over 1e5 draws
+    # docs/design.md: the commuting identity holds to ~1e-15. Measured over 1e5 draws
     # in [-pi, pi): max 1.5e-15 (a few ulp of the phases entering exp(i x)).
     "commute": 2e-15,
     "physical": 1e-14,  # physical form == -e^{i theta} Z T(theta, phi)
@@ -113,7 +113,7 @@ def random_matrix(rng: np.random.Generator, shape: tuple, kind: str = "real", ra
 def mesh_matrix_np(layout, theta, phi, out_phase) -> np.ndarray:
     """Independent NumPy rebuild of a mesh: diag(e^{i out}) . T_last ... T_first.
 
-    Written from DESIGN.md's convention and the layout alone (light meets the
+    Written from docs/design.md's convention and the layout alone (light meets the
     MZIs in layout order; MZIs of one column act on disjoint pairs), so it
     does not share code with photocomp's simulator.
     """

@@ -10,11 +10,12 @@ import optax
 import pytest
 
 import photocomp as pc
-from photocomp.calibrate import calibrate, error, local_correction, reachability
-from photocomp.chip import fabricate
-from photocomp.ir import CompileReport, PhaseMap, TileGrid
-from photocomp.phases import MeshPhases
-from photocomp.program import Program
+from photocomp.calibration.calibrate import calibrate
+from photocomp.calibration.engine import error, local_correction, reachability
+from photocomp.compiler.program import Program
+from photocomp.core.ir import CompileReport, PhaseMap, TileGrid
+from photocomp.core.phases import MeshPhases
+from photocomp.hardware.chip import fabricate
 
 
 def _reachable_program(target, seed=0):
@@ -171,7 +172,7 @@ def _rosenbrock_counted():
 
 def test_minimize_compiles_its_step_once():
     """optax's weakly typed initial state must not make the second step compile again."""
-    from photocomp.calibrate import _minimize
+    from photocomp.calibration.engine import minimize as _minimize
 
     with jax.enable_x64(True):
         p0 = jnp.zeros(6)
@@ -187,7 +188,7 @@ def test_minimize_compiles_its_step_once():
 @pytest.mark.parametrize("optimizer", [optax.lbfgs(), optax.adam(0.1)], ids=["lbfgs", "adam"])
 def test_minimize_matches_a_plain_optax_loop(optimizer):
     """Reusing the line search's value and gradient (L-BFGS) changes nothing: same iterates as optax's own loop."""
-    from photocomp.calibrate import _minimize
+    from photocomp.calibration.engine import minimize as _minimize
 
     with jax.enable_x64(True):
         loss, _ = _rosenbrock_counted()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import photocomp as pc
-from photocomp.chip import fabricate, heater_slices
-from photocomp.chipsim import drive_map, flatten_heaters, realized_phases, settings_from_program, chip_matrix
+from photocomp.hardware.chip import fabricate, heater_slices
+from photocomp.hardware.chipsim import chip_matrix, drive_map, realized_phases, settings_from_program
 
 
 def test_fabricate_is_deterministic_by_seed():
@@ -73,7 +73,7 @@ def test_ideal_chip_implements_the_program_exactly():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_reachable_bar_power_matches_brute_force(seed):
-    """DESIGN.md: with coupler errors a, b the bar power is reachable only in [sin^2(a+b), cos^2(a-b)]."""
+    """docs/design.md: with coupler errors a, b the bar power is reachable only in [sin^2(a+b), cos^2(a-b)]."""
     rng = np.random.default_rng(seed)
     a, b = rng.normal(0, 0.08, 2)
     psi = np.linspace(0, 2 * np.pi, 200001)

@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import TOL, random_matrix
 
 import photocomp as pc
-from conftest import TOL, random_matrix
 from photocomp.cli import main
-from photocomp.errors import InvalidTypeError
+from photocomp.core.errors import InvalidTypeError
 
 COMMANDS = ["targets", "passes", "compile", "inspect", "demo"]
 EXACT = "validate | tile | svd | clements | canonicalize | lower"
@@ -261,7 +261,7 @@ def test_compile_cache_is_kept_and_reused(files, tmp_path):
 
 
 def test_enable_compilation_cache_rejects_a_bad_path():
-    from photocomp.cache import enable_compilation_cache
+    from photocomp.io.cache import enable_compilation_cache
 
     with pytest.raises(InvalidTypeError, match="path must be a str or os.PathLike; got int"):
         enable_compilation_cache(3)

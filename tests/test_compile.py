@@ -8,13 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import BOUND, TOL, random_matrix, tol
 from jax.test_util import check_grads
 
 import photocomp as pc
-from conftest import BOUND, TOL, random_matrix, tol
-from photocomp.errors import InvalidInputError, InvalidTypeError, PipelineError, UnknownNameError
-from photocomp.ir import CompileState
-from photocomp.phases import MeshPhases
+from photocomp.compiler.state import CompileState
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError, UnknownNameError
+from photocomp.core.phases import MeshPhases
 
 EXACT = "validate | tile | svd | {mesh} | canonicalize | lower"
 EXACT_CLEMENTS = EXACT.format(mesh="clements")
@@ -232,7 +232,7 @@ def test_grads_wrt_input_and_phases(small):
 
 
 def test_grad_through_program_matrix(small):
-    from photocomp import simulate
+    from photocomp.sim import ideal as simulate
 
     w, prog = small
     pm = prog.params
@@ -275,7 +275,7 @@ def test_quantization_error_is_monotone_in_bits(quantized):
 
 
 def test_quantized_phases_lie_on_dac_levels(quantized):
-    from photocomp import dac
+    from photocomp.hardware import dac
 
     _, progs = quantized
     pm = progs[8].phase_map
@@ -286,7 +286,7 @@ def test_quantized_phases_lie_on_dac_levels(quantized):
 @pytest.mark.parametrize("scheme", ["voltage", "linear"])
 def test_quantize_phase_is_the_nearest_level_on_the_circle(scheme):
     """Against a brute-force search over every level (circular distance, 2 pi == 0), in and out of [0, 2 pi)."""
-    from photocomp import dac
+    from photocomp.hardware import dac
 
     bits = 5
     codes = np.arange(2**bits) if scheme == "linear" else np.arange(2**bits - 1 + 1)
@@ -304,8 +304,8 @@ def test_quantize_phase_is_the_nearest_level_on_the_circle(scheme):
 
 def test_quantizing_again_keeps_every_tile(quantized, monkeypatch):
     """Phases on DAC levels already: a second quantize pass changes no phase and simulates no tile."""
-    from passes import Quantize
-    from photocomp import simulate
+    from photocomp.passes import Quantize
+    from photocomp.sim import ideal as simulate
 
     w, progs = quantized
     prog = progs[8]
@@ -330,7 +330,7 @@ def test_quantize_defaults_to_target_bits():
 
 
 def test_canonicalize_keeps_the_matrix(tiled):
-    from passes import Canonicalize
+    from photocomp.passes import Canonicalize
 
     _, prog = tiled
     pm = prog.params
@@ -361,8 +361,8 @@ def test_canonicalize_keeps_the_matrix(tiled):
 
 def test_canonicalize_simulates_only_the_tiles_it_changes(tiled, monkeypatch):
     """Canonical tiles keep their phases and their blocks of the kept matrix; only the others are simulated."""
-    from passes import Canonicalize
-    from photocomp import simulate
+    from photocomp.passes import Canonicalize
+    from photocomp.sim import ideal as simulate
 
     _, prog = tiled
     pm = prog.params

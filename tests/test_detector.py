@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import photocomp as pc
-from photocomp.chipsim import drive_map, realized_phases
+from photocomp.hardware.chipsim import drive_map, realized_phases
 
 
 def _quiet(target):
@@ -23,7 +23,7 @@ def test_noise_free_black_box_equals_the_chip_model():
     power = rng.uniform(0, 2 * t.heater_p_pi_mw, chip.n_heaters)
     x = rng.normal(size=(5, 4)) + 1j * rng.normal(size=(5, 4))
     got = box.measure(power, x)
-    from photocomp.detector import _tile_matrix_from_drives
+    from photocomp.hardware.detector import _tile_matrix_from_drives
 
     with jax.enable_x64(True):
         m = np.asarray(_tile_matrix_from_drives(chip, jnp.asarray(power)))

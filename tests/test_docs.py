@@ -44,8 +44,7 @@ def test_reference_carries_signatures_units_and_the_public_extras(rendered):
     assert "- `dt_s`: time step (s)" in rendered
     assert "- `heater_p_pi_mw`: heater power for a pi phase shift (mW)." in rendered
     # the cost report and the netlist export, reached from a program and from their modules
-    assert "- `.cost(*, batch: int = 1, group_index: float | None = None)`: Cost figures" in rendered
-    assert "### `program_cost(prog, *, batch: int = 1, group_index: float = 4.2) -> Cost`" in rendered
+    assert "### `cost(prog, *, batch: int = 1, group_index: float = 4.2) -> Cost`" in rendered
     assert "### `to_sax_netlist(program, tile: int = 0) -> dict`" in rendered
     assert "### `export_netlist(program, path, tile: int = 0) -> str`" in rendered
     # no memory addresses or other run-dependent text

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import photocomp as pc
-from photocomp.chipsim import chip_tile_matrices, flatten_heaters, realized_phases, unflatten_heaters
 from photocomp.drift import thermal
 from photocomp.drift.dynamics import TraceInputs
+from photocomp.hardware.chipsim import chip_tile_matrices, flatten_heaters, realized_phases, unflatten_heaters
 
 # the same constants in SI units, written out independently of the module's unit handling
 LAMBDA_M = 1550e-9
@@ -75,8 +75,8 @@ def test_imbalance_phase_of_one_mzi_under_uniform_heating(small):
 
 @pytest.mark.parametrize("target", ["clements-4", "reck-5"])
 def test_balanced_mesh_under_uniform_heating_sees_only_a_global_phase(target):
-    from photocomp.chipsim import Settings
-    from photocomp.ir import TileGrid
+    from photocomp.core.ir import TileGrid
+    from photocomp.hardware.chipsim import Settings
 
     chip = pc.fabricate(target, seed=3)
     k, m = chip.target.size, chip.layout.n_mzi

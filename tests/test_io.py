@@ -8,11 +8,11 @@ import pickle
 import jax
 import numpy as np
 import pytest
+from conftest import random_matrix
 
 import photocomp as pc
-from conftest import random_matrix
-from photocomp import io as pio
-from photocomp.errors import InvalidTypeError, PhaseMapFileError
+from photocomp.core.errors import InvalidTypeError, PhaseMapFileError
+from photocomp.io import program_file as pio
 
 PIPELINE = "validate | tile | svd | clements | canonicalize | quantize(bits=10) | lower"
 

@@ -6,15 +6,15 @@ import jax
 import numpy as np
 import pytest
 import scipy.stats
+from conftest import BOUND, TOL, haar_unitary, mesh_matrix_np
 
 import photocomp as pc
-from conftest import BOUND, TOL, haar_unitary, mesh_matrix_np
-from photocomp import reference
-from photocomp.errors import InvalidInputError, InvalidTypeError, UnknownNameError
-from photocomp.mesh import nulling_levels, nulling_schedule
+from photocomp.core import reference
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
+from photocomp.core.layout import nulling_levels, nulling_schedule
 
-# photocomp.decompose is the function (re-exported); the module holds the jitted core.
-decompose_module = importlib.import_module("photocomp.decompose")
+# photocomp.compiler.decompose is the function (re-exported); the module holds the jitted core.
+decompose_module = importlib.import_module("photocomp.compiler.decompose")
 
 KINDS = ("clements", "reck")
 
@@ -519,7 +519,7 @@ def test_external_and_output_phases_are_uniform(haar_phases, kind):
 def test_haar_sampled_phases_give_haar_unitaries(kind):
     """The inverse direction: phases drawn from the oracle's laws give Haar unitaries.
 
-    E|Tr U|^2 = 1 and E|U_ij|^2 = 1/N (DESIGN.md); |U_00|^2 ~ Beta(1, N - 1).
+    E|Tr U|^2 = 1 and E|U_ij|^2 = 1/N (docs/design.md); |U_00|^2 ~ Beta(1, N - 1).
     """
     n, b = 6, 4000
     lay = pc.layout(kind, n)

@@ -6,17 +6,17 @@ import json
 import jax
 import numpy as np
 import pytest
+from conftest import random_matrix
 
 import photocomp as pc
-from conftest import random_matrix
 from photocomp.cli import main
-from photocomp.graph import NETLIST_MODELS, export_netlist, to_sax_netlist
+from photocomp.core.graph import NETLIST_MODELS, export_netlist, to_sax_netlist
 
 ATOL = 1e-12
 EXACT = "tile | svd | {mesh} | canonicalize | lower"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compile(shape, target, seed=11):
     """Compiled once per module run (programs are not mutated by these tests)."""
     w = random_matrix(np.random.default_rng(seed), shape, "complex")
@@ -132,7 +132,7 @@ def test_json_netlist_simulation_matches_program_matrix(tmp_path, target, shape)
     got = simulate_json_netlist(net)
     m, n = prog.shape
     np.testing.assert_allclose(got[:m, :n], prog.matrix(), atol=ATOL, rtol=0)
-    from photocomp.simulate import tile_matrices
+    from photocomp.sim.ideal import tile_matrices
 
     with jax.enable_x64(True):  # the whole K x K core, padding included
         np.testing.assert_allclose(got, np.asarray(tile_matrices(prog.phase_map))[0], atol=ATOL, rtol=0)

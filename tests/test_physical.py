@@ -8,7 +8,7 @@ from jax.test_util import check_grads
 from scipy.stats import unitary_group
 
 import photocomp as pc
-from photocomp.physical import (
+from photocomp.sim.physical import (
     apply_physical_mesh,
     mesh_from_physical,
     mesh_to_physical,
@@ -59,7 +59,7 @@ def test_batched_conversion_matches_loop():
 
 
 def test_uncorrected_coupler_errors_follow_sqrt_2n_sigma():
-    """DESIGN.md oracle: ||dU||_F / sqrt(N) ~ sqrt(2N) sigma for uncorrected coupler errors."""
+    """docs/design.md oracle: ||dU||_F / sqrt(N) ~ sqrt(2N) sigma for uncorrected coupler errors."""
     n, sigma = 24, 0.01
     rng = np.random.default_rng(0)
     vals = []

@@ -6,13 +6,13 @@ import types
 
 import numpy as np
 import pytest
+from conftest import BOUND
 
 import photocomp as pc
-from conftest import BOUND
-from photocomp import registry
-from photocomp.errors import InvalidTypeError, PhotocompError, PipelineError, UnknownNameError
-from photocomp.ir import CompileState
-from photocomp.pipeline import Pass, Pipeline, get_pass, parse_pipeline
+from photocomp.compiler.pipeline import Pass, Pipeline, get_pass, parse_pipeline
+from photocomp.compiler.state import CompileState
+from photocomp.core import registry
+from photocomp.core.errors import InvalidTypeError, PhotocompError, PipelineError, UnknownNameError
 
 FULL = "validate | tile | svd | {mesh} | canonicalize | quantize(bits=10) | lower"
 
@@ -124,7 +124,7 @@ def test_round_trip_string_with_backslash(with_probe):
 
 
 def test_pass_spec_text():
-    from passes import Lower, Quantize, Tile
+    from photocomp.passes import Lower, Quantize, Tile
 
     assert Tile().spec() == "tile"
     assert Tile(size=4).spec() == "tile(size=4)"
@@ -247,7 +247,7 @@ def test_requirements_checked_at_build():
 
 
 def test_pipeline_from_pass_objects():
-    from passes import SVD, Clements, Lower, Tile
+    from photocomp.passes import SVD, Clements, Lower, Tile
 
     p = Pipeline((Tile(), SVD(), Clements(), Lower()))
     assert p == Pipeline.parse("tile | svd | clements | lower")
@@ -351,7 +351,7 @@ def test_pass_contract(name, pass_inputs):
 
 def test_passes_share_the_program_matrix_they_simulate(monkeypatch):
     """Each pass keeps the program matrix it builds; the next ones reuse it, and no stale matrix survives."""
-    from photocomp import simulate
+    from photocomp.sim import ideal as simulate
 
     real = simulate.program_matrix_np
     calls = []
@@ -450,7 +450,7 @@ def test_compile_appends_lower_and_requires_a_decomposition():
 
 @pytest.mark.parametrize("target", ["pace-64", "tianshu-128", "clements-5", "reck-5"])
 def test_presets(target):
-    from passes.presets import preset
+    from photocomp.passes.presets import preset
 
     t = pc.get_target(target)
     p = preset(target)

@@ -1,4 +1,4 @@
-"""Figures (photocomp.plot) and the plot CLI: files written, contents, errors, the extension point."""
+"""Figures (photocomp.analysis.plot) and the plot CLI: files written, contents, errors, the extension point."""
 
 import functools
 import subprocess
@@ -6,21 +6,21 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import random_matrix
 
 import photocomp as pc
-from conftest import random_matrix
+from photocomp.analysis.plot import PlotKind, figure, plot, plot_file, plot_kinds, register_plot
 from photocomp.cli import main
-from photocomp.plot import PlotKind, figure, plot, plot_file, plot_kinds, register_plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _program():
     return pc.compile(random_matrix(np.random.default_rng(21), (6, 5), "real"), target="clements-4")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _calibrated():
     return pc.calibrate(_program(), pc.fabricate("clements-4", seed=3), method="local", progress=False)
 
@@ -31,7 +31,7 @@ def _is_png(path) -> bool:
 
 
 def test_matplotlib_is_imported_lazily():
-    code = "import sys, photocomp, photocomp.plot, photocomp.cli; print('matplotlib' in sys.modules)"
+    code = "import sys, photocomp, photocomp.analysis.plot, photocomp.cli; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
@@ -128,7 +128,7 @@ def test_single_tile_calibration_figure_has_integer_tile_ticks():
 
 
 def _ideal(cal):
-    from photocomp.program import Program
+    from photocomp.compiler.program import Program
 
     return Program(cal.target, cal.phase_map, cal.report, cal.pipeline, cal.detection)
 
@@ -173,10 +173,10 @@ def test_register_a_kind(tmp_path):
         assert _is_png(plot_file(tmp_path / "s.npy", tmp_path / "s.png", what="series_test"))
         with pytest.raises(pc.InvalidInputError, match="'series_test' is registered"):
             register_plot(kind)
-        with pytest.raises(pc.InvalidTypeError, match="kind must be a photocomp.plot.PlotKind"):
+        with pytest.raises(pc.InvalidTypeError, match="kind must be a photocomp.analysis.plot.PlotKind"):
             register_plot("series_test")
     finally:
-        from photocomp import plot as plot_module
+        from photocomp.analysis import plot as plot_module
 
         plot_module._KINDS.pop("series_test", None)
 
@@ -234,7 +234,7 @@ def test_cli_plot_bad_input(capsys, files, tmp_path, argv, match):
 DRIFT_PROCESS = pc.drift.ThermalProcess(ambient_k_per_hour=4.0, gradient_k=0.3, arm_imbalance_um=100.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _study():
     return pc.drift.study(_calibrated(), _calibrated().chip, DRIFT_PROCESS, hours=0.01, dt_s=3.0,
                           compensators=["none", "feedforward"], runs=2, seed=1, progress=False)
@@ -285,7 +285,7 @@ def test_drift_figure_of_a_study():
 def test_drift_figure_from_the_csv_file(tmp_path, capsys):
     s = _study()
     csv_path = s.to_csv(tmp_path / "d.csv")
-    from photocomp import plot as plot_module
+    from photocomp.analysis import plot as plot_module
 
     fig = figure(plot_module._KINDS["drift"].load(csv_path), "drift")  # what 'photocomp plot --what drift' draws
     _check_drift_axes(fig, s, with_field=False)

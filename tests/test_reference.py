@@ -1,6 +1,6 @@
 """The float64 NumPy reference decompositions, and photocomp's agreement with them.
 
-photocomp.reference is written independently of photocomp.decompose (plain
+photocomp.core.reference is written independently of photocomp.compiler.decompose (plain
 loops and 2 x 2 products), so it serves as the oracle: it must rebuild U on
 its own, and photocomp must produce the same MZIs (same theta and phi, in
 the same order along every mode pair) and the same output screen.
@@ -9,8 +9,8 @@ the same order along every mode pair) and the same output screen.
 import numpy as np
 import pytest
 
-from photocomp import reference
-from photocomp.decompose import decompose
+from photocomp.compiler.decompose import decompose
+from photocomp.core import reference
 
 # Tolerances (float64), in one place.
 ATOL_REFERENCE = 1e-12  # reference rebuild vs U

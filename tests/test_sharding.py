@@ -8,11 +8,11 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import haar_unitary, random_matrix
 
 import photocomp as pc
-import photocomp.compiler as compiler
-from conftest import haar_unitary, random_matrix
-from photocomp.errors import InvalidInputError
+import photocomp.compiler.driver as compiler
+from photocomp.core.errors import InvalidInputError
 
 # Runs in a fresh process, where XLA_FLAGS can still set the number of host devices.
 SCRIPT = textwrap.dedent(
@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     import jax.numpy as jnp
     import numpy as np
     import photocomp as pc
-    from photocomp.decompose import run_tiles
+    from photocomp.sim.devices import run_tiles
 
     def device_of_tile(x):
         return (jnp.full(x.shape[:1], jax.lax.axis_index("tiles")),)
@@ -78,7 +78,7 @@ def test_compile_sharded_over_four_devices_equals_one_device(tmp_path):
 
 def test_group_padding_keeps_full_groups_and_fits_the_devices():
     """A full group of a batch is decomposed as it is; a ragged last one is padded to a multiple of the devices."""
-    from photocomp.decompose import _group_padding
+    from photocomp.compiler.decompose import _group_padding
 
     for nd in (1, 2, 3, 4, 6):
         group = 32 * nd
@@ -123,15 +123,15 @@ CALIBRATE = textwrap.dedent(
     import numpy as np
     import photocomp as pc
 
-    calibrate = importlib.import_module("photocomp.calibrate")  # the module, not the function pc.calibrate
+    engine = importlib.import_module("photocomp.calibration.engine")  # where optimize looks up minimize
     spread = []  # devices holding the heater phases the optimizer starts from
-    minimize = calibrate._minimize
+    minimize = engine.minimize
 
     def spy(loss_fn, params0, *args, **kwargs):
         spread.append(len(params0.sharding.device_set))
         return minimize(loss_fn, params0, *args, **kwargs)
 
-    calibrate._minimize = spy
+    engine.minimize = spy
     prog = pc.compile(np.random.default_rng(46).standard_normal((24, 20)), "clements-8")
     cal = pc.calibrate(prog, pc.fabricate("clements-8", seed=2), method="model", steps=25, progress=False)
     s = cal.settings

@@ -1,7 +1,7 @@
 """The fast simulation paths against float64 references, values and gradients.
 
 The references are deliberately plain: every MZI's 2 x 2 matrix from
-:func:`photocomp.convention.physical_mzi` (or :func:`~photocomp.convention.mzi`)
+:func:`photocomp.core.convention.physical_mzi` (or :func:`~photocomp.core.convention.mzi`)
 embedded in an N x N identity and multiplied in layout order, one MZI at a
 time. The fast paths (pair-scheduled scan, coefficients in closed form,
 diagonals folded into the next mesh, batches through the tile matrices,
@@ -18,17 +18,18 @@ import pytest
 from jax.test_util import check_grads
 
 import photocomp as pc
-from photocomp import convention, simulate
-from photocomp.calibrate import _relative_error
-from photocomp.chip import fabricate
-from photocomp.chipsim import (
+from photocomp.calibration.engine import relative_error as _relative_error
+from photocomp.core import convention
+from photocomp.core.layout import layout
+from photocomp.hardware.chip import fabricate
+from photocomp.hardware.chipsim import (
     attenuator_amplitude,
     chip_forward,
     chip_tile_matrices,
     settings_from_program,
 )
-from photocomp.mesh import layout
-from photocomp.physical import (
+from photocomp.sim import ideal as simulate
+from photocomp.sim.physical import (
     apply_physical_mesh,
     ideal_coefficients,
     pair_schedule,
@@ -224,7 +225,7 @@ def test_reverse_only_gradients_equal_the_default(kind, n, b):
     """Meshes and diagonals (one of them singular: an attenuator fully closed) with reverse_only: the same
     values and gradients (coefficients, diagonals, input fields) as the default path; fewer than N / 2 fields
     take the default path; forward mode is refused."""
-    from photocomp.physical import propagate_meshes
+    from photocomp.sim.physical import propagate_meshes
 
     lay = layout(kind, n)
     r = np.random.default_rng(n * 10 + b)
@@ -408,7 +409,7 @@ def test_second_call_does_not_recompile(tiled_chip):
 # ---- the vectorised sin/cos ------------------------------------------------------------------------------
 
 def test_sincos_is_within_one_ulp_of_numpy():
-    from photocomp.physical import sincos
+    from photocomp.sim.physical import sincos
 
     rng = np.random.default_rng(10)
     x = np.concatenate([rng.uniform(-7, 7, 20000), rng.uniform(-1e6, 1e6, 20000),

@@ -7,9 +7,9 @@ import optax
 import pytest
 
 import photocomp as pc
-from photocomp.dac import quantize_power
-from photocomp.detector import _tile_matrix_jit, measure_matrix
-from photocomp.twin import _prior_chip, fit_twin, twin_parameter_errors
+from photocomp.calibration.twin import _prior_chip, fit_twin, twin_parameter_errors
+from photocomp.hardware.dac import quantize_power
+from photocomp.hardware.detector import _tile_matrix_jit, measure_matrix
 
 
 def _true_matrix(chip, power):

@@ -15,12 +15,12 @@ pure error trace.
 * :class:`ClosedLoop` (``"closed-loop"``): every interval, at most ``2 N``
   probe inputs per tile are sent through the drifted chip at its current
   drives and read out by the target's detectors (shot noise, dark noise and
-  ADC of :func:`photocomp.detector.detect`, every reading counted); an
+  ADC of :func:`photocomp.hardware.detector.detect`, every reading counted); an
   iterated extended Kalman filter fits the temperature state to those
   intensities on the digital twin (Gauss-Newton steps with the process
   model as prior) and the drives are re-solved.
 * :class:`Recalibrate` (``"recalibrate"``): every interval, a full
-  :func:`photocomp.calibrate` of the program on the drifted chip, whose
+  :func:`photocomp.calibration.calibrate` of the program on the drifted chip, whose
   drives are then applied; it reports the measurements a re-characterisation
   of every heater would take.
 
@@ -44,10 +44,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from photocomp.chipsim import chip_tile_matrices, drive_map, realized_phases, unflatten_heaters
-from photocomp.convention import phase_difference
-from photocomp.errors import InvalidInputError, UnknownNameError
-from photocomp.validate import check_int, check_real
+from photocomp.calibration.calibrate import METHODS, calibrate
+from photocomp.core.convention import phase_difference
+from photocomp.core.errors import InvalidInputError, UnknownNameError
+from photocomp.core.validate import check_int, check_real
+from photocomp.drift.dynamics import drifted_chip
+from photocomp.drift.thermal import field_basis, state_space
+from photocomp.hardware.chipsim import chip_tile_matrices, drive_map, realized_phases, unflatten_heaters
+from photocomp.hardware.detector import detect
 
 __all__ = ["NoCompensation", "FeedForward", "ClosedLoop", "Recalibrate", "Schedule", "COMPENSATORS", "get_compensator"]
 
@@ -55,7 +59,6 @@ __all__ = ["NoCompensation", "FeedForward", "ClosedLoop", "Recalibrate", "Schedu
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """What one compensator commanded during one run.
-
     Attributes:
       zhat: ``(S + 1, 3)`` feed-forward temperature estimate in force during each step (K).
       index: ``(S + 1,)`` row of ``table`` in force during each step.
@@ -65,7 +68,6 @@ class Schedule:
       extra_power_mw: time-averaged change of the total heater power of a tile (mW).
       events: faults survived, as dicts (``time_s``, ``kind``, ``message``).
     """
-
     zhat: np.ndarray
     index: np.ndarray
     table: np.ndarray
@@ -120,7 +122,6 @@ def _check_interval(v, name):
 @dataclasses.dataclass(frozen=True)
 class NoCompensation:
     """Hold the calibrated drives."""
-
     name = "none"
 
     def n_rows(self, plan) -> int:
@@ -153,7 +154,6 @@ def _augmented(ss):
 @jax.jit
 def _kalman(F, Q, P0, C, O, R, ys, valid):
     """Linear Kalman filter over updates; returns the relative die temperatures to command (K, 3).
-
     Invalid readings skip the measurement update, and the command holds the last good estimate.
     """
     H = O @ C
@@ -191,7 +191,6 @@ def sensor_positions(die, n: int) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class FeedForward:
     """Feed-forward from on-chip temperature sensors through the die model.
-
     Attributes:
       sensors: number of sensors (1-9): the die's corners, then its centre and edge midpoints.
       sensor_noise_k: RMS noise of one reading (K), default 0.01 (assumption:
@@ -199,7 +198,6 @@ class FeedForward:
       interval_s: time between readings (s); ``None`` reads at every step.
       model_error: relative error of the twin's arm imbalances.
     """
-
     sensors: int = 4
     sensor_noise_k: float = 0.01
     interval_s: float | None = None
@@ -216,7 +214,6 @@ class FeedForward:
         return 1
 
     def schedule(self, plan, run: int, z) -> Schedule:
-        from photocomp.drift.thermal import field_basis, state_space
 
         die = plan.die
         xy = sensor_positions(die, self.sensors)
@@ -258,7 +255,6 @@ class FeedForward:
 
 def probe_inputs(k: int, count: int) -> np.ndarray:
     """``(count, K)`` unit-power probes: the K unit vectors, then ``(e_j + i e_{j+1}) / sqrt 2``.
-
     The quadrature pairs make the read-out sensitive to the sign of a phase
     error: for a real matrix M, ``M`` and ``conj(M)`` (phase errors of
     opposite sign) give the same intensities for every real input.
@@ -333,7 +329,6 @@ def _iekf(chip, template, phi0, twin, probes, command, meas, s, P, F, Q, C, nois
 @dataclasses.dataclass(frozen=True)
 class ClosedLoop:
     """In-situ updates from a small budget of noisy probe measurements.
-
     Attributes:
       interval_s: time between updates (s).
       probes: probe inputs per tile and update, at most ``2 N``; ``None`` uses ``2 N``
@@ -350,12 +345,11 @@ class ClosedLoop:
     at half the ADC range), as a programmable gain stage would be;
     :meth:`photocomp.BlackBoxChip.measure` spans its ADC over the input
     power instead, which on such a mesh leaves every output below one ADC
-    step, so the probes are read with :func:`photocomp.detector.detect`
+    step, so the probes are read with :func:`photocomp.hardware.detector.detect`
     directly. Readings the ADC clipped are left out of the fit.
       iterations: Gauss-Newton iterations per update.
       model_error: relative error of the twin's arm imbalances.
     """
-
     interval_s: float = 10.0
     probes: int | None = None
     shots: int = 1000
@@ -381,8 +375,6 @@ class ClosedLoop:
         return 1 + len(_update_steps(self.interval_s, plan))
 
     def schedule(self, plan, run: int, z) -> Schedule:
-        from photocomp.detector import detect
-        from photocomp.drift.thermal import state_space
 
         t = plan.chip.target
         k = t.size
@@ -463,8 +455,7 @@ def _accumulate_q(F, Q, n: int):
 
 @dataclasses.dataclass(frozen=True)
 class Recalibrate:
-    """Periodic full recalibration on the drifted chip with :func:`photocomp.calibrate`.
-
+    """Periodic full recalibration on the drifted chip with :func:`photocomp.calibration.calibrate`.
     The model and local methods take the chip's heater offsets as known, so
     on hardware every such recalibration starts by re-characterising every
     heater: the measurements reported are ``characterisation_points``
@@ -473,11 +464,10 @@ class Recalibrate:
 
     Attributes:
       interval_s: time between recalibrations (s).
-      method: :func:`photocomp.calibrate` method (``"model"`` or ``"local"``).
+      method: :func:`photocomp.calibration.calibrate` method (``"model"`` or ``"local"``).
       steps: optimisation steps (model method).
       characterisation_points: readings per heater of the re-characterisation.
     """
-
     interval_s: float = 900.0
     method: str = "model"
     steps: int = 300
@@ -485,7 +475,6 @@ class Recalibrate:
     name = "recalibrate"
 
     def __post_init__(self):
-        from photocomp.calibrate import METHODS
 
         _check_interval(self.interval_s, "Recalibrate.interval_s")
         if self.method not in METHODS:
@@ -497,8 +486,6 @@ class Recalibrate:
         return 1 + len(_update_steps(self.interval_s, plan))
 
     def schedule(self, plan, run: int, z) -> Schedule:
-        from photocomp.calibrate import calibrate
-        from photocomp.drift.dynamics import drifted_chip
 
         updates = _update_steps(self.interval_s, plan)
         table, rows, events = [np.zeros(plan.phi0.shape)], [], []

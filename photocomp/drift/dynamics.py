@@ -8,7 +8,7 @@ held, the state moves exactly as
 
 (:func:`first_order_step`). At ``dt >> tau`` this is the settled value; at
 ``dt << tau`` it traces the exponential. The heater phases (own heating and
-the crosstalk it causes, :func:`photocomp.chipsim.realized_phases`) are
+the crosstalk it causes, :func:`photocomp.hardware.chipsim.realized_phases`) are
 affine in the drives, so the lag acts on the commanded *phase change*
 itself.
 
@@ -21,7 +21,7 @@ phase change (a piecewise-constant table entry minus a feed-forward
 prediction ``D_twin @ z_hat``), ``D`` the die's phase per kelvin
 (:class:`~photocomp.drift.thermal.ThermalDie`) and ``z`` the temperature
 state. :func:`error_trace` scores every step with
-:func:`photocomp.chipsim.chip_tile_matrices` in one ``lax.scan``; it is
+:func:`photocomp.hardware.chipsim.chip_tile_matrices` in one ``lax.scan``; it is
 pure, so ``jax.vmap`` runs many Monte-Carlo runs at once.
 
 The error of a step is ``||W - g W_chip||_F / ||W||_F`` with the best
@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from photocomp.chip import Chip
-from photocomp.chipsim import Settings, chip_tile_matrices, unflatten_heaters
+from photocomp.hardware.chip import Chip
+from photocomp.hardware.chipsim import Settings, chip_tile_matrices, unflatten_heaters
 
 __all__ = ["first_order_step", "phase_free_error", "drifted_chip", "error_trace", "lag_factor"]
 

@@ -21,14 +21,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from photocomp.atomic import atomic_write
-from photocomp.chip import as_chip
-from photocomp.chipsim import realized_phases
+from photocomp.compiler.program import Program
+from photocomp.core.atomic import atomic_write
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError, PhaseMapFileError
+from photocomp.core.validate import check_int, check_real
 from photocomp.drift.compensators import COMPENSATORS, get_compensator
 from photocomp.drift.dynamics import TraceInputs, error_trace_runs, lag_factor
-from photocomp.drift.thermal import FIELD_NAMES, ThermalDie, ThermalProcess, as_process, thermal_die, thermal_phase_map
-from photocomp.errors import InvalidInputError, InvalidTypeError, MismatchError, PhaseMapFileError
-from photocomp.validate import check_int, check_real
+from photocomp.drift.thermal import (
+    FIELD_NAMES,
+    ThermalDie,
+    ThermalProcess,
+    as_process,
+    field_basis,
+    process_matrices,
+    simulate_runs,
+    thermal_die,
+    thermal_phase_map,
+)
+from photocomp.hardware.chip import as_chip
+from photocomp.hardware.chipsim import realized_phases
+from photocomp.io.program_file import chip_fingerprint
+from photocomp.sim.ideal import tile_matrices_np
 
 __all__ = ["study", "DriftStudy", "read_csv", "DEFAULT_COMPENSATORS"]
 
@@ -38,7 +51,6 @@ DEFAULT_COMPENSATORS = ("none", "feedforward", "closed-loop", "recalibrate")
 @dataclasses.dataclass(frozen=True)
 class DriftStudy:
     """Results of :func:`study` (host numpy arrays).
-
     Attributes:
       times_s: ``(S + 1,)`` sample times (s), ``0`` is the moment of calibration.
       errors: ``{compensator: (runs, S + 1)}`` matrix error at every time
@@ -56,7 +68,6 @@ class DriftStudy:
       info: target, chip seed, seed, runs, dt, duration, the process, compile time.
       die: the :class:`~photocomp.drift.thermal.ThermalDie` (for the field plot).
     """
-
     times_s: np.ndarray
     errors: dict
     temperature: np.ndarray
@@ -124,25 +135,10 @@ class DriftStudy:
         data = buf.getvalue().encode()
         return atomic_write(path, lambda fh: fh.write(data))
 
-    def plot(self, path, *, dpi: int = 130) -> str:
-        """Error against time for every compensator, the temperature state, and the die's field (atomic write).
-
-        The file type follows the extension (``.png``, ``.pdf``, ``.svg``).
-        The figure is :func:`photocomp.plot.figure` ``(study, "drift")``
-        (matplotlib's Agg canvas, no pyplot state); ``photocomp plot
-        drift.csv --what drift`` draws the same from a saved CSV, without the
-        field panel.
-        """
-        from photocomp.plot import _check_path, figure, save_figure
-
-        _check_path(path)  # before drawing: a bad path fails fast
-        return save_figure(figure(self, "drift"), path, dpi=dpi)
-
 
 def read_csv(path) -> dict:
     """Read :meth:`DriftStudy.to_csv` output: ``{"times_s", "errors": {name: (runs, S+1)}, "temperature"}``.
-
-    Raises :class:`~photocomp.errors.PhaseMapFileError` for a missing file or
+    Raises :class:`~photocomp.core.errors.PhaseMapFileError` for a missing file or
     one that is not such a CSV (other columns, not text, numbers missing or
     rows not on one time grid), naming what was expected and what was found.
     """
@@ -193,7 +189,6 @@ def read_csv(path) -> dict:
 @dataclasses.dataclass
 class _Plan:
     """Everything the compensators share (host arrays; see compensators.py)."""
-
     program: object
     chip: object
     template: object
@@ -239,23 +234,20 @@ def _compiled_trace(base, shapes):
 
 
 def _basis(xy, die):
-    from photocomp.drift.thermal import field_basis
 
     return field_basis(xy, die.centre, die.extent)
 
 
 def _program(cal):
-    from photocomp.program import Program
 
     if not isinstance(cal, Program):
-        raise InvalidTypeError(f"cal must be a photocomp.Program calibrated by photocomp.calibrate; got {type(cal).__name__}")
+        raise InvalidTypeError(f"cal must be a photocomp.Program calibrated by photocomp.calibration.calibrate; got {type(cal).__name__}")
     if not cal.calibrated:
-        raise InvalidInputError("cal must be a calibrated program (from photocomp.calibrate or a loaded .cal.npz); got an uncalibrated one")
+        raise InvalidInputError("cal must be a calibrated program (from photocomp.calibration.calibrate or a loaded .cal.npz); got an uncalibrated one")
     return cal
 
 
 def _check_chip(cal, chip):
-    from photocomp.io import chip_fingerprint
 
     chip = as_chip(chip)
     chip.check_target(cal.target, "calibrated program")
@@ -286,9 +278,8 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
           compensators=DEFAULT_COMPENSATORS, seed: int = 0, runs: int = 1, progress: bool = True,
           faults=None) -> DriftStudy:
     """Simulate thermal drift of a calibrated program and compare compensators.
-
     Args:
-      cal: a program calibrated for ``chip`` (:func:`photocomp.calibrate`).
+      cal: a program calibrated for ``chip`` (:func:`photocomp.calibration.calibrate`).
       chip: the fabricated chip it was calibrated for.
       process: the :class:`~photocomp.drift.thermal.ThermalProcess` (default: its defaults).
       hours: simulated duration (h), ``>= 0``.
@@ -336,8 +327,6 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
         raise InvalidTypeError(f"progress must be a bool; got {type(progress).__name__}")
     n_steps = int(math.floor(duration / dt_s + 1e-9))
 
-    from photocomp.program import Program
-    from photocomp.simulate import tile_matrices_np
 
     with jax.enable_x64(True):
         t_setup = time.perf_counter()
@@ -349,7 +338,6 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
         decay = lag_factor(dt_s, chip.target.heater_tau_us * 1e-6)
         plan = _Plan(program, chip, cal.settings, die, process, dt_s, n_steps, dt_s * np.arange(n_steps + 1),
                      phi0, drives_cal, decay, seed, faults)
-        from photocomp.drift.thermal import process_matrices, simulate_runs
 
         keys = jax.random.split(jax.random.PRNGKey(seed), runs)
         z = np.asarray(simulate_runs(keys, *process_matrices(process, dt_s), n_steps=n_steps))

@@ -25,7 +25,7 @@ path balanced), split into an input section (half a column pitch, with the
 external heater on the upper mode) and an arm section (half a pitch, between
 the couplers, with the internal heater on the upper arm); output phase
 shifters sit on one full pitch per mode. The heated arm of every shifter is
-at its layout position (:func:`photocomp.chip.heater_positions`); the
+at its layout position (:func:`photocomp.hardware.chip.heater_positions`); the
 reference arm of an MZI (and of an attenuator) runs one mode pitch below it.
 An MZI's upper arm is longer than its lower arm by a fabricated imbalance
 ``dL`` (:class:`ThermalDie`). For an MZI with input phase screen ``(s_n,
@@ -65,11 +65,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from photocomp.chip import Chip, as_chip, heater_positions, heater_slices
-from photocomp.errors import InvalidInputError, InvalidTypeError
-from photocomp.mesh import layout
-from photocomp.target import Target
-from photocomp.validate import check_real
+from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.layout import layout
+from photocomp.core.target import Target
+from photocomp.core.validate import check_real
+from photocomp.hardware.chip import Chip, as_chip, heater_positions, heater_slices
 
 __all__ = [
     "ThermalProcess",
@@ -125,7 +125,7 @@ class ThermalProcess:
         under the heater (assumption: ~10 % over ~300 um).
 
     The thermo-optic coefficient, wavelength, layout pitches and the heater
-    time constant come from the chip's :class:`~photocomp.target.Target`.
+    time constant come from the chip's :class:`~photocomp.core.target.Target`.
 
     Example:
       >>> import photocomp as pc
@@ -158,7 +158,7 @@ class ThermalProcess:
             return math.inf
         return self.ambient_k_per_hour / math.sqrt(-2.0 * math.expm1(-HOUR_S / self.ambient_tau_s))
 
-    def replace(self, **changes) -> "ThermalProcess":
+    def replace(self, **changes) -> ThermalProcess:
         return dataclasses.replace(self, **changes)
 
 
@@ -308,7 +308,7 @@ def _simulate(key, F, L, L0, die, n_steps: int):
 
 @functools.lru_cache(maxsize=8)
 def _positions(target: Target) -> np.ndarray:
-    """:func:`photocomp.chip.heater_positions`, computed once per target (read-only)."""
+    """:func:`photocomp.hardware.chip.heater_positions`, computed once per target (read-only)."""
     pos = heater_positions(target)
     pos.setflags(write=False)
     return pos
@@ -434,7 +434,7 @@ def thermal_die(chip, proc: ThermalProcess, *, imbalance_um: dict | None = None)
     """The thermal response of ``chip`` under ``proc`` (imbalance sampled from the chip's seed).
 
     Args:
-      chip: a fabricated :class:`~photocomp.chip.Chip`.
+      chip: a fabricated :class:`~photocomp.hardware.chip.Chip`.
       proc: the :class:`ThermalProcess` (its ``arm_imbalance_um`` scales the imbalance).
       imbalance_um: override the sampled imbalance (e.g. zeros for a balanced die).
     """

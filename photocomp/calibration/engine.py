@@ -1,0 +1,434 @@
+"""The calibration engine: errors on a chip, local correction, reachability and the optimiser loop.
+
+* :func:`error` – how far a program's output on a chip is from the ideal
+  program (matrix error after the best real electronic gain per tile).
+* :func:`local_correction` – analytic per-MZI correction for known coupler
+  errors (the baseline): each MZI's internal phase is set so that its
+  erroneous couplers give the wanted splitting (clipped where unreachable),
+  its external phase and the pushed output screens fix the phases.
+* :func:`optimize` – gradient descent with any optax optimizer on the
+  differentiable chip model, with early stopping, a NaN/divergence guard and
+  best-so-far tracking.
+* :func:`reachability` – which MZIs cannot reach their required splitting
+  (bar power reachable only in [sin^2(a+b), cos^2(a-b)] with coupler errors
+  a, b) and the error floor that implies.
+
+:func:`photocomp.calibrate` (:mod:`photocomp.calibration.calibrate`) and the
+digital twin (:mod:`photocomp.calibration.twin`) are built on these.
+
+References: S. Bandyopadhyay et al., "Hardware error correction for
+programmable photonics", Optica 8, 1247 (2021); R. Hamerly et al.,
+"Accurate self-configuration of rectangular multiport interferometers",
+Phys. Rev. Applied 18, 024019 (2022).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from photocomp.compiler.program import Program
+from photocomp.core.convention import mzi, physical_mzi
+from photocomp.core.errors import InvalidTypeError
+from photocomp.core.ir import TileGrid
+from photocomp.core.layout import MeshLayout
+from photocomp.core.phases import MeshPhases
+from photocomp.hardware.chip import Chip, as_chip
+from photocomp.hardware.chipsim import (
+    Settings,
+    attenuator_amplitude,
+    best_gain,
+    chip_tile_matrices,
+    drive_map,
+    flatten_heaters,
+    realized_phases,
+    settings_from_program,
+    unflatten_heaters,
+)
+from photocomp.hardware.dac import quantize_power
+from photocomp.sim.devices import gather, pad_tiles, spread, tile_mesh
+from photocomp.sim.ideal import tile_matrices_np
+
+__all__ = ["error", "local_correction", "reachability", "Reachability", "check_program", "ideal_tiles",
+           "ideal_settings", "relative_error", "settings_error", "local_settings", "check_optimizer", "minimize",
+           "optimize", "quantized"]
+
+
+def check_program(prog):
+
+    if not isinstance(prog, Program):
+        raise InvalidTypeError(f"prog must be a photocomp.Program (from photocomp.compile or load); got {type(prog).__name__}")
+    return prog
+
+
+def ideal_tiles(prog) -> np.ndarray:
+    return tile_matrices_np(prog.ideal_phase_map)
+
+
+def relative_error(target_tiles, chip_tiles_no_gain):
+    g = best_gain(target_tiles, chip_tiles_no_gain)
+    d = target_tiles - g[:, None, None] * chip_tiles_no_gain
+    num = jnp.sum(jnp.abs(d) ** 2)
+    den = jnp.sum(jnp.abs(target_tiles) ** 2)
+    return jnp.sqrt(num / jnp.where(den > 0, den, 1.0)), g
+
+
+@jax.jit
+def _evaluate(chip: Chip, s: Settings, target_tiles):
+    """One chip simulation scored three ways: total error, best gains, per-tile errors."""
+    b = chip_tile_matrices(chip, s, with_gain=False)
+    err, g = relative_error(target_tiles, b)
+    d = jnp.sqrt(jnp.sum(jnp.abs(target_tiles - g[:, None, None] * b) ** 2, axis=(-2, -1)))
+    norm = jnp.sqrt(jnp.sum(jnp.abs(target_tiles) ** 2, axis=(-2, -1)))
+    return err, g, d / jnp.maximum(norm, 1e-300)
+
+
+def settings_error(chip: Chip, s: Settings, target_tiles) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(matrix error, best gain per tile, error per tile)`` of settings on a chip, in float64."""
+    with jax.enable_x64(True):
+        err, g, per = _evaluate(chip, s, jnp.asarray(target_tiles))
+        return float(err), np.asarray(g), np.asarray(per)
+
+
+def error(prog, chip) -> dict:
+    """Matrix error of ``prog`` on ``chip`` versus the ideal program.
+    For an uncalibrated program the chip is driven with the program's ideal
+    settings (heater offsets and efficiencies compensated, as after a
+    standard phase characterisation; coupler errors, losses and their
+    non-uniformity uncorrected). A calibrated program is evaluated with its
+    own settings. In both cases each tile's electronic gain is set to its
+    best real value, which any read-out calibration does.
+
+    Returns:
+      ``{"matrix_error": ||W_ideal - W_chip||_F / ||W_ideal||_F, "tile_errors": [...]}``.
+    """
+    prog = check_program(prog)
+    chip = as_chip(chip)
+    chip.check_target(prog.target)
+    s = prog.settings if prog.settings is not None else ideal_settings(prog)
+    err, _, per = settings_error(chip, s, ideal_tiles(prog))
+    return {"matrix_error": err, "tile_errors": [float(e) for e in per]}
+
+
+def ideal_settings(prog) -> Settings:
+    with jax.enable_x64(True):
+        s = settings_from_program(prog.ideal_phase_map)
+        return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), s)
+
+
+# ---- local analytic correction ----------------------------------------------------
+
+def _splitting_internal(bar_power, a, b):
+    """Internal phase in [pi, 2 pi] giving bar power ``bar_power`` with coupler errors a, b (clipped)."""
+    ca, sa = np.cos(np.pi / 4 + a), np.sin(np.pi / 4 + a)
+    cb, sb = np.cos(np.pi / 4 + b), np.sin(np.pi / 4 + b)
+    cos_psi = (ca**2 * cb**2 + sa**2 * sb**2 - bar_power) / (2 * ca * cb * sa * sb)
+    return 2 * np.pi - np.arccos(np.clip(cos_psi, -1.0, 1.0))
+
+
+def _phase(z):
+    return np.angle(z)
+
+
+def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db):
+    """Local correction of a stack of meshes (T, ...) sharing one chip stage."""
+    internal = np.zeros_like(theta)
+    external = np.zeros_like(theta)
+    screen = np.zeros(out.shape)  # physical = diag(e^{i screen}) . math so far
+    top, index, valid = lay.column_slots
+    amp_loss = 10.0 ** (-np.asarray(loss_db) / 20.0)
+    for c in range(lay.depth):
+        idx = index[c][valid[c]]
+        k = top[c][valid[c]]
+        a_err, b_err = c_in[idx], c_out[idx]
+        th, ph = theta[:, idx], phi[:, idx]
+        psi = _splitting_internal(np.cos(th) ** 2, a_err, b_err)
+        # A = B(b) P(psi) B(a) (times loss): the device is A @ diag(e^{i chi}, 1)
+        amat = physical_mzi(psi, 0.0, a_err, b_err, xp=np) * amp_loss[idx][:, None, None]
+        # wanted: device = D_new @ T(theta, phi) @ diag(e^{-i pa}, e^{-i pb})
+        pa, pb = screen[:, k], screen[:, k + 1]
+        tmat = mzi(th, ph, xp=np) * np.stack([np.exp(-1j * pa), np.exp(-1j * pb)], -1)[..., None, :]
+        a00, a01, a10, a11 = amat[..., 0, 0], amat[..., 0, 1], amat[..., 1, 0], amat[..., 1, 1]
+        t00, t01, t10, t11 = tmat[..., 0, 0], tmat[..., 0, 1], tmat[..., 1, 0], tmat[..., 1, 1]
+        # least-squares phases: chi from both columns' ratios, then the output screen
+        u = t00 * a01 * np.conj(t01 * a00) + t10 * a11 * np.conj(t11 * a10)
+        mag = np.abs(u)
+        u = np.where(mag > 1e-300, u / np.where(mag > 0, mag, 1.0), 1.0)
+        d0 = _phase(a01 * np.conj(t01) + a00 * u * np.conj(t00))
+        d1 = _phase(a11 * np.conj(t11) + a10 * u * np.conj(t10))
+        internal[:, idx] = psi
+        external[:, idx] = _phase(u)
+        screen[:, k] = d0
+        screen[:, k + 1] = d1
+    out_phys = np.mod(out - screen, 2 * np.pi)
+    return np.mod(internal, 2 * np.pi), np.mod(external, 2 * np.pi), out_phys
+
+
+def local_correction(prog, chip) -> Settings:
+    """Settings with every MZI corrected analytically for the chip's known coupler errors and losses."""
+    prog = check_program(prog)
+    chip = as_chip(chip)
+    chip.check_target(prog.target)
+    return local_settings(prog, chip, ideal_tiles(prog))[0]
+
+
+def local_settings(prog, chip: Chip, target_tiles) -> tuple[Settings, float]:
+    """Local correction and its matrix error (best gains set)."""
+    pm = prog.ideal_phase_map
+    lay = pm.v.layout
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    u_int, u_ext, u_out = _local_mesh(
+        lay, f64(pm.u.theta), f64(pm.u.phi), f64(pm.u.out_phase),
+        f64(chip.coupler_in["u"]), f64(chip.coupler_out["u"]), f64(chip.loss_db["u"]),
+    )
+    sigma = f64(pm.sigma)
+    a, b = f64(chip.coupler_in["att"]), f64(chip.coupler_out["att"])
+    att = _splitting_internal(np.cos(sigma) ** 2, a, b)
+    with jax.enable_x64(True):
+        amp = np.asarray(attenuator_amplitude(att, a, b, f64(chip.loss_db["att"])))
+    v_int, v_ext, v_out = _local_mesh(
+        lay, f64(pm.v.theta), f64(pm.v.phi), f64(pm.v.out_phase),
+        f64(chip.coupler_in["v"]), f64(chip.coupler_out["v"]), f64(chip.loss_db["v"]),
+    )
+    v_out = np.mod(v_out - np.angle(amp), 2 * np.pi)
+    s = Settings(pm.grid, lay, v_int, v_ext, v_out, np.mod(att, 2 * np.pi), u_int, u_ext, u_out, f64(pm.gain))
+    err, g, _ = settings_error(chip, s, target_tiles)
+    return s.replace(gain=g), err
+
+
+# ---- reachability -----------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Reachability:
+    """Which MZIs of a program cannot reach their splitting on a chip.
+    Attributes:
+      v, u: boolean masks (T, n_mzi) of unreachable MZIs in the V / U meshes.
+      att: boolean mask (T, K) of unreachable attenuators.
+      fraction: unreachable fraction of all MZIs used.
+      floor: matrix error (after the best gain per tile) of the ideal program
+        with every unreachable MZI clipped to its nearest reachable splitting
+        and everything else perfect: the error left by the local (per-MZI)
+        correction of those MZIs. Global optimisation can partly compensate
+        it with the neighbouring MZIs, so it is an estimate, not a bound.
+    """
+    v: np.ndarray
+    u: np.ndarray
+    att: np.ndarray
+    fraction: float
+    floor: float
+
+    @property
+    def count(self) -> int:
+        return int(self.v.sum() + self.u.sum() + self.att.sum())
+
+
+def _theta_bounds(a, b):
+    """Reachable theta interval [|a - b|, pi/2 - |a + b|] for coupler errors a, b."""
+    return np.abs(a - b), np.pi / 2 - np.abs(a + b)
+
+
+def reachability(prog, chip) -> Reachability:
+    """Find unreachable MZIs (bar power outside [sin^2(a+b), cos^2(a-b)]) and the floor they imply."""
+    prog = check_program(prog)
+    chip = as_chip(chip)
+    chip.check_target(prog.target)
+    pm = prog.ideal_phase_map
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    masks, clipped = {}, {}
+    for stage, th in (("v", f64(pm.v.theta)), ("u", f64(pm.u.theta)), ("att", f64(pm.sigma))):
+        lo, hi = _theta_bounds(f64(chip.coupler_in[stage]), f64(chip.coupler_out[stage]))
+        masks[stage] = (th < lo - 1e-12) | (th > hi + 1e-12)
+        clipped[stage] = np.clip(th, lo, hi)
+
+    clip_pm = pm.replace(
+        v=MeshPhases(pm.v.layout, clipped["v"], f64(pm.v.phi), f64(pm.v.out_phase)),
+        u=MeshPhases(pm.u.layout, clipped["u"], f64(pm.u.phi), f64(pm.u.out_phase)),
+        sigma=clipped["att"],
+    )
+    target = tile_matrices_np(pm)
+    clipped_tiles = tile_matrices_np(clip_pm.replace(gain=np.ones_like(f64(pm.gain))))
+    with jax.enable_x64(True):
+        floor = float(relative_error(jnp.asarray(target), jnp.asarray(clipped_tiles))[0])
+    total = sum(m.size for m in masks.values())
+    frac = float(sum(m.sum() for m in masks.values()) / total) if total else 0.0
+    return Reachability(masks["v"], masks["u"], masks["att"], frac, floor)
+
+
+# ---- calibration -----------------------------------------------------------------
+
+def check_optimizer(optimizer):
+    import optax
+
+    if optimizer is None:
+        return optax.lbfgs()
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise InvalidTypeError(
+            f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)); got {type(optimizer).__name__}"
+        )
+    return optimizer
+
+
+def _stores_value_and_grad(state) -> bool:
+    """Whether an optax state holds one ``value`` and one ``grad`` (a line search's, at the next iterate)."""
+    import optax
+
+    try:
+        return optax.tree.get(state, "value") is not None and optax.tree.get(state, "grad") is not None
+    except (AttributeError, KeyError):  # an older optax without optax.tree, or several line searches
+        return False
+
+
+def minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callback=None):
+    """Minimise ``loss_fn`` (a squared error) with an optax optimizer, keeping the best iterate.
+    Stops after ``steps``, after ``patience`` steps without a relative
+    improvement by ``tol``, on a non-finite loss, on divergence (1000x the
+    start), when ``callback(step, error)`` returns True, or on Ctrl-C; in
+    every case the best parameters seen are returned. ``opt`` must accept
+    optax's extra arguments (``value``, ``grad``, ``value_fn``).
+
+    Returns:
+      ``(best params, history of sqrt(loss) per step, info)``.
+    """
+    import optax
+
+    state = opt.init(params0)
+    if _stores_value_and_grad(state):  # a line search evaluated the new point: reuse, don't recompute
+        from_state = optax.value_and_grad_from_state(loss_fn)
+
+        def value_and_grad(p, state):
+            return from_state(p, state=state)
+    else:
+        plain = jax.value_and_grad(loss_fn)
+
+        def value_and_grad(p, state):
+            return plain(p)
+
+    @jax.jit
+    def step(p, state):
+        loss, grad = value_and_grad(p, state)
+        updates, state = opt.update(grad, state, p, value=loss, grad=grad, value_fn=loss_fn)
+        return optax.apply_updates(p, updates), state, loss
+
+    # optax's initial states hold weakly typed scalars that `step` returns strongly typed: without
+    # this, the second call would compile `step` a second time
+    state = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.asarray(a).dtype), state)
+    # every call of `step` returns the loss of the parameters it was given, so the first call
+    # scores the start and each loop step scores the parameters the step before produced
+    new_p, new_state, loss = step(params0, state)
+    best, best_loss = params0, float(loss)
+    history = [np.sqrt(best_loss)]
+    since_best, stop_reason = 0, "steps"
+    if not np.isfinite(best_loss):
+        return best, np.asarray(history), {"steps_run": 0, "stopped": "non-finite loss at the start"}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=desc, unit="step")
+    try:
+        for i in range(steps):
+            p, state = new_p, new_state
+            new_p, new_state, loss = step(p, state)
+            loss = float(loss)  # loss of `p`, the result of step i
+            if not np.isfinite(loss):
+                stop_reason = "non-finite loss (kept the best settings so far)"
+                break
+            if loss < best_loss * (1 - tol):
+                best_loss, best, since_best = loss, p, 0
+            else:
+                since_best += 1
+            history.append(np.sqrt(loss))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(error=f"{np.sqrt(best_loss):.3e}")
+            if callback is not None and callback(i + 1, float(np.sqrt(best_loss))):
+                stop_reason = "stopped by the callback"
+                break
+            if since_best >= patience:
+                stop_reason = f"converged (no {tol:g} relative improvement in {patience} steps)"
+                break
+            if loss > 1e3 * max(history[0] ** 2, 1e-30):
+                stop_reason = "diverged (kept the best settings so far)"
+                break
+    except KeyboardInterrupt:
+        stop_reason = "interrupted (kept the best settings so far)"
+    finally:
+        if bar is not None:
+            bar.close()
+    return best, np.asarray(history), {"steps_run": len(history) - 1, "stopped": stop_reason}
+
+
+def _tile_sharded(start: Settings, target_tiles, devices):
+    """Settings and target tiles padded to a multiple of the device count, and the tiles' device mesh.
+    Padding tiles repeat the last tile's settings and have a zero target, so
+    their best gain is 0 and they add nothing to the loss or its gradient.
+    Returns ``(settings, target tiles, mesh or None)``; ``None`` (no sharding)
+    with one device or fewer tiles than devices.
+    """
+    t, k = start.grid.n_tiles, start.grid.tile
+    if len(devices) < 2 or t < len(devices):
+        return start, target_tiles, None
+    size = -(-t // len(devices)) * len(devices)
+    if size > t:
+        start = jax.tree_util.tree_map(lambda a: pad_tiles(a, size), start)
+        start = start.replace(grid=TileGrid(out_dim=size * k, in_dim=k, tile=k))
+        target_tiles = np.concatenate([target_tiles, np.zeros((size - t, k, k), target_tiles.dtype)])
+    return start, target_tiles, tile_mesh(tuple(devices))
+
+
+def optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patience, progress, desc, callback=None):
+    """Gradient descent on heater phases; returns (best settings, history, info).
+    With several JAX devices the tiles are sharded across them: the heater
+    phases are laid out along the tile axis over a one-axis device mesh and
+    XLA partitions the chip simulation and the optimizer's arithmetic to
+    match (the loss is a sum over tiles).
+    """
+    import optax
+
+    target = chip.target
+    n_tiles = start.grid.n_tiles
+    start_p, target_p, mesh = _tile_sharded(start, np.asarray(target_tiles), jax.devices())
+    with jax.enable_x64(True):
+        tiles = jnp.asarray(target_p)
+        flat0 = np.asarray(flatten_heaters(start_p), dtype=np.float64)
+        if mesh is None:
+            flat0, constrain = jnp.asarray(flat0), (lambda x: x)
+        else:
+            sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tiles"))
+            flat0 = spread(flat0, mesh)
+            constrain = lambda x: jax.lax.with_sharding_constraint(x, sharding)  # noqa: E731
+
+        def loss_fn(flat):
+            s = unflatten_heaters(start_p, constrain(flat), target)
+            b = chip_tile_matrices(chip, s, with_gain=False, reverse_only=True)  # differentiated by jax.grad only
+            err, _ = relative_error(tiles, b)
+            return err**2
+
+        # extra-args support lets line-search optimizers (optax.lbfgs) see the objective
+        opt = optax.with_extra_args_support(optimizer)
+        best_flat, history, info = minimize(loss_fn, flat0, opt, steps, tol, patience, progress, desc, callback)
+        best_flat = gather((best_flat,))[0][:n_tiles]
+        best = unflatten_heaters(start, best_flat, target)
+        best = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), best)
+    return best, history, info
+
+
+def quantized(model: Chip, chip: Chip, s: Settings, target_tiles, bits: int | None):
+    """Apply settings found on ``model`` to ``chip`` through drives (optionally DAC-quantized).
+    The heater powers that make ``model`` produce the settings' phases are
+    computed (crosstalk pre-compensated), quantized by a ``bits``-bit DAC if
+    given, and the phases ``chip`` then really produces become the settings;
+    returns ``(settings with best gains, matrix error)`` on ``chip``.
+    """
+    with jax.enable_x64(True):
+        power = drive_map(model, np.asarray(flatten_heaters(s)))
+        if bits is not None:
+            power = quantize_power(power, chip.target, bits)
+        real = np.asarray(realized_phases(chip, jnp.asarray(power)))
+    out = unflatten_heaters(s, np.mod(real, 2 * np.pi), chip.target)
+    out = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), out)
+    err, g, _ = settings_error(chip, out, target_tiles)
+    return out.replace(gain=g), err

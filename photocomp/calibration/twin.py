@@ -1,0 +1,411 @@
+"""Digital twins: chip models fitted to black-box measurements.
+
+A real chip only answers ``measure(drives, inputs) -> detected intensities``
+(:class:`~photocomp.hardware.detector.BlackBoxChip`). :func:`fit_twin` learns a
+:class:`~photocomp.hardware.chip.Chip` model of it -- coupler splitting-angle errors,
+insertion losses, heater offsets and efficiencies -- by fitting the model's
+predicted read-outs to probe measurements with optax:
+
+1. Heater characterisation (:meth:`BlackBoxChip.characterize_heaters`) gives
+   offsets and efficiencies to within its fit error; couplers start ideal
+   and losses at the target's nominal value.
+2. Probe drives: the program's operating point, the operating point with
+   random phase perturbations, and uniformly random phases -- so the twin is
+   accurate where calibration will search and identifiable everywhere.
+3. Each probe configuration is read with the K unit input vectors, without
+   and with a reference beam at three phases (phase stepping, see
+   :func:`~photocomp.hardware.detector.measure_matrix`): ``4 K`` measurements per
+   configuration and shot, which determine the complex transfer matrix,
+   output phases included.
+4. The model's parameters are fitted to the raw intensities (least squares,
+   L-BFGS by default) with the same differentiable chip simulation that
+   calibration uses.
+
+The thermal crosstalk between heaters is taken from the layout's nominal
+law (:mod:`photocomp.hardware.chip`), which is what fabricated chips follow here.
+
+Reference: S. Bandyopadhyay et al., "Hardware error correction for
+programmable photonics", Optica 8, 1247 (2021), for model-based correction
+from measured component parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from photocomp.calibration.engine import (
+    check_optimizer,
+    ideal_settings,
+    ideal_tiles,
+    local_settings,
+    minimize,
+    optimize,
+    quantized,
+    relative_error,
+    settings_error,
+)
+from photocomp.core.convention import phase_difference
+from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.ir import CompileReport, PassRecord, TileGrid
+from photocomp.core.layout import layout
+from photocomp.core.validate import check_int, check_real
+from photocomp.hardware.chip import Chip, crosstalk_matrix, heater_positions, heater_slices
+from photocomp.hardware.chipsim import (
+    Settings,
+    chip_tile_matrices,
+    drive_map,
+    flatten_heaters,
+    realized_phases,
+    unflatten_heaters,
+)
+from photocomp.hardware.dac import quantize_power
+from photocomp.hardware.detector import PHASE_STEPS, BlackBoxChip, measure_matrix, reference_amplitude
+
+__all__ = ["TwinFit", "fit_twin", "refine_twin", "twin_parameter_errors"]
+
+_STAGES = ("v", "att", "u")
+
+
+@dataclasses.dataclass(frozen=True)
+class TwinFit:
+    """A fitted digital twin.
+    Attributes:
+      chip: the fitted chip model (``seed`` -1: not a fabricated chip).
+      residual: rms misfit of the read-outs relative to their rms, at the end.
+      residual_start: the same for the starting model.
+      measurements: measurements used (characterisation and probes).
+      configs: probe drive configurations used.
+      steps_run: optimisation steps run.
+      stopped: why the optimisation stopped.
+      history: rms relative residual per step.
+      wall_s: wall time (s).
+      data: the probe data ``(drives (C, H), references (C, 4), read-outs (C, 4, K, K))``.
+    """
+    chip: Chip
+    residual: float
+    residual_start: float
+    measurements: int
+    configs: int
+    steps_run: int
+    stopped: str
+    history: np.ndarray
+    wall_s: float
+    data: tuple = dataclasses.field(default=(), repr=False)
+
+
+def _template(target, n: int) -> Settings:
+    """Settings shaped for ``n`` probe configurations (one tile each)."""
+    k = target.size
+    lay = layout(target.mesh, k)
+    z = jnp.zeros((n, lay.n_mzi))
+    zk = jnp.zeros((n, k))
+    return Settings(TileGrid(k * n, k, k), lay, z, z, zk, zk, z, z, zk, jnp.ones(n))
+
+
+def _params_of(chip: Chip) -> dict:
+    return {
+        "coupler_in": {s: jnp.asarray(chip.coupler_in[s], jnp.float64) for s in _STAGES},
+        "coupler_out": {s: jnp.asarray(chip.coupler_out[s], jnp.float64) for s in _STAGES},
+        "loss_db": {s: jnp.asarray(chip.loss_db[s], jnp.float64) for s in _STAGES},
+        "offset": jnp.asarray(chip.offset, jnp.float64),
+        "efficiency": jnp.asarray(chip.efficiency, jnp.float64),
+    }
+
+
+def _chip_of(params: dict, like: Chip) -> Chip:
+    return dataclasses.replace(like, **params)
+
+
+def _gauge(target) -> dict:
+    """Masks (1 = fitted, 0 = held at the prior) that remove the model's exact symmetries.
+    Between the V mesh and the U mesh every mode passes the V output phase
+    shifter, its attenuator and, for the upper mode of a U MZI that is the
+    first to touch it, that MZI's external phase shifter, with nothing that
+    mixes modes in between: only the sum of those offsets matters, so the U
+    external offsets there are held. Likewise only the product of the
+    losses along each mode there matters: the attenuators' losses absorb
+    those of V MZIs that are last on both their modes and of U MZIs that
+    are first on both, which are held at the nominal loss.
+    """
+    lay = layout(target.mesh, target.size)
+    pairs, cols = np.asarray(lay.pairs), np.asarray(lay.columns)
+    k, m = target.size, lay.n_mzi
+    first = np.full(k, np.iinfo(np.int64).max)
+    last = np.full(k, -1)
+    for n, c in zip(pairs, cols):
+        first[n] = min(first[n], c); first[n + 1] = min(first[n + 1], c)  # noqa: E702
+        last[n] = max(last[n], c); last[n + 1] = max(last[n + 1], c)  # noqa: E702
+    u_first_upper = cols == first[pairs]
+    u_first_both = u_first_upper & (cols == first[pairs + 1])
+    v_last_both = (cols == last[pairs]) & (cols == last[pairs + 1])
+    sl = heater_slices(target)
+    offset = np.ones(sl["u_out"].stop)
+    offset[np.arange(sl["u_ext"].start, sl["u_ext"].stop)[u_first_upper]] = 0.0
+    ones = {"v": np.ones(m), "att": np.ones(k), "u": np.ones(m)}
+    loss = {"v": (~v_last_both).astype(float), "att": np.ones(k), "u": (~u_first_both).astype(float)}
+    return {"coupler_in": ones, "coupler_out": dict(ones), "loss_db": loss, "offset": offset,
+            "efficiency": np.ones_like(offset)}
+
+
+def _scales(target, gauge: dict) -> dict:
+    """Typical size of each parameter's deviation from the prior, times its gauge mask."""
+    c = max(float(target.coupler_sigma_rad), 1e-3)
+    l = max(float(target.mzi_loss_sigma_db), 1e-3)
+    e = max(float(target.heater_efficiency_sigma), 1e-3)
+    return {
+        "coupler_in": {s: c * gauge["coupler_in"][s] for s in _STAGES},
+        "coupler_out": {s: c * gauge["coupler_out"][s] for s in _STAGES},
+        "loss_db": {s: l * gauge["loss_db"][s] for s in _STAGES},
+        "offset": 0.1 * gauge["offset"],
+        "efficiency": e * gauge["efficiency"],
+    }
+
+
+def _prior_chip(target, offset, efficiency) -> Chip:
+    """The starting model: ideal couplers, nominal loss, characterised heaters, nominal crosstalk."""
+    lay = layout(target.mesh, target.size)
+    sizes = {"v": lay.n_mzi, "att": target.size, "u": lay.n_mzi}
+    zeros = {s: np.zeros(n) for s, n in sizes.items()}
+    loss = {s: np.full(n, float(target.mzi_loss_db)) for s, n in sizes.items()}
+    rows, cols, w = crosstalk_matrix(target, heater_positions(target))
+    return Chip(target, -1, zeros, dict(zeros), loss, np.asarray(offset, np.float64),
+                np.asarray(efficiency, np.float64), rows, cols, w)
+
+
+def _predict(chip: Chip, template: Settings, drives, refs):
+    """Predicted read-outs (C, R, K, K): config, reference (refs (C, R)), input (unit vectors), output."""
+    s = unflatten_heaters(template, realized_phases(chip, drives), chip.target)
+    m = chip_tile_matrices(chip, s, with_gain=False, reverse_only=True)  # (C, K, K): output x input; jax.grad only
+    y = jnp.swapaxes(m, -1, -2)  # (C, input, output)
+    return jnp.abs(y[:, None] + refs[:, :, None, None]) ** 2
+
+
+def _probe_drives(prior: Chip, operating, n_configs: int, rng) -> np.ndarray:
+    """Heater powers (C, H) for the probes: operating point, perturbed, random."""
+    h = prior.n_heaters
+    phases = [operating]
+    n_near = (n_configs - 1 + 1) // 2
+    for _ in range(n_near):
+        phases.append(operating + rng.normal(0.0, 0.5, h))
+    while len(phases) < n_configs:
+        phases.append(rng.uniform(0.0, 2 * np.pi, h))
+    return drive_map(prior, np.stack(phases[:n_configs]))
+
+
+def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None = None, steps: int = 200,
+             optimizer=None, tol: float = 1e-6, patience: int = 20, seed: int = 0, progress: bool = False,
+             characterization: dict | None = None) -> TwinFit:
+    """Fit a digital twin of a black-box chip from probe measurements.
+    Args:
+      box: a :class:`~photocomp.hardware.detector.BlackBoxChip`.
+      operating_phases: ``(H,)`` heater phases (rad) of the program the twin
+        will serve (flat heater order); default: all zero.
+      configs: number of probe drive configurations (>= 1); each costs
+        ``4 K shots`` measurements.
+      shots: shots per reading (default: the box's).
+      steps, tol, patience: L-BFGS iterations and early stopping on the
+        relative improvement of the misfit.
+      optimizer: any ``optax.GradientTransformation`` (default ``optax.lbfgs()``).
+      seed: seed of the probe design.
+      progress: show a progress bar.
+      characterization: keyword arguments for
+        :meth:`~photocomp.hardware.detector.BlackBoxChip.characterize_heaters`.
+
+    Returns:
+      a :class:`TwinFit`.
+    """
+    if not isinstance(box, BlackBoxChip):
+        raise InvalidTypeError(f"box must be a photocomp.BlackBoxChip; got {type(box).__name__}")
+    configs = check_int(configs, "configs", low=1)
+    steps = check_int(steps, "steps", low=0)
+    tol = check_real(tol, "tol", low=0.0, high=1.0)
+    patience = check_int(patience, "patience", low=1)
+    seed = check_int(seed, "seed", low=0)
+
+    optimizer = check_optimizer(optimizer)
+    t = box.target
+    h = box.n_heaters
+    if operating_phases is None:
+        operating = np.zeros(h)
+    else:
+        operating = np.asarray(operating_phases, dtype=np.float64)
+        if operating.shape != (h,) or not np.all(np.isfinite(operating)):
+            raise InvalidInputError(f"operating_phases must be finite with shape ({h},); got shape {operating.shape}")
+    t0 = time.perf_counter()
+    used0 = box.measurements
+    offset, efficiency = box.characterize_heaters(**(characterization or {}))
+    prior = _prior_chip(t, offset, efficiency)
+    drives = _probe_drives(prior, operating, configs, np.random.default_rng([seed, 0x7717]))
+    refs, readings = _probe(box, drives, shots)
+    measurements = box.measurements - used0
+    fit, info = _fit(prior, _template(t, configs), drives, refs, readings, optimizer, steps, tol, patience, progress)
+    return TwinFit(fit, info["residual"], info["residual_start"], measurements, configs, info["steps_run"],
+                   info["stopped"], info["history"], time.perf_counter() - t0, (drives, refs, readings))
+
+
+def _probe(box: BlackBoxChip, drives, shots):
+    """Phase-stepped read-outs of the K unit inputs at each drive configuration: ``(refs (C, 4), (C, 4, K, K))``."""
+    k = box.target.size
+    eye = np.eye(k)
+    readings, refs = [], []
+    for d in np.atleast_2d(drives):  # a plain read-out, then three reference phases matched to it
+        r0 = box.measure(d, eye, shots=shots, full_scale="auto")
+        ref = np.concatenate([[0.0], reference_amplitude(r0, k) * PHASE_STEPS])
+        readings.append([r0] + [box.measure(d, eye, shots=shots, reference=r, full_scale="auto") for r in ref[1:]])
+        refs.append(ref)
+    return np.asarray(refs), np.asarray(readings)
+
+
+def refine_twin(box: BlackBoxChip, fit: TwinFit, drives, *, shots: int | None = None, steps: int = 100,
+                optimizer=None, tol: float = 1e-6, patience: int = 20, progress: bool = False) -> TwinFit:
+    """Probe ``drives`` (C', H) too and refit, starting from ``fit``'s twin, on all data so far.
+    Used to sharpen the twin where calibration has taken the chip: the new
+    configurations are where the twin's predictions matter most.
+    """
+    optimizer = check_optimizer(optimizer)
+    t0 = time.perf_counter()
+    used0 = box.measurements
+    new_refs, new_readings = _probe(box, drives, shots)
+    old_drives, old_refs, old_readings = fit.data
+    drives = np.concatenate([old_drives, np.atleast_2d(drives)])
+    refs = np.concatenate([old_refs, new_refs])
+    readings = np.concatenate([old_readings, new_readings])
+    chip, info = _fit(fit.chip, _template(box.target, len(drives)), drives, refs, readings, optimizer, steps, tol,
+                      patience, progress)
+    return TwinFit(chip, info["residual"], info["residual_start"], fit.measurements + box.measurements - used0,
+                   len(drives), fit.steps_run + info["steps_run"], info["stopped"],
+                   np.concatenate([fit.history, info["history"]]), fit.wall_s + time.perf_counter() - t0,
+                   (drives, refs, readings))
+
+
+def _fit(prior: Chip, template: Settings, drives, refs, readings, optimizer, steps, tol, patience, progress):
+    import optax
+
+
+    with jax.enable_x64(True):
+        data = jnp.asarray(readings)
+        # each configuration's read-outs are weighted by their own rms (receivers auto-range per read-out)
+        scale = jnp.sqrt(jnp.mean(data**2, axis=(1, 2, 3), keepdims=True))
+        d = jnp.asarray(drives)
+        r = jnp.asarray(refs)
+        p0 = _params_of(prior)
+        # fit normalised deviations z from the prior: p = p0 + scale * z (scale 0 where the gauge holds p)
+        sc = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), _scales(prior.target, _gauge(prior.target)))
+        to_params = lambda z: jax.tree_util.tree_map(lambda a, b, c: a + b * c, p0, sc, z)  # noqa: E731
+        z0 = jax.tree_util.tree_map(jnp.zeros_like, p0)
+
+        def loss_fn(z):
+            pred = _predict(_chip_of(to_params(z), prior), template, d, r)
+            return jnp.mean(((pred - data) / scale) ** 2)
+
+        best, history, info = minimize(loss_fn, z0, optax.with_extra_args_support(optimizer), steps, tol, patience,
+                                        progress, "fit twin")
+        best = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype=np.float64), to_params(best))
+    info.update(history=np.asarray(history), residual=float(history.min()) if len(history) else float("nan"),
+                residual_start=float(history[0]))
+    return _chip_of(best, prior), info
+
+
+def twin_parameter_errors(twin: Chip, chip: Chip) -> dict:
+    """RMS differences between a twin's parameters and a (simulated) chip's true ones.
+    Offsets are compared modulo 2 pi. Only meaningful in simulation, where
+    the true chip is known; used by tests and benchmarks.
+    """
+    out = {}
+    for name in ("coupler_in", "coupler_out", "loss_db"):
+        diff = np.concatenate([np.asarray(getattr(twin, name)[s]) - np.asarray(getattr(chip, name)[s]) for s in _STAGES])
+        out[name] = float(np.sqrt(np.mean(diff**2)))
+    d_off = phase_difference(twin.offset, chip.offset)
+    out["offset"] = float(np.sqrt(np.mean(d_off**2)))
+    out["efficiency"] = float(np.sqrt(np.mean((np.asarray(twin.efficiency) - np.asarray(chip.efficiency)) ** 2)))
+    return out
+
+
+
+def _measured_error(box: BlackBoxChip, power, target_tiles) -> float:
+    """Matrix error (best real gain per tile) estimated from phase-stepped measurements of every tile."""
+    with jax.enable_x64(True):
+        m = jnp.asarray(np.stack([measure_matrix(box, p) for p in np.atleast_2d(power)]))
+        err, _ = relative_error(jnp.asarray(target_tiles), m)
+        return float(err)
+
+
+def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, progress, seed, configs,
+                   twin_steps, dac_bits, callback, rounds: int = 2):
+    """``calibrate(method="twin")``: fit a twin from measurements, calibrate on it, apply its drives.
+    After the first calibration, each further round (``rounds``) probes
+    the chip at the calibrated drives of every tile, refits the twin on all
+    data, and recalibrates from where the last round ended.
+
+    The black box's hidden chip is used only to simulate the returned
+    program (what the real chip would do with the applied drives) and to
+    report the true errors; every decision is taken from measurements.
+    """
+    import types
+
+
+    t0 = time.perf_counter()
+    chip = box._chip
+    used0 = box.measurements
+    target_tiles = ideal_tiles(prog)
+    ideal = ideal_settings(prog)
+    before, _, _ = settings_error(chip, ideal, target_tiles)
+    operating = np.asarray(flatten_heaters(ideal))[0]
+    fit = fit_twin(box, operating_phases=operating, configs=configs, steps=twin_steps, seed=seed, progress=progress)
+    twin = fit.chip
+    t_cal = time.perf_counter()
+    start, start_twin_err = local_settings(prog, twin, target_tiles)
+    final, history, info = optimize(twin, start, target_tiles, optimizer, steps, tol, patience, progress,
+                                     f"calibrate {prog.target.name} on twin", callback)
+    for _ in range(rounds - 1):
+
+        if "interrupted" in info["stopped"] or "callback" in info["stopped"]:
+            break
+        with jax.enable_x64(True):
+            at = drive_map(twin, np.asarray(flatten_heaters(final)))
+        fit = refine_twin(box, fit, at, steps=max(twin_steps // 2, 1), optimizer=optimizer, progress=progress)
+        twin = fit.chip
+        final, history, info = optimize(twin, final, target_tiles, optimizer, steps, tol, patience, progress,
+                                         f"calibrate {prog.target.name} on twin", callback)
+    cal_s = time.perf_counter() - t_cal
+    # the uncalibrated program as it would be driven with what the twin knows of the heaters
+    fallback, _ = quantized(twin, chip, ideal, target_tiles, dac_bits)
+    applied, after = quantized(twin, chip, final, target_tiles, dac_bits)
+    with jax.enable_x64(True):
+        def power_of(s):
+
+            p = drive_map(twin, np.asarray(flatten_heaters(s)))
+            return p if dac_bits is None else quantize_power(p, chip.target, dac_bits)
+
+        measured_after = _measured_error(box, power_of(final), target_tiles)
+        measured_fallback = _measured_error(box, power_of(ideal), target_tiles)
+    unquantized = quantized(twin, chip, final, target_tiles, None)[1] if dac_bits is not None else None
+    kept = measured_after <= measured_fallback
+    if not kept:
+        applied, after = fallback, settings_error(chip, fallback, target_tiles)[0]
+    measurements = box.measurements - used0
+    metrics = {
+        "method": "twin", "error_before": before, "error_after": after,
+        "error_after_measured": measured_after if kept else measured_fallback,
+        "measurements": int(measurements), "twin_measurements": int(fit.measurements),
+        "twin_residual": fit.residual, "twin_configs": fit.configs, "twin_steps": fit.steps_run, "twin_rounds": rounds,
+        "error_on_twin": float(np.min(history)) if len(history) else start_twin_err,
+        "steps_run": info["steps_run"], "stopped": info["stopped"] if kept else
+        "twin result measured worse than the uncalibrated program; kept the uncalibrated drives",
+        "wall_s": time.perf_counter() - t0,
+    }
+    if unquantized is not None and kept:
+        metrics["error_unquantized"] = unquantized
+    records = (
+        PassRecord("twin-fit", f"twin(configs={configs}, steps={twin_steps})", fit.wall_s,
+                   types.MappingProxyType({"residual": fit.residual, "measurements": fit.measurements})),
+        PassRecord("twin-calibrate", f"model-on-twin(steps={steps})", cal_s,
+                   types.MappingProxyType({"matrix_error": after, **info})),
+    )
+    report = CompileReport(prog.report.records + records, types.MappingProxyType({**dict(prog.report.summary), **metrics}))
+    return prog.with_chip(chip, applied, report)

@@ -1,0 +1,336 @@
+"""``compile``: weights in, a :class:`~photocomp.compiler.program.Program` out.
+
+Large problems
+--------------
+Every pass from the tiling pass on works tile by tile, and tiles are
+independent. When a matrix has more tiles than fit comfortably in memory at
+once, :func:`compile` runs the passes before tiling once on the whole matrix
+and the rest on strips of whole block rows, one strip after the other, and
+joins the strips' phase maps, folded matrices and reports
+(:func:`_join_records`). Strip sizes come from a memory model
+(:func:`memory_plan`); a problem whose whole-matrix arrays alone would not
+fit fails before any work, with the size it needs. Inside a pass, tiles are
+sharded across all JAX devices (:func:`photocomp.sim.devices.run_tiles`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+from collections.abc import Callable
+
+import numpy as np
+
+from photocomp.compiler.decompose import check_tiles
+from photocomp.compiler.pipeline import INITIAL_PROPERTIES, Pipeline, get_pass
+from photocomp.compiler.program import Program
+from photocomp.compiler.state import CompileState
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError
+from photocomp.core.ir import CompileReport, PassRecord, PhaseMap, TileGrid
+from photocomp.core.metrics import np_matrix_error
+from photocomp.core.phases import MeshPhases
+from photocomp.core.target import get_target
+from photocomp.core.validate import as_matrix
+
+__all__ = ["compile", "memory_plan"]
+
+# ---- memory model ------------------------------------------------------------------------
+
+WHOLE_MATRIX_COPIES = 4
+"""Bytes the whole-matrix arrays take, in units of a complex128 copy of the weights:
+the validated weights, the folded dense matrix, the joined phase map (two meshes of
+K(K-1)/2 MZIs with two phases each, about one copy for K >= 8) and one transient."""
+
+TILE_COPIES = 24
+"""Bytes one tile needs while a strip runs through the passes, in units of one
+complex128 K x K tile (blocks, SVD factors, decompositions, mesh rebuilds, the
+passes' simulations); measured with benchmarks/decompositions.py --whole-model."""
+
+STRIP_BUDGET = 1 << 31
+"""Most bytes given to one strip's working set (2 GiB), whatever memory is free."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process (Linux ``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+    """How a compile is cut into strips of block rows.
+    Attributes:
+      grid: the whole problem's :class:`~photocomp.core.ir.TileGrid`.
+      strip_rows: block rows per strip (the last strip may have fewer).
+      whole_bytes: estimated bytes of the whole-matrix arrays.
+      tile_bytes: estimated working bytes per tile while a strip runs.
+      available: bytes of memory available, or None when unknown.
+    """
+    grid: TileGrid
+    strip_rows: int
+    whole_bytes: int
+    tile_bytes: int
+    available: int | None
+
+    @property
+    def strips(self) -> list[tuple[int, int]]:
+        """Row ranges ``(r0, r1)`` of the weights, one per strip."""
+        step = self.strip_rows * self.grid.tile
+        return [(r, min(r + step, self.grid.out_dim)) for r in range(0, self.grid.out_dim, step)]
+
+    @property
+    def peak_bytes(self) -> int:
+        """Estimated peak: the whole-matrix arrays plus one strip's working set."""
+        return self.whole_bytes + self.strip_rows * self.grid.cols * self.tile_bytes
+
+
+def memory_plan(shape, tile: int, *, available: int | None = None) -> MemoryPlan:
+    """Plan the strips of a compile of an ``(M, N)`` matrix on ``tile`` x ``tile`` tiles.
+    Args:
+      shape: ``(M, N)`` of the weights.
+      tile: the tile size K.
+      available: bytes of memory to plan for (default: what the OS reports free).
+
+    Returns:
+      a :class:`MemoryPlan` with as many block rows per strip as fit in
+      ``min(available / 2, STRIP_BUDGET)`` next to the whole-matrix arrays.
+
+    Raises:
+      InvalidInputError: if the whole-matrix arrays plus a single block row
+        do not fit in ``available``.
+    """
+    m, n = shape
+    grid = TileGrid(out_dim=int(m), in_dim=int(n), tile=int(tile))
+    whole = WHOLE_MATRIX_COPIES * 16 * m * n
+    per_tile = TILE_COPIES * 16 * tile * tile
+    per_row = per_tile * grid.cols
+    avail = available_memory() if available is None else available
+    budget = STRIP_BUDGET if avail is None else max(0, min(STRIP_BUDGET, (avail - whole) // 2))
+    rows = max(1, min(grid.rows, budget // per_row))
+    rows = -(-grid.rows // -(-grid.rows // rows))  # equal strips: one compiled program serves them all
+    plan = MemoryPlan(grid, rows, whole, per_tile, avail)
+    if avail is not None and whole + per_row > avail:
+        need = whole + per_row
+        raise InvalidInputError(
+            f"weights of shape {m}x{n} ({grid.n_tiles} tiles of {tile}x{tile}) need about "
+            f"{need / 2**30:.1f} GiB to compile ({whole / 2**30:.1f} GiB for the whole-matrix arrays, "
+            f"{per_row / 2**30:.2f} GiB per block row of tiles); {avail / 2**30:.1f} GiB is available. "
+            "Compile a smaller matrix (e.g. its column blocks one at a time) or run on a machine with more memory."
+        )
+    return plan
+
+
+# ---- pipeline ----------------------------------------------------------------------------
+
+
+def _resolve_pipeline(pipeline, target) -> Pipeline:
+    if pipeline is None:
+        pipe = Pipeline.parse(target.default_pipeline())
+    elif isinstance(pipeline, Pipeline):
+        pipe = pipeline
+    elif isinstance(pipeline, str):
+        pipe = Pipeline.parse(pipeline)
+    else:
+        raise InvalidTypeError(f"pipeline must be None, a string or a photocomp.Pipeline; got {type(pipeline).__name__}")
+    if "phases" not in pipe.provides:
+        raise PipelineError(
+            f"pipeline must include a decomposition pass ({target.mesh!r} for target {target.name!r}); got {str(pipe)!r}"
+        )
+    if "lowered" not in pipe.provides:
+        pipe = Pipeline(pipe.passes + (get_pass("lower"),))
+    return pipe
+
+
+def _tiling(pipe: Pipeline, target):
+    """Index of the pass that tiles and the tile size it uses, or ``(None, None)``."""
+    for i, p in enumerate(pipe.passes):
+        if "tiled" in p.provides:
+            size = getattr(p, "size", None)
+            return i, target.size if size is None else int(size)
+    return None, None
+
+
+def _mesh_fidelity(state: CompileState) -> float | None:
+
+    if state.svd is None or state.phase_map is None:
+        return None
+    u, _, vh, _ = state.svd
+    fid_v, fid_u, _, _ = check_tiles(state.phase_map, vh, u)
+    return float(min(fid_v.min(), fid_u.min()))
+
+
+def _summary(weights, dense, fidelity: float | None) -> dict:
+
+    out = {} if fidelity is None else {"min_mesh_fidelity": fidelity}
+    w_hat = np.asarray(dense)
+    out["matrix_error"] = np_matrix_error(weights, w_hat)
+    out["max_abs_error"] = float(np.max(np.abs(w_hat - weights)))
+    return out
+
+
+# ---- joining strips ------------------------------------------------------------------------
+
+
+def _join_metric(key: str, values: list, norms: list, grid: TileGrid, counts=frozenset()):
+    """One metric of a pass from its values on every strip.
+    Counts (keys in the pass's ``counts``) add up; ``grid`` becomes the
+    whole grid; relative matrix errors (keys containing ``matrix_error``) are
+    recombined exactly from the strips' norms into the whole matrix's error.
+    Of the rest, equal values are kept; booleans must hold on every strip;
+    keys starting with ``min`` take the minimum; other numbers take the
+    maximum; other strings are listed.
+    """
+    first = values[0]
+    if key in counts:
+        return sum(values)
+    if key == "grid":
+        return f"{grid.rows}x{grid.cols}"
+    if isinstance(first, (int, float)) and not isinstance(first, bool) and "matrix_error" in key:
+        abs_err = [v * (w if w > 0 else 1.0) for v, w in zip(values, norms)]
+        total = math.sqrt(sum(e * e for e in abs_err))
+        norm = math.sqrt(sum(w * w for w in norms))
+        return total / norm if norm > 0 else total
+    if all(v == first for v in values):
+        return first
+    if isinstance(first, bool):
+        return all(values)
+    if isinstance(first, (int, float)) and key.startswith("min"):
+        return min(values)
+    if isinstance(first, (int, float)):
+        return max(values)
+    return ", ".join(sorted({str(v) for v in values}))
+
+
+def _join_records(strip_records: list[tuple], norms: list, grid: TileGrid, passes) -> tuple:
+    """Per-pass records of the whole compile from every strip's records (wall times add up).
+    ``passes`` are the passes that ran on every strip, in order (their
+    ``counts`` say which metrics add up).
+    """
+    joined = []
+    for p, recs in zip(passes, zip(*strip_records)):
+        keys = list(dict.fromkeys(k for r in recs for k in r.metrics))
+        metrics = {}
+        for key in keys:
+            values = [r.metrics[key] for r in recs if key in r.metrics]
+            metrics[key] = _join_metric(key, values, norms, grid, p.counts)
+        joined.append(PassRecord(recs[0].name, recs[0].spec, float(sum(r.wall_s for r in recs)),
+                                 types.MappingProxyType(metrics)))
+    return tuple(joined)
+
+
+def _join_phase_maps(maps: list, grid: TileGrid) -> PhaseMap:
+    def mesh(parts):
+        return MeshPhases(parts[0].layout, *(np.concatenate([getattr(p, f) for p in parts])
+                                             for f in ("theta", "phi", "out_phase")))
+
+    return PhaseMap(grid=grid, v=mesh([m.v for m in maps]), sigma=np.concatenate([m.sigma for m in maps]),
+                    u=mesh([m.u for m in maps]), gain=np.concatenate([m.gain for m in maps]))
+
+
+# ---- compile --------------------------------------------------------------------------------
+
+
+def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | None = None,
+            progress: bool = False) -> Program:
+    """Compile a weight matrix to a phase map for a target chip.
+    Args:
+      weights: any finite real or complex (M, N) array-like; non-square and
+        rank-deficient matrices are fine. Larger than the target: tiled.
+      target: a target name (see :func:`photocomp.targets`) or a
+        :class:`~photocomp.core.target.Target`.
+      pipeline: ``None`` for the target's preset, a pipeline string such as
+        ``"tile | svd | clements | canonicalize | quantize(bits=10) | lower"``,
+        or a :class:`~photocomp.compiler.pipeline.Pipeline`. A ``lower`` pass is
+        appended when missing.
+      callback: optional ``callback(pass_, record, state)`` after every pass
+        (after every pass on every strip, for a compile run in strips).
+      progress: show a progress bar over the passes (and strips).
+
+    Returns:
+      a :class:`~photocomp.compiler.program.Program` whose ``report`` holds per-pass
+      wall time and metrics.
+
+    Raises:
+      InvalidInputError: before any work, if the problem cannot fit in the
+        memory available (the message gives the size it needs).
+
+    Large matrices are compiled in strips of block rows (see the module
+    docstring); the result is the same as in one piece, tile by tile, and the
+    report joins the strips' records (:func:`_join_metric` says how).
+    Inside each pass the tiles are sharded across all JAX devices.
+
+    Example:
+      >>> import numpy as np, photocomp as pc
+      >>> w = np.random.default_rng(0).normal(size=(5, 3))
+      >>> prog = pc.compile(w, target="clements-8")
+      >>> prog.report.summary["matrix_error"] < 1e-2
+      True
+    """
+    tgt = get_target(target)
+    w = as_matrix(weights, "weights")
+    pipe = _resolve_pipeline(pipeline, tgt)
+    split, k = _tiling(pipe, tgt)
+    plan = memory_plan(w.shape, k) if split is not None else None
+    strips = plan.strips if plan is not None else [(0, w.shape[0])]
+    prefix, suffix = (pipe.passes[:split], pipe.passes[split:]) if len(strips) > 1 else ((), pipe.passes)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(prefix) + len(suffix) * len(strips),
+                   desc=f"compile {w.shape[0]}x{w.shape[1]} -> {tgt.name}", unit="pass")
+    where = ""
+
+    def hook(p, rec, st):
+        if bar is not None:
+            bar.set_postfix_str(p.name + where)
+            bar.update(1)
+        if callback is not None:
+            callback(p, rec, st)
+
+    try:
+        state = CompileState(weights=w, target=tgt, provided=frozenset(INITIAL_PROPERTIES))
+        if prefix:
+            state = Pipeline(prefix).run(state, callback=hook)
+        if len(strips) == 1:
+            state = Pipeline(suffix).run(state, callback=hook)
+            summary = _summary(w, state.dense, _mesh_fidelity(state))
+            report = CompileReport(state.records, types.MappingProxyType(summary))
+            return Program(tgt, state.phase_map, report, str(pipe), state.detection, state.dense)
+
+        # strips of block rows, one after the other
+        maps, denses, records, norms, fids, detection = [], [], [], [], [], "coherent"
+        for i, (r0, r1) in enumerate(strips):
+            where = f" (rows {r0}-{r1 - 1}, strip {i + 1}/{len(strips)})"
+            part = Pipeline(suffix).run(
+                CompileState(weights=w[r0:r1], target=tgt, provided=state.provided), callback=hook)
+            maps.append(part.phase_map)
+            denses.append(np.asarray(part.dense))
+            records.append(part.records)
+            norms.append(float(np.linalg.norm(w[r0:r1])))
+            fid = _mesh_fidelity(part)
+            if fid is not None:
+                fids.append(fid)
+            detection = part.detection
+            del part
+        grid = plan.grid
+        dense = np.concatenate(denses)
+        del denses
+        summary = _summary(w, dense, min(fids) if fids else None)
+        report = CompileReport(state.records + _join_records(records, norms, grid, suffix), types.MappingProxyType(summary))
+        return Program(tgt, _join_phase_maps(maps, grid), report, str(pipe), detection, dense)
+    finally:
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,249 @@
+"""A compiled program: phase map + target + report, with jit-compiled forward functions."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.graph import circuit_graph
+from photocomp.core.ir import CompileReport, PhaseMap
+from photocomp.core.target import Target
+from photocomp.hardware.chipsim import chip_forward, chip_matrix, drive_map, flatten_heaters
+from photocomp.io.program_file import read_program, save_program
+from photocomp.sim import ideal as simulate
+
+__all__ = ["Program", "load"]
+
+_matrix_jit = jax.jit(simulate.program_matrix)
+
+
+_chip_matrix_jit = jax.jit(chip_matrix)
+
+
+def _as_float64(pm: PhaseMap) -> PhaseMap:
+    """Host copies of the phase map in float64 (the stored precision)."""
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), pm)
+
+
+class Program:
+    """A program compiled for a target.
+
+    Attributes:
+      target: the :class:`~photocomp.core.target.Target`.
+      phase_map: the :class:`~photocomp.core.ir.PhaseMap` (phases per tile and stage, gains).
+      report: the :class:`~photocomp.core.ir.CompileReport`.
+      pipeline: the pipeline that produced it, as text.
+      detection: ``"coherent"`` (fields) or ``"intensity"`` (``|y|^2``).
+      chip: the :class:`~photocomp.hardware.chip.Chip` a calibrated program runs on
+        (``None`` for the ideal chip).
+      settings: the calibrated physical heater phases
+        (:class:`~photocomp.hardware.chipsim.Settings`), ``None`` when uncalibrated.
+
+    A calibrated program (from :func:`photocomp.calibration.calibrate`) has the same
+    interface: ``forward``/``matrix`` then simulate its chip with its settings,
+    while ``phase_map`` stays the ideal program it was calibrated to.
+
+    The pure function that simulates the program is :attr:`forward_fn`
+    ``(params, x) -> y`` with ``params = program.params``; it works under
+    ``jax.jit``, ``jax.vmap`` and ``jax.grad`` and follows the caller's JAX
+    precision. :meth:`forward` has nothing that varies between calls (the
+    program's settings are fixed), so it uses the folded :attr:`dense`
+    matrix, simulated once in float64: one matrix-vector product per call.
+
+    Example:
+      >>> import numpy as np, photocomp as pc
+      >>> prog = pc.compile(np.eye(3), target="clements-4")
+      >>> np.allclose(prog.forward(np.ones(3)), np.ones(3))
+      True
+    """
+
+    def __init__(self, target: Target, phase_map: PhaseMap, report: CompileReport, pipeline: str,
+                 detection: str = "coherent", dense=None, chip=None, settings=None):
+        if not isinstance(target, Target):
+            raise InvalidTypeError(f"target must be a photocomp.Target; got {type(target).__name__}")
+        if not isinstance(phase_map, PhaseMap):
+            raise InvalidTypeError(f"phase_map must be a photocomp PhaseMap; got {type(phase_map).__name__}")
+        self.target = target
+        self.phase_map = _as_float64(phase_map)
+        self.report = report
+        self.pipeline = pipeline
+        self.detection = detection
+        self._dense = None if dense is None else np.asarray(dense)
+        if (chip is None) != (settings is None):
+            raise InvalidInputError("chip and settings must be given together (a calibrated program) or not at all")
+        if chip is not None:
+            chip.check_target(target)
+            settings = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), settings)
+        self.chip = chip
+        self.settings = settings
+
+    @property
+    def calibrated(self) -> bool:
+        """True when this program runs on a specific fabricated chip."""
+        return self.chip is not None
+
+    @property
+    def ideal_phase_map(self) -> PhaseMap:
+        """The compiled (ideal-chip) phase map this program implements."""
+        return self.phase_map
+
+    def with_chip(self, chip, settings, report=None) -> Program:
+        """A copy that runs on ``chip`` with physical ``settings``."""
+        return Program(self.target, self.phase_map, report or self.report, self.pipeline, self.detection,
+                       chip=chip, settings=settings)
+
+    def drives(self) -> np.ndarray:
+        """Heater powers (mW), (n_tiles, n_heaters), for a calibrated program's chip."""
+        if self.chip is None:
+            raise InvalidInputError("drives need a chip: calibrate the program first (photocomp.calibration.calibrate)")
+        with jax.enable_x64(True):
+            return drive_map(self.chip, np.asarray(flatten_heaters(self.settings)))
+
+    # -- structure ---------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(M, N) of the compiled matrix."""
+        g = self.phase_map.grid
+        return (g.out_dim, g.in_dim)
+
+    @property
+    def n_tiles(self) -> int:
+        return self.phase_map.n_tiles
+
+    @property
+    def n_mzi(self) -> int:
+        """MZIs used: two meshes and one attenuator column per tile."""
+        pm = self.phase_map
+        return pm.n_tiles * (pm.v.layout.n_mzi + pm.u.layout.n_mzi + pm.grid.tile)
+
+    @property
+    def depth(self) -> int:
+        """Optical depth in MZI columns: V mesh, attenuator column, U mesh."""
+        pm = self.phase_map
+        return pm.v.layout.depth + 1 + pm.u.layout.depth
+
+    @property
+    def params(self):
+        """The pytree :attr:`forward_fn` takes: the phase map, or the settings when calibrated."""
+        return self.settings if self.chip is not None else self.phase_map
+
+    @property
+    def forward_fn(self):
+        """Pure ``forward(params, x) -> y`` for one example ``x`` of shape (N,).
+
+        ``params`` is :attr:`params`: the phase map, or for a calibrated
+        program the physical settings (the chip is closed over).
+        """
+        if self.chip is not None:
+            chip = self.chip
+            return lambda params, x: chip_forward(chip, params, x, self.detection)
+        return functools.partial(simulate.forward, detection=self.detection)
+
+    # -- execution ---------------------------------------------------------------
+    def _check_x(self, x):
+        if isinstance(x, (str, bytes)) or x is None:
+            raise InvalidTypeError(f"x must be a numeric array of shape ({self.shape[1]},); got {type(x).__name__}")
+        if not isinstance(x, jax.Array):
+            x = np.asarray(x)
+            if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+                raise InvalidTypeError(f"x must be a numeric array of shape ({self.shape[1]},); got dtype {x.dtype}")
+        if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
+            raise InvalidInputError("x must be finite; got NaN/Inf entries")
+        if tuple(x.shape) != (self.shape[1],):
+            raise InvalidInputError(
+                f"x must have shape ({self.shape[1]},) (one example; batch with jax.vmap); got shape {tuple(x.shape)}"
+            )
+        return x
+
+    def forward(self, x):
+        """Output ``y`` (M,) of the program (ideal or calibrated chip) for input ``x`` (N,).
+
+        ``y ~= W @ x`` (or ``|W @ x|^2`` with intensity detection), computed as
+        ``dense @ x`` with the folded :attr:`dense` matrix (the simulated
+        program, computed once in float64 and cached); it equals simulating
+        ``x`` through the meshes (:attr:`forward_fn`) to rounding. Called on
+        concrete data it computes in float64 and returns a numpy array
+        (complex128, or float64 intensities); inside
+        ``jax.vmap``/``jax.grad``/``jax.jit`` it returns a jax array and follows
+        the caller's precision (a batch under ``jax.vmap`` is one matrix
+        product).
+        """
+        x = self._check_x(x)
+        if isinstance(x, jax.core.Tracer):
+            dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64))
+            y = jnp.asarray(self.dense, dtype=dtype) @ x.astype(dtype)
+            return jnp.abs(y) ** 2 if self.detection == "intensity" else y
+        y = self.dense @ np.asarray(x, dtype=np.complex128)
+        return np.abs(y) ** 2 if self.detection == "intensity" else y
+
+    __call__ = forward
+
+    def matrix(self, params: PhaseMap | None = None) -> np.ndarray:
+        """The (M, N) complex matrix the program implements (float64).
+
+        The ideal chip's for a compiled program (or for ``params``); the
+        fabricated chip's, with the calibrated settings, for a calibrated one.
+        """
+        # concrete even when first asked for inside a jax.jit/vmap trace
+        with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+            if params is None and self.chip is not None:
+                return np.asarray(_chip_matrix_jit(self.chip, self.settings))
+            pm = self.phase_map if params is None else params
+            return np.asarray(_matrix_jit(pm))
+
+    @property
+    def dense(self) -> np.ndarray:
+        """The folded dense matrix (computed once, then cached)."""
+        if self._dense is None:
+            self._dense = self.matrix()
+        return self._dense
+
+    def forward_dense(self, x):
+        """Folded fast path ``dense @ x``: the same as :meth:`forward`."""
+        return self.forward(x)
+
+    def graph(self, tile: int = 0):
+        """networkx view of the circuit with tile ``tile``'s settings (see :mod:`photocomp.core.graph`)."""
+        return circuit_graph(self.phase_map, tile)
+
+    # -- I/O -----------------------------------------------------------------------
+    def save(self, path) -> str:
+        """Write the versioned phase-map file (atomically); returns the path written."""
+        return save_program(self, path)
+
+    def summary(self) -> dict:
+        """Headline numbers: target, shape, tiles, MZIs, depth and the report summary."""
+        return {
+            "target": self.target.name,
+            "shape": f"{self.shape[0]}x{self.shape[1]}",
+            "tiles": self.n_tiles,
+            "mzis": self.n_mzi,
+            "depth": self.depth,
+            **dict(self.report.summary),
+        }
+
+    def __repr__(self) -> str:
+        m, n = self.shape
+        on = f", calibrated for chip seed {self.chip.seed}" if self.chip is not None else ""
+        return (
+            f"Program({m}x{n} on {self.target.name}: {self.n_tiles} tile(s), "
+            f"{self.n_mzi} MZIs, depth {self.depth}, detection={self.detection}{on})"
+        )
+
+
+def load(path) -> Program:
+    """Load a phase-map file (written by :meth:`Program.save`) as a :class:`Program`.
+
+    The loaded program's forward is bit-identical to the saved one's; a
+    calibrated program comes back with its chip and settings.
+
+    Raises:
+      PhaseMapFileError: missing, unreadable, truncated, tampered, of another
+        format, schema version or MZI convention, or inconsistent.
+    """
+    f = read_program(path)
+    return Program(f.target, f.phase_map, f.report, f.pipeline, f.detection, chip=f.chip, settings=f.settings)

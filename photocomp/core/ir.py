@@ -1,0 +1,168 @@
+"""The compiler's intermediate representation.
+
+* :class:`TileGrid` – static tiling of an M x N matrix onto K x K blocks.
+* :class:`PhaseMap` – the arrays of a compiled program (a pytree): for every
+  tile a V mesh (implements V^H, met first), a column of attenuator MZIs
+  realising the normalised singular values, a U mesh and an electronic gain.
+* :class:`PassRecord`, :class:`CompileReport` – what the pass manager records.
+
+What flows between passes is :class:`photocomp.compiler.state.CompileState`.
+
+Tile ``t`` sits at block row ``t // cols`` and block column ``t % cols``; its
+output is accumulated electronically into output block ``t // cols``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from typing import Any
+
+import jax
+import numpy as np
+
+from photocomp.core.errors import InvalidInputError
+from photocomp.core.format import format_value
+from photocomp.core.phases import MeshPhases
+
+__all__ = ["TileGrid", "PhaseMap", "PassRecord", "CompileReport"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TileGrid:
+    """Static tiling of an ``out_dim x in_dim`` matrix onto ``tile x tile`` blocks."""
+    out_dim: int
+    in_dim: int
+    tile: int
+
+    def __post_init__(self):
+        for f in ("out_dim", "in_dim", "tile"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InvalidInputError(f"TileGrid.{f} must be an int >= 1; got {v!r}")
+
+    @property
+    def rows(self) -> int:
+        return math.ceil(self.out_dim / self.tile)
+
+    @property
+    def cols(self) -> int:
+        return math.ceil(self.in_dim / self.tile)
+
+    @property
+    def n_tiles(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def tile_rows(self) -> np.ndarray:
+        return np.arange(self.n_tiles) // self.cols
+
+    @property
+    def tile_cols(self) -> np.ndarray:
+        return np.arange(self.n_tiles) % self.cols
+
+    def split(self, w: np.ndarray) -> np.ndarray:
+        """Zero-pad ``w`` (out_dim, in_dim) and cut it into blocks (n_tiles, K, K)."""
+        k = self.tile
+        pad = np.zeros((self.rows * k, self.cols * k), dtype=w.dtype)
+        pad[: self.out_dim, : self.in_dim] = w
+        return pad.reshape(self.rows, k, self.cols, k).transpose(0, 2, 1, 3).reshape(-1, k, k)
+
+    def join(self, blocks):
+        """Inverse of :meth:`split` (crops the padding): the (out_dim, in_dim) matrix of blocks
+        (n_tiles, K, K), a NumPy or JAX array as given (so it also works under ``jit``)."""
+        k = self.tile
+        b = blocks if hasattr(blocks, "reshape") else np.asarray(blocks)
+        b = b.reshape(self.rows, self.cols, k, k).transpose(0, 2, 1, 3)
+        return b.reshape(self.rows * k, self.cols * k)[: self.out_dim, : self.in_dim]
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseMap:
+    """Phases and gains of a compiled program (a pytree; ``grid`` is static).
+    Attributes:
+      grid: the :class:`TileGrid`.
+      v: :class:`MeshPhases` of the input meshes, arrays ``(n_tiles, ...)``;
+        tile t's V mesh implements V_t^H.
+      sigma: attenuator angles (rad), ``(n_tiles, K)``; amplitude
+        transmission ``cos(sigma)`` is the normalised singular value.
+      u: :class:`MeshPhases` of the output meshes, ``(n_tiles, ...)``.
+      gain: electronic gain per tile (the tile's largest singular value), ``(n_tiles,)``.
+    """
+    grid: TileGrid
+    v: MeshPhases
+    sigma: Any
+    u: MeshPhases
+    gain: Any
+
+    @property
+    def n_tiles(self) -> int:
+        return self.grid.n_tiles
+
+    @property
+    def mesh_kind(self) -> str:
+        return self.v.layout.kind
+
+    def replace(self, **changes) -> PhaseMap:
+        return dataclasses.replace(self, **changes)
+
+
+jax.tree_util.register_dataclass(
+    PhaseMap, data_fields=["v", "sigma", "u", "gain"], meta_fields=["grid"]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PassRecord:
+    """What the pass manager recorded for one pass."""
+    name: str
+    spec: str
+    wall_s: float
+    metrics: types.MappingProxyType
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "spec": self.spec, "wall_s": self.wall_s, "metrics": dict(self.metrics)}
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileReport:
+    """Per-pass wall time and metrics of a compile, plus a summary of the result."""
+    records: tuple
+    summary: types.MappingProxyType
+
+    def __getitem__(self, name: str) -> PassRecord:
+        for r in self.records:
+            if r.name == name:
+                return r
+        raise KeyError(f"no pass named {name!r} in this report; passes: {[r.name for r in self.records]}")
+
+    @property
+    def total_s(self) -> float:
+        return float(sum(r.wall_s for r in self.records))
+
+    def to_dict(self) -> dict:
+        return {"records": [r.to_dict() for r in self.records], "summary": dict(self.summary)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CompileReport:
+        recs = tuple(
+            PassRecord(r["name"], r["spec"], float(r["wall_s"]), types.MappingProxyType(dict(r["metrics"])))
+            for r in d.get("records", [])
+        )
+        return cls(recs, types.MappingProxyType(dict(d.get("summary", {}))))
+
+    def table(self) -> str:
+        """A plain-text table: one row per pass, then the summary."""
+        lines = [f"{'pass':<28} {'time':>9}  metrics", "-" * 78]
+        for r in self.records:
+            m = ", ".join(f"{k}={format_value(v)}" for k, v in r.metrics.items())
+            lines.append(f"{r.spec[:28]:<28} {r.wall_s * 1e3:>7.1f}ms  {m}")
+        lines.append("-" * 78)
+        lines.append(f"{'total':<28} {self.total_s * 1e3:>7.1f}ms")
+        for k, v in self.summary.items():
+            lines.append(f"  {k:<26} {format_value(v)}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()

@@ -1,0 +1,273 @@
+"""Static mesh layouts (Clements rectangular, Reck triangular) and their simulation.
+
+A :class:`MeshLayout` is hashable structure: the number of modes, the kind,
+and for every MZI the upper mode of the pair it acts on and its column. MZIs
+are stored column by column (the order light meets them), upper mode
+ascending inside a column. jit caches key on the layout; phases are data.
+
+Layouts are derived from the nulling order of the decompositions by
+as-soon-as-possible scheduling, then checked against the closed forms
+(Clements: N(N-1)/2 MZIs, depth N, pair n in column c iff n = c mod 2;
+Reck: N(N-1)/2 MZIs, depth 2N-3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from photocomp.core.convention import mzi
+from photocomp.core.errors import InvalidInputError, UnknownNameError
+
+__all__ = ["MESH_KINDS", "MeshLayout", "layout", "apply_mesh", "mesh_unitary", "nulling_levels"]
+
+MESH_KINDS = ("clements", "reck")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshLayout:
+    """Static structure of an MZI mesh.
+    Attributes:
+      kind: ``"clements"`` or ``"reck"``.
+      n_modes: number of optical modes N.
+      pairs: upper mode index of each MZI (tuple of int, length N(N-1)/2).
+      columns: column of each MZI (tuple of int, non-decreasing).
+    """
+    kind: str
+    n_modes: int
+    pairs: tuple
+    columns: tuple
+
+    @property
+    def n_mzi(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def depth(self) -> int:
+        return (max(self.columns) + 1) if self.columns else 0
+
+    @functools.cached_property
+    def pair_array(self) -> np.ndarray:
+        return np.asarray(self.pairs, dtype=np.int32)
+
+    @functools.cached_property
+    def column_array(self) -> np.ndarray:
+        return np.asarray(self.columns, dtype=np.int32)
+
+    @functools.cached_property
+    def column_slots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Padded per-column view used by the simulators.
+        Returns ``(top, index, valid)`` each of shape ``(depth, width)`` with
+        ``width = max MZIs per column``: ``top`` the upper mode (padding slots
+        point at the dummy modes N, N+1), ``index`` the MZI's position in
+        ``pairs`` (padding: 0) and ``valid`` a boolean mask.
+        """
+        depth = self.depth
+        counts = np.bincount(self.column_array, minlength=depth) if depth else np.zeros(0, int)
+        width = int(counts.max()) if depth else 0
+        top = np.full((depth, width), self.n_modes, dtype=np.int32)
+        index = np.zeros((depth, width), dtype=np.int32)
+        valid = np.zeros((depth, width), dtype=bool)
+        start = 0
+        for c in range(depth):
+            k = int(counts[c])
+            top[c, :k] = self.pair_array[start : start + k]
+            index[c, :k] = np.arange(start, start + k)
+            valid[c, :k] = True
+            start += k
+        return top, index, valid
+
+    def __hash__(self):  # explicit: cached_property adds instance attributes
+        return hash((self.kind, self.n_modes, self.pairs, self.columns))
+
+    def __eq__(self, other):
+        return isinstance(other, MeshLayout) and (
+            self.kind,
+            self.n_modes,
+            self.pairs,
+            self.columns,
+        ) == (other.kind, other.n_modes, other.pairs, other.columns)
+
+
+def _check_n(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise InvalidInputError(f"n_modes must be an int >= 1; got {n!r} of type {type(n).__name__}")
+    if n < 1:
+        raise InvalidInputError(f"n_modes must be an int >= 1; got {n}")
+    return int(n)
+
+
+@functools.lru_cache(maxsize=64)
+def nulling_schedule(kind: str, n: int):
+    """Static nulling order of a decomposition, as numpy arrays (cached per (kind, n)).
+    Returns a dict with, per nulling step (in the order the algorithm runs):
+      ``left``: bool, True for a left multiplication by T on rows (k, k+1)
+        nulling entry (k+1, target), False for a right multiplication by
+        T^-1 on columns (k, k+1) nulling entry (target, k).
+      ``k``: upper index of the pair.
+      ``target``: the column (left) or row (right) of the nulled entry.
+      ``slot``: position of the resulting MZI in the layout's ``pairs``.
+    and ``layout``: the :class:`MeshLayout`.
+    """
+    left, ks, targets = [], [], []
+    if kind == "clements":
+        for i in range(n - 1):
+            for j in range(i + 1):
+                if i % 2 == 0:  # right multiplication: null (n-1-j, i-j) with columns (i-j, i-j+1)
+                    left.append(False)
+                    ks.append(i - j)
+                    targets.append(n - 1 - j)
+                else:  # left multiplication: null (n-1-i+j, j) with rows (n-2-i+j, n-1-i+j)
+                    left.append(True)
+                    ks.append(n - 2 - i + j)
+                    targets.append(j)
+    elif kind == "reck":
+        for r in range(n - 1, 0, -1):
+            for c in range(r):
+                left.append(False)
+                ks.append(c)
+                targets.append(r)
+    else:
+        raise UnknownNameError(f"mesh kind must be one of {MESH_KINDS}; got {kind!r}")
+    left = np.asarray(left, dtype=bool)
+    ks = np.asarray(ks, dtype=np.int32)
+    targets = np.asarray(targets, dtype=np.int32)
+    # Light meets the right-multiplication MZIs first (in nulling order), then the
+    # left-multiplication ones in reverse nulling order.
+    right_steps = np.flatnonzero(~left)
+    left_steps = np.flatnonzero(left)[::-1]
+    light_order = np.concatenate([right_steps, left_steps]).astype(np.int64)
+    # As-soon-as-possible column assignment.
+    free = np.zeros(n + 1, dtype=np.int64)
+    col_of_step = np.zeros(len(ks), dtype=np.int64)
+    for s in light_order:
+        k = ks[s]
+        c = max(free[k], free[k + 1])
+        col_of_step[s] = c
+        free[k] = free[k + 1] = c + 1
+    # Layout order: by column, then upper mode.
+    order = np.lexsort((ks, col_of_step)) if len(ks) else np.zeros(0, np.int64)
+    slot = np.empty(len(ks), dtype=np.int64)
+    slot[order] = np.arange(len(ks))
+    lay = MeshLayout(
+        kind=kind,
+        n_modes=n,
+        pairs=tuple(int(x) for x in ks[order]),
+        columns=tuple(int(x) for x in col_of_step[order]),
+    )
+    return {"left": left, "k": ks, "target": targets, "slot": slot, "layout": lay}
+
+
+@functools.lru_cache(maxsize=64)
+def nulling_levels(kind: str, n: int) -> np.ndarray:
+    """Dependency levels of the nulling steps (cached per (kind, n)).
+    Step j depends on an earlier step i when i changes an entry j reads, when
+    j changes an entry i read, or when both multiply on the same side and
+    share a line (a column for right steps, a row for left steps). A right
+    step on columns (k, k+1) reads (t, k), (t, k+1) and changes both columns;
+    a left step on rows (k, k+1) reads (k, t), (k+1, t) and changes both rows.
+    Left and right multiplications commute as operators, so they need no
+    order unless one reads what the other changes. The level of a step is the
+    length of the longest dependency chain ending in it; steps of one level
+    are independent and could run at once, in any order, with the same result.
+
+    Reck: 2N - 3 levels (step (r, c) at level c + 2 (N-1-r)). Clements: every
+    step reads an entry the step before it changed, so the levels are
+    0, 1, 2, ... (a chain of N(N-1)/2 steps).
+
+    Returns:
+      int array, the level of every step in nulling order.
+    """
+    sched = nulling_schedule(kind, n)
+    left, ks, targets = sched["left"], sched["k"], sched["target"]
+    col_write = np.full(n + 1, -1)  # last level of a right step changing column c
+    row_write = np.full(n + 1, -1)  # last level of a left step changing row r
+    col_read = np.full(n + 1, -1)  # last level of a left step reading column c
+    row_read = np.full(n + 1, -1)  # last level of a right step reading row r
+    level = np.zeros(len(ks), dtype=np.int64)
+    for s, (is_left, k, t) in enumerate(zip(left, ks, targets)):
+        if is_left:
+            lv = 1 + max(row_write[k], row_write[k + 1], col_write[t], row_read[k], row_read[k + 1])
+            row_write[k] = row_write[k + 1] = lv
+            col_read[t] = max(col_read[t], lv)
+        else:
+            lv = 1 + max(col_write[k], col_write[k + 1], row_write[t], col_read[k], col_read[k + 1])
+            col_write[k] = col_write[k + 1] = lv
+            row_read[t] = max(row_read[t], lv)
+        level[s] = lv
+    return level
+
+
+def layout(kind: str, n_modes: int) -> MeshLayout:
+    """The :class:`MeshLayout` of a ``kind`` mesh on ``n_modes`` modes.
+    Example:
+      >>> layout("clements", 4).depth
+      4
+    """
+    if kind not in MESH_KINDS:
+        raise UnknownNameError(f"mesh kind must be one of {MESH_KINDS}; got {kind!r}")
+    return nulling_schedule(kind, _check_n(n_modes))["layout"]
+
+
+def apply_columns(lay: MeshLayout, mats, out_phase, x):
+    """Propagate fields through a mesh given every MZI's 2 x 2 transfer matrix.
+    The one propagation loop shared by the ideal and the physical simulators:
+    a ``lax.scan`` over the columns, each column's MZIs applied at once.
+
+    Args:
+      lay: the static layout.
+      mats: ``(n_mzi, 2, 2)`` complex transfer matrices in layout order.
+      out_phase: ``(N,)`` output phase screen (rad).
+      x: fields ``(N,)`` or ``(N, B)``, already of the complex dtype to use.
+
+    Returns:
+      output fields, same shape as ``x``.
+    """
+    n = lay.n_modes
+    extra = x.shape[1:]
+    xp = jnp.concatenate([x, jnp.zeros((2,) + extra, x.dtype)], 0)
+    if lay.n_mzi:
+        top, index, valid = lay.column_slots
+        eye = jnp.eye(2, dtype=mats.dtype)
+        col_mats = jnp.where(jnp.asarray(valid)[..., None, None], mats[jnp.asarray(index)], eye)
+        shape = (-1,) + (1,) * len(extra)
+
+        def column(field, col):
+            t, mm = col
+            a = field[t]
+            b = field[t + 1]
+            g = lambda i, j: mm[:, i, j].reshape(shape)  # noqa: E731
+            field = field.at[t].set(g(0, 0) * a + g(0, 1) * b)
+            field = field.at[t + 1].set(g(1, 0) * a + g(1, 1) * b)
+            return field, None
+
+        xp, _ = jax.lax.scan(column, xp, (jnp.asarray(top), col_mats))
+    screen = jnp.exp(1j * jnp.asarray(out_phase)).reshape((n,) + (1,) * len(extra))
+    return screen * xp[:n]
+
+
+def apply_mesh(lay: MeshLayout, theta, phi, out_phase, x):
+    """Propagate fields ``x`` through an ideal mesh.
+    Args:
+      lay: the static layout.
+      theta, phi: shape ``(n_mzi,)`` (rad), in layout order.
+      out_phase: shape ``(N,)`` (rad), the output phase screen.
+      x: complex field(s), shape ``(N,)`` or ``(N, B)`` (modes first).
+
+    Returns:
+      the output field(s), same shape as ``x``. Equals ``mesh_unitary(...) @ x``.
+    """
+    x = jnp.asarray(x)
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(theta).dtype))
+    mats = mzi(jnp.asarray(theta), jnp.asarray(phi)).astype(dtype)
+    return apply_columns(lay, mats, out_phase, x.astype(dtype))
+
+
+def mesh_unitary(lay: MeshLayout, theta, phi, out_phase):
+    """The N x N unitary a mesh implements: ``apply_mesh`` on the identity."""
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(theta).dtype, jnp.complex64))
+    return apply_mesh(lay, theta, phi, out_phase, jnp.eye(lay.n_modes, dtype=dtype))

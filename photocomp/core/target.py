@@ -1,0 +1,194 @@
+"""Chip targets: one frozen dataclass, built by constructor functions in ``targets/``.
+
+A :class:`Target` carries everything the compiler and the simulators need to
+know about a chip family: the mesh (kind and size), component nominals,
+fabrication statistics, thermal parameters, the DAC, the clock and the
+detection model. It holds no randomness; :func:`photocomp.fabricate` samples
+a concrete chip from its statistics.
+
+Targets are found by name through the ``photocomp.targets`` entry-point group
+(see :func:`get_target`), so a lab can ship its own chip as a separate package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
+from photocomp.core.layout import MESH_KINDS, layout
+from photocomp.core.registry import entry_points
+
+__all__ = ["Target", "get_target", "targets"]
+
+_DETECTION = ("coherent", "intensity")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A programmable photonic chip family.
+    Attributes:
+      name: registry name, e.g. ``"pace-64"``.
+      mesh: ``"clements"`` or ``"reck"``.
+      size: K, the number of optical modes; matrices are tiled onto K x K blocks.
+      wavelength_nm: operating wavelength (nm).
+      dn_dt_per_k: thermo-optic coefficient of the waveguide (1/K).
+      heater_p_pi_mw: heater power for a pi phase shift (mW).
+      heater_tau_us: heater thermal time constant (us).
+      v_pi: heater voltage for a pi phase shift (V); phase = pi (V / v_pi)^2.
+      crosstalk: nearest-neighbour thermal crosstalk (fraction of phase).
+      phase_shifter_loss_db: insertion loss of one phase shifter (dB).
+      mzi_loss_db: mean insertion loss of one MZI (dB).
+      mzi_loss_sigma_db: spread (std) of MZI insertion loss across a chip (dB).
+      coupler_sigma_rad: std of the coupler splitting-angle error (rad).
+      dac_bits: resolution of the phase-drive DACs (bits).
+      clock_ghz: modulation / detection clock (GHz).
+      detection: ``"coherent"`` (field read-out) or ``"intensity"``.
+      heater_efficiency_sigma: relative spread of heater efficiency (phase per mW) across a chip.
+      mode_pitch_um: waveguide (mode) pitch on the die (um).
+      column_pitch_um: MZI column pitch along the light (um).
+      drive_limit_p_pi: largest heater power, in units of P_pi.
+      adc_bits: resolution of the output detectors' ADCs (bits).
+      photons_per_shot: detected photons per unit optical power and shot (sets shot noise).
+      dark_noise: detector dark-noise std per shot, relative to unit power.
+      components: approximate number of optical components (for reports).
+      description: one line for ``photocomp targets``.
+    """
+    name: str
+    mesh: str
+    size: int
+    wavelength_nm: float = 1550.0
+    dn_dt_per_k: float = 1.8e-4
+    heater_p_pi_mw: float = 25.0
+    heater_tau_us: float = 3.0
+    v_pi: float = 4.4
+    crosstalk: float = 0.01
+    phase_shifter_loss_db: float = 0.23
+    mzi_loss_db: float = 0.2
+    mzi_loss_sigma_db: float = 0.05
+    coupler_sigma_rad: float = 0.03
+    dac_bits: int = 12
+    clock_ghz: float = 1.0
+    detection: str = "coherent"
+    heater_efficiency_sigma: float = 0.05
+    mode_pitch_um: float = 50.0
+    column_pitch_um: float = 300.0
+    drive_limit_p_pi: float = 2.5
+    adc_bits: int = 10
+    photons_per_shot: float = 1.0e5
+    dark_noise: float = 1.0e-4
+    components: int = 0
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidInputError(f"Target.name must be a non-empty string; got {self.name!r}")
+        if self.mesh not in MESH_KINDS:
+            raise UnknownNameError(f"Target.mesh must be one of {MESH_KINDS}; got {self.mesh!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 2:
+            raise InvalidInputError(f"Target.size must be an int >= 2; got {self.size!r}")
+        if self.size > 4096:
+            raise InvalidInputError(f"Target.size must be <= 4096 modes; got {self.size}")
+        if isinstance(self.dac_bits, bool) or not isinstance(self.dac_bits, int) or not 1 <= self.dac_bits <= 32:
+            raise InvalidInputError(f"Target.dac_bits must be an int in [1, 32]; got {self.dac_bits!r}")
+        if self.detection not in _DETECTION:
+            raise UnknownNameError(f"Target.detection must be one of {_DETECTION}; got {self.detection!r}")
+        if isinstance(self.adc_bits, bool) or not isinstance(self.adc_bits, int) or not 1 <= self.adc_bits <= 32:
+            raise InvalidInputError(f"Target.adc_bits must be an int in [1, 32]; got {self.adc_bits!r}")
+        positive = ("wavelength_nm", "dn_dt_per_k", "heater_p_pi_mw", "heater_tau_us", "v_pi", "clock_ghz",
+                    "mode_pitch_um", "column_pitch_um", "photons_per_shot")
+        nonneg = ("crosstalk", "phase_shifter_loss_db", "mzi_loss_db", "mzi_loss_sigma_db", "coupler_sigma_rad",
+                  "heater_efficiency_sigma", "dark_noise")
+        for f in positive + nonneg:
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InvalidTypeError(f"Target.{f} must be a finite number; got {type(v).__name__} {v!r}")
+            if not math.isfinite(v):
+                raise InvalidInputError(f"Target.{f} must be a finite number; got {v!r}")
+            if (f in positive and v <= 0) or (f in nonneg and v < 0):
+                raise InvalidInputError(f"Target.{f} must be {'> 0' if f in positive else '>= 0'}; got {v}")
+        if self.crosstalk >= 0.5:
+            raise InvalidInputError(f"Target.crosstalk must be < 0.5 (fraction of phase); got {self.crosstalk}")
+        if not isinstance(self.drive_limit_p_pi, (int, float)) or not 2.0 <= self.drive_limit_p_pi <= 10.0:
+            raise InvalidInputError(f"Target.drive_limit_p_pi must be in [2, 10] (a full 2 pi of phase); got {self.drive_limit_p_pi!r}")
+        if self.heater_efficiency_sigma >= 0.5:
+            raise InvalidInputError(f"Target.heater_efficiency_sigma must be < 0.5; got {self.heater_efficiency_sigma}")
+        if self.coupler_sigma_rad > math.pi / 8:
+            raise InvalidInputError(f"Target.coupler_sigma_rad must be <= pi/8 rad; got {self.coupler_sigma_rad}")
+
+    @property
+    def n_mzi(self) -> int:
+        """MZIs in one mesh: K (K - 1) / 2."""
+        return self.size * (self.size - 1) // 2
+
+    @property
+    def depth(self) -> int:
+        """Optical depth of one mesh in MZI columns."""
+        return layout(self.mesh, self.size).depth
+
+    def default_pipeline(self) -> str:
+        """Preset pipeline string for this target (DAC bits from the target)."""
+        return (
+            f"validate | tile | svd | {self.mesh} | canonicalize | "
+            f"quantize(bits={self.dac_bits}) | lower"
+        )
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, stored in phase-map files."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Target:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise InvalidTypeError(f"target must be a dict; got {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(data) - fields)
+        if extra:
+            raise InvalidInputError(f"target has unknown fields {extra}; expected a subset of {sorted(fields)}")
+        return cls(**data)
+
+
+_GROUP = "photocomp.targets"
+_FAMILY = re.compile(r"^(?P<family>[a-z][a-z0-9_]*)-(?P<size>[0-9]+)$")
+
+
+def _entry_points() -> dict:
+
+    return entry_points(_GROUP)
+
+
+def targets() -> list[str]:
+    """Names of the available targets; families that take a size show as ``name-<N>``.
+    Example:
+      >>> "pace-64" in targets()
+      True
+    """
+    names = []
+    for name, _ep in sorted(_entry_points().items()):
+        names.append(name if _FAMILY.match(name) else f"{name}-<N>")
+    return sorted(names)
+
+
+def get_target(target) -> Target:
+    """Resolve a target name (``"pace-64"``, ``"clements-16"``) or pass a Target through.
+    Exact names are looked up first; otherwise ``family-N`` calls the family
+    constructor with ``N``.
+    """
+    if isinstance(target, Target):
+        return target
+    if not isinstance(target, str):
+        raise InvalidTypeError(f"target must be a target name (str) or a Target; got {type(target).__name__} {target!r}")
+    eps = _entry_points()
+    if target in eps and _FAMILY.match(target):
+        obj = eps[target].load()()
+    else:
+        m = _FAMILY.match(target)
+        if not m or m["family"] not in eps:
+            raise UnknownNameError(f"target must be one of {targets()}; got {target!r}")
+        size = int(m["size"])
+        obj = eps[m["family"]].load()(size)
+    if not isinstance(obj, Target):
+        raise InvalidTypeError(f"target constructor for {target!r} returned {type(obj).__name__}, expected photocomp.Target")
+    return obj

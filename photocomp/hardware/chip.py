@@ -1,0 +1,204 @@
+"""Fabricated chips: hidden component errors sampled from a target's statistics.
+
+A :class:`Chip` is one sampled instance of a :class:`~photocomp.core.target.Target`:
+the physical core (V mesh, attenuator column, U mesh, output phase shifters)
+with
+
+* coupler splitting-angle errors, two per MZI, ``N(0, coupler_sigma_rad)``;
+* insertion loss per MZI, ``N(mzi_loss_db, mzi_loss_sigma_db)`` clipped at 0;
+* a static phase offset per phase shifter, uniform on [0, 2 pi) as on real chips;
+* a heater efficiency per phase shifter, ``N(1, heater_efficiency_sigma)``;
+* thermal crosstalk between heaters, from their positions on the die (the
+  networkx netlist view's layout coordinates times the target's pitches):
+  heater i sees ``crosstalk * min(1, exp(-(d - d_nn) / d_nn))`` of heater
+  j's phase for distances ``d <= 3 d_nn``, where ``d_nn = 2 mode_pitch_um``
+  is the distance of adjacent MZIs in one column (which couple by exactly
+  ``crosstalk``, 1 % by default).
+
+Heaters are indexed in one flat vector per tile, in the order of
+:data:`HEATER_GROUPS`: V internal, V external, V output, attenuator, U
+internal, U external, U output.
+
+The chip is a pytree (error arrays are data; target, seed and layout are
+static), so chip simulations jit, vmap and differentiate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from photocomp.core.errors import InvalidTypeError, MismatchError
+from photocomp.core.graph import circuit_graph
+from photocomp.core.ir import PhaseMap, TileGrid
+from photocomp.core.layout import MeshLayout, layout
+from photocomp.core.phases import MeshPhases
+from photocomp.core.target import Target, get_target
+from photocomp.core.validate import check_int
+
+__all__ = ["Chip", "fabricate", "HEATER_GROUPS", "heater_positions"]
+
+HEATER_GROUPS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out")
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """A fabricated chip (see the module docstring).
+    Attributes:
+      target: the target it was sampled from (static).
+      seed: the sampling seed (static).
+      coupler_in, coupler_out: splitting-angle errors (rad) of the first and
+        second coupler of every MZI, dict of arrays keyed ``"v"``, ``"att"``, ``"u"``.
+      loss_db: insertion loss (dB) of every MZI, same keys.
+      offset: static phase offset (rad) of every heater, ``(H,)`` flat order.
+      efficiency: relative heater efficiency, ``(H,)``.
+      xt_rows, xt_cols, xt_weight: crosstalk as a sparse matrix: heater
+        ``xt_rows[k]`` sees ``xt_weight[k]`` of heater ``xt_cols[k]``'s own phase.
+    """
+    target: Target
+    seed: int
+    coupler_in: dict
+    coupler_out: dict
+    loss_db: dict
+    offset: np.ndarray
+    efficiency: np.ndarray
+    xt_rows: np.ndarray
+    xt_cols: np.ndarray
+    xt_weight: np.ndarray
+
+    @property
+    def layout(self) -> MeshLayout:
+        return layout(self.target.mesh, self.target.size)
+
+    @property
+    def n_heaters(self) -> int:
+        return int(np.shape(self.offset)[0])
+
+    def group_slices(self) -> dict:
+        """``{group: slice}`` into the flat heater vector."""
+        return heater_slices(self.target)
+
+    def crosstalk_dense(self) -> np.ndarray:
+        """Dense (H, H) crosstalk matrix (for small chips and tests)."""
+        x = np.zeros((self.n_heaters, self.n_heaters))
+        np.add.at(x, (np.asarray(self.xt_rows), np.asarray(self.xt_cols)), np.asarray(self.xt_weight))
+        return x
+
+    def check_target(self, target: Target, what: str = "program"):
+        """Raise :class:`MismatchError` unless ``target`` is this chip's target."""
+        if target != self.target:
+            raise MismatchError(
+                f"chip must be fabricated from the {what}'s target {target.name!r}; "
+                f"got a chip of {self.target.name!r}"
+            )
+
+    def __repr__(self) -> str:
+        return f"Chip({self.target.name}, seed={self.seed}, {self.n_heaters} heaters, {len(np.asarray(self.xt_rows))} crosstalk links)"
+
+
+jax.tree_util.register_dataclass(
+    Chip,
+    data_fields=["coupler_in", "coupler_out", "loss_db", "offset", "efficiency", "xt_rows", "xt_cols", "xt_weight"],
+    meta_fields=["target", "seed"],
+)
+
+
+def heater_slices(target: Target) -> dict:
+    lay = layout(target.mesh, target.size)
+    m, k = lay.n_mzi, target.size
+    sizes = {"v_int": m, "v_ext": m, "v_out": k, "att": k, "u_int": m, "u_ext": m, "u_out": k}
+    out, start = {}, 0
+    for g in HEATER_GROUPS:
+        out[g] = slice(start, start + sizes[g])
+        start += sizes[g]
+    return out
+
+
+def heater_positions(target: Target) -> np.ndarray:
+    """(H, 2) heater positions (um) in flat heater order, from the circuit graph's layout.
+    The internal heater of an MZI sits at its node's (x, y); the external
+    heater half a column earlier on the upper input arm; output shifters and
+    attenuators at their nodes.
+    """
+    lay = layout(target.mesh, target.size)
+    k, m = target.size, lay.n_mzi
+    zeros = MeshPhases(lay, np.zeros((1, m)), np.zeros((1, m)), np.zeros((1, k)))
+    pm = PhaseMap(TileGrid(k, k, k), zeros, np.zeros((1, k)), zeros, np.ones(1))
+    g = circuit_graph(pm)
+    xy = lambda node: (g.nodes[node]["x"], g.nodes[node]["y"])  # noqa: E731
+    pos = []
+    for stage in ("V", "U"):
+        mz = [xy(f"{stage}:{c}:{n}") for n, c in zip(lay.pairs, lay.columns)]
+        pos += mz  # internal heaters
+        pos += [(x - 0.5, y - 0.5) for x, y in mz]  # external heaters, upper input arm
+        pos += [xy(f"{stage}out:{q}") for q in range(k)]
+        if stage == "V":
+            pos += [xy(f"S:{q}") for q in range(k)]
+    pos = np.asarray(pos, dtype=np.float64)
+    return pos * np.array([target.column_pitch_um, target.mode_pitch_um])
+
+
+def crosstalk_matrix(target: Target, pos: np.ndarray):
+    """Sparse crosstalk from heater positions by spatial hashing (cells of the cut-off size)."""
+    n = len(pos)
+    e = np.zeros(0, np.int32)
+    if target.crosstalk == 0 or n < 2:
+        return e, e, np.zeros(0)
+    d_nn = 2.0 * target.mode_pitch_um  # adjacent MZIs of one column
+    cutoff = 3.0 * d_nn
+    cell = np.floor(pos / cutoff).astype(np.int64)
+    buckets: dict = {}
+    for i, key in enumerate(map(tuple, cell)):
+        buckets.setdefault(key, []).append(i)
+    buckets = {k: np.asarray(v) for k, v in buckets.items()}
+    rows, cols = [], []
+    for (cx, cy), idx in buckets.items():
+        near = [buckets[(cx + dx, cy + dy)] for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (cx + dx, cy + dy) in buckets]
+        other = np.concatenate(near)
+        d = np.linalg.norm(pos[idx, None, :] - pos[None, other, :], axis=-1)
+        r, c = np.nonzero((d > 0) & (d <= cutoff))
+        rows.append(idx[r])
+        cols.append(other[c])
+    rows = np.concatenate(rows)
+    cols = np.concatenate(cols)
+    order = np.lexsort((cols, rows))
+    rows, cols = rows[order], cols[order]
+    dist = np.linalg.norm(pos[rows] - pos[cols], axis=-1)
+    weight = target.crosstalk * np.minimum(1.0, np.exp(-(dist - d_nn) / d_nn))
+    return rows.astype(np.int32), cols.astype(np.int32), weight
+
+
+def fabricate(target="pace-64", seed: int = 0) -> Chip:
+    """Sample a chip from a target's fabrication statistics.
+    Args:
+      target: a target name or :class:`~photocomp.core.target.Target`.
+      seed: explicit seed (int >= 0); the same seed gives the same chip.
+
+    Example:
+      >>> import photocomp as pc
+      >>> chip = pc.fabricate("clements-4", seed=7)
+      >>> chip.n_heaters
+      36
+    """
+    t = get_target(target)
+    seed = check_int(seed, "seed", low=0)
+    rng = np.random.default_rng([seed, t.size, 0x5EED])
+    lay = layout(t.mesh, t.size)
+    m, k = lay.n_mzi, t.size
+    sizes = {"v": m, "att": k, "u": m}
+    c_in = {s: rng.normal(0.0, t.coupler_sigma_rad, n) for s, n in sizes.items()}
+    c_out = {s: rng.normal(0.0, t.coupler_sigma_rad, n) for s, n in sizes.items()}
+    loss = {s: np.clip(rng.normal(t.mzi_loss_db, t.mzi_loss_sigma_db, n), 0.0, None) for s, n in sizes.items()}
+    n_heaters = heater_slices(t)["u_out"].stop
+    offset = rng.uniform(0.0, 2 * np.pi, n_heaters)
+    eff = np.clip(rng.normal(1.0, t.heater_efficiency_sigma, n_heaters), 0.5, 1.5)
+    rows, cols, w = crosstalk_matrix(t, heater_positions(t))
+    return Chip(t, seed, c_in, c_out, loss, offset, eff, rows, cols, w)
+
+
+def as_chip(chip, name: str = "chip") -> Chip:
+    if not isinstance(chip, Chip):
+        raise InvalidTypeError(f"{name} must be a photocomp.Chip (from photocomp.fabricate); got {type(chip).__name__}")
+    return chip

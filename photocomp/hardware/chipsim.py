@@ -1,0 +1,242 @@
+"""Differentiable simulation of compiled programs on fabricated chips.
+
+A program's *physical settings* (:class:`Settings`) are the phases every
+heater must produce, per tile: V mesh internal/external/output, attenuator
+internal, U mesh internal/external/output, and the electronic gain. On an
+ideal chip, :func:`settings_from_program` gives settings that implement the
+program exactly (screen pushing, :mod:`photocomp.sim.physical`); on a fabricated
+chip the coupler errors and losses make the result differ, which is what
+calibration corrects.
+
+Heaters are driven with electrical power. A heater with static offset ``o``,
+efficiency ``eta`` and power ``P`` produces ``o + eta pi P / P_pi`` plus the
+crosstalk of its neighbours (:mod:`photocomp.hardware.chip`). :func:`drive_map`
+solves for the powers that give wanted phases, pre-compensating crosstalk,
+and :func:`realized_phases` is the forward model.
+
+Everything is pure JAX (jit/vmap/grad); the chip's errors are shared by all
+tiles (tiles are time-multiplexed on one core).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from photocomp.core import convention
+from photocomp.core.ir import PhaseMap, TileGrid
+from photocomp.core.layout import MeshLayout
+from photocomp.core.phases import MeshPhases
+from photocomp.hardware.chip import HEATER_GROUPS, Chip, heater_slices
+from photocomp.sim.ideal import accumulate, tile_inputs
+from photocomp.sim.physical import (
+    amplitude,
+    as_real,
+    fold_batches,
+    mesh_from_physical,
+    mesh_to_physical,
+    physical_coefficients,
+    propagate_meshes,
+    screen,
+    sincos,
+)
+
+__all__ = [
+    "Settings",
+    "settings_from_program",
+    "program_from_settings",
+    "attenuator_amplitude",
+    "chip_forward",
+    "chip_tile_matrices",
+    "chip_matrix",
+    "best_gain",
+    "flatten_heaters",
+    "unflatten_heaters",
+    "drive_map",
+    "realized_phases",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Physical heater phases (rad) and gains of a program, per tile (a pytree).
+    ``v_int``/``v_ext``/``u_int``/``u_ext`` are ``(T, n_mzi)``; ``v_out``,
+    ``att`` and ``u_out`` are ``(T, K)``; ``gain`` is ``(T,)``. ``grid`` and
+    ``layout`` are static.
+    """
+    grid: TileGrid
+    layout: MeshLayout
+    v_int: object
+    v_ext: object
+    v_out: object
+    att: object
+    u_int: object
+    u_ext: object
+    u_out: object
+    gain: object
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+jax.tree_util.register_dataclass(
+    Settings,
+    data_fields=["v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain"],
+    meta_fields=["grid", "layout"],
+)
+
+
+def attenuator_amplitude(internal, coupler_in=0.0, coupler_out=0.0, loss_db=0.0):
+    """Upper-port amplitude of an attenuator MZI: ``[B(out) P(internal) B(in)]_00`` times loss.
+    Ideal couplers: ``(e^{i internal} - 1) / 2``; with ``internal = 2 sigma + pi``
+    this is ``e^{i(sigma + pi)} cos(sigma)``.
+    """
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(
+        *(jnp.asarray(v).dtype for v in (internal, coupler_in, coupler_out)), jnp.float32))
+    sa, ca = sincos(as_real(coupler_in, dtype) + np.pi / 4)
+    sb, cb = sincos(as_real(coupler_out, dtype) + np.pi / 4)
+    si, ci = sincos(as_real(internal, dtype))
+    amp = jax.lax.complex(ca * cb * ci - sa * sb, ca * cb * si)
+    return amp * amplitude(as_real(loss_db, dtype))
+
+
+@jax.jit  # one compiled program: called eagerly it would compile its many small operations one by one
+def settings_from_program(pm: PhaseMap) -> Settings:
+    """Physical settings that implement ``pm`` exactly on an ideal chip."""
+    lay = pm.v.layout
+    v_int, v_ext, v_out = mesh_to_physical(lay, pm.v.theta, pm.v.phi, pm.v.out_phase)
+    u_int, u_ext, u_out = mesh_to_physical(lay, pm.u.theta, pm.u.phi, pm.u.out_phase)
+    sigma = jnp.asarray(pm.sigma)
+    att, _ = convention.to_physical(sigma, 0.0)
+    # the ideal attenuator adds phase sigma + pi; V's output shifters take it off
+    v_out = convention.wrap_phase(v_out - (sigma + jnp.pi))
+    return Settings(pm.grid, lay, v_int, v_ext, v_out, convention.wrap_phase(att), u_int, u_ext, u_out,
+                    jnp.asarray(pm.gain))
+
+
+def program_from_settings(s: Settings) -> PhaseMap:
+    """Mathematical phase map equivalent to settings on an ideal chip (inverse of the above)."""
+    lay = s.layout
+    sigma, _ = convention.from_physical(jnp.asarray(s.att), 0.0)
+    v_out = s.v_out + sigma + jnp.pi
+    vt, vp, vo = mesh_from_physical(lay, s.v_int, s.v_ext, v_out)
+    ut, up, uo = mesh_from_physical(lay, s.u_int, s.u_ext, s.u_out)
+    return PhaseMap(s.grid, MeshPhases(lay, vt, vp, vo), sigma, MeshPhases(lay, ut, up, uo), s.gain)
+
+
+def _tile_core(chip: Chip, lay: MeshLayout, v_int, v_ext, v_out, att, u_int, u_ext, u_out, z, reverse_only=False):
+    """One tile's core (V mesh, attenuators, U mesh, output shifters) on fields z (K[, B]), as one scan."""
+    dtype = z.dtype
+    stage = lambda g, i, e: physical_coefficients(  # noqa: E731
+        lay, i, e, chip.coupler_in[g], chip.coupler_out[g], chip.loss_db[g], dtype=dtype)
+    amp = attenuator_amplitude(att, chip.coupler_in["att"], chip.coupler_out["att"], chip.loss_db["att"])
+    between = (screen(v_out, dtype) * amp).astype(dtype)
+    y = propagate_meshes(lay, [stage("v", v_int, v_ext), stage("u", u_int, u_ext)], [between], z,
+                         reverse_only=reverse_only)
+    return screen(u_out, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
+
+
+def _tile_apply(chip: Chip, s: Settings, z, reverse_only: bool = False):
+    """Apply each tile's core to fields z (T, K[, B]); gain not applied."""
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(z.dtype, jnp.complex64, jnp.asarray(s.v_int).dtype))
+    core = lambda *a: _tile_core(chip, s.layout, *a, reverse_only=reverse_only)  # noqa: E731
+    phases = (jnp.asarray(a) for a in (s.v_int, s.v_ext, s.v_out, s.att, s.u_int, s.u_ext, s.u_out))
+    return jax.vmap(core)(*phases, z.astype(dtype))
+
+
+def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True, reverse_only: bool = False):
+    """(T, K, K) matrices the chip implements per tile with settings ``s``.
+    ``reverse_only=True`` (for losses differentiated with ``jax.grad`` only,
+    as calibration's) makes reverse-mode gradients faster and forward-mode
+    derivatives unavailable (:func:`photocomp.sim.physical.propagate_meshes`).
+    """
+    k = s.grid.tile
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(s.v_int).dtype, jnp.complex64))
+    eye = jnp.broadcast_to(jnp.eye(k, dtype=dtype), (s.grid.n_tiles, k, k))
+    z = _tile_apply(chip, s, eye, reverse_only)
+    return z * jnp.asarray(s.gain)[:, None, None] if with_gain else z
+
+
+def chip_matrix(chip: Chip, s: Settings):
+    """The (M, N) matrix the chip implements with settings ``s``."""
+    return s.grid.join(chip_tile_matrices(chip, s))
+
+
+def chip_forward(chip: Chip, s: Settings, x, detection: str = "coherent"):
+    """Field ``x`` (N,) or (N, B) through the chip; returns (M,) or (M, B).
+    A batch of at least K fields, ``(N, B)`` or under ``jax.vmap`` over ``x``
+    with shared settings, goes through the tiles' matrices (one scan on the
+    identity, then a matrix product); fewer fields are propagated.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.complexfloating):
+        x = x.astype(jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64)))
+    z = fold_batches(lambda s, z: _tile_apply(chip, s, z))(s, tile_inputs(s, x))
+    z = z * jnp.asarray(s.gain).reshape((-1,) + (1,) * (z.ndim - 1))
+    y = accumulate(s, z)
+    return jnp.abs(y) ** 2 if detection == "intensity" else y
+
+
+def best_gain(target, implemented_no_gain):
+    """Best real gain per tile: ``argmin_g ||A - g B||_F = Re tr(B^H A) / ||B||_F^2``."""
+    num = jnp.real(jnp.einsum("...ij,...ij->...", jnp.conj(implemented_no_gain), target))
+    den = jnp.sum(jnp.abs(implemented_no_gain) ** 2, axis=(-2, -1))
+    return num / jnp.where(den > 0, den, 1.0)
+
+
+# ---- heaters and drives -----------------------------------------------------------
+
+def flatten_heaters(s: Settings):
+    """(T, H) heater phases in the flat order of :data:`photocomp.hardware.chip.HEATER_GROUPS`."""
+    return jnp.concatenate([jnp.asarray(getattr(s, g)) for g in HEATER_GROUPS], axis=-1)
+
+
+def unflatten_heaters(template: Settings, flat, target) -> Settings:
+    """Settings with heater phases from ``flat`` (T, H) and gains from ``template``."""
+    sl = heater_slices(target)
+    return template.replace(**{g: flat[..., sl[g]] for g in HEATER_GROUPS})
+
+
+def _crosstalk_apply(chip: Chip, own):
+    """Crosstalk phase each heater receives: ``X @ own`` with the sparse X, own (..., H)."""
+    contrib = own[..., chip.xt_cols] * chip.xt_weight
+    return jnp.zeros_like(own).at[..., chip.xt_rows].add(contrib)
+
+
+def realized_phases(chip: Chip, power_mw):
+    """Phases (rad) the heaters produce for powers ``power_mw`` (..., H)."""
+    own = jnp.asarray(chip.efficiency) * jnp.pi * power_mw / chip.target.heater_p_pi_mw
+    return jnp.asarray(chip.offset) + own + _crosstalk_apply(chip, own)
+
+
+def drive_map(chip: Chip, phases, *, iterations: int = 30) -> np.ndarray:
+    """Heater powers (mW) that make ``chip`` produce ``phases`` (..., H) (mod 2 pi).
+    Solves ``own + X own = phases - offset (mod 2 pi)`` for the heaters' own
+    phases ``own >= 0`` by fixed-point iteration (crosstalk pre-compensation;
+    converges because every row of X sums to well below 1). A heater whose
+    required phase would go negative takes the next 2 pi branch. Powers are
+    ``own P_pi / (pi eta)``, capped at the target's drive limit.
+    """
+    t = chip.target
+    two_pi = 2 * np.pi
+    want = np.mod(np.asarray(phases, dtype=np.float64) - np.asarray(chip.offset), two_pi)
+    rows, cols, w = (np.asarray(a) for a in (chip.xt_rows, chip.xt_cols, chip.xt_weight))
+    flat = want.reshape(-1, want.shape[-1])
+    own = flat.copy()
+    for _ in range(iterations):
+        xt = np.zeros_like(own)
+        np.add.at(xt.T, rows, (own[:, cols] * w).T)  # crosstalk received, per heater
+        own_new = np.mod(flat - xt, two_pi)
+        # keep the branch closest to the previous iterate, never negative
+        own_new = own_new + two_pi * np.round((own - own_new) / two_pi)
+        own_new = np.where(own_new < 0, own_new + two_pi, own_new)
+        done = np.max(np.abs(own_new - own)) < 1e-13
+        own = own_new
+        if done:
+            break
+    own = own.reshape(want.shape)
+    power = own * t.heater_p_pi_mw / (np.pi * np.asarray(chip.efficiency))
+    return np.minimum(power, t.drive_limit_p_pi * t.heater_p_pi_mw)

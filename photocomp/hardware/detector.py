@@ -1,0 +1,236 @@
+"""Detection noise and the black-box chip interface used for in-situ calibration.
+
+:func:`detect` turns exact output intensities into what a detector reports:
+
+* shot noise: photon counts ``~ Poisson(I * photons_per_shot * shots)``;
+* dark noise: Gaussian, std ``dark_noise / sqrt(shots)`` (relative to unit power);
+* an ADC of ``adc_bits`` spanning ``[0, full_scale]`` (the input power).
+
+:class:`BlackBoxChip` hides a fabricated chip behind the only call a real
+chip answers: ``measure(drives_mw, inputs) -> detected intensities``. It
+counts every measurement (one input vector read out once per shot), so
+calibration methods can report what they used. Its noise comes from an
+explicit seed: the same seed and the same calls give the same answers.
+
+Output phases are invisible to intensity detectors. A *reference beam* split
+from the same laser and interfered with every output (``reference=``) makes
+them visible: with the reference stepped through three phases,
+:func:`measure_matrix` recovers the complex transfer matrix from intensities
+alone (phase-stepping interferometry), which is what digital-twin fitting
+(:mod:`photocomp.calibration.twin`) and measured error estimates use.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.ir import TileGrid
+from photocomp.core.validate import check_int, check_real
+from photocomp.hardware.chip import Chip, as_chip
+from photocomp.hardware.chipsim import Settings, chip_tile_matrices, realized_phases, unflatten_heaters
+
+__all__ = ["detect", "BlackBoxChip", "measure_matrix"]
+
+
+def detect(intensity, target, key, *, shots: int = 1, full_scale=1.0):
+    """Noisy detector read-out of exact intensities (same shape as ``intensity``).
+    Args:
+      intensity: exact optical powers (relative to unit input power), any shape.
+      target: the :class:`~photocomp.core.target.Target` (photons_per_shot, dark_noise, adc_bits).
+      key: a ``jax.random`` key.
+      shots: shots averaged per reading (>= 1).
+      full_scale: ADC full scale (same units as ``intensity``), scalar or broadcastable.
+    """
+    k_shot, k_dark = jax.random.split(key)
+    photons = target.photons_per_shot * shots
+    counts = jax.random.poisson(k_shot, jnp.clip(intensity, 0.0, None) * photons, shape=jnp.shape(intensity))
+    reading = counts / photons + target.dark_noise / np.sqrt(shots) * jax.random.normal(k_dark, jnp.shape(intensity))
+    levels = 2**target.adc_bits - 1
+    fs = jnp.asarray(full_scale)
+    return jnp.clip(jnp.round(reading / fs * levels), 0, levels) / levels * fs
+
+
+def _tile_matrix_from_drives(chip: Chip, power):
+
+    k = chip.target.size
+    lay = chip.layout
+    z = jnp.zeros((1, lay.n_mzi))
+    zk = jnp.zeros((1, k))
+    template = Settings(TileGrid(k, k, k), lay, z, z, zk, zk, z, z, zk, jnp.ones(1))
+    s = unflatten_heaters(template, realized_phases(chip, power)[None], chip.target)
+    return chip_tile_matrices(chip, s, with_gain=False)[0]
+
+
+_tile_matrix_jit = jax.jit(_tile_matrix_from_drives)
+
+
+class BlackBoxChip:
+    """A fabricated chip seen only through noisy measurements.
+    Args:
+      chip: the hidden :class:`~photocomp.hardware.chip.Chip`.
+      seed: seed of the measurement noise (int >= 0).
+      shots: default shots per reading.
+
+    Example:
+      >>> import numpy as np, photocomp as pc
+      >>> box = pc.BlackBoxChip(pc.fabricate("clements-4", seed=1), seed=0)
+      >>> box.measure(np.zeros(box.n_heaters), np.eye(4)).shape
+      (4, 4)
+    """
+    def __init__(self, chip, seed: int = 0, shots: int = 1, *, noise: bool = True):
+        self._chip = as_chip(chip)
+        self._key = jax.random.PRNGKey(check_int(seed, "seed", low=0))
+        self.shots = check_int(shots, "shots", low=1)
+        if not isinstance(noise, bool):
+            raise InvalidTypeError(f"noise must be a bool; got {type(noise).__name__}")
+        self.noise = noise
+        self.measurements = 0
+
+    @property
+    def target(self):
+        return self._chip.target
+
+    @property
+    def n_heaters(self) -> int:
+        return self._chip.n_heaters
+
+    def measure(self, drives_mw, inputs, *, shots: int | None = None, reference=None,
+                full_scale: str = "input") -> np.ndarray:
+        """Detected output intensities for heater powers and input fields.
+        Args:
+          drives_mw: heater powers (mW), shape ``(n_heaters,)`` in the flat
+            heater order of :mod:`photocomp.hardware.chip`; within ``[0, drive limit]``.
+          inputs: input fields, ``(K,)`` or ``(B, K)`` (complex or real).
+          shots: shots per reading (default: the box's).
+          reference: optional reference field added to every output before
+            detection (the detectors see ``|y + reference|^2``): a complex
+            scalar, ``(K,)`` or ``(B, K)``, in the units of the input field.
+
+          full_scale: the detectors' range: ``"input"`` (default) spans the
+            largest power the outputs could carry, ``(|x| + max|reference|)^2``
+            per input vector; ``"auto"`` sets the gain so that the brightest
+            output of the call sits at 80 % of full scale (auto-ranging
+            receivers; use it when the mesh's loss leaves the outputs far
+            below the input power).
+
+        Returns:
+          ``(K,)`` or ``(B, K)`` float64 intensities; adds ``B * shots`` to
+          :attr:`measurements`.
+        """
+        if full_scale not in ("input", "auto"):
+            raise InvalidInputError(f"full_scale must be 'input' or 'auto'; got {full_scale!r}")
+        shots = self.shots if shots is None else check_int(shots, "shots", low=1)
+        t = self.target
+        p = np.asarray(drives_mw, dtype=np.float64) if not isinstance(drives_mw, str) else None
+        if p is None or p.shape != (self.n_heaters,):
+            raise InvalidInputError(f"drives_mw must have shape ({self.n_heaters},); got {getattr(p, 'shape', drives_mw)!r}")
+        limit = t.drive_limit_p_pi * t.heater_p_pi_mw
+        if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > limit:
+            raise InvalidInputError(f"drives_mw must be finite and within [0, {limit:g}] mW; got range [{np.nanmin(p):g}, {np.nanmax(p):g}]")
+        if isinstance(inputs, (str, bytes)):
+            raise InvalidTypeError(f"inputs must be a numeric array of shape (K,) or (B, K); got {type(inputs).__name__}")
+        x = np.asarray(inputs)
+        single = x.ndim == 1
+        x = x[None] if single else x
+        if x.ndim != 2 or x.shape[1] != t.size or x.shape[0] == 0 or not np.all(np.isfinite(x)):
+            raise InvalidInputError(f"inputs must be finite with shape ({t.size},) or (B, {t.size}); got shape {np.shape(inputs)}")
+        ref = np.zeros((1, 1), complex) if reference is None else _as_reference(reference, x.shape)
+        self._key, key = jax.random.split(self._key)
+        with jax.enable_x64(True):
+            m = _tile_matrix_jit(self._chip, jnp.asarray(p))
+            y = jnp.asarray(x, dtype=jnp.complex128) @ m.T + ref
+            intensity = jnp.abs(y) ** 2
+            if full_scale == "auto":
+                fs = jnp.maximum(jnp.max(intensity), 1e-300) / 0.8
+            else:
+                amp = np.sqrt(np.sum(np.abs(x) ** 2, axis=1, keepdims=True)) + np.max(np.abs(ref), axis=-1, keepdims=True)
+                fs = jnp.asarray(amp**2)
+            if self.noise:
+                out = np.asarray(detect(intensity, t, key, shots=shots, full_scale=fs))
+            else:
+                out = np.asarray(intensity)
+        self.measurements += x.shape[0] * shots
+        return out[0] if single else out
+
+    def characterize_heaters(self, *, sigma_rad: float = 0.02, sigma_efficiency: float = 0.005,
+                             points_per_heater: int = 8):
+        """Result of a per-heater phase characterisation: ``(offsets, efficiencies)`` estimates.
+        Models the standard first step of bringing up a mesh: every heater's
+        fringe (output power against drive) is recorded at
+        ``points_per_heater`` drives and fitted, giving its static phase
+        offset and efficiency to within the fit's uncertainty. The estimates
+        are the chip's values plus Gaussian errors of ``sigma_rad`` (rad) and
+        ``sigma_efficiency`` (relative) drawn from the box's noise seed; the
+        step adds ``points_per_heater * n_heaters`` to :attr:`measurements`.
+        The fringe fits themselves are not simulated; everything after this
+        step (:mod:`photocomp.calibration.twin`) works from measurements only.
+        """
+        sigma_rad = check_real(sigma_rad, "sigma_rad", low=0.0, high=np.pi)
+        sigma_efficiency = check_real(sigma_efficiency, "sigma_efficiency", low=0.0, high=0.5)
+        points = check_int(points_per_heater, "points_per_heater", low=3)
+        self._key, key = jax.random.split(self._key)
+        k1, k2 = jax.random.split(key)
+        h = self.n_heaters
+        with jax.enable_x64(True):
+            off = np.asarray(self._chip.offset) + sigma_rad * np.asarray(jax.random.normal(k1, (h,)))
+            eff = np.asarray(self._chip.efficiency) * (1 + sigma_efficiency * np.asarray(jax.random.normal(k2, (h,))))
+        self.measurements += points * h
+        return np.mod(off, 2 * np.pi), eff
+
+
+def _as_reference(reference, shape) -> np.ndarray:
+    if isinstance(reference, (str, bytes)):
+        raise InvalidTypeError(f"reference must be a complex scalar or array; got {type(reference).__name__}")
+    r = np.asarray(reference, dtype=np.complex128)
+    try:
+        r = np.broadcast_to(r, shape)
+    except ValueError:
+        raise InvalidInputError(f"reference must broadcast to the outputs' shape {shape}; got shape {r.shape}") from None
+    if not np.all(np.isfinite(r)):
+        raise InvalidInputError("reference must be finite")
+    return r
+
+
+#: reference phases of the three-step read-out
+PHASE_STEPS = np.exp(2j * np.pi * np.arange(3) / 3)
+
+
+def reference_amplitude(readings, k: int) -> float:
+    """Reference amplitude matched to the outputs: their rms amplitude (floor: 1e-6 / sqrt(K))."""
+    return float(max(np.sqrt(np.mean(np.clip(readings, 0.0, None))), 1e-6 / np.sqrt(k)))
+
+
+def measure_matrix(box: BlackBoxChip, drives_mw, *, inputs=None, amplitude: float | None = None,
+                   shots: int | None = None):
+    """Estimate the complex transfer matrix at ``drives_mw`` from intensities (phase stepping).
+    Every input vector is read four times: without reference (``|y|^2``) and
+    with a reference of amplitude ``a`` at phases 0, 2 pi/3, 4 pi/3; then
+    ``y = sum_m w^m (R_m - R_0 - a^2) / (3 a)`` with ``w = e^{2 pi i / 3}``.
+    The receivers auto-range (``full_scale="auto"``).
+
+    Args:
+      box: the :class:`BlackBoxChip`.
+      drives_mw: heater powers (mW), ``(n_heaters,)``.
+      inputs: ``(B, K)`` probe inputs (default: the K unit vectors, giving
+        the matrix's columns directly).
+      amplitude: reference amplitude (default: the rms output amplitude of
+        the first, reference-free read-out, which maximises the fringe contrast).
+
+    Returns:
+      ``(K, K)`` complex estimate (for unit-vector inputs) or the ``(B, K)``
+      estimated output fields; adds ``4 B shots`` measurements to the box.
+    """
+    if not isinstance(box, BlackBoxChip):
+        raise InvalidTypeError(f"box must be a photocomp.BlackBoxChip; got {type(box).__name__}")
+    k = box.target.size
+    x = np.eye(k) if inputs is None else np.asarray(inputs)
+    if amplitude is not None:
+        amplitude = check_real(amplitude, "amplitude", low=0.0, low_open=True)
+    r0 = box.measure(drives_mw, x, shots=shots, full_scale="auto")
+    a = amplitude or reference_amplitude(r0, k)
+    y = sum(w * (box.measure(drives_mw, x, shots=shots, reference=a * w, full_scale="auto") - r0 - a**2)
+            for w in PHASE_STEPS) / (3 * a)
+    return y.T if inputs is None else y

@@ -1,0 +1,190 @@
+"""Ideal-chip simulation of compiled programs: pure functions of (phase_map, x).
+
+Everything here is a pure JAX function that works under ``jit``, ``vmap`` and
+``grad``; the tile grid and mesh layouts are static pytree metadata, so jit
+caches key on structure and phases flow as data.
+
+Each tile's V mesh, attenuator column and U mesh run as one scan over the
+meshes' column steps (:func:`photocomp.sim.physical.propagate_meshes`). A batch
+of at least K fields (``(N, B)``, or ``jax.vmap`` over the fields with the
+phases shared) goes through the tiles' K x K matrices instead (one scan on
+the identity, then a matrix product), which costs K propagations instead of
+B.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from photocomp.core.ir import PhaseMap, TileGrid
+from photocomp.core.phases import MeshPhases
+from photocomp.sim.devices import run_tiles, tile_chunk
+from photocomp.sim.physical import fold_batches, ideal_coefficients, propagate_meshes, screen
+
+__all__ = ["forward", "tile_matrices", "program_matrix", "apply_meshes", "changed_tiles", "updated_program_matrix_np"]
+
+
+def _arrays(*leaves):
+    """jax arrays of the leaves (vmapping raw numpy leaves trips custom-derivative functions inside)."""
+    return tuple(jnp.asarray(a) for a in leaves)
+
+
+def _complex_dtype(*arrays):
+    return jax.dtypes.canonicalize_dtype(jnp.result_type(*(jnp.asarray(a).dtype for a in arrays), jnp.complex64))
+
+
+def apply_meshes(mp: MeshPhases, x):
+    """Apply a stack of meshes (leading tile axis) to fields ``x`` (n_tiles, K[, B])."""
+    x = jnp.asarray(x)
+    dtype = _complex_dtype(x, mp.theta)
+    lay = mp.layout
+
+    def one(t, p, o, xi):
+        y = propagate_meshes(lay, [ideal_coefficients(t, p, dtype=dtype)], [], xi)
+        return screen(o, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
+
+    return jax.vmap(one)(*_arrays(mp.theta, mp.phi, mp.out_phase), x.astype(dtype))
+
+
+def _tiles_apply(pm: PhaseMap, z):
+    """Each tile's V mesh, attenuators (cos sigma) and U mesh on fields z (n_tiles, K[, B]); gain not applied."""
+    dtype = _complex_dtype(z, pm.v.theta, pm.sigma)
+    lay = pm.v.layout
+    if pm.u.layout != lay:  # not produced by the compiler; run the meshes one after the other
+        z = apply_meshes(pm.v, z.astype(dtype))
+        z = z * _expand(jnp.cos(jnp.asarray(pm.sigma)), z)
+        return apply_meshes(pm.u, z)
+
+    def one(vt, vp, vo, sigma, ut, up, uo, zi):
+        between = screen(vo, dtype) * jnp.cos(sigma).astype(dtype)
+        coefs = [ideal_coefficients(vt, vp, dtype=dtype), ideal_coefficients(ut, up, dtype=dtype)]
+        y = propagate_meshes(lay, coefs, [between], zi)
+        return screen(uo, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
+
+    rdtype = jnp.real(jnp.zeros((), dtype)).dtype
+    sigma = jnp.asarray(pm.sigma, dtype=rdtype)
+    return jax.vmap(one)(*_arrays(pm.v.theta, pm.v.phi, pm.v.out_phase, sigma, pm.u.theta, pm.u.phi,
+                                  pm.u.out_phase), z.astype(dtype))
+
+
+def tile_inputs(pm: PhaseMap, x):
+    g = pm.grid
+    k = g.tile
+    xp = jnp.zeros((g.cols * k,) + x.shape[1:], dtype=x.dtype).at[: g.in_dim].set(x)
+    blocks = xp.reshape((g.cols, k) + x.shape[1:])
+    return blocks[jnp.asarray(g.tile_cols)]  # (n_tiles, K[, B])
+
+
+def accumulate(pm: PhaseMap, z):
+    g = pm.grid
+    k = g.tile
+    y = jnp.zeros((g.rows, k) + z.shape[2:], dtype=z.dtype).at[jnp.asarray(g.tile_rows)].add(z)
+    return y.reshape((g.rows * k,) + z.shape[2:])[: g.out_dim]
+
+
+def _expand(a, z):
+    return a.reshape(a.shape + (1,) * (z.ndim - a.ndim))
+
+
+def forward(pm: PhaseMap, x, detection: str = "coherent"):
+    """Field ``x`` (N,) or (N, B) through the ideal chip; returns (M,) or (M, B).
+
+    Each tile applies its V mesh, the attenuator column (amplitude
+    ``cos(sigma)``), its U mesh and its gain; partial products of the tiles in
+    one block row are summed electronically. With ``detection="intensity"``
+    the result is ``|y|^2``. A batch of at least K fields, ``(N, B)`` or
+    under ``jax.vmap`` over ``x`` with shared ``pm``, goes through the tiles'
+    matrices (:func:`photocomp.sim.physical.fold_batches`); the result is the
+    same to rounding.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.complexfloating):
+        x = x.astype(jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64)))
+    z = fold_batches(_tiles_apply)(pm, tile_inputs(pm, x))
+    z = z * _expand(jnp.asarray(pm.gain), z)
+    y = accumulate(pm, z)
+    if detection == "intensity":
+        return jnp.abs(y) ** 2
+    return y
+
+
+def _identities(pm: PhaseMap, dtype):
+    k = pm.grid.tile
+    return jnp.broadcast_to(jnp.eye(k, dtype=dtype), (pm.n_tiles, k, k))
+
+
+def tile_matrices(pm: PhaseMap):
+    """Per-tile implemented matrices ``gain U diag(cos sigma) V^H``, shape (n_tiles, K, K)."""
+    z = _tiles_apply(pm, _identities(pm, _complex_dtype(pm.sigma, pm.v.theta)))
+    return z * jnp.asarray(pm.gain)[:, None, None]
+
+
+def program_matrix(pm: PhaseMap):
+    """The (M, N) matrix the ideal chip implements (tiles assembled, padding cropped)."""
+    return pm.grid.join(tile_matrices(pm))
+
+
+def _tile_matrices_chunk(vt, vp, vo, sigma, ut, up, uo, gain, *, v_layout, u_layout):
+    """:func:`tile_matrices` of a chunk of tiles given as arrays (for :func:`photocomp.sim.devices.run_tiles`)."""
+    k = v_layout.n_modes
+    grid = TileGrid(out_dim=vt.shape[0] * k, in_dim=k, tile=k)  # any grid with as many tiles as the chunk
+    pm = PhaseMap(grid=grid, v=MeshPhases(v_layout, vt, vp, vo), sigma=sigma,
+                  u=MeshPhases(u_layout, ut, up, uo), gain=gain)
+    return (tile_matrices(pm),)
+
+
+def _tile_settings(pm: PhaseMap) -> list[np.ndarray]:
+    """Every per-tile setting array of a phase map (tile axis first), in :func:`_tile_matrices_chunk`'s order."""
+    return [np.asarray(a) for a in (pm.v.theta, pm.v.phi, pm.v.out_phase, pm.sigma,
+                                    pm.u.theta, pm.u.phi, pm.u.out_phase, pm.gain)]
+
+
+def tile_matrices_np(pm: PhaseMap, tiles=None) -> np.ndarray:
+    """Float64 numpy :func:`tile_matrices`, in cache-sized chunks of tiles sharded across the JAX devices.
+
+    ``tiles``: indices of the tiles to simulate (default: all), in the order given.
+    """
+    arrays = [np.asarray(a, np.float64) for a in _tile_settings(pm)]
+    if tiles is not None:
+        arrays = [a[tiles] for a in arrays]
+    static = {"v_layout": pm.v.layout, "u_layout": pm.u.layout}
+    return run_tiles(_tile_matrices_chunk, arrays, chunk=tile_chunk(len(arrays[0])), static=static)[0]
+
+
+def program_matrix_np(pm: PhaseMap) -> np.ndarray:
+    """Float64 numpy copy of :func:`program_matrix` (for reports and metrics), tiles computed in chunks."""
+    return pm.grid.join(tile_matrices_np(pm))
+
+
+def changed_tiles(old: PhaseMap, new: PhaseMap) -> np.ndarray:
+    """Boolean ``(n_tiles,)``: the tiles whose phases, attenuators or gain differ between two phase maps.
+
+    Phase maps on different grids or mesh layouts differ in every tile.
+    """
+    if (old.grid, old.v.layout, old.u.layout) != (new.grid, new.v.layout, new.u.layout):
+        return np.ones(new.n_tiles, dtype=bool)
+    changed = np.zeros(new.n_tiles, dtype=bool)
+    for a, b in zip(_tile_settings(old), _tile_settings(new)):
+        d = a != b
+        changed |= d.reshape(d.shape[0], -1).any(axis=1)
+    return changed
+
+
+def updated_program_matrix_np(old: PhaseMap, matrix: np.ndarray, new: PhaseMap) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`program_matrix_np` of ``new``, given ``matrix``, that of ``old``: only changed tiles are simulated.
+
+    Tiles whose settings are identical in both phase maps (:func:`changed_tiles`)
+    keep their blocks of ``matrix``; with none changed, ``matrix`` itself is
+    returned. Returns ``(matrix of new, changed-tile mask)``.
+    """
+    changed = changed_tiles(old, new)
+    if changed.all():
+        return program_matrix_np(new), changed
+    if not changed.any():
+        return matrix, changed
+    idx = np.flatnonzero(changed)
+    blocks = new.grid.split(np.asarray(matrix))
+    blocks[idx] = tile_matrices_np(new, idx)
+    return new.grid.join(blocks), changed
