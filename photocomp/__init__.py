@@ -35,7 +35,7 @@ from photocomp.core.layout import MeshLayout, layout
 from photocomp.core.metrics import fidelity, matrix_error
 from photocomp.core.phases import MeshPhases
 from photocomp.core.reference import haar_unitary
-from photocomp.core.target import Target, get_target, targets
+from photocomp.core.target import Target, available_targets, get_target
 from photocomp.core.version import __version__
 from photocomp.hardware.chip import Chip, fabricate
 from photocomp.hardware.detector import BlackBoxChip, detect, measure_matrix
@@ -60,7 +60,7 @@ __all__ = [
     "Cost",
     "plot",
     "haar_unitary",
-    "targets",
+    "available_targets",
     "get_target",
     "Target",
     "Program",

@@ -65,10 +65,10 @@ def _load_matrix(path: str, key: str | None):
 
 
 def _print_targets(args) -> int:
-    from photocomp.core.target import get_target, targets
+    from photocomp.core.target import available_targets, get_target
 
     print(f"{'name':<14} {'mesh':<9} {'size':>5} {'MZIs/mesh':>9} {'DAC':>4} {'clock':>8}  description")
-    for name in targets():
+    for name in available_targets():
         t = get_target(name.replace("<N>", "64"))
         shown = name if "<N>" in name else t.name
         size = "N" if "<N>" in name else str(t.size)

@@ -20,7 +20,7 @@ from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNa
 from photocomp.core.layout import MESH_KINDS, layout
 from photocomp.core.registry import entry_points
 
-__all__ = ["Target", "get_target", "targets"]
+__all__ = ["Target", "get_target", "available_targets"]
 
 _DETECTION = ("coherent", "intensity")
 
@@ -159,10 +159,10 @@ def _entry_points() -> dict:
     return entry_points(_GROUP)
 
 
-def targets() -> list[str]:
+def available_targets() -> list[str]:
     """Names of the available targets; families that take a size show as ``name-<N>``.
     Example:
-      >>> "pace-64" in targets()
+      >>> "pace-64" in available_targets()
       True
     """
     names = []
@@ -186,7 +186,7 @@ def get_target(target) -> Target:
     else:
         m = _FAMILY.match(target)
         if not m or m["family"] not in eps:
-            raise UnknownNameError(f"target must be one of {targets()}; got {target!r}")
+            raise UnknownNameError(f"target must be one of {available_targets()}; got {target!r}")
         size = int(m["size"])
         obj = eps[m["family"]].load()(size)
     if not isinstance(obj, Target):
