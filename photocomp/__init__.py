@@ -14,6 +14,7 @@ from photocomp.analysis.cost import Cost, cost
 from photocomp.analysis.plot import plot
 from photocomp.calibration.calibrate import calibrate
 from photocomp.calibration.engine import Reachability, error, local_correction, reachability
+from photocomp.calibration.methods import Local, Model, Twin
 from photocomp.compiler.decompose import clements, decompose, reck
 from photocomp.compiler.driver import compile
 from photocomp.compiler.pipeline import Pass, Pipeline, available_passes, parse_pipeline
@@ -52,6 +53,9 @@ __all__ = [
     "measure_matrix",
     "detect",
     "calibrate",
+    "Local",
+    "Model",
+    "Twin",
     "error",
     "local_correction",
     "reachability",

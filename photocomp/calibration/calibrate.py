@@ -22,32 +22,47 @@ from photocomp.calibration.engine import (
     quantized,
     settings_error,
 )
+from photocomp.calibration.methods import (
+    METHOD_NAMES,
+    Local,
+    Method,
+    Model,
+    Twin,
+    as_method,
+    method_from_name,
+    reject_loose_settings,
+)
 from photocomp.calibration.twin import calibrate_twin
-from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
+from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import CompileReport, PassRecord
-from photocomp.core.validate import check_int, check_real
+from photocomp.core.validate import check_int
 from photocomp.hardware.chip import as_chip
 from photocomp.hardware.detector import BlackBoxChip
 
 __all__ = ["METHODS", "calibrate"]
 
-METHODS = ("model", "local", "twin")
+METHODS = METHOD_NAMES
 
 
-def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int = 300, tol: float = 1e-4,
-              patience: int = 30, warm_start: str = "local", progress: bool = True, shots: int = 1,
-              seed: int = 0, twin_configs: int = 6, twin_steps: int = 300, twin_rounds: int = 2,
+def calibrate(prog, chip, method: str | Method = "model", *, optimizer=None, steps: int | None = None,
+              tol: float | None = None, patience: int | None = None, warm_start: str | None = None,
+              progress: bool = True, shots: int | None = None, seed: int | None = None,
+              twin_configs: int | None = None, twin_steps: int | None = None, twin_rounds: int | None = None,
               dac_bits: int | None = None, callback=None):
     """Calibrate ``prog`` for ``chip``; returns a calibrated :class:`~photocomp.compiler.program.Program`.
+
     Args:
       prog: a compiled program (not already calibrated for another chip).
       chip: a :class:`~photocomp.hardware.chip.Chip` of the same target.
-      method: ``"local"`` (analytic per-MZI correction), ``"model"``
-        (optax on the differentiable chip model, chip errors known) or
-        ``"twin"`` (the chip is a black box: a digital twin is fitted to
-        noisy probe measurements (:mod:`photocomp.calibration.twin`), the program is
+      method: a method object, :class:`~photocomp.calibration.methods.Local`,
+        :class:`~photocomp.calibration.methods.Model` (optax on the
+        differentiable chip model, chip errors known) or
+        :class:`~photocomp.calibration.methods.Twin` (the chip is a black box:
+        a digital twin is fitted to noisy probe measurements, the program is
         calibrated on the twin, and the resulting drives are applied to the
-        chip).
+        chip), which holds the method's settings; or its name ``"local"``,
+        ``"model"`` (default) or ``"twin"``, whose settings are then the
+        keyword arguments below (they must stay unset with a method object).
       optimizer: any ``optax.GradientTransformation``; default ``optax.lbfgs()``
         (line-search optimizers receive the objective through optax's
         extra-args interface).
@@ -78,31 +93,30 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
     """
     prog = check_program(prog)
     box = chip if isinstance(chip, BlackBoxChip) else None
-    chip = as_chip(box._chip if box is not None else chip)
+    chip = as_chip(box._chip if box is not None else chip, "chip")
     chip.check_target(prog.target)
-    if box is not None and method != "twin":
-        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin'; got method={method!r}")
-    if method not in METHODS:
-        raise UnknownNameError(f"method must be one of {METHODS}; got {method!r}")
-    if warm_start not in ("local", "ideal"):
-        raise UnknownNameError(f"warm_start must be 'local' or 'ideal'; got {warm_start!r}")
-    steps = check_int(steps, "steps", low=0)
-    tol = check_real(tol, "tol", low=0.0, high=1.0)
-    patience = check_int(patience, "patience", low=1)
-    optimizer = check_optimizer(optimizer)
-    shots = check_int(shots, "shots", low=1)
-    seed = check_int(seed, "seed", low=0)
+    loose = {"optimizer": optimizer, "steps": steps, "tol": tol, "patience": patience, "warm_start": warm_start,
+             "shots": shots, "seed": seed, "twin_configs": twin_configs, "twin_steps": twin_steps,
+             "twin_rounds": twin_rounds}
+    if isinstance(method, str):
+        method = method_from_name(method, **{k: v for k, v in loose.items() if v is not None})
+    else:
+        method = as_method(method)
+        reject_loose_settings(method, loose)
+    if box is not None and not isinstance(method, Twin):
+        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin' (photocomp.Twin); "
+                                f"got method={method.name!r}")
     if dac_bits is not None:
         dac_bits = check_int(dac_bits, "dac_bits", low=1, high=32)
     if callback is not None and not callable(callback):
         raise InvalidTypeError(f"callback must be callable as callback(step, error); got {type(callback).__name__}")
-    if method == "twin":
-
-        box = box or BlackBoxChip(chip, seed=seed, shots=shots)
-        return calibrate_twin(prog, box, optimizer=optimizer, steps=steps, tol=tol, patience=patience,
-                              progress=progress, seed=seed, configs=twin_configs, twin_steps=twin_steps,
-                              dac_bits=dac_bits, callback=callback,
-                              rounds=check_int(twin_rounds, "twin_rounds", low=1))
+    if isinstance(method, Twin):
+        box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots)
+        return calibrate_twin(prog, box, optimizer=check_optimizer(method.optimizer), steps=method.steps,
+                              tol=method.tol, patience=method.patience, progress=progress, seed=method.seed,
+                              configs=method.configs, twin_steps=method.fit_steps, dac_bits=dac_bits,
+                              callback=callback, rounds=method.rounds)
+    warm_start = method.warm_start if isinstance(method, Model) else "local"
     t0 = time.perf_counter()
     target_tiles = ideal_tiles(prog)
     ideal = ideal_settings(prog)
@@ -111,31 +125,32 @@ def calibrate(prog, chip, method: str = "model", *, optimizer=None, steps: int =
         raise InvalidInputError("calibration cannot start: the chip simulation of the program is not finite")
     ideal = ideal.replace(gain=ideal_gain)
     t_local = time.perf_counter()
-    if method == "local" or warm_start == "local":
+    if isinstance(method, Local) or warm_start == "local":
         start, start_err = local_settings(prog, chip, target_tiles)
     else:
         start, start_err = ideal, before
     local_s = time.perf_counter() - t_local
     if start_err > before:  # never start from something worse than the ideal settings
         start, start_err = ideal, before
-    metrics = {"method": method, "error_before": before, "error_start": start_err}
+    metrics = {"method": method.name, "error_before": before, "error_start": start_err}
     records = [PassRecord("local", "local", local_s, types.MappingProxyType({"matrix_error": start_err}))]
     final = start
-    if method == "model":
+    if isinstance(method, Model):
         t_opt = time.perf_counter()
-        final, history, info = optimize(chip, start, target_tiles, optimizer, steps, tol, patience, progress,
+        final, history, info = optimize(chip, start, target_tiles, check_optimizer(method.optimizer), method.steps,
+                                        method.tol, method.patience, progress,
                                          f"calibrate {prog.target.name}", callback)
         opt_err, opt_gain, _ = settings_error(chip, final, target_tiles)
         final = final.replace(gain=opt_gain)
         if opt_err > start_err:
             final, opt_err = start, start_err
-        records.append(PassRecord("model", f"model(steps={steps})", time.perf_counter() - t_opt,
+        records.append(PassRecord("model", f"model(steps={method.steps})", time.perf_counter() - t_opt,
                                   types.MappingProxyType({"matrix_error": opt_err, **info})))
         metrics.update(info)
-    after = opt_err if method == "model" else start_err  # `final` carries its best gains
+    after = opt_err if isinstance(method, Model) else start_err  # `final` carries its best gains
     if dac_bits is not None:
         final, after = quantized(chip, chip, final, target_tiles, dac_bits)
-        metrics["error_unquantized"] = opt_err if method == "model" else start_err
+        metrics["error_unquantized"] = opt_err if isinstance(method, Model) else start_err
     metrics.update({"error_after": after, "measurements": 0, "wall_s": time.perf_counter() - t0})
     report = CompileReport(prog.report.records + tuple(records), types.MappingProxyType({**dict(prog.report.summary), **metrics}))
     return prog.with_chip(chip, final, report)

@@ -286,7 +286,6 @@ def refine_twin(box: BlackBoxChip, fit: TwinFit, drives, *, shots: int | None = 
 def _fit(prior: Chip, template: Settings, drives, refs, readings, optimizer, steps, tol, patience, progress):
     import optax
 
-
     with jax.enable_x64(True):
         data = jnp.asarray(readings)
         # each configuration's read-outs are weighted by their own rms (receivers auto-range per read-out)
@@ -348,7 +347,6 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
     """
     import types
 
-
     t0 = time.perf_counter()
     chip = box._chip
     used0 = box.measurements
@@ -363,7 +361,6 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
     final, history, info = optimize(twin, start, target_tiles, optimizer, steps, tol, patience, progress,
                                      f"calibrate {prog.target.name} on twin", callback)
     for _ in range(rounds - 1):
-
         if "interrupted" in info["stopped"] or "callback" in info["stopped"]:
             break
         with jax.enable_x64(True):
@@ -378,7 +375,6 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
     applied, after = quantized(twin, chip, final, target_tiles, dac_bits)
     with jax.enable_x64(True):
         def power_of(s):
-
             p = drive_map(twin, np.asarray(flatten_heaters(s)))
             return p if dac_bits is None else quantize_power(p, chip.target, dac_bits)
 
