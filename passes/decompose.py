@@ -13,6 +13,7 @@ from photocomp.core.errors import PipelineError
 from photocomp.core.ir import PhaseMap
 from photocomp.core.layout import layout
 from photocomp.core.phases import MeshPhases
+from photocomp.core.registry import quote
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +26,7 @@ class _Decompose(Pass):
     def __call__(self, state: CompileState):
         if state.target.mesh != self.kind:
             raise PipelineError(
-                f"pass {self.name!r} builds a {self.kind} mesh but target {state.target.name!r} "
+                f"pass {self.name!r} builds a {self.kind} mesh but target {quote(state.target.name)} "
                 f"is a {state.target.mesh} chip; use the {state.target.mesh!r} pass"
             )
         u, s_norm, vh, gain = state.require("svd", "svd")

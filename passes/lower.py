@@ -8,6 +8,7 @@ from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import UnknownNameError
 from photocomp.core.metrics import np_matrix_error
+from photocomp.core.registry import quote
 
 _DETECTION = ("coherent", "intensity")
 
@@ -21,7 +22,10 @@ class Lower(Pass):
         or ``"intensity"`` (returns ``|y|^2``); default the target's.
 
     Also folds the ideal program into its dense (M, N) matrix, the fast path
-    used when nothing varies per call.
+    used when nothing varies per call. It must be the last pass that touches
+    the program: a :class:`~photocomp.compiler.pipeline.Pipeline` refuses a
+    later pass that reads or changes the phases, which would leave that
+    matrix stale.
     """
 
     detection: str | None = None
@@ -32,7 +36,7 @@ class Lower(Pass):
 
     def __post_init__(self):
         if self.detection is not None and self.detection not in _DETECTION:
-            raise UnknownNameError(f"detection must be one of {_DETECTION}; got {self.detection!r}")
+            raise UnknownNameError(f"detection must be one of {_DETECTION}; got {quote(self.detection)}")
 
     def __call__(self, state: CompileState):
         state.require("phase_map", "clements")

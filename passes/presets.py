@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from photocomp.compiler.pipeline import Pipeline
+from photocomp.core.errors import InvalidTypeError
 from photocomp.core.target import get_target
 
 
@@ -12,8 +13,9 @@ def preset(target, *, quantize: bool = True) -> Pipeline:
     ``validate | tile | svd | <mesh> | canonicalize | quantize(bits=<dac_bits>) | lower``;
     ``quantize=False`` leaves the phases unquantized.
     """
-    t = get_target(target)
-    text = t.default_pipeline()
-    if not quantize:
-        text = text.replace(f" | quantize(bits={t.dac_bits})", "")
-    return Pipeline.parse(text)
+    if not isinstance(quantize, bool):
+        raise InvalidTypeError(f"quantize must be a bool; got {type(quantize).__name__}")
+    pipe = Pipeline.parse(get_target(target).default_pipeline())
+    if quantize:
+        return pipe
+    return Pipeline(tuple(p for p in pipe.passes if "quantized" not in p.provides))

@@ -12,6 +12,7 @@ from photocomp.core import convention
 from photocomp.core.errors import UnknownNameError
 from photocomp.core.metrics import np_matrix_error
 from photocomp.core.phases import MeshPhases
+from photocomp.core.registry import quote
 from photocomp.core.validate import check_int
 from photocomp.hardware.dac import SCHEMES, level_at_or_above, quantize_phase
 from photocomp.sim.ideal import updated_program_matrix_np
@@ -62,7 +63,7 @@ class Quantize(Pass):
         if self.bits is not None:
             check_int(self.bits, "bits", low=1, high=32)
         if self.scheme not in SCHEMES:
-            raise UnknownNameError(f"scheme must be one of {SCHEMES}; got {self.scheme!r}")
+            raise UnknownNameError(f"scheme must be one of {SCHEMES}; got {quote(self.scheme)}")
 
     def __call__(self, state: CompileState):
         pm = state.require("phase_map", "clements")

@@ -3,10 +3,29 @@
 A pass is a frozen dataclass with a pure ``__call__(state) -> (state, metrics)``.
 It declares the properties it ``requires`` and ``provides``; a
 :class:`Pipeline` checks when it is built that every requirement is provided
-by an earlier pass. Pipelines are values (like ``optax.chain``) and also parse
-from strings such as ``"tile | svd | clements | quantize(bits=10) | lower"``
-with a small hand-written parser (no ``eval``). Pass names resolve through
-the ``photocomp.passes`` entry-point group.
+by an earlier pass, and that nothing after the lowering pass (the one that
+provides ``"lowered"`` and folds the phases into the dense matrix) reads or
+changes what that matrix was built from. Pipelines are values (like
+``optax.chain``) and also parse from strings such as
+``"tile | svd | clements | quantize(bits=10) | lower"`` with a small
+hand-written parser (no ``eval``). Pass names resolve through the
+``photocomp.passes`` entry-point group.
+
+The pipeline-string grammar, ASCII only outside quoted strings::
+
+    pipeline := stage ("|" stage)*
+    stage    := NAME ["(" [NAME "=" value ("," NAME "=" value)*] ")"]
+    value    := NUMBER | "'" text "'" | '"' text '"' | NAME
+    NAME     := [A-Za-z_][A-Za-z0-9_-]*
+    NUMBER   := [+-]? (digits "." digits? | "." digits | digits) ([eE] [+-]? digits)?
+
+Bare words ``true``/``false`` (any case) are booleans, ``none``/``null`` are
+``None``, other bare words are strings. Numbers have at most
+``MAX_NUMBER_CHARS`` characters and must be finite; the whole text at most
+``MAX_PIPELINE_CHARS``. Every failure is a :class:`PipelineError`
+(:class:`UnknownNameError` for an unknown pass name, :class:`InvalidTypeError`
+for text that is not a ``str``) whose message quotes the input only up to
+``QUOTE_LIMIT`` characters.
 
 Example:
   >>> p = Pipeline.parse("validate | tile | svd | clements | lower")
@@ -18,6 +37,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
+import numbers
 import re
 import time
 import types
@@ -25,14 +46,29 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from photocomp.compiler.state import CompileState
-from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError, UnknownNameError
+from photocomp.core import registry
+from photocomp.core.errors import InvalidTypeError, PhotocompError, PipelineError, UnknownNameError
 from photocomp.core.ir import PassRecord
-from photocomp.core.registry import entry_points
+from photocomp.core.registry import quote
 
-__all__ = ["Pass", "Pipeline", "parse_pipeline", "get_pass", "available_passes", "INITIAL_PROPERTIES"]
+__all__ = ["Pass", "Pipeline", "parse_pipeline", "get_pass", "available_passes", "INITIAL_PROPERTIES",
+           "LOWERED", "MAX_PIPELINE_CHARS", "MAX_NUMBER_CHARS"]
 
 INITIAL_PROPERTIES = frozenset({"weights"})
 """Properties every compile starts with: ``compile`` validates the weights on entry."""
+
+LOWERED = "lowered"
+"""The property of the lowering pass, which folds the phases into the program's dense matrix."""
+
+MAX_PIPELINE_CHARS = 10_000
+"""Longest pipeline text :func:`parse_pipeline` accepts (characters)."""
+
+MAX_NUMBER_CHARS = 40
+"""Longest number literal in pipeline text (characters, sign and exponent included)."""
+
+_WHITESPACE = " \t\n\r\f\v"
+_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*", re.ASCII)
+_KEYWORDS = ("true", "false", "none", "null")
 
 
 class Pass(abc.ABC):
@@ -63,17 +99,59 @@ class Pass(abc.ABC):
 
 
 def _format_arg(v) -> str:
+    """A parameter value as pipeline text that parses back to the same value."""
+    if v is None:
+        return "none"
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, numbers.Integral):
+        if abs(v) >= 10 ** (MAX_NUMBER_CHARS - 1):
+            raise PipelineError(
+                f"pass parameter {quote(v)} has more than {MAX_NUMBER_CHARS - 1} digits and cannot be written "
+                "as pipeline text"
+            )
+        return str(int(v))
+    if isinstance(v, numbers.Real):
+        v = float(v)
+        if not math.isfinite(v):
+            raise PipelineError(f"pass parameter {v!r} is not a finite number and cannot be written as pipeline text")
+        return repr(v)
     if isinstance(v, str):
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", v):
+        if _BARE_WORD.fullmatch(v) and v.lower() not in _KEYWORDS:
             return v
         if '"' not in v:
             return f'"{v}"'
         if "'" not in v:
             return f"'{v}'"
-        raise PipelineError(f"pass parameter {v!r} holds both quote kinds and cannot be written as pipeline text")
-    return repr(v)
+        raise PipelineError(
+            f"pass parameter {quote(v)} holds both quote kinds and cannot be written as pipeline text"
+        )
+    raise PipelineError(
+        f"pass parameter {quote(v)} of type {type(v).__name__} cannot be written as pipeline text; "
+        "parameters are None, booleans, ints, floats or strings"
+    )
+
+
+def _describe_passes(passes) -> str:
+    """Pipeline text of ``passes`` for messages, bounded (pass names where a parameter cannot be written)."""
+    try:
+        text = " | ".join(p.spec() for p in passes)
+    except PipelineError:
+        text = " | ".join(str(getattr(p, "name", "?")) for p in passes)
+    return quote(text)
+
+
+def _lowering_inputs(passes, lowering: int) -> frozenset:
+    """Properties the lowering pass at ``lowering`` folded into the matrix, directly or through earlier passes.
+    Starts from what it requires and walks back: a pass that provides one of
+    them adds what it requires and everything else it provides. The initial
+    properties (the weights) are left out; reading them changes nothing.
+    """
+    props = set(passes[lowering].requires)
+    for q in reversed(passes[:lowering]):
+        if q.provides & props:
+            props |= q.requires | q.provides
+    return frozenset(props - INITIAL_PROPERTIES - {LOWERED})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,19 +163,45 @@ class Pipeline:
     passes: tuple
 
     def __post_init__(self):
+        if isinstance(self.passes, (str, bytes)) or not hasattr(self.passes, "__iter__"):
+            raise InvalidTypeError(
+                f"Pipeline passes must be a sequence of photocomp Pass objects; got {type(self.passes).__name__} "
+                f"{quote(self.passes)} (parse pipeline text with Pipeline.parse)"
+            )
         passes = tuple(self.passes)
         object.__setattr__(self, "passes", passes)
-        have: set = set(INITIAL_PROPERTIES)
         for i, p in enumerate(passes):
             if not isinstance(p, Pass):
                 raise InvalidTypeError(f"pipeline element {i} must be a photocomp Pass; got {type(p).__name__}")
+        have: set = set(INITIAL_PROPERTIES)
+        lowering = None  # index of the pass that lowered the program, once one has
+        frozen: frozenset = frozenset()
+        for i, p in enumerate(passes):
             missing = sorted(p.requires - have)
             if missing:
                 providers = _providers(missing)
                 raise PipelineError(
-                    f"pass {p.name!r} (position {i}) requires {missing}, which no earlier pass provides; "
-                    f"add {providers} before it"
+                    f"pipeline {_describe_passes(passes)}: pass {p.name!r} (position {i}) requires {missing}, "
+                    f"which no earlier pass provides; add {providers} before it"
                 )
+            touched = sorted((p.requires | p.provides) & frozen)
+            if touched and LOWERED in p.provides:
+                raise PipelineError(
+                    f"pipeline {_describe_passes(passes)}: pass {p.name!r} (position {i}) lowers the program "
+                    f"again after {passes[lowering].name!r} (position {lowering}); the lowering pass must come "
+                    "last, once"
+                )
+            if touched:
+                low = passes[lowering]
+                raise PipelineError(
+                    f"pipeline {_describe_passes(passes)}: pass {p.name!r} (position {i}) follows "
+                    f"{low.name!r} (position {lowering}), which folds the phases into the program's dense matrix, "
+                    f"and would read or change {touched} after that, leaving the folded matrix stale. "
+                    f"{low.name!r} must come last: move {p.name!r} before it"
+                )
+            if LOWERED in p.provides and lowering is None:
+                lowering = i
+                frozen = _lowering_inputs(passes, i)
             have |= p.provides
 
     @classmethod
@@ -151,62 +255,95 @@ def _providers(props) -> list[str]:
 
 def _pass_classes() -> dict:
 
-    return {name: ep.load() for name, ep in entry_points("photocomp.passes").items()}
+    return {name: ep.load() for name, ep in registry.entry_points("photocomp.passes").items()}
 
 
 def available_passes() -> list[str]:
     """Names of every registered pass."""
-    return sorted(entry_points("photocomp.passes"))
+    return sorted(registry.entry_points("photocomp.passes"))
 
 
-def get_pass(name: str, **params) -> Pass:
-    """Instantiate the registered pass ``name`` with keyword parameters."""
-    eps = entry_points("photocomp.passes")
+def get_pass(name: str, /, **params) -> Pass:
+    """Instantiate the registered pass ``name`` with keyword parameters.
+    Raises:
+      UnknownNameError: if no pass is registered as ``name``.
+      PipelineError: on a parameter the pass does not have or a value it refuses.
+    """
+    if not isinstance(name, str):
+        raise InvalidTypeError(f"pass name must be a string; got {type(name).__name__} {quote(name)}")
+    eps = registry.entry_points("photocomp.passes")
     if name not in eps:
-        raise UnknownNameError(f"pass name must be one of {sorted(eps)}; got {name!r}")
+        raise UnknownNameError(f"pass name must be one of {sorted(eps)}; got {quote(name)}")
     cls = eps[name].load()
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - fields)
+    if not (isinstance(cls, type) and issubclass(cls, Pass) and dataclasses.is_dataclass(cls)):
+        raise InvalidTypeError(
+            f"pass {name!r} is registered as {quote(cls)}, which is not a photocomp Pass dataclass"
+        )
+    fields = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    unknown = [k for k in params if k not in fields]
     if unknown:
-        raise PipelineError(f"pass {name!r} has no parameter(s) {unknown}; parameters: {sorted(fields) or 'none'}")
+        raise PipelineError(
+            f"pass {name!r} has no parameter(s) [{', '.join(quote(k, 40) for k in unknown[:5])}"
+            f"{', …' if len(unknown) > 5 else ''}]; parameters: {fields or 'none'}"
+        )
     try:
         return cls(**params)
-    except (InvalidInputError, InvalidTypeError, UnknownNameError) as exc:
-        raise PipelineError(f"invalid parameters for pass {name!r}: {exc}") from None
+    except (PhotocompError, TypeError, ValueError) as exc:
+        message = str(exc)
+        if len(message) > 300:
+            message = message[:300] + "…"
+        raise PipelineError(f"invalid parameters for pass {name!r}: {message}") from None
 
 
 # ---- the pipeline-string parser ------------------------------------------------
 
 _TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<num>[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
+    r"""[ \t\n\r\f\v]*(?:
+        (?P<num>[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?)
       | (?P<str>"[^"]*"|'[^']*')
       | (?P<name>[A-Za-z_][A-Za-z0-9_\-]*)
       | (?P<op>[|(),=])
     )""",
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,
 )
 
 
 def _tokenize(text: str) -> list[tuple[str, str, int]]:
     pos = 0
     out = []
-    text = text.rstrip()
+    text = text.rstrip(_WHITESPACE)
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            while text[pos].isspace():
+            while text[pos] in _WHITESPACE:
                 pos += 1
-            raise PipelineError(f"pipeline: unexpected character {text[pos]!r} at position {pos} in {text!r}")
+            ch = text[pos]
+            what = "an unclosed quote" if ch in "'\"" else f"unexpected character {ch!r}"
+            if ord(ch) > 127:
+                what += " (pipeline text is ASCII outside quoted strings)"
+            raise PipelineError(f"pipeline: {what} at position {pos} in {quote(text)}")
         kind = m.lastgroup
-        out.append((kind, m.group(kind), m.start(kind)))
+        tok = m.group(kind)
+        if kind == "num" and len(tok) > MAX_NUMBER_CHARS:
+            raise PipelineError(
+                f"pipeline: number at position {m.start(kind)} has {len(tok)} characters, more than the "
+                f"{MAX_NUMBER_CHARS} accepted, in {quote(text)}"
+            )
+        out.append((kind, tok, m.start(kind)))
         pos = m.end()
     return out
 
 
-def _value(kind: str, tok: str):
+def _value(kind: str, tok: str, pos: int, text: str):
     if kind == "num":
-        return float(tok) if any(c in tok for c in ".eE") else int(tok)
+        if not any(c in tok for c in ".eE"):
+            return int(tok)
+        v = float(tok)
+        if not math.isfinite(v):
+            raise PipelineError(
+                f"pipeline: number {tok!r} at position {pos} is out of the float range in {quote(text)}"
+            )
+        return v
     if kind == "str":
         return tok[1:-1]
     low = tok.lower()
@@ -220,16 +357,21 @@ def _value(kind: str, tok: str):
 def parse_pipeline(text: str) -> Pipeline:
     """Parse ``"name | name(k=v, ...) | ..."`` into a :class:`Pipeline`.
     Values are ints, floats, ``true``/``false``, ``none``, quoted strings or bare
-    words (strings). Nothing is evaluated.
+    words (strings). Nothing is evaluated. The grammar is in the module docstring.
 
     Raises:
       PipelineError: on malformed text, unknown parameters or unmet requirements.
       UnknownNameError: on an unknown pass name.
+      InvalidTypeError: if ``text`` is not a string.
     """
     if not isinstance(text, str):
-        raise InvalidTypeError(f"pipeline must be a string; got {type(text).__name__}")
-    if not text.strip():
-        raise PipelineError("pipeline must name at least one pass; got an empty string")
+        raise InvalidTypeError(f"pipeline must be a string; got {type(text).__name__} {quote(text)}")
+    if len(text) > MAX_PIPELINE_CHARS:
+        raise PipelineError(
+            f"pipeline must be at most {MAX_PIPELINE_CHARS} characters; got {len(text)}: {quote(text)}"
+        )
+    if not text.strip(_WHITESPACE):
+        raise PipelineError(f"pipeline must name at least one pass; got {quote(text)}")
     toks = _tokenize(text)
     i = 0
     passes = []
@@ -237,10 +379,12 @@ def parse_pipeline(text: str) -> Pipeline:
     def expect(kinds, what):
         nonlocal i
         if i >= len(toks):
-            raise PipelineError(f"pipeline: expected {what} at end of {text!r}")
+            raise PipelineError(f"pipeline: expected {what} at end of {quote(text)}")
         kind, tok, pos = toks[i]
         if kind not in kinds and tok not in kinds:
-            raise PipelineError(f"pipeline: expected {what} at position {pos} in {text!r}; got {tok!r}")
+            raise PipelineError(
+                f"pipeline: expected {what} at position {pos} in {quote(text)}; got {quote(tok, 40)}"
+            )
         i += 1
         return kind, tok, pos
 
@@ -256,11 +400,12 @@ def parse_pipeline(text: str) -> Pipeline:
                     _, key, kpos = expect(("name",), "a parameter name")
                     if key in params:
                         raise PipelineError(
-                            f"pipeline: parameter {key!r} given twice for pass {name!r} at position {kpos} in {text!r}"
+                            f"pipeline: parameter {quote(key, 40)} given twice for pass {quote(name, 40)} "
+                            f"at position {kpos} in {quote(text)}"
                         )
                     expect(("=",), "'='")
-                    vkind, vtok, _ = expect(("num", "str", "name"), "a value")
-                    params[key] = _value(vkind, vtok)
+                    vkind, vtok, vpos = expect(("num", "str", "name"), "a value")
+                    params[key] = _value(vkind, vtok, vpos, text)
                     _, sep, _ = expect((",", ")"), "',' or ')'")
                     if sep == ")":
                         break

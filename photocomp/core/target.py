@@ -8,6 +8,9 @@ a concrete chip from its statistics.
 
 Targets are found by name through the ``photocomp.targets`` entry-point group
 (see :func:`get_target`), so a lab can ship its own chip as a separate package.
+A name is either an exact entry-point name (``"pace-64"``) or a family and a
+size, ``family-N`` (``"clements-16"``), with ``N`` in ASCII digits, no sign, no
+leading zero and no surrounding whitespace, and within :data:`SIZE_RANGE`.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ import re
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.core.layout import MESH_KINDS, layout
-from photocomp.core.registry import entry_points
+from photocomp.core.registry import entry_points, quote
 
-__all__ = ["Target", "get_target", "available_targets"]
+__all__ = ["Target", "get_target", "available_targets", "SIZE_RANGE"]
+
+SIZE_RANGE = (2, 4096)
+"""Smallest and largest number of optical modes K of a target."""
 
 _DETECTION = ("coherent", "intensity")
 
@@ -83,17 +89,17 @@ class Target:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
-            raise InvalidInputError(f"Target.name must be a non-empty string; got {self.name!r}")
+            raise InvalidInputError(f"Target.name must be a non-empty string; got {quote(self.name)}")
         if self.mesh not in MESH_KINDS:
-            raise UnknownNameError(f"Target.mesh must be one of {MESH_KINDS}; got {self.mesh!r}")
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 2:
-            raise InvalidInputError(f"Target.size must be an int >= 2; got {self.size!r}")
-        if self.size > 4096:
-            raise InvalidInputError(f"Target.size must be <= 4096 modes; got {self.size}")
+            raise UnknownNameError(f"Target.mesh must be one of {MESH_KINDS}; got {quote(self.mesh)}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < SIZE_RANGE[0]:
+            raise InvalidInputError(f"Target.size must be an int >= {SIZE_RANGE[0]}; got {quote(self.size)}")
+        if self.size > SIZE_RANGE[1]:
+            raise InvalidInputError(f"Target.size must be <= {SIZE_RANGE[1]} modes; got {quote(self.size)}")
         if isinstance(self.dac_bits, bool) or not isinstance(self.dac_bits, int) or not 1 <= self.dac_bits <= 32:
             raise InvalidInputError(f"Target.dac_bits must be an int in [1, 32]; got {self.dac_bits!r}")
         if self.detection not in _DETECTION:
-            raise UnknownNameError(f"Target.detection must be one of {_DETECTION}; got {self.detection!r}")
+            raise UnknownNameError(f"Target.detection must be one of {_DETECTION}; got {quote(self.detection)}")
         if isinstance(self.adc_bits, bool) or not isinstance(self.adc_bits, int) or not 1 <= self.adc_bits <= 32:
             raise InvalidInputError(f"Target.adc_bits must be an int in [1, 32]; got {self.adc_bits!r}")
         positive = ("wavelength_nm", "dn_dt_per_k", "heater_p_pi_mw", "heater_tau_us", "v_pi", "clock_ghz",
@@ -151,7 +157,8 @@ class Target:
 
 
 _GROUP = "photocomp.targets"
-_FAMILY = re.compile(r"^(?P<family>[a-z][a-z0-9_]*)-(?P<size>[0-9]+)$")
+_FAMILY = re.compile(r"(?P<family>[a-z][a-z0-9_]*)-(?P<size>[0-9]+)", re.ASCII)
+_SIZE_DIGITS = len(str(SIZE_RANGE[1]))
 
 
 def _entry_points() -> dict:
@@ -167,28 +174,68 @@ def available_targets() -> list[str]:
     """
     names = []
     for name, _ep in sorted(_entry_points().items()):
-        names.append(name if _FAMILY.match(name) else f"{name}-<N>")
+        names.append(name if _FAMILY.fullmatch(name) else f"{name}-<N>")
     return sorted(names)
+
+
+def _unknown(target: str, hint: str = "") -> UnknownNameError:
+    return UnknownNameError(f"target must be one of {available_targets()}; got {quote(target)}{hint}")
+
+
+def _name_hint(target: str, eps) -> str:
+    """Why ``target`` is not a well-formed name, for the message (empty when nothing specific is wrong)."""
+    stripped = target.strip()
+    if stripped != target:
+        return f" (target names have no surrounding whitespace: {quote(stripped)})"
+    if any(c.isspace() for c in target):
+        return " (target names have no whitespace)"
+    if not target.isascii():
+        return " (target names are ASCII: sizes are written in the digits 0-9)"
+    m = re.fullmatch(r"(?P<family>[a-z][a-z0-9_]*)-[+]?0*(?P<size>[0-9]+)", target, re.ASCII)
+    if m and m["family"] in eps and f"{m['family']}-{m['size']}" != target:
+        return f" (write the size without a sign or leading zeros: {quote(m['family'] + '-' + m['size'])})"
+    return ""
 
 
 def get_target(target) -> Target:
     """Resolve a target name (``"pace-64"``, ``"clements-16"``) or pass a Target through.
     Exact names are looked up first; otherwise ``family-N`` calls the family
     constructor with ``N``.
+
+    Raises:
+      InvalidTypeError: if ``target`` is neither a string nor a Target.
+      UnknownNameError: on a name that is neither registered nor ``family-N``
+        of a registered family (whitespace, signs, leading zeros and non-ASCII
+        digits included).
+      InvalidInputError: if ``N`` is outside :data:`SIZE_RANGE` (checked before
+        anything is built).
     """
     if isinstance(target, Target):
         return target
     if not isinstance(target, str):
-        raise InvalidTypeError(f"target must be a target name (str) or a Target; got {type(target).__name__} {target!r}")
+        raise InvalidTypeError(
+            f"target must be a target name (str) or a Target; got {type(target).__name__} {quote(target)}"
+        )
     eps = _entry_points()
-    if target in eps and _FAMILY.match(target):
+    m = _FAMILY.fullmatch(target)
+    if target in eps and m:
         obj = eps[target].load()()
     else:
-        m = _FAMILY.match(target)
         if not m or m["family"] not in eps:
-            raise UnknownNameError(f"target must be one of {available_targets()}; got {target!r}")
-        size = int(m["size"])
+            raise _unknown(target, _name_hint(target, eps))
+        digits = m["size"]
+        if len(digits) > 1 and digits[0] == "0":
+            raise _unknown(target, _name_hint(target, eps))
+        size = int(digits) if len(digits) <= _SIZE_DIGITS else None
+        if size is None or not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
+            got = digits if size is not None else f"a {len(digits)}-digit number"
+            raise InvalidInputError(
+                f"target {quote(target)}: mesh size N of {m['family']}-N must be an int in "
+                f"[{SIZE_RANGE[0]}, {SIZE_RANGE[1]}]; got {got}"
+            )
         obj = eps[m["family"]].load()(size)
     if not isinstance(obj, Target):
-        raise InvalidTypeError(f"target constructor for {target!r} returned {type(obj).__name__}, expected photocomp.Target")
+        raise InvalidTypeError(
+            f"target constructor for {quote(target)} returned {type(obj).__name__}, expected photocomp.Target"
+        )
     return obj
