@@ -1,4 +1,4 @@
-"""Physics defaults shared by the built-in targets (docs/design.md, from published measurements).
+"""Physics defaults shared by the built-in targets (docs/design.md §4.1, from published measurements).
 
 | quantity                              | value      |
 |---------------------------------------|------------|

@@ -113,7 +113,7 @@ def random_matrix(rng: np.random.Generator, shape: tuple, kind: str = "real", ra
 def mesh_matrix_np(layout, theta, phi, out_phase) -> np.ndarray:
     """Independent NumPy rebuild of a mesh: diag(e^{i out}) . T_last ... T_first.
 
-    Written from docs/design.md's convention and the layout alone (light meets the
+    Written from the convention of docs/design.md §3.1 and the layout alone (light meets the
     MZIs in layout order; MZIs of one column act on disjoint pairs), so it
     does not share code with photocomp's simulator.
     """

@@ -73,7 +73,7 @@ def test_ideal_chip_implements_the_program_exactly():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_reachable_bar_power_matches_brute_force(seed):
-    """docs/design.md: with coupler errors a, b the bar power is reachable only in [sin^2(a+b), cos^2(a-b)]."""
+    """docs/design.md §4.3: with coupler errors a, b the bar power is reachable only in [sin^2(a+b), cos^2(a-b)]."""
     rng = np.random.default_rng(seed)
     a, b = rng.normal(0, 0.08, 2)
     psi = np.linspace(0, 2 * np.pi, 200001)

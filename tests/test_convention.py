@@ -24,7 +24,7 @@ def _x64(fn, *args):
 
 
 def _mzi_np(theta, phi):
-    """T(theta, phi) of docs/design.md written out with NumPy, batched: shape S + (2, 2)."""
+    """T(theta, phi) of docs/design.md §3.1 written out with NumPy, batched: shape S + (2, 2)."""
     e, c, s = np.exp(1j * np.asarray(phi)), np.cos(theta), np.sin(theta)
     return np.stack([np.stack([e * c, -s + 0j], -1), np.stack([e * s, c + 0j], -1)], -2)
 
@@ -85,7 +85,7 @@ def _diag(a, b):
 
 
 def test_commuting_identity_pure_numpy(angles):
-    """The same identity with only NumPy matrices and the formula of docs/design.md."""
+    """The same identity with only NumPy matrices and the formula of docs/design.md §3.5."""
     theta, phi, alpha, beta = angles
     t_inv = np.conj(np.swapaxes(_mzi_np(theta, phi), -1, -2))
     lhs = t_inv @ _diag(alpha, beta)
@@ -154,7 +154,7 @@ def test_physical_mzi_with_errors_is_unitary(angles):
 
 
 def test_physical_bar_power_range_with_coupler_errors():
-    """docs/design.md: with coupler errors a, b the bar power lies in [sin^2(a+b), cos^2(a-b)]."""
+    """docs/design.md §4.3: with coupler errors a, b the bar power lies in [sin^2(a+b), cos^2(a-b)]."""
     a, b = 0.04, -0.07
     internal = np.linspace(0.0, 2 * np.pi, 2001)
     d = _x64(convention.physical_mzi, internal, np.zeros_like(internal), a, b)

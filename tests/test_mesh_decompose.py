@@ -519,7 +519,7 @@ def test_external_and_output_phases_are_uniform(haar_phases, kind):
 def test_haar_sampled_phases_give_haar_unitaries(kind):
     """The inverse direction: phases drawn from the oracle's laws give Haar unitaries.
 
-    E|Tr U|^2 = 1 and E|U_ij|^2 = 1/N (docs/design.md); |U_00|^2 ~ Beta(1, N - 1).
+    E|Tr U|^2 = 1 and E|U_ij|^2 = 1/N (docs/design.md §5); |U_00|^2 ~ Beta(1, N - 1).
     """
     n, b = 6, 4000
     lay = pc.layout(kind, n)

@@ -59,7 +59,7 @@ def test_batched_conversion_matches_loop():
 
 
 def test_uncorrected_coupler_errors_follow_sqrt_2n_sigma():
-    """docs/design.md oracle: ||dU||_F / sqrt(N) ~ sqrt(2N) sigma for uncorrected coupler errors."""
+    """docs/design.md §5 oracle: ||dU||_F / sqrt(N) ~ sqrt(2N) sigma for uncorrected coupler errors."""
     n, sigma = 24, 0.01
     rng = np.random.default_rng(0)
     vals = []

@@ -345,7 +345,7 @@ def _push_levels(kind: str, n: int):
 def _push_screen(kind, n, phi_left, alpha):
     """Move the middle screen out through the left MZIs, on unit phasors.
     ``phi_left`` (L, *T) holds exp(i phi) of the left MZIs, ``alpha`` (N, *T)
-    exp(i alpha) of the screen. Uses docs/design.md's identity (see
+    exp(i alpha) of the screen. Uses the identity of docs/design.md §3.5 (see
     :func:`photocomp.core.convention.commute_through_inverse`) T^-1(theta, phi)
     diag(e^{i a}, e^{i b}) = diag(e^{i (b - phi + pi)}, e^{i b}) T(theta, a -
     b + pi) as products of phasors: no trigonometry on the device, and the

@@ -90,7 +90,7 @@ def mzi_inverse(theta, phi):
 def commute_through_inverse(theta, phi, alpha, beta):
     """Move a diagonal phase screen from the right of T^-1 to the left of T.
 
-    Implements the identity (docs/design.md)::
+    Implements the identity (docs/design.md §3.5)::
 
         T^-1(theta, phi) @ diag(e^{i alpha}, e^{i beta})
             = diag(e^{i (beta - phi + pi)}, e^{i beta}) @ T(theta, alpha - beta + pi)

@@ -1,7 +1,7 @@
 """Phase-drive DACs: quantization of phase settings to the levels a DAC can set.
 
 A thermo-optic phase shifter driven by voltage V produces ``phase = pi (V / v_pi)^2``
-(docs/design.md); a ``bits``-bit DAC spans ``[0, v_max]`` with ``v_max = sqrt(2) v_pi``
+(docs/design.md §4.4); a ``bits``-bit DAC spans ``[0, v_max]`` with ``v_max = sqrt(2) v_pi``
 (a full 2 pi of phase) in ``2^bits - 1`` equal voltage steps. The reachable
 phase levels are therefore ``2 pi (code / (2^bits - 1))^2``: fine near 0,
 coarse near 2 pi. ``scheme="linear"`` models a drive that is linear in phase
