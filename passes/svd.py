@@ -14,6 +14,27 @@ from photocomp.compiler.state import CompileState
 from photocomp.sim.devices import run_tiles
 
 
+def tile_exponents(blocks: np.ndarray) -> np.ndarray:
+    """Per tile, the exponent ``e`` with the tile's largest ``|Re|``/``|Im|`` times ``2**-e`` in ``[0.5, 1)`` (0 for a zero tile)."""
+    b = np.asarray(blocks)
+    parts = (b.real, b.imag) if np.iscomplexobj(b) else (b,)
+    m = np.zeros(len(b))
+    for p in parts:
+        m = np.maximum(m, np.maximum(p.max(axis=(1, 2)), -p.min(axis=(1, 2))))
+    return np.where(m > 0, np.frexp(m)[1], 0).astype(np.int64)
+
+
+def _scale_tiles(x: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """``x * 2**e`` per tile, exactly (``ldexp``; real and imaginary parts apart)."""
+    ee = e[:, None, None]
+    if np.iscomplexobj(x):
+        out = np.empty(x.shape, np.complex128)
+        np.ldexp(x.real, ee, out=out.real)
+        np.ldexp(x.imag, ee, out=out.imag)
+        return out
+    return np.ldexp(np.asarray(x, np.float64), ee)
+
+
 def _svd_chunk(x):
     """SVD of a chunk of tiles (C, K, K): u, normalised s, vh (complex), gain and the reconstruction error."""
     k = x.shape[-1]
@@ -54,20 +75,32 @@ class SVD(Pass):
     electronic gain. An all-zero tile gets gain 0 and identity factors.
     Computed in float64 with ``jax.numpy.linalg.svd``, the tiles sharded
     across all JAX devices (real tiles use the real SVD, which is faster; the
-    factors are stored complex).
+    factors are stored complex). Each tile is factored scaled by a power of
+    two that brings its largest component to ``[0.5, 1)`` (exact), and its
+    gain and reconstruction error are scaled back: tiles of any finite
+    magnitude are factored as accurately as tiles near 1 (a gain beyond the
+    largest float64 comes out ``inf``, one below the smallest subnormal 0).
     """
 
     name = "svd"
     requires = frozenset({"tiled"})
     provides = frozenset({"svd"})
     counts = frozenset({"zero_tiles"})
+    weight_units = frozenset({"max_gain", "reconstruction_max_abs"})
 
     def __call__(self, state: CompileState):
         blocks = state.require("blocks", "tile")
         x = np.ascontiguousarray(blocks.real) if not np.any(blocks.imag) else blocks
+        e = tile_exponents(x)
+        if e.any():
+            x = _scale_tiles(x, -e)
         chunk = min(16, 1 << (len(blocks) - 1).bit_length())
         with _one_blas_thread():
             u, s_norm, vh, gain, err = run_tiles(_svd_chunk, [x], chunk=chunk)
+        if e.any():
+            with np.errstate(over="ignore", under="ignore"):
+                gain = np.ldexp(np.asarray(gain, np.float64), e)
+                err = np.ldexp(np.asarray(err, np.float64), e)
         return state.replace(svd=(u, s_norm, vh, gain)), {
             "max_gain": float(gain.max()),
             "zero_tiles": int(np.sum(gain == 0)),

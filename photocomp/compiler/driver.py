@@ -9,8 +9,25 @@ and the rest on strips of whole block rows, one strip after the other, and
 joins the strips' phase maps, folded matrices and reports
 (:func:`_join_records`). Strip sizes come from a memory model
 (:func:`memory_plan`); a problem whose whole-matrix arrays alone would not
-fit fails before any work, with the size it needs. Inside a pass, tiles are
-sharded across all JAX devices (:func:`photocomp.sim.devices.run_tiles`).
+fit fails before any work, with the size it needs: the estimate is made from
+the shape alone, before the weights are copied or converted. Inside a pass,
+tiles are sharded across all JAX devices
+(:func:`photocomp.sim.devices.run_tiles`).
+
+Weights of any finite magnitude
+-------------------------------
+Weights whose largest component lies outside ``[2**-400, 2**400]`` (see
+:data:`photocomp.core.metrics.SAFE_EXPONENT`) are compiled as ``W * 2**-e``, a
+power of two that brings it to ``[0.5, 1)`` and changes no digit, and the
+result is scaled back: the tiles' gains and the folded matrix by ``2**e``,
+and the metrics passes record in the units of the weights (the keys a pass
+lists in its ``weight_units``). Relative errors need nothing: they are the
+same for ``W`` and ``W * 2**-e``. A compile whose gains cannot be represented
+in float64 (a tile's largest singular value above the largest float64, or
+the matrix's below :data:`SMALLEST_GAIN`, about 1e-292, where flushing
+results below the smallest normal float64 to zero would cost more than
+rounding) is refused with an :class:`~photocomp.core.errors.InvalidInputError`
+(:func:`_restore_scale`).
 """
 
 from __future__ import annotations
@@ -29,10 +46,16 @@ from photocomp.compiler.program import Program
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError
 from photocomp.core.ir import CompileReport, PassRecord, PhaseMap, TileGrid
-from photocomp.core.metrics import np_matrix_error
+from photocomp.core.metrics import (
+    needs_scaling,
+    np_matrix_error,
+    np_norm,
+    power_of_two_exponent,
+    scale_by_power_of_two,
+)
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import get_target
-from photocomp.core.validate import as_matrix
+from photocomp.core.validate import as_matrix, matrix_view
 
 __all__ = ["compile", "memory_plan"]
 
@@ -95,12 +118,15 @@ class MemoryPlan:
         return self.whole_bytes + self.strip_rows * self.grid.cols * self.tile_bytes
 
 
-def memory_plan(shape, tile: int, *, available: int | None = None) -> MemoryPlan:
+def memory_plan(shape, tile: int, *, available: int | None = None, input_bytes: int = 0) -> MemoryPlan:
     """Plan the strips of a compile of an ``(M, N)`` matrix on ``tile`` x ``tile`` tiles.
     Args:
       shape: ``(M, N)`` of the weights.
       tile: the tile size K.
       available: bytes of memory to plan for (default: what the OS reports free).
+      input_bytes: bytes of a host copy of the input still to be made before
+        its complex128 copy (weights that are not a numpy array), counted
+        with the whole-matrix arrays.
 
     Returns:
       a :class:`MemoryPlan` with as many block rows per strip as fit in
@@ -110,9 +136,9 @@ def memory_plan(shape, tile: int, *, available: int | None = None) -> MemoryPlan
       InvalidInputError: if the whole-matrix arrays plus a single block row
         do not fit in ``available``.
     """
-    m, n = shape
-    grid = TileGrid(out_dim=int(m), in_dim=int(n), tile=int(tile))
-    whole = WHOLE_MATRIX_COPIES * 16 * m * n
+    m, n = int(shape[0]), int(shape[1])
+    grid = TileGrid(out_dim=m, in_dim=n, tile=int(tile))
+    whole = WHOLE_MATRIX_COPIES * 16 * m * n + int(input_bytes)
     per_tile = TILE_COPIES * 16 * tile * tile
     per_row = per_tile * grid.cols
     avail = available_memory() if available is None else available
@@ -124,11 +150,129 @@ def memory_plan(shape, tile: int, *, available: int | None = None) -> MemoryPlan
         need = whole + per_row
         raise InvalidInputError(
             f"weights of shape {m}x{n} ({grid.n_tiles} tiles of {tile}x{tile}) need about "
-            f"{need / 2**30:.1f} GiB to compile ({whole / 2**30:.1f} GiB for the whole-matrix arrays, "
+            f"{need / 2**30:.1f} GiB to compile ({whole / 2**30:.1f} GiB for the whole-matrix arrays "
+            f"in complex128, "
             f"{per_row / 2**30:.2f} GiB per block row of tiles); {avail / 2**30:.1f} GiB is available. "
             "Compile a smaller matrix (e.g. its column blocks one at a time) or run on a machine with more memory."
         )
     return plan
+
+
+def _input_bytes(weights) -> tuple[tuple | None, int]:
+    """Shape of array-like weights known without converting them, and the bytes a host copy would take.
+
+    A numpy array (a broadcast view included) is used as it is: 0 bytes. An
+    object with a 2-D ``shape`` and a ``dtype`` (a JAX array, say) is copied
+    to the host first. Anything else (nested lists) is converted before its
+    size is known; it takes more memory as Python objects than as an array.
+    """
+    if isinstance(weights, np.ndarray):
+        return tuple(weights.shape), 0
+    shape, dtype = getattr(weights, "shape", None), getattr(weights, "dtype", None)
+    try:
+        shape = tuple(int(d) for d in shape)
+        itemsize = np.dtype(dtype).itemsize
+    except (TypeError, ValueError):
+        return None, 0
+    return (shape, itemsize * math.prod(shape)) if len(shape) == 2 else (None, 0)
+
+
+def _check_memory(shape, k: int | None, available: int | None, input_bytes: int = 0) -> MemoryPlan | None:
+    """The :func:`memory_plan` of a tiled compile (``k`` the tile size), or a check of the whole-matrix arrays."""
+    if k is not None:
+        return memory_plan(shape, k, available=available, input_bytes=input_bytes)
+    m, n = int(shape[0]), int(shape[1])
+    need = WHOLE_MATRIX_COPIES * 16 * m * n + int(input_bytes)
+    if available is not None and need > available:
+        raise InvalidInputError(
+            f"weights of shape {m}x{n} need about {need / 2**30:.1f} GiB to compile (the whole-matrix arrays "
+            f"in complex128); {available / 2**30:.1f} GiB is available. "
+            "Compile a smaller matrix or run on a machine with more memory."
+        )
+    return None
+
+
+# ---- scale ---------------------------------------------------------------------------------
+
+SMALLEST_GAIN = float(np.finfo(np.float64).tiny / np.finfo(np.float64).eps)
+"""Smallest largest-gain accepted (2**-970, about 1e-292). The simulators (XLA) flush
+float64 results below the smallest normal number (2**-1022) to zero; with the largest gain
+at least ``tiny / eps`` what is flushed stays within float64 rounding of the matrix."""
+
+
+def _in_weight_units(p, rec: PassRecord, e: int) -> PassRecord:
+    """``rec`` with the metrics ``p`` lists in ``weight_units`` multiplied by ``2**e``."""
+    keys = getattr(p, "weight_units", frozenset())
+    if e == 0 or not keys:
+        return rec
+    metrics = dict(rec.metrics)
+    with np.errstate(over="ignore", under="ignore"):
+        for key in keys & metrics.keys():
+            v = metrics[key]
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                metrics[key] = float(np.ldexp(float(v), e))
+    return dataclasses.replace(rec, metrics=types.MappingProxyType(metrics))
+
+
+def _log2_text(x: float, e: int) -> str:
+    """``x * 2**e`` as text, also beyond the float64 range."""
+    if not np.isfinite(x) or x <= 0:
+        return repr(float(x))
+    log10 = (math.log2(x) + e) * math.log10(2)
+    return f"{10 ** (log10 % 1):.3g}e{math.floor(log10):+d}"
+
+
+def _restore_scale(pm: PhaseMap, e: int, row0: int = 0) -> PhaseMap:
+    """The phase map of ``W`` from that of ``W * 2**-e``: gains times ``2**e``; refuse gains float64 cannot hold.
+
+    ``row0``: the first block row of ``pm`` in the whole grid (a strip's), for messages.
+
+    Raises:
+      InvalidInputError: naming ``weights``, when a tile's gain (its largest
+        singular value) is not finite or exceeds the largest float64, or the
+        largest gain is positive but below :data:`SMALLEST_GAIN`.
+    """
+    gain_s = np.asarray(pm.gain, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore"):
+        gain = np.ldexp(gain_s, e)
+    bad = ~np.isfinite(gain) | (gain < 0)
+    if bad.any():
+        t = int(np.flatnonzero(bad)[0])
+        r, c = divmod(t, pm.grid.cols)
+        r += row0
+        big = np.finfo(np.float64).max
+        raise InvalidInputError(
+            f"weights are too large to compile: tile ({r}, {c}) needs an electronic gain (its largest singular "
+            f"value) of {_log2_text(float(gain_s[t]), e)}, which float64 cannot represent (largest {big:.4g}); "
+            f"{int(bad.sum())} of {gain.size} tiles are affected. Divide the weights by a power of two "
+            "(e.g. np.ldexp(weights, -8)) and multiply the outputs back."
+        )
+    top = float(gain.max()) if gain.size else 0.0
+    if 0.0 < top < SMALLEST_GAIN:
+        raise InvalidInputError(
+            f"weights are too small to compile: their largest tile gain (largest singular value) is "
+            f"{_log2_text(float(gain_s.max()), e)}, below {SMALLEST_GAIN:.3g} (2**-970); the simulated program "
+            f"computes in float64 with results below the smallest normal float64 "
+            f"({np.finfo(np.float64).tiny:.4g}) flushed to zero, which would lose more than float64 rounding. "
+            "Multiply the weights by a power of two (e.g. np.ldexp(weights, 600)) and divide the outputs back."
+        )
+    return pm if e == 0 else pm.replace(gain=gain)
+
+
+def _restore_dense(dense, e: int) -> np.ndarray:
+    """The folded matrix of ``W`` from that of ``W * 2**-e``; refuse entries float64 cannot hold."""
+    dense = np.asarray(dense)
+    if e != 0:
+        own = dense.dtype == np.complex128 and dense.flags.writeable and dense.flags.c_contiguous
+        with np.errstate(over="ignore", under="ignore"):
+            dense = scale_by_power_of_two(dense, e, out=dense if own else None)
+    if not np.all(np.isfinite(dense)):
+        raise InvalidInputError(
+            f"weights are too large to compile: {int(dense.size - np.count_nonzero(np.isfinite(dense)))} entries "
+            f"of the compiled matrix exceed the largest float64 ({np.finfo(np.float64).max:.4g}). Divide the "
+            "weights by a power of two (e.g. np.ldexp(weights, -8)) and multiply the outputs back."
+        )
+    return dense
 
 
 # ---- pipeline ----------------------------------------------------------------------------
@@ -170,12 +314,17 @@ def _mesh_fidelity(state: CompileState) -> float | None:
     return float(min(fid_v.min(), fid_u.min()))
 
 
-def _summary(weights, dense, fidelity: float | None) -> dict:
+def _summary(weights, dense, fidelity: float | None, e: int = 0) -> dict:
+    """The report's summary from the weights and the folded matrix, both scaled by ``2**-e``.
 
+    The relative error is the same at every scale (computed free of
+    overflow and underflow); the largest absolute error is scaled back.
+    """
     out = {} if fidelity is None else {"min_mesh_fidelity": fidelity}
     w_hat = np.asarray(dense)
     out["matrix_error"] = np_matrix_error(weights, w_hat)
-    out["max_abs_error"] = float(np.max(np.abs(w_hat - weights)))
+    with np.errstate(over="ignore", under="ignore"):
+        out["max_abs_error"] = float(np.ldexp(float(np.max(np.abs(w_hat - weights))), e))
     return out
 
 
@@ -262,8 +411,18 @@ def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | No
       wall time and metrics.
 
     Raises:
-      InvalidInputError: before any work, if the problem cannot fit in the
-        memory available (the message gives the size it needs).
+      InvalidTypeError: if ``weights`` is not a numeric array (a masked
+        array, whose mask would be ignored, included).
+      InvalidInputError: before any copy of the weights, if the problem
+        cannot fit in the memory available (the message gives the size it
+        needs and the memory available); if the weights are not finite; or
+        if a tile's gain cannot be represented in float64 (see the module
+        docstring).
+
+    Weights of any finite magnitude are compiled as accurately as weights
+    near 1 (the module docstring says how); ``callback`` then sees the state
+    of the scaled compile (``state.weights`` is ``W * 2**-e``), with records
+    in the units of the weights.
 
     Large matrices are compiled in strips of block rows (see the module
     docstring); the result is the same as in one piece, tile by tile, and the
@@ -277,11 +436,20 @@ def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | No
       >>> prog.report.summary["matrix_error"] < 1e-2
       True
     """
+    available = available_memory()  # before anything is allocated for this compile
     tgt = get_target(target)
-    w = as_matrix(weights, "weights")
     pipe = _resolve_pipeline(pipeline, tgt)
     split, k = _tiling(pipe, tgt)
-    plan = memory_plan(w.shape, k) if split is not None else None
+    shape, host_bytes = _input_bytes(weights)
+    if shape is not None and len(shape) == 2 and 0 not in shape:
+        _check_memory(shape, k, available, host_bytes)  # before the weights are converted or copied
+    view = matrix_view(weights, "weights")
+    plan = _check_memory(view.shape, k, available)
+    w = as_matrix(view, "weights")  # our own complex128 copy: scaled in place below
+    del view
+    e = power_of_two_exponent(w) if needs_scaling(w) else 0
+    if e:
+        scale_by_power_of_two(w, -e, out=w)
     strips = plan.strips if plan is not None else [(0, w.shape[0])]
     prefix, suffix = (pipe.passes[:split], pipe.passes[split:]) if len(strips) > 1 else ((), pipe.passes)
 
@@ -298,7 +466,11 @@ def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | No
             bar.set_postfix_str(p.name + where)
             bar.update(1)
         if callback is not None:
-            callback(p, rec, st)
+            callback(p, _in_weight_units(p, rec, e), st)
+
+    def report(records, summary):
+        records = tuple(_in_weight_units(p, r, e) for p, r in zip(pipe.passes, records))
+        return CompileReport(records, types.MappingProxyType(summary))
 
     try:
         state = CompileState(weights=w, target=tgt, provided=frozenset(INITIAL_PROPERTIES))
@@ -306,9 +478,10 @@ def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | No
             state = Pipeline(prefix).run(state, callback=hook)
         if len(strips) == 1:
             state = Pipeline(suffix).run(state, callback=hook)
-            summary = _summary(w, state.dense, _mesh_fidelity(state))
-            report = CompileReport(state.records, types.MappingProxyType(summary))
-            return Program(tgt, state.phase_map, report, str(pipe), state.detection, state.dense)
+            phase_map = _restore_scale(state.phase_map, e)
+            summary = _summary(w, state.dense, _mesh_fidelity(state), e)
+            dense = _restore_dense(state.dense, e)
+            return Program(tgt, phase_map, report(state.records, summary), str(pipe), state.detection, dense)
 
         # strips of block rows, one after the other
         maps, denses, records, norms, fids, detection = [], [], [], [], [], "coherent"
@@ -316,10 +489,11 @@ def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | No
             where = f" (rows {r0}-{r1 - 1}, strip {i + 1}/{len(strips)})"
             part = Pipeline(suffix).run(
                 CompileState(weights=w[r0:r1], target=tgt, provided=state.provided), callback=hook)
+            _restore_scale(part.phase_map, e, r0 // plan.grid.tile)  # refuse early, before the next strip
             maps.append(part.phase_map)
             denses.append(np.asarray(part.dense))
             records.append(part.records)
-            norms.append(float(np.linalg.norm(w[r0:r1])))
+            norms.append(np_norm(w[r0:r1]))
             fid = _mesh_fidelity(part)
             if fid is not None:
                 fids.append(fid)
@@ -328,9 +502,11 @@ def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | No
         grid = plan.grid
         dense = np.concatenate(denses)
         del denses
-        summary = _summary(w, dense, min(fids) if fids else None)
-        report = CompileReport(state.records + _join_records(records, norms, grid, suffix), types.MappingProxyType(summary))
-        return Program(tgt, _join_phase_maps(maps, grid), report, str(pipe), detection, dense)
+        summary = _summary(w, dense, min(fids) if fids else None, e)
+        dense = _restore_dense(dense, e)
+        phase_map = _restore_scale(_join_phase_maps(maps, grid), e)
+        return Program(tgt, phase_map, report(state.records + _join_records(records, norms, grid, suffix), summary),
+                       str(pipe), detection, dense)
     finally:
         if bar is not None:
             bar.close()

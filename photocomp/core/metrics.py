@@ -3,6 +3,12 @@
 * Fidelity of a unitary implementation: ``F = |Tr(U^H V)|^2 / N^2``
   (1 for a perfect implementation, insensitive to a global phase).
 * Matrix error: ``||W - W_hat||_F / ||W||_F`` (``||W_hat||_F`` when W = 0).
+
+Norms of numpy arrays are computed without overflow or underflow anywhere in
+the float64 range: arrays whose largest component lies outside
+``[2**-SAFE_EXPONENT, 2**SAFE_EXPONENT]`` are scaled by a power of two first
+(exact, see :func:`power_of_two_exponent`), so a relative error of weights
+near 1e300 or 1e-300 is as accurate as one of weights near 1.
 """
 
 from __future__ import annotations
@@ -11,7 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["fidelity", "matrix_error"]
+__all__ = ["fidelity", "matrix_error", "np_matrix_error", "np_norm", "power_of_two_exponent", "scale_by_power_of_two"]
+
+SAFE_EXPONENT = 400
+"""Arrays whose largest component has magnitude in ``[2**-SAFE_EXPONENT, 2**SAFE_EXPONENT]``
+need no scaling: the sum of their squared entries neither overflows nor loses
+anything that matters relative to the largest one to underflow."""
 
 
 def _xp(*arrays):
@@ -32,13 +43,81 @@ def fidelity(target, implemented):
     return xp.abs(tr) ** 2 / n**2
 
 
+def max_component(a) -> float:
+    """Largest ``|Re|`` or ``|Im|`` of any entry of ``a`` (0.0 for an empty array), without a full-size temporary."""
+    a = np.asarray(a)
+    if a.size == 0:
+        return 0.0
+    parts = (a.real, a.imag) if np.iscomplexobj(a) else (a,)
+    return float(max(max(float(p.max()), -float(p.min())) for p in parts))
+
+
+def power_of_two_exponent(*arrays) -> int:
+    """The exponent ``e`` with the largest component of ``arrays`` times ``2**-e`` in ``[0.5, 1)``.
+
+    0 when every entry is zero or some entry is not finite. Multiplying by a
+    power of two is exact unless the result leaves the normal float64 range.
+    """
+    m = max((max_component(a) for a in arrays), default=0.0)
+    if m == 0.0 or not np.isfinite(m):
+        return 0
+    return int(np.frexp(m)[1])
+
+
+def needs_scaling(*arrays) -> bool:
+    """Whether the largest component of ``arrays`` lies outside ``[2**-SAFE_EXPONENT, 2**SAFE_EXPONENT]``."""
+    m = max((max_component(a) for a in arrays), default=0.0)
+    return bool(np.isfinite(m) and m != 0.0 and not (2.0**-SAFE_EXPONENT <= m <= 2.0**SAFE_EXPONENT))
+
+
+def scale_by_power_of_two(a, e: int, *, out=None) -> np.ndarray:
+    """``a * 2**e`` computed with ``ldexp`` (exact in the normal range, for any int ``e``).
+
+    Real input gives float64, complex input complex128; ``out`` (an array of
+    that dtype, possibly ``a`` itself) receives the result in place.
+    """
+    a = np.asarray(a)
+    dtype = np.complex128 if np.iscomplexobj(a) else np.float64
+    if out is None:
+        out = np.empty(a.shape, dtype)
+    e = int(e)
+    if dtype == np.complex128:
+        np.ldexp(a.real, e, out=out.real, casting="unsafe")
+        np.ldexp(a.imag, e, out=out.imag, casting="unsafe")
+    else:
+        np.ldexp(a, e, out=out, casting="unsafe")
+    return out
+
+
+def np_norm(a) -> float:
+    """Float64 Frobenius norm of a numpy array, free of overflow and underflow.
+
+    The true norm when it is representable, ``inf`` when it exceeds the
+    largest float64 (e.g. a 2 x 2 matrix of 1e308).
+    """
+    a = np.asarray(a)
+    if not needs_scaling(a):
+        return float(np.linalg.norm(a.astype(np.result_type(a.dtype, np.float64), copy=False)))
+    e = power_of_two_exponent(a)
+    return float(np.ldexp(np.linalg.norm(scale_by_power_of_two(a, -e)), e))
+
+
 def matrix_error(target, implemented):
     """Relative Frobenius error ``||W - W_hat||_F / ||W||_F``, batched over leading axes.
 
     If ``W`` is all zero the absolute error ``||W_hat||_F`` is returned instead.
-    numpy inputs are computed in numpy (their precision kept); jax inputs in jax.
+    numpy inputs are computed in numpy (their precision kept, float64 free of
+    overflow and underflow: see :func:`np_matrix_error`); jax inputs in jax.
     """
-    xp = _xp(target, implemented)
+    if _xp(target, implemented) is np:
+        w, w_hat = np.asarray(target), np.asarray(implemented)
+        batch = np.broadcast_shapes(w.shape, w_hat.shape)[:-2]
+        w, w_hat = np.broadcast_to(w, batch + w.shape[-2:]), np.broadcast_to(w_hat, batch + w_hat.shape[-2:])
+        out = np.empty(batch)
+        for i in np.ndindex(batch):
+            out[i] = np_matrix_error(w[i], w_hat[i])
+        return out if batch else out[()]
+    xp = jnp
     w = xp.asarray(target)
     d = xp.asarray(implemented) - w
     num = xp.sqrt(xp.sum(xp.abs(d) ** 2, axis=(-2, -1)))
@@ -47,8 +126,21 @@ def matrix_error(target, implemented):
 
 
 def np_matrix_error(target, implemented) -> float:
-    """Float64 numpy version of :func:`matrix_error` for one matrix."""
+    """Float64 numpy version of :func:`matrix_error` for one matrix, free of overflow and underflow.
+
+    When either matrix has a component outside ``[2**-SAFE_EXPONENT,
+    2**SAFE_EXPONENT]``, both are first scaled by one power of two (exact),
+    so the relative error is right for any finite matrices; the absolute
+    error returned for an all-zero ``target`` is scaled back (``inf`` only
+    when it exceeds the largest float64). Otherwise one copy, the difference,
+    is made.
+    """
     w = np.asarray(target)
-    num = np.linalg.norm(np.asarray(implemented) - w)
-    den = np.linalg.norm(w)
-    return float(num / den) if den > 0 else float(num)
+    w_hat = np.asarray(implemented)
+    e = 0
+    if needs_scaling(w, w_hat):
+        e = power_of_two_exponent(w, w_hat)
+        w, w_hat = scale_by_power_of_two(w, -e), scale_by_power_of_two(w_hat, -e)
+    num = np.linalg.norm(np.subtract(w_hat, w, dtype=np.result_type(w, w_hat, np.float64)))
+    den = np.linalg.norm(w.astype(np.result_type(w.dtype, np.float64), copy=False))
+    return float(num / den) if den > 0 else float(np.ldexp(num, e))

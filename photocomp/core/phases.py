@@ -27,11 +27,22 @@ class MeshPhases:
     out_phase: np.ndarray
 
     def unitary(self):
-        """The unitary (or stack of unitaries) these phases implement, complex."""
+        """The unitary (or stack of unitaries) these phases implement.
+
+        Concrete phases (numpy or JAX arrays) rebuild it in float64 whatever
+        JAX's precision setting, and give a complex128 numpy array (also when
+        asked for inside a ``jax.jit`` trace, as a constant). Traced phases
+        (under ``jax.jit``, ``jax.grad``, ``jax.vmap``) give a JAX array in
+        the caller's precision.
+        """
         fn = lambda t, p, o: mesh_unitary(self.layout, t, p, o)  # noqa: E731
         for _ in range(np.ndim(self.theta) - 1):
             fn = jax.vmap(fn)
-        return fn(self.theta, self.phi, self.out_phase)
+        arrays = (self.theta, self.phi, self.out_phase)
+        if any(isinstance(a, jax.core.Tracer) for a in arrays):
+            return fn(*arrays)
+        with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+            return np.asarray(fn(*(np.asarray(a, dtype=np.float64) for a in arrays)), dtype=np.complex128)
 
 
 jax.tree_util.register_dataclass(

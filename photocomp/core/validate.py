@@ -11,7 +11,12 @@ import numpy as np
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["as_matrix", "as_unitary_batch", "check_int", "check_real"]
+__all__ = ["as_matrix", "as_unitary_batch", "check_int", "check_real", "matrix_view"]
+
+NUMERIC_KINDS = "biufc"
+"""dtype kinds accepted as numbers: bool, signed and unsigned integers, floats, complex.
+Not ``m``/``M`` (timedelta64/datetime64: durations and dates, not numbers), nor
+object, strings, bytes or structured (void) dtypes."""
 
 
 def _describe(x) -> str:
@@ -23,31 +28,61 @@ def _describe(x) -> str:
 
 
 def _as_numeric_array(x, name: str) -> np.ndarray:
+    """``np.asarray(x)`` (no copy for an ndarray, a broadcast view stays a view) if it is numeric; else raise."""
     if isinstance(x, (str, bytes)) or x is None:
         raise InvalidTypeError(f"{name} must be a numeric array-like; got {_describe(x)}")
+    if isinstance(x, np.ma.MaskedArray):
+        raise InvalidTypeError(
+            f"{name} must be a plain numeric array, not a masked array (numpy.ma): its mask would be "
+            f"ignored; fill the masked entries first, e.g. {name}.filled(0); got masked {_describe(x)}"
+        )
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists and the like
-        raise InvalidTypeError(f"{name} must be a numeric array-like; could not convert {type(x).__name__}: {exc}") from None
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ):
-        raise InvalidTypeError(f"{name} must be a numeric (real or complex) array; got {_describe(arr)}")
+        raise InvalidTypeError(
+            f"{name} must be a numeric array-like; could not convert {type(x).__name__}: {str(exc)[:80]}"
+        ) from None
+    if arr.dtype.kind not in NUMERIC_KINDS:
+        raise InvalidTypeError(
+            f"{name} must be a numeric (bool, integer, real or complex) array; got {_describe(arr)}"
+        )
     return arr
 
 
-def as_matrix(x, name: str = "weights") -> np.ndarray:
-    """Validate a finite, non-empty, real or complex 2-D array; return complex128."""
+def matrix_view(x, name: str = "weights") -> np.ndarray:
+    """Check that ``x`` is a non-empty numeric 2-D array-like without copying it.
+
+    Returns ``np.asarray(x)``: the array itself for an ndarray (a broadcast
+    view stays a view), so that its size can be checked before any copy.
+    Finiteness is checked by :func:`as_matrix`.
+    """
     arr = _as_numeric_array(x, name)
     if arr.ndim != 2:
         raise InvalidInputError(f"{name} must be a finite 2-D array (M x N); got {arr.ndim}-D {_describe(arr)}")
     if 0 in arr.shape:
         raise InvalidInputError(f"{name} must be non-empty; got shape {arr.shape}")
-    arr = arr.astype(np.complex128)
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise InvalidInputError(f"{name} must be finite; got {bad} NaN/Inf entries in shape {arr.shape}")
     return arr
+
+
+def as_matrix(x, name: str = "weights", *, copy: bool = True) -> np.ndarray:
+    """Validate a finite, non-empty, numeric 2-D array; return it as complex128.
+
+    ``copy=False`` returns ``x`` itself when it is a complex128 ndarray already.
+    Entries beyond the float64 range (float128 input) count as not finite.
+    """
+    arr = matrix_view(x, name)
+    out = arr.astype(np.complex128, copy=copy)
+    if not np.all(np.isfinite(out)):
+        finite = np.isfinite(arr) if arr.dtype.kind in "fc" else np.ones(arr.shape, bool)
+        bad = int(np.size(arr) - np.count_nonzero(finite))
+        if bad:
+            raise InvalidInputError(f"{name} must be finite; got {bad} NaN/Inf entries in shape {arr.shape}")
+        big = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+        raise InvalidInputError(
+            f"{name} must be finite in float64; got {big} entries of dtype {arr.dtype} beyond the float64 "
+            f"range (|x| > {np.finfo(np.float64).max:.4g}) in shape {arr.shape}"
+        )
+    return out
 
 
 def as_unitary_batch(x, name: str, *, check: bool = True, atol: float = 1e-8):
