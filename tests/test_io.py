@@ -1,9 +1,11 @@
 """Phase-map files: round trip, atomic writes, and every way a file can be refused."""
 
+import hashlib
 import json
 import os
 import pathlib
 import pickle
+import zipfile
 
 import jax
 import numpy as np
@@ -48,7 +50,16 @@ def _read(path):
     return meta, arrays
 
 
-def _write(path, meta, arrays):
+def _write(path, meta, arrays, rehash=False):
+    """Write an archive as given; ``rehash`` recomputes the array records and the metadata digest
+    (what someone editing a file on purpose would do), so that only the semantic checks can refuse it."""
+    meta = dict(meta)
+    if rehash:
+        meta["arrays"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype),
+                              "sha256": hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()}
+                          for k, v in arrays.items()}
+        if meta.get("schema_version") == 2:
+            meta["meta_sha256"] = pio.meta_digest(meta)
     blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     np.savez(path, __meta__=blob, **arrays)
 
@@ -89,7 +100,12 @@ def test_round_trip_metadata(prog, saved):
 def test_file_contents_follow_the_schema(saved):
     meta, arrays = _read(saved)
     assert meta["format"] == pio.FORMAT == "photocomp.phasemap"
-    assert meta["schema_version"] == pio.SCHEMA_VERSION == 1
+    assert meta["schema_version"] == pio.SCHEMA_VERSION == 2
+    assert meta["meta_sha256"] == pio.meta_digest(meta)
+    assert set(meta) == {"format", "schema_version", "convention", "phase_ranges", "units", "photocomp_version",
+                         "target", "grid", "mesh", "pipeline", "detection", "report", "chip", "arrays", "meta_sha256"}
+    with zipfile.ZipFile(saved) as zf:
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
     assert meta["convention"] == pc.convention.CONVENTION_TAG
     assert set(arrays) == {"v_theta", "v_phi", "v_out_phase", "sigma", "u_theta", "u_phi", "u_out_phase",
                            "gain", "mode_pairs", "columns"}
@@ -147,8 +163,9 @@ def test_failure_mid_write_leaves_nothing(prog, tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", broken_savez)
     dest = tmp_path / "w.npz"
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(PhaseMapFileError, match=r"cannot write path '.*w\.npz': disk full") as info:
         prog.save(dest)
+    assert isinstance(info.value.__cause__, OSError)
     assert not dest.exists()
     assert os.listdir(tmp_path) == []
 
@@ -245,7 +262,8 @@ def test_load_untampered_rewrite_is_accepted(saved, tmp_path):
 @pytest.mark.parametrize(
     "key, value, match",
     [
-        ("schema_version", 2, "schema version 2.*Upgrade photocomp"),
+        ("schema_version", 3, "schema version 3.*Upgrade photocomp"),
+        ("schema_version", "2", "schema version '2'.*reads \\[1, 2\\]"),
         ("schema_version", None, "schema version None"),
         ("convention", "reck1994", "convention 'reck1994'"),
         ("format", "otherlab.phasemap", "must be a 'photocomp.phasemap' file"),
@@ -264,12 +282,17 @@ def test_load_refuses_bad_metadata(saved, tmp_path):
     meta, arrays = _read(saved)
     meta["target"]["dac_bits"] = 0
     path = tmp_path / "bad_target.npz"
-    _write(path, meta, arrays)
-    with pytest.raises(PhaseMapFileError, match="invalid metadata"):
+    _write(path, meta, arrays, rehash=True)
+    with pytest.raises(PhaseMapFileError, match="field 'target' is not a valid target: Target.dac_bits"):
         pc.load(path)
     meta, arrays = _read(saved)
     meta["mesh"]["kind"] = "reck"
-    _write(path, meta, arrays)
+    meta["target"]["mesh"] = "reck"
+    _write(path, meta, arrays, rehash=True)
+    with pytest.raises(PhaseMapFileError, match="a reck mesh of 4 modes has 6 MZIs in 5 columns; the metadata says 6 in 4"):
+        pc.load(path)
+    meta["mesh"]["depth"] = 5
+    _write(path, meta, arrays, rehash=True)
     with pytest.raises(PhaseMapFileError, match="disagree with the reck layout"):
         pc.load(path)
 

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.atomic import quote_path
+from photocomp.core.errors import (
+    InvalidInputError,
+    InvalidTypeError,
+    MismatchError,
+    PhaseMapFileError,
+    PhotocompError,
+)
 from photocomp.core.graph import circuit_graph
 from photocomp.core.ir import CompileReport, PhaseMap
+from photocomp.core.layout import layout
+from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target
-from photocomp.hardware.chipsim import chip_forward, chip_matrix, drive_map, flatten_heaters
-from photocomp.io.program_file import read_program, save_program
+from photocomp.hardware.chip import Chip
+from photocomp.hardware.chipsim import Settings, chip_forward, chip_matrix, drive_map, flatten_heaters
+from photocomp.io.program_file import DETECTIONS, read_program, save_program
 from photocomp.sim import ideal as simulate
 
 __all__ = ["Program", "load"]
@@ -22,6 +33,43 @@ _matrix_jit = jax.jit(simulate.program_matrix)
 
 
 _chip_matrix_jit = jax.jit(chip_matrix)
+
+
+def _quote(value, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int too long to print
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _check_structure(target: Target, pm: PhaseMap) -> None:
+    """The phase map fits the target: both meshes of its layout, K x K tiles, arrays (n_tiles, ...) of that layout."""
+    lay = layout(target.mesh, target.size)
+    if pm.grid.tile != target.size:
+        raise MismatchError(f"phase_map must be tiled {target.size}x{target.size} for target {target.name!r}; "
+                            f"got tiles of {pm.grid.tile}")
+    for name, mp in (("v", pm.v), ("u", pm.u)):
+        if not isinstance(mp, MeshPhases):
+            raise InvalidTypeError(f"phase_map.{name} must be MeshPhases; got {type(mp).__name__}")
+        if mp.layout != lay:
+            raise MismatchError(f"phase_map.{name} must have target {target.name!r}'s layout ({lay.kind}, "
+                                f"{lay.n_modes} modes); got {mp.layout.kind}, {mp.layout.n_modes} modes")
+    t, k, m = pm.grid.n_tiles, target.size, lay.n_mzi
+    shapes = {"v.theta": (pm.v.theta, (t, m)), "v.phi": (pm.v.phi, (t, m)), "v.out_phase": (pm.v.out_phase, (t, k)),
+              "sigma": (pm.sigma, (t, k)), "u.theta": (pm.u.theta, (t, m)), "u.phi": (pm.u.phi, (t, m)),
+              "u.out_phase": (pm.u.out_phase, (t, k)), "gain": (pm.gain, (t,))}
+    for name, (a, shape) in shapes.items():
+        if tuple(np.shape(a)) != shape:
+            raise InvalidInputError(f"phase_map.{name} must have shape {shape} (n_tiles, ...); got {tuple(np.shape(a))}")
+
+
+def _check_settings(pm: PhaseMap, s) -> None:
+    t, k, m = pm.grid.n_tiles, pm.grid.tile, pm.v.layout.n_mzi
+    for g in ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain"):
+        shape = (t,) if g == "gain" else (t, m if g in ("v_int", "v_ext", "u_int", "u_ext") else k)
+        if tuple(np.shape(getattr(s, g))) != shape:
+            raise InvalidInputError(f"settings.{g} must have shape {shape}; got {tuple(np.shape(getattr(s, g)))}")
 
 
 def _as_float64(pm: PhaseMap) -> PhaseMap:
@@ -67,6 +115,13 @@ class Program:
             raise InvalidTypeError(f"target must be a photocomp.Target; got {type(target).__name__}")
         if not isinstance(phase_map, PhaseMap):
             raise InvalidTypeError(f"phase_map must be a photocomp PhaseMap; got {type(phase_map).__name__}")
+        if not isinstance(report, CompileReport):
+            raise InvalidTypeError(f"report must be a photocomp CompileReport; got {type(report).__name__}")
+        if not isinstance(pipeline, str):
+            raise InvalidTypeError(f"pipeline must be a str (the pipeline's text); got {type(pipeline).__name__}")
+        if not isinstance(detection, str) or detection not in DETECTIONS:
+            raise InvalidInputError(f"detection must be one of {DETECTIONS}; got {_quote(detection)}")
+        _check_structure(target, phase_map)
         self.target = target
         self.phase_map = _as_float64(phase_map)
         self.report = report
@@ -76,8 +131,13 @@ class Program:
         if (chip is None) != (settings is None):
             raise InvalidInputError("chip and settings must be given together (a calibrated program) or not at all")
         if chip is not None:
+            if not isinstance(chip, Chip):
+                raise InvalidTypeError(f"chip must be a photocomp Chip (from photocomp.fabricate); got {type(chip).__name__}")
+            if not isinstance(settings, Settings):
+                raise InvalidTypeError(f"settings must be photocomp Settings; got {type(settings).__name__}")
             chip.check_target(target)
             settings = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), settings)
+            _check_settings(phase_map, settings)
         self.chip = chip
         self.settings = settings
 
@@ -212,7 +272,19 @@ class Program:
 
     # -- I/O -----------------------------------------------------------------------
     def save(self, path) -> str:
-        """Write the versioned phase-map file (atomically); returns the path written."""
+        """Write the versioned phase-map file (atomically); returns the path written.
+
+        The format is documented in :mod:`photocomp.io.program_file`.
+
+        Raises:
+          InvalidTypeError: ``path`` is not a str or os.PathLike.
+          InvalidInputError: ``path`` cannot name a file (empty, a NUL byte, a
+            folder), or the program holds values a reader would refuse
+            (e.g. theta outside [0, pi/2], non-finite phases).
+          PhaseMapFileError: the folder is missing or the operating system
+            refuses the write (permission, read-only file system, disk full);
+            nothing is left behind and an existing file is kept.
+        """
         return save_program(self, path)
 
     def summary(self) -> dict:
@@ -242,8 +314,14 @@ def load(path) -> Program:
     calibrated program comes back with its chip and settings.
 
     Raises:
-      PhaseMapFileError: missing, unreadable, truncated, tampered, of another
-        format, schema version or MZI convention, or inconsistent.
+      InvalidTypeError: ``path`` is not a str or os.PathLike.
+      PhaseMapFileError: missing, unreadable (permission, a folder, a NUL
+        byte in the path), truncated, tampered, of another format, schema
+        version or MZI convention, or inconsistent; the message names the
+        path and what was wrong. Nothing else is raised for any file content.
     """
     f = read_program(path)
-    return Program(f.target, f.phase_map, f.report, f.pipeline, f.detection, chip=f.chip, settings=f.settings)
+    try:
+        return Program(f.target, f.phase_map, f.report, f.pipeline, f.detection, chip=f.chip, settings=f.settings)
+    except PhotocompError as exc:  # read_program checks all of this; kept so a file can never raise another type
+        raise PhaseMapFileError(f"cannot read {quote_path(os.fspath(path))}: {exc}") from None

@@ -22,11 +22,47 @@ from typing import Any
 import jax
 import numpy as np
 
-from photocomp.core.errors import InvalidInputError
+from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.format import format_value
 from photocomp.core.phases import MeshPhases
 
 __all__ = ["TileGrid", "PhaseMap", "PassRecord", "CompileReport"]
+
+_MAX_DIM = 2**31 - 1  # largest matrix dimension or tile size (int32-indexable)
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _quote(value, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int too long to print
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _json_mapping(d, where: str) -> dict:
+    """``d`` as a dict of str keys and plain JSON values (scalars, lists, dicts), else a typed error."""
+    if not isinstance(d, dict):
+        raise InvalidTypeError(f"{where} must be a dict; got {type(d).__name__} {_quote(d)}")
+
+    def check(v, at):
+        if isinstance(v, _JSON_SCALARS):
+            return
+        if isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                check(x, f"{at}[{i}]")
+            return
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise InvalidTypeError(f"{at} must have str keys; got {_quote(k)}")
+                check(x, f"{at}[{k!r}]")
+            return
+        raise InvalidTypeError(f"{at} must hold plain JSON values (numbers, strings, lists, dicts); "
+                               f"got {type(v).__name__} {_quote(v)}")
+
+    check(d, where)
+    return dict(d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +75,8 @@ class TileGrid:
     def __post_init__(self):
         for f in ("out_dim", "in_dim", "tile"):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidInputError(f"TileGrid.{f} must be an int >= 1; got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _MAX_DIM:
+                raise InvalidInputError(f"TileGrid.{f} must be an int in [1, 2**31 - 1]; got {_quote(v)}")
 
     @property
     def rows(self) -> int:
@@ -146,11 +182,31 @@ class CompileReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> CompileReport:
-        recs = tuple(
-            PassRecord(r["name"], r["spec"], float(r["wall_s"]), types.MappingProxyType(dict(r["metrics"])))
-            for r in d.get("records", [])
-        )
-        return cls(recs, types.MappingProxyType(dict(d.get("summary", {}))))
+        # the inverse of to_dict, for records read from files: every part is type-checked
+        # (InvalidTypeError / InvalidInputError name the part), nothing is converted silently
+        if not isinstance(d, dict):
+            raise InvalidTypeError(f"report must be a dict with 'records' and 'summary'; got {type(d).__name__} {_quote(d)}")
+        extra = sorted(set(d) - {"records", "summary"})
+        if extra:
+            raise InvalidInputError(f"report must have only the keys 'records' and 'summary'; got also {_quote(extra)}")
+        records, summary = d.get("records", []), d.get("summary", {})
+        if not isinstance(records, list):
+            raise InvalidTypeError(f"report['records'] must be a list; got {type(records).__name__} {_quote(records)}")
+        recs = []
+        for i, r in enumerate(records):
+            where = f"report['records'][{i}]"
+            if not isinstance(r, dict) or set(r) != {"name", "spec", "wall_s", "metrics"}:
+                raise InvalidInputError(f"{where} must be a dict with exactly the keys name, spec, wall_s, metrics; "
+                                        f"got {_quote(r)}")
+            for key in ("name", "spec"):
+                if not isinstance(r[key], str):
+                    raise InvalidTypeError(f"{where}[{key!r}] must be a str; got {type(r[key]).__name__} {_quote(r[key])}")
+            wall = r["wall_s"]
+            if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not math.isfinite(wall) or wall < 0:
+                raise InvalidInputError(f"{where}['wall_s'] must be a finite number >= 0 (s); got {_quote(wall)}")
+            recs.append(PassRecord(r["name"], r["spec"], float(wall),
+                                   types.MappingProxyType(_json_mapping(r["metrics"], f"{where}['metrics']"))))
+        return cls(tuple(recs), types.MappingProxyType(_json_mapping(summary, "report['summary']")))
 
     def table(self) -> str:
         """A plain-text table: one row per pass, then the summary."""

@@ -1,37 +1,148 @@
 """The versioned phase-map file format (the one place that defines it).
 
-A phase-map file is a numpy ``.npz`` archive read with ``allow_pickle=False``:
-plain float64/int32 arrays plus one ``__meta__`` array holding UTF-8 JSON.
-Nothing in a file is ever executed. Layout of schema version 1:
+A phase-map file holds one compiled (optionally calibrated) program. It is a
+zip archive in numpy's ``.npz`` layout, written by :func:`save_program`
+(:meth:`photocomp.Program.save`) and read by :func:`read_program`
+(:func:`photocomp.load`). Nothing in a file is ever executed or unpickled.
 
-=================  ==================  ==========================================
-array              shape               meaning (units)
-=================  ==================  ==========================================
-``v_theta``        (T, n_mzi)          V-mesh internal angles theta (rad)
-``v_phi``          (T, n_mzi)          V-mesh external phases phi (rad)
-``v_out_phase``    (T, K)              V-mesh output phase screen (rad)
-``sigma``          (T, K)              attenuator angles; amplitude = cos(sigma) (rad)
-``u_theta``        (T, n_mzi)          U-mesh internal angles (rad)
-``u_phi``          (T, n_mzi)          U-mesh external phases (rad)
-``u_out_phase``    (T, K)              U-mesh output phase screen (rad)
-``gain``           (T,)                electronic gain per tile (dimensionless)
-``mode_pairs``     (n_mzi,)            upper mode of each MZI (int32)
-``columns``        (n_mzi,)            column of each MZI (int32)
-=================  ==================  ==========================================
+Archive
+-------
+Every member is an uncompressed (``ZIP_STORED``) ``.npy`` file named
+``<array>.npy``: the arrays below, plus ``__meta__.npy``, a 1-D ``uint8``
+array holding the UTF-8 JSON metadata record. Arrays are C-ordered, of the
+dtype listed, little-endian as written on common machines (a reader accepts
+either byte order). Nothing else may be in the archive.
 
-A program calibrated for a fabricated chip also stores its physical heater
-settings ``cal_v_int``, ``cal_v_ext``, ``cal_v_out``, ``cal_att``, ``cal_u_int``,
-``cal_u_ext``, ``cal_u_out`` (rad), ``cal_gain`` and the heater drives
-``drives_mw`` (T, H) (mW), and records the chip (target and seed, from which
-it is re-sampled on load, plus a SHA-256 fingerprint that must match).
+Program
+-------
+A real or complex ``M x N`` matrix ``W`` (``M = out_dim``, ``N = in_dim``) is
+cut into ``K x K`` tiles (``K`` = ``grid.tile`` = the target's ``size`` = the
+mesh's ``n_modes``): ``rows = ceil(M / K)`` block rows, ``cols = ceil(N / K)``
+block columns, ``T = rows * cols`` tiles in row-major order, tile ``t`` at
+block row ``t // cols`` and block column ``t % cols``. The input ``x`` (N,)
+is zero-padded to ``cols * K``; tile ``t`` reads input block ``t % cols`` and
+its output is added (electronically) into output block ``t // cols``; the
+result is cropped to ``M``. Mode ``n`` of a tile is entry ``n`` of its input
+and output blocks (mode 0 is the first row and the first column). Tile ``t``
+implements::
 
-``__meta__`` records the format name, schema version, MZI convention tag,
-units, the full target, the tile grid, the mesh, the pipeline, the detection
-model, the compile report and a SHA-256 of every array. Readers refuse other
-formats, versions and conventions, mismatching hashes (tampering or
-truncation) and structure that disagrees with the mesh layout.
-Writes go to a temporary file in the destination folder, then
-``os.replace`` it into place, so a failure never leaves a half-written file.
+    W_t = gain[t] * diag(e^{i u_out_phase[t]}) U(u_theta[t], u_phi[t])
+                  * diag(cos sigma[t])
+                  * diag(e^{i v_out_phase[t]}) V(v_theta[t], v_phi[t])
+
+where the first mesh light meets, the V mesh with its output screen,
+implements ``V_t^H`` (the conjugate transpose of the right singular vectors
+of the tile, ``W_t ~ U_t S_t V_t^H``) and the U mesh with its screen
+implements ``U_t``. A mesh ``M(theta, phi)`` applies its MZIs column by
+column, column 0 first (column 0 is the input side, where light enters);
+MZI ``j`` acts on modes ``(mode_pairs[j], mode_pairs[j] + 1)`` with the
+convention's 2 x 2 matrix (:mod:`photocomp.core.convention`, tag
+``clements2016-eq1``)::
+
+    T(theta, phi) = [[e^{i phi} cos theta, -sin theta],
+                     [e^{i phi} sin theta,  cos theta]]
+
+(the external phase ``phi`` sits on the upper input). MZIs are stored in
+the order light meets them: by column, upper mode ascending inside a column
+(``columns`` is non-decreasing). An output screen multiplies the field on
+mode ``n`` by ``e^{+i out_phase[n]}`` after the mesh's last column.
+``detection = "coherent"`` reads the fields ``y = W x``; ``"intensity"``
+reads ``|W x|^2``.
+
+Arrays
+------
+``T`` tiles, ``K`` modes, ``n_mzi = K (K - 1) / 2`` MZIs per mesh,
+``H = 4 n_mzi + 3 K`` heaters per tile. Ranges are checked on load and on
+save (``ANGLE_TOLERANCE`` allows rounding at the ends of closed ranges;
+``PHASE_LIMIT`` bounds phases that are only meaningful modulo 2 pi).
+
+=================  ===========  =======  ==================================================
+array              shape        dtype    meaning (units; range)
+=================  ===========  =======  ==================================================
+``v_theta``        (T, n_mzi)   float64  V-mesh internal angles theta (rad; [0, pi/2])
+``v_phi``          (T, n_mzi)   float64  V-mesh external phases phi (rad; |phi| <= PHASE_LIMIT)
+``v_out_phase``    (T, K)       float64  V-mesh output screen (rad; |.| <= PHASE_LIMIT)
+``sigma``          (T, K)       float64  attenuator angles; amplitude cos(sigma) on mode n (rad; [0, pi/2])
+``u_theta``        (T, n_mzi)   float64  U-mesh internal angles theta (rad; [0, pi/2])
+``u_phi``          (T, n_mzi)   float64  U-mesh external phases phi (rad; |phi| <= PHASE_LIMIT)
+``u_out_phase``    (T, K)       float64  U-mesh output screen (rad; |.| <= PHASE_LIMIT)
+``gain``           (T,)         float64  electronic gain per tile (dimensionless; finite, >= 0)
+``mode_pairs``     (n_mzi,)     int32    upper mode of each MZI, equal to the layout's
+``columns``        (n_mzi,)     int32    column of each MZI, equal to the layout's
+=================  ===========  =======  ==================================================
+
+The compiler emits theta in [0, pi/2] and, after ``canonicalize``, phi and
+output phases in [0, 2 pi). A program calibrated for a fabricated chip also
+stores the phases its heaters must produce
+(:class:`photocomp.hardware.chipsim.Settings`, physical convention of
+:mod:`photocomp.sim.physical`), all float64 and finite:
+
+=================  ===========  ==========================================================
+``cal_v_int``      (T, n_mzi)   V-mesh internal (upper-arm) heater phases (rad; |.| <= PHASE_LIMIT)
+``cal_v_ext``      (T, n_mzi)   V-mesh external heater phases (rad; |.| <= PHASE_LIMIT)
+``cal_v_out``      (T, K)       V output phase shifters (rad; |.| <= PHASE_LIMIT)
+``cal_att``        (T, K)       attenuator internal phases (rad; |.| <= PHASE_LIMIT)
+``cal_u_int``      (T, n_mzi)   U-mesh internal heater phases (rad; |.| <= PHASE_LIMIT)
+``cal_u_ext``      (T, n_mzi)   U-mesh external heater phases (rad; |.| <= PHASE_LIMIT)
+``cal_u_out``      (T, K)       U output phase shifters (rad; |.| <= PHASE_LIMIT)
+``cal_gain``       (T,)         electronic gain per tile on the chip (dimensionless; finite)
+``drives_mw``      (T, H)       heater powers (mW; [0, drive_limit_p_pi * heater_p_pi_mw])
+=================  ===========  ==========================================================
+
+``drives_mw`` columns follow :data:`photocomp.hardware.chip.HEATER_GROUPS`: V
+internal, V external, V output, attenuator, U internal, U external, U output.
+The chip is not stored: it is re-sampled from the target and seed on load
+and must match its SHA-256 fingerprint (:func:`chip_fingerprint`).
+
+Metadata (``__meta__``)
+-----------------------
+One JSON object (at most ``MAX_META_BYTES`` bytes, nesting depth at most
+``MAX_JSON_DEPTH``, no duplicate keys) with exactly these fields:
+
+* ``format``: ``"photocomp.phasemap"``; ``schema_version``: ``2`` (int);
+  ``convention``: ``"clements2016-eq1"``.
+* ``phase_ranges``: ``{"theta": [0, pi/2], "phi": [0, 2 pi]}`` (the
+  convention's canonical ranges, as numbers).
+* ``units``: ``{quantity: unit}`` strings (:data:`UNITS`).
+* ``photocomp_version``: the writer's version (string).
+* ``target``: every field of :class:`photocomp.core.target.Target`
+  (``Target.to_dict()``); ``target.mesh`` must equal ``mesh.kind`` and
+  ``target.size`` must equal ``grid.tile``.
+* ``grid``: ``{"out_dim": M, "in_dim": N, "tile": K}`` (ints >= 1).
+* ``mesh``: ``{"kind": "clements" | "reck", "n_modes": K, "n_mzi": K (K-1)/2,
+  "depth": K (clements) or 2 K - 3 (reck, K > 2; 1 for K = 2)}``.
+* ``pipeline``: the pipeline text; ``detection``: ``"coherent"`` or ``"intensity"``.
+* ``report``: the compile report, ``{"records": [{"name", "spec", "wall_s",
+  "metrics"}], "summary": {...}}`` (:meth:`photocomp.core.ir.CompileReport.to_dict`).
+* ``chip``: ``null``, or ``{"seed": int >= 0, "fingerprint": 64 hex digits}``
+  for a calibrated program.
+* ``arrays``: for every array, ``{"shape": [...], "dtype": "float64" |
+  "int32", "sha256": 64 hex digits}``, the SHA-256 of its C-order bytes.
+* ``meta_sha256``: SHA-256 (hex) of the canonical JSON of every other field
+  (:func:`meta_digest`: keys sorted, separators ``","`` and ``":"``, ASCII
+  with ``\\u`` escapes, floats in shortest round-trip form), so no field that
+  determines the program (target, grid, mesh, detection, pipeline, chip,
+  array records) nor the report can be edited unnoticed.
+
+Schema version 1 (no ``meta_sha256``; ``chip`` and the target's later
+fields may be absent, the target's defaults then apply) is still read, with
+the same checks on structure and values.
+
+Reading
+-------
+:func:`read_program` checks, in this order, before anything large is read or
+built: the zip directory (at most ``MAX_MEMBERS`` members, known names,
+uncompressed, declared sizes within the file, ``__meta__`` at most
+``MAX_META_BYTES``); the metadata's size, depth, format, version, convention
+and digest; the type and value of every metadata field and their agreement
+(target, grid, mesh); each member's declared size against the shape the
+metadata implies; then each array's ``.npy`` header (dtype, shape, C order),
+bytes, SHA-256 and value ranges; only then is the mesh layout built and
+compared with ``mode_pairs`` / ``columns``. Every refusal is a
+:class:`PhaseMapFileError` naming the path and what was wrong. Writes go to a
+temporary file in the destination folder, then ``os.replace`` it into place,
+so a failure never leaves a half-written file; :func:`save_program` refuses
+(:class:`InvalidInputError`) a program that the reader would refuse.
 """
 
 from __future__ import annotations
@@ -39,7 +150,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
+import stat
 import zipfile
 from typing import Any
 
@@ -47,9 +161,10 @@ import jax
 import numpy as np
 
 from photocomp.core import convention
-from photocomp.core.atomic import atomic_write
-from photocomp.core.errors import InvalidTypeError, PhaseMapFileError, PhotocompError
+from photocomp.core.atomic import atomic_write, os_reason, quote_path
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, PhaseMapFileError, PhotocompError
 from photocomp.core.ir import CompileReport, PhaseMap, TileGrid
+from photocomp.core.layout import MESH_KINDS
 from photocomp.core.layout import layout as mesh_layout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target
@@ -57,92 +172,246 @@ from photocomp.core.version import __version__
 from photocomp.hardware.chip import fabricate
 from photocomp.hardware.chipsim import Settings
 
-__all__ = ["FORMAT", "SCHEMA_VERSION", "ProgramFile", "save_program", "read_program", "atomic_write_npz", "read_npz",
-           "chip_fingerprint"]
+__all__ = ["FORMAT", "SCHEMA_VERSION", "READ_VERSIONS", "DETECTIONS", "UNITS", "PHASE_LIMIT", "ANGLE_TOLERANCE",
+           "MAX_META_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "ProgramFile", "save_program", "read_program",
+           "atomic_write_npz", "meta_digest", "chip_fingerprint", "check_program_arrays"]
 
 FORMAT = "photocomp.phasemap"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Schema version written."""
+READ_VERSIONS = (1, 2)
+"""Schema versions read."""
+DETECTIONS = ("coherent", "intensity")
+"""Detection models a program may have."""
 UNITS = {
     "theta": "rad", "phi": "rad", "out_phase": "rad", "sigma": "rad (amplitude cos(sigma))",
     "gain": "dimensionless", "wavelength_nm": "nm", "heater_p_pi_mw": "mW", "heater_tau_us": "us",
     "v_pi": "V", "clock_ghz": "GHz",
 }
-_FLOAT_ARRAYS = ("v_theta", "v_phi", "v_out_phase", "sigma", "u_theta", "u_phi", "u_out_phase", "gain",
-                 "cal_v_int", "cal_v_ext", "cal_v_out", "cal_att", "cal_u_int", "cal_u_ext", "cal_u_out", "cal_gain")
+PHASE_LIMIT = 2048 * math.pi
+"""Largest ``|phase|`` (rad) of an external or output phase or a heater phase in a file.
+
+Phases only matter modulo 2 pi; below this bound float64 keeps them to about
+1e-12 rad, and anything beyond is a damaged value."""
+ANGLE_TOLERANCE = 1e-12
+"""Rounding (rad) allowed beyond the ends of the closed ranges [0, pi/2] of theta and sigma."""
+MAX_META_BYTES = 8 << 20
+"""Largest ``__meta__`` record (bytes of JSON)."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects in ``__meta__``."""
+MAX_MEMBERS = 32
+"""Most members an archive may have (a calibrated program has 20)."""
+_MAX_NPY_HEADER = 4096  # bytes of .npy magic + header a member may have beyond its data
+_MAX_TEXT = 1 << 16  # characters of a free-text field (pipeline, target name, description)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+_PHASE_MAP_ARRAYS = ("v_theta", "v_phi", "v_out_phase", "sigma", "u_theta", "u_phi", "u_out_phase", "gain")
 _INT_ARRAYS = ("mode_pairs", "columns")
+_SETTINGS_FIELDS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain")
+_CAL_ARRAYS = tuple(f"cal_{g}" for g in _SETTINGS_FIELDS) + ("drives_mw",)
+_ALL_ARRAYS = frozenset(_PHASE_MAP_ARRAYS + _INT_ARRAYS + _CAL_ARRAYS)
+_ANGLES = ("v_theta", "u_theta", "sigma")
+_PHASES = ("v_phi", "v_out_phase", "u_phi", "u_out_phase", "cal_v_int", "cal_v_ext", "cal_v_out", "cal_att",
+           "cal_u_int", "cal_u_ext", "cal_u_out")
+_META_KEYS = frozenset({"format", "schema_version", "convention", "phase_ranges", "units", "photocomp_version",
+                        "target", "grid", "mesh", "pipeline", "detection", "report", "chip", "arrays"})
+_V1_OPTIONAL = frozenset({"phase_ranges", "units", "photocomp_version", "chip"})
+
+
+# ---- small helpers -------------------------------------------------------------------------------------
+
+
+def _short(value, limit: int = 80) -> str:
+    """``repr`` of a value read from a file, cut to about ``limit`` characters."""
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int too long to print
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """A message of a caught error, cut to about ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _kind(value) -> str:
+    """JSON type name of a parsed value, for messages."""
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def _check_path(path, name="path") -> str:
+def meta_digest(meta: dict) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``meta`` without its ``meta_sha256`` field.
+
+    Canonical JSON: keys sorted, separators ``","`` and ``":"``, ASCII output
+    (``\\u`` escapes), floats in Python's shortest round-trip form, ``NaN`` /
+    ``Infinity`` spelled as such. Computed on the parsed record, so it does not
+    depend on how the stored text is laid out.
+    """
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def chip_fingerprint(chip) -> str:
+    """SHA-256 over every error array of a chip (detects a chip that re-samples differently)."""
+
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(chip):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()
+
+
+def _check_save_path(path) -> str:
     if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
-        raise InvalidTypeError(f"{name} must be a file path (str or os.PathLike); got {type(path).__name__}")
-    return os.fspath(path)
+        raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}")
+    try:
+        path = os.fspath(path)
+    except TypeError as exc:
+        raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}") from exc
+    if not isinstance(path, str):
+        raise InvalidTypeError(f"path must be a file path (str or os.PathLike giving a str); got {type(path).__name__}")
+    if not path:
+        raise InvalidInputError("path must name a file; got an empty path ''")
+    if "\0" in path:
+        raise InvalidInputError(f"path must not contain a NUL byte; got {quote_path(path)}")
+    return path
+
+
+def _check_load_path(path) -> str:
+    if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
+        raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}")
+    try:
+        path = os.fspath(path)
+    except TypeError as exc:
+        raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}") from exc
+    if not isinstance(path, str):
+        raise InvalidTypeError(f"path must be a file path (str or os.PathLike giving a str); got {type(path).__name__}")
+    if not path:
+        raise PhaseMapFileError("path must be an existing file; got an empty path ''")
+    if "\0" in path:
+        raise PhaseMapFileError(f"path must be an existing file; got {quote_path(path)}, which contains a NUL byte")
+    return path
+
+
+# ---- value checks shared by reading and writing -------------------------------------------------------
+
+
+def _expected_shapes(n_tiles: int, k: int, calibrated: bool) -> dict:
+    """``{array: shape}`` of a program's arrays, with the closed-form MZI count."""
+    m = k * (k - 1) // 2
+    shapes = {"v_theta": (n_tiles, m), "v_phi": (n_tiles, m), "v_out_phase": (n_tiles, k), "sigma": (n_tiles, k),
+              "u_theta": (n_tiles, m), "u_phi": (n_tiles, m), "u_out_phase": (n_tiles, k), "gain": (n_tiles,),
+              "mode_pairs": (m,), "columns": (m,)}
+    if calibrated:
+        for g in _SETTINGS_FIELDS:
+            shapes[f"cal_{g}"] = shapes["gain"] if g == "gain" else (n_tiles, m if g in ("v_int", "v_ext", "u_int", "u_ext") else k)
+        shapes["drives_mw"] = (n_tiles, 4 * m + 3 * k)
+    return shapes
+
+
+def check_program_arrays(arrays: dict, target: Target) -> None:
+    """Check the value ranges of a program's float arrays (the schema's table).
+
+    ``arrays`` maps the file's array names to numpy arrays of the right
+    shapes. Raises :class:`InvalidInputError` naming the first array out of
+    range, its worst value and the allowed range.
+    """
+    def bad(name, a, mask, rule):
+        worst = a[mask].flat[0]
+        raise InvalidInputError(f"array {name!r} must be {rule}; got {int(mask.sum())} value(s) outside, e.g. {worst!r}")
+
+    for name, a in arrays.items():
+        if name in _INT_ARRAYS:
+            continue
+        a = np.asarray(a)
+        if a.dtype != np.float64:
+            raise InvalidInputError(f"array {name!r} must be float64; got dtype {a.dtype}")
+        finite = np.isfinite(a)
+        if not finite.all():
+            bad(name, a, ~finite, "finite")
+        if name in _ANGLES:
+            lo, hi = convention.THETA_RANGE
+            out = (a < lo - ANGLE_TOLERANCE) | (a > hi + ANGLE_TOLERANCE)
+            if out.any():
+                bad(name, a, out, f"in [0, pi/2] rad (up to {ANGLE_TOLERANCE:g} of rounding)")
+        elif name in _PHASES:
+            out = np.abs(a) > PHASE_LIMIT
+            if out.any():
+                bad(name, a, out, f"a phase with |phase| <= PHASE_LIMIT = {PHASE_LIMIT:.6g} rad")
+        elif name == "gain":
+            out = a < 0
+            if out.any():
+                bad(name, a, out, ">= 0 (the tile's largest singular value)")
+        elif name == "drives_mw":
+            cap = target.drive_limit_p_pi * target.heater_p_pi_mw
+            out = (a < 0) | (a > cap * (1 + 1e-12))
+            if out.any():
+                bad(name, a, out, f"in [0, {cap:g}] mW (the target's drive limit)")
+
+
+# ---- writing ---------------------------------------------------------------------------------------------
 
 
 def atomic_write_npz(path, arrays: dict, meta: dict) -> str:
     """Write ``arrays`` plus JSON ``meta`` to ``path`` atomically (temp file, then rename).
 
-    The hashes of all arrays are added to ``meta["arrays"]``. Returns the path.
+    The records of all arrays (shape, dtype, SHA-256) are added to
+    ``meta["arrays"]`` and the digest of the whole record to
+    ``meta["meta_sha256"]`` (:func:`meta_digest`). Returns the path.
+
+    Raises:
+      InvalidInputError: ``meta`` is not plain JSON or exceeds ``MAX_META_BYTES``,
+        or ``path`` cannot name a file.
+      PhaseMapFileError: the folder is missing or the write fails.
     """
-    path = _check_path(path)
+    path = _check_save_path(path)
     meta = dict(meta)
+    meta.pop("meta_sha256", None)
     meta["arrays"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype), "sha256": _sha256(v)} for k, v in arrays.items()}
-    blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    try:  # the digest is taken on the record as a reader parses it back
+        plain = json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"cannot save to path {quote_path(path)}: the metadata must be plain JSON "
+                                f"(numbers, strings, lists, dicts); {_cut(str(exc), 160)}") from None
+    plain["meta_sha256"] = meta_digest(plain)
+    text = json.dumps(plain, sort_keys=True).encode("utf-8")
+    if len(text) > MAX_META_BYTES:
+        raise InvalidInputError(f"cannot save to path {quote_path(path)}: the metadata (e.g. the report) takes "
+                                f"{len(text)} bytes; a file holds at most MAX_META_BYTES = {MAX_META_BYTES}")
+    blob = np.frombuffer(text, dtype=np.uint8)
     return atomic_write(path, lambda f: np.savez(f, __meta__=blob, **arrays))
 
 
-def read_npz(path, fmt: str, versions: tuple) -> tuple[dict, dict]:
-    """Read and verify an archive written by :func:`atomic_write_npz`.
-
-    Returns ``(meta, arrays)``. Raises :class:`PhaseMapFileError` for anything
-    unreadable, of another format or version, or whose arrays fail their hash.
-    """
-    path = _check_path(path)
-    if not os.path.isfile(path):
-        raise PhaseMapFileError(f"path must be an existing file; got {path!r}")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head and not head.startswith((b"PK", b"\x93NUMPY")):  # neither a zip (.npz) nor an .npy file
-        raise PhaseMapFileError(f"cannot read {path!r}: path must be a photocomp .npz file (a zip archive, e.g. "
-                                f"written by Program.save); got a file starting with {head!r}")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise PhaseMapFileError(f"{path!r} is not a photocomp file: expected an .npz archive, got a bare array")
-        with loaded as z:
-            if "__meta__" not in z.files:
-                raise PhaseMapFileError(f"{path!r} is not a photocomp file: no __meta__ record")
-            meta = json.loads(bytes(z["__meta__"]).decode("utf-8"))
-            arrays = {k: z[k] for k in z.files if k != "__meta__"}
-    except PhotocompError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PhaseMapFileError(f"cannot read {path!r}: truncated or corrupt ({type(exc).__name__}: {exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != fmt:
-        raise PhaseMapFileError(f"{path!r} must be a {fmt!r} file; got format {meta.get('format') if isinstance(meta, dict) else meta!r}")
-    if meta.get("schema_version") not in versions:
-        raise PhaseMapFileError(
-            f"{path!r} has schema version {meta.get('schema_version')!r}; this photocomp reads {list(versions)}. "
-            "Upgrade photocomp to read newer files."
-        )
-    if meta.get("convention") != convention.CONVENTION_TAG:
-        raise PhaseMapFileError(f"{path!r} uses MZI convention {meta.get('convention')!r}; expected {convention.CONVENTION_TAG!r}")
-    declared = meta.get("arrays", {})
-    if set(declared) != set(arrays):
-        raise PhaseMapFileError(f"{path!r} array set {sorted(arrays)} differs from its record {sorted(declared)}: tampered or truncated")
-    for k, a in arrays.items():
-        if _sha256(a) != declared[k].get("sha256") or list(a.shape) != declared[k].get("shape"):
-            raise PhaseMapFileError(f"{path!r}: array {k!r} fails its SHA-256/shape check: the file was modified or damaged")
-    return meta, arrays
-
-
 def save_program(program, path) -> str:
-    """Write a :class:`~photocomp.compiler.program.Program` as a phase-map file (atomic)."""
+    """Write a :class:`~photocomp.compiler.program.Program` as a phase-map file (atomic).
+
+    Raises:
+      InvalidTypeError: ``path`` is not a str or os.PathLike.
+      InvalidInputError: ``path`` cannot name a file (empty, NUL byte, a
+        folder), or the program holds values the reader would refuse.
+      PhaseMapFileError: the folder is missing or the operating system refuses
+        the write (permission, read-only file system, disk full).
+    """
+    path = _check_save_path(path)
+    q = quote_path(path)
     pm: PhaseMap = program.phase_map
     lay = pm.v.layout
+    target = program.target
+    if program.detection not in DETECTIONS:
+        raise InvalidInputError(f"cannot save to path {q}: detection must be one of {DETECTIONS}; "
+                                f"got {_short(program.detection)}")
+    if pm.u.layout != lay or lay.kind != target.mesh or lay.n_modes != target.size or pm.grid.tile != target.size:
+        raise InvalidInputError(
+            f"cannot save to path {q}: both meshes must have the target's layout ({target.mesh}, {target.size} "
+            f"modes) on {target.size}x{target.size} tiles; got V {lay.kind}/{lay.n_modes}, "
+            f"U {pm.u.layout.kind}/{pm.u.layout.n_modes}, tiles of {pm.grid.tile}"
+        )
     arrays = {
         "v_theta": pm.v.theta, "v_phi": pm.v.phi, "v_out_phase": pm.v.out_phase,
         "sigma": pm.sigma,
@@ -158,7 +427,16 @@ def save_program(program, path) -> str:
         for g in _SETTINGS_FIELDS:
             arrays[f"cal_{g}"] = np.asarray(getattr(s, g), dtype=np.float64)
         arrays["drives_mw"] = np.asarray(program.drives(), dtype=np.float64)
-        chip_meta = {"seed": program.chip.seed, "fingerprint": chip_fingerprint(program.chip)}
+        chip_meta = {"seed": int(program.chip.seed), "fingerprint": chip_fingerprint(program.chip)}
+    shapes = _expected_shapes(pm.grid.n_tiles, pm.grid.tile, program.chip is not None)
+    for name, a in arrays.items():
+        if a.shape != shapes[name]:
+            raise InvalidInputError(f"cannot save to path {q}: array {name!r} must have shape {shapes[name]}; "
+                                    f"got {a.shape}")
+    try:
+        check_program_arrays(arrays, target)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"cannot save to path {q}: {exc}") from None
     meta = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -166,7 +444,7 @@ def save_program(program, path) -> str:
         "phase_ranges": {"theta": list(convention.THETA_RANGE), "phi": list(convention.PHI_RANGE)},
         "units": UNITS,
         "photocomp_version": __version__,
-        "target": program.target.to_dict(),
+        "target": target.to_dict(),
         "grid": {"out_dim": pm.grid.out_dim, "in_dim": pm.grid.in_dim, "tile": pm.grid.tile},
         "mesh": {"kind": lay.kind, "n_modes": lay.n_modes, "n_mzi": lay.n_mzi, "depth": lay.depth},
         "pipeline": program.pipeline,
@@ -177,27 +455,7 @@ def save_program(program, path) -> str:
     return atomic_write_npz(path, arrays, meta)
 
 
-_SETTINGS_FIELDS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain")
-
-
-def chip_fingerprint(chip) -> str:
-    """SHA-256 over every error array of a chip (detects a chip that re-samples differently)."""
-
-    h = hashlib.sha256()
-    for leaf in jax.tree_util.tree_leaves(chip):
-        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
-    return h.hexdigest()
-
-
-def _expect(arrays, name, shape, path):
-    a = arrays.get(name)
-    if a is None:
-        raise PhaseMapFileError(f"{path!r}: missing array {name!r}")
-    if a.shape != shape:
-        raise PhaseMapFileError(f"{path!r}: array {name!r} must have shape {shape}; got {a.shape}")
-    if name in _FLOAT_ARRAYS and (a.dtype != np.float64 or not np.all(np.isfinite(a))):
-        raise PhaseMapFileError(f"{path!r}: array {name!r} must be finite float64; got dtype {a.dtype}")
-    return a
+# ---- reading ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +475,298 @@ class ProgramFile:
     settings: Any = None
 
 
+class _Reader:
+    """One verified read of one file; every refusal names the path."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.q = quote_path(path)
+
+    def fail(self, what: str):
+        raise PhaseMapFileError(f"cannot read {self.q}: {what}")
+
+    def field(self, name: str, what: str, value):
+        raise PhaseMapFileError(f"cannot read {self.q}: metadata field {name!r} must be {what}; "
+                                f"got {_kind(value)} {_short(value)}")
+
+    # -- the zip directory ---------------------------------------------------------------------------------
+
+    def directory(self, zf: zipfile.ZipFile, file_size: int) -> dict:
+        infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            self.fail(f"the archive has {len(infos)} members; a phase-map file has at most {MAX_MEMBERS}")
+        if "__meta__.npy" not in {info.filename for info in infos}:
+            self.fail("not a photocomp file: no __meta__ record")
+        members, total = {}, 0
+        for info in infos:
+            name = info.filename
+            key = name[:-4] if name.endswith(".npy") else None
+            if key != "__meta__" and key not in _ALL_ARRAYS:
+                self.fail(f"the archive has an unexpected member {_short(name)}; a phase-map file holds only "
+                          "__meta__.npy and the arrays of its schema")
+            if key in members:
+                self.fail(f"the archive holds member {name!r} twice: tampered")
+            if info.flag_bits & 0x1:
+                self.fail(f"member {name!r} is encrypted")
+            if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+                self.fail(f"member {name!r} is compressed (or declares {info.file_size} bytes for "
+                          f"{info.compress_size} stored); photocomp writes uncompressed archives")
+            if info.header_offset < 0 or info.header_offset + info.compress_size > file_size:
+                self.fail(f"member {name!r} declares {info.file_size} bytes at offset {info.header_offset}, "
+                          f"beyond the end of the {file_size}-byte file: truncated or tampered")
+            total += info.compress_size
+            members[key] = info
+        if total > file_size:
+            self.fail(f"the members declare {total} bytes in all, more than the file's {file_size}: tampered")
+        if members["__meta__"].file_size > MAX_META_BYTES + _MAX_NPY_HEADER:
+            self.fail(f"the __meta__ record declares {members['__meta__'].file_size} bytes; at most "
+                      f"MAX_META_BYTES = {MAX_META_BYTES} are allowed")
+        return members
+
+    def npy(self, zf: zipfile.ZipFile, info, name: str, kind: str, itemsize: int, shape: tuple | None):
+        """Read one ``.npy`` member: header checked (dtype, order, shape) before the data is read.
+
+        Returns ``(array in native byte order, SHA-256 of the stored bytes)``.
+        """
+        with zf.open(info) as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    got_shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=_MAX_NPY_HEADER)
+                elif version == (2, 0):
+                    got_shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=_MAX_NPY_HEADER)
+                else:
+                    self.fail(f"array {name!r} has .npy format version {version}; expected 1.0 or 2.0")
+            except PhotocompError:
+                raise
+            except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError) as exc:
+                self.fail(f"array {name!r} has a bad .npy header: {_cut(str(exc), 160)}")
+            header = f.tell()
+            if dtype.kind != kind or dtype.itemsize != itemsize or dtype.fields is not None or dtype.shape != ():
+                want = {"f": "float64", "i": "int32", "u": "uint8"}[kind]
+                self.fail(f"array {name!r} must have dtype {want}; got {_short(dtype.str)}")
+            if fortran and len(got_shape) > 1:
+                self.fail(f"array {name!r} must be stored in C order; got Fortran order")
+            if not isinstance(got_shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in got_shape):
+                self.fail(f"array {name!r} has an invalid shape {_short(got_shape)}")
+            if shape is not None and got_shape != shape:
+                self.fail(f"array {name!r} must have shape {shape}; got {got_shape}")
+            nbytes = math.prod(got_shape) * itemsize
+            if info.file_size != header + nbytes:
+                self.fail(f"array {name!r} declares {info.file_size} bytes but its header implies {header + nbytes}: "
+                          "truncated or tampered")
+            data = f.read(nbytes)
+        if len(data) != nbytes:
+            self.fail(f"array {name!r} is truncated: {len(data)} of {nbytes} bytes")
+        digest = hashlib.sha256(data).hexdigest()
+        native = np.dtype({"f": np.float64, "i": np.int32, "u": np.uint8}[kind])
+        return np.frombuffer(data, dtype=dtype).reshape(got_shape).astype(native), digest
+
+    # -- the metadata ----------------------------------------------------------------------------------------
+
+    def meta(self, zf: zipfile.ZipFile, info) -> dict:
+        blob, _ = self.npy(zf, info, "__meta__", "u", 1, None)
+        if blob.ndim != 1:
+            self.fail(f"the __meta__ record must be a 1-D uint8 array; got shape {blob.shape}")
+        if blob.size > MAX_META_BYTES:
+            self.fail(f"the __meta__ record has {blob.size} bytes; at most MAX_META_BYTES = {MAX_META_BYTES}")
+        try:
+            text = blob.tobytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.fail(f"the __meta__ record is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        depth = _json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            self.fail(f"the __meta__ record nests {depth} levels deep; at most MAX_JSON_DEPTH = {MAX_JSON_DEPTH}")
+        try:
+            meta = json.loads(text, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            self.fail(f"the __meta__ record repeats the key {_short(exc.args[0])} in one object: tampered")
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; so are over-long ints
+            self.fail(f"the __meta__ record is not valid JSON ({type(exc).__name__}: {_cut(str(exc), 120)})")
+        if not isinstance(meta, dict):
+            self.fail(f"the __meta__ record must be a JSON object; got {_kind(meta)} {_short(meta)}")
+        return meta
+
+    def header(self, meta: dict) -> int:
+        fmt = meta.get("format")
+        if fmt != FORMAT:
+            self.fail(f"path must be a {FORMAT!r} file; got format {_short(fmt)}")
+        version = meta.get("schema_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version not in READ_VERSIONS:
+            self.fail(f"schema version {_short(version)}; this photocomp reads {list(READ_VERSIONS)}. "
+                      "Upgrade photocomp to read newer files.")
+        if meta.get("convention") != convention.CONVENTION_TAG:
+            self.fail(f"the file uses MZI convention {_short(meta.get('convention'))}; "
+                      f"expected {convention.CONVENTION_TAG!r}")
+        keys = set(meta)
+        required = (_META_KEYS | {"meta_sha256"}) if version >= 2 else (_META_KEYS - _V1_OPTIONAL)
+        allowed = _META_KEYS | ({"meta_sha256"} if version >= 2 else set())
+        if keys - allowed:
+            self.fail(f"the metadata has unknown fields {_short(sorted(keys - allowed))}; schema version {version} "
+                      f"has {sorted(allowed)}")
+        if required - keys:
+            self.fail(f"the metadata lacks the fields {sorted(required - keys)} (schema version {version})")
+        if version >= 2:
+            digest = meta["meta_sha256"]
+            if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+                self.field("meta_sha256", "64 lowercase hex digits", digest)
+            if meta_digest(meta) != digest:
+                self.fail("the metadata fails its SHA-256 check (meta_sha256): the target, grid, mesh, "
+                          "detection, pipeline, chip, array records or report were modified")
+        return version
+
+    def target(self, record, version: int) -> Target:
+        if not isinstance(record, dict):
+            self.field("target", "an object with the fields of photocomp.Target", record)
+        fields = {f.name: f.type for f in dataclasses.fields(Target)}
+        unknown = sorted(set(record) - set(fields))
+        if unknown:
+            self.fail(f"metadata field 'target' has unknown fields {_short(unknown)}")
+        missing = sorted(set(fields) - set(record))
+        if missing and version >= 2:
+            self.fail(f"metadata field 'target' lacks the fields {_short(missing)}")
+        for name, value in record.items():
+            kind = fields[name]
+            if kind == "str":
+                ok = isinstance(value, str) and len(value) <= _MAX_TEXT
+            elif kind == "int":
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind == "float":
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            else:  # a field of another type: Target checks it
+                ok = True
+            if not ok:
+                what = {"str": f"a string of at most {_MAX_TEXT} characters", "int": "an integer"}.get(kind, "a finite number")
+                self.field(f"target.{name}", what, value)
+        components = record.get("components", 0)
+        if isinstance(components, int) and components < 0:
+            self.field("target.components", "an integer >= 0", components)
+        try:
+            target = Target.from_dict(record)
+        except (PhotocompError, TypeError, ValueError) as exc:
+            self.fail(f"metadata field 'target' is not a valid target: {_cut(str(exc), 200)}")
+        rebuilt = target.to_dict()
+        if any(rebuilt[k] != v or type(rebuilt[k]) is not type(v) for k, v in record.items()):
+            self.fail("metadata field 'target' does not rebuild to the same target")
+        return target
+
+    def grid(self, record) -> TileGrid:
+        if not isinstance(record, dict) or set(record) != {"out_dim", "in_dim", "tile"}:
+            self.field("grid", "an object with exactly the fields out_dim, in_dim, tile", record)
+        for k in ("out_dim", "in_dim", "tile"):
+            v = record[k]
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 2**31 - 1:
+                self.field(f"grid.{k}", "an integer in [1, 2**31 - 1]", v)
+        try:
+            return TileGrid(out_dim=record["out_dim"], in_dim=record["in_dim"], tile=record["tile"])
+        except PhotocompError as exc:
+            self.fail(f"metadata field 'grid' is not a valid tile grid: {_cut(str(exc), 200)}")
+
+    def mesh(self, record, target: Target, grid: TileGrid) -> tuple[str, int]:
+        """Kind and size of the mesh, checked against the target and grid by closed forms (no layout built)."""
+        if not isinstance(record, dict) or set(record) != {"kind", "n_modes", "n_mzi", "depth"}:
+            self.field("mesh", "an object with exactly the fields kind, n_modes, n_mzi, depth", record)
+        kind, n = record["kind"], record["n_modes"]
+        if not isinstance(kind, str) or kind not in MESH_KINDS:
+            self.field("mesh.kind", f"one of {MESH_KINDS}", kind)
+        for k in ("n_modes", "n_mzi", "depth"):
+            if isinstance(record[k], bool) or not isinstance(record[k], int):
+                self.field(f"mesh.{k}", "an integer", record[k])
+        if n != grid.tile or n != target.size:
+            self.fail(f"mesh has {_short(n)} modes but tiles are {grid.tile}x{grid.tile} and target "
+                      f"{target.name!r} has {target.size} modes: they must agree")
+        if kind != target.mesh:
+            self.fail(f"mesh kind {kind!r} differs from target {target.name!r}'s mesh {target.mesh!r}")
+        n_mzi = n * (n - 1) // 2
+        depth = n if kind == "clements" else max(2 * n - 3, 1)
+        if record["n_mzi"] != n_mzi or record["depth"] != depth:
+            self.fail(f"a {kind} mesh of {n} modes has {n_mzi} MZIs in {depth} columns; the metadata says "
+                      f"{_short(record['n_mzi'])} in {_short(record['depth'])}")
+        return kind, n
+
+    def chip(self, record):
+        if record is None:
+            return None
+        if not isinstance(record, dict) or set(record) != {"seed", "fingerprint"}:
+            self.field("chip", "null or an object with exactly the fields seed, fingerprint", record)
+        seed, fp = record["seed"], record["fingerprint"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+            self.field("chip.seed", "an integer in [0, 2**64)", seed)
+        if not isinstance(fp, str) or not _HEX64.fullmatch(fp):
+            self.field("chip.fingerprint", "64 lowercase hex digits", fp)
+        return record
+
+    def array_records(self, record, expected: dict) -> dict:
+        if not isinstance(record, dict):
+            self.field("arrays", "an object {array: {shape, dtype, sha256}}", record)
+        if set(record) != set(expected):
+            self.fail(f"array records {_short(sorted(record), 300)} differ from the arrays of this program "
+                      f"{sorted(expected)}: tampered or truncated")
+        for name, r in record.items():
+            if not isinstance(r, dict) or set(r) != {"shape", "dtype", "sha256"}:
+                self.field(f"arrays.{name}", "an object with exactly the fields shape, dtype, sha256", r)
+            dtype = "int32" if name in _INT_ARRAYS else "float64"
+            if r["shape"] != list(expected[name]) or not all(type(d) is int for d in r["shape"]):
+                self.field(f"arrays.{name}.shape", f"{list(expected[name])} (from the grid and mesh)", r["shape"])
+            if r["dtype"] != dtype:
+                self.field(f"arrays.{name}.dtype", repr(dtype), r["dtype"])
+            if not isinstance(r["sha256"], str) or not _HEX64.fullmatch(r["sha256"]):
+                self.field(f"arrays.{name}.sha256", "64 lowercase hex digits", r["sha256"])
+        return record
+
+    def other_fields(self, meta: dict, version: int) -> tuple[str, str, CompileReport]:
+        pipeline, detection = meta["pipeline"], meta["detection"]
+        if not isinstance(pipeline, str) or len(pipeline) > _MAX_TEXT:
+            self.field("pipeline", f"a string of at most {_MAX_TEXT} characters", pipeline)
+        if not isinstance(detection, str) or detection not in DETECTIONS:
+            self.field("detection", f"one of {DETECTIONS}", detection)
+        try:
+            report = CompileReport.from_dict(meta["report"])
+        except (PhotocompError, TypeError, ValueError) as exc:
+            self.fail(f"metadata field 'report' is not a compile report: {_cut(str(exc), 200)}")
+        if "phase_ranges" in meta:
+            want = {"theta": list(convention.THETA_RANGE), "phi": list(convention.PHI_RANGE)}
+            if meta["phase_ranges"] != want:
+                self.field("phase_ranges", f"{want} (the convention's)", meta["phase_ranges"])
+        if "units" in meta:
+            units = meta["units"]
+            if not isinstance(units, dict) or not all(isinstance(v, str) for v in units.values()):
+                self.field("units", "an object of unit strings", units)
+            if version >= 2 and units != UNITS:
+                self.field("units", f"{UNITS}", units)
+        if "photocomp_version" in meta:
+            v = meta["photocomp_version"]
+            if not isinstance(v, str) or len(v) > 64:
+                self.field("photocomp_version", "a version string", v)
+        return pipeline, detection, report
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in JSON text (strings skipped), without parsing it."""
+    bare = _JSON_STRING.sub("", text).encode("utf-8", "surrogatepass")
+    b = np.frombuffer(bare, dtype=np.uint8)
+    if b.size == 0:
+        return 0
+    step = np.isin(b, (ord("["), ord("{"))).astype(np.int64) - np.isin(b, (ord("]"), ord("}")))
+    return int(np.max(np.cumsum(step), initial=0))
+
+
 def read_program(path) -> ProgramFile:
     """Read and verify a phase-map file: the parts :class:`~photocomp.compiler.program.Program` is built from.
 
@@ -224,53 +774,96 @@ def read_program(path) -> ProgramFile:
     bit-identical to the saved one's.
 
     Raises:
-      PhaseMapFileError: missing, unreadable, truncated, tampered, of another
-        format, schema version or MZI convention, or inconsistent.
+      InvalidTypeError: ``path`` is not a str or os.PathLike.
+      PhaseMapFileError: missing, unreadable (permission, a folder, ...),
+        truncated, tampered, of another format, schema version or MZI
+        convention, too large for what it declares, or inconsistent; the
+        message names the path and what was wrong.
     """
-    meta, arrays = read_npz(path, FORMAT, (SCHEMA_VERSION,))
-    path = os.fspath(path)
+    path = _check_load_path(path)
+    r = _Reader(path)
     try:
-        target = Target.from_dict(meta["target"])
-        g = meta["grid"]
-        grid = TileGrid(out_dim=int(g["out_dim"]), in_dim=int(g["in_dim"]), tile=int(g["tile"]))
-        mesh = meta["mesh"]
-        lay = mesh_layout(mesh["kind"], int(mesh["n_modes"]))
-        report = CompileReport.from_dict(meta["report"])
-        pipeline = str(meta["pipeline"])
-        detection = str(meta["detection"])
-    except PhaseMapFileError:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise PhaseMapFileError(f"path must be an existing file; got {r.q}: no such file") from None
+    except OSError as exc:
+        raise PhaseMapFileError(f"cannot read {r.q}: {os_reason(exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise PhaseMapFileError(f"path must be an existing file; got {r.q}, which is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise PhaseMapFileError(f"path must be an existing file; got {r.q}, which is not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(8)
+            if head.startswith(b"\x93NUMPY"):
+                r.fail("not a photocomp file: expected an .npz archive, got a bare .npy array")
+            if not head.startswith(b"PK"):
+                r.fail("path must be a photocomp .npz file (a zip archive, e.g. written by Program.save); "
+                       f"got a file starting with {head!r}")
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as zf:
+                return _read(r, zf, size)
+    except PhotocompError:
         raise
-    except (PhotocompError, KeyError, TypeError, ValueError) as exc:
-        raise PhaseMapFileError(f"{path!r}: invalid metadata ({type(exc).__name__}: {exc})") from None
-    if lay.n_modes != grid.tile:
-        raise PhaseMapFileError(f"{path!r}: mesh has {lay.n_modes} modes but tiles are {grid.tile}x{grid.tile}")
-    if not np.array_equal(arrays.get("mode_pairs"), lay.pair_array) or not np.array_equal(arrays.get("columns"), lay.column_array):
-        raise PhaseMapFileError(f"{path!r}: mode pairs/columns disagree with the {lay.kind} layout of {lay.n_modes} modes")
-    t, k, nm = grid.n_tiles, grid.tile, lay.n_mzi
-    get = lambda name, shape: _expect(arrays, name, shape, path)  # noqa: E731
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError, OverflowError,
+            NotImplementedError, RuntimeError) as exc:  # RuntimeError: an encrypted member
+        raise PhaseMapFileError(f"cannot read {r.q}: truncated or corrupt "
+                                f"({type(exc).__name__}: {_cut(str(exc), 160)})") from None
+    except MemoryError:
+        raise PhaseMapFileError(f"cannot read {r.q}: not enough memory for what it declares") from None
+    except OSError as exc:
+        raise PhaseMapFileError(f"cannot read {r.q}: {os_reason(exc)}") from None
+
+
+def _read(r: _Reader, zf: zipfile.ZipFile, file_size: int) -> ProgramFile:
+    members = r.directory(zf, file_size)
+    meta = r.meta(zf, members.pop("__meta__"))
+    version = r.header(meta)
+    target = r.target(meta["target"], version)
+    grid = r.grid(meta["grid"])
+    kind, k = r.mesh(meta["mesh"], target, grid)
+    pipeline, detection, report = r.other_fields(meta, version)
+    chip_meta = r.chip(meta.get("chip"))
+    shapes = _expected_shapes(grid.n_tiles, k, chip_meta is not None)
+    records = r.array_records(meta["arrays"], shapes)
+    if set(members) != set(shapes):
+        r.fail(f"array set {sorted(members)} differs from its record {sorted(records)}: tampered or truncated")
+    # every declared size against the shape the metadata implies, before any array is read
+    for name, info in members.items():
+        nbytes = math.prod(shapes[name]) * (4 if name in _INT_ARRAYS else 8)
+        if not nbytes <= info.file_size <= nbytes + _MAX_NPY_HEADER:
+            r.fail(f"array {name!r} declares {info.file_size} bytes; its shape {shapes[name]} needs {nbytes} "
+                   "plus a header: tampered or truncated")
+    arrays = {}
+    for name, info in members.items():
+        is_int = name in _INT_ARRAYS
+        a, digest = r.npy(zf, info, name, "i" if is_int else "f", 4 if is_int else 8, shapes[name])
+        if digest != records[name]["sha256"]:
+            r.fail(f"array {name!r} fails its SHA-256/shape check: the file was modified or damaged")
+        arrays[name] = a
+    try:
+        check_program_arrays(arrays, target)
+    except InvalidInputError as exc:
+        r.fail(str(exc))
+    # the arrays are real and of the size a K-mode mesh needs: the layout can be built now
+    lay = mesh_layout(kind, k)
+    if not np.array_equal(arrays["mode_pairs"], lay.pair_array) or not np.array_equal(arrays["columns"], lay.column_array):
+        r.fail(f"mode pairs/columns disagree with the {lay.kind} layout of {lay.n_modes} modes")
     pm = PhaseMap(
         grid=grid,
-        v=MeshPhases(lay, get("v_theta", (t, nm)), get("v_phi", (t, nm)), get("v_out_phase", (t, k))),
-        sigma=get("sigma", (t, k)),
-        u=MeshPhases(lay, get("u_theta", (t, nm)), get("u_phi", (t, nm)), get("u_out_phase", (t, k))),
-        gain=get("gain", (t,)),
+        v=MeshPhases(lay, arrays["v_theta"], arrays["v_phi"], arrays["v_out_phase"]),
+        sigma=arrays["sigma"],
+        u=MeshPhases(lay, arrays["u_theta"], arrays["u_phi"], arrays["u_out_phase"]),
+        gain=arrays["gain"],
     )
-    chip_meta = meta.get("chip")
     if chip_meta is None:
         return ProgramFile(target, pm, report, pipeline, detection)
     try:
-        chip = fabricate(target, int(chip_meta["seed"]))
-    except (PhotocompError, KeyError, TypeError, ValueError) as exc:
-        raise PhaseMapFileError(f"{path!r}: invalid chip record ({type(exc).__name__}: {exc})") from None
-    if chip_fingerprint(chip) != chip_meta.get("fingerprint"):
-        raise PhaseMapFileError(
-            f"{path!r}: the chip (seed {chip_meta['seed']}) re-samples differently from the one it was calibrated on"
-        )
-    m = lay.n_mzi
-    shapes = {"v_int": (t, m), "v_ext": (t, m), "v_out": (t, k), "att": (t, k),
-              "u_int": (t, m), "u_ext": (t, m), "u_out": (t, k), "gain": (t,)}
-    for g in _SETTINGS_FIELDS:
-        if arrays.get(f"cal_{g}") is not None:
-            _expect(arrays, f"cal_{g}", shapes[g], path)
-    settings = Settings(grid, lay, **{g: get(f"cal_{g}", shapes[g]) for g in _SETTINGS_FIELDS})
+        chip = fabricate(target, chip_meta["seed"])
+    except (PhotocompError, TypeError, ValueError) as exc:
+        r.fail(f"invalid chip record: {_cut(str(exc), 200)}")
+    if chip_fingerprint(chip) != chip_meta["fingerprint"]:
+        r.fail(f"the chip (seed {chip_meta['seed']}) re-samples differently from the one it was calibrated on")
+    settings = Settings(grid, lay, **{g: arrays[f"cal_{g}"] for g in _SETTINGS_FIELDS})
     return ProgramFile(target, pm, report, pipeline, detection, chip=chip, settings=settings)
