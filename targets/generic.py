@@ -30,7 +30,7 @@ def _params(family: str, overrides: dict) -> dict:
     if bad:
         allowed = sorted(fields - set(_FIXED))
         raise InvalidInputError(
-            f"target {family}-N: physics overrides must be among {allowed}; got {[quote(k, 40) for k in bad[:5]]}"
+            f"target {family}-N: physics overrides must be among {allowed}; got [{', '.join(quote(k, 40) for k in bad[:5])}]"
         )
     return {**DEFAULTS, **overrides}
 

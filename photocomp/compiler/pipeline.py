@@ -105,12 +105,13 @@ def _format_arg(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, numbers.Integral):
-        if abs(v) >= 10 ** (MAX_NUMBER_CHARS - 1):
+        v = int(v)
+        digits = MAX_NUMBER_CHARS - (v < 0)  # the longest literal the parser reads back
+        if abs(v) >= 10 ** digits:
             raise PipelineError(
-                f"pass parameter {quote(v)} has more than {MAX_NUMBER_CHARS - 1} digits and cannot be written "
-                "as pipeline text"
+                f"pass parameter {quote(v)} has more than {digits} digits and cannot be written as pipeline text"
             )
-        return str(int(v))
+        return str(v)
     if isinstance(v, numbers.Real):
         v = float(v)
         if not math.isfinite(v):

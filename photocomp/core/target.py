@@ -19,9 +19,10 @@ import dataclasses
 import math
 import re
 
+from photocomp.core import registry
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.core.layout import MESH_KINDS, layout
-from photocomp.core.registry import entry_points, quote
+from photocomp.core.registry import quote
 
 __all__ = ["Target", "get_target", "available_targets", "SIZE_RANGE"]
 
@@ -163,7 +164,7 @@ _SIZE_DIGITS = len(str(SIZE_RANGE[1]))
 
 def _entry_points() -> dict:
 
-    return entry_points(_GROUP)
+    return registry.entry_points(_GROUP)
 
 
 def available_targets() -> list[str]:
