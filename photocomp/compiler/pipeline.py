@@ -159,7 +159,12 @@ def _lowering_inputs(passes, lowering: int) -> frozenset:
 class Pipeline:
     """An ordered, validated sequence of passes.
     Raises:
-      PipelineError: if a pass's requirement is not provided by an earlier pass.
+      PipelineError: if a pass's requirement is not provided by an earlier pass,
+        or if a pass after the lowering pass (the one providing ``"lowered"``)
+        requires or provides a property that pass folded into the dense
+        matrix (the lowering pass must come last; analysis passes such as
+        ``validate`` may follow it).
+      InvalidTypeError: if ``passes`` is not a sequence of :class:`Pass` objects.
     """
     passes: tuple
 
