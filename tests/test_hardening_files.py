@@ -48,16 +48,31 @@ def original():
     return prog
 
 
-@pytest.fixture(scope="module")
-def work(original, tmp_path_factory):
-    """(folder, meta, arrays, saved bytes) of the saved original."""
-    folder = tmp_path_factory.mktemp("mutants")
+def _saved(prog, folder):
     path = folder / "orig.npz"
-    original.save(path)
+    prog.save(path)
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(bytes(arrays.pop("__meta__")).decode("utf-8"))
     return folder, meta, arrays, path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def work(original, tmp_path_factory):
+    """(folder, meta, arrays, saved bytes) of the saved original."""
+    return _saved(original, tmp_path_factory.mktemp("mutants"))
+
+
+@pytest.fixture(scope="module")
+def calibrated(original):
+    cal = pc.calibrate(original, pc.fabricate("clements-4", seed=5), method="local", progress=False)
+    cal.forward(X)
+    return cal
+
+
+@pytest.fixture(scope="module")
+def cal_work(calibrated, tmp_path_factory):
+    return _saved(calibrated, tmp_path_factory.mktemp("cal_mutants"))
 
 
 def _sha(a) -> str:
@@ -96,6 +111,11 @@ def _load_or_refuse(path, original):
         assert os.path.basename(path) in str(exc)  # names the file
         return "refused"
     _same_program(prog, original)
+    assert prog.calibrated == original.calibrated
+    if original.calibrated:
+        assert prog.chip.seed == original.chip.seed
+        for a, b in zip(jax.tree_util.tree_leaves(prog.settings), jax.tree_util.tree_leaves(original.settings)):
+            assert np.array_equal(a, b)
     return "loaded"
 
 
@@ -155,7 +175,9 @@ _GAIN_BAD = [math.nan, math.inf, -math.inf, -1e308, -1.0, -1e-300]
 _INT_BAD = [-1, 2**31 - 1, 5, 100, -(2**31)]
 _BAD = {"v_theta": _ANGLE_BAD, "u_theta": _ANGLE_BAD, "sigma": _ANGLE_BAD, "gain": _GAIN_BAD,
         "v_phi": _PHASE_BAD, "u_phi": _PHASE_BAD, "v_out_phase": _PHASE_BAD, "u_out_phase": _PHASE_BAD,
-        "mode_pairs": _INT_BAD, "columns": _INT_BAD}
+        "mode_pairs": _INT_BAD, "columns": _INT_BAD,
+        **{f"cal_{g}": _PHASE_BAD for g in ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out")},
+        "cal_gain": [math.nan, math.inf, -math.inf], "drives_mw": [math.nan, math.inf, -1.0, 1e6]}
 
 
 def _reshape(a, how):
@@ -257,6 +279,36 @@ def test_array_mutants_load_as_the_original_or_are_refused(work, original, data,
     event(f"array/{kind}/{hashes}/{result}")
     if changed:  # every array mutation above is out of range, of another dtype or shape, missing or extra
         assert result == "refused", f"{kind} of {name!r} was not noticed"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), hashes=st.sampled_from(["kept", "digest", "all"]), part=st.sampled_from(["meta", "arrays"]))
+def test_calibrated_file_mutants_load_as_the_original_or_are_refused(cal_work, calibrated, data, hashes, part):
+    """The same for a calibrated program: settings, drives and the chip record."""
+    folder, meta, arrays, _ = cal_work
+    changed = True
+    if part == "meta":
+        path, action, value = data.draw(meta_mutations(meta))
+        mutant_meta, mutant_arrays = _mutate_meta(meta, path, action, value), arrays
+        changed = _canonical(mutant_meta) != _canonical(meta)
+    else:
+        _, _, mutant_arrays, changed = data.draw(array_mutations(arrays))
+        mutant_meta = meta
+    out = folder / "cal_mutant.npz"
+    _write(out, mutant_meta, mutant_arrays, records=hashes == "all", digest=hashes != "kept")
+    result = _load_or_refuse(out, calibrated)
+    event(f"calibrated/{part}/{hashes}/{result}")
+    if changed and (part == "arrays" or hashes == "kept"):
+        assert result == "refused"
+
+
+def test_a_calibrated_file_with_another_chip_seed_is_refused(cal_work, calibrated):
+    folder, meta, arrays, _ = cal_work
+    out = folder / "seed.npz"
+    _write(out, _mutate_meta(meta, ("chip", "seed"), "replace", calibrated.chip.seed + 1), arrays,
+           records=True, digest=True)
+    with pytest.raises(PhaseMapFileError, match=r"seed\.npz': the chip \(seed 6\) re-samples differently"):
+        pc.load(out)
 
 
 @SETTINGS

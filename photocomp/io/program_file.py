@@ -323,7 +323,7 @@ def check_program_arrays(arrays: dict, target: Target) -> None:
     range, its worst value and the allowed range.
     """
     def bad(name, a, mask, rule):
-        worst = a[mask].flat[0]
+        worst = float(a[mask].flat[0])
         raise InvalidInputError(f"array {name!r} must be {rule}; got {int(mask.sum())} value(s) outside, e.g. {worst!r}")
 
     for name, a in arrays.items():
