@@ -1,18 +1,42 @@
 """The ``photocomp`` command line.
 
 Commands: ``targets``, ``passes``, ``compile``, ``inspect``, ``calibrate``,
-``drift``, ``report``, ``plot``, ``demo``. Every command has ``--help``. Exit
-code 0 on success; on bad input a one-line ``photocomp: error: ...`` message
-on stderr and exit code 2 (no traceback). Compiled XLA programs are kept on
-disk for later runs (:mod:`photocomp.io.cache`; ``--no-compile-cache`` or
-``PHOTOCOMP_CACHE_DIR=""`` turns that off).
+``drift``, ``report``, ``plot``, ``demo``. Every command has ``--help``.
+
+Exit codes, each failure with exactly one line on stderr and no traceback:
+
+* 0: success;
+* 2: bad input: a usage error, an argument out of range, an input file that
+  is missing or of the wrong kind, an output path that cannot be written
+  (wrong suffix, missing or read-only folder, the input itself); the line is
+  ``photocomp: error: ...`` and names the argument (``--hours``,
+  ``-o/--output``), what was expected and what was received;
+* 1: the run failed for another reason (e.g. the disk filled up while
+  writing), also ``photocomp: error: ...``;
+* 130: interrupted (Ctrl-C): ``photocomp: interrupted``.
+
+Output files are written atomically: after a failure or an interrupt an
+output file is absent or complete, never half-written. Ctrl-C stops the
+command even inside a calibration (which, called from Python, stops early
+and keeps its best settings instead).
+
+Compiled XLA programs are kept on disk for later runs
+(:mod:`photocomp.io.cache`; ``--no-compile-cache``, before or after the
+command, or ``PHOTOCOMP_CACHE_DIR=""`` turns that off).
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import errno
+import math
 import os
+import re
+import signal
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -22,10 +46,226 @@ DEMO_SHAPE = (100, 80)
 DEMO_SEED = 0
 DEMO_TARGET = "pace-64"
 
+#: weight-matrix files ``photocomp compile`` reads
+WEIGHT_SUFFIXES = (".npy", ".npz", ".csv")
+#: figure files
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+#: largest seed the command accepts (JAX keys take a signed 64-bit integer)
+SEED_MAX = 2**63 - 1
+#: longest message line (characters) the command prints; longer ones are cut with "…"
+MESSAGE_LIMIT = 1000
+
+# Argument names of the library calls each command makes -> the command's own names.
+# Names with "_" or "." are replaced wherever they appear; plain words only at the start of a message.
+_RENAME = {
+    "compile": {"target": "--target", "pipeline": "--pipeline", "key": "--key"},
+    "inspect": {"path": "file", "tile": "--tile"},
+    "calibrate": {"path": "file", "steps": "--steps", "shots": "--shots", "seed": "--seed",
+                  "dac_bits": "--dac-bits", "twin_configs": "--twin-configs", "twin_steps": "--twin-steps",
+                  "twin_rounds": "--twin-rounds", "method": "--method", "chip": "--chip-seed"},
+    "drift": {"path": "file", "hours": "--hours", "dt_s": "--dt", "runs": "--runs", "seed": "--seed",
+              "chip": "--chip-seed", "compensators": "--compensator", "compensator": "--compensator",
+              "ThermalProcess.ambient_k_per_hour": "--ambient-k-per-hour",
+              "ThermalProcess.gradient_k": "--gradient-k"},
+    "report": {"path": "file", "batch": "--batch", "group_index": "--group-index"},
+    "plot": {"path": "-o/--output", "tile": "--tile", "what": "--what"},
+    "demo": {},
+}
+_EVERYWHERE = {"hours", "runs"}  # plain words replaced everywhere in drift's messages (the memory estimate)
+
+
+class _Fail(Exception):
+    """A failure the command reports as one line with its exit code (2: bad input, 1: the run failed)."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+class _Interrupted(BaseException):
+    """Ctrl-C in the command.
+
+    Not a KeyboardInterrupt: library code that survives a KeyboardInterrupt by
+    keeping its best result (a calibration's optimisation loop) would swallow
+    it, and the command would run on and exit 0.
+    """
+
+
+class _Sigint:
+    """The command's SIGINT handler: raises :class:`_Interrupted` once; later signals are only noted.
+
+    A signal handler runs wherever the interpreter happens to be, also inside
+    a garbage-collector callback or a ``__del__`` (JAX has both), where an
+    exception cannot propagate: Python prints "Exception ignored ..." and
+    carries on. :meth:`unraisable` (installed as ``sys.unraisablehook``
+    while the command runs) catches that case silently and raises the
+    interrupt again as soon as the interpreter is back in ordinary code.
+    """
+
+    def __init__(self):
+        self.armed = True
+        self.hit = False
+        self.done = False
+        self.previous_hook = sys.unraisablehook
+        self.retries: list[threading.Thread] = []
+
+    def __call__(self, signum, frame):
+        self.hit = True
+        if self.armed:
+            self.armed = False  # a second Ctrl-C must not interrupt the clean-up of the first
+            raise _Interrupted
+
+    def unraisable(self, info) -> None:
+        if isinstance(info.exc_value, (_Interrupted, KeyboardInterrupt)):
+            if not self.done and len(self.retries) < 100:
+                self.armed = True
+                # from another thread, so that it arrives once this callback has returned
+                retry = threading.Thread(target=self._retry, daemon=True)
+                self.retries.append(retry)
+                retry.start()
+            return
+        self.previous_hook(info)
+
+    def _retry(self) -> None:
+        time.sleep(0.002)
+        if not self.done:
+            _thread.interrupt_main()
+
+    def finish(self) -> None:
+        """Stop raising: from now on a Ctrl-C is only noted."""
+        self.done = True
+        self.armed = False
+        for retry in self.retries:
+            retry.join()
+
+
+def _quote(value) -> str:
+    from photocomp.core.registry import quote
+
+    return quote(value)
+
+
+def _show(path) -> str:
+    """A path as printed after ``wrote``: as it is, or escaped when it holds unprintable characters."""
+    text = os.fspath(path)
+    return text if text.isprintable() else ascii(text)
+
+
+def _one_line(message: str) -> str:
+    text = re.sub(r"\s*\n\s*", " ", str(message).strip())
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "…"
+
+
+def _err(line: str) -> None:
+    """One line on stderr, whatever characters it holds."""
+    stream = sys.stderr
+    enc = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        stream.write(line.encode(enc, "backslashreplace").decode(enc, "replace") + "\n")
+        stream.flush()
+    except (OSError, ValueError):  # stderr closed: nothing more to say
+        pass
+
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
+    def error(self, message):  # one line, no usage dump; long words (user input) cut
+        message = re.sub(r"\S{80,}", lambda m: m.group(0)[:80] + "…", _one_line(message))
         self.exit(2, f"photocomp: error: {message} (see '{self.prog} --help')\n")
+
+    def exit(self, status=0, message=None):
+        if message:
+            _err(message.rstrip("\n"))
+        raise SystemExit(status)
+
+
+# ---- argument types ----------------------------------------------------------------------------------
+
+
+def _integer(low: int, high: int | None = None):
+    """An argparse type: an integer in ``[low, high]``, with a message saying so."""
+    what = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}; got {_quote(text)}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}; got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _number(low: float, *, above: bool = False, high: float | None = None):
+    """An argparse type: a finite number ``>= low`` (``> low`` when ``above``) and ``<= high``."""
+    what = f"a finite number {'>' if above else '>='} {low:g}" + ("" if high is None else f" and <= {high:g}")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}; got {_quote(text)}") from None
+        if not math.isfinite(value) or value < low or (above and value == low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}; got {_quote(text)}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+# ---- paths -----------------------------------------------------------------------------------------------
+
+
+def _check_text(flag: str, path: str) -> str:
+    if not path or "\x00" in path:
+        raise _Fail(f"{flag} must be a non-empty path without NUL characters; got {_quote(path)}")
+    return path
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _or(suffixes) -> str:
+    return suffixes[0] if len(suffixes) == 1 else ", ".join(suffixes[:-1]) + " or " + suffixes[-1]
+
+
+def _check_output(flag: str, path: str, suffixes: tuple, inputs: tuple = ()) -> str:
+    """Refuse an output path before any work: wrong suffix, a folder, missing or read-only folder, an input."""
+    _check_text(flag, path)
+    if os.path.splitext(path)[1].lower() not in suffixes:
+        raise _Fail(f"{flag} must end in {_or(suffixes)}; got {_quote(path)}")
+    if os.path.isdir(path):
+        raise _Fail(f"{flag}: cannot write {_quote(path)}: it is a folder")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise _Fail(f"{flag}: cannot write {_quote(path)}: its folder must exist; got {_quote(folder)}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _Fail(f"{flag}: cannot write {_quote(path)}: its folder {_quote(folder)} is not writable")
+    for in_flag, in_path in inputs:
+        if in_path is not None and _same_file(path, in_path):
+            raise _Fail(f"{flag} must differ from {in_flag}: writing {_quote(path)} would replace it")
+    return path
+
+
+#: errno values that make an output path a bad argument (exit 2) rather than a failed run (exit 1)
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _write(flag: str, path: str, write):
+    """``write()``, with an OSError turned into one line naming ``flag`` and the path."""
+    try:
+        return write()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise _Fail(f"{flag}: cannot write {_quote(path)}: {reason}", 2 if exc.errno in _PATH_ERRNOS else 1) from None
 
 
 def _progress(args) -> bool:
@@ -33,12 +273,18 @@ def _progress(args) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
-def _load_matrix(path: str, key: str | None):
-    from photocomp.core.errors import InvalidInputError, PhaseMapFileError
+# ---- commands ----------------------------------------------------------------------------------------------
 
-    if not os.path.isfile(path):
-        raise PhaseMapFileError(f"weights file must exist; got {path!r}")
+
+def _load_matrix(path: str, key: str | None):
+    _check_text("weights", path)
     ext = os.path.splitext(path)[1].lower()
+    if ext not in WEIGHT_SUFFIXES:
+        raise _Fail(f"weights must end in {_or(WEIGHT_SUFFIXES)}; got {_quote(path)}")
+    if key is not None and ext != ".npz":
+        raise _Fail(f"--key applies to an .npz weights file only; got --key {_quote(key)} with {_quote(path)}")
+    if not os.path.isfile(path):
+        raise _Fail(f"weights file must exist; got {_quote(path)}")
     try:
         if ext == ".npy":
             return np.load(path, allow_pickle=False)
@@ -47,21 +293,19 @@ def _load_matrix(path: str, key: str | None):
                 names = [n for n in z.files if not n.startswith("__")]
                 if key is None:
                     if len(names) != 1:
-                        raise InvalidInputError(f"{path!r} holds arrays {names}; choose one with --key")
+                        raise _Fail(f"weights file {_quote(path)} holds arrays {_quote(names)}; choose one with --key")
                     key = names[0]
                 if key not in z.files:
-                    raise InvalidInputError(f"--key must be one of {names}; got {key!r}")
+                    raise _Fail(f"--key must be one of {_quote(names)}; got {_quote(key)}")
                 return z[key]
-        if ext in (".csv", ".txt"):
-            try:
-                return np.loadtxt(path, delimiter=",", ndmin=2)
-            except ValueError:
-                return np.loadtxt(path, delimiter=",", dtype=complex, ndmin=2)
-    except (InvalidInputError, PhaseMapFileError):
+        try:
+            return np.loadtxt(path, delimiter=",", ndmin=2)
+        except ValueError:
+            return np.loadtxt(path, delimiter=",", dtype=complex, ndmin=2)
+    except _Fail:
         raise
     except Exception as exc:
-        raise PhaseMapFileError(f"cannot read weights from {path!r}: {type(exc).__name__}: {exc}") from None
-    raise InvalidInputError(f"weights file must end in .npy, .npz or .csv; got {path!r}")
+        raise _Fail(f"cannot read weights from {_quote(path)}: {type(exc).__name__}: {_one_line(exc)[:200]}") from None
 
 
 def _print_targets(args) -> int:
@@ -94,14 +338,16 @@ def _print_passes(args) -> int:
 def _compile(args) -> int:
     import photocomp as pc
 
+    out = args.output if args.output is not None else os.path.splitext(args.weights)[0] + ".phases.npz"
+    _check_text("weights", args.weights)
+    _check_output("-o/--output", out, (".npz",), (("weights", args.weights),))
     w = _load_matrix(args.weights, args.key)
     prog = pc.compile(w, target=args.target, pipeline=args.pipeline, progress=_progress(args))
-    out = args.output or (os.path.splitext(args.weights)[0] + ".phases.npz")
-    prog.save(out)
+    _write("-o/--output", out, lambda: prog.save(out))
     if not args.quiet:
         print(prog)
         print(prog.report.table())
-    print(f"wrote {out}")
+    print(f"wrote {_show(out)}")
     return 0
 
 
@@ -112,14 +358,25 @@ def _phase_stats(mp) -> str:
     return f"theta [{th.min():.4f}, {th.max():.4f}]  phi [{ph.min():.4f}, {ph.max():.4f}]"
 
 
-def _inspect(args) -> int:
+def _load(args):
     import photocomp as pc
+
+    _check_text("file", args.file)
+    return pc.load(args.file)
+
+
+def _inspect(args) -> int:
     from photocomp.core.format import format_value
 
-    prog = pc.load(args.file)
+    inputs = (("file", args.file),)
+    if args.graph is not None:
+        _check_output("--graph", args.graph, (".graphml", ".json"), inputs)
+    if args.netlist is not None:
+        _check_output("--netlist", args.netlist, (".json",), inputs + (("--graph", args.graph),))
+    prog = _load(args)
     pm = prog.phase_map
     rows = [
-        ("file", args.file),
+        ("file", _show(args.file)),
         ("target", f"{prog.target.name} ({prog.target.mesh}, {prog.target.size} modes, {prog.target.dac_bits}-bit DAC)"),
         ("matrix", f"{prog.shape[0]}x{prog.shape[1]}"),
         ("tiles", f"{pm.n_tiles} ({pm.grid.rows}x{pm.grid.cols} of {pm.grid.tile}x{pm.grid.tile})"),
@@ -137,36 +394,41 @@ def _inspect(args) -> int:
         power = prog.drives()
         rows.append(("heater power", f"total {power.sum(axis=1).max():.1f} mW per tile, max {power.max():.2f} mW"))
     rows += [(k.replace("_", " "), format_value(v)) for k, v in prog.report.summary.items()]
+    if args.graph is not None or args.netlist is not None:
+        graph = prog.graph(args.tile)  # checks --tile before anything is printed or written
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-    if args.graph:
+    if args.graph is not None:
         from photocomp.core.graph import export_graph
 
-        print(f"wrote {export_graph(prog.graph(args.tile), args.graph)} (circuit of tile {args.tile})")
-    if args.netlist:
+        path = _write("--graph", args.graph, lambda: export_graph(graph, args.graph))
+        print(f"wrote {_show(path)} (circuit of tile {args.tile})")
+    if args.netlist is not None:
         from photocomp.core.graph import export_netlist
 
-        print(f"wrote {export_netlist(prog, args.netlist, args.tile)} (SAX netlist of tile {args.tile})")
+        path = _write("--netlist", args.netlist, lambda: export_netlist(prog, args.netlist, args.tile))
+        print(f"wrote {_show(path)} (SAX netlist of tile {args.tile})")
     return 0
 
 
 def _calibrate(args) -> int:
-    import time
-
     import photocomp as pc
 
-    prog = pc.load(args.file)
+    _check_text("file", args.file)
+    out = args.output if args.output is not None else os.path.splitext(args.file)[0].removesuffix(".phases") + ".cal.npz"
+    _check_output("-o/--output", out, (".npz",), (("file", args.file),))
+    prog = _load(args)
     if prog.calibrated:
-        raise pc.InvalidInputError(f"file must hold an uncalibrated program; {args.file!r} is calibrated for chip seed {prog.chip.seed}")
+        raise _Fail(f"file must hold an uncalibrated program; {_quote(args.file)} is calibrated for chip seed "
+                    f"{prog.chip.seed}")
     chip = pc.fabricate(prog.target, seed=args.chip_seed)
     t0 = time.perf_counter()
     cal = pc.calibrate(prog, chip, method=args.method, steps=args.steps, progress=_progress(args), shots=args.shots,
                        seed=args.seed, dac_bits=args.dac_bits, twin_configs=args.twin_configs,
                        twin_steps=args.twin_steps, twin_rounds=args.twin_rounds)
     wall = time.perf_counter() - t0
-    out = args.output or (os.path.splitext(args.file)[0].removesuffix(".phases") + ".cal.npz")
-    cal.save(out)
+    _write("-o/--output", out, lambda: cal.save(out))
     s = cal.report.summary
     print(f"chip: {prog.target.name} seed {args.chip_seed}  method: {args.method}")
     print(f"matrix error before: {s['error_before']:.4e}")
@@ -179,16 +441,22 @@ def _calibrate(args) -> int:
         print(f"steps: {s['steps_run']} ({s['stopped']})")
     print(f"measurements used: {s['measurements']}")
     print(f"time: {wall:.2f} s")
-    print(f"wrote {out}")
+    print(f"wrote {_show(out)}")
     return 0
 
 
 def _drift(args) -> int:
     import photocomp as pc
 
-    cal = pc.load(args.file)
+    _check_text("file", args.file)
+    inputs = (("file", args.file),)
+    if args.output is not None:
+        _check_output("-o/--output", args.output, (".csv",), inputs)
+    if args.plot is not None:
+        _check_output("--plot", args.plot, FIGURE_SUFFIXES, inputs)
+    cal = _load(args)
     if not cal.calibrated:
-        raise pc.InvalidInputError(f"file must hold a calibrated program (photocomp calibrate); {args.file!r} is uncalibrated")
+        raise _Fail(f"file must hold a calibrated program (photocomp calibrate); {_quote(args.file)} is uncalibrated")
     chip = cal.chip if args.chip_seed is None else pc.fabricate(cal.target, seed=args.chip_seed)
     proc = pc.drift.ThermalProcess(ambient_k_per_hour=args.ambient_k_per_hour, gradient_k=args.gradient_k)
     names = args.compensator or ["all"]
@@ -200,30 +468,35 @@ def _drift(args) -> int:
         print(f"event: {ev['compensator']} run {ev['run']} t = {ev['time_s']:g} s: {ev['kind']}: {ev['message']}")
     if len(study.events) > 10:
         print(f"... and {len(study.events) - 10} more events")
-    if args.output:
-        print(f"wrote {study.to_csv(args.output)}")
-    if args.plot:
-        print(f"wrote {study.plot(args.plot)}")
+    if args.output is not None:
+        print(f"wrote {_show(_write('-o/--output', args.output, lambda: study.to_csv(args.output)))}")
+    if args.plot is not None:
+        path = _write("--plot", args.plot, lambda: pc.plot(study, args.plot, what="drift"))
+        print(f"wrote {_show(path)}")
     return 0
 
 
 def _demo(args) -> int:
     import photocomp as pc
 
+    out = _check_output("-o/--output", args.output, (".npz",))
     rng = np.random.default_rng(DEMO_SEED)
     w = rng.normal(size=DEMO_SHAPE) / np.sqrt(DEMO_SHAPE[1])
-    print(f"photocomp demo: a {DEMO_SHAPE[0]}x{DEMO_SHAPE[1]} Gaussian weight matrix (seed {DEMO_SEED}) -> {DEMO_TARGET}")
+    if not args.quiet:
+        print(f"photocomp demo: a {DEMO_SHAPE[0]}x{DEMO_SHAPE[1]} Gaussian weight matrix (seed {DEMO_SEED}) -> {DEMO_TARGET}")
     prog = pc.compile(w, target=DEMO_TARGET, progress=_progress(args))
-    print(prog)
-    print(prog.report.table())
-    out = args.output
-    prog.save(out)
+    if not args.quiet:
+        print(prog)
+        print(prog.report.table())
+    _write("-o/--output", out, lambda: prog.save(out))
     again = pc.load(out)
     x = rng.normal(size=DEMO_SHAPE[1])
     same = np.array_equal(np.asarray(again.forward(x)), np.asarray(prog.forward(x)))
     err = np.linalg.norm(np.asarray(prog.forward(x)) - w @ x) / np.linalg.norm(w @ x)
-    print(f"wrote {out}; reloaded forward bit-identical: {same}; |y - W x| / |W x| = {err:.3e}")
-    return 0 if same else 1
+    print(f"wrote {_show(out)}; reloaded forward bit-identical: {same}; |y - W x| / |W x| = {err:.3e}")
+    if not same:
+        raise _Fail(f"the program reloaded from {_quote(out)} computes a different forward function", 1)
+    return 0
 
 
 def _report(args) -> int:
@@ -231,7 +504,7 @@ def _report(args) -> int:
 
     import photocomp as pc
 
-    cost = pc.cost(pc.load(args.file), batch=args.batch, group_index=args.group_index)
+    cost = pc.cost(_load(args), batch=args.batch, group_index=args.group_index)
     print(json.dumps(cost.as_dict(), indent=1) if args.json else cost.table())
     return 0
 
@@ -239,9 +512,22 @@ def _report(args) -> int:
 def _plot(args) -> int:
     from photocomp.analysis.plot import plot_file
 
-    out = args.output or (os.path.splitext(args.file)[0].removesuffix(".phases") + f".{args.what}.png")
-    print(f"wrote {plot_file(args.file, out, args.what, tile=args.tile)}")
+    _check_text("file", args.file)
+    out = args.output if args.output is not None else (
+        os.path.splitext(args.file)[0].removesuffix(".phases") + f".{args.what}.png")
+    _check_output("-o/--output", out, FIGURE_SUFFIXES, (("file", args.file),))
+    path = _write("-o/--output", out, lambda: plot_file(args.file, out, args.what, tile=args.tile))
+    print(f"wrote {_show(path)}")
     return 0
+
+
+# ---- the parser ----------------------------------------------------------------------------------------------
+
+
+def _common(s) -> None:
+    """Options every command takes after its name too."""
+    s.add_argument("--no-compile-cache", action="store_true", default=argparse.SUPPRESS,
+                   help="do not keep compiled XLA programs on disk (also accepted before the command)")
 
 
 def _add_report_and_plot(sub) -> None:
@@ -253,10 +539,12 @@ def _add_report_and_plot(sub) -> None:
                                    "worst-path insertion loss, heater power, latency, throughput, effective bits and "
                                    "equivalent compute (definitions: photocomp.analysis.cost).")
     s.add_argument("file", help="phase-map file (compiled or calibrated)")
-    s.add_argument("--batch", type=int, default=1, help="input vectors streamed per tile setting; default %(default)s")
-    s.add_argument("--group-index", type=float, default=GROUP_INDEX,
+    s.add_argument("--batch", type=_integer(1), default=1,
+                   help="input vectors streamed per tile setting; default %(default)s")
+    s.add_argument("--group-index", type=_number(0.0, above=True), default=GROUP_INDEX,
                    help="waveguide group index for the time of flight; default %(default)s")
     s.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    _common(s)
     s.set_defaults(func=_report)
 
     s = sub.add_parser("plot", help="draw a phase-map file (phases, mesh, calibration) or a drift study (drift)",
@@ -267,25 +555,33 @@ def _add_report_and_plot(sub) -> None:
     s.add_argument("file", help="phase-map file (compiled or calibrated); for --what drift a drift study CSV")
     s.add_argument("-o", "--output", default=None, help="output image (.png, .pdf or .svg); default FILE.WHAT.png")
     s.add_argument("--what", default="phases", choices=plot_kinds(), help="figure to draw; default %(default)s")
-    s.add_argument("--tile", type=int, default=None,
+    s.add_argument("--tile", type=_integer(0), default=None,
                    help="phases: only this tile; mesh: the tile drawn (default 0); calibration: reachability of "
                         "this tile; not used by drift")
+    _common(s)
     s.set_defaults(func=_plot)
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="photocomp", description="Compile weight matrices to phase maps for photonic MZI-mesh chips.")
+    from photocomp.drift.thermal import MAX_TEMPERATURE_K
+
+    p = _Parser(prog="photocomp", description="Compile weight matrices to phase maps for photonic MZI-mesh chips.",
+                epilog="Exit codes: 0 success, 1 the run failed, 2 bad input, 130 interrupted.")
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("--no-compile-cache", action="store_true",
                    help="do not keep compiled XLA programs on disk for later runs (default: kept in "
-                        "$PHOTOCOMP_CACHE_DIR or ~/.cache/photocomp/xla; see photocomp.io.cache)")
+                        "$PHOTOCOMP_CACHE_DIR or ~/.cache/photocomp/xla; see photocomp.io.cache); also accepted "
+                        "after the command")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    seed = _integer(0, SEED_MAX)
 
     s = sub.add_parser("targets", help="list the available chip targets", description="List the available chip targets.")
+    _common(s)
     s.set_defaults(func=_print_targets)
 
     s = sub.add_parser("passes", help="list the compiler passes", description="List the registered compiler passes and their parameters.")
+    _common(s)
     s.set_defaults(func=_print_passes)
 
     s = sub.add_parser("compile", help="compile a weight matrix to a phase-map file",
@@ -294,57 +590,74 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", default=DEMO_TARGET, help="target name (see 'photocomp targets'); default %(default)s")
     s.add_argument("--pipeline", default=None, help='pipeline string, e.g. "tile | svd | clements | quantize(bits=10) | lower"; default: the target preset')
     s.add_argument("--key", default=None, help="array name inside an .npz input")
-    s.add_argument("-o", "--output", default=None, help="output phase-map file; default WEIGHTS.phases.npz")
+    s.add_argument("-o", "--output", default=None, help="output phase-map file (.npz); default WEIGHTS.phases.npz")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or report")
+    _common(s)
     s.set_defaults(func=_compile)
 
     s = sub.add_parser("inspect", help="summarise a phase-map file", description="Print a summary table of a phase-map file.")
     s.add_argument("file", help="phase-map file written by 'photocomp compile' or Program.save")
     s.add_argument("--graph", default=None, help="also export the circuit netlist (.graphml or .json)")
     s.add_argument("--netlist", default=None, help="also export the circuit as a SAX netlist (.json)")
-    s.add_argument("--tile", type=int, default=0, help="tile whose settings the exported graph/netlist carries; default 0")
+    s.add_argument("--tile", type=_integer(0), default=0,
+                   help="tile whose settings the exported graph/netlist carries; default 0")
+    _common(s)
     s.set_defaults(func=_inspect)
 
     s = sub.add_parser("calibrate", help="calibrate a phase map for a fabricated chip",
                        description="Calibrate a compiled phase-map file for a chip sampled from its target with --chip-seed.")
     s.add_argument("file", help="uncalibrated phase-map file")
-    s.add_argument("--chip-seed", type=int, required=True, help="seed of the fabricated chip (photocomp.fabricate)")
+    s.add_argument("--chip-seed", type=seed, required=True, help="seed of the fabricated chip (photocomp.fabricate)")
     s.add_argument("--method", default="model", choices=["model", "local", "twin"],
                    help="model: chip errors known; local: analytic per-MZI correction; twin: the chip is a black box, "
                         "a digital twin is fitted to its measurements; default %(default)s")
-    s.add_argument("--steps", type=int, default=300, help="maximum optimisation steps (model, twin); default %(default)s")
-    s.add_argument("--shots", type=int, default=1, help="shots per black-box reading (twin); default %(default)s")
-    s.add_argument("--seed", type=int, default=0, help="seed of measurement noise and probes (twin); default %(default)s")
-    s.add_argument("--dac-bits", type=int, default=None, help="quantize the final heater drives with a DAC of this many bits")
-    s.add_argument("--twin-configs", type=int, default=6, help="probe drive configurations of the twin; default %(default)s")
-    s.add_argument("--twin-steps", type=int, default=300, help="twin fitting steps; default %(default)s")
-    s.add_argument("--twin-rounds", type=int, default=2, help="fit-calibrate rounds of the twin; default %(default)s")
-    s.add_argument("-o", "--output", default=None, help="output file; default FILE.cal.npz")
+    s.add_argument("--steps", type=_integer(0, 10**9), default=300,
+                   help="maximum optimisation steps (model, twin); default %(default)s")
+    s.add_argument("--shots", type=_integer(1, 10**9), default=1,
+                   help="shots per black-box reading (twin); default %(default)s")
+    s.add_argument("--seed", type=seed, default=0,
+                   help="seed of measurement noise and probes (twin); default %(default)s")
+    s.add_argument("--dac-bits", type=_integer(1, 32), default=None,
+                   help="quantize the final heater drives with a DAC of this many bits")
+    s.add_argument("--twin-configs", type=_integer(1, 10**6), default=6,
+                   help="probe drive configurations of the twin; default %(default)s")
+    s.add_argument("--twin-steps", type=_integer(0, 10**9), default=300, help="twin fitting steps; default %(default)s")
+    s.add_argument("--twin-rounds", type=_integer(1, 10**6), default=2,
+                   help="fit-calibrate rounds of the twin; default %(default)s")
+    s.add_argument("-o", "--output", default=None, help="output file (.npz); default FILE.cal.npz")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _common(s)
     s.set_defaults(func=_calibrate)
 
     s = sub.add_parser("drift", help="simulate thermal drift of a calibrated program and compare compensators",
                        description="Simulate the thermal drift of a calibrated program (a .cal.npz file) on its chip "
                                    "and compare drift compensators: error against time, measurements, heater power.")
     s.add_argument("file", help="calibrated program file written by 'photocomp calibrate'")
-    s.add_argument("--chip-seed", type=int, default=None, help="seed of the chip (must be the one the file was calibrated for); default: the file's")
-    s.add_argument("--hours", type=float, default=1.0, help="simulated duration (h); default %(default)s")
-    s.add_argument("--dt", type=float, default=1.0, help="time step (s); default %(default)s")
+    s.add_argument("--chip-seed", type=seed, default=None,
+                   help="seed of the chip (must be the one the file was calibrated for); default: the file's")
+    s.add_argument("--hours", type=_number(0.0, above=True), default=1.0, help="simulated duration (h); default %(default)s")
+    s.add_argument("--dt", type=_number(0.0, above=True), default=1.0, help="time step (s); default %(default)s")
     s.add_argument("--compensator", action="append", choices=["all", "none", "feedforward", "closed-loop", "recalibrate"],
                    help="compensator to compare (repeat for several); default all")
-    s.add_argument("--runs", type=int, default=1, help="Monte-Carlo runs; default %(default)s")
-    s.add_argument("--seed", type=int, default=0, help="seed of the temperature, sensor and detector noise; default %(default)s")
-    s.add_argument("--ambient-k-per-hour", type=float, default=1.0, help="RMS ambient change over one hour (K); default %(default)s")
-    s.add_argument("--gradient-k", type=float, default=0.2, help="RMS temperature difference across the die (K); default %(default)s")
-    s.add_argument("-o", "--output", default=None, help="write the error and temperature traces as CSV")
+    s.add_argument("--runs", type=_integer(1, 10**9), default=1, help="Monte-Carlo runs; default %(default)s")
+    s.add_argument("--seed", type=seed, default=0,
+                   help="seed of the temperature, sensor and detector noise; default %(default)s")
+    s.add_argument("--ambient-k-per-hour", type=_number(0.0, high=MAX_TEMPERATURE_K), default=1.0,
+                   help="RMS ambient change over one hour (K); default %(default)s")
+    s.add_argument("--gradient-k", type=_number(0.0, high=MAX_TEMPERATURE_K), default=0.2,
+                   help="RMS temperature difference across the die (K); default %(default)s")
+    s.add_argument("-o", "--output", default=None, help="write the error and temperature traces as CSV (.csv)")
     s.add_argument("--plot", default=None, help="write a plot of error against time and the temperature field (.png, .pdf, .svg)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _common(s)
     s.set_defaults(func=_drift)
 
     s = sub.add_parser("demo", help="compile a built-in matrix and show the report",
                        description=f"Compile a built-in {DEMO_SHAPE[0]}x{DEMO_SHAPE[1]} matrix onto {DEMO_TARGET}, print the report and write the phase map.")
-    s.add_argument("-o", "--output", default="photocomp-demo.phases.npz", help="output phase-map file; default %(default)s")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("-o", "--output", default="photocomp-demo.phases.npz",
+                   help="output phase-map file (.npz); default %(default)s")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or report: only the line saying what was written")
+    _common(s)
     s.set_defaults(func=_demo)
 
     _add_report_and_plot(sub)
@@ -357,28 +670,107 @@ def _version() -> str:
     return f"photocomp {__version__}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``photocomp`` command; returns the exit code."""
+# ---- running a command -------------------------------------------------------------------------------------------
+
+
+def _rename(message: str, command: str) -> str:
+    """Library argument names in ``message`` -> the command's own (``dt_s`` -> ``--dt``)."""
+    for name, flag in sorted(_RENAME.get(command, {}).items(), key=lambda kv: -len(kv[0])):
+        if "_" in name or "." in name or (command == "drift" and name in _EVERYWHERE):
+            message = re.sub(rf"(?<![\w.\-']){re.escape(name)}(?![\w])", flag, message)
+        else:
+            message = re.sub(rf"^{re.escape(name)}(?=[\s:\[])", flag, message)
+    return message
+
+
+def _run(argv) -> int:
     from photocomp.core.errors import PhotocompError
 
     parser = _build_parser()
-    args = parser.parse_args(argv)
-    if not args.no_compile_cache:
-        from photocomp.io.cache import enable_compilation_cache
-
-        enable_compilation_cache()  # this process is ours: later runs skip the JIT compilation
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a usage error, already printed (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        if not args.no_compile_cache:
+            from photocomp.io.cache import enable_compilation_cache
+
+            enable_compilation_cache()  # this process is ours: later runs skip the JIT compilation
         return int(args.func(args) or 0)
-    except (PhotocompError, OSError, ValueError, TypeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"photocomp: error: {msg}", file=sys.stderr)
+    except _Fail as exc:
+        _err(f"photocomp: error: {_one_line(exc)}")
+        return exc.code
+    except PhotocompError as exc:
+        _err(f"photocomp: error: {_one_line(_rename(str(exc), args.command)) or type(exc).__name__}")
         return 2
-    except KeyboardInterrupt:
-        print("photocomp: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # output piped into e.g. `head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
         return 0
+    except MemoryError:
+        _err(f"photocomp: error: out of memory in 'photocomp {args.command}'")
+        return 1
+    except OSError as exc:
+        where = f" ({_quote(exc.filename)})" if getattr(exc, "filename", None) else ""
+        _err(f"photocomp: error: {exc.strerror or type(exc).__name__}{where}")
+        return 1
+    except (ValueError, TypeError) as exc:  # input that reached numpy or JAX unchecked
+        _err(f"photocomp: error: {type(exc).__name__}: {_one_line(exc)}")
+        return 2
+    except Exception as exc:
+        _err(f"photocomp: error: unexpected {type(exc).__name__} in 'photocomp {args.command}': {_one_line(exc)}")
+        return 1
+
+
+def _exit_at_shutdown(code: int):
+    """SIGINT handler for the interpreter's shutdown after the command: exit 130 at once, no traceback."""
+
+    def handler(signum, frame):
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        if code != 130:
+            _err("photocomp: interrupted")
+        os._exit(130)
+
+    return handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``photocomp`` command; returns the exit code (0, 1, 2 or 130; see the module docstring).
+
+    ``argv=None`` reads ``sys.argv`` and is the command itself: a Ctrl-C that
+    comes after the work, while the interpreter shuts down, still exits 130
+    with one line. With an explicit ``argv`` the caller's SIGINT handler is
+    restored on return.
+    """
+    handler = _Sigint()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, handler) if main_thread else None
+    process = argv is None
+    if main_thread:
+        sys.unraisablehook = handler.unraisable
+    interrupted = False
+    try:
+        try:
+            code = _run(sys.argv[1:] if argv is None else list(argv))
+        finally:
+            handler.finish()
+    except (_Interrupted, KeyboardInterrupt):
+        interrupted = True
+    if interrupted or handler.hit:
+        code = 130
+        _err("photocomp: interrupted")
+    if main_thread:
+        sys.unraisablehook = handler.previous_hook
+        if process:
+            signal.signal(signal.SIGINT, _exit_at_shutdown(code))
+        else:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,13 +47,20 @@ import numpy as np
 from photocomp.calibration.calibrate import METHODS, calibrate
 from photocomp.core.convention import phase_difference
 from photocomp.core.errors import InvalidInputError, UnknownNameError
+from photocomp.core.registry import quote
 from photocomp.core.validate import check_int, check_real
 from photocomp.drift.dynamics import drifted_chip
-from photocomp.drift.thermal import field_basis, state_space
+from photocomp.drift.thermal import MAX_TEMPERATURE_K, field_basis, state_space
 from photocomp.hardware.chipsim import chip_tile_matrices, drive_map, realized_phases, unflatten_heaters
 from photocomp.hardware.detector import detect
 
-__all__ = ["NoCompensation", "FeedForward", "ClosedLoop", "Recalibrate", "Schedule", "COMPENSATORS", "get_compensator"]
+__all__ = ["NoCompensation", "FeedForward", "ClosedLoop", "Recalibrate", "Schedule", "COMPENSATORS", "get_compensator",
+           "n_updates"]
+
+#: largest detector integration of a closed-loop probe reading (shots; 1 s at a 1 GHz clock)
+MAX_SHOTS = 10**9
+#: most Gauss-Newton iterations of a closed-loop update
+MAX_ITERATIONS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,13 +84,26 @@ class Schedule:
     events: tuple = ()
 
 
-def _interval_steps(interval_s, dt_s: float) -> int:
-    return 1 if interval_s is None else max(1, int(round(interval_s / dt_s)))
+def _interval_steps(interval_s, dt_s: float, n_steps: int | None = None) -> int:
+    """Steps per update interval (at least 1; capped at ``n_steps + 1``, i.e. never, when given)."""
+    if interval_s is None:
+        return 1
+    ratio = interval_s / dt_s
+    if n_steps is not None and not ratio < n_steps + 1:  # also an overflowing ratio
+        return n_steps + 1
+    return max(1, int(round(ratio)))
+
+
+def n_updates(interval_s, dt_s: float, n_steps: int, first: int | None = None) -> int:
+    """How many updates :func:`_update_steps` makes, by arithmetic (no array; any ``n_steps``)."""
+    m = _interval_steps(interval_s, dt_s, n_steps)
+    start = m if first is None else first
+    return max(0, -(-(n_steps - start) // m))
 
 
 def _update_steps(interval_s, plan, first: int | None = None) -> np.ndarray:
     """Steps at which a compensator updates (its command is in force from the next step)."""
-    m = _interval_steps(interval_s, plan.dt_s)
+    m = _interval_steps(interval_s, plan.dt_s, plan.n_steps)
     start = m if first is None else first
     return np.arange(start, plan.n_steps, m, dtype=np.int64)
 
@@ -115,6 +135,15 @@ def _check_interval(v, name):
     if v is None:
         return None
     return check_real(v, name, low=0.0, low_open=True)
+
+
+def _set(obj, name: str, value) -> None:
+    """Store a checked (normalised) field value on a frozen compensator."""
+    object.__setattr__(obj, name, value)
+
+
+#: largest relative model error of the twin's arm imbalances (1 = the twin knows nothing of them)
+MAX_MODEL_ERROR = 1.0
 
 
 # ---- none ---------------------------------------------------------------------------
@@ -205,10 +234,11 @@ class FeedForward:
     name = "feedforward"
 
     def __post_init__(self):
-        check_int(self.sensors, "FeedForward.sensors", low=1, high=9)
-        check_real(self.sensor_noise_k, "FeedForward.sensor_noise_k", low=0.0)
-        _check_interval(self.interval_s, "FeedForward.interval_s")
-        check_real(self.model_error, "FeedForward.model_error", low=0.0)
+        _set(self, "sensors", check_int(self.sensors, "FeedForward.sensors", low=1, high=9))
+        _set(self, "sensor_noise_k", check_real(self.sensor_noise_k, "FeedForward.sensor_noise_k", low=0.0,
+                                                high=MAX_TEMPERATURE_K))
+        _set(self, "interval_s", _check_interval(self.interval_s, "FeedForward.interval_s"))
+        _set(self, "model_error", check_real(self.model_error, "FeedForward.model_error", low=0.0, high=MAX_MODEL_ERROR))
 
     def n_rows(self, plan) -> int:
         return 1
@@ -236,7 +266,7 @@ class FeedForward:
             t = float(plan.times[j])
             if t not in failed:
                 events.append({"time_s": t, "kind": "sensor", "message": "non-finite reading; held the last good settings"})
-        ss = state_space(plan.process, _interval_steps(self.interval_s, plan.dt_s) * plan.dt_s)
+        ss = state_space(plan.process, _interval_steps(self.interval_s, plan.dt_s, plan.n_steps) * plan.dt_s)
         F, Q, P0, C = _augmented(ss)
         R = max(self.sensor_noise_k, 1e-9) ** 2 * np.eye(len(xy))
         cmds = np.asarray(_kalman(F, Q, P0, C, basis, R, np.where(np.isfinite(ys), ys, 0.0), valid))
@@ -358,12 +388,12 @@ class ClosedLoop:
     name = "closed-loop"
 
     def __post_init__(self):
-        _check_interval(self.interval_s, "ClosedLoop.interval_s")
+        _set(self, "interval_s", _check_interval(self.interval_s, "ClosedLoop.interval_s"))
         if self.probes is not None:
-            check_int(self.probes, "ClosedLoop.probes", low=1)
-        check_int(self.shots, "ClosedLoop.shots", low=1)
-        check_int(self.iterations, "ClosedLoop.iterations", low=1)
-        check_real(self.model_error, "ClosedLoop.model_error", low=0.0)
+            _set(self, "probes", check_int(self.probes, "ClosedLoop.probes", low=1))
+        _set(self, "shots", check_int(self.shots, "ClosedLoop.shots", low=1, high=MAX_SHOTS))
+        _set(self, "iterations", check_int(self.iterations, "ClosedLoop.iterations", low=1, high=MAX_ITERATIONS))
+        _set(self, "model_error", check_real(self.model_error, "ClosedLoop.model_error", low=0.0, high=MAX_MODEL_ERROR))
 
     def _probes(self, k: int) -> int:
         p = 2 * k if self.probes is None else self.probes
@@ -372,7 +402,7 @@ class ClosedLoop:
         return p
 
     def n_rows(self, plan) -> int:
-        return 1 + len(_update_steps(self.interval_s, plan))
+        return 1 + n_updates(self.interval_s, plan.dt_s, plan.n_steps)
 
     def schedule(self, plan, run: int, z) -> Schedule:
 
@@ -380,7 +410,7 @@ class ClosedLoop:
         k = t.size
         probes = probe_inputs(k, self._probes(k))
         updates = _update_steps(self.interval_s, plan)
-        m = _interval_steps(self.interval_s, plan.dt_s)
+        m = _interval_steps(self.interval_s, plan.dt_s, plan.n_steps)
         ss = state_space(plan.process, m * plan.dt_s)
         F, Q, P0, C = _augmented(ss)
         s, P = np.zeros(9), P0
@@ -475,15 +505,15 @@ class Recalibrate:
     name = "recalibrate"
 
     def __post_init__(self):
-
-        _check_interval(self.interval_s, "Recalibrate.interval_s")
-        if self.method not in METHODS:
-            raise UnknownNameError(f"Recalibrate.method must be one of {METHODS}; got {self.method!r}")
-        check_int(self.steps, "Recalibrate.steps", low=0)
-        check_int(self.characterisation_points, "Recalibrate.characterisation_points", low=1)
+        _set(self, "interval_s", _check_interval(self.interval_s, "Recalibrate.interval_s"))
+        if not isinstance(self.method, str) or self.method not in METHODS:
+            raise UnknownNameError(f"Recalibrate.method must be one of {METHODS}; got {quote(self.method)}")
+        _set(self, "steps", check_int(self.steps, "Recalibrate.steps", low=0))
+        _set(self, "characterisation_points", check_int(self.characterisation_points,
+                                                        "Recalibrate.characterisation_points", low=1, high=10**6))
 
     def n_rows(self, plan) -> int:
-        return 1 + len(_update_steps(self.interval_s, plan))
+        return 1 + n_updates(self.interval_s, plan.dt_s, plan.n_steps)
 
     def schedule(self, plan, run: int, z) -> Schedule:
 
@@ -528,5 +558,6 @@ def get_compensator(c):
         return c
     if isinstance(c, str) and c in COMPENSATORS:
         return COMPENSATORS[c]()
-    raise UnknownNameError(f"compensator must be one of {sorted(COMPENSATORS)} or 'all' (or a compensator instance); got {c!r}")
+    raise UnknownNameError(f"compensator must be one of {sorted(COMPENSATORS)} or 'all' (or a compensator instance); "
+                           f"got {quote(c)}")
 

@@ -16,6 +16,7 @@ import io
 import math
 import os
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -29,10 +30,12 @@ from photocomp.drift.compensators import COMPENSATORS, get_compensator
 from photocomp.drift.dynamics import TraceInputs, error_trace_runs, lag_factor
 from photocomp.drift.thermal import (
     FIELD_NAMES,
+    MEMORY_LIMIT_BYTES,
     ThermalDie,
     ThermalProcess,
     as_process,
     field_basis,
+    format_bytes,
     process_matrices,
     simulate_runs,
     thermal_die,
@@ -122,18 +125,24 @@ class DriftStudy:
 
     def to_csv(self, path) -> str:
         """Write tidy rows ``run, compensator, time_s, matrix_error, ambient_k, gradient_x_k, gradient_y_k`` (atomic)."""
+        if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
+            raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}")
         path = os.fspath(path)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["run", "compensator", "time_s", "matrix_error", *FIELD_NAMES])
         f = lambda x: repr(float(x))  # noqa: E731  (round-trips exactly)
-        for name, e in self.errors.items():
-            for r in range(e.shape[0]):
-                temp = self.temperature[r]
-                for j, t in enumerate(self.times_s):
-                    w.writerow([r, name, f(t), f(e[r, j]), *(f(v) for v in temp[j])])
-        data = buf.getvalue().encode()
-        return atomic_write(path, lambda fh: fh.write(data))
+
+        def write(fh):  # streamed into the temporary file: no copy of the table in memory
+            text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+            w = csv.writer(text, lineterminator="\n")
+            w.writerow(["run", "compensator", "time_s", "matrix_error", *FIELD_NAMES])
+            for name, e in self.errors.items():
+                for r in range(e.shape[0]):
+                    temp = self.temperature[r]
+                    for j, t in enumerate(self.times_s):
+                        w.writerow([r, name, f(t), f(e[r, j]), *(f(v) for v in temp[j])])
+            text.flush()
+            text.detach()
+
+        return atomic_write(path, write)
 
 
 def read_csv(path) -> dict:
@@ -182,6 +191,57 @@ def read_csv(path) -> dict:
     errors = {n: np.stack([values[groups[(n, k)], 1] for k in range(runs)]) for n in names}
     temp = np.stack([values[groups[(names[-1], k)], 2:] for k in range(runs)])
     return {"times_s": times, "errors": errors, "temperature": temp}
+
+
+SEED_MAX = 2**63 - 1
+"""Largest seed :func:`study` accepts (``jax.random.PRNGKey`` takes a signed 64-bit integer)."""
+
+
+def _n_steps(duration: float, dt_s: float) -> int:
+    """Whole steps of ``dt_s`` in ``duration``, capped at ``10**18`` (far over any memory limit; checked next)."""
+    steps = duration / dt_s + 1e-9
+    return int(math.floor(steps)) if steps < 1e18 else 10**18
+
+
+def study_bytes(runs: int, n_steps: int, n_compensators: int, rows: int, n_tiles: int, n_heaters: int,
+                modes: int) -> int:
+    """Estimated peak memory (bytes) of :func:`study`, the figure it refuses over :data:`MEMORY_LIMIT_BYTES`.
+
+    Per run and time sample (float64): the simulation's noise and states
+    (6 + 6), the temperature and a compensator's estimate on the host and
+    the device (2 x 3 + 2 x 3), the row index and one error per compensator.
+    Per run: a compensator's command table (``rows`` x tiles x heaters, host
+    and device) and the chip simulation's working set (16 complex ``K x K``
+    matrices per tile).
+    """
+    per_sample = 8 * (12 + 12 + 1 + n_compensators)
+    per_run = (n_steps + 1) * per_sample + 2 * 8 * rows * n_tiles * n_heaters + 16 * 16 * n_tiles * modes**2
+    return runs * per_run
+
+
+def _check_memory(cal, comps, runs: int, n_steps: int, dt_s: float) -> None:
+    """Refuse a study whose arrays would not fit in :data:`MEMORY_LIMIT_BYTES`, before allocating any."""
+    shape = types.SimpleNamespace(dt_s=dt_s, n_steps=n_steps)
+    rows = max(c.n_rows(shape) for c in comps)
+    tiles, heaters, k = cal.phase_map.n_tiles, cal.chip.n_heaters, cal.target.size
+    need = study_bytes(runs, n_steps, len(comps), rows, tiles, heaters, k)
+    if need > MEMORY_LIMIT_BYTES:
+        raise InvalidInputError(
+            f"hours, dt_s and runs ask for {n_steps + 1:,} time samples in each of {runs:,} run(s) "
+            f"({len(comps)} compensator(s), up to {rows:,} command row(s) of "
+            f"{tiles} tile(s) x {heaters} heaters): about {format_bytes(need)} of memory, over the limit of "
+            f"{format_bytes(MEMORY_LIMIT_BYTES)}; shorten hours, lengthen dt_s, or use fewer runs")
+
+
+def _check_finite_errors(name: str, e: np.ndarray, times: np.ndarray, process, dt_s: float) -> None:
+    """A trace with a non-finite error is refused, never reported."""
+    bad = ~np.isfinite(e)
+    if bad.any():
+        run, j = np.argwhere(bad)[0]
+        raise InvalidInputError(
+            f"process and dt_s must keep the simulated error finite; compensator {name!r} gave {int(bad.sum())} "
+            f"non-finite error(s) of {e.size}, the first in run {run} at t = {times[j]:g} s ({process}, "
+            f"dt_s = {dt_s:g} s)")
 
 
 # ---- the study -----------------------------------------------------------------------
@@ -288,8 +348,14 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
       compensators: ``"all"``, a name, or a list of names (``"none"``,
         ``"feedforward"``, ``"closed-loop"``, ``"recalibrate"``) or
         compensator instances (:mod:`photocomp.drift.compensators`).
-      seed: seed of everything random (temperature, sensors, detectors, twin).
+      seed: seed of everything random (temperature, sensors, detectors, twin),
+        in ``[0, 2**63 - 1]``.
       runs: Monte-Carlo runs (temperature trajectories), simulated at once.
+        A study whose arrays would exceed
+        :data:`~photocomp.drift.thermal.MEMORY_LIMIT_BYTES` (``hours / dt_s``
+        samples x ``runs``, see :func:`study_bytes`) is refused before anything
+        is allocated, with the estimate in the message; so is a trace whose
+        error is not finite.
       progress: show a progress bar.
       faults: optional hook ``faults(kind, time_s, value) -> value`` called on
         every sensor reading (``kind="sensor"``, value ``(n_sensors,)`` K),
@@ -316,17 +382,19 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
     hours = check_real(hours, "hours", low=0.0)
     dt_s = check_real(dt_s, "dt_s", low=0.0, low_open=True)
     duration = hours * 3600.0
+    if not math.isfinite(duration):
+        raise InvalidInputError(f"hours must be finite in seconds (hours * 3600); got hours = {hours:g}")
     if dt_s > duration:
         raise InvalidInputError(f"dt_s must not exceed the duration (hours * 3600 = {duration:g} s); got dt_s = {dt_s:g} s")
     comps = _compensators(compensators)
-    seed = check_int(seed, "seed", low=0)
-    runs = check_int(runs, "runs", low=1)
+    seed = check_int(seed, "seed", low=0, high=SEED_MAX)
+    runs = check_int(runs, "runs", low=1, high=10**9)
     if faults is not None and not callable(faults):
         raise InvalidTypeError(f"faults must be a callable faults(kind, time_s, value) or None; got {type(faults).__name__}")
     if not isinstance(progress, bool):
         raise InvalidTypeError(f"progress must be a bool; got {type(progress).__name__}")
-    n_steps = int(math.floor(duration / dt_s + 1e-9))
-
+    n_steps = _n_steps(duration, dt_s)
+    _check_memory(cal, comps, runs, n_steps, dt_s)
 
     with jax.enable_x64(True):
         t_setup = time.perf_counter()
@@ -341,6 +409,9 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
 
         keys = jax.random.split(jax.random.PRNGKey(seed), runs)
         z = np.asarray(simulate_runs(keys, *process_matrices(process, dt_s), n_steps=n_steps))
+        if not np.all(np.isfinite(z)):
+            raise InvalidInputError(f"process and dt_s must give a finite temperature; got {process} at dt_s = {dt_s:g} s, "
+                                    "outside the range the thermal model can represent")
         n_rows = max(c.n_rows(plan) for c in comps)
         settings = jax.tree_util.tree_map(jnp.asarray, cal.settings)
         base = TraceInputs(chip, settings, jnp.asarray(tiles), jnp.asarray(phi0), jnp.asarray(die.phase_per_k),
@@ -385,6 +456,8 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
         finally:
             if bar is not None:
                 bar.close()
+    for name, e in errors.items():
+        _check_finite_errors(name, e, plan.times, process, dt_s)
     first = errors[comps[0].name]
     info = {"target": chip.target.name, "chip_seed": chip.seed, "seed": seed, "runs": runs, "dt_s": dt_s,
             "duration_s": n_steps * dt_s, "process": dataclasses.asdict(process), "compile_s": compile_s,

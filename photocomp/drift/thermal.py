@@ -60,6 +60,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -67,8 +68,9 @@ import numpy as np
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.layout import layout
+from photocomp.core.registry import quote
 from photocomp.core.target import Target
-from photocomp.core.validate import check_real
+from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import Chip, as_chip, heater_positions, heater_slices
 
 __all__ = [
@@ -89,6 +91,15 @@ __all__ = [
 FIELD_NAMES = ("ambient_k", "gradient_x_k", "gradient_y_k")
 
 HOUR_S = 3600.0
+
+#: largest RMS temperature (K) a :class:`ThermalProcess` accepts: the linear thermo-optic model's range
+MAX_TEMPERATURE_K = 100.0
+#: largest arm-length imbalance standard deviation (um)
+MAX_IMBALANCE_UM = 1000.0
+#: accepted finite time constants (s) of a :class:`ThermalProcess`
+TAU_RANGE_S = (1e-6, 1e9)
+#: memory (bytes) a drift simulation may ask for before it is refused up front
+MEMORY_LIMIT_BYTES = 2 * 1024**3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +135,11 @@ class ThermalProcess:
         hundred um, e.g. from a changed waveguide cross-section or cladding
         under the heater (assumption: ~10 % over ~300 um).
 
+    Ranges (checked when built): temperatures in ``[0, 100]`` K (the linear
+    thermo-optic model does not hold much beyond), the imbalance in ``[0,
+    1000]`` um, time constants in ``[1e-6, 1e9]`` s (``math.inf`` for the
+    ambient driver, ``0`` for the package).
+
     The thermo-optic coefficient, wavelength, layout pitches and the heater
     time constant come from the chip's :class:`~photocomp.core.target.Target`.
 
@@ -142,12 +158,22 @@ class ThermalProcess:
     arm_imbalance_um: float = 30.0
 
     def __post_init__(self):
-        for name in ("ambient_k_per_hour", "gradient_k", "arm_imbalance_um", "package_tau_s"):
-            check_real(getattr(self, name), f"ThermalProcess.{name}", low=0.0)
-        for name in ("ambient_tau_s", "gradient_tau_s"):
+        for name, high in (("ambient_k_per_hour", MAX_TEMPERATURE_K), ("gradient_k", MAX_TEMPERATURE_K),
+                           ("arm_imbalance_um", MAX_IMBALANCE_UM)):
+            object.__setattr__(self, name, check_real(getattr(self, name), f"ThermalProcess.{name}", low=0.0, high=high))
+        lo, hi = TAU_RANGE_S
+        for name in ("ambient_tau_s", "gradient_tau_s", "package_tau_s"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v <= 0:
-                raise InvalidInputError(f"ThermalProcess.{name} must be a number > 0 (s; math.inf for a random walk); got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise InvalidTypeError(f"ThermalProcess.{name} must be a real number (s); got {type(v).__name__} {quote(v)}")
+            v = float(v)
+            if name == "package_tau_s":
+                ok, what = v == 0 or lo <= v <= hi, f"0 (the die follows its drivers at once) or in [{lo:g}, {hi:g}] s"
+            else:
+                ok, what = lo <= v <= hi or v == math.inf, f"in [{lo:g}, {hi:g}] s, or math.inf for a random walk"
+            if not ok:
+                raise InvalidInputError(f"ThermalProcess.{name} must be {what}; got {quote(v)}")
+            object.__setattr__(self, name, v)
         if math.isinf(self.gradient_tau_s) and self.gradient_k > 0:
             raise InvalidInputError("ThermalProcess.gradient_tau_s must be finite: gradient_k is a stationary RMS value")
 
@@ -197,7 +223,14 @@ class StateSpace:
 
 
 def _component(dt_s: float, tau_s: float, sigma: float, diffusion: float, package_tau_s: float):
-    """``(F, Q, P0)`` (2x2) of one driver/die pair (Van Loan's matrix exponential for Q)."""
+    """``(F, Q, P0)`` (2x2) of one driver/die pair (Van Loan's matrix exponential for Q).
+
+    ``Q`` is linear in ``diffusion**2``: it is computed for unit diffusion and
+    scaled. Van Loan's exponential holds ``exp(+A h)``, which overflows when a
+    rate times the step is large, so it is taken over ``h = dt_s / 2**n``
+    with every rate times ``h`` at most 1, and the step is doubled ``n`` times
+    (``F <- F F``, ``Q <- F Q F^T + Q``), exactly.
+    """
     from jax.scipy.linalg import expm
 
     a = 0.0 if math.isinf(tau_s) else 1.0 / tau_s
@@ -209,17 +242,22 @@ def _component(dt_s: float, tau_s: float, sigma: float, diffusion: float, packag
         P0 = (0.0 if a == 0 else sigma**2) * np.ones((2, 2))
         return F, Q, P0
     b = 1.0 / package_tau_s
+    n = max(0, math.ceil(math.log2(max(a, b) * dt_s))) if max(a, b) * dt_s > 1 else 0
+    h = dt_s / 2.0**n
     A = np.array([[-a, 0.0], [b, -b]])
-    GG = np.array([[diffusion**2, 0.0], [0.0, 0.0]])
+    GG = np.array([[1.0, 0.0], [0.0, 0.0]])
     M = np.zeros((4, 4))
     M[:2, :2] = -A
     M[:2, 2:] = GG
     M[2:, 2:] = A.T
     with jax.enable_x64(True):
-        E = np.asarray(expm(jnp.asarray(M * dt_s)))
+        E = np.asarray(expm(jnp.asarray(M * h)))
     F = E[2:, 2:].T
     Q = F @ E[:2, 2:]
-    Q = (Q + Q.T) / 2
+    for _ in range(n):
+        Q = F @ Q @ F.T + Q
+        F = F @ F
+    Q = diffusion**2 * (Q + Q.T) / 2
     if a == 0:
         P0 = np.zeros((2, 2))
     else:
@@ -229,9 +267,14 @@ def _component(dt_s: float, tau_s: float, sigma: float, diffusion: float, packag
 
 
 def state_space(proc: ThermalProcess, dt_s: float) -> StateSpace:
-    """The exact one-step transition of ``proc`` over ``dt_s`` (see :class:`StateSpace`)."""
+    """The exact one-step transition of ``proc`` over ``dt_s`` (see :class:`StateSpace`).
+
+    Raises:
+      InvalidInputError: if ``dt_s`` is not a finite number > 0, or the
+        transition is not finite (a process outside the model's range).
+    """
     proc = as_process(proc)
-    dt_s = float(dt_s)
+    dt_s = check_real(dt_s, "dt_s", low=0.0, low_open=True)
     blocks = []
     # ambient: RMS change per hour of the driver gives its diffusion and stationary RMS
     if math.isinf(proc.ambient_tau_s):
@@ -252,6 +295,9 @@ def state_space(proc: ThermalProcess, dt_s: float) -> StateSpace:
         F[s, s], Q[s, s], P0[s, s] = f, q, p
     die = np.zeros((3, 6))
     die[[0, 1, 2], [1, 3, 5]] = 1.0
+    if not (np.all(np.isfinite(F)) and np.all(np.isfinite(Q)) and np.all(np.isfinite(P0))):
+        raise InvalidInputError(f"process and dt_s must give a finite thermal transition; got {proc} at "
+                                f"dt_s = {dt_s:g} s, outside the range the model can represent")
     return StateSpace(F, Q, P0, die)
 
 
@@ -273,8 +319,27 @@ def simulate_temperature(key, proc: ThermalProcess, n_steps: int, dt_s: float):
       >>> sim = lambda k: pc.drift.simulate_temperature(k, pc.drift.ThermalProcess(), 60, 1.0)
       >>> jax.vmap(sim)(keys).shape
       (8, 61, 3)
+
+    Raises:
+      InvalidInputError: for ``n_steps`` < 0, ``dt_s`` <= 0, or a trajectory
+        larger than :data:`MEMORY_LIMIT_BYTES` (stating its size).
     """
-    return _simulate(key, *process_matrices(proc, dt_s), int(n_steps))
+    n_steps = check_int(n_steps, "n_steps", low=0)
+    need = 8 * 16 * (n_steps + 1)  # noise and states (6 each) and the temperatures (3), float64
+    if need > MEMORY_LIMIT_BYTES:
+        raise InvalidInputError(f"n_steps must keep the trajectory within {format_bytes(MEMORY_LIMIT_BYTES)}; got "
+                                f"n_steps = {n_steps:,}, about {format_bytes(need)}")
+    return _simulate(key, *process_matrices(proc, dt_s), n_steps)
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in binary units, e.g. ``"1.5 GiB"``."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{n:.3g} {units[i]}"
 
 
 def process_matrices(proc: ThermalProcess, dt_s: float) -> tuple:
@@ -430,6 +495,24 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature) -> np.nda
     return out
 
 
+def _check_imbalance(imbalance_um, chip) -> dict:
+    """``imbalance_um`` as float64 arrays: a dict with ``"v"``, ``"att"``, ``"u"`` of the chip's MZI counts, finite."""
+    sizes = {s: len(v) for s, v in sample_imbalance(chip, 0.0).items()}
+    if not isinstance(imbalance_um, dict) or set(imbalance_um) != set(sizes):
+        got = sorted(map(str, imbalance_um)) if isinstance(imbalance_um, dict) else type(imbalance_um).__name__
+        raise InvalidInputError(f"imbalance_um must be a dict with keys {sorted(sizes)}; got {quote(got)}")
+    out = {}
+    for s, n in sizes.items():
+        try:
+            v = np.asarray(imbalance_um[s], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidTypeError(f"imbalance_um[{s!r}] must be a real array (um); got {type(imbalance_um[s]).__name__}") from None
+        if v.shape != (n,) or not np.all(np.isfinite(v)):
+            raise InvalidInputError(f"imbalance_um[{s!r}] must be finite with shape ({n},); got shape {v.shape}")
+        out[s] = v
+    return out
+
+
 def thermal_die(chip, proc: ThermalProcess, *, imbalance_um: dict | None = None) -> ThermalDie:
     """The thermal response of ``chip`` under ``proc`` (imbalance sampled from the chip's seed).
 
@@ -441,8 +524,7 @@ def thermal_die(chip, proc: ThermalProcess, *, imbalance_um: dict | None = None)
     chip = as_chip(chip)
     proc = as_process(proc)
     t = chip.target
-    imb = sample_imbalance(chip, proc.arm_imbalance_um) if imbalance_um is None else {
-        s: np.asarray(v, dtype=np.float64) for s, v in imbalance_um.items()}
+    imb = sample_imbalance(chip, proc.arm_imbalance_um) if imbalance_um is None else _check_imbalance(imbalance_um, chip)
     centre, extent = die_box(t)
     phi = thermal_phase_map(t, imb, lambda xy: field_basis(xy, centre, extent))
     return ThermalDie(t, imb, _positions(t), centre, extent, phi)

@@ -28,11 +28,15 @@ import numpy as np
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import TileGrid
+from photocomp.core.registry import quote
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import Chip, as_chip
 from photocomp.hardware.chipsim import Settings, chip_tile_matrices, realized_phases, unflatten_heaters
 
 __all__ = ["detect", "BlackBoxChip", "measure_matrix"]
+
+SEED_MAX = 2**63 - 1
+"""Largest noise seed (``jax.random.PRNGKey`` takes a signed 64-bit integer)."""
 
 
 def detect(intensity, target, key, *, shots: int = 1, full_scale=1.0):
@@ -67,11 +71,50 @@ def _tile_matrix_from_drives(chip: Chip, power):
 _tile_matrix_jit = jax.jit(_tile_matrix_from_drives)
 
 
+def _as_drives(drives_mw, n_heaters: int, limit: float) -> tuple[np.ndarray, bool]:
+    """``drives_mw`` as ``(T, n_heaters)`` float64 within ``[0, limit]``, and whether it came with a tile axis."""
+    expected = f"(n_tiles, {n_heaters}) as Program.drives() returns, or ({n_heaters},)"
+    if isinstance(drives_mw, (str, bytes)) or drives_mw is None:
+        raise InvalidTypeError(f"drives_mw must be a real array of heater powers (mW) of shape {expected}; "
+                               f"got {type(drives_mw).__name__}")
+    try:
+        raw = np.asarray(drives_mw)
+    except Exception:  # ragged lists and the like
+        raise InvalidTypeError(f"drives_mw must be a real array of heater powers (mW) of shape {expected}; "
+                               f"got {type(drives_mw).__name__} that is not an array") from None
+    if raw.dtype.kind not in "biuf":
+        raise InvalidTypeError(f"drives_mw must be a real array of heater powers (mW) of shape {expected}; "
+                               f"got dtype {raw.dtype}")
+    p = raw.astype(np.float64)
+    if p.ndim not in (1, 2) or p.shape[-1] != n_heaters or p.size == 0:
+        raise InvalidInputError(f"drives_mw must have shape {expected}; got shape {p.shape}")
+    if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > limit:
+        raise InvalidInputError(f"drives_mw must be finite and within [0, {limit:g}] mW; "
+                                f"got range [{np.nanmin(p):g}, {np.nanmax(p):g}]")
+    return (p if p.ndim == 2 else p[None]), p.ndim == 2
+
+
+def _as_inputs(inputs, k: int) -> np.ndarray:
+    """``inputs`` as a finite numeric ``(K,)`` or ``(B, K)`` array."""
+    if isinstance(inputs, (str, bytes)) or inputs is None:
+        raise InvalidTypeError(f"inputs must be a numeric array of shape (K,) or (B, K); got {type(inputs).__name__}")
+    try:
+        x = np.asarray(inputs)
+    except Exception:
+        raise InvalidTypeError(f"inputs must be a numeric array of shape ({k},) or (B, {k}); "
+                               f"got {type(inputs).__name__} that is not an array") from None
+    if x.dtype.kind not in "biufc":
+        raise InvalidTypeError(f"inputs must be a numeric array of shape ({k},) or (B, {k}); got dtype {x.dtype}")
+    if x.ndim not in (1, 2) or x.shape[-1] != k or x.size == 0 or not np.all(np.isfinite(x)):
+        raise InvalidInputError(f"inputs must be finite with shape ({k},) or (B, {k}); got shape {x.shape}")
+    return x
+
+
 class BlackBoxChip:
     """A fabricated chip seen only through noisy measurements.
     Args:
       chip: the hidden :class:`~photocomp.hardware.chip.Chip`.
-      seed: seed of the measurement noise (int >= 0).
+      seed: seed of the measurement noise (int in ``[0, 2**63 - 1]``).
       shots: default shots per reading.
 
     Example:
@@ -82,7 +125,7 @@ class BlackBoxChip:
     """
     def __init__(self, chip, seed: int = 0, shots: int = 1, *, noise: bool = True):
         self._chip = as_chip(chip)
-        self._key = jax.random.PRNGKey(check_int(seed, "seed", low=0))
+        self._key = jax.random.PRNGKey(check_int(seed, "seed", low=0, high=SEED_MAX))
         self.shots = check_int(shots, "shots", low=1)
         if not isinstance(noise, bool):
             raise InvalidTypeError(f"noise must be a bool; got {type(noise).__name__}")
@@ -101,8 +144,11 @@ class BlackBoxChip:
                 full_scale: str = "input") -> np.ndarray:
         """Detected output intensities for heater powers and input fields.
         Args:
-          drives_mw: heater powers (mW), shape ``(n_heaters,)`` in the flat
-            heater order of :mod:`photocomp.hardware.chip`; within ``[0, drive limit]``.
+          drives_mw: heater powers (mW) in the flat heater order of
+            :mod:`photocomp.hardware.chip`, within ``[0, drive limit]``:
+            ``(n_tiles, n_heaters)`` as :meth:`Program.drives` returns them
+            (every tile's setting is read in turn), or ``(n_heaters,)`` for one
+            setting.
           inputs: input fields, ``(K,)`` or ``(B, K)`` (complex or real).
           shots: shots per reading (default: the box's).
           reference: optional reference field added to every output before
@@ -112,33 +158,35 @@ class BlackBoxChip:
           full_scale: the detectors' range: ``"input"`` (default) spans the
             largest power the outputs could carry, ``(|x| + max|reference|)^2``
             per input vector; ``"auto"`` sets the gain so that the brightest
-            output of the call sits at 80 % of full scale (auto-ranging
-            receivers; use it when the mesh's loss leaves the outputs far
-            below the input power).
+            output of the call sits at 80 % of full scale (per tile setting;
+            auto-ranging receivers; use it when the mesh's loss leaves the
+            outputs far below the input power).
 
         Returns:
-          ``(K,)`` or ``(B, K)`` float64 intensities; adds ``B * shots`` to
+          float64 intensities ``(K,)`` or ``(B, K)`` for ``(n_heaters,)``
+          drives, with a leading tile axis ``(n_tiles, ...)`` for
+          ``(n_tiles, n_heaters)`` drives; adds ``n_tiles * B * shots`` to
           :attr:`measurements`.
         """
-        if full_scale not in ("input", "auto"):
-            raise InvalidInputError(f"full_scale must be 'input' or 'auto'; got {full_scale!r}")
+        if not isinstance(full_scale, str) or full_scale not in ("input", "auto"):
+            raise InvalidInputError(f"full_scale must be 'input' or 'auto'; got {quote(full_scale)}")
         shots = self.shots if shots is None else check_int(shots, "shots", low=1)
         t = self.target
-        p = np.asarray(drives_mw, dtype=np.float64) if not isinstance(drives_mw, str) else None
-        if p is None or p.shape != (self.n_heaters,):
-            raise InvalidInputError(f"drives_mw must have shape ({self.n_heaters},); got {getattr(p, 'shape', drives_mw)!r}")
-        limit = t.drive_limit_p_pi * t.heater_p_pi_mw
-        if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > limit:
-            raise InvalidInputError(f"drives_mw must be finite and within [0, {limit:g}] mW; got range [{np.nanmin(p):g}, {np.nanmax(p):g}]")
-        if isinstance(inputs, (str, bytes)):
-            raise InvalidTypeError(f"inputs must be a numeric array of shape (K,) or (B, K); got {type(inputs).__name__}")
-        x = np.asarray(inputs)
+        p, tiled = _as_drives(drives_mw, self.n_heaters, t.drive_limit_p_pi * t.heater_p_pi_mw)
+        x = _as_inputs(inputs, t.size)
         single = x.ndim == 1
         x = x[None] if single else x
-        if x.ndim != 2 or x.shape[1] != t.size or x.shape[0] == 0 or not np.all(np.isfinite(x)):
-            raise InvalidInputError(f"inputs must be finite with shape ({t.size},) or (B, {t.size}); got shape {np.shape(inputs)}")
         ref = np.zeros((1, 1), complex) if reference is None else _as_reference(reference, x.shape)
         self._key, key = jax.random.split(self._key)
+        keys = jax.random.split(key, p.shape[0]) if tiled else [key]
+        out = [self._read(drives, x, ref, k, shots, full_scale) for drives, k in zip(p, keys)]
+        out = np.stack(out) if tiled else out[0]
+        self.measurements += p.shape[0] * x.shape[0] * shots
+        return out[..., 0, :] if single else out
+
+    def _read(self, p, x, ref, key, shots: int, full_scale: str) -> np.ndarray:
+        """Detected intensities ``(B, K)`` of inputs ``x`` at one drive setting ``p`` (checked)."""
+        t = self.target
         with jax.enable_x64(True):
             m = _tile_matrix_jit(self._chip, jnp.asarray(p))
             y = jnp.asarray(x, dtype=jnp.complex128) @ m.T + ref
@@ -149,11 +197,8 @@ class BlackBoxChip:
                 amp = np.sqrt(np.sum(np.abs(x) ** 2, axis=1, keepdims=True)) + np.max(np.abs(ref), axis=-1, keepdims=True)
                 fs = jnp.asarray(amp**2)
             if self.noise:
-                out = np.asarray(detect(intensity, t, key, shots=shots, full_scale=fs))
-            else:
-                out = np.asarray(intensity)
-        self.measurements += x.shape[0] * shots
-        return out[0] if single else out
+                return np.asarray(detect(intensity, t, key, shots=shots, full_scale=fs))
+            return np.asarray(intensity)
 
     def characterize_heaters(self, *, sigma_rad: float = 0.02, sigma_efficiency: float = 0.005,
                              points_per_heater: int = 8):
@@ -213,7 +258,8 @@ def measure_matrix(box: BlackBoxChip, drives_mw, *, inputs=None, amplitude: floa
 
     Args:
       box: the :class:`BlackBoxChip`.
-      drives_mw: heater powers (mW), ``(n_heaters,)``.
+      drives_mw: heater powers (mW): ``(n_tiles, n_heaters)`` as
+        :meth:`Program.drives` returns them, or ``(n_heaters,)``.
       inputs: ``(B, K)`` probe inputs (default: the K unit vectors, giving
         the matrix's columns directly).
       amplitude: reference amplitude (default: the rms output amplitude of
@@ -221,16 +267,23 @@ def measure_matrix(box: BlackBoxChip, drives_mw, *, inputs=None, amplitude: floa
 
     Returns:
       ``(K, K)`` complex estimate (for unit-vector inputs) or the ``(B, K)``
-      estimated output fields; adds ``4 B shots`` measurements to the box.
+      estimated output fields, with a leading tile axis ``(n_tiles, ...)``
+      for ``(n_tiles, n_heaters)`` drives; adds ``4 n_tiles B shots``
+      measurements to the box.
     """
     if not isinstance(box, BlackBoxChip):
         raise InvalidTypeError(f"box must be a photocomp.BlackBoxChip; got {type(box).__name__}")
     k = box.target.size
-    x = np.eye(k) if inputs is None else np.asarray(inputs)
+    t = box.target
+    p, tiled = _as_drives(drives_mw, box.n_heaters, t.drive_limit_p_pi * t.heater_p_pi_mw)
+    x = np.eye(k) if inputs is None else _as_inputs(inputs, k)
     if amplitude is not None:
         amplitude = check_real(amplitude, "amplitude", low=0.0, low_open=True)
-    r0 = box.measure(drives_mw, x, shots=shots, full_scale="auto")
-    a = amplitude or reference_amplitude(r0, k)
-    y = sum(w * (box.measure(drives_mw, x, shots=shots, reference=a * w, full_scale="auto") - r0 - a**2)
-            for w in PHASE_STEPS) / (3 * a)
-    return y.T if inputs is None else y
+    out = []
+    for drives in p:  # one tile setting at a time: the reference matches that setting's outputs
+        r0 = box.measure(drives, x, shots=shots, full_scale="auto")
+        a = amplitude or reference_amplitude(r0, k)
+        y = sum(w * (box.measure(drives, x, shots=shots, reference=a * w, full_scale="auto") - r0 - a**2)
+                for w in PHASE_STEPS) / (3 * a)
+        out.append(y.T if inputs is None else y)
+    return np.stack(out) if tiled else out[0]

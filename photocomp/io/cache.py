@@ -42,7 +42,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     program, however quick its compilation (``photocomp`` runs many small
     ones). Does nothing when JAX already has a cache directory, when the
     cache is turned off (``PHOTOCOMP_CACHE_DIR=""``) or when the directory
-    cannot be created or written.
+    cannot be created or written (a path with a NUL character included).
 
     Returns:
       the cache directory in use, or ``None`` when caching stays off.
@@ -62,9 +62,9 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
         return None
     try:
         target.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    if not os.access(target, os.W_OK | os.X_OK):
+        if not os.access(target, os.W_OK | os.X_OK):
+            return None
+    except (OSError, ValueError):  # ValueError: a NUL character in the path
         return None
     jax.config.update("jax_compilation_cache_dir", str(target))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
