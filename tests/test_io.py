@@ -962,3 +962,22 @@ def test_tile_grid_bounds():
         TileGrid(2**31, 1, 4)
     with pytest.raises(InvalidInputError, match="TileGrid.tile must be an int"):
         TileGrid(4, 4, 4.0)
+
+
+@pytest.mark.parametrize("target, shape", [("clements-2", (3, 2)), ("reck-2", (2, 2)), ("reck-3", (3, 4)),
+                                           ("clements-3", (2, 3))])
+def test_small_and_reck_meshes_round_trip(tmp_path, target, shape):
+    """The closed forms the reader checks before building a layout hold for every mesh kind and size."""
+    w = random_matrix(np.random.default_rng(64), shape, "complex")
+    prog = pc.compile(w, target, "tile | svd | " + target.split("-")[0] + " | lower")
+    prog.save(tmp_path / "s.npz")
+    again = pc.load(tmp_path / "s.npz")
+    assert again.phase_map.v.layout == prog.phase_map.v.layout
+    assert np.array_equal(again.matrix(), prog.matrix())
+
+
+@pytest.mark.parametrize("kind", ["clements", "reck"])
+def test_mesh_counts_closed_forms_match_the_layouts(kind):
+    for n in range(2, 41):
+        lay = pc.layout(kind, n)
+        assert pio.mesh_counts(kind, n) == (lay.n_mzi, lay.depth), n

@@ -110,7 +110,7 @@ One JSON object (at most ``MAX_META_BYTES`` bytes, nesting depth at most
   ``target.size`` must equal ``grid.tile``.
 * ``grid``: ``{"out_dim": M, "in_dim": N, "tile": K}`` (ints >= 1).
 * ``mesh``: ``{"kind": "clements" | "reck", "n_modes": K, "n_mzi": K (K-1)/2,
-  "depth": K (clements) or 2 K - 3 (reck, K > 2; 1 for K = 2)}``.
+  "depth": K (clements, K > 2; 1 for K = 2) or 2 K - 3 (reck)}``.
 * ``pipeline``: the pipeline text; ``detection``: ``"coherent"`` or ``"intensity"``.
 * ``report``: the compile report, ``{"records": [{"name", "spec", "wall_s",
   "metrics"}], "summary": {...}}`` (:meth:`photocomp.core.ir.CompileReport.to_dict`).
@@ -174,7 +174,7 @@ from photocomp.hardware.chipsim import Settings
 
 __all__ = ["FORMAT", "SCHEMA_VERSION", "READ_VERSIONS", "DETECTIONS", "UNITS", "PHASE_LIMIT", "ANGLE_TOLERANCE",
            "MAX_META_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "ProgramFile", "save_program", "read_program",
-           "atomic_write_npz", "meta_digest", "chip_fingerprint", "check_program_arrays"]
+           "atomic_write_npz", "meta_digest", "chip_fingerprint", "check_program_arrays", "mesh_counts"]
 
 FORMAT = "photocomp.phasemap"
 SCHEMA_VERSION = 2
@@ -265,6 +265,14 @@ def chip_fingerprint(chip) -> str:
     for leaf in jax.tree_util.tree_leaves(chip):
         h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
     return h.hexdigest()
+
+
+def mesh_counts(kind: str, n: int) -> tuple[int, int]:
+    """``(n_mzi, depth)`` of a ``kind`` mesh on ``n >= 2`` modes, in closed form (no layout is built).
+
+    ``n_mzi = n (n - 1) / 2``; depth ``n`` for Clements (1 for ``n = 2``), ``2 n - 3`` for Reck.
+    """
+    return n * (n - 1) // 2, ((n if n > 2 else 1) if kind == "clements" else 2 * n - 3)
 
 
 def _check_save_path(path) -> str:
@@ -677,8 +685,7 @@ class _Reader:
                       f"{target.name!r} has {target.size} modes: they must agree")
         if kind != target.mesh:
             self.fail(f"mesh kind {kind!r} differs from target {target.name!r}'s mesh {target.mesh!r}")
-        n_mzi = n * (n - 1) // 2
-        depth = n if kind == "clements" else max(2 * n - 3, 1)
+        n_mzi, depth = mesh_counts(kind, n)
         if record["n_mzi"] != n_mzi or record["depth"] != depth:
             self.fail(f"a {kind} mesh of {n} modes has {n_mzi} MZIs in {depth} columns; the metadata says "
                       f"{_short(record['n_mzi'])} in {_short(record['depth'])}")
