@@ -30,10 +30,12 @@ implements::
                   * diag(cos sigma[t])
                   * diag(e^{i v_out_phase[t]}) V(v_theta[t], v_phi[t])
 
-where the first mesh light meets, the V mesh with its output screen,
+where ``V(...)`` and ``U(...)`` are the meshes' MZI columns without their
+screens. The V mesh with its output screen, the first mesh light meets,
 implements ``V_t^H`` (the conjugate transpose of the right singular vectors
-of the tile, ``W_t ~ U_t S_t V_t^H``) and the U mesh with its screen
-implements ``U_t``. A mesh ``M(theta, phi)`` applies its MZIs column by
+of the zero-padded tile, ``W_t ~ U_t S_t V_t^H``); the U mesh with its screen
+implements ``U_t``; ``cos sigma[t] ~ S_t / gain[t]`` with ``gain[t]`` the
+largest singular value. A mesh ``M(theta, phi)`` applies its MZIs column by
 column, column 0 first (column 0 is the input side, where light enters);
 MZI ``j`` acts on modes ``(mode_pairs[j], mode_pairs[j] + 1)`` with the
 convention's 2 x 2 matrix (:mod:`photocomp.core.convention`, tag
@@ -77,6 +79,8 @@ stores the phases its heaters must produce
 (:class:`photocomp.hardware.chipsim.Settings`, physical convention of
 :mod:`photocomp.sim.physical`), all float64 and finite:
 
+=================  ===========  ==========================================================
+array              shape        meaning (units; range)
 =================  ===========  ==========================================================
 ``cal_v_int``      (T, n_mzi)   V-mesh internal (upper-arm) heater phases (rad; |.| <= PHASE_LIMIT)
 ``cal_v_ext``      (T, n_mzi)   V-mesh external heater phases (rad; |.| <= PHASE_LIMIT)
@@ -122,7 +126,9 @@ One JSON object (at most ``MAX_META_BYTES`` bytes, nesting depth at most
   (:func:`meta_digest`: keys sorted, separators ``","`` and ``":"``, ASCII
   with ``\\u`` escapes, floats in shortest round-trip form), so no field that
   determines the program (target, grid, mesh, detection, pipeline, chip,
-  array records) nor the report can be edited unnoticed.
+  array records) nor the report can be edited unnoticed. It detects damage
+  and careless edits, not forgery (anyone can recompute it): what a file
+  says is therefore also checked for consistency and range, as below.
 
 Schema version 1 (no ``meta_sha256``; ``chip`` and the target's later
 fields may be absent, the target's defaults then apply) is still read, with
