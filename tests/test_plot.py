@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 from conftest import random_matrix
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import photocomp as pc
 from photocomp.analysis.plot import PlotKind, figure, plot, plot_file, plot_kinds, register_plot
@@ -216,7 +218,7 @@ def test_cli_plot_default_name_and_kinds(capsys, files, tmp_path):
     (["plot", "{c}", "--what", "calibration", "-o", "{t}/x.png"], "source must be a calibrated program"),
     (["plot", "{c}", "--what", "histogram", "-o", "{t}/x.png"], "invalid choice: 'histogram'"),
     (["plot", "{c}", "--what", "drift", "-o", "{t}/x.png"], "file must be a drift CSV"),
-    (["plot", "{c}", "-o", "{t}/x.jpg"], "path must end in .png, .pdf, .svg"),
+    (["plot", "{c}", "-o", "{t}/x.jpg"], "-o/--output must end in .png, .pdf or .svg"),
     (["plot", "{c}", "--tile", "9", "-o", "{t}/x.png"], "tile must be in [0, 3]; got 9"),
     (["plot", "{t}/missing.npz", "-o", "{t}/x.png"], "must be an existing file"),
 ])
@@ -295,7 +297,7 @@ def test_drift_figure_from_the_csv_file(tmp_path, capsys):
     default = str(tmp_path / "d.drift.png")
     assert out.strip() == f"wrote {default}" and _is_png(default)
     assert _is_png(plot_file(csv_path, tmp_path / "e.png", what="drift"))
-    assert _is_png(s.plot(tmp_path / "s.png"))  # the study's own plot is the same figure, written atomically
+    assert _is_png(pc.plot(s, tmp_path / "s.png", what="drift"))  # the study itself: the same figure, atomically
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "d.drift.png", "e.png", "s.png"]
 
 
@@ -328,3 +330,165 @@ def test_drift_figure_bad_input(tmp_path, files):
         plot_file(3, tmp_path / "x.png", what="drift")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "w.csv"]
 
+
+
+# ---- legibility: every bar inside the limits, every drift line visible, every axis labelled ----------------
+
+
+def _bar_axis(fig):
+    return next(a for a in fig.axes if a.get_title().startswith("per-tile error"))
+
+
+def _check_bars_visible(ax):
+    """Every bar of a log error axis rises visibly above the bottom and stays below the top and the legend."""
+    lo, hi = ax.get_ylim()
+    assert ax.get_yscale() == "log" and 0 < lo < hi
+    span = np.log10(hi) - np.log10(lo)
+    heights = np.array([p.get_height() for p in ax.patches])
+    assert heights.size and np.all(np.isfinite(heights)) and np.all(heights > 0)
+    # each bar covers at least a tenth of the axis and rises at least a factor 2 above its bottom ...
+    assert np.all(np.log10(heights / lo) >= max(np.log10(2.0), 0.1 * span)), (lo, heights)
+    # ... and its top is inside the axis, below the legend
+    assert np.all(heights < hi)
+    ax.figure.canvas.draw()
+    legend_bottom = ax.get_legend().get_window_extent().y0
+    tops = [p.get_window_extent().y1 for p in ax.patches]
+    assert max(tops) <= legend_bottom + 0.5
+
+
+def test_calibration_figure_shows_every_bar():
+    cal = _calibrated()
+    fig = figure(cal, "calibration")
+    ax = _bar_axis(fig)
+    _check_bars_visible(ax)
+    # the best calibrated tile (the bar that used to sit under the axis' lower limit) is the smallest
+    after = np.asarray(pc.error(cal, cal.chip)["tile_errors"])
+    assert min(p.get_height() for p in ax.patches) == pytest.approx(after.min(), rel=1e-12)
+    floor = pc.reachability(cal, cal.chip).floor
+    assert ax.get_ylim()[0] < floor < ax.get_ylim()[1]
+
+
+@functools.cache
+def _calibrated_with_a_zero_tile():
+    w = random_matrix(np.random.default_rng(21), (6, 5), "real")
+    w[4:, 4:] = 0.0  # the last of the four tiles is all zeros: its error is exactly 0 before and after
+    return pc.calibrate(pc.compile(w, target="clements-4"), pc.fabricate("clements-4", seed=3), method="local",
+                        progress=False)
+
+
+def test_calibration_figure_draws_zero_errors_at_a_floor():
+    cal = _calibrated_with_a_zero_tile()
+    after = np.asarray(pc.error(cal, cal.chip)["tile_errors"])
+    assert after[3] == 0.0 and np.all(after[:3] > 0)
+    ax = _bar_axis(figure(cal, "calibration"))
+    _check_bars_visible(ax)
+    heights = np.array([p.get_height() for p in ax.patches])
+    positive = heights[heights > heights.min()]
+    zero_at = positive.min() / 10.0  # a decade below the smallest positive bar (or the floor line)
+    assert heights[3] == heights[7] == pytest.approx(min(zero_at, pc.reachability(cal, cal.chip).floor / 10))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("error 0 (drawn at ") for t in labels), labels
+    assert [t.get_text() for t in ax.texts] == ["0", "0"]
+
+
+_ERROR = st.one_of(st.just(0.0), st.floats(-17.0, 1.0).map(lambda e: 10.0 ** e))
+
+
+@settings(max_examples=40, deadline=None)
+@given(tiles=st.integers(1, 6), data=st.data(), floor=_ERROR)
+def test_error_bars_show_every_value(tiles, data, floor):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from photocomp.analysis import plot as plot_module
+
+    before = np.array(data.draw(st.lists(_ERROR, min_size=tiles, max_size=tiles)))
+    after = np.array(data.draw(st.lists(_ERROR, min_size=tiles, max_size=tiles)))
+    fig = Figure(figsize=(10.0, 3.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    plot_module._error_bars(ax, before, after, floor)
+    _check_bars_visible(ax)
+    heights = np.array([p.get_height() for p in ax.patches])
+    values = np.concatenate([before, after])
+    np.testing.assert_array_equal(heights[values > 0], values[values > 0])  # nonzero errors drawn as they are
+    if (values == 0).any():
+        shown = np.concatenate([values, [floor]])
+        zero_at = shown[shown > 0].min() / 10 if (shown > 0).any() else plot_module.ZERO_ERROR_AT
+        np.testing.assert_array_equal(heights[values == 0], zero_at)
+        assert len(ax.texts) == int((values == 0).sum())
+    lo, hi = ax.get_ylim()
+    if floor > 0:
+        assert lo < floor < hi
+
+
+def _drift_source(traces: dict, steps: int) -> dict:
+    runs = next(iter(traces.values())).shape[0]
+    return {"times_s": np.arange(steps) * 10.0, "errors": traces, "temperature": np.zeros((runs, steps, 3))}
+
+
+def _check_drift_lines_distinct(ax, names):
+    lines = _lines(ax)
+    assert list(lines) == [*names, "fresh calibration"]
+    # the legend shows every line with the style it is drawn in
+    handles = ax.get_legend().legend_handles
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(lines)
+    for handle, line in zip(handles, lines.values()):
+        assert (handle.get_linestyle(), handle.get_marker(), handle.get_color()) == (
+            line.get_linestyle(), line.get_marker(), line.get_color())
+    comp = [lines[n] for n in names]
+    fresh = lines["fresh calibration"]
+    keys = [(ln.get_color(), ln.get_linestyle(), ln.get_marker()) for ln in comp]
+    assert len(set(keys)) == len(keys)
+    for i in range(len(comp)):
+        for j in range(i + 1, len(comp)):
+            a, b = comp[i], comp[j]
+            # not the colour alone: dash pattern or marker tells them apart (also in greyscale) ...
+            assert (a.get_linestyle(), a.get_marker()) != (b.get_linestyle(), b.get_marker()), (names[i], names[j])
+            # ... and the later line is narrower and above, so where traces coincide both stay visible
+            assert a.get_linewidth() > b.get_linewidth() and a.get_zorder() < b.get_zorder()
+        # none looks like the fresh calibration's dotted black line
+        assert (comp[i].get_linestyle(), comp[i].get_color()) != (fresh.get_linestyle(), fresh.get_color())
+    lo, hi = ax.get_ylim()
+    for ln in comp:
+        y = np.asarray(ln.get_ydata())
+        y = y[y > 0]
+        assert np.all((lo < y) & (y < hi))
+
+
+def test_drift_figure_keeps_coinciding_lines_visible():
+    # 'recalibrate' equals 'none' until it acts: the old figure drew it exactly over 'none'
+    rng = np.random.default_rng(5)
+    none = 0.05 + np.cumsum(rng.uniform(0, 1e-3, size=(2, 40)), axis=1)
+    traces = {"none": none, "feedforward": none * 0.5 + 0.02, "closed-loop": none * 0.5 + 0.02, "recalibrate": none}
+    fig = figure(_drift_source(traces, 40), "drift")
+    ax = next(a for a in fig.axes if a.get_title().startswith("error against time"))
+    _check_drift_lines_distinct(ax, list(traces))
+    lines = _lines(ax)
+    # markers of equal traces sit at different samples
+    starts = {n: lines[n].get_markevery()[0] for n in ("none", "recalibrate") if lines[n].get_marker() != ""}
+    assert len(set(starts.values())) == len(starts)
+    marked = [n for n in traces if lines[n].get_marker() not in ("", "None", None)]
+    assert len(marked) >= len(traces) - 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 12), steps=st.integers(2, 60), runs=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
+       same=st.booleans())
+def test_drift_lines_are_distinct_for_any_compensators(n, steps, runs, seed, same):
+    rng = np.random.default_rng(seed)
+    base = 10.0 ** rng.uniform(-4, -1, size=(runs, steps))
+    names = [f"comp{i}" for i in range(n)]
+    traces = {name: base if same else base * rng.uniform(0.5, 2.0) for name in names}
+    fig = figure(_drift_source(traces, steps), "drift")
+    ax = next(a for a in fig.axes if a.get_title().startswith("error against time"))
+    _check_drift_lines_distinct(ax, names)
+
+
+def test_every_phases_panel_is_labelled():
+    fig = figure(_program(), "phases")
+    gain = next(a for a in fig.axes if a.get_title() == "electronic gain per tile")
+    assert gain.get_ylabel().strip() != "" and "gain" in gain.get_ylabel()
+    for ax in fig.axes:
+        if ax.get_title():  # the colour bars carry their unit as their label
+            assert ax.get_xlabel() and ax.get_ylabel(), ax.get_title()

@@ -184,6 +184,7 @@ def _draw_phases(fig, source, tile=None):
     _integer_ticks(ax)
     ax.set_title("electronic gain per tile", fontsize=9)
     ax.set_xlabel("tile", fontsize=8)
+    ax.set_ylabel("gain (tile's largest singular value)", fontsize=8)
     ax.tick_params(labelsize=7)
     shown = "all tiles" if len(tiles) == pm.n_tiles else f"tiles {tiles} of {pm.n_tiles}"
     fig.suptitle(f"{prog.target.name}: phase map of a {prog.shape[0]}x{prog.shape[1]} program ({shown})", fontsize=10)
@@ -238,6 +239,60 @@ def _draw_mesh(fig, source, tile=None):
 # ---- calibration --------------------------------------------------------------------
 
 
+ZERO_ERROR_AT = 1e-16
+"""Where the calibration figure draws a tile error of exactly 0 on its log axis when no value shown is
+positive; otherwise a zero is drawn a decade below the smallest positive value shown. Either way a
+dotted line in the legend says where, and the bar is labelled 0."""
+
+_LOG_MARGIN = 4.0
+"""Least factor left below the smallest and above the largest value on a log error axis, so every bar
+has a visible height (bars on a log axis rise from the bottom of the axis); over a wide range the
+margin grows to a fifth of the range."""
+
+
+def _error_bars(ax, before, after, floor: float = 0.0):
+    """Bars of every tile's error before and after calibration on a log axis whose limits show each bar.
+
+    A zero error is drawn a decade below the smallest positive value (see :data:`ZERO_ERROR_AT`).
+    The limits span every bar and the reachability ``floor`` (a dashed line, when positive), with a
+    margin of ``_LOG_MARGIN`` below and room for the legend above.
+    """
+    before = np.asarray(before, dtype=np.float64)
+    after = np.asarray(after, dtype=np.float64)
+    values = np.concatenate([before, after, [floor]])
+    positive = values[np.isfinite(values) & (values > 0)]
+    zero_at = positive.min() / 10.0 if positive.size else ZERO_ERROR_AT
+    is_zero = np.concatenate([before, after]) == 0
+
+    def bar_heights(v):
+        return np.where(v == 0, zero_at, v)
+
+    idx = np.arange(before.size)
+    ax.bar(idx - 0.2, bar_heights(before), width=0.4, label="ideal settings (uncalibrated)", color="0.6")
+    ax.bar(idx + 0.2, bar_heights(after), width=0.4, label="calibrated", color="tab:blue")
+    if floor > 0:
+        ax.axhline(floor, color="tab:red", linestyle="--", linewidth=1, label=f"reachability floor {floor:.2e}")
+    if is_zero.any():
+        ax.axhline(zero_at, color="0.3", linestyle=":", linewidth=0.8, label=f"error 0 (drawn at {zero_at:.1e})")
+        for x in np.concatenate([idx - 0.2, idx + 0.2])[is_zero]:
+            ax.text(x, zero_at, "0", ha="center", va="bottom", fontsize=7)
+    shown = np.concatenate([bar_heights(before), bar_heights(after), [floor] if floor > 0 else []])
+    shown = shown[np.isfinite(shown)]
+    ax.set_yscale("log")
+    if shown.size:
+        bottom, top = np.log10(shown.min()), np.log10(shown.max())
+        margin = max(np.log10(_LOG_MARGIN), 0.2 * (top - bottom))  # the smallest bar: over a tenth of the axis
+        lo = bottom - margin
+        # headroom above the tallest bar for the one-row legend
+        ax.set_ylim(10.0 ** lo, 10.0 ** (top + max(np.log10(_LOG_MARGIN), 0.3 * (top - lo))))
+    _integer_ticks(ax, "x")
+    ax.set_xlim(-0.6, before.size - 0.4)
+    ax.set_xlabel("tile", fontsize=8)
+    ax.set_ylabel("matrix error", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="upper center", ncol=4)  # one row, in the headroom above the bars
+
+
 def _draw_calibration(fig, source, tile=None):
 
     prog = _program(source)
@@ -254,19 +309,7 @@ def _draw_calibration(fig, source, tile=None):
     grid = fig.add_gridspec(2, 3)
 
     ax = fig.add_subplot(grid[0, :])
-    idx = np.arange(prog.n_tiles)
-    ax.bar(idx - 0.2, before, width=0.4, label="ideal settings (uncalibrated)", color="0.6")
-    ax.bar(idx + 0.2, after, width=0.4, label="calibrated", color="tab:blue")
-    if reach.floor > 0:
-        ax.axhline(reach.floor, color="tab:red", linestyle="--", linewidth=1,
-                   label=f"reachability floor {reach.floor:.2e}")
-    ax.set_yscale("log")
-    _integer_ticks(ax, "x")
-    ax.set_xlim(-0.6, prog.n_tiles - 0.4)
-    ax.set_xlabel("tile", fontsize=8)
-    ax.set_ylabel("matrix error", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
+    _error_bars(ax, before, after, reach.floor)
     ax.set_title(f"per-tile error on chip seed {chip.seed}", fontsize=9)
 
     lay = prog.phase_map.v.layout
@@ -338,6 +381,28 @@ def _drift_traces(source) -> _DriftTraces:
     return _DriftTraces(times, errors, temp, fresh, title)
 
 
+_DRIFT_LINESTYLES = ("-", "--", "-.", (0, (4, 1, 1, 1, 1, 1)))  # none dotted: that is the fresh calibration
+_DRIFT_MARKERS = ("", "o", "s", "^", "D", "v", "x")
+
+
+def _drift_style(i: int, n: int) -> dict:
+    """Line style of the ``i``-th of ``n`` compensators on the drift figure.
+
+    Traces often coincide (a compensator that has not acted yet follows ``"none"``), so each line
+    differs from every other in colour, dash pattern and marker (distinct for up to 28 lines), and
+    earlier lines are wider and drawn below later ones: where two traces overlap, both stay visible.
+    """
+    return {
+        "color": f"C{i % 10}",
+        "linestyle": _DRIFT_LINESTYLES[i % len(_DRIFT_LINESTYLES)],
+        "marker": _DRIFT_MARKERS[i % len(_DRIFT_MARKERS)],
+        "markersize": 4.5,
+        "fillstyle": "none",
+        "lw": 1.0 + 1.6 * (n - 1 - i) / max(n - 1, 1),
+        "zorder": 2.0 + i / max(n, 1),
+    }
+
+
 def _draw_drift(fig, source, tile=None):
     if tile is not None:
         raise InvalidInputError(f"tile must be None for the drift figure (a study covers every tile); got {tile!r}")
@@ -348,12 +413,20 @@ def _draw_drift(fig, source, tile=None):
     scale, unit = (60.0, "min") if hours[-1] < 1.5 else (1.0, "h")
     x = hours * scale
     runs = next(iter(d.errors.values())).shape[0]
-    for name, e in d.errors.items():
-        (line,) = ax_e.plot(x, np.median(e, axis=0), label=name, lw=1.2)
+    n = len(d.errors)
+    every = max(1, x.size // 12)
+    for i, (name, e) in enumerate(d.errors.items()):
+        style = _drift_style(i, n)
+        marks = (min(x.size - 1, (i * every) // n), every)  # staggered: markers of equal traces do not coincide
+        (line,) = ax_e.plot(x, np.median(e, axis=0), label=name, markevery=marks, **style)
         if runs > 1:
-            ax_e.fill_between(x, e.min(axis=0), e.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
+            ax_e.fill_between(x, e.min(axis=0), e.max(axis=0), color=line.get_color(), alpha=0.12, lw=0)
     ax_e.axhline(d.fresh_error, color="k", ls=":", lw=1, label="fresh calibration")
     ax_e.set_yscale("log")
+    drawn = np.concatenate([np.ravel(e) for e in d.errors.values()] + [[d.fresh_error]])
+    drawn = drawn[np.isfinite(drawn) & (drawn > 0)]
+    if drawn.size:  # a margin below the fresh calibration, which the compensated lines often follow
+        ax_e.set_ylim(drawn.min() / 1.25, drawn.max() * 1.25)
     ax_e.set_xlabel(f"time ({unit})")
     ax_e.set_ylabel("matrix error")
     ax_e.set_title("error against time" + (f" (median, range of {runs} runs)" if runs > 1 else ""), fontsize=9)
