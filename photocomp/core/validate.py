@@ -71,7 +71,8 @@ def as_matrix(x, name: str = "weights", *, copy: bool = True) -> np.ndarray:
     Entries beyond the float64 range (float128 input) count as not finite.
     """
     arr = matrix_view(x, name)
-    out = arr.astype(np.complex128, copy=copy)
+    with np.errstate(over="ignore", invalid="ignore"):  # float128 beyond the float64 range: reported below
+        out = arr.astype(np.complex128, copy=copy)
     if not np.all(np.isfinite(out)):
         finite = np.isfinite(arr) if arr.dtype.kind in "fc" else np.ones(arr.shape, bool)
         bad = int(np.size(arr) - np.count_nonzero(finite))
