@@ -22,7 +22,9 @@ power of two that brings it to ``[0.5, 1)`` and changes no digit, and the
 result is scaled back: the tiles' gains and the folded matrix by ``2**e``,
 and the metrics passes record in the units of the weights (the keys a pass
 lists in its ``weight_units``). Relative errors need nothing: they are the
-same for ``W`` and ``W * 2**-e``. A compile whose gains cannot be represented
+same for ``W`` and ``W * 2**-e``. (Entries more than 2**1074 times smaller
+than the largest one underflow in ``W * 2**-e``: a tile of them compiles to
+zero, an error below 2**-1074 relative to ``W``.) A compile whose gains cannot be represented
 in float64 (a tile's largest singular value above the largest float64, or
 the matrix's below :data:`SMALLEST_GAIN`, about 1e-292, where flushing
 results below the smallest normal float64 to zero would cost more than
