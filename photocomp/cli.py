@@ -37,6 +37,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -219,8 +220,13 @@ def _number(low: float, *, above: bool = False, high: float | None = None):
 
 
 def _check_text(flag: str, path: str) -> str:
+    """A path the file system can take: not empty, no NUL character, encodable."""
     if not path or "\x00" in path:
         raise _Fail(f"{flag} must be a non-empty path without NUL characters; got {_quote(path)}")
+    try:
+        os.fsencode(path)
+    except UnicodeError:
+        raise _Fail(f"{flag} must be a path the file system can encode; got {_quote(path)}") from None
     return path
 
 
@@ -286,26 +292,32 @@ def _load_matrix(path: str, key: str | None):
     if not os.path.isfile(path):
         raise _Fail(f"weights file must exist; got {_quote(path)}")
     try:
-        if ext == ".npy":
-            return np.load(path, allow_pickle=False)
-        if ext == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                names = [n for n in z.files if not n.startswith("__")]
-                if key is None:
-                    if len(names) != 1:
-                        raise _Fail(f"weights file {_quote(path)} holds arrays {_quote(names)}; choose one with --key")
-                    key = names[0]
-                if key not in z.files:
-                    raise _Fail(f"--key must be one of {_quote(names)}; got {_quote(key)}")
-                return z[key]
-        try:
-            return np.loadtxt(path, delimiter=",", ndmin=2)
-        except ValueError:
-            return np.loadtxt(path, delimiter=",", dtype=complex, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. an empty CSV file: the error that follows says enough
+            return _read_matrix(path, ext, key)
     except _Fail:
         raise
     except Exception as exc:
         raise _Fail(f"cannot read weights from {_quote(path)}: {type(exc).__name__}: {_one_line(exc)[:200]}") from None
+
+
+def _read_matrix(path: str, ext: str, key: str | None):
+    if ext == ".npy":
+        return np.load(path, allow_pickle=False)
+    if ext == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            names = [n for n in z.files if not n.startswith("__")]
+            if key is None:
+                if len(names) != 1:
+                    raise _Fail(f"weights file {_quote(path)} holds arrays {_quote(names)}; choose one with --key")
+                key = names[0]
+            if key not in z.files:
+                raise _Fail(f"--key must be one of {_quote(names)}; got {_quote(key)}")
+            return z[key]
+    try:
+        return np.loadtxt(path, delimiter=",", ndmin=2)
+    except ValueError:
+        return np.loadtxt(path, delimiter=",", dtype=complex, ndmin=2)
 
 
 def _print_targets(args) -> int:
@@ -513,6 +525,8 @@ def _plot(args) -> int:
     from photocomp.analysis.plot import plot_file
 
     _check_text("file", args.file)
+    if args.what == "drift" and args.tile is not None:
+        raise _Fail(f"--tile does not apply to --what drift (a study covers every tile); got --tile {args.tile}")
     out = args.output if args.output is not None else (
         os.path.splitext(args.file)[0].removesuffix(".phases") + f".{args.what}.png")
     _check_output("-o/--output", out, FIGURE_SUFFIXES, (("file", args.file),))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -356,7 +357,7 @@ def test_csv_round_trip_and_plot(small, tmp_path):
     assert list(back["errors"]) == ["none", "feedforward"]
     for name in s.errors:
         assert np.array_equal(back["errors"][name], s.errors[name])
-    png = s.plot(tmp_path / "drift.png")
+    png = pc.plot(s, tmp_path / "drift.png", what="drift")
     with open(png, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drift.csv", "drift.png"]  # no temporary files left
@@ -389,9 +390,9 @@ def test_read_csv_rejects_damaged_files_and_plot_bad_paths(small, tmp_path):
         pc.drift.read_csv(3)
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(pc.InvalidInputError, match=r"path must end in \.png, \.pdf, \.svg; got"):
-        s.plot(tmp_path / "drift.jpg")
+        pc.plot(s, tmp_path / "drift.jpg", what="drift")
     with pytest.raises(pc.PhaseMapFileError, match="folder must exist"):
-        s.plot(tmp_path / "no" / "drift.png")
+        pc.plot(s, tmp_path / "no" / "drift.png", what="drift")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
@@ -425,3 +426,247 @@ def test_drifted_chip_is_the_same_chip_with_shifted_offsets(small):
         p = jnp.asarray(cal.drives()[0])
         assert np.allclose(np.asarray(realized_phases(d, p)) - np.asarray(realized_phases(chip, p)), shift,
                            atol=1e-12, rtol=0)
+
+
+# ---- sizes, ranges and non-finite traces ---------------------------------------------------
+
+LIMIT = r"over the limit of 2 GiB; shorten hours, lengthen dt_s, or use fewer runs"
+
+
+@pytest.mark.parametrize("kw, match", [
+    # a million hours at 1 s: 3.6e9 samples (this used to end in a MemoryError)
+    (dict(hours=1e6), r"ask for 3,600,000,001 time samples in each of 1 run\(s\)"),
+    # a microsecond step over a quarter hour: 9e8 samples
+    (dict(hours=0.25, dt_s=1e-6), r"ask for 900,000,001 time samples"),
+    # a million runs of a short study (this used to allocate until the machine swapped)
+    (dict(hours=0.01, dt_s=1.0, runs=10**6), r"in each of 1,000,000 run\(s\)"),
+    # a step so short that the sample count overflows a float
+    (dict(hours=1.0, dt_s=5e-324), r"time samples"),
+])
+def test_study_refuses_what_would_not_fit_in_memory(small, kw, match):
+    chip, _, cal = small
+    with pytest.raises(pc.InvalidInputError, match=match + ".*about .*iB of memory, " + LIMIT):
+        pc.drift.study(cal, chip, progress=False, **kw)
+
+
+def test_memory_estimate_counts_samples_runs_and_command_tables():
+    from photocomp.drift.studies import study_bytes
+
+    base = study_bytes(1, 99, 1, 1, 1, 36, 4)
+    assert study_bytes(2, 99, 1, 1, 1, 36, 4) == 2 * base  # linear in runs
+    assert study_bytes(1, 199, 1, 1, 1, 36, 4) - base == 100 * 8 * 26  # 26 floats per sample and compensator
+    assert study_bytes(1, 99, 1, 11, 1, 36, 4) - base == 10 * 2 * 8 * 36  # a command row, host and device
+    # the default study of a calibrated pace-64 program over one hour, three runs, fits easily
+    assert study_bytes(3, 3600, 4, 361, 1, 8256, 64) < pc.drift.thermal.MEMORY_LIMIT_BYTES / 10
+
+
+def test_study_checks_every_argument_by_name(small):
+    chip, _, cal = small
+    cases = [
+        (dict(hours=True), pc.InvalidTypeError, "hours must be a real number; got bool"),
+        (dict(hours="1"), pc.InvalidTypeError, "hours must be a real number; got str"),
+        (dict(hours=float("nan")), pc.InvalidInputError, "hours must be finite"),
+        (dict(hours=1e308), pc.InvalidInputError, r"hours must be finite in seconds \(hours \* 3600\)"),
+        (dict(hours=0.01, dt_s=float("inf")), pc.InvalidInputError, "dt_s must be finite"),
+        (dict(hours=0.01, dt_s=-1.0), pc.InvalidInputError, "dt_s must be > 0"),
+        (dict(hours=0.01, runs=0), pc.InvalidInputError, "runs must be an integer in"),
+        (dict(hours=0.01, runs=1.5), pc.InvalidTypeError, "runs must be an integer; got float"),
+        (dict(hours=0.01, runs=10**10), pc.InvalidInputError, r"runs must be an integer in \[1, 1000000000\]"),
+        (dict(hours=0.01, seed=-1), pc.InvalidInputError, "seed must be an integer in"),
+        (dict(hours=0.01, seed=2**63), pc.InvalidInputError, r"seed must be an integer in \[0, 9223372036854775807\]"),
+        (dict(hours=0.01, progress="yes"), pc.InvalidTypeError, "progress must be a bool; got str"),
+        (dict(hours=0.01, compensators=5), pc.InvalidTypeError, "compensators must be 'all', a name or a list"),
+        (dict(hours=0.01, compensators=[]), pc.InvalidInputError, "compensators must not be empty"),
+        (dict(hours=0.01, compensators=[3.5]), pc.UnknownNameError, "compensator must be one of .*got 3.5"),
+    ]
+    for kw, err, match in cases:
+        with pytest.raises(err, match=match):
+            pc.drift.study(cal, chip, **{"progress": False, **kw})
+    with pytest.raises(pc.InvalidTypeError, match="cal must be a photocomp.Program"):
+        pc.drift.study("cal.npz", chip, hours=0.01, progress=False)
+    with pytest.raises(pc.InvalidTypeError, match="chip must be a photocomp.Chip"):
+        pc.drift.study(cal, 7, hours=0.01, progress=False)
+    # a long name is quoted only up to a bound
+    with pytest.raises(pc.UnknownNameError) as info:
+        pc.drift.study(cal, chip, hours=0.01, compensators=["x" * 10_000], progress=False)
+    assert len(str(info.value)) < 300 and "10000 characters" in str(info.value)
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    # a die a million kelvin across gave NaN temperatures and NaN errors, reported as results
+    (dict(gradient_k=1e6), pc.InvalidInputError, r"ThermalProcess.gradient_k must be <= 100.0; got 1000000.0"),
+    (dict(ambient_k_per_hour=101.0), pc.InvalidInputError, r"ThermalProcess.ambient_k_per_hour must be <= 100.0"),
+    (dict(ambient_k_per_hour=float("nan")), pc.InvalidInputError, r"ThermalProcess.ambient_k_per_hour must be finite"),
+    (dict(arm_imbalance_um=1e5), pc.InvalidInputError, r"ThermalProcess.arm_imbalance_um must be <= 1000.0"),
+    (dict(gradient_k="0.2"), pc.InvalidTypeError, r"ThermalProcess.gradient_k must be a real number; got str"),
+    (dict(gradient_k=True), pc.InvalidTypeError, r"ThermalProcess.gradient_k must be a real number; got bool"),
+    (dict(ambient_tau_s=1e-300), pc.InvalidInputError, r"ThermalProcess.ambient_tau_s must be in \[1e-06, 1e\+09\] s"),
+    (dict(ambient_tau_s=1e300), pc.InvalidInputError, r"ThermalProcess.ambient_tau_s must be in .*math.inf"),
+    (dict(ambient_tau_s=-math.inf), pc.InvalidInputError, r"ThermalProcess.ambient_tau_s must be in"),
+    (dict(gradient_tau_s=float("nan")), pc.InvalidInputError, r"ThermalProcess.gradient_tau_s must be in"),
+    (dict(gradient_tau_s=None), pc.InvalidTypeError, r"ThermalProcess.gradient_tau_s must be a real number .*NoneType"),
+    (dict(package_tau_s=1e-9), pc.InvalidInputError, r"ThermalProcess.package_tau_s must be 0 \(the die follows"),
+    (dict(package_tau_s=-1.0), pc.InvalidInputError, r"ThermalProcess.package_tau_s must be 0"),
+])
+def test_thermal_process_checks_type_and_range(kw, err, match):
+    with pytest.raises(err, match=match):
+        pc.drift.ThermalProcess(**kw)
+
+
+def test_thermal_process_normalises_numbers():
+    p = pc.drift.ThermalProcess(ambient_k_per_hour=np.float32(2.0), gradient_k=1, package_tau_s=0,
+                                ambient_tau_s=math.inf)
+    assert type(p.ambient_k_per_hour) is float and type(p.gradient_k) is float and p.package_tau_s == 0.0
+    assert pc.drift.ThermalProcess(gradient_k=100.0, arm_imbalance_um=1000.0).gradient_k == 100.0  # the bounds hold
+
+
+@pytest.mark.parametrize("proc", [
+    pc.drift.ThermalProcess(),
+    pc.drift.ThermalProcess(gradient_k=100.0, ambient_k_per_hour=100.0),
+    pc.drift.ThermalProcess(ambient_tau_s=1e-6, gradient_tau_s=1e-6, package_tau_s=1e-6),
+    pc.drift.ThermalProcess(ambient_tau_s=1e9, gradient_tau_s=1e9, package_tau_s=1e9),
+])
+@pytest.mark.parametrize("dt_s", [1e-6, 1.0, 1e3, 1e5, 1e8])
+def test_transition_is_finite_and_stationary_at_any_step(proc, dt_s):
+    """Q = P0 - F P0 F^T for a stationary process; Van Loan's exponential overflowed once a rate times the step
+    passed ~700 (a step of 1e5 s against the package's 120 s gave NaN temperatures)."""
+    ss = thermal.state_space(proc, dt_s)
+    for m in (ss.F, ss.Q, ss.P0):
+        assert np.all(np.isfinite(m))
+    want = ss.P0 - ss.F @ ss.P0 @ ss.F.T
+    np.testing.assert_allclose(ss.Q, want, rtol=1e-7, atol=1e-9 * np.max(np.abs(ss.P0)))
+
+
+def test_long_steps_give_finite_errors(small):
+    chip, _, cal = small
+    s = pc.drift.study(cal, chip, hours=100.0, dt_s=1e5, compensators=["none"], progress=False)
+    assert s.errors["none"].shape == (1, 4) and np.all(np.isfinite(s.errors["none"]))
+    assert np.all(np.isfinite(s.temperature))
+
+
+def test_non_finite_traces_are_refused_not_reported(small, monkeypatch):
+    from photocomp.drift import studies
+
+    chip, _, cal = small
+    kw = dict(hours=0.003, dt_s=2.0, compensators=["none"], progress=False)
+    real = studies.simulate_runs
+    monkeypatch.setattr(studies, "simulate_runs", lambda *a, **k: np.full(np.shape(real(*a, **k)), np.nan))
+    with pytest.raises(pc.InvalidInputError, match="process and dt_s must give a finite temperature; got ThermalProcess"):
+        pc.drift.study(cal, chip, **kw)
+    monkeypatch.setattr(studies, "simulate_runs", real)
+
+    def nan_trace(base, shapes):
+        def trace(inp, z, *rest):
+            return jnp.full(z.shape[:2], jnp.nan).at[:, 0].set(0.1)
+        return trace
+
+    monkeypatch.setattr(studies, "_compiled_trace", nan_trace)
+    with pytest.raises(pc.InvalidInputError, match=r"compensator 'none' gave 5 non-finite error\(s\) of 6, "
+                                                   r"the first in run 0 at t = 2 s"):
+        pc.drift.study(cal, chip, **kw)
+
+
+def test_simulate_temperature_and_thermal_die_check_their_arguments(small):
+    chip, _, _ = small
+    key = jax.random.PRNGKey(0)
+    proc = pc.drift.ThermalProcess()
+    with pytest.raises(pc.InvalidInputError, match="n_steps must be an integer in"):
+        pc.drift.simulate_temperature(key, proc, -1, 1.0)
+    with pytest.raises(pc.InvalidTypeError, match="n_steps must be an integer; got float"):
+        pc.drift.simulate_temperature(key, proc, 2.5, 1.0)
+    with pytest.raises(pc.InvalidInputError, match=r"n_steps must keep the trajectory within 2 GiB; got "
+                                                   r"n_steps = 1,000,000,000,000, about 116 TiB"):
+        pc.drift.simulate_temperature(key, proc, 10**12, 1.0)
+    with pytest.raises(pc.InvalidInputError, match="dt_s must be > 0"):
+        pc.drift.simulate_temperature(key, proc, 10, 0.0)
+    with pytest.raises(pc.InvalidTypeError, match="process must be a photocomp.drift.ThermalProcess"):
+        pc.drift.state_space({"gradient_k": 1.0}, 1.0)
+    good = thermal.sample_imbalance(chip, 1.0)
+    with pytest.raises(pc.InvalidInputError, match=r"imbalance_um must be a dict with keys \['att', 'u', 'v'\]"):
+        pc.drift.thermal_die(chip, proc, imbalance_um={"v": good["v"]})
+    with pytest.raises(pc.InvalidInputError, match=r"imbalance_um\['u'\] must be finite with shape \(6,\)"):
+        pc.drift.thermal_die(chip, proc, imbalance_um={**good, "u": np.ones(3)})
+    with pytest.raises(pc.InvalidInputError, match=r"imbalance_um\['att'\] must be finite"):
+        pc.drift.thermal_die(chip, proc, imbalance_um={**good, "att": np.full(4, np.nan)})
+    with pytest.raises(pc.InvalidTypeError, match=r"imbalance_um\['v'\] must be a real array"):
+        pc.drift.thermal_die(chip, proc, imbalance_um={**good, "v": ["a"] * 6})
+
+
+@pytest.mark.parametrize("make, err, match", [
+    (lambda: pc.drift.FeedForward(sensors=0), pc.InvalidInputError, r"FeedForward.sensors must be an integer in \[1, 9\]"),
+    (lambda: pc.drift.FeedForward(sensors=10), pc.InvalidInputError, r"FeedForward.sensors must be an integer in"),
+    (lambda: pc.drift.FeedForward(sensors=2.0), pc.InvalidTypeError, r"FeedForward.sensors must be an integer; got float"),
+    (lambda: pc.drift.FeedForward(sensors=True), pc.InvalidTypeError, r"FeedForward.sensors must be an integer; got bool"),
+    (lambda: pc.drift.FeedForward(sensor_noise_k=-0.1), pc.InvalidInputError, r"FeedForward.sensor_noise_k must be >= 0"),
+    (lambda: pc.drift.FeedForward(sensor_noise_k=1e300), pc.InvalidInputError, r"FeedForward.sensor_noise_k must be <= 100"),
+    (lambda: pc.drift.FeedForward(interval_s=0.0), pc.InvalidInputError, r"FeedForward.interval_s must be > 0"),
+    (lambda: pc.drift.FeedForward(interval_s="10"), pc.InvalidTypeError, r"FeedForward.interval_s must be a real number"),
+    (lambda: pc.drift.FeedForward(model_error=5.0), pc.InvalidInputError, r"FeedForward.model_error must be <= 1.0"),
+    (lambda: pc.drift.ClosedLoop(interval_s=float("nan")), pc.InvalidInputError, r"ClosedLoop.interval_s must be finite"),
+    (lambda: pc.drift.ClosedLoop(probes=0), pc.InvalidInputError, r"ClosedLoop.probes must be an integer in"),
+    (lambda: pc.drift.ClosedLoop(shots=0), pc.InvalidInputError, r"ClosedLoop.shots must be an integer in \[1, 1000000000\]"),
+    (lambda: pc.drift.ClosedLoop(shots=10**12), pc.InvalidInputError, r"ClosedLoop.shots must be an integer in"),
+    (lambda: pc.drift.ClosedLoop(iterations=10**6), pc.InvalidInputError, r"ClosedLoop.iterations must be an integer in \[1, 100\]"),
+    (lambda: pc.drift.ClosedLoop(model_error=-1.0), pc.InvalidInputError, r"ClosedLoop.model_error must be >= 0"),
+    (lambda: pc.drift.Recalibrate(interval_s=-5.0), pc.InvalidInputError, r"Recalibrate.interval_s must be > 0"),
+    (lambda: pc.drift.Recalibrate(method=["model"]), pc.UnknownNameError, r"Recalibrate.method must be one of .*got \['model'\]"),
+    (lambda: pc.drift.Recalibrate(steps=-1), pc.InvalidInputError, r"Recalibrate.steps must be an integer in"),
+    (lambda: pc.drift.Recalibrate(characterisation_points=0), pc.InvalidInputError,
+     r"Recalibrate.characterisation_points must be an integer in \[1, 1000000\]"),
+])
+def test_compensators_check_type_and_range_by_field_name(make, err, match):
+    with pytest.raises(err, match=match):
+        make()
+
+
+def test_compensator_update_counts_need_no_arrays():
+    from photocomp.drift.compensators import n_updates
+
+    for interval, dt, n in [(10.0, 1.0, 3600), (None, 2.0, 17), (7.0, 2.0, 50), (1e9, 1.0, 100), (0.1, 1.0, 9)]:
+        m = 1 if interval is None else max(1, round(interval / dt))
+        assert n_updates(interval, dt, n) == len(range(m, n, m))
+        assert n_updates(interval, dt, n, first=0) == len(range(0, n, m))
+    assert n_updates(10.0, 1e-6, 10**18) == -(-(10**18 - 10**7) // 10**7)  # no array of a billion entries
+    assert n_updates(1e300, 1e-300, 10) == 0  # an interval/step ratio that overflows
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hours=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10**12),
+                       st.sampled_from([True, "1", None])),
+       dt_s=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0, 1, 5e-324, "1"])),
+       runs=st.one_of(st.integers(-3, 10**12), st.sampled_from([1.0, None])))
+def test_study_arguments_property(small, monkeypatch, hours, dt_s, runs):
+    """Any hours / dt_s / runs: a typed error naming one of them, or (small enough) a finite study."""
+    from photocomp.drift import studies
+
+    monkeypatch.setattr(studies, "MEMORY_LIMIT_BYTES", 128 * 1024)  # a few hundred samples: fast examples
+    chip, _, cal = small
+    try:
+        s = pc.drift.study(cal, chip, hours=hours, dt_s=dt_s, runs=runs, compensators=["none"], progress=False)
+    except pc.PhotocompError as exc:
+        assert re.search(r"\b(hours|dt_s|runs)\b", str(exc)), str(exc)
+        assert "2 GiB" not in str(exc)  # the patched limit is the one applied
+        assert len(str(exc)) < 500
+        return
+    assert np.all(np.isfinite(s.errors["none"])) and s.errors["none"].shape[0] == runs
+
+
+@settings(max_examples=50, deadline=None)
+@given(field=st.sampled_from(["ambient_k_per_hour", "gradient_k", "arm_imbalance_um", "ambient_tau_s",
+                              "gradient_tau_s", "package_tau_s"]),
+       value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**20, 10**20),
+                       st.sampled_from([None, "1", True, [1.0]])),
+       dt_s=st.floats(1e-6, 1e8))
+def test_thermal_process_property(field, value, dt_s):
+    """Any value of any field: refused naming the field, or a process whose transition is finite at any step."""
+    try:
+        proc = pc.drift.ThermalProcess(**{field: value})
+    except pc.PhotocompError as exc:
+        assert f"ThermalProcess.{field}" in str(exc) or "ThermalProcess.gradient_tau_s" in str(exc), str(exc)
+        return
+    ss = thermal.state_space(proc, dt_s)
+    assert all(np.all(np.isfinite(m)) for m in (ss.F, ss.Q, ss.P0))

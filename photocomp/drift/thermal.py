@@ -225,10 +225,11 @@ class StateSpace:
 def _component(dt_s: float, tau_s: float, sigma: float, diffusion: float, package_tau_s: float):
     """``(F, Q, P0)`` (2x2) of one driver/die pair (Van Loan's matrix exponential for Q).
 
-    ``Q`` is linear in ``diffusion**2``: it is computed for unit diffusion and
-    scaled. Van Loan's exponential holds ``exp(+A h)``, which overflows when a
-    rate times the step is large, so it is taken over ``h = dt_s / 2**n``
-    with every rate times ``h`` at most 1, and the step is doubled ``n`` times
+    ``Q`` is linear in ``diffusion**2``: it is computed for a diffusion of
+    ``1 / h`` (every block of Van Loan's matrix then of order one) and scaled.
+    Van Loan's exponential holds ``exp(+A h)``, which overflows when a rate
+    times the step is large, so it is taken over ``h = dt_s / 2**n`` with
+    every rate times ``h`` at most 1, and the step is doubled ``n`` times
     (``F <- F F``, ``Q <- F Q F^T + Q``), exactly.
     """
     from jax.scipy.linalg import expm
@@ -245,15 +246,14 @@ def _component(dt_s: float, tau_s: float, sigma: float, diffusion: float, packag
     n = max(0, math.ceil(math.log2(max(a, b) * dt_s))) if max(a, b) * dt_s > 1 else 0
     h = dt_s / 2.0**n
     A = np.array([[-a, 0.0], [b, -b]])
-    GG = np.array([[1.0, 0.0], [0.0, 0.0]])
     M = np.zeros((4, 4))
-    M[:2, :2] = -A
-    M[:2, 2:] = GG
-    M[2:, 2:] = A.T
+    M[:2, :2] = -A * h
+    M[0, 2] = 1.0  # the noise block G G^T h for a diffusion of 1 / h
+    M[2:, 2:] = A.T * h
     with jax.enable_x64(True):
-        E = np.asarray(expm(jnp.asarray(M * h)))
+        E = np.asarray(expm(jnp.asarray(M)))
     F = E[2:, 2:].T
-    Q = F @ E[:2, 2:]
+    Q = h * (F @ E[:2, 2:])  # back to unit diffusion
     for _ in range(n):
         Q = F @ Q @ F.T + Q
         F = F @ F

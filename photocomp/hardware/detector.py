@@ -88,9 +88,11 @@ def _as_drives(drives_mw, n_heaters: int, limit: float) -> tuple[np.ndarray, boo
     p = raw.astype(np.float64)
     if p.ndim not in (1, 2) or p.shape[-1] != n_heaters or p.size == 0:
         raise InvalidInputError(f"drives_mw must have shape {expected}; got shape {p.shape}")
-    if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > limit:
-        raise InvalidInputError(f"drives_mw must be finite and within [0, {limit:g}] mW; "
-                                f"got range [{np.nanmin(p):g}, {np.nanmax(p):g}]")
+    finite = np.isfinite(p)
+    if not np.all(finite) or p.min() < 0 or p.max() > limit:
+        seen = f"range [{p[finite].min():g}, {p[finite].max():g}]" if finite.any() else "no finite value"
+        bad = "" if finite.all() else f" and {p.size - int(finite.sum())} NaN/Inf"
+        raise InvalidInputError(f"drives_mw must be finite and within [0, {limit:g}] mW; got {seen}{bad}")
     return (p if p.ndim == 2 else p[None]), p.ndim == 2
 
 
