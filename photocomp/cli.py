@@ -59,7 +59,7 @@ MESSAGE_LIMIT = 1000
 # Argument names of the library calls each command makes -> the command's own names.
 # Names with "_" or "." are replaced wherever they appear; plain words only at the start of a message.
 _RENAME = {
-    "compile": {"target": "--target", "pipeline": "--pipeline", "key": "--key"},
+    "compile": {"target": "--target", "key": "--key"},
     "inspect": {"path": "file", "tile": "--tile"},
     "calibrate": {"path": "file", "steps": "--steps", "shots": "--shots", "seed": "--seed",
                   "dac_bits": "--dac-bits", "twin_configs": "--twin-configs", "twin_steps": "--twin-steps",
@@ -153,7 +153,8 @@ def _show(path) -> str:
 
 
 def _one_line(message: str) -> str:
-    text = re.sub(r"\s*\n\s*", " ", str(message).strip())
+    """``message`` on one line: unprintable characters (line breaks of any kind included) escaped, length bounded."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(message).strip())
     return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "…"
 
 
@@ -265,13 +266,44 @@ def _check_output(flag: str, path: str, suffixes: tuple, inputs: tuple = ()) -> 
 _PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
 
 
-def _write(flag: str, path: str, write):
-    """``write()``, with an OSError turned into one line naming ``flag`` and the path."""
+def _write(flag: str, path: str, write, inputs: tuple = ()):
+    """``write()``, with an operating-system failure turned into one line naming ``flag`` and the path.
+
+    The failure is an ``OSError``, or a photocomp error caused by one (the
+    atomic writer names the path and keeps the ``OSError`` as its cause); one
+    about reading an input (its file name is one of ``inputs``) is left alone.
+    """
+    from photocomp.core.errors import PhotocompError
+
     try:
         return write()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise _Fail(f"{flag}: cannot write {_quote(path)}: {reason}", 2 if exc.errno in _PATH_ERRNOS else 1) from None
+    except (OSError, PhotocompError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        if not isinstance(cause, OSError):
+            raise
+        name = getattr(cause, "filename", None)
+        if isinstance(name, str) and any(_same_file(name, p) for p in inputs):
+            raise
+        reason = cause.strerror or type(cause).__name__
+        raise _Fail(f"{flag}: cannot write {_quote(path)}: {reason}", 2 if cause.errno in _PATH_ERRNOS else 1) from None
+
+
+def _about_message(flag: str, message: str) -> str:
+    """``message`` as one about ``flag``: its leading argument name replaced, else ``flag: `` in front."""
+    name = flag.lstrip("-")
+    if re.match(rf"{re.escape(name)}\b", message):
+        return flag + message[len(name):]
+    return f"{flag}: {message}"
+
+
+def _about(flag: str, call):
+    """``call()``, with a photocomp error turned into one about ``flag`` (all it can be about)."""
+    from photocomp.core.errors import PhotocompError
+
+    try:
+        return call()
+    except PhotocompError as exc:
+        raise _Fail(_about_message(flag, str(exc))) from None
 
 
 def _progress(args) -> bool:
@@ -353,8 +385,14 @@ def _compile(args) -> int:
     out = args.output if args.output is not None else os.path.splitext(args.weights)[0] + ".phases.npz"
     _check_text("weights", args.weights)
     _check_output("-o/--output", out, (".npz",), (("weights", args.weights),))
+    pipeline = None if args.pipeline is None else _about("--pipeline", lambda: pc.parse_pipeline(args.pipeline))
     w = _load_matrix(args.weights, args.key)
-    prog = pc.compile(w, target=args.target, pipeline=args.pipeline, progress=_progress(args))
+    try:
+        prog = pc.compile(w, target=args.target, pipeline=pipeline, progress=_progress(args))
+    except pc.PipelineError as exc:  # the passes do not fit the target
+        if pipeline is None:
+            raise
+        raise _Fail(_about_message("--pipeline", str(exc))) from None
     _write("-o/--output", out, lambda: prog.save(out))
     if not args.quiet:
         print(prog)
@@ -530,7 +568,7 @@ def _plot(args) -> int:
     out = args.output if args.output is not None else (
         os.path.splitext(args.file)[0].removesuffix(".phases") + f".{args.what}.png")
     _check_output("-o/--output", out, FIGURE_SUFFIXES, (("file", args.file),))
-    path = _write("-o/--output", out, lambda: plot_file(args.file, out, args.what, tile=args.tile))
+    path = _write("-o/--output", out, lambda: plot_file(args.file, out, args.what, tile=args.tile), (args.file,))
     print(f"wrote {_show(path)}")
     return 0
 

@@ -165,6 +165,8 @@ def test_demo(capsys, tmp_path):
     out_file = tmp_path / "demo.npz"
     code, out, err = run(capsys, "demo", "-o", str(out_file), "-q")
     assert code == 0, err
+    # -q: no header, no program, no report; only the line saying what was written (it printed the report)
+    assert len(out.splitlines()) == 1 and out.startswith(f"wrote {out_file}; ")
     assert "reloaded forward bit-identical: True" in out
     assert out_file.is_file() and pc.load(out_file).shape == (100, 80)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.npz"]
@@ -191,11 +193,12 @@ def test_demo(capsys, tmp_path):
         (["compile", "{d}/vec.npy", "-o", "{t}/x.npz"], "weights must be a finite 2-D array"),
         (["compile", "{d}/w.npy", "--target", "nope", "-o", "{t}/x.npz"], "target must be one of"),
         (["compile", "{d}/w.npy", "--target", "clements-1", "-o", "{t}/x.npz"], "mesh size N"),
-        (["compile", "{d}/w.npy", "--target", "clements-4", "--pipeline", "tile |", "-o", "{t}/x.npz"], "pipeline:"),
+        (["compile", "{d}/w.npy", "--target", "clements-4", "--pipeline", "tile |", "-o", "{t}/x.npz"],
+         "--pipeline: expected a pass name at end of 'tile |'"),
         (["compile", "{d}/w.npy", "--target", "clements-4", "--pipeline", "tile | svd | frob", "-o", "{t}/x.npz"],
-         "'frob'"),
+         "--pipeline: pass name must be one of"),
         (["compile", "{d}/w.npy", "--target", "clements-4", "--pipeline", "tile | svd | reck", "-q", "-o", "{t}/x.npz"],
-         "use the 'clements' pass"),
+         "--pipeline: pass 'reck' builds a reck mesh but target 'clements-4' is a clements chip; use the 'clements' pass"),
         (["compile", "{d}/w.npy", "--target", "clements-4", "-q", "-o", "{t}/no/such/dir/x.npz"], "folder must exist"),
         (["inspect", "{d}/missing.npz"], "must be an existing file"),
         (["inspect", "{d}/w.npz"], "no __meta__"),
@@ -218,7 +221,7 @@ def test_error_after_progress_bar_is_the_last_line(capsys, files, tmp_path):
     code, _, err = run(capsys, "compile", str(d / "w.npy"), "--target", "clements-4",
                        "--pipeline", "tile | svd | reck", "-o", str(tmp_path / "x.npz"))
     assert code == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("photocomp: error: pass 'reck'")
+    assert err.strip().splitlines()[-1].startswith("photocomp: error: --pipeline: pass 'reck'")
     assert not (tmp_path / "x.npz").exists()
 
 

@@ -414,7 +414,12 @@ def test_cli_drift(small, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "calibrated for" in err and "Traceback" not in err
     rc = main(["drift", path, "--hours", "-1", "-q"])
-    assert rc == 2 and "hours must be >= 0" in capsys.readouterr().err
+    assert rc == 2 and "argument --hours: expected a finite number > 0; got '-1'" in capsys.readouterr().err
+    # the library's argument names become the command's: dt_s is --dt, hours is --hours
+    rc = main(["drift", path, "--hours", "0.001", "--dt", "10", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == ("photocomp: error: --dt must not exceed the duration (--hours * 3600 = 3.6 s); "
+                               "got --dt = 10 s\n")
 
 
 def test_drifted_chip_is_the_same_chip_with_shifted_offsets(small):
