@@ -675,3 +675,32 @@ def test_thermal_process_property(field, value, dt_s):
         return
     ss = thermal.state_space(proc, dt_s)
     assert all(np.all(np.isfinite(m)) for m in (ss.F, ss.Q, ss.P0))
+
+
+def test_lower_level_drift_functions_check_their_arguments(small):
+    chip, _, _ = small
+    die = pc.drift.thermal_die(chip, pc.drift.ThermalProcess())
+    with pytest.raises(pc.InvalidInputError, match=r"sigma_um must be >= 0"):
+        pc.drift.sample_imbalance(chip, -1.0)
+    with pytest.raises(pc.InvalidTypeError, match=r"chip must be a photocomp.Chip"):
+        pc.drift.sample_imbalance("chip", 1.0)
+    with pytest.raises(pc.InvalidInputError, match=r"n must be an integer in \[1, 9\]"):
+        pc.drift.sensor_positions(die, 12)
+    with pytest.raises(pc.InvalidTypeError, match=r"die must be a photocomp.drift.ThermalDie"):
+        pc.drift.sensor_positions(chip, 4)
+    assert pc.drift.sensor_positions(die, 5).shape == (5, 2)
+    with pytest.raises(pc.InvalidInputError, match=r"count must be an integer in \[0, 8\]"):
+        pc.drift.probe_inputs(4, 9)
+    with pytest.raises(pc.InvalidTypeError, match=r"k must be an integer; got float"):
+        pc.drift.probe_inputs(4.0, 2)
+    assert pc.drift.probe_inputs(4, 8).shape == (8, 4)
+    with pytest.raises(pc.InvalidInputError, match=r"phase_shift must be finite with shape \(36,\), one phase per "
+                                                   r"heater; got shape \(3,\)"):
+        pc.drift.drifted_chip(chip, np.zeros(3))
+    with pytest.raises(pc.InvalidInputError, match=r"phase_shift must be finite"):
+        pc.drift.drifted_chip(chip, np.full(chip.n_heaters, np.nan))
+    with pytest.raises(pc.InvalidTypeError, match=r"phase_shift must be a real array"):
+        pc.drift.drifted_chip(chip, ["a"] * chip.n_heaters)
+    s = pc.drift.study(small[2], chip, hours=0.002, dt_s=2.0, compensators=["none"], progress=False)
+    with pytest.raises(pc.InvalidTypeError, match=r"path must be a file path"):
+        s.to_csv(3)

@@ -46,17 +46,19 @@ import numpy as np
 
 from photocomp.calibration.calibrate import METHODS, calibrate
 from photocomp.core.convention import phase_difference
-from photocomp.core.errors import InvalidInputError, UnknownNameError
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.core.registry import quote
 from photocomp.core.validate import check_int, check_real
 from photocomp.drift.dynamics import drifted_chip
-from photocomp.drift.thermal import MAX_TEMPERATURE_K, field_basis, state_space
+from photocomp.drift.thermal import MAX_TEMPERATURE_K, ThermalDie, field_basis, state_space
 from photocomp.hardware.chipsim import chip_tile_matrices, drive_map, realized_phases, unflatten_heaters
 from photocomp.hardware.detector import detect
 
 __all__ = ["NoCompensation", "FeedForward", "ClosedLoop", "Recalibrate", "Schedule", "COMPENSATORS", "get_compensator",
            "n_updates"]
 
+#: largest mesh size :func:`probe_inputs` builds probes for
+SIZE_MAX = 4096
 #: largest detector integration of a closed-loop probe reading (shots; 1 s at a 1 GHz clock)
 MAX_SHOTS = 10**9
 #: most Gauss-Newton iterations of a closed-loop update
@@ -213,6 +215,10 @@ def _kalman(F, Q, P0, C, O, R, ys, valid):
 
 def sensor_positions(die, n: int) -> np.ndarray:
     """``(n, 2)`` sensor positions (um): die corners first, then the centre and edge midpoints."""
+    if not isinstance(die, ThermalDie):
+        raise InvalidTypeError(f"die must be a photocomp.drift.ThermalDie (photocomp.drift.thermal_die); "
+                               f"got {type(die).__name__}")
+    n = check_int(n, "n", low=1, high=9)
     rel = np.array([(-.5, -.5), (.5, .5), (.5, -.5), (-.5, .5), (0, 0), (-.5, 0), (.5, 0), (0, -.5), (0, .5)])
     return die.centre + rel[:n] * die.extent
 
@@ -289,6 +295,8 @@ def probe_inputs(k: int, count: int) -> np.ndarray:
     error: for a real matrix M, ``M`` and ``conj(M)`` (phase errors of
     opposite sign) give the same intensities for every real input.
     """
+    k = check_int(k, "k", low=1, high=SIZE_MAX)
+    count = check_int(count, "count", low=0, high=2 * k)
     eye = np.eye(k, dtype=np.complex128)
     pairs = (eye + 1j * np.roll(eye, 1, axis=1)) / np.sqrt(2)
     return np.concatenate([eye, pairs])[:count]

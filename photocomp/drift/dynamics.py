@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from photocomp.hardware.chip import Chip
+from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.hardware.chip import Chip, as_chip
 from photocomp.hardware.chipsim import Settings, chip_tile_matrices, unflatten_heaters
 
 __all__ = ["first_order_step", "phase_free_error", "drifted_chip", "error_trace", "lag_factor"]
@@ -73,9 +74,17 @@ def drifted_chip(chip: Chip, phase_shift) -> Chip:
     its static offset does, so the drifted chip is the same chip with
     ``offset + phase_shift`` (the chip's class and sampling are untouched).
     """
+    chip = as_chip(chip)
     if isinstance(phase_shift, jax.core.Tracer) or isinstance(chip.offset, jax.core.Tracer):
         return dataclasses.replace(chip, offset=chip.offset + phase_shift)
-    return dataclasses.replace(chip, offset=np.asarray(chip.offset, dtype=np.float64) + np.asarray(phase_shift, dtype=np.float64))
+    try:
+        shift = np.asarray(phase_shift, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidTypeError(f"phase_shift must be a real array (rad); got {type(phase_shift).__name__}") from None
+    if shift.shape != (chip.n_heaters,) or not np.all(np.isfinite(shift)):
+        raise InvalidInputError(f"phase_shift must be finite with shape ({chip.n_heaters},), one phase per heater; "
+                                f"got shape {shift.shape}")
+    return dataclasses.replace(chip, offset=np.asarray(chip.offset, dtype=np.float64) + shift)
 
 
 @dataclasses.dataclass(frozen=True)

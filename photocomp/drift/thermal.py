@@ -427,6 +427,8 @@ def sample_imbalance(chip: Chip, sigma_um: float) -> dict:
     from ``numpy.random.default_rng([chip.seed, K, 0xD81F7])`` and are scaled
     by ``sigma_um``, so one chip has one imbalance pattern at every scale.
     """
+    chip = as_chip(chip)
+    sigma_um = check_real(sigma_um, "sigma_um", low=0.0, high=MAX_IMBALANCE_UM)
     t = chip.target
     rng = np.random.default_rng([chip.seed, t.size, 0xD81F7])
     m = layout(t.mesh, t.size).n_mzi
