@@ -214,6 +214,22 @@ def test_no_compile_cache_is_accepted_after_the_command(monkeypatch):
     assert calls == [1]
 
 
+def test_compilation_cache_in_an_impossible_folder_stays_off(tmp_path):
+    """A path the file system refuses (a NUL character: ValueError, not OSError) turns the cache off, as an
+    unwritable folder does, instead of failing the command."""
+    import jax
+
+    from photocomp.io.cache import enable_compilation_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    if before:
+        pytest.skip("JAX has a cache folder already: enable_compilation_cache leaves it")
+    assert enable_compilation_cache(str(tmp_path / "bad\x00dir")) is None
+    (tmp_path / "file").write_text("")
+    assert enable_compilation_cache(tmp_path / "file" / "sub") is None  # a file where a folder should be
+    assert jax.config.jax_compilation_cache_dir == before
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["drift", "{i}/cal.npz", "--hours", "0.001", "--dt", "10"],
      "--dt must not exceed the duration (--hours * 3600 = 3.6 s); got --dt = 10 s"),
