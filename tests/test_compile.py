@@ -13,7 +13,7 @@ from jax.test_util import check_grads
 
 import photocomp as pc
 from photocomp.compiler.state import CompileState
-from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError, UnknownNameError
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError, PipelineError, UnknownNameError
 from photocomp.core.phases import MeshPhases
 
 EXACT = "validate | tile | svd | {mesh} | canonicalize | lower"
@@ -117,6 +117,11 @@ def test_tile_size_smaller_than_target():
     assert prog.phase_map.grid.tile == 4 and prog.n_tiles == 2
     assert prog.phase_map.v.layout == pc.layout("clements", 4)
     np.testing.assert_allclose(prog.matrix(), w, rtol=0, atol=ATOL)
+    # The chip, its heaters and the file format describe full-size tiles: refused by name, not a broadcast error.
+    with pytest.raises(MismatchError, match=r"calibrate needs a program tiled at target 'clements-8'.*tiles of 4x4"):
+        pc.calibrate(prog, pc.fabricate("clements-8", seed=0), "local")
+    with pytest.raises(MismatchError, match=r"cost needs a program tiled"):
+        pc.cost(prog)
 
 
 def test_tile_size_larger_than_target():

@@ -313,8 +313,8 @@ def test_cli_report_calibrated(capsys, tmp_path):
 
 @pytest.mark.parametrize("argv, match", [
     (["report", "{t}/missing.npz"], "must be an existing file"),
-    (["report", "{f}", "--batch", "0"], "batch must be an integer in [1, inf]; got 0"),
-    (["report", "{f}", "--group-index", "0"], "group_index must be > 0.0; got 0.0"),
+    (["report", "{f}", "--batch", "0"], "argument --batch: expected an integer >= 1; got 0"),
+    (["report", "{f}", "--group-index", "0"], "argument --group-index: expected a finite number > 0; got '0'"),
 ])
 def test_cli_report_bad_input(capsys, tmp_path, argv, match):
     f = _compile((2, 2), "clements-2").save(tmp_path / "p.phases.npz")

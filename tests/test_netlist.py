@@ -206,5 +206,5 @@ def test_cli_inspect_netlist_bad_path(capsys, tmp_path):
     f = _compile((2, 2), "clements-2").save(tmp_path / "p.phases.npz")
     code = main(["inspect", str(f), "--netlist", str(tmp_path / "net.txt")])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("photocomp: error: path must end in .json")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("photocomp: error: --netlist must end in .json")
     assert not (tmp_path / "net.txt").exists()

@@ -321,6 +321,7 @@ def cost(prog, *, batch: int = 1, group_index: float = GROUP_INDEX) -> Cost:
     """
     if not isinstance(prog, Program):
         raise InvalidTypeError(f"prog must be a photocomp.Program (from photocomp.compile or load); got {type(prog).__name__}")
+    prog.require_full_tiles("cost")
     batch = check_int(batch, "batch", low=1)
     group_index = check_real(group_index, "group_index", low=0.0, low_open=True)
     t = prog.target

@@ -95,6 +95,7 @@ def calibrate(prog, chip, method: str | Method = "model", *, optimizer=None, ste
     box = chip if isinstance(chip, BlackBoxChip) else None
     chip = as_chip(box._chip if box is not None else chip, "chip")
     chip.check_target(prog.target)
+    prog.require_full_tiles("calibrate")
     loose = {"optimizer": optimizer, "steps": steps, "tol": tol, "patience": patience, "warm_start": warm_start,
              "shots": shots, "seed": seed, "twin_configs": twin_configs, "twin_steps": twin_steps,
              "twin_rounds": twin_rounds}

@@ -44,18 +44,20 @@ def _quote(value, limit: int = 80) -> str:
 
 
 def _check_structure(target: Target, pm: PhaseMap) -> None:
-    """The phase map fits the target: both meshes of its layout, K x K tiles, arrays (n_tiles, ...) of that layout."""
-    lay = layout(target.mesh, target.size)
-    if pm.grid.tile != target.size:
-        raise MismatchError(f"phase_map must be tiled {target.size}x{target.size} for target {target.name!r}; "
-                            f"got tiles of {pm.grid.tile}")
+    """The phase map fits the target: K x K tiles with K <= the target's size, both meshes the target's
+    architecture on K modes, arrays (n_tiles, ...) of that layout."""
+    k = pm.grid.tile
+    if not 2 <= k <= target.size:
+        raise MismatchError(f"phase_map tiles must have 2 to {target.size} modes for target {target.name!r}; "
+                            f"got tiles of {k}")
+    lay = layout(target.mesh, k)
     for name, mp in (("v", pm.v), ("u", pm.u)):
         if not isinstance(mp, MeshPhases):
             raise InvalidTypeError(f"phase_map.{name} must be MeshPhases; got {type(mp).__name__}")
         if mp.layout != lay:
             raise MismatchError(f"phase_map.{name} must have target {target.name!r}'s layout ({lay.kind}, "
                                 f"{lay.n_modes} modes); got {mp.layout.kind}, {mp.layout.n_modes} modes")
-    t, k, m = pm.grid.n_tiles, target.size, lay.n_mzi
+    t, m = pm.grid.n_tiles, lay.n_mzi
     shapes = {"v.theta": (pm.v.theta, (t, m)), "v.phi": (pm.v.phi, (t, m)), "v.out_phase": (pm.v.out_phase, (t, k)),
               "sigma": (pm.sigma, (t, k)), "u.theta": (pm.u.theta, (t, m)), "u.phi": (pm.u.phi, (t, m)),
               "u.out_phase": (pm.u.out_phase, (t, k)), "gain": (pm.gain, (t,))}
@@ -145,6 +147,18 @@ class Program:
     def calibrated(self) -> bool:
         """True when this program runs on a specific fabricated chip."""
         return self.chip is not None
+
+    def require_full_tiles(self, what: str) -> None:
+        """Raise :class:`MismatchError` unless the tiles have the target's size (``what`` names the operation).
+
+        A pipeline may tile finer than the target (``tile(size=K)``); such a program simulates exactly,
+        but the chip, its heaters and the file format describe tiles of the target's full size.
+        """
+        k, n = self.phase_map.grid.tile, self.target.size
+        if k != n:
+            raise MismatchError(f"{what} needs a program tiled at target {self.target.name!r}'s size ({n}x{n}); "
+                                f"got tiles of {k}x{k} (compile with tile(size={n}), or for a {self.target.mesh}-{k} "
+                                f"target)")
 
     @property
     def ideal_phase_map(self) -> PhaseMap:
