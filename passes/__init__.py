@@ -12,6 +12,7 @@ from photocomp.passes.presets import preset
 from photocomp.passes.quantize import Quantize
 from photocomp.passes.svd import SVD
 from photocomp.passes.tile import Tile
+from photocomp.passes.unitary import Unitary
 from photocomp.passes.validate import Validate
 
-__all__ = ["Validate", "Tile", "SVD", "Clements", "Reck", "Canonicalize", "Quantize", "Lower", "preset"]
+__all__ = ["Validate", "Tile", "SVD", "Unitary", "Clements", "Reck", "Canonicalize", "Quantize", "Lower", "preset"]

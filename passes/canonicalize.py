@@ -33,25 +33,29 @@ class Canonicalize(Pass):
     requires = frozenset({"phases"})
     provides = frozenset({"canonical"})
     counts = frozenset({"tiles_changed"})
+    weight_units = frozenset({"max_matrix_change"})
 
     def __call__(self, state: CompileState):
         pm = state.require("phase_map", "clements")
         before = state.program_matrix()
-        sigma = np.asarray(pm.sigma, dtype=np.float64)
-        sig = np.mod(sigma, 2 * np.pi)
-        # cos is even and 2 pi periodic; a sign flip (sigma in (pi/2, 3pi/2)) moves into the gain
-        neg = np.cos(sig) < 0
-        sig = np.arccos(np.clip(np.abs(np.cos(sig)), 0.0, 1.0))
-        in_range = (sigma >= THETA_RANGE[0]) & (sigma <= THETA_RANGE[1])
-        sig = np.where(in_range, sigma, sig)  # canonical already: kept exactly
-        neg &= ~in_range
-        new = pm.replace(v=_canon(pm.v), u=_canon(pm.u), sigma=sig)
-        if neg.any():
-            # a negative amplitude on mode j is a pi phase: push it into V's output screen
-            v = new.v
-            new = new.replace(
-                v=MeshPhases(v.layout, v.theta, v.phi, np.mod(v.out_phase + np.pi * neg, 2 * np.pi))
-            )
+        if pm.v is None:  # a unitary program: one mesh, no attenuators
+            new = pm.replace(u=_canon(pm.u))
+        else:
+            sigma = np.asarray(pm.sigma, dtype=np.float64)
+            sig = np.mod(sigma, 2 * np.pi)
+            # cos is even and 2 pi periodic; a sign flip (sigma in (pi/2, 3pi/2)) moves into the gain
+            neg = np.cos(sig) < 0
+            sig = np.arccos(np.clip(np.abs(np.cos(sig)), 0.0, 1.0))
+            in_range = (sigma >= THETA_RANGE[0]) & (sigma <= THETA_RANGE[1])
+            sig = np.where(in_range, sigma, sig)  # canonical already: kept exactly
+            neg &= ~in_range
+            new = pm.replace(v=_canon(pm.v), u=_canon(pm.u), sigma=sig)
+            if neg.any():
+                # a negative amplitude on mode j is a pi phase: push it into V's output screen
+                v = new.v
+                new = new.replace(
+                    v=MeshPhases(v.layout, v.theta, v.phi, np.mod(v.out_phase + np.pi * neg, 2 * np.pi))
+                )
         # a tile whose settings are canonical already keeps its block of the matrix; only the others are simulated
         after, changed = updated_program_matrix_np(pm, before, new)
         change = float(np.max(np.abs(after - before))) if changed.any() else 0.0

@@ -1,4 +1,4 @@
-"""``clements`` / ``reck``: decompose every tile's U and V^H into MZI phases."""
+"""``clements`` / ``reck``: decompose every tile's U and V^H (after ``unitary``: its one U) into MZI phases."""
 
 from __future__ import annotations
 
@@ -31,20 +31,23 @@ class _Decompose(Pass):
             )
         u, s_norm, vh, gain = state.require("svd", "svd")
         lay = layout(self.kind, u.shape[-1])
-        # both stacks run sharded across all JAX devices, in cache-sized chunks
-        v_ph = MeshPhases(lay, *decompose_many(vh, self.kind)[:3])
+        # every stack runs sharded across all JAX devices, in cache-sized chunks
         u_ph = MeshPhases(lay, *decompose_many(u, self.kind)[:3])
-        sigma = np.arccos(np.clip(s_norm, 0.0, 1.0))
-        pm = PhaseMap(grid=state.grid, v=v_ph, sigma=sigma, u=u_ph, gain=gain)
+        if vh is None:  # the unitary pass: one mesh per tile
+            pm = PhaseMap.unitary(state.grid, u_ph, gain)
+        else:
+            v_ph = MeshPhases(lay, *decompose_many(vh, self.kind)[:3])
+            sigma = np.arccos(np.clip(s_norm, 0.0, 1.0))
+            pm = PhaseMap(grid=state.grid, v=v_ph, sigma=sigma, u=u_ph, gain=gain)
         # rebuild every mesh from its phases: fidelities, the tile matrices and the compiled matrix's error
         fid_v, fid_u, err2, tiles = check_tiles(pm, vh, u, state.require("blocks", "tile"))
         err = float(np.sqrt(err2.sum()))
         norm = float(np.linalg.norm(state.weights))
         metrics = {
-            "min_mesh_fidelity": float(min(fid_v.min(), fid_u.min())),
+            "min_mesh_fidelity": float(fid_u.min() if fid_v is None else min(fid_v.min(), fid_u.min())),
             "matrix_error": err / norm if norm > 0 else err,
-            "mzis": int(pm.n_tiles * (lay.n_mzi * 2 + pm.grid.tile)),
-            "depth": int(2 * lay.depth + 1),
+            "mzis": int(pm.n_tiles * pm.n_mzi_per_tile),
+            "depth": int(pm.depth),
         }
         # the rebuilt program matrix is kept for the next pass that needs it (canonicalize's "before")
         return state.replace(phase_map=pm, matrix=pm.grid.join(tiles)), metrics

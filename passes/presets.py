@@ -7,15 +7,16 @@ from photocomp.core.errors import InvalidTypeError
 from photocomp.core.target import get_target
 
 
-def preset(target, *, quantize: bool = True) -> Pipeline:
+def preset(target, *, quantize: bool = True, circuit: str = "svd") -> Pipeline:
     """The default pipeline for ``target`` (a name or Target).
 
     ``validate | tile | svd | <mesh> | canonicalize | quantize(bits=<dac_bits>) | lower``;
-    ``quantize=False`` leaves the phases unquantized.
+    ``quantize=False`` leaves the phases unquantized; ``circuit="unitary"``
+    factors with ``unitary`` instead of ``svd`` (one mesh per tile).
     """
     if not isinstance(quantize, bool):
         raise InvalidTypeError(f"quantize must be a bool; got {type(quantize).__name__}")
-    pipe = Pipeline.parse(get_target(target).default_pipeline())
+    pipe = Pipeline.parse(get_target(target).default_pipeline(circuit))
     if quantize:
         return pipe
     return Pipeline(tuple(p for p in pipe.passes if "quantized" not in p.provides))

@@ -70,22 +70,21 @@ class Quantize(Pass):
         bits = state.target.dac_bits if self.bits is None else self.bits
         kept = state.program_matrix()
         before = np_matrix_error(state.weights, kept)
-        new = pm.replace(
-            v=_quantize_mesh(pm.v, bits, self.scheme),
-            u=_quantize_mesh(pm.u, bits, self.scheme),
-            sigma=_quantize_theta(pm.sigma, bits, self.scheme),
-        )
+        if pm.v is None:  # a unitary program: one mesh
+            new = pm.replace(u=_quantize_mesh(pm.u, bits, self.scheme))
+            pairs = [(new.u.phi, pm.u.phi), (new.u.theta, pm.u.theta), (new.u.out_phase, pm.u.out_phase)]
+        else:
+            new = pm.replace(
+                v=_quantize_mesh(pm.v, bits, self.scheme),
+                u=_quantize_mesh(pm.u, bits, self.scheme),
+                sigma=_quantize_theta(pm.sigma, bits, self.scheme),
+            )
+            pairs = [(new.v.phi, pm.v.phi), (new.u.phi, pm.u.phi), (new.v.theta, pm.v.theta),
+                     (new.u.theta, pm.u.theta), (new.sigma, pm.sigma)]
         matrix, _ = updated_program_matrix_np(pm, kept, new)  # phases on DAC levels already: tile kept
         after = np_matrix_error(state.weights, matrix)
-        dphi = max(
-            float(np.max(np.abs(convention.phase_difference(a, b))))
-            if np.size(a) else 0.0
-            for a, b in [
-                (new.v.phi, pm.v.phi), (new.u.phi, pm.u.phi),
-                (new.v.theta, pm.v.theta), (new.u.theta, pm.u.theta),
-                (new.sigma, pm.sigma),
-            ]
-        )
+        dphi = max(float(np.max(np.abs(convention.phase_difference(a, b)))) if np.size(a) else 0.0
+                   for a, b in pairs)
         return state.replace(phase_map=new, matrix=matrix), {
             "bits": bits,
             "matrix_error_before": before,

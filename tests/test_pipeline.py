@@ -277,9 +277,9 @@ def test_available_passes():
     assert ALL_PASSES == sorted(ALL_PASSES)
 
 
-def _states(target, text):
+def _states(target, text, w=None):
     """Input state of every pass of ``text`` on ``target``: {pass name: state before it}."""
-    w = np.random.default_rng(31).standard_normal((5, 3)) + 0.5j
+    w = np.random.default_rng(31).standard_normal((5, 3)) + 0.5j if w is None else w
     tgt = pc.get_target(target)
     state = CompileState(weights=w.astype(np.complex128), target=tgt, provided=frozenset({"weights"}))
     out = {}
@@ -295,6 +295,11 @@ def _states(target, text):
 def pass_inputs():
     states = _states("clements-4", FULL.format(mesh="clements"))
     states["reck"] = _states("reck-4", FULL.format(mesh="reck"))["reck"]
+    # the unitary pass factors scaled unitaries: its input is a 3 x 3 one, padded on clements-4
+    u3 = 2.5 * pc.haar_unitary(3, np.random.default_rng(32))
+    unitary = _states("clements-4", FULL.format(mesh="clements").replace("| svd |", "| unitary |"), u3)
+    states["unitary"] = unitary["unitary"]
+    states["clements"] = unitary["clements"]  # the decomposition's unitary branch (its svd branch: reck)
     return states
 
 
@@ -463,6 +468,10 @@ def test_presets(target):
 
 
 def test_preset_is_the_compile_default():
-    prog = pc.compile(np.eye(3), "clements-4")
+    prog = pc.compile(np.diag([1.0, 0.5, 0.25]), "clements-4")
     assert prog.pipeline == str(pc.get_target("clements-4").default_pipeline())
+    # a scaled unitary that fits one tile takes the unitary preset
+    prog = pc.compile(3 * np.eye(3), "clements-4")
+    assert prog.pipeline == str(pc.get_target("clements-4").default_pipeline("unitary"))
+    assert prog.pipeline == str(pc.passes.preset("clements-4", circuit="unitary"))
     assert isinstance(prog, pc.Program) and issubclass(PipelineError, PhotocompError)

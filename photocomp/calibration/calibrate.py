@@ -94,7 +94,7 @@ def calibrate(prog, chip, method: str | Method = "model", *, optimizer=None, ste
     prog = check_program(prog)
     box = chip if isinstance(chip, BlackBoxChip) else None
     chip = as_chip(box._chip if box is not None else chip, "chip")
-    chip.check_target(prog.target)
+    chip.check_target(prog.target, circuit=prog.circuit)
     prog.require_full_tiles("calibrate")
     loose = {"optimizer": optimizer, "steps": steps, "tol": tol, "patience": patience, "warm_start": warm_start,
              "shots": shots, "seed": seed, "twin_configs": twin_configs, "twin_steps": twin_steps,

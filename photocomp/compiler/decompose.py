@@ -562,23 +562,44 @@ def _group_size(platform: str) -> int:
 # ---- checking compiled meshes ----------------------------------------------------------
 
 
-def _check_chunk(v_theta, v_phi, v_out, u_theta, u_phi, u_out, vh, u, *rest, kind: str, with_error: bool):
-    """Rebuild a chunk of tiles' V and U meshes; fidelities against ``vh``/``u`` and the tile error.
-    ``rest`` is ``(sigma, gain, block, rows, cols)`` when ``with_error``: the
-    tile matrix ``gain U diag(cos sigma) V`` and its squared Frobenius error
-    against ``block`` over the tile's first ``rows`` x ``cols`` entries (the
-    rest is padding).
+def _check_chunk(*arrays, kind: str, circuit: str, with_error: bool):
+    """Rebuild a chunk of tiles' meshes; fidelities against the factors and the tile error.
+
+    ``arrays`` (:func:`check_tiles`' order) are, for an ``svd`` circuit, the V
+    and U phases then ``vh`` and ``u``; for a ``unitary`` circuit the U phases
+    then ``u``. When ``with_error`` they go on with ``(sigma, gain, block,
+    rows, cols)`` (``sigma`` absent for a unitary circuit): the tile matrix
+    ``gain U diag(cos sigma) V`` (or ``gain U``) and its squared Frobenius
+    error against ``block`` over the tile's first ``rows`` x ``cols`` entries
+    (the rest is padding).
     """
-    c, k = vh.shape[0], vh.shape[-1]
+    arrays = list(arrays)
+    svd = circuit == "svd"
+    if svd:
+        v_theta, v_phi, v_out = arrays[:3]
+        del arrays[:3]
+    u_theta, u_phi, u_out = arrays[:3]
+    del arrays[:3]
+    if svd:
+        vh = arrays.pop(0)
+    u = arrays.pop(0)
+    c, k = u.shape[0], u.shape[-1]
     lay = nulling_schedule(kind, k)["layout"]
     eye = jnp.broadcast_to(jnp.eye(k, dtype=jnp.complex128), (c, k, k))
-    v_hat = apply_meshes(MeshPhases(lay, v_theta, v_phi, v_out), eye)
     u_hat = apply_meshes(MeshPhases(lay, u_theta, u_phi, u_out), eye)
-    out = (fidelity(vh, v_hat), fidelity(u, u_hat))
+    if svd:
+        v_hat = apply_meshes(MeshPhases(lay, v_theta, v_phi, v_out), eye)
+        out = (fidelity(vh, v_hat), fidelity(u, u_hat))
+    else:
+        out = (fidelity(u, u_hat),)
     if not with_error:
         return out
-    sigma, gain, block, rows, cols = rest
-    tile = gain[:, None, None] * ((u_hat * jnp.cos(sigma)[:, None, :]) @ v_hat)
+    if svd:
+        sigma, gain, block, rows, cols = arrays
+        tile = gain[:, None, None] * ((u_hat * jnp.cos(sigma)[:, None, :]) @ v_hat)
+    else:
+        gain, block, rows, cols = arrays
+        tile = gain[:, None, None] * u_hat
     i = jnp.arange(k)
     mask = (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
     err2 = jnp.sum(jnp.where(mask, jnp.abs(block - tile) ** 2, 0.0), axis=(1, 2))
@@ -587,31 +608,38 @@ def _check_chunk(v_theta, v_phi, v_out, u_theta, u_phi, u_out, vh, u, *rest, kin
 
 def check_tiles(pm, vh, u, blocks=None, *, devices=None):
     """Rebuild every tile's meshes from a phase map and measure them, sharded across devices.
+
     Args:
       pm: the :class:`~photocomp.core.ir.PhaseMap`.
-      vh, u: the factors the V and U meshes should implement, (n_tiles, K, K).
+      vh, u: the factors the V and U meshes should implement, (n_tiles, K, K);
+        ``vh`` is ignored (pass ``None``) for a unitary program.
       blocks: the zero-padded tiles (n_tiles, K, K) of the compiled matrix, or
         ``None`` to skip the tile errors.
 
     Returns:
       ``(fid_v, fid_u, err2, tiles)``: per-tile fidelities |Tr(A^H B)|^2 / K^2
-      of the rebuilt meshes and (when ``blocks`` is given, else ``None``) the
-      tile matrices ``gain U diag(cos sigma) V^H`` (n_tiles, K, K) and their
-      squared Frobenius error over the unpadded part of each tile, so that
+      of the rebuilt meshes (``fid_v`` None for a unitary program) and (when
+      ``blocks`` is given, else ``None``) the tile matrices ``gain U diag(cos
+      sigma) V^H`` (unitary: ``gain U``), (n_tiles, K, K), and their squared
+      Frobenius error over the unpadded part of each tile, so that
       ``sqrt(sum(err2))`` is ``||W - W_hat||_F``.
     """
     k = pm.grid.tile
-    arrays = [pm.v.theta, pm.v.phi, pm.v.out_phase, pm.u.theta, pm.u.phi, pm.u.out_phase,
-              np.asarray(vh, np.complex128), np.asarray(u, np.complex128)]
+    svd = pm.circuit == "svd"
+    arrays = [pm.v.theta, pm.v.phi, pm.v.out_phase] if svd else []
+    arrays += [pm.u.theta, pm.u.phi, pm.u.out_phase]
+    arrays += ([np.asarray(vh, np.complex128)] if svd else []) + [np.asarray(u, np.complex128)]
     if blocks is not None:
         g = pm.grid
         rows = np.minimum(g.out_dim - g.tile_rows * k, k)
         cols = np.minimum(g.in_dim - g.tile_cols * k, k)
-        arrays += [pm.sigma, pm.gain, np.asarray(blocks, np.complex128), rows, cols]
+        arrays += ([pm.sigma] if svd else []) + [pm.gain, np.asarray(blocks, np.complex128), rows, cols]
     arrays = [np.asarray(a, np.float64) if np.asarray(a).dtype.kind == "f" else a for a in arrays]
     out = run_tiles(_check_chunk, arrays, chunk=tile_chunk(pm.n_tiles, devices), devices=devices,
-                    static={"kind": pm.mesh_kind, "with_error": blocks is not None})
-    return out if blocks is not None else out + (None, None)
+                    static={"kind": pm.mesh_kind, "circuit": pm.circuit, "with_error": blocks is not None})
+    if not svd:
+        out = (None,) + tuple(out)
+    return tuple(out) if blocks is not None else tuple(out) + (None, None)
 
 
 def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: float = 1e-8) -> MeshPhases:

@@ -14,6 +14,15 @@ the shape alone, before the weights are copied or converted. Inside a pass,
 tiles are sharded across all JAX devices
 (:func:`photocomp.sim.devices.run_tiles`).
 
+Unitary programs
+----------------
+A preset pipeline (``pipeline=None``) compiles a square matrix that fits one
+tile and is a scaled unitary to :data:`photocomp.core.metrics.UNITARY_TOL`
+as a *unitary program*: the ``unitary`` pass replaces ``svd`` and every tile
+is one mesh and a gain (:class:`photocomp.core.ir.PhaseMap`). A pipeline
+string may ask for it (``"tile | unitary | clements"``) on any matrix whose
+tiles are scaled unitaries.
+
 Weights of any finite magnitude
 -------------------------------
 Weights whose largest component lies outside ``[2**-400, 2**400]`` (see
@@ -49,11 +58,13 @@ from photocomp.compiler.state import CompileState
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError
 from photocomp.core.ir import CompileReport, PassRecord, PhaseMap, TileGrid
 from photocomp.core.metrics import (
+    UNITARY_TOL,
     needs_scaling,
     np_matrix_error,
     np_norm,
     power_of_two_exponent,
     scale_by_power_of_two,
+    unitary_deviation,
 )
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import get_target
@@ -298,6 +309,19 @@ def _resolve_pipeline(pipeline, target) -> Pipeline:
     return pipe
 
 
+def _fits_unitary(w: np.ndarray, k: int) -> bool:
+    """Whether ``w`` is a square matrix of at most ``k`` modes that is a scaled unitary to ``UNITARY_TOL``
+    (one tile, one mesh). Column norms are compared first (O(N^2)): most matrices stop there."""
+    n, m = w.shape
+    if n != m or n > k:
+        return False
+    norms = np.sum(np.abs(w) ** 2, axis=0)
+    mean = norms.mean()
+    if mean == 0 or np.max(np.abs(norms / mean - 1.0)) > 2 * UNITARY_TOL:
+        return False
+    return bool(unitary_deviation(w)[1] <= UNITARY_TOL)
+
+
 def _tiling(pipe: Pipeline, target):
     """Index of the pass that tiles and the tile size it uses, or ``(None, None)``."""
     for i, p in enumerate(pipe.passes):
@@ -313,7 +337,7 @@ def _mesh_fidelity(state: CompileState) -> float | None:
         return None
     u, _, vh, _ = state.svd
     fid_v, fid_u, _, _ = check_tiles(state.phase_map, vh, u)
-    return float(min(fid_v.min(), fid_u.min()))
+    return float(fid_u.min() if fid_v is None else min(fid_v.min(), fid_u.min()))
 
 
 def _summary(weights, dense, fidelity: float | None, e: int = 0) -> dict:
@@ -452,6 +476,8 @@ def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | No
     e = power_of_two_exponent(w) if needs_scaling(w) else 0
     if e:
         scale_by_power_of_two(w, -e, out=w)
+    if pipeline is None and _fits_unitary(w, k):
+        pipe = _resolve_pipeline(tgt.default_pipeline("unitary"), tgt)
     strips = plan.strips if plan is not None else [(0, w.shape[0])]
     prefix, suffix = (pipe.passes[:split], pipe.passes[split:]) if len(strips) > 1 else ((), pipe.passes)
 

@@ -22,7 +22,7 @@ from photocomp.core.ir import CompileReport, PhaseMap
 from photocomp.core.layout import layout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target
-from photocomp.hardware.chip import Chip
+from photocomp.hardware.chip import Chip, heater_groups
 from photocomp.hardware.chipsim import Settings, chip_forward, chip_matrix, drive_map, flatten_heaters
 from photocomp.io.program_file import DETECTIONS, read_program, save_program
 from photocomp.sim import ideal as simulate
@@ -50,25 +50,34 @@ def _check_structure(target: Target, pm: PhaseMap) -> None:
     if not 2 <= k <= target.size:
         raise MismatchError(f"phase_map tiles must have 2 to {target.size} modes for target {target.name!r}; "
                             f"got tiles of {k}")
+    if (pm.v is None) != (pm.sigma is None):
+        raise InvalidInputError("phase_map.v and phase_map.sigma must both be given (an svd program) or both be "
+                                f"None (a unitary program); got v={type(pm.v).__name__}, sigma={type(pm.sigma).__name__}")
     lay = layout(target.mesh, k)
-    for name, mp in (("v", pm.v), ("u", pm.u)):
+    meshes = (("u", pm.u),) if pm.v is None else (("v", pm.v), ("u", pm.u))
+    for name, mp in meshes:
         if not isinstance(mp, MeshPhases):
             raise InvalidTypeError(f"phase_map.{name} must be MeshPhases; got {type(mp).__name__}")
         if mp.layout != lay:
             raise MismatchError(f"phase_map.{name} must have target {target.name!r}'s layout ({lay.kind}, "
                                 f"{lay.n_modes} modes); got {mp.layout.kind}, {mp.layout.n_modes} modes")
     t, m = pm.grid.n_tiles, lay.n_mzi
-    shapes = {"v.theta": (pm.v.theta, (t, m)), "v.phi": (pm.v.phi, (t, m)), "v.out_phase": (pm.v.out_phase, (t, k)),
-              "sigma": (pm.sigma, (t, k)), "u.theta": (pm.u.theta, (t, m)), "u.phi": (pm.u.phi, (t, m)),
-              "u.out_phase": (pm.u.out_phase, (t, k)), "gain": (pm.gain, (t,))}
+    shapes = {"u.theta": (pm.u.theta, (t, m)), "u.phi": (pm.u.phi, (t, m)), "u.out_phase": (pm.u.out_phase, (t, k)),
+              "gain": (pm.gain, (t,))}
+    if pm.v is not None:
+        shapes.update({"v.theta": (pm.v.theta, (t, m)), "v.phi": (pm.v.phi, (t, m)),
+                       "v.out_phase": (pm.v.out_phase, (t, k)), "sigma": (pm.sigma, (t, k))})
     for name, (a, shape) in shapes.items():
         if tuple(np.shape(a)) != shape:
             raise InvalidInputError(f"phase_map.{name} must have shape {shape} (n_tiles, ...); got {tuple(np.shape(a))}")
 
 
 def _check_settings(pm: PhaseMap, s) -> None:
-    t, k, m = pm.grid.n_tiles, pm.grid.tile, pm.v.layout.n_mzi
-    for g in ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain"):
+    t, k, m = pm.grid.n_tiles, pm.grid.tile, pm.layout.n_mzi
+    if s.circuit != pm.circuit:
+        raise MismatchError(f"settings must be for the program's {pm.circuit} circuit; got settings of a "
+                            f"{s.circuit} circuit")
+    for g in heater_groups(pm.circuit) + ("gain",):
         shape = (t,) if g == "gain" else (t, m if g in ("v_int", "v_ext", "u_int", "u_ext") else k)
         if tuple(np.shape(getattr(s, g))) != shape:
             raise InvalidInputError(f"settings.{g} must have shape {shape}; got {tuple(np.shape(getattr(s, g)))}")
@@ -137,7 +146,7 @@ class Program:
                 raise InvalidTypeError(f"chip must be a photocomp Chip (from photocomp.fabricate); got {type(chip).__name__}")
             if not isinstance(settings, Settings):
                 raise InvalidTypeError(f"settings must be photocomp Settings; got {type(settings).__name__}")
-            chip.check_target(target)
+            chip.check_target(target, circuit=phase_map.circuit)
             settings = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), settings)
             _check_settings(phase_map, settings)
         self.chip = chip
@@ -189,16 +198,20 @@ class Program:
         return self.phase_map.n_tiles
 
     @property
+    def circuit(self) -> str:
+        """The program's circuit: ``"svd"`` (V mesh, attenuators, U mesh) or ``"unitary"`` (one mesh)."""
+        return self.phase_map.circuit
+
+    @property
     def n_mzi(self) -> int:
-        """MZIs used: two meshes and one attenuator column per tile."""
+        """MZIs used: per tile two meshes and one attenuator column (``svd``) or one mesh (``unitary``)."""
         pm = self.phase_map
-        return pm.n_tiles * (pm.v.layout.n_mzi + pm.u.layout.n_mzi + pm.grid.tile)
+        return pm.n_tiles * pm.n_mzi_per_tile
 
     @property
     def depth(self) -> int:
-        """Optical depth in MZI columns: V mesh, attenuator column, U mesh."""
-        pm = self.phase_map
-        return pm.v.layout.depth + 1 + pm.u.layout.depth
+        """Optical depth in MZI columns: V mesh, attenuator column, U mesh (``unitary``: the one mesh)."""
+        return self.phase_map.depth
 
     @property
     def params(self):

@@ -1,7 +1,8 @@
 """networkx view of a compiled circuit: netlist, layout, export.
 
 The chip is one K x K core: a V mesh, a column of attenuator MZIs, a U mesh,
-each mesh followed by its output phase screen. A program's tiles are
+each mesh followed by its output phase screen (a unitary program's core is
+the U mesh and its screen alone). A program's tiles are
 different settings of that same core (time-multiplexed), so the graph is the
 core with one tile's settings as node attributes.
 
@@ -91,21 +92,24 @@ def circuit_graph(phase_map, tile: int = 0) -> nx.DiGraph:
     if tile >= pm.n_tiles:
         raise InvalidInputError(f"tile must be in [0, {pm.n_tiles - 1}]; got {tile}")
     k = pm.grid.tile
-    g = nx.DiGraph(tile=tile, n_tiles=pm.n_tiles, modes=k, mesh=pm.v.layout.kind)
+    g = nx.DiGraph(tile=tile, n_tiles=pm.n_tiles, modes=k, mesh=pm.mesh_kind, circuit=pm.circuit)
     last = {}
     for m in range(k):
         g.add_node(f"in:{m}", kind="port_in", mode=m, x=-1.0, y=float(m))
         last[m] = (f"in:{m}", "o")
-    x = _mesh(g, "V", pm.v, tile, last, 0)
-    sigma = np.asarray(pm.sigma)[tile]
-    for m in range(k):
-        node = f"S:{m}"
-        g.add_node(node, kind="attenuator", mode=m, sigma=float(sigma[m]),
-                   transmission=float(np.cos(sigma[m]) ** 2), x=float(x), y=float(m))
-        src, sport = last[m]
-        g.add_edge(src, node, mode=m, src_port=sport, dst_port="i")
-        last[m] = (node, "o")
-    x = _mesh(g, "U", pm.u, tile, last, x + 1)
+    x = 0
+    if pm.v is not None:
+        x = _mesh(g, "V", pm.v, tile, last, 0)
+        sigma = np.asarray(pm.sigma)[tile]
+        for m in range(k):
+            node = f"S:{m}"
+            g.add_node(node, kind="attenuator", mode=m, sigma=float(sigma[m]),
+                       transmission=float(np.cos(sigma[m]) ** 2), x=float(x), y=float(m))
+            src, sport = last[m]
+            g.add_edge(src, node, mode=m, src_port=sport, dst_port="i")
+            last[m] = (node, "o")
+        x += 1
+    x = _mesh(g, "U", pm.u, tile, last, x)
     for m in range(k):
         g.add_node(f"out:{m}", kind="port_out", mode=m, gain=float(np.asarray(pm.gain)[tile]), x=float(x), y=float(m))
         src, sport = last[m]
@@ -183,7 +187,7 @@ def to_sax_netlist(program, tile: int = 0) -> dict:
     ``Vout_m``, ``S_m``, ``U_c_n``, ``Uout_m``, ``gain_m``). External ports are
     ``in0 ... in{K-1}`` and ``out0 ... out{K-1}``; the netlist's transfer from
     ``in j`` to ``out i`` is entry (i, j) of the tile's matrix
-    ``gain U diag(cos sigma) V^H``. The netlist describes the ideal circuit
+    ``gain U diag(cos sigma) V^H`` (a unitary program: ``gain U``, no ``V`` or ``S`` instances). The netlist describes the ideal circuit
     of the compiled phase map (a calibrated program's chip errors are not in it).
 
     Args:
@@ -241,6 +245,7 @@ def to_sax_netlist(program, tile: int = 0) -> dict:
             "format": NETLIST_FORMAT,
             "convention": CONVENTION_TAG,
             "mesh": g.graph["mesh"],
+            "circuit": g.graph["circuit"],
             "modes": k,
             "tile": g.graph["tile"],
             "n_tiles": g.graph["n_tiles"],

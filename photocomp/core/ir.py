@@ -1,9 +1,13 @@
 """The compiler's intermediate representation.
 
 * :class:`TileGrid` – static tiling of an M x N matrix onto K x K blocks.
-* :class:`PhaseMap` – the arrays of a compiled program (a pytree): for every
-  tile a V mesh (implements V^H, met first), a column of attenuator MZIs
-  realising the normalised singular values, a U mesh and an electronic gain.
+* :class:`PhaseMap` – the arrays of a compiled program (a pytree). Its
+  *circuit* (:data:`CIRCUITS`) is the sequence of stages every tile runs:
+
+  - ``"svd"``: a V mesh (implements V^H, met first), a column of attenuator
+    MZIs realising the normalised singular values, a U mesh, a gain;
+  - ``"unitary"``: one mesh (stored as ``u``) with its output screen, a gain
+    (a tile that is a scaled unitary needs no second mesh and no attenuators).
 * :class:`PassRecord`, :class:`CompileReport` – what the pass manager records.
 
 What flows between passes is :class:`photocomp.compiler.state.CompileState`.
@@ -26,7 +30,19 @@ from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.format import format_value
 from photocomp.core.phases import MeshPhases
 
-__all__ = ["TileGrid", "PhaseMap", "PassRecord", "CompileReport"]
+__all__ = ["TileGrid", "PhaseMap", "PassRecord", "CompileReport", "CIRCUITS", "circuit_stages"]
+
+#: Program circuits: the stages every tile runs, in the order light meets them.
+CIRCUITS = ("svd", "unitary")
+_STAGES = {"svd": ("v", "att", "u"), "unitary": ("u",)}
+
+
+def circuit_stages(circuit: str) -> tuple[str, ...]:
+    """The stages of a circuit in light order: ``"v"``/``"u"`` meshes, ``"att"`` the attenuator column."""
+    try:
+        return _STAGES[circuit]
+    except (KeyError, TypeError):
+        raise InvalidInputError(f"circuit must be one of {CIRCUITS}; got {_quote(circuit)}") from None
 
 _MAX_DIM = 2**31 - 1  # largest matrix dimension or tile size (int32-indexable)
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -117,28 +133,73 @@ class TileGrid:
 @dataclasses.dataclass(frozen=True)
 class PhaseMap:
     """Phases and gains of a compiled program (a pytree; ``grid`` is static).
+
     Attributes:
       grid: the :class:`TileGrid`.
       v: :class:`MeshPhases` of the input meshes, arrays ``(n_tiles, ...)``;
-        tile t's V mesh implements V_t^H.
+        tile t's V mesh implements V_t^H. ``None`` for a unitary program.
       sigma: attenuator angles (rad), ``(n_tiles, K)``; amplitude
         transmission ``cos(sigma)`` is the normalised singular value.
-      u: :class:`MeshPhases` of the output meshes, ``(n_tiles, ...)``.
-      gain: electronic gain per tile (the tile's largest singular value), ``(n_tiles,)``.
+        ``None`` for a unitary program.
+      u: :class:`MeshPhases` of the output meshes, ``(n_tiles, ...)`` (a
+        unitary program's only mesh).
+      gain: electronic gain per tile, ``(n_tiles,)``: the tile's largest
+        singular value (for a unitary program, the scale of its unitary).
+
+    Tile ``t`` implements ``gain[t] U_t diag(cos sigma_t) V_t^H`` (``svd``) or
+    ``gain[t] U_t`` (``unitary``), each mesh with its output screen. Fields
+    are not checked here (JAX rebuilds pytrees with placeholder leaves); a
+    :class:`~photocomp.compiler.program.Program` checks them against its target.
     """
     grid: TileGrid
-    v: MeshPhases
+    v: MeshPhases | None
     sigma: Any
     u: MeshPhases
     gain: Any
+
+    @classmethod
+    def unitary(cls, grid: TileGrid, u: MeshPhases, gain) -> PhaseMap:
+        """A unitary program: one mesh ``u`` and a gain per tile."""
+        return cls(grid, None, None, u, gain)
+
+    @property
+    def circuit(self) -> str:
+        """``"svd"`` or ``"unitary"`` (:data:`CIRCUITS`)."""
+        return "unitary" if self.v is None else "svd"
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The circuit's stages in light order (:func:`circuit_stages`)."""
+        return circuit_stages(self.circuit)
+
+    @property
+    def meshes(self) -> tuple[MeshPhases, ...]:
+        """The program's meshes in light order."""
+        return (self.u,) if self.v is None else (self.v, self.u)
 
     @property
     def n_tiles(self) -> int:
         return self.grid.n_tiles
 
     @property
+    def layout(self):
+        """The mesh layout (every mesh of a compiled program has the same one)."""
+        return self.u.layout
+
+    @property
     def mesh_kind(self) -> str:
-        return self.v.layout.kind
+        return self.u.layout.kind
+
+    @property
+    def n_mzi_per_tile(self) -> int:
+        """MZIs of one tile's circuit: meshes plus attenuators."""
+        k = self.grid.tile
+        return sum(m.layout.n_mzi for m in self.meshes) + (0 if self.v is None else k)
+
+    @property
+    def depth(self) -> int:
+        """Columns of MZIs light crosses in one tile."""
+        return sum(m.layout.depth for m in self.meshes) + (0 if self.v is None else 1)
 
     def replace(self, **changes) -> PhaseMap:
         return dataclasses.replace(self, **changes)

@@ -148,3 +148,34 @@ def np_matrix_error(target, implemented) -> float:
         return float(num / den)
     with np.errstate(over="ignore"):  # inf: the absolute error exceeds the largest float64
         return float(np.ldexp(num, e))
+
+
+UNITARY_TOL = 1e-9
+"""Default tolerance of :func:`unitary_deviation` for treating a matrix as a scaled unitary."""
+
+
+def unitary_deviation(a) -> tuple[np.ndarray, np.ndarray]:
+    """How far square matrices are from scaled unitaries ``g U``.
+
+    Args:
+      a: array ``(..., n, n)`` (numpy, computed in float64/complex128).
+
+    Returns:
+      ``(g, deviation)``, each of shape ``a.shape[:-2]``: the scale
+      ``g = ||A||_F / sqrt(n)`` and ``max |A^H A / g^2 - I|`` (0 for a zero
+      matrix, which is ``0 U`` for any U). Scale-free: the same for ``A`` and
+      ``2**e A``.
+    """
+    a = np.asarray(a)
+    a = a.astype(np.complex128 if np.iscomplexobj(a) else np.float64, copy=False)
+    n = a.shape[-1]
+    e = power_of_two_exponent(a) if needs_scaling(a) else 0
+    b = scale_by_power_of_two(a, -e) if e else a
+    g2 = np.sum(np.abs(b) ** 2, axis=(-2, -1)) / n
+    zero = g2 == 0
+    unit = b / np.sqrt(np.where(zero, 1.0, g2))[..., None, None]
+    gram = np.conj(np.swapaxes(unit, -1, -2)) @ unit
+    dev = np.max(np.abs(gram - np.eye(n)), axis=(-2, -1))
+    with np.errstate(over="ignore", under="ignore"):
+        g = np.ldexp(np.sqrt(g2), e)
+    return g, np.where(zero, 0.0, dev)

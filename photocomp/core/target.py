@@ -134,10 +134,17 @@ class Target:
         """Optical depth of one mesh in MZI columns."""
         return layout(self.mesh, self.size).depth
 
-    def default_pipeline(self) -> str:
-        """Preset pipeline string for this target (DAC bits from the target)."""
+    def default_pipeline(self, circuit: str = "svd") -> str:
+        """Preset pipeline string for this target (DAC bits from the target).
+
+        ``circuit``: ``"svd"`` (any matrix; two meshes and attenuators per
+        tile) or ``"unitary"`` (scaled unitary tiles; one mesh per tile).
+        """
+        factor = {"svd": "svd", "unitary": "unitary"}.get(circuit) if isinstance(circuit, str) else None
+        if factor is None:
+            raise InvalidInputError(f"circuit must be 'svd' or 'unitary'; got {quote(circuit)}")
         return (
-            f"validate | tile | svd | {self.mesh} | canonicalize | "
+            f"validate | tile | {factor} | {self.mesh} | canonicalize | "
             f"quantize(bits={self.dac_bits}) | lower"
         )
 

@@ -1,8 +1,10 @@
 """Fabricated chips: hidden component errors sampled from a target's statistics.
 
-A :class:`Chip` is one sampled instance of a :class:`~photocomp.core.target.Target`:
-the physical core (V mesh, attenuator column, U mesh, output phase shifters)
-with
+A :class:`Chip` is one sampled instance of a :class:`~photocomp.core.target.Target`
+built for a program circuit (:data:`photocomp.core.ir.CIRCUITS`): the physical
+core of an ``svd`` chip is a V mesh, an attenuator column, a U mesh and output
+phase shifters; a ``unitary`` chip has one mesh and its output shifters. Every
+component has
 
 * coupler splitting-angle errors, two per MZI, ``N(0, coupler_sigma_rad)``;
 * insertion loss per MZI, ``N(mzi_loss_db, mzi_loss_sigma_db)`` clipped at 0;
@@ -16,8 +18,13 @@ with
   ``crosstalk``, 1 % by default).
 
 Heaters are indexed in one flat vector per tile, in the order of
-:data:`HEATER_GROUPS`: V internal, V external, V output, attenuator, U
-internal, U external, U output.
+:func:`heater_groups`: V internal, V external, V output, attenuator, U
+internal, U external, U output (a unitary chip: U internal, external, output).
+
+The unitary chip of a seed is the svd chip of that seed without its V mesh and
+attenuators: its U mesh has the same couplers, losses, offsets and
+efficiencies (its crosstalk follows from its own, shorter die), so the two
+circuits compare on the same components.
 
 The chip is a pytree (error arrays are data; target, seed and layout are
 static), so chip simulations jit, vmap and differentiate.
@@ -32,15 +39,23 @@ import numpy as np
 
 from photocomp.core.errors import InvalidTypeError, MismatchError
 from photocomp.core.graph import circuit_graph
-from photocomp.core.ir import PhaseMap, TileGrid
+from photocomp.core.ir import PhaseMap, TileGrid, circuit_stages
 from photocomp.core.layout import MeshLayout, layout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target, get_target
 from photocomp.core.validate import check_int
 
-__all__ = ["Chip", "fabricate", "HEATER_GROUPS", "heater_positions"]
+__all__ = ["Chip", "fabricate", "HEATER_GROUPS", "heater_groups", "heater_positions"]
 
 HEATER_GROUPS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out")
+"""Heater groups of an ``svd`` chip, in flat order (:func:`heater_groups` for any circuit)."""
+_GROUPS = {"svd": HEATER_GROUPS, "unitary": ("u_int", "u_ext", "u_out")}
+
+
+def heater_groups(circuit: str = "svd") -> tuple[str, ...]:
+    """The heater groups of a circuit's chip, in flat order."""
+    circuit_stages(circuit)  # a typed error for an unknown circuit
+    return _GROUPS[circuit]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +65,8 @@ class Chip:
       target: the target it was sampled from (static).
       seed: the sampling seed (static).
       coupler_in, coupler_out: splitting-angle errors (rad) of the first and
-        second coupler of every MZI, dict of arrays keyed ``"v"``, ``"att"``, ``"u"``.
+        second coupler of every MZI, dict of arrays keyed by stage
+        (``"v"``, ``"att"``, ``"u"``; a unitary chip only ``"u"``).
       loss_db: insertion loss (dB) of every MZI, same keys.
       offset: static phase offset (rad) of every heater, ``(H,)`` flat order.
       efficiency: relative heater efficiency, ``(H,)``.
@@ -67,6 +83,7 @@ class Chip:
     xt_rows: np.ndarray
     xt_cols: np.ndarray
     xt_weight: np.ndarray
+    circuit: str = "svd"
 
     @property
     def layout(self) -> MeshLayout:
@@ -78,7 +95,7 @@ class Chip:
 
     def group_slices(self) -> dict:
         """``{group: slice}`` into the flat heater vector."""
-        return heater_slices(self.target)
+        return heater_slices(self.target, self.circuit)
 
     def crosstalk_dense(self) -> np.ndarray:
         """Dense (H, H) crosstalk matrix (for small chips and tests)."""
@@ -86,38 +103,47 @@ class Chip:
         np.add.at(x, (np.asarray(self.xt_rows), np.asarray(self.xt_cols)), np.asarray(self.xt_weight))
         return x
 
-    def check_target(self, target: Target, what: str = "program"):
-        """Raise :class:`MismatchError` unless ``target`` is this chip's target."""
+    def check_target(self, target: Target, what: str = "program", circuit: str | None = None):
+        """Raise :class:`MismatchError` unless ``target`` (and ``circuit``, when given) are this chip's."""
         if target != self.target:
             raise MismatchError(
                 f"chip must be fabricated from the {what}'s target {target.name!r}; "
                 f"got a chip of {self.target.name!r}"
             )
+        if circuit is not None and circuit != self.circuit:
+            raise MismatchError(
+                f"chip must be fabricated for the {what}'s {circuit} circuit "
+                f"(photocomp.fabricate({target.name!r}, seed, circuit={circuit!r})); got a chip of the "
+                f"{self.circuit} circuit"
+            )
 
     def __repr__(self) -> str:
-        return f"Chip({self.target.name}, seed={self.seed}, {self.n_heaters} heaters, {len(np.asarray(self.xt_rows))} crosstalk links)"
+        circ = "" if self.circuit == "svd" else f", circuit={self.circuit}"
+        return f"Chip({self.target.name}{circ}, seed={self.seed}, {self.n_heaters} heaters, {len(np.asarray(self.xt_rows))} crosstalk links)"
 
 
 jax.tree_util.register_dataclass(
     Chip,
     data_fields=["coupler_in", "coupler_out", "loss_db", "offset", "efficiency", "xt_rows", "xt_cols", "xt_weight"],
-    meta_fields=["target", "seed"],
+    meta_fields=["target", "seed", "circuit"],
 )
 
 
-def heater_slices(target: Target) -> dict:
+def heater_slices(target: Target, circuit: str = "svd") -> dict:
+    """``{group: slice}`` into a ``circuit`` chip's flat heater vector."""
     lay = layout(target.mesh, target.size)
     m, k = lay.n_mzi, target.size
     sizes = {"v_int": m, "v_ext": m, "v_out": k, "att": k, "u_int": m, "u_ext": m, "u_out": k}
     out, start = {}, 0
-    for g in HEATER_GROUPS:
+    for g in heater_groups(circuit):
         out[g] = slice(start, start + sizes[g])
         start += sizes[g]
     return out
 
 
-def heater_positions(target: Target) -> np.ndarray:
-    """(H, 2) heater positions (um) in flat heater order, from the circuit graph's layout.
+def heater_positions(target: Target, circuit: str = "svd") -> np.ndarray:
+    """(H, 2) heater positions (um) of a ``circuit`` chip in flat heater order, from the circuit graph's layout.
+
     The internal heater of an MZI sits at its node's (x, y); the external
     heater half a column earlier on the upper input arm; output shifters and
     attenuators at their nodes.
@@ -125,11 +151,15 @@ def heater_positions(target: Target) -> np.ndarray:
     lay = layout(target.mesh, target.size)
     k, m = target.size, lay.n_mzi
     zeros = MeshPhases(lay, np.zeros((1, m)), np.zeros((1, m)), np.zeros((1, k)))
-    pm = PhaseMap(TileGrid(k, k, k), zeros, np.zeros((1, k)), zeros, np.ones(1))
+    grid = TileGrid(k, k, k)
+    if circuit_stages(circuit) == ("u",):
+        pm = PhaseMap.unitary(grid, zeros, np.ones(1))
+    else:
+        pm = PhaseMap(grid, zeros, np.zeros((1, k)), zeros, np.ones(1))
     g = circuit_graph(pm)
     xy = lambda node: (g.nodes[node]["x"], g.nodes[node]["y"])  # noqa: E731
     pos = []
-    for stage in ("V", "U"):
+    for stage in ("V", "U") if pm.v is not None else ("U",):
         mz = [xy(f"{stage}:{c}:{n}") for n, c in zip(lay.pairs, lay.columns)]
         pos += mz  # internal heaters
         pos += [(x - 0.5, y - 0.5) for x, y in mz]  # external heaters, upper input arm
@@ -170,20 +200,27 @@ def crosstalk_matrix(target: Target, pos: np.ndarray):
     return rows.astype(np.int32), cols.astype(np.int32), weight
 
 
-def fabricate(target="pace-64", seed: int = 0) -> Chip:
+def fabricate(target="pace-64", seed: int = 0, circuit: str = "svd") -> Chip:
     """Sample a chip from a target's fabrication statistics.
+
     Args:
       target: a target name or :class:`~photocomp.core.target.Target`.
       seed: explicit seed (int >= 0); the same seed gives the same chip.
+      circuit: the program circuit the chip is built for: ``"svd"`` (V mesh,
+        attenuators, U mesh) or ``"unitary"`` (one mesh; the same components
+        as the svd chip's U mesh of this seed).
 
     Example:
       >>> import photocomp as pc
       >>> chip = pc.fabricate("clements-4", seed=7)
       >>> chip.n_heaters
       36
+      >>> pc.fabricate("clements-4", seed=7, circuit="unitary").n_heaters
+      16
     """
     t = get_target(target)
     seed = check_int(seed, "seed", low=0)
+    stages = circuit_stages(circuit)
     rng = np.random.default_rng([seed, t.size, 0x5EED])
     lay = layout(t.mesh, t.size)
     m, k = lay.n_mzi, t.size
@@ -191,11 +228,15 @@ def fabricate(target="pace-64", seed: int = 0) -> Chip:
     c_in = {s: rng.normal(0.0, t.coupler_sigma_rad, n) for s, n in sizes.items()}
     c_out = {s: rng.normal(0.0, t.coupler_sigma_rad, n) for s, n in sizes.items()}
     loss = {s: np.clip(rng.normal(t.mzi_loss_db, t.mzi_loss_sigma_db, n), 0.0, None) for s, n in sizes.items()}
-    n_heaters = heater_slices(t)["u_out"].stop
+    every = heater_slices(t)
+    n_heaters = every["u_out"].stop
     offset = rng.uniform(0.0, 2 * np.pi, n_heaters)
     eff = np.clip(rng.normal(1.0, t.heater_efficiency_sigma, n_heaters), 0.5, 1.5)
-    rows, cols, w = crosstalk_matrix(t, heater_positions(t))
-    return Chip(t, seed, c_in, c_out, loss, offset, eff, rows, cols, w)
+    # the svd chip is sampled in full; a smaller circuit keeps its stages' components
+    keep = np.concatenate([np.arange(every[g].start, every[g].stop) for g in heater_groups(circuit)])
+    pick = lambda d: {s: d[s] for s in stages}  # noqa: E731
+    rows, cols, w = crosstalk_matrix(t, heater_positions(t, circuit))
+    return Chip(t, seed, pick(c_in), pick(c_out), pick(loss), offset[keep], eff[keep], rows, cols, w, circuit)
 
 
 def as_chip(chip, name: str = "chip") -> Chip:

@@ -2,7 +2,8 @@
 
 A program's *physical settings* (:class:`Settings`) are the phases every
 heater must produce, per tile: V mesh internal/external/output, attenuator
-internal, U mesh internal/external/output, and the electronic gain. On an
+internal, U mesh internal/external/output, and the electronic gain (a
+unitary program: the U mesh's only). On an
 ideal chip, :func:`settings_from_program` gives settings that implement the
 program exactly (screen pushing, :mod:`photocomp.sim.physical`); on a fabricated
 chip the coupler errors and losses make the result differ, which is what
@@ -30,7 +31,7 @@ from photocomp.core import convention
 from photocomp.core.ir import PhaseMap, TileGrid
 from photocomp.core.layout import MeshLayout
 from photocomp.core.phases import MeshPhases
-from photocomp.hardware.chip import HEATER_GROUPS, Chip, heater_slices
+from photocomp.hardware.chip import Chip, heater_groups, heater_slices
 from photocomp.sim.ideal import accumulate, tile_inputs
 from photocomp.sim.physical import (
     amplitude,
@@ -63,9 +64,11 @@ __all__ = [
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Physical heater phases (rad) and gains of a program, per tile (a pytree).
+
     ``v_int``/``v_ext``/``u_int``/``u_ext`` are ``(T, n_mzi)``; ``v_out``,
     ``att`` and ``u_out`` are ``(T, K)``; ``gain`` is ``(T,)``. ``grid`` and
-    ``layout`` are static.
+    ``layout`` are static. A unitary program's settings have ``v_int``,
+    ``v_ext``, ``v_out`` and ``att`` None.
     """
     grid: TileGrid
     layout: MeshLayout
@@ -77,6 +80,21 @@ class Settings:
     u_ext: object
     u_out: object
     gain: object
+
+    @classmethod
+    def unitary(cls, grid: TileGrid, layout: MeshLayout, u_int, u_ext, u_out, gain) -> Settings:
+        """Settings of a unitary program (one mesh per tile)."""
+        return cls(grid, layout, None, None, None, None, u_int, u_ext, u_out, gain)
+
+    @property
+    def circuit(self) -> str:
+        """``"svd"`` or ``"unitary"``."""
+        return "unitary" if self.v_int is None else "svd"
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The heater groups these settings drive, in flat order."""
+        return heater_groups(self.circuit)
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -106,9 +124,11 @@ def attenuator_amplitude(internal, coupler_in=0.0, coupler_out=0.0, loss_db=0.0)
 @jax.jit  # one compiled program: called eagerly it would compile its many small operations one by one
 def settings_from_program(pm: PhaseMap) -> Settings:
     """Physical settings that implement ``pm`` exactly on an ideal chip."""
-    lay = pm.v.layout
-    v_int, v_ext, v_out = mesh_to_physical(lay, pm.v.theta, pm.v.phi, pm.v.out_phase)
+    lay = pm.layout
     u_int, u_ext, u_out = mesh_to_physical(lay, pm.u.theta, pm.u.phi, pm.u.out_phase)
+    if pm.v is None:
+        return Settings.unitary(pm.grid, lay, u_int, u_ext, u_out, jnp.asarray(pm.gain))
+    v_int, v_ext, v_out = mesh_to_physical(lay, pm.v.theta, pm.v.phi, pm.v.out_phase)
     sigma = jnp.asarray(pm.sigma)
     att, _ = convention.to_physical(sigma, 0.0)
     # the ideal attenuator adds phase sigma + pi; V's output shifters take it off
@@ -120,10 +140,12 @@ def settings_from_program(pm: PhaseMap) -> Settings:
 def program_from_settings(s: Settings) -> PhaseMap:
     """Mathematical phase map equivalent to settings on an ideal chip (inverse of the above)."""
     lay = s.layout
+    ut, up, uo = mesh_from_physical(lay, s.u_int, s.u_ext, s.u_out)
+    if s.v_int is None:
+        return PhaseMap.unitary(s.grid, MeshPhases(lay, ut, up, uo), s.gain)
     sigma, _ = convention.from_physical(jnp.asarray(s.att), 0.0)
     v_out = s.v_out + sigma + jnp.pi
     vt, vp, vo = mesh_from_physical(lay, s.v_int, s.v_ext, v_out)
-    ut, up, uo = mesh_from_physical(lay, s.u_int, s.u_ext, s.u_out)
     return PhaseMap(s.grid, MeshPhases(lay, vt, vp, vo), sigma, MeshPhases(lay, ut, up, uo), s.gain)
 
 
@@ -139,11 +161,21 @@ def _tile_core(chip: Chip, lay: MeshLayout, v_int, v_ext, v_out, att, u_int, u_e
     return screen(u_out, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
 
 
+def _unitary_core(chip: Chip, lay: MeshLayout, u_int, u_ext, u_out, z, reverse_only=False):
+    """One tile's core of a unitary program (its mesh and output shifters) on fields z (K[, B])."""
+    dtype = z.dtype
+    coef = physical_coefficients(lay, u_int, u_ext, chip.coupler_in["u"], chip.coupler_out["u"], chip.loss_db["u"],
+                                 dtype=dtype)
+    y = propagate_meshes(lay, [coef], [], z, reverse_only=reverse_only)
+    return screen(u_out, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
+
+
 def _tile_apply(chip: Chip, s: Settings, z, reverse_only: bool = False):
     """Apply each tile's core to fields z (T, K[, B]); gain not applied."""
-    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(z.dtype, jnp.complex64, jnp.asarray(s.v_int).dtype))
-    core = lambda *a: _tile_core(chip, s.layout, *a, reverse_only=reverse_only)  # noqa: E731
-    phases = (jnp.asarray(a) for a in (s.v_int, s.v_ext, s.v_out, s.att, s.u_int, s.u_ext, s.u_out))
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(z.dtype, jnp.complex64, jnp.asarray(s.u_int).dtype))
+    fn = _unitary_core if s.v_int is None else _tile_core
+    core = lambda *a: fn(chip, s.layout, *a, reverse_only=reverse_only)  # noqa: E731
+    phases = (jnp.asarray(getattr(s, g)) for g in s.groups)
     return jax.vmap(core)(*phases, z.astype(dtype))
 
 
@@ -154,7 +186,7 @@ def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True, rever
     derivatives unavailable (:func:`photocomp.sim.physical.propagate_meshes`).
     """
     k = s.grid.tile
-    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(s.v_int).dtype, jnp.complex64))
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(s.u_int).dtype, jnp.complex64))
     eye = jnp.broadcast_to(jnp.eye(k, dtype=dtype), (s.grid.n_tiles, k, k))
     z = _tile_apply(chip, s, eye, reverse_only)
     return z * jnp.asarray(s.gain)[:, None, None] if with_gain else z
@@ -190,14 +222,14 @@ def best_gain(target, implemented_no_gain):
 # ---- heaters and drives -----------------------------------------------------------
 
 def flatten_heaters(s: Settings):
-    """(T, H) heater phases in the flat order of :data:`photocomp.hardware.chip.HEATER_GROUPS`."""
-    return jnp.concatenate([jnp.asarray(getattr(s, g)) for g in HEATER_GROUPS], axis=-1)
+    """(T, H) heater phases in the flat order of :func:`photocomp.hardware.chip.heater_groups`."""
+    return jnp.concatenate([jnp.asarray(getattr(s, g)) for g in s.groups], axis=-1)
 
 
 def unflatten_heaters(template: Settings, flat, target) -> Settings:
-    """Settings with heater phases from ``flat`` (T, H) and gains from ``template``."""
-    sl = heater_slices(target)
-    return template.replace(**{g: flat[..., sl[g]] for g in HEATER_GROUPS})
+    """Settings with heater phases from ``flat`` (T, H) and gains from ``template`` (its circuit's groups)."""
+    sl = heater_slices(target, template.circuit)
+    return template.replace(**{g: flat[..., sl[g]] for g in template.groups})
 
 
 def _crosstalk_apply(chip: Chip, own):

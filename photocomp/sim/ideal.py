@@ -4,8 +4,8 @@ Everything here is a pure JAX function that works under ``jit``, ``vmap`` and
 ``grad``; the tile grid and mesh layouts are static pytree metadata, so jit
 caches key on structure and phases flow as data.
 
-Each tile's V mesh, attenuator column and U mesh run as one scan over the
-meshes' column steps (:func:`photocomp.sim.physical.propagate_meshes`). A batch
+Each tile's V mesh, attenuator column and U mesh (an svd program), or its
+one mesh (a unitary program), run as one scan over the meshes' column steps (:func:`photocomp.sim.physical.propagate_meshes`). A batch
 of at least K fields (``(N, B)``, or ``jax.vmap`` over the fields with the
 phases shared) goes through the tiles' K x K matrices instead (one scan on
 the identity, then a matrix product), which costs K propagations instead of
@@ -49,7 +49,10 @@ def apply_meshes(mp: MeshPhases, x):
 
 
 def _tiles_apply(pm: PhaseMap, z):
-    """Each tile's V mesh, attenuators (cos sigma) and U mesh on fields z (n_tiles, K[, B]); gain not applied."""
+    """Each tile's V mesh, attenuators (cos sigma) and U mesh on fields z (n_tiles, K[, B]); gain not applied.
+    A unitary program's tiles run their one mesh."""
+    if pm.v is None:
+        return apply_meshes(pm.u, z)
     dtype = _complex_dtype(z, pm.v.theta, pm.sigma)
     lay = pm.v.layout
     if pm.u.layout != lay:  # not produced by the compiler; run the meshes one after the other
@@ -116,8 +119,8 @@ def _identities(pm: PhaseMap, dtype):
 
 
 def tile_matrices(pm: PhaseMap):
-    """Per-tile implemented matrices ``gain U diag(cos sigma) V^H``, shape (n_tiles, K, K)."""
-    z = _tiles_apply(pm, _identities(pm, _complex_dtype(pm.sigma, pm.v.theta)))
+    """Per-tile implemented matrices ``gain U diag(cos sigma) V^H`` (unitary: ``gain U``), shape (n_tiles, K, K)."""
+    z = _tiles_apply(pm, _identities(pm, _complex_dtype(*(m.theta for m in pm.meshes))))
     return z * jnp.asarray(pm.gain)[:, None, None]
 
 
@@ -126,19 +129,25 @@ def program_matrix(pm: PhaseMap):
     return pm.grid.join(tile_matrices(pm))
 
 
-def _tile_matrices_chunk(vt, vp, vo, sigma, ut, up, uo, gain, *, v_layout, u_layout):
-    """:func:`tile_matrices` of a chunk of tiles given as arrays (for :func:`photocomp.sim.devices.run_tiles`)."""
-    k = v_layout.n_modes
-    grid = TileGrid(out_dim=vt.shape[0] * k, in_dim=k, tile=k)  # any grid with as many tiles as the chunk
-    pm = PhaseMap(grid=grid, v=MeshPhases(v_layout, vt, vp, vo), sigma=sigma,
-                  u=MeshPhases(u_layout, ut, up, uo), gain=gain)
+def _tile_matrices_chunk(*arrays, v_layout, u_layout):
+    """:func:`tile_matrices` of a chunk of tiles given as arrays (for :func:`photocomp.sim.devices.run_tiles`),
+    in :func:`_tile_settings`'s order; ``v_layout`` None for a unitary program."""
+    k = u_layout.n_modes
+    grid = TileGrid(out_dim=arrays[0].shape[0] * k, in_dim=k, tile=k)  # any grid with as many tiles as the chunk
+    if v_layout is None:
+        ut, up, uo, gain = arrays
+        pm = PhaseMap.unitary(grid, MeshPhases(u_layout, ut, up, uo), gain)
+    else:
+        vt, vp, vo, sigma, ut, up, uo, gain = arrays
+        pm = PhaseMap(grid=grid, v=MeshPhases(v_layout, vt, vp, vo), sigma=sigma,
+                      u=MeshPhases(u_layout, ut, up, uo), gain=gain)
     return (tile_matrices(pm),)
 
 
 def _tile_settings(pm: PhaseMap) -> list[np.ndarray]:
     """Every per-tile setting array of a phase map (tile axis first), in :func:`_tile_matrices_chunk`'s order."""
-    return [np.asarray(a) for a in (pm.v.theta, pm.v.phi, pm.v.out_phase, pm.sigma,
-                                    pm.u.theta, pm.u.phi, pm.u.out_phase, pm.gain)]
+    front = () if pm.v is None else (pm.v.theta, pm.v.phi, pm.v.out_phase, pm.sigma)
+    return [np.asarray(a) for a in front + (pm.u.theta, pm.u.phi, pm.u.out_phase, pm.gain)]
 
 
 def tile_matrices_np(pm: PhaseMap, tiles=None) -> np.ndarray:
@@ -149,7 +158,7 @@ def tile_matrices_np(pm: PhaseMap, tiles=None) -> np.ndarray:
     arrays = [np.asarray(a, np.float64) for a in _tile_settings(pm)]
     if tiles is not None:
         arrays = [a[tiles] for a in arrays]
-    static = {"v_layout": pm.v.layout, "u_layout": pm.u.layout}
+    static = {"v_layout": None if pm.v is None else pm.v.layout, "u_layout": pm.u.layout}
     return run_tiles(_tile_matrices_chunk, arrays, chunk=tile_chunk(len(arrays[0])), static=static)[0]
 
 
@@ -161,9 +170,9 @@ def program_matrix_np(pm: PhaseMap) -> np.ndarray:
 def changed_tiles(old: PhaseMap, new: PhaseMap) -> np.ndarray:
     """Boolean ``(n_tiles,)``: the tiles whose phases, attenuators or gain differ between two phase maps.
 
-    Phase maps on different grids or mesh layouts differ in every tile.
+    Phase maps on different grids, circuits or mesh layouts differ in every tile.
     """
-    if (old.grid, old.v.layout, old.u.layout) != (new.grid, new.v.layout, new.u.layout):
+    if (old.grid, [m.layout for m in old.meshes]) != (new.grid, [m.layout for m in new.meshes]):
         return np.ones(new.n_tiles, dtype=bool)
     changed = np.zeros(new.n_tiles, dtype=bool)
     for a, b in zip(_tile_settings(old), _tile_settings(new)):
