@@ -91,6 +91,7 @@ def test_calibrated_program_runs_on_its_chip(small):
     assert power.shape == (1, chip.n_heaters) and power.min() >= 0
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_deterministic(small):
     prog, chip = small
     a = calibrate(prog, chip, method="model", steps=20, progress=False)
@@ -185,7 +186,8 @@ def test_minimize_compiles_its_step_once():
     assert counts[0] > 0 and counts[1] == counts[0]
 
 
-@pytest.mark.parametrize("optimizer", [optax.lbfgs(), optax.adam(0.1)], ids=["lbfgs", "adam"])
+@pytest.mark.parametrize("optimizer", [pytest.param(optax.lbfgs(), marks=pytest.mark.slow), optax.adam(0.1)],
+                         ids=["lbfgs", "adam"])
 def test_minimize_matches_a_plain_optax_loop(optimizer):
     """Reusing the line search's value and gradient (L-BFGS) changes nothing: same iterates as optax's own loop."""
     from photocomp.calibration.engine import minimize as _minimize

@@ -40,6 +40,7 @@ def test_model_object_equals_the_name_with_the_same_settings(small):
     _same_settings(a, b)
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_twin_object_equals_the_name_with_the_same_settings(small):
     prog, chip = small
     kw = {"twin_configs": 2, "twin_steps": 10, "twin_rounds": 1, "steps": 5, "shots": 50, "seed": 3}

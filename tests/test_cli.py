@@ -236,6 +236,7 @@ def test_installed_console_script():
     assert bad.stderr.startswith("photocomp: error: ") and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_compile_cache_is_kept_and_reused(files, tmp_path):
     """The command keeps compiled programs in $PHOTOCOMP_CACHE_DIR; a second run reuses them and writes the
     same phase map; --no-compile-cache and an empty variable leave the disk alone."""

@@ -58,6 +58,7 @@ def test_batched_conversion_matches_loop():
                 np.testing.assert_array_equal(np.asarray(x)[b], np.asarray(y))
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_uncorrected_coupler_errors_follow_sqrt_2n_sigma():
     """docs/design.md §5 oracle: ||dU||_F / sqrt(N) ~ sqrt(2N) sigma for uncorrected coupler errors."""
     n, sigma = 24, 0.01
@@ -88,6 +89,7 @@ def test_loss_only_scales_amplitudes():
     np.testing.assert_allclose(np.linalg.svd(lossless, compute_uv=False), 1.0, atol=ATOL)
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_physical_mesh_gradients():
     ph = _phases("clements", 4, seed=4)
     with jax.enable_x64(True):

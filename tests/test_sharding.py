@@ -65,6 +65,7 @@ def _run(tmp_path, devices: int) -> dict:
         return {k: data[k] for k in data.files}
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_compile_sharded_over_four_devices_equals_one_device(tmp_path):
     one = _run(tmp_path, 1)
     four = _run(tmp_path, 4)
@@ -103,6 +104,7 @@ BIG = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_sharded_compile_of_many_full_size_tiles(tmp_path):
     """128 tiles of 64 x 64 on 2 devices: 64 per device in several chunks (batched LAPACK calls once
     deadlocked here); the phase map equals this process's one-device compile."""
@@ -141,6 +143,7 @@ CALIBRATE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_calibration_sharded_over_four_devices_equals_one_device(tmp_path):
     """9 tiles (padded to 12) over 4 devices: the same calibrated settings as on one device."""
     runs = {}

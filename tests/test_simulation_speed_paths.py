@@ -297,7 +297,7 @@ def test_chip_tile_matrices_match_the_reference(tiled_chip):
     np.testing.assert_allclose(with_gain, want * np.asarray(s.gain)[:, None, None], rtol=0, atol=TOL["field"])
 
 
-@pytest.mark.parametrize("reverse_only", [False, True])
+@pytest.mark.parametrize("reverse_only", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_matrix_error_gradient_matches_the_reference_gradient(tiled_chip, reverse_only):
     """value_and_grad of the calibration loss: fast path vs the MZI-by-MZI product's autodiff."""
     prog, chip, s = tiled_chip
@@ -325,6 +325,7 @@ def test_matrix_error_gradient_matches_the_reference_gradient(tiled_chip, revers
         check_grads(fast, args, order=1, modes=modes, atol=TOL["fd_atol"], rtol=TOL["fd_rtol"])
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_chip_forward_batches_equal_single_fields(tiled_chip):
     """A batch of >= K fields goes through the tile matrices; single fields are propagated."""
     prog, chip, s = tiled_chip
@@ -432,6 +433,7 @@ def test_sincos_is_within_one_ulp_of_numpy():
 
 # ---- batches folded into the tile matrices under jax.vmap ---------------------------------------------------
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_vmapped_forward_folds_and_keeps_every_transformation(tiled_chip):
     """vmap over x with shared phases goes through the tile matrices; vmap over phases, grad, jvp still work."""
     prog, chip, s = tiled_chip

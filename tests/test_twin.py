@@ -145,6 +145,7 @@ def test_calibration_reports_the_error_after_dac_quantization():
         pc.calibrate(prog, chip, method="local", dac_bits=0, progress=False)
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_ctrl_c_and_callback_keep_the_best_settings_so_far():
     w = np.random.default_rng(3).normal(size=(6, 6))
     prog = pc.compile(w, target="clements-6", pipeline="tile | svd | clements | lower")
@@ -169,6 +170,7 @@ def test_ctrl_c_and_callback_keep_the_best_settings_so_far():
         pc.calibrate(prog, chip, method="model", optimizer=optax.adam, progress=False)
 
 
+@pytest.mark.slow  # run by .ci/run after the fast suite
 def test_cli_calibrate_twin(tmp_path, capsys):
     from scipy.stats import unitary_group
 
