@@ -61,7 +61,7 @@ def _write(path, meta, arrays, rehash=False):
         meta["arrays"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype),
                               "sha256": hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()}
                           for k, v in arrays.items()}
-        if meta.get("schema_version") == 2:
+        if meta.get("schema_version") in (2, 3):
             meta["meta_sha256"] = pio.meta_digest(meta)
     blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     np.savez(path, __meta__=blob, **arrays)
@@ -103,10 +103,12 @@ def test_round_trip_metadata(prog, saved):
 def test_file_contents_follow_the_schema(saved):
     meta, arrays = _read(saved)
     assert meta["format"] == pio.FORMAT == "photocomp.phasemap"
-    assert meta["schema_version"] == pio.SCHEMA_VERSION == 2
+    assert meta["schema_version"] == pio.SCHEMA_VERSION == 3
     assert meta["meta_sha256"] == pio.meta_digest(meta)
     assert set(meta) == {"format", "schema_version", "convention", "phase_ranges", "units", "photocomp_version",
-                         "target", "grid", "mesh", "pipeline", "detection", "report", "chip", "arrays", "meta_sha256"}
+                         "target", "grid", "mesh", "pipeline", "detection", "report", "chip", "arrays", "meta_sha256",
+                         "circuit"}
+    assert meta["circuit"] == "svd"
     with zipfile.ZipFile(saved) as zf:
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
     assert meta["convention"] == pc.convention.CONVENTION_TAG
@@ -265,8 +267,8 @@ def test_load_untampered_rewrite_is_accepted(saved, tmp_path):
 @pytest.mark.parametrize(
     "key, value, match",
     [
-        ("schema_version", 3, "schema version 3.*Upgrade photocomp"),
-        ("schema_version", "2", "schema version '2'.*reads \\[1, 2\\]"),
+        ("schema_version", 4, "schema version 4.*Upgrade photocomp"),
+        ("schema_version", "3", "schema version '3'.*reads \\[1, 2, 3\\]"),
         ("schema_version", None, "schema version None"),
         ("convention", "reck1994", "convention 'reck1994'"),
         ("format", "otherlab.phasemap", "must be a 'photocomp.phasemap' file"),
@@ -357,7 +359,7 @@ def test_load_npy_file_is_a_phase_map_file_error(tmp_path):
         pc.load(path)
 
 
-# ---- metadata integrity and semantic checks (schema version 2) ---------------------------------------------
+# ---- metadata integrity and semantic checks (schema version 3) ---------------------------------------------
 
 
 def _edit(meta, dotted, value):
@@ -555,7 +557,7 @@ def test_mesh_size_is_checked_before_any_layout_is_built(saved, tmp_path, monkey
 def test_version_1_files_still_load(prog, saved, tmp_path, xs):
     meta, arrays = _read(saved)
     meta["schema_version"] = 1
-    del meta["meta_sha256"]
+    del meta["meta_sha256"], meta["circuit"]
     path = tmp_path / "v1.npz"
     _write(path, meta, arrays)
     again = pc.load(path)
@@ -578,7 +580,7 @@ def test_version_1_files_still_load(prog, saved, tmp_path, xs):
 def test_version_1_files_get_the_same_checks(saved, tmp_path, field, value, match):
     meta, arrays = _read(saved)
     meta["schema_version"] = 1
-    del meta["meta_sha256"]
+    del meta["meta_sha256"], meta["circuit"]
     path = tmp_path / "v1.npz"
     _write(path, _edit(meta, field, value), arrays)
     with pytest.raises(PhaseMapFileError, match=match):

@@ -23,7 +23,10 @@ block row ``t // cols`` and block column ``t % cols``. The input ``x`` (N,)
 is zero-padded to ``cols * K``; tile ``t`` reads input block ``t % cols`` and
 its output is added (electronically) into output block ``t // cols``; the
 result is cropped to ``M``. Mode ``n`` of a tile is entry ``n`` of its input
-and output blocks (mode 0 is the first row and the first column). Tile ``t``
+and output blocks (mode 0 is the first row and the first column).
+
+Every tile runs the program's *circuit* (metadata field ``circuit``,
+:data:`photocomp.core.ir.CIRCUITS`). In an ``"svd"`` program tile ``t``
 implements::
 
     W_t = gain[t] * diag(e^{i u_out_phase[t]}) U(u_theta[t], u_phi[t])
@@ -35,7 +38,13 @@ screens. The V mesh with its output screen, the first mesh light meets,
 implements ``V_t^H`` (the conjugate transpose of the right singular vectors
 of the zero-padded tile, ``W_t ~ U_t S_t V_t^H``); the U mesh with its screen
 implements ``U_t``; ``cos sigma[t] ~ S_t / gain[t]`` with ``gain[t]`` the
-largest singular value. A mesh ``M(theta, phi)`` applies its MZIs column by
+largest singular value. In a ``"unitary"`` program (every tile a scaled
+unitary) tile ``t`` has one mesh, stored as the U mesh, and no attenuators::
+
+    W_t = gain[t] * diag(e^{i u_out_phase[t]}) U(u_theta[t], u_phi[t])
+
+the U mesh with its screen implementing the unitary ``W_t / gain[t]``
+(``gain[t]`` its scale). A mesh ``M(theta, phi)`` applies its MZIs column by
 column, column 0 first (column 0 is the input side, where light enters);
 MZI ``j`` acts on modes ``(mode_pairs[j], mode_pairs[j] + 1)`` with the
 convention's 2 x 2 matrix (:mod:`photocomp.core.convention`, tag
@@ -54,9 +63,14 @@ reads ``|W x|^2``.
 Arrays
 ------
 ``T`` tiles, ``K`` modes, ``n_mzi = K (K - 1) / 2`` MZIs per mesh,
-``H = 4 n_mzi + 3 K`` heaters per tile. Ranges are checked on load and on
-save (``ANGLE_TOLERANCE`` allows rounding at the ends of closed ranges;
-``PHASE_LIMIT`` bounds phases that are only meaningful modulo 2 pi).
+``H`` heaters per tile: ``4 n_mzi + 3 K`` (``svd``), ``2 n_mzi + K``
+(``unitary``). Ranges are checked on load and on save (``ANGLE_TOLERANCE``
+allows rounding at the ends of closed ranges; ``PHASE_LIMIT`` bounds phases
+that are only meaningful modulo 2 pi). A file holds exactly its circuit's
+arrays (:func:`circuit_arrays`), no more and no fewer: an ``svd`` file all of
+the first table, a ``unitary`` file only ``u_theta``, ``u_phi``,
+``u_out_phase``, ``gain``, ``mode_pairs`` and ``columns`` (no ``v_*``, no
+``sigma``).
 
 =================  ===========  =======  ==================================================
 array              shape        dtype    meaning (units; range)
@@ -77,7 +91,10 @@ The compiler emits theta in [0, pi/2] and, after ``canonicalize``, phi and
 output phases in [0, 2 pi). A program calibrated for a fabricated chip also
 stores the phases its heaters must produce
 (:class:`photocomp.hardware.chipsim.Settings`, physical convention of
-:mod:`photocomp.sim.physical`), all float64 and finite:
+:mod:`photocomp.sim.physical`), all float64 and finite: an ``svd`` file all
+of the table below, a ``unitary`` file only ``cal_u_int``, ``cal_u_ext``,
+``cal_u_out``, ``cal_gain`` and ``drives_mw`` (``cal_<group>`` for each of
+the circuit's heater groups, :func:`photocomp.hardware.chip.heater_groups`):
 
 =================  ===========  ==========================================================
 array              shape        meaning (units; range)
@@ -93,18 +110,26 @@ array              shape        meaning (units; range)
 ``drives_mw``      (T, H)       heater powers (mW; [0, drive_limit_p_pi * heater_p_pi_mw])
 =================  ===========  ==========================================================
 
-``drives_mw`` columns follow :data:`photocomp.hardware.chip.HEATER_GROUPS`: V
-internal, V external, V output, attenuator, U internal, U external, U output.
-The chip is not stored: it is re-sampled from the target and seed on load
-and must match its SHA-256 fingerprint (:func:`chip_fingerprint`).
+``drives_mw`` columns follow ``heater_groups(circuit)``
+(:func:`photocomp.hardware.chip.heater_groups`): for ``svd`` V internal, V
+external, V output, attenuator, U internal, U external, U output
+(:data:`photocomp.hardware.chip.HEATER_GROUPS`); for ``unitary`` U internal,
+U external, U output. The chip is not stored: it is re-sampled on load from
+the target, the seed and the circuit (``fabricate(target, seed,
+circuit=circuit)``; a ``unitary`` chip holds only its ``"u"`` stage's
+couplers and losses and the offsets and efficiencies of its own heaters) and
+must match its SHA-256 fingerprint (:func:`chip_fingerprint`).
 
 Metadata (``__meta__``)
 -----------------------
 One JSON object (at most ``MAX_META_BYTES`` bytes, nesting depth at most
 ``MAX_JSON_DEPTH``, no duplicate keys) with exactly these fields:
 
-* ``format``: ``"photocomp.phasemap"``; ``schema_version``: ``2`` (int);
+* ``format``: ``"photocomp.phasemap"``; ``schema_version``: ``3`` (int);
   ``convention``: ``"clements2016-eq1"``.
+* ``circuit``: ``"svd"`` or ``"unitary"``, the program circuit; it decides
+  which arrays the file holds (see Arrays) and which chip a calibrated
+  program is re-sampled as.
 * ``phase_ranges``: ``{"theta": [0, pi/2], "phi": [0, 2 pi]}`` (the
   convention's canonical ranges, as numbers).
 * ``units``: ``{quantity: unit}`` strings (:data:`UNITS`).
@@ -125,14 +150,16 @@ One JSON object (at most ``MAX_META_BYTES`` bytes, nesting depth at most
 * ``meta_sha256``: SHA-256 (hex) of the canonical JSON of every other field
   (:func:`meta_digest`: keys sorted, separators ``","`` and ``":"``, ASCII
   with ``\\u`` escapes, floats in shortest round-trip form), so no field that
-  determines the program (target, grid, mesh, detection, pipeline, chip,
-  array records) nor the report can be edited unnoticed. It detects damage
+  determines the program (target, grid, mesh, circuit, detection, pipeline,
+  chip, array records) nor the report can be edited unnoticed. It detects damage
   and careless edits, not forgery (anyone can recompute it): what a file
   says is therefore also checked for consistency and range, as below.
 
-Schema version 1 (no ``meta_sha256``; ``chip`` and the target's later
-fields may be absent, the target's defaults then apply) is still read, with
-the same checks on structure and values.
+Older files are still read, with the same checks on structure and values.
+Schema version 2 has no ``circuit`` field (a ``circuit`` field is refused)
+and is always an ``svd`` program, with the ``svd`` arrays. Schema version 1
+is version 2 without ``meta_sha256`` (which it refuses); ``chip`` and the
+target's later fields may be absent, the target's defaults then apply.
 
 Reading
 -------
@@ -141,8 +168,10 @@ built: the zip directory (at most ``MAX_MEMBERS`` members, known names,
 uncompressed, declared sizes within the file, ``__meta__`` at most
 ``MAX_META_BYTES``); the metadata's size, depth, format, version, convention
 and digest; the type and value of every metadata field and their agreement
-(target, grid, mesh); each member's declared size against the shape the
-metadata implies; then each array's ``.npy`` header (dtype, shape, C order),
+(target, grid, mesh, circuit); the array records and the archive's members
+against the circuit's exact array set (a missing or extra array is refused,
+named); each member's declared size against the shape the grid and mesh
+imply; then each array's ``.npy`` header (dtype, shape, C order),
 bytes, SHA-256 and value ranges; only then is the mesh layout built and
 compared with ``mode_pairs`` / ``columns``. Every refusal is a
 :class:`PhaseMapFileError` naming the path and what was wrong. Writes go to a
@@ -169,23 +198,24 @@ import numpy as np
 from photocomp.core import convention
 from photocomp.core.atomic import atomic_write, os_reason, quote_path
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PhaseMapFileError, PhotocompError
-from photocomp.core.ir import CompileReport, PhaseMap, TileGrid
+from photocomp.core.ir import CIRCUITS, CompileReport, PhaseMap, TileGrid, circuit_stages
 from photocomp.core.layout import MESH_KINDS
 from photocomp.core.layout import layout as mesh_layout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target
 from photocomp.core.version import __version__
-from photocomp.hardware.chip import fabricate
+from photocomp.hardware.chip import fabricate, heater_groups
 from photocomp.hardware.chipsim import Settings
 
 __all__ = ["FORMAT", "SCHEMA_VERSION", "READ_VERSIONS", "DETECTIONS", "UNITS", "PHASE_LIMIT", "ANGLE_TOLERANCE",
            "MAX_META_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "ProgramFile", "save_program", "read_program",
-           "atomic_write_npz", "meta_digest", "chip_fingerprint", "check_program_arrays", "mesh_counts"]
+           "atomic_write_npz", "meta_digest", "chip_fingerprint", "check_program_arrays", "mesh_counts",
+           "circuit_arrays"]
 
 FORMAT = "photocomp.phasemap"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Schema version written."""
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 """Schema versions read."""
 DETECTIONS = ("coherent", "intensity")
 """Detection models a program may have."""
@@ -206,22 +236,39 @@ MAX_META_BYTES = 8 << 20
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects in ``__meta__``."""
 MAX_MEMBERS = 32
-"""Most members an archive may have (a calibrated program has 20)."""
+"""Most members an archive may have (a calibrated ``svd`` program has 20, a calibrated ``unitary`` one 12)."""
 _MAX_NPY_HEADER = 4096  # bytes of .npy magic + header a member may have beyond its data
 _MAX_TEXT = 1 << 16  # characters of a free-text field (pipeline, target name, description)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
-_PHASE_MAP_ARRAYS = ("v_theta", "v_phi", "v_out_phase", "sigma", "u_theta", "u_phi", "u_out_phase", "gain")
+_STAGE_ARRAYS = {"v": ("v_theta", "v_phi", "v_out_phase"), "att": ("sigma",), "u": ("u_theta", "u_phi", "u_out_phase")}
 _INT_ARRAYS = ("mode_pairs", "columns")
-_SETTINGS_FIELDS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain")
-_CAL_ARRAYS = tuple(f"cal_{g}" for g in _SETTINGS_FIELDS) + ("drives_mw",)
-_ALL_ARRAYS = frozenset(_PHASE_MAP_ARRAYS + _INT_ARRAYS + _CAL_ARRAYS)
+_MZI_GROUPS = ("v_int", "v_ext", "u_int", "u_ext")  # heater groups with one heater per MZI (the others: one per mode)
+_ALL_ARRAYS = frozenset(
+    [a for names in _STAGE_ARRAYS.values() for a in names] + ["gain", *_INT_ARRAYS]
+    + [f"cal_{g}" for g in heater_groups("svd")] + ["cal_gain", "drives_mw"]
+)
 _ANGLES = ("v_theta", "u_theta", "sigma")
 _PHASES = ("v_phi", "v_out_phase", "u_phi", "u_out_phase", "cal_v_int", "cal_v_ext", "cal_v_out", "cal_att",
            "cal_u_int", "cal_u_ext", "cal_u_out")
 _META_KEYS = frozenset({"format", "schema_version", "convention", "phase_ranges", "units", "photocomp_version",
-                        "target", "grid", "mesh", "pipeline", "detection", "report", "chip", "arrays"})
+                        "target", "grid", "mesh", "pipeline", "detection", "report", "chip", "arrays", "circuit"})
 _V1_OPTIONAL = frozenset({"phase_ranges", "units", "photocomp_version", "chip"})
+_NEW_IN_V3 = frozenset({"circuit"})
+
+
+def circuit_arrays(circuit: str, calibrated: bool = False) -> tuple[str, ...]:
+    """Names of the arrays a file of a ``circuit`` program holds, in the schema's order.
+
+    The stages' phase arrays in light order, ``gain``, ``mode_pairs`` and
+    ``columns``; for a calibrated program also ``cal_<group>`` for each of
+    the circuit's heater groups (:func:`photocomp.hardware.chip.heater_groups`),
+    ``cal_gain`` and ``drives_mw``.
+    """
+    names = [a for stage in circuit_stages(circuit) for a in _STAGE_ARRAYS[stage]] + ["gain", *_INT_ARRAYS]
+    if calibrated:
+        names += [f"cal_{g}" for g in heater_groups(circuit)] + ["cal_gain", "drives_mw"]
+    return tuple(names)
 
 
 # ---- small helpers -------------------------------------------------------------------------------------
@@ -316,16 +363,20 @@ def _check_load_path(path) -> str:
 # ---- value checks shared by reading and writing -------------------------------------------------------
 
 
-def _expected_shapes(n_tiles: int, k: int, calibrated: bool) -> dict:
-    """``{array: shape}`` of a program's arrays, with the closed-form MZI count."""
+def _expected_shapes(n_tiles: int, k: int, calibrated: bool, circuit: str = "svd") -> dict:
+    """``{array: shape}`` of a ``circuit`` program's arrays, with the closed-form MZI count."""
     m = k * (k - 1) // 2
-    shapes = {"v_theta": (n_tiles, m), "v_phi": (n_tiles, m), "v_out_phase": (n_tiles, k), "sigma": (n_tiles, k),
-              "u_theta": (n_tiles, m), "u_phi": (n_tiles, m), "u_out_phase": (n_tiles, k), "gain": (n_tiles,),
-              "mode_pairs": (m,), "columns": (m,)}
-    if calibrated:
-        for g in _SETTINGS_FIELDS:
-            shapes[f"cal_{g}"] = shapes["gain"] if g == "gain" else (n_tiles, m if g in ("v_int", "v_ext", "u_int", "u_ext") else k)
-        shapes["drives_mw"] = (n_tiles, 4 * m + 3 * k)
+    per_mzi = {"v_theta", "v_phi", "u_theta", "u_phi", *(f"cal_{g}" for g in _MZI_GROUPS)}
+    shapes = {}
+    for name in circuit_arrays(circuit, calibrated):
+        if name in _INT_ARRAYS:
+            shapes[name] = (m,)
+        elif name in ("gain", "cal_gain"):
+            shapes[name] = (n_tiles,)
+        elif name == "drives_mw":
+            shapes[name] = (n_tiles, sum(m if g in _MZI_GROUPS else k for g in heater_groups(circuit)))
+        else:  # phases per MZI, or per mode (output screens, attenuators, their heaters)
+            shapes[name] = (n_tiles, m if name in per_mzi else k)
     return shapes
 
 
@@ -361,7 +412,7 @@ def check_program_arrays(arrays: dict, target: Target) -> None:
         elif name == "gain":
             out = a < 0
             if out.any():
-                bad(name, a, out, ">= 0 (the tile's largest singular value)")
+                bad(name, a, out, ">= 0 (a tile's electronic gain)")
         elif name == "drives_mw":
             cap = target.drive_limit_p_pi * target.heater_p_pi_mw
             out = (a < 0) | (a > cap * (1 + 1e-12))
@@ -415,34 +466,42 @@ def save_program(program, path) -> str:
     path = _check_save_path(path)
     q = quote_path(path)
     pm: PhaseMap = program.phase_map
-    lay = pm.v.layout
     target = program.target
     if program.detection not in DETECTIONS:
         raise InvalidInputError(f"cannot save to path {q}: detection must be one of {DETECTIONS}; "
                                 f"got {_short(program.detection)}")
-    if pm.u.layout != lay or lay.kind != target.mesh or lay.n_modes != target.size or pm.grid.tile != target.size:
+    circuit = pm.circuit
+    if (pm.v is None) != (pm.sigma is None):
+        raise InvalidInputError(f"cannot save to path {q}: phase_map.v and phase_map.sigma must both be given (an "
+                                f"svd program) or both be None (a unitary program); got v={type(pm.v).__name__}, "
+                                f"sigma={type(pm.sigma).__name__}")
+    lay = pm.layout
+    if (any(mp.layout != lay for mp in pm.meshes) or lay.kind != target.mesh or lay.n_modes != target.size
+            or pm.grid.tile != target.size):
+        got = ", ".join(f"{name.upper()} {mp.layout.kind}/{mp.layout.n_modes}"
+                        for name, mp in zip((st for st in pm.stages if st != "att"), pm.meshes))
         raise InvalidInputError(
-            f"cannot save to path {q}: both meshes must have the target's layout ({target.mesh}, {target.size} "
-            f"modes) on {target.size}x{target.size} tiles; got V {lay.kind}/{lay.n_modes}, "
-            f"U {pm.u.layout.kind}/{pm.u.layout.n_modes}, tiles of {pm.grid.tile}"
+            f"cannot save to path {q}: every mesh must have the target's layout ({target.mesh}, {target.size} "
+            f"modes) on {target.size}x{target.size} tiles; got {got}, tiles of {pm.grid.tile}"
         )
-    arrays = {
-        "v_theta": pm.v.theta, "v_phi": pm.v.phi, "v_out_phase": pm.v.out_phase,
-        "sigma": pm.sigma,
-        "u_theta": pm.u.theta, "u_phi": pm.u.phi, "u_out_phase": pm.u.out_phase,
-        "gain": pm.gain,
-    }
+    arrays = {"u_theta": pm.u.theta, "u_phi": pm.u.phi, "u_out_phase": pm.u.out_phase, "gain": pm.gain}
+    if circuit == "svd":
+        arrays.update({"v_theta": pm.v.theta, "v_phi": pm.v.phi, "v_out_phase": pm.v.out_phase, "sigma": pm.sigma})
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
     arrays["mode_pairs"] = lay.pair_array
     arrays["columns"] = lay.column_array
     chip_meta = None
     if program.chip is not None:
         s = program.settings
-        for g in _SETTINGS_FIELDS:
+        if program.chip.circuit != circuit or s.circuit != circuit:
+            raise InvalidInputError(f"cannot save to path {q}: the chip and settings must be for the program's "
+                                    f"{circuit} circuit; got a {program.chip.circuit} chip and {s.circuit} settings")
+        for g in heater_groups(circuit) + ("gain",):
             arrays[f"cal_{g}"] = np.asarray(getattr(s, g), dtype=np.float64)
         arrays["drives_mw"] = np.asarray(program.drives(), dtype=np.float64)
         chip_meta = {"seed": int(program.chip.seed), "fingerprint": chip_fingerprint(program.chip)}
-    shapes = _expected_shapes(pm.grid.n_tiles, pm.grid.tile, program.chip is not None)
+    shapes = _expected_shapes(pm.grid.n_tiles, pm.grid.tile, program.chip is not None, circuit)
+    arrays = {name: arrays[name] for name in shapes}  # the schema's order
     for name, a in arrays.items():
         if a.shape != shapes[name]:
             raise InvalidInputError(f"cannot save to path {q}: array {name!r} must have shape {shapes[name]}; "
@@ -465,6 +524,7 @@ def save_program(program, path) -> str:
         "detection": program.detection,
         "report": program.report.to_dict(),
         "chip": chip_meta,
+        "circuit": circuit,
     }
     return atomic_write_npz(path, arrays, meta)
 
@@ -477,7 +537,7 @@ class ProgramFile:
     """What a phase-map file holds: the parts of a program, verified.
 
     ``chip`` and ``settings`` are set for a calibrated program (the chip
-    re-sampled from its target and seed and checked against its fingerprint).
+    re-sampled from its target, seed and circuit and checked against its fingerprint).
     """
 
     target: Target
@@ -613,8 +673,9 @@ class _Reader:
             self.fail(f"the file uses MZI convention {_short(meta.get('convention'))}; "
                       f"expected {convention.CONVENTION_TAG!r}")
         keys = set(meta)
-        required = (_META_KEYS | {"meta_sha256"}) if version >= 2 else (_META_KEYS - _V1_OPTIONAL)
-        allowed = _META_KEYS | ({"meta_sha256"} if version >= 2 else set())
+        fields = _META_KEYS if version >= 3 else _META_KEYS - _NEW_IN_V3
+        required = (fields | {"meta_sha256"}) if version >= 2 else (fields - _V1_OPTIONAL)
+        allowed = fields | ({"meta_sha256"} if version >= 2 else set())
         if keys - allowed:
             self.fail(f"the metadata has unknown fields {_short(sorted(keys - allowed))}; schema version {version} "
                       f"has {sorted(allowed)}")
@@ -625,9 +686,18 @@ class _Reader:
             if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
                 self.field("meta_sha256", "64 lowercase hex digits", digest)
             if meta_digest(meta) != digest:
-                self.fail("the metadata fails its SHA-256 check (meta_sha256): the target, grid, mesh, "
+                self.fail("the metadata fails its SHA-256 check (meta_sha256): the target, grid, mesh, circuit, "
                           "detection, pipeline, chip, array records or report were modified")
         return version
+
+    def circuit(self, meta: dict, version: int) -> str:
+        """The program's circuit: the ``circuit`` field (schema version 3), ``"svd"`` before."""
+        if version < 3:
+            return "svd"
+        circuit = meta["circuit"]
+        if not isinstance(circuit, str) or circuit not in CIRCUITS:
+            self.field("circuit", f"one of {CIRCUITS}", circuit)
+        return circuit
 
     def target(self, record, version: int) -> Target:
         if not isinstance(record, dict):
@@ -709,12 +779,12 @@ class _Reader:
             self.field("chip.fingerprint", "64 lowercase hex digits", fp)
         return record
 
-    def array_records(self, record, expected: dict) -> dict:
+    def array_records(self, record, expected: dict, circuit: str) -> dict:
         if not isinstance(record, dict):
             self.field("arrays", "an object {array: {shape, dtype, sha256}}", record)
         if set(record) != set(expected):
-            self.fail(f"array records {_short(sorted(record), 300)} differ from the arrays of this program "
-                      f"{sorted(expected)}: tampered or truncated")
+            self.fail(f"array records {_short(sorted(record), 300)} differ from the arrays of this {circuit} "
+                      f"program {sorted(expected)} ({_set_difference(record, expected)}): tampered or truncated")
         for name, r in record.items():
             if not isinstance(r, dict) or set(r) != {"shape", "dtype", "sha256"}:
                 self.field(f"arrays.{name}", "an object with exactly the fields shape, dtype, sha256", r)
@@ -752,6 +822,13 @@ class _Reader:
             if not isinstance(v, str) or len(v) > 64:
                 self.field("photocomp_version", "a version string", v)
         return pipeline, detection, report
+
+
+def _set_difference(got, expected) -> str:
+    """``"missing [...], extra [...]"``: the names ``got`` lacks and has beyond ``expected``."""
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    parts = ([f"missing {missing}"] if missing else []) + ([f"extra {_short(extra, 300)}"] if extra else [])
+    return ", ".join(parts)
 
 
 class _DuplicateKey(Exception):
@@ -836,12 +913,14 @@ def _read(r: _Reader, zf: zipfile.ZipFile, file_size: int) -> ProgramFile:
     target = r.target(meta["target"], version)
     grid = r.grid(meta["grid"])
     kind, k = r.mesh(meta["mesh"], target, grid)
+    circuit = r.circuit(meta, version)
     pipeline, detection, report = r.other_fields(meta, version)
     chip_meta = r.chip(meta.get("chip"))
-    shapes = _expected_shapes(grid.n_tiles, k, chip_meta is not None)
-    records = r.array_records(meta["arrays"], shapes)
+    shapes = _expected_shapes(grid.n_tiles, k, chip_meta is not None, circuit)
+    records = r.array_records(meta["arrays"], shapes, circuit)
     if set(members) != set(shapes):
-        r.fail(f"array set {sorted(members)} differs from its record {sorted(records)}: tampered or truncated")
+        r.fail(f"array set {sorted(members)} differs from its record {sorted(records)} ("
+               f"{_set_difference(members, shapes)} for a {circuit} program): tampered or truncated")
     # every declared size against the shape the metadata implies, before any array is read
     for name, info in members.items():
         nbytes = math.prod(shapes[name]) * (4 if name in _INT_ARRAYS else 8)
@@ -863,20 +942,21 @@ def _read(r: _Reader, zf: zipfile.ZipFile, file_size: int) -> ProgramFile:
     lay = mesh_layout(kind, k)
     if not np.array_equal(arrays["mode_pairs"], lay.pair_array) or not np.array_equal(arrays["columns"], lay.column_array):
         r.fail(f"mode pairs/columns disagree with the {lay.kind} layout of {lay.n_modes} modes")
-    pm = PhaseMap(
-        grid=grid,
-        v=MeshPhases(lay, arrays["v_theta"], arrays["v_phi"], arrays["v_out_phase"]),
-        sigma=arrays["sigma"],
-        u=MeshPhases(lay, arrays["u_theta"], arrays["u_phi"], arrays["u_out_phase"]),
-        gain=arrays["gain"],
-    )
+    u = MeshPhases(lay, arrays["u_theta"], arrays["u_phi"], arrays["u_out_phase"])
+    if circuit == "unitary":
+        pm = PhaseMap.unitary(grid, u, arrays["gain"])
+    else:
+        v = MeshPhases(lay, arrays["v_theta"], arrays["v_phi"], arrays["v_out_phase"])
+        pm = PhaseMap(grid=grid, v=v, sigma=arrays["sigma"], u=u, gain=arrays["gain"])
     if chip_meta is None:
         return ProgramFile(target, pm, report, pipeline, detection)
     try:
-        chip = fabricate(target, chip_meta["seed"])
+        chip = fabricate(target, chip_meta["seed"], circuit=circuit)
     except (PhotocompError, TypeError, ValueError) as exc:
         r.fail(f"invalid chip record: {_cut(str(exc), 200)}")
     if chip_fingerprint(chip) != chip_meta["fingerprint"]:
-        r.fail(f"the chip (seed {chip_meta['seed']}) re-samples differently from the one it was calibrated on")
-    settings = Settings(grid, lay, **{g: arrays[f"cal_{g}"] for g in _SETTINGS_FIELDS})
+        r.fail(f"the chip (seed {chip_meta['seed']}) re-samples differently from the one it was calibrated on "
+               f"(a chip of the {circuit} circuit)")
+    cal = {g: arrays[f"cal_{g}"] for g in heater_groups(circuit) + ("gain",)}
+    settings = Settings(grid, lay, **cal) if circuit == "svd" else Settings.unitary(grid, lay, **cal)
     return ProgramFile(target, pm, report, pipeline, detection, chip=chip, settings=settings)
