@@ -905,8 +905,10 @@ def test_program_checks_its_parts():
         pc.Program(t, pm, {}, "hand")
     with pytest.raises(InvalidTypeError, match="pipeline must be a str"):
         pc.Program(t, pm, _REPORT, None)
-    with pytest.raises(MismatchError, match=r"phase_map must be tiled 5x5 for target 'clements-5'; got tiles of 4"):
-        pc.Program(pc.get_target("clements-5"), pm, _REPORT, "hand")
+    with pytest.raises(MismatchError, match=r"phase_map tiles must have 2 to 3 modes for target 'clements-3'; got tiles of 4"):
+        pc.Program(pc.get_target("clements-3"), pm, _REPORT, "hand")
+    with pytest.raises(InvalidInputError, match=r"phase_map.v and phase_map.sigma must both be given .* got v=MeshPhases, sigma=NoneType"):
+        pc.Program(t, pm.replace(sigma=None), _REPORT, "hand")
     with pytest.raises(MismatchError, match=r"phase_map.v must have target 'reck-4''s layout"):
         pc.Program(pc.get_target("reck-4"), pm, _REPORT, "hand")
     with pytest.raises(InvalidInputError, match=r"phase_map.gain must have shape \(1,\)"):
