@@ -9,7 +9,13 @@ import numpy as np
 from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import PipelineError
-from photocomp.core.metrics import UNITARY_TOL, unitary_deviation
+from photocomp.core.metrics import (
+    UNITARY_TOL,
+    needs_scaling,
+    power_of_two_exponent,
+    scale_by_power_of_two,
+    unitary_deviation,
+)
 from photocomp.core.validate import check_real
 
 
@@ -63,8 +69,8 @@ class Unitary(Pass):
             raise PipelineError(
                 f"pass 'unitary' needs square tiles: tile {t} holds {rows[t]}x{cols[t]} entries of the "
                 f"{grid.out_dim}x{grid.in_dim} matrix on {grid.tile}x{grid.tile} tiles; use 'svd'")
-        # the padding of a tile of r x r entries: gain on the diagonal beyond r, computed from the valid part
-        gain, _ = unitary_deviation_valid(blocks, rows)
+        # the padding of a tile of r x r entries: gain on the diagonal beyond r, from the valid part's norm
+        gain = valid_scale(blocks, rows)
         k = grid.tile
         i = np.arange(k)
         pad = i[None, :] >= rows[:, None]
@@ -86,11 +92,15 @@ class Unitary(Pass):
         }
 
 
-def unitary_deviation_valid(blocks: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`unitary_deviation` of every tile's leading ``rows[t] x rows[t]`` block (grouped by size)."""
-    gain = np.zeros(len(blocks))
-    dev = np.zeros(len(blocks))
-    for r in np.unique(rows):
-        idx = np.flatnonzero(rows == r)
-        gain[idx], dev[idx] = unitary_deviation(blocks[idx, :r, :r])
-    return gain, dev
+def valid_scale(blocks: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per tile ``||A||_F / sqrt(r)`` of its leading ``r x r`` block (``r = rows[t]``): the scale of a scaled unitary.
+
+    The padding beyond ``r`` is zero, so the whole tile's norm is the valid block's; computed by
+    :func:`photocomp.core.metrics.unitary_deviation`'s rule (scaled by a power of two, free of overflow).
+    """
+    b = np.asarray(blocks)
+    e = power_of_two_exponent(b) if needs_scaling(b) else 0
+    s = scale_by_power_of_two(b, -e) if e else b
+    g = np.sqrt(np.sum(np.abs(s) ** 2, axis=(-2, -1)) / np.maximum(rows, 1))
+    with np.errstate(over="ignore", under="ignore"):
+        return np.ldexp(g, e)
