@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import jax.numpy as jnp
@@ -11,7 +10,7 @@ from jax import lax
 
 from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
-from photocomp.sim.devices import run_tiles
+from photocomp.sim.devices import one_blas_thread, run_tiles
 
 
 def tile_exponents(blocks: np.ndarray) -> np.ndarray:
@@ -51,21 +50,6 @@ def _svd_chunk(x):
     return u, s_norm, vh, gain, err
 
 
-def _one_blas_thread():
-    """Single-threaded BLAS/LAPACK while the tiles are factored, when ``threadpoolctl`` is installed.
-
-    Tiles are small (K x K): a multi-threaded LAPACK call per tile only adds
-    synchronisation, which on a loaded machine costs far more than the
-    factorisation itself; the tiles run in parallel across devices instead.
-    """
-    try:
-        import scipy.linalg.cython_lapack  # noqa: F401  (the LAPACK JAX calls on CPU; load it to limit it)
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 @dataclasses.dataclass(frozen=True)
 class SVD(Pass):
     """Singular value decomposition of every tile (transform pass).
@@ -95,7 +79,7 @@ class SVD(Pass):
         if e.any():
             x = _scale_tiles(x, -e)
         chunk = min(16, 1 << (len(blocks) - 1).bit_length())
-        with _one_blas_thread():
+        with one_blas_thread():
             u, s_norm, vh, gain, err = run_tiles(_svd_chunk, [x], chunk=chunk)
         if e.any():
             with np.errstate(over="ignore", under="ignore"):

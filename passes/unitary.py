@@ -17,6 +17,7 @@ from photocomp.core.metrics import (
     unitary_deviation,
 )
 from photocomp.core.validate import check_real
+from photocomp.sim.devices import one_blas_thread
 
 
 def valid_extent(grid) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +76,8 @@ class Unitary(Pass):
         i = np.arange(k)
         pad = i[None, :] >= rows[:, None]
         blocks[:, i, i] = np.where(pad, gain[:, None], blocks[:, i, i])
-        _, dev = unitary_deviation(blocks)
+        with one_blas_thread():
+            _, dev = unitary_deviation(blocks)
         worst = int(np.argmax(dev)) if dev.size else 0
         if dev.size and dev[worst] > self.tol:
             raise PipelineError(

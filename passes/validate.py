@@ -10,6 +10,7 @@ from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.metrics import needs_scaling, np_norm, power_of_two_exponent, scale_by_power_of_two
 from photocomp.core.validate import as_matrix
+from photocomp.sim.devices import one_blas_thread
 
 RANK_MAX_SIDE = 512
 """Largest smaller side of a matrix whose numerical rank ``validate`` records."""
@@ -37,7 +38,8 @@ class Validate(Pass):
         s = None
         if min(w.shape) <= RANK_MAX_SIDE:  # the rank is the same for w times a power of two, exactly near 1
             ws = scale_by_power_of_two(w, -power_of_two_exponent(w)) if needs_scaling(w) else w
-            s = np.linalg.svd(ws, compute_uv=False)
+            with one_blas_thread():
+                s = np.linalg.svd(ws, compute_uv=False)
         metrics = {
             "shape": f"{w.shape[0]}x{w.shape[1]}",
             "norm": np_norm(w),

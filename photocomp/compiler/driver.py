@@ -69,6 +69,7 @@ from photocomp.core.metrics import (
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import get_target
 from photocomp.core.validate import as_matrix, matrix_view
+from photocomp.sim.devices import one_blas_thread
 
 __all__ = ["compile", "memory_plan"]
 
@@ -319,7 +320,8 @@ def _fits_unitary(w: np.ndarray, k: int) -> bool:
     mean = norms.mean()
     if mean == 0 or np.max(np.abs(norms / mean - 1.0)) > 2 * UNITARY_TOL:
         return False
-    return bool(unitary_deviation(w)[1] <= UNITARY_TOL)
+    with one_blas_thread():
+        return bool(unitary_deviation(w)[1] <= UNITARY_TOL)
 
 
 def _tiling(pipe: Pipeline, target):

@@ -9,13 +9,14 @@ the shards it holds and the outputs are gathered on every process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
 import numpy as np
 from jax import lax
 
-__all__ = ["run_tiles", "tile_chunk", "pad_tiles", "bucket", "device_tuple", "tile_mesh", "spread", "gather",
+__all__ = ["run_tiles", "one_blas_thread", "tile_chunk", "pad_tiles", "bucket", "device_tuple", "tile_mesh", "spread", "gather",
            "shard_map"]
 
 
@@ -132,3 +133,19 @@ def bucket(b: int, quantum: int) -> int:
     """Padded batch size: powers of two up to 256, then multiples of 256, and a multiple of ``quantum``."""
     size = 1 << (b - 1).bit_length() if b <= 256 else -(-b // 256) * 256
     return -(-size // quantum) * quantum
+
+
+def one_blas_thread():
+    """Single-threaded BLAS/LAPACK for small factorisations, when ``threadpoolctl`` is installed.
+
+    Tiles are small (K x K), and so are the matrices checked whole (at most
+    512 x 512): a multi-threaded LAPACK call only adds synchronisation, which
+    on a loaded machine costs far more than the factorisation itself; the
+    tiles run in parallel across devices instead.
+    """
+    try:
+        import scipy.linalg.cython_lapack  # noqa: F401  (the LAPACK JAX calls on CPU; load it to limit it)
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
