@@ -396,9 +396,17 @@ def _compile(args) -> int:
     _write("-o/--output", out, lambda: prog.save(out))
     if not args.quiet:
         print(prog)
+        print(f"circuit: {_circuit(prog.circuit)}")
         print(prog.report.table())
     print(f"wrote {_show(out)}")
     return 0
+
+
+def _circuit(circuit: str) -> str:
+    """A program circuit in words."""
+    if circuit == "unitary":
+        return "unitary (one mesh per tile; no V mesh, no attenuators)"
+    return f"{circuit} (V mesh, attenuator column, U mesh per tile)"
 
 
 def _phase_stats(mp) -> str:
@@ -430,15 +438,23 @@ def _inspect(args) -> int:
         ("target", f"{prog.target.name} ({prog.target.mesh}, {prog.target.size} modes, {prog.target.dac_bits}-bit DAC)"),
         ("matrix", f"{prog.shape[0]}x{prog.shape[1]}"),
         ("tiles", f"{pm.n_tiles} ({pm.grid.rows}x{pm.grid.cols} of {pm.grid.tile}x{pm.grid.tile})"),
-        ("MZIs", f"{prog.n_mzi} ({pm.v.layout.n_mzi} per mesh, 2 meshes + {pm.grid.tile} attenuators per tile)"),
+        ("circuit", _circuit(prog.circuit)),
+    ]
+    if pm.v is None:
+        rows.append(("MZIs", f"{prog.n_mzi} ({pm.layout.n_mzi} per tile: one mesh, no attenuators)"))
+    else:
+        rows.append(("MZIs", f"{prog.n_mzi} ({pm.layout.n_mzi} per mesh, 2 meshes + {pm.grid.tile} attenuators per tile)"))
+    rows += [
         ("optical depth", f"{prog.depth} columns"),
         ("detection", prog.detection),
         ("pipeline", prog.pipeline),
-        ("V mesh phases", _phase_stats(pm.v)),
-        ("U mesh phases", _phase_stats(pm.u)),
-        ("attenuators", f"sigma [{np.min(pm.sigma):.4f}, {np.max(pm.sigma):.4f}] rad"),
-        ("gains", f"[{np.min(pm.gain):.4g}, {np.max(pm.gain):.4g}]"),
     ]
+    if pm.v is not None:
+        rows.append(("V mesh phases", _phase_stats(pm.v)))
+    rows.append(("U mesh phases", _phase_stats(pm.u)))
+    if pm.sigma is not None:
+        rows.append(("attenuators", f"sigma [{np.min(pm.sigma):.4f}, {np.max(pm.sigma):.4f}] rad"))
+    rows.append(("gains", f"[{np.min(pm.gain):.4g}, {np.max(pm.gain):.4g}]"))
     if prog.calibrated:
         rows.append(("calibrated for", f"chip seed {prog.chip.seed} ({prog.chip.n_heaters} heaters)"))
         power = prog.drives()
@@ -472,7 +488,7 @@ def _calibrate(args) -> int:
     if prog.calibrated:
         raise _Fail(f"file must hold an uncalibrated program; {_quote(args.file)} is calibrated for chip seed "
                     f"{prog.chip.seed}")
-    chip = pc.fabricate(prog.target, seed=args.chip_seed)
+    chip = pc.fabricate(prog.target, seed=args.chip_seed, circuit=prog.circuit)
     t0 = time.perf_counter()
     cal = pc.calibrate(prog, chip, method=args.method, steps=args.steps, progress=_progress(args), shots=args.shots,
                        seed=args.seed, dac_bits=args.dac_bits, twin_configs=args.twin_configs,
@@ -480,7 +496,7 @@ def _calibrate(args) -> int:
     wall = time.perf_counter() - t0
     _write("-o/--output", out, lambda: cal.save(out))
     s = cal.report.summary
-    print(f"chip: {prog.target.name} seed {args.chip_seed}  method: {args.method}")
+    print(f"chip: {prog.target.name} seed {args.chip_seed} ({prog.circuit} circuit)  method: {args.method}")
     print(f"matrix error before: {s['error_before']:.4e}")
     print(f"matrix error after:  {s['error_after']:.4e}")
     if "error_after_measured" in s:
@@ -507,7 +523,7 @@ def _drift(args) -> int:
     cal = _load(args)
     if not cal.calibrated:
         raise _Fail(f"file must hold a calibrated program (photocomp calibrate); {_quote(args.file)} is uncalibrated")
-    chip = cal.chip if args.chip_seed is None else pc.fabricate(cal.target, seed=args.chip_seed)
+    chip = cal.chip if args.chip_seed is None else pc.fabricate(cal.target, seed=args.chip_seed, circuit=cal.circuit)
     proc = pc.drift.ThermalProcess(ambient_k_per_hour=args.ambient_k_per_hour, gradient_k=args.gradient_k)
     names = args.compensator or ["all"]
     comps = "all" if "all" in names else list(dict.fromkeys(names))

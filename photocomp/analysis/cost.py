@@ -4,15 +4,20 @@
 of numbers computed from the program, its target and (for a calibrated
 program) its chip. Definitions, all per the target's nominal parameters:
 
-Hardware. The chip is one K x K core (V mesh, attenuator column, U mesh,
-each mesh followed by its output phase screen); a program's tiles are
-settings of that core used one after another (time multiplexing).
+Hardware. The chip is one K x K core built for the program's circuit
+(:data:`photocomp.core.ir.CIRCUITS`): ``svd``, a V mesh, an attenuator column
+and a U mesh; ``unitary``, one mesh; each mesh followed by its output phase
+screen. A program's tiles are settings of that core used one after another
+(time multiplexing).
 
-* ``mzis`` = 2 K(K-1)/2 + K MZIs in the core; ``phase_shifters`` = heaters in
-  the core: an internal and an external one per mesh MZI, one per attenuator,
-  K output shifters per mesh, i.e. 4 K(K-1)/2 + 3 K. ``mzi_settings`` and
-  ``phase_settings`` multiply these by the tile count.
-* ``depth``: MZI columns light crosses (V mesh + attenuators + U mesh).
+* ``mzis``: MZIs in the core, 2 K(K-1)/2 + K (``svd``) or K(K-1)/2
+  (``unitary``); ``phase_shifters`` = heaters in the core: an internal and
+  an external one per mesh MZI, one per attenuator, K output shifters per
+  mesh, i.e. 4 K(K-1)/2 + 3 K (``svd``) or 2 K(K-1)/2 + K (``unitary``), the
+  heaters of the chip :func:`photocomp.fabricate` builds for the circuit.
+  ``mzi_settings`` and ``phase_settings`` multiply these by the tile count.
+* ``depth``: MZI columns light crosses (V mesh + attenuators + U mesh, or
+  the one mesh).
 
 Insertion loss (dB). The worst (highest-loss) path from an input to an
 output of the circuit graph (:mod:`photocomp.core.graph`), counting for every
@@ -31,8 +36,9 @@ tile is held for the same time) and its largest value
 (:meth:`~photocomp.compiler.program.Program.drives`: its chip's offsets, efficiencies
 and crosstalk pre-compensation). An uncalibrated program uses the ideal
 physical settings (:func:`photocomp.hardware.chipsim.settings_from_program`) on a
-*nominal* chip: no phase offsets, unit heater efficiency, the target's
-layout-derived crosstalk pre-compensated by :func:`photocomp.hardware.chipsim.drive_map`.
+*nominal* chip of the program's circuit: no phase offsets, unit heater
+efficiency, the target's layout-derived crosstalk pre-compensated by
+:func:`photocomp.hardware.chipsim.drive_map`.
 ``power_source`` says which. (On a fabricated chip with unknown offsets
 uniform on [0, 2 pi) the expected power of any setting is one ``P_pi`` per
 heater.)
@@ -88,7 +94,7 @@ from photocomp.calibration.engine import error
 from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.validate import check_int, check_real
-from photocomp.hardware.chip import fabricate
+from photocomp.hardware.chip import fabricate, heater_slices
 from photocomp.hardware.chipsim import drive_map, flatten_heaters, settings_from_program
 
 __all__ = ["Cost", "cost", "worst_path", "heater_powers", "GROUP_INDEX", "SPEED_OF_LIGHT_M_S"]
@@ -108,12 +114,13 @@ class Cost:
 
     Attributes:
       target: target name.
+      circuit: the program's circuit, ``"svd"`` or ``"unitary"``.
       shape: (M, N) of the program's matrix.
       n_tiles: tiles (settings of the core used in turn).
       batch: input vectors streamed per tile setting.
       clock_ghz: target clock (GHz).
       mzis_per_mesh: K(K-1)/2.
-      mzis: MZIs in the core (two meshes and the attenuator column).
+      mzis: MZIs in the core (two meshes and the attenuator column, or the one mesh of a unitary program).
       phase_shifters: heaters in the core.
       mzi_settings: MZI settings over all tiles (``mzis * n_tiles``).
       phase_settings: heater settings over all tiles (``phase_shifters * n_tiles``).
@@ -146,6 +153,7 @@ class Cost:
     """
 
     target: str
+    circuit: str
     shape: tuple
     n_tiles: int
     batch: int
@@ -192,10 +200,9 @@ class Cost:
         """Plain-text table, grouped, with units."""
         m, n = self.shape
         rows = [
-            ("program", f"{m}x{n} on {self.target}, {self.n_tiles} tile(s), batch {self.batch}"),
+            ("program", f"{m}x{n} on {self.target}, {self.circuit} circuit, {self.n_tiles} tile(s), batch {self.batch}"),
             ("", ""),
-            ("MZIs", f"{self.mzis} in the core ({self.mzis_per_mesh} per mesh + {self.mzis - 2 * self.mzis_per_mesh} attenuators); "
-                     f"{self.mzi_settings} settings over all tiles"),
+            ("MZIs", f"{self.mzis} in the core ({self._core()}); {self.mzi_settings} settings over all tiles"),
             ("phase shifters", f"{self.phase_shifters} in the core; {self.phase_settings} settings over all tiles"),
             ("optical depth", f"{self.depth} MZI columns"),
             ("insertion loss", f"{self.insertion_loss_db:.2f} dB worst path "
@@ -221,6 +228,12 @@ class Cost:
 
     def __str__(self) -> str:
         return self.table()
+
+    def _core(self) -> str:
+        """What the core's MZIs are, in words."""
+        if self.circuit == "unitary":
+            return f"one mesh of {self.mzis_per_mesh}, no attenuators"
+        return f"{self.mzis_per_mesh} per mesh + {self.mzis - 2 * self.mzis_per_mesh} attenuators"
 
 
 def _si(value: float, unit: str) -> str:
@@ -265,9 +278,10 @@ def worst_path(graph, target) -> tuple[float, int, int]:
             int(sum(e["shifters"] for e in edges)))
 
 
-def _nominal_chip(target):
-    """The target's chip without fabrication errors: no offsets, unit efficiency, nominal losses, layout crosstalk."""
-    chip = fabricate(target, 0)
+def _nominal_chip(target, circuit: str = "svd"):
+    """The target's ``circuit`` chip without fabrication errors: no offsets, unit efficiency, nominal losses,
+    layout crosstalk."""
+    chip = fabricate(target, 0, circuit=circuit)
     zeros = {k: np.zeros_like(np.asarray(v)) for k, v in chip.coupler_in.items()}
     loss = {k: np.full_like(np.asarray(v), target.mzi_loss_db) for k, v in chip.loss_db.items()}
     return dataclasses.replace(chip, coupler_in=zeros, coupler_out=dict(zeros), loss_db=loss,
@@ -281,7 +295,7 @@ def heater_powers(prog) -> tuple[np.ndarray, str]:
         return np.asarray(prog.drives()), f"drive map of chip seed {prog.chip.seed}"
     with jax.enable_x64(True):
         flat = np.asarray(flatten_heaters(settings_from_program(prog.phase_map)), dtype=np.float64)
-        power = drive_map(_nominal_chip(prog.target), flat)
+        power = drive_map(_nominal_chip(prog.target, prog.circuit), flat)
     return np.asarray(power), "ideal settings on a nominal chip"
 
 
@@ -315,9 +329,12 @@ def cost(prog, *, batch: int = 1, group_index: float = GROUP_INDEX) -> Cost:
 
     Example:
       >>> import numpy as np, photocomp as pc
-      >>> c = pc.cost(pc.compile(np.eye(4), target="clements-4"))
-      >>> c.mzis, c.depth
-      (16, 9)
+      >>> c = pc.cost(pc.compile(np.diag([1.0, 2.0, 3.0, 4.0]), target="clements-4"))
+      >>> c.circuit, c.mzis, c.depth
+      ('svd', 16, 9)
+      >>> c = pc.cost(pc.compile(np.eye(4), target="clements-4"))  # a unitary: one mesh
+      >>> c.circuit, c.mzis, c.depth
+      ('unitary', 6, 4)
     """
     if not isinstance(prog, Program):
         raise InvalidTypeError(f"prog must be a photocomp.Program (from photocomp.compile or load); got {type(prog).__name__}")
@@ -327,11 +344,11 @@ def cost(prog, *, batch: int = 1, group_index: float = GROUP_INDEX) -> Cost:
     t = prog.target
     pm = prog.phase_map
     k = pm.grid.tile
-    n_mzi = pm.v.layout.n_mzi
+    n_mzi = pm.layout.n_mzi
     tiles = pm.n_tiles
     m_out, n_in = prog.shape
-    mzis = 2 * n_mzi + k
-    shifters = 4 * n_mzi + 3 * k
+    mzis = pm.n_mzi_per_tile
+    shifters = sum(g.stop - g.start for g in heater_slices(t, prog.circuit).values())
 
     graph = prog.graph(0)
     loss, path_mzis, path_ps = worst_path(graph, t)
@@ -358,6 +375,7 @@ def cost(prog, *, batch: int = 1, group_index: float = GROUP_INDEX) -> Cost:
     mean_power = float(per_tile.mean())
     return Cost(
         target=t.name,
+        circuit=prog.circuit,
         shape=(m_out, n_in),
         n_tiles=tiles,
         batch=batch,

@@ -14,6 +14,10 @@ Kinds of figure (``what``), each a :class:`PlotKind` in one registry:
   (:func:`photocomp.calibration.calibrate.error`), and reachability maps
   (:func:`photocomp.calibration.calibrate.reachability`): how many tiles need a
   splitting each MZI cannot reach, with the implied error floor.
+
+A unitary program (``prog.circuit == "unitary"``: one mesh per tile, stored
+as U) has no V mesh and no attenuators: its figures leave those panels out
+and their titles say so.
 * ``"drift"`` – a thermal drift study (:func:`photocomp.drift.study`, or the
   CSV file ``photocomp drift -o`` / :meth:`~photocomp.drift.DriftStudy.to_csv`
   writes): the matrix error against time for every compensator (median and
@@ -162,32 +166,36 @@ def _draw_phases(fig, source, tile=None):
     pm = prog.phase_map
     tile = _check_tile(tile, pm.n_tiles)
     tiles = [tile] if tile is not None else list(range(min(pm.n_tiles, MAX_TILES)))
-    lay = pm.v.layout
-    grid = fig.add_gridspec(len(tiles) + 1, 4)
+    lay = pm.layout
+    svd = pm.circuit == "svd"
+    meshes = (("V", pm.v), ("U", pm.u)) if svd else (("U", pm.u),)
+    grid = fig.add_gridspec(len(tiles) + 1, 2 * len(meshes))
     half_pi, two_pi = np.pi / 2, 2 * np.pi
     for row, t in enumerate(tiles):
-        panels = [
-            ("V theta", pm.v.theta[t], _THETA_CMAP, half_pi),
-            ("V phi", pm.v.phi[t], _PHASE_CMAP, two_pi),
-            ("U theta", pm.u.theta[t], _THETA_CMAP, half_pi),
-            ("U phi", pm.u.phi[t], _PHASE_CMAP, two_pi),
-        ]
+        panels = []
+        for stage, mp in meshes:
+            panels += [(f"{stage} theta", mp.theta[t], _THETA_CMAP, half_pi), (f"{stage} phi", mp.phi[t], _PHASE_CMAP, two_pi)]
         for col, (name, values, cmap, vmax) in enumerate(panels):
             ax = fig.add_subplot(grid[row, col])
             _image(fig, ax, _mesh_grid(lay, values), cmap=cmap, vmin=0.0, vmax=vmax,
                    title=f"tile {t}: {name}", xlabel="column", ylabel="upper mode", colorbar=row == 0)
-    ax = fig.add_subplot(grid[-1, :2])
-    _image(fig, ax, np.asarray(pm.sigma), cmap=_THETA_CMAP, vmin=0.0, vmax=half_pi,
-           title="attenuators sigma (amplitude cos sigma)", xlabel="mode", ylabel="tile")
-    ax = fig.add_subplot(grid[-1, 2:])
+    if svd:
+        ax = fig.add_subplot(grid[-1, :2])
+        _image(fig, ax, np.asarray(pm.sigma), cmap=_THETA_CMAP, vmin=0.0, vmax=half_pi,
+               title="attenuators sigma (amplitude cos sigma)", xlabel="mode", ylabel="tile")
+        ax = fig.add_subplot(grid[-1, 2:])
+    else:
+        ax = fig.add_subplot(grid[-1, :])
     ax.bar(np.arange(pm.n_tiles), np.asarray(pm.gain), color="0.4")
     _integer_ticks(ax)
     ax.set_title("electronic gain per tile", fontsize=9)
     ax.set_xlabel("tile", fontsize=8)
-    ax.set_ylabel("gain (tile's largest singular value)", fontsize=8)
+    ax.set_ylabel("gain (tile's largest singular value)" if svd else "gain (scale of the tile's unitary)", fontsize=8)
     ax.tick_params(labelsize=7)
     shown = "all tiles" if len(tiles) == pm.n_tiles else f"tiles {tiles} of {pm.n_tiles}"
-    fig.suptitle(f"{prog.target.name}: phase map of a {prog.shape[0]}x{prog.shape[1]} program ({shown})", fontsize=10)
+    circuit = "" if svd else "\nunitary circuit: one mesh (U) per tile, no V mesh or attenuators"
+    fig.suptitle(f"{prog.target.name}: phase map of a {prog.shape[0]}x{prog.shape[1]} program ({shown}){circuit}",
+                 fontsize=10)
 
 
 # ---- mesh ---------------------------------------------------------------------------
@@ -214,12 +222,14 @@ def _draw_mesh(fig, source, tile=None):
     ax.add_collection(bars)
     size = max(4.0, 400.0 / max(k, 1))
     att = [(d["x"], d["mode"], d["sigma"]) for _, d in g.nodes(data=True) if d["kind"] == "attenuator"]
-    ax.scatter([a[0] for a in att], [a[1] for a in att], c=[a[2] for a in att], cmap=_THETA_CMAP, norm=theta_norm,
-               marker="s", s=size, edgecolors="k", linewidths=0.3, zorder=3)
+    if att:
+        ax.scatter([a[0] for a in att], [a[1] for a in att], c=[a[2] for a in att], cmap=_THETA_CMAP,
+                   norm=theta_norm, marker="s", s=size, edgecolors="k", linewidths=0.3, zorder=3)
     ps = [(d["x"], d["mode"], d["phase"]) for _, d in g.nodes(data=True) if d["kind"] == "phase"]
     sc = ax.scatter([p[0] for p in ps], [p[1] for p in ps], c=[p[2] for p in ps], cmap=_PHASE_CMAP, norm=phase_norm,
                     marker="o", s=size, edgecolors="k", linewidths=0.3, zorder=3)
-    fig.colorbar(bars, ax=ax, fraction=0.03, pad=0.01).set_label("MZI theta, attenuator sigma (rad)", fontsize=8)
+    bar_label = "MZI theta, attenuator sigma (rad)" if att else "MZI theta (rad)"
+    fig.colorbar(bars, ax=ax, fraction=0.03, pad=0.01).set_label(bar_label, fontsize=8)
     fig.colorbar(sc, ax=ax, fraction=0.03, pad=0.04).set_label("output phase (rad)", fontsize=8)
     xs = [d["x"] for _, d in g.nodes(data=True)]
     ax.set_xlim(min(xs) - 1.0, max(xs) + 1.0)
@@ -232,8 +242,10 @@ def _draw_mesh(fig, source, tile=None):
     ax.set_xlabel("position along the chip (MZI columns)", fontsize=8)
     ax.set_ylabel("mode", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.set_title(f"{prog.target.name}: {g.graph['mesh']} circuit of tile {tile} of {prog.n_tiles} "
-                 "(V mesh | attenuators | U mesh)", fontsize=10)
+    stages = ("(V mesh | attenuators | U mesh)" if prog.circuit == "svd"
+              else "\n(unitary circuit: one mesh (U), no V mesh or attenuators)")
+    ax.set_title(f"{prog.target.name}: {g.graph['mesh']} circuit of tile {tile} of {prog.n_tiles} {stages}",
+                 fontsize=10)
 
 
 # ---- calibration --------------------------------------------------------------------
@@ -312,23 +324,28 @@ def _draw_calibration(fig, source, tile=None):
     _error_bars(ax, before, after, reach.floor)
     ax.set_title(f"per-tile error on chip seed {chip.seed}", fontsize=9)
 
-    lay = prog.phase_map.v.layout
+    lay = prog.phase_map.layout
+    svd = prog.circuit == "svd"
     if tile is not None or prog.n_tiles == 1:
         what = f"tile {tile or 0}"
     else:
         what = f"tiles (count of {prog.n_tiles})"
     pick = (lambda m: m[tile].astype(float)) if tile is not None else (lambda m: m.sum(axis=0).astype(float))
     vmax = 1.0 if tile is not None else float(prog.n_tiles)
-    for col, (name, mask) in enumerate((("V mesh", reach.v), ("U mesh", reach.u))):
-        ax = fig.add_subplot(grid[1, col])
-        _image(fig, ax, _mesh_grid(lay, pick(mask)), cmap="Reds", vmin=0.0, vmax=vmax,
+    meshes = (("V mesh", reach.v), ("U mesh", reach.u)) if svd else (("U mesh (the only mesh)", reach.u),)
+    for col, (name, mask) in enumerate(meshes):
+        ax = fig.add_subplot(grid[1, col] if svd else grid[1, :])
+        _image(fig, ax, _mesh_grid(lay, pick(np.asarray(mask))), cmap="Reds", vmin=0.0, vmax=vmax,
                title=f"{name}: unreachable in {what}", xlabel="column", ylabel="upper mode", label="count")
-    ax = fig.add_subplot(grid[1, 2])
-    att = reach.att[tile][None, :] if tile is not None else reach.att
-    _image(fig, ax, att.astype(float), cmap="Reds", vmin=0.0, vmax=1.0,
-           title="attenuators: unreachable", xlabel="mode", ylabel="tile" if tile is None else "", label="unreachable")
+    if svd:
+        ax = fig.add_subplot(grid[1, 2])
+        att = reach.att[tile][None, :] if tile is not None else reach.att
+        _image(fig, ax, att.astype(float), cmap="Reds", vmin=0.0, vmax=1.0,
+               title="attenuators: unreachable", xlabel="mode", ylabel="tile" if tile is None else "",
+               label="unreachable")
+    circuit = "" if svd else "\nunitary circuit: one mesh (U), no V mesh or attenuators"
     fig.suptitle(f"{prog.target.name}: calibration on chip seed {chip.seed}; unreachable MZIs "
-                 f"{reach.count} ({100 * reach.fraction:.2f} %), floor {reach.floor:.2e}", fontsize=10)
+                 f"{reach.count} ({100 * reach.fraction:.2f} %), floor {reach.floor:.2e}{circuit}", fontsize=10)
 
 
 # ---- drift --------------------------------------------------------------------------
@@ -460,7 +477,8 @@ def _load_drift(file):
         raise type(exc)("file" + msg[len("path"):] if msg.startswith("path ") else msg) from None
 
 
-register_plot(PlotKind("phases", _draw_phases, _load_program, "phase maps of the V/U meshes per tile, sigma and gains"))
+register_plot(PlotKind("phases", _draw_phases, _load_program,
+                       "phase maps of the V/U meshes per tile (a unitary program: its one mesh), sigma and gains"))
 register_plot(PlotKind("mesh", _draw_mesh, _load_program, "circuit drawing of one tile, every MZI coloured by its setting"))
 register_plot(PlotKind("calibration", _draw_calibration, _load_program,
                        "per-tile error before/after calibration and reachability maps (calibrated files)"))
@@ -477,13 +495,13 @@ def _figsize(what, source, tile):
     pm = getattr(source, "phase_map", None)
     if pm is None:
         return (10.0, 6.0)
-    k, depth = pm.grid.tile, pm.v.layout.depth
-    if what == "mesh":
-        width = min(40.0, max(8.0, 0.14 * (2 * depth + 5)))
+    k = pm.grid.tile
+    if what == "mesh":  # the drawing spans the circuit's columns, the output screens and the ports
+        width = min(40.0, max(8.0, 0.14 * (pm.depth + 4)))
         return (width, min(30.0, max(3.5, 0.16 * k + 1.5)))
     if what == "phases":
         rows = (1 if tile is not None else min(pm.n_tiles, MAX_TILES)) + 1
-        return (15.0, 2.8 * rows)
+        return (15.0 if pm.v is not None else 10.0, 2.8 * rows)
     return (13.0, 8.0)
 
 

@@ -271,10 +271,11 @@ class _Plan:
             rng = np.random.default_rng([self.seed, self.chip.seed, 0x7E1A])
             imb = {s: v * (1.0 + model_error * rng.standard_normal(np.shape(v))) for s, v in self.die.imbalance_um.items()}
             die = self.die
-            phi = thermal_phase_map(self.chip.target, imb, lambda xy: _basis(xy, die))
+            phi = thermal_phase_map(self.chip.target, imb, lambda xy: _basis(xy, die), self.chip.circuit)
             sl = self.chip.group_slices()
             for g in ("v_out", "u_out"):  # a common phase on every output is global: leave it
-                phi[sl[g]] -= phi[sl[g]].mean(axis=0)
+                if g in sl:
+                    phi[sl[g]] -= phi[sl[g]].mean(axis=0)
             self._twins[model_error] = phi
         return self._twins[model_error]
 
@@ -310,7 +311,7 @@ def _program(cal):
 def _check_chip(cal, chip):
 
     chip = as_chip(chip)
-    chip.check_target(cal.target, "calibrated program")
+    chip.check_target(cal.target, "calibrated program", circuit=cal.circuit)
     if chip_fingerprint(chip) != chip_fingerprint(cal.chip):
         raise MismatchError(f"chip must be the chip the program was calibrated for (seed {cal.chip.seed}); "
                             f"got a different chip (seed {chip.seed})")
@@ -340,7 +341,7 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
     """Simulate thermal drift of a calibrated program and compare compensators.
     Args:
       cal: a program calibrated for ``chip`` (:func:`photocomp.calibration.calibrate`).
-      chip: the fabricated chip it was calibrated for.
+      chip: the fabricated chip it was calibrated for (of the program's circuit, ``cal.circuit``).
       process: the :class:`~photocomp.drift.thermal.ThermalProcess` (default: its defaults).
       hours: simulated duration (h), ``>= 0``.
       dt_s: time step (s), ``> 0`` and at most the duration. The heaters'
@@ -369,8 +370,8 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
 
     Example:
       >>> import numpy as np, photocomp as pc
-      >>> chip = pc.fabricate("clements-4", seed=1)
-      >>> prog = pc.compile(np.eye(4), target="clements-4")
+      >>> prog = pc.compile(np.eye(4), target="clements-4")  # a unitary program: one mesh
+      >>> chip = pc.fabricate("clements-4", seed=1, circuit=prog.circuit)
       >>> cal = pc.calibrate(prog, chip, method="local", progress=False)
       >>> s = pc.drift.study(cal, chip, hours=0.05, dt_s=10, compensators=["none", "feedforward"], progress=False)
       >>> s.errors["none"].shape

@@ -47,6 +47,12 @@ gradient along the light. A gradient across the modes does not: every mode
 runs the whole length of the die, so it tilts the phases across the modes in
 proportion to that length, the mesh's strongest thermal sensitivity.
 
+The die is the chip's: an ``svd`` chip's V mesh, attenuator column and U
+mesh, or a ``unitary`` chip's one mesh (:data:`photocomp.core.ir.CIRCUITS`),
+with heaters where :func:`~photocomp.hardware.chip.heater_positions` puts
+them for that circuit. The unitary die of a seed has the arm imbalances of
+the svd die's U mesh, as its chip has that mesh's components.
+
 References: J. Komma et al., "Thermo-optic coefficient of silicon at 1550 nm
 and cryogenic temperatures", Appl. Phys. Lett. 101, 041905 (2012) (dn/dT);
 G. E. Uhlenbeck and L. S. Ornstein, "On the theory of the Brownian motion",
@@ -67,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.ir import circuit_stages
 from photocomp.core.layout import layout
 from photocomp.core.registry import quote
 from photocomp.core.target import Target
@@ -372,9 +379,9 @@ def _simulate(key, F, L, L0, die, n_steps: int):
 # ---- the die ---------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=8)
-def _positions(target: Target) -> np.ndarray:
-    """:func:`photocomp.hardware.chip.heater_positions`, computed once per target (read-only)."""
-    pos = heater_positions(target)
+def _positions(target: Target, circuit: str = "svd") -> np.ndarray:
+    """:func:`photocomp.hardware.chip.heater_positions`, computed once per target and circuit (read-only)."""
+    pos = heater_positions(target, circuit)
     pos.setflags(write=False)
     return pos
 
@@ -386,11 +393,12 @@ class ThermalDie:
     Attributes:
       target: the chip's target.
       imbalance_um: arm-length imbalance (um) of every MZI, keyed ``"v"``,
-        ``"att"``, ``"u"`` like the chip's coupler errors.
+        ``"att"``, ``"u"`` like the chip's coupler errors (a unitary chip: ``"u"`` only).
       heater_xy: ``(H, 2)`` heater positions (um), flat heater order.
       centre, extent: die centre and extent ``(W_x, W_y)`` (um).
       phase_per_k: ``(H, 3)`` heater phase shift (rad) per kelvin of ambient,
         x gradient and y gradient (:func:`thermal_phase_map`).
+      circuit: the chip's circuit, ``"svd"`` or ``"unitary"``.
     """
 
     target: Target
@@ -399,6 +407,7 @@ class ThermalDie:
     centre: np.ndarray
     extent: np.ndarray
     phase_per_k: np.ndarray
+    circuit: str = "svd"
 
     def field(self, xy, state) -> np.ndarray:
         """Temperature change (K) at positions ``xy`` (..., 2) um for states ``(..., 3)`` (broadcast)."""
@@ -412,9 +421,9 @@ def field_basis(xy, centre, extent) -> np.ndarray:
     return np.concatenate([np.ones(xy.shape[:-1] + (1,)), rel], axis=-1)
 
 
-def die_box(target: Target) -> tuple[np.ndarray, np.ndarray]:
-    """``(centre, extent)`` (um) of the die: the box around every heater and reference arm."""
-    pos = _positions(target)
+def die_box(target: Target, circuit: str = "svd") -> tuple[np.ndarray, np.ndarray]:
+    """``(centre, extent)`` (um) of a ``circuit`` die: the box around every heater and reference arm."""
+    pos = _positions(target, circuit)
     lo = pos.min(axis=0)
     hi = pos.max(axis=0) + np.array([0.0, target.mode_pitch_um])
     return (lo + hi) / 2, np.maximum(hi - lo, 1e-9)
@@ -426,6 +435,8 @@ def sample_imbalance(chip: Chip, sigma_um: float) -> dict:
     The chip itself is left as fabricated: the standard normal draws come
     from ``numpy.random.default_rng([chip.seed, K, 0xD81F7])`` and are scaled
     by ``sigma_um``, so one chip has one imbalance pattern at every scale.
+    Keys are the chip's stages (``"v"``, ``"att"``, ``"u"``; a unitary chip
+    ``"u"`` only, with the svd chip's U draws of the same seed).
     """
     chip = as_chip(chip)
     sigma_um = check_real(sigma_um, "sigma_um", low=0.0, high=MAX_IMBALANCE_UM)
@@ -433,24 +444,31 @@ def sample_imbalance(chip: Chip, sigma_um: float) -> dict:
     rng = np.random.default_rng([chip.seed, t.size, 0xD81F7])
     m = layout(t.mesh, t.size).n_mzi
     draws = {s: rng.standard_normal(n) for s, n in (("v", m), ("att", t.size), ("u", m))}
-    return {s: sigma_um * d for s, d in draws.items()}
+    return {s: sigma_um * draws[s] for s in circuit_stages(chip.circuit)}
 
 
-def thermal_phase_map(target: Target, imbalance_um: dict, temperature) -> np.ndarray:
+def thermal_phase_map(target: Target, imbalance_um: dict, temperature, circuit: str = "svd") -> np.ndarray:
     """Heater phase shifts (rad) ``(H, B)`` that ``B`` temperature fields cause (module docstring).
 
     Args:
       target: the chip's target (layout, pitches, wavelength, dn/dT).
-      imbalance_um: arm-length imbalance per MZI (um), keys ``"v"``, ``"att"``, ``"u"``.
+      imbalance_um: arm-length imbalance per MZI (um), keyed by the circuit's
+        stages: ``"v"``, ``"att"``, ``"u"`` (``svd``) or ``"u"`` (``unitary``).
       temperature: ``f(xy) -> (P, B)``: temperature change (K) of ``B`` fields
         at positions ``xy`` (P, 2) um.
+      circuit: the chip's circuit, ``"svd"`` or ``"unitary"``; ``H`` is its heater count.
     """
+    stages = circuit_stages(circuit)
+    if not isinstance(imbalance_um, dict) or set(imbalance_um) != set(stages):
+        got = sorted(map(str, imbalance_um)) if isinstance(imbalance_um, dict) else type(imbalance_um).__name__
+        raise InvalidInputError(f"imbalance_um must be a dict with keys {sorted(stages)} for the {circuit} "
+                                f"circuit; got {quote(got)}")
     lay = layout(target.mesh, target.size)
     n, px, py = target.size, target.column_pitch_um, target.mode_pitch_um
     kappa = float(thermo_optic_phase(1.0, 1.0, wavelength_nm=target.wavelength_nm, dn_dt_per_k=target.dn_dt_per_k))
     half = px / 2
-    pos = _positions(target)
-    sl = heater_slices(target)
+    pos = _positions(target, circuit)
+    sl = heater_slices(target, circuit)
     below = np.array([0.0, py])
     n_fields = np.asarray(temperature(pos[:1])).shape[-1]
     out = np.zeros((len(pos), n_fields))
@@ -484,6 +502,9 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature) -> np.nda
         p_out = pos[sl[f"{name}_out"]]
         out[sl[f"{name}_out"]] = screen + kappa * px * temp(p_out)
 
+    if stages == ("u",):  # one mesh from the first column
+        stage("u", 0, np.zeros((n, n_fields)))
+        return out
     stage("v", 0, np.zeros((n, n_fields)))
     # attenuator column: input section and arms, the attenuator heater on the upper arm
     p_att = pos[sl["att"]]
@@ -498,7 +519,8 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature) -> np.nda
 
 
 def _check_imbalance(imbalance_um, chip) -> dict:
-    """``imbalance_um`` as float64 arrays: a dict with ``"v"``, ``"att"``, ``"u"`` of the chip's MZI counts, finite."""
+    """``imbalance_um`` as float64 arrays: a dict keyed by the chip's stages (``"v"``, ``"att"``, ``"u"``, or ``"u"``
+    for a unitary chip) with the chip's MZI counts, finite."""
     sizes = {s: len(v) for s, v in sample_imbalance(chip, 0.0).items()}
     if not isinstance(imbalance_um, dict) or set(imbalance_um) != set(sizes):
         got = sorted(map(str, imbalance_um)) if isinstance(imbalance_um, dict) else type(imbalance_um).__name__
@@ -521,12 +543,15 @@ def thermal_die(chip, proc: ThermalProcess, *, imbalance_um: dict | None = None)
     Args:
       chip: a fabricated :class:`~photocomp.hardware.chip.Chip`.
       proc: the :class:`ThermalProcess` (its ``arm_imbalance_um`` scales the imbalance).
-      imbalance_um: override the sampled imbalance (e.g. zeros for a balanced die).
+      imbalance_um: override the sampled imbalance (e.g. zeros for a balanced die), keyed like
+        :func:`sample_imbalance`'s for this chip.
+
+    The die is the chip's circuit's (``chip.circuit``): a unitary chip's die holds its one mesh.
     """
     chip = as_chip(chip)
     proc = as_process(proc)
     t = chip.target
     imb = sample_imbalance(chip, proc.arm_imbalance_um) if imbalance_um is None else _check_imbalance(imbalance_um, chip)
-    centre, extent = die_box(t)
-    phi = thermal_phase_map(t, imb, lambda xy: field_basis(xy, centre, extent))
-    return ThermalDie(t, imb, _positions(t), centre, extent, phi)
+    centre, extent = die_box(t, chip.circuit)
+    phi = thermal_phase_map(t, imb, lambda xy: field_basis(xy, centre, extent), chip.circuit)
+    return ThermalDie(t, imb, _positions(t, chip.circuit), centre, extent, phi, chip.circuit)
