@@ -368,7 +368,8 @@ def _drift_traces(source) -> _DriftTraces:
     """The traces of a :class:`~photocomp.drift.DriftStudy` or of :func:`photocomp.drift.read_csv`'s dict, checked."""
     if isinstance(source, DriftStudy):
         i = source.info
-        title = (f"{i['target']} chip seed {i['chip_seed']}: thermal drift over {i['duration_s'] / 3600:.3g} h, "
+        circuit = "" if i.get("circuit", "svd") == "svd" else f" ({i['circuit']} circuit)"
+        title = (f"{i['target']} chip seed {i['chip_seed']}{circuit}: thermal drift over {i['duration_s'] / 3600:.3g} h, "
                  f"{i['runs']} run(s), dt = {i['dt_s']:g} s")
         return _DriftTraces(np.asarray(source.times_s, dtype=np.float64), dict(source.errors),
                             np.asarray(source.temperature, dtype=np.float64), float(source.fresh_error), title,

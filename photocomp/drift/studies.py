@@ -68,7 +68,7 @@ class DriftStudy:
       events: faults survived: dicts with ``compensator``, ``run``, ``time_s``,
         ``kind``, ``message``.
       fresh_error: the error at ``t = 0`` (the calibrated program, no drift).
-      info: target, chip seed, seed, runs, dt, duration, the process, compile time.
+      info: target, circuit, chip seed, seed, runs, dt, duration, the process, compile time.
       die: the :class:`~photocomp.drift.thermal.ThermalDie` (for the field plot).
     """
     times_s: np.ndarray
@@ -107,7 +107,7 @@ class DriftStudy:
     def table(self) -> str:
         """A plain-text table of :meth:`summary` (measurements and power per run)."""
         i = self.info
-        head = (f"drift study: {i['target']} chip seed {i['chip_seed']}, {i['runs']} run(s), "
+        head = (f"drift study: {i['target']} chip seed {i['chip_seed']}{_circuit_note(i)}, {i['runs']} run(s), "
                 f"{i['duration_s'] / 3600:.3g} h at dt = {i['dt_s']:g} s; fresh error {self.fresh_error:.3e}")
         cols = ("compensator", "mean error", "p95 error", "max error", "measurements", "sensor reads",
                 "extra power (mW)", "wall (s)", "events")
@@ -143,6 +143,12 @@ class DriftStudy:
             text.detach()
 
         return atomic_write(path, write)
+
+
+def _circuit_note(info: dict) -> str:
+    """`` (unitary circuit)`` for a study of a unitary program; nothing for the svd circuit."""
+    circuit = info.get("circuit", "svd")
+    return "" if circuit == "svd" else f" ({circuit} circuit)"
 
 
 def read_csv(path) -> dict:
@@ -460,8 +466,8 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
     for name, e in errors.items():
         _check_finite_errors(name, e, plan.times, process, dt_s)
     first = errors[comps[0].name]
-    info = {"target": chip.target.name, "chip_seed": chip.seed, "seed": seed, "runs": runs, "dt_s": dt_s,
-            "duration_s": n_steps * dt_s, "process": dataclasses.asdict(process), "compile_s": compile_s,
+    info = {"target": chip.target.name, "circuit": chip.circuit, "chip_seed": chip.seed, "seed": seed, "runs": runs,
+            "dt_s": dt_s, "duration_s": n_steps * dt_s, "process": dataclasses.asdict(process), "compile_s": compile_s,
             "setup_s": setup_s, "compensators": {c.name: dataclasses.asdict(c) for c in comps}}
     return DriftStudy(plan.times, errors, z, meas, reads, power, wall, tuple(events), float(np.mean(first[:, 0])),
                       info, die)
