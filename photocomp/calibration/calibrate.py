@@ -53,7 +53,8 @@ def calibrate(prog, chip, method: str | Method = "model", *, optimizer=None, ste
 
     Args:
       prog: a compiled program (not already calibrated for another chip).
-      chip: a :class:`~photocomp.hardware.chip.Chip` of the same target.
+      chip: a :class:`~photocomp.hardware.chip.Chip` of the same target, fabricated for the
+        program's circuit (:attr:`Program.circuit`; :class:`MismatchError` otherwise).
       method: a method object, :class:`~photocomp.calibration.methods.Local`,
         :class:`~photocomp.calibration.methods.Model` (optax on the
         differentiable chip model, chip errors known) or

@@ -13,6 +13,10 @@
   (bar power reachable only in [sin^2(a+b), cos^2(a-b)] with coupler errors
   a, b) and the error floor that implies.
 
+Every entry point works on both program circuits (:data:`photocomp.core.ir.CIRCUITS`):
+an ``svd`` program's V mesh, attenuators and U mesh, or a ``unitary``
+program's one mesh, on a chip fabricated for the program's circuit.
+
 :func:`photocomp.calibrate` (:mod:`photocomp.calibration.calibrate`) and the
 digital twin (:mod:`photocomp.calibration.twin`) are built on these.
 
@@ -107,7 +111,7 @@ def error(prog, chip) -> dict:
     """
     prog = check_program(prog)
     chip = as_chip(chip)
-    chip.check_target(prog.target)
+    chip.check_target(prog.target, circuit=prog.circuit)
     s = prog.settings if prog.settings is not None else ideal_settings(prog)
     err, _, per = settings_error(chip, s, ideal_tiles(prog))
     return {"matrix_error": err, "tile_errors": [float(e) for e in per]}
@@ -168,33 +172,45 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db):
 
 
 def local_correction(prog, chip) -> Settings:
-    """Settings with every MZI corrected analytically for the chip's known coupler errors and losses."""
+    """Settings with every MZI corrected analytically for the chip's known coupler errors and losses.
+    ``chip`` must be fabricated for the program's target and circuit
+    (:class:`~photocomp.core.errors.MismatchError` otherwise); a unitary
+    program's settings have ``v_int``, ``v_ext``, ``v_out`` and ``att`` None.
+    """
     prog = check_program(prog)
     chip = as_chip(chip)
-    chip.check_target(prog.target)
+    chip.check_target(prog.target, circuit=prog.circuit)
     return local_settings(prog, chip, ideal_tiles(prog))[0]
 
 
 def local_settings(prog, chip: Chip, target_tiles) -> tuple[Settings, float]:
-    """Local correction and its matrix error (best gains set)."""
+    """Local correction and its matrix error (best gains set), for either circuit.
+    Every mesh is corrected with its own stage's coupler errors and losses;
+    in an svd program each attenuator's internal phase gives its wanted
+    transmission with its couplers, and the V mesh's output screens take
+    off the attenuators' phases.
+    """
     pm = prog.ideal_phase_map
-    lay = pm.v.layout
+    lay = pm.layout
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
     u_int, u_ext, u_out = _local_mesh(
         lay, f64(pm.u.theta), f64(pm.u.phi), f64(pm.u.out_phase),
         f64(chip.coupler_in["u"]), f64(chip.coupler_out["u"]), f64(chip.loss_db["u"]),
     )
-    sigma = f64(pm.sigma)
-    a, b = f64(chip.coupler_in["att"]), f64(chip.coupler_out["att"])
-    att = _splitting_internal(np.cos(sigma) ** 2, a, b)
-    with jax.enable_x64(True):
-        amp = np.asarray(attenuator_amplitude(att, a, b, f64(chip.loss_db["att"])))
-    v_int, v_ext, v_out = _local_mesh(
-        lay, f64(pm.v.theta), f64(pm.v.phi), f64(pm.v.out_phase),
-        f64(chip.coupler_in["v"]), f64(chip.coupler_out["v"]), f64(chip.loss_db["v"]),
-    )
-    v_out = np.mod(v_out - np.angle(amp), 2 * np.pi)
-    s = Settings(pm.grid, lay, v_int, v_ext, v_out, np.mod(att, 2 * np.pi), u_int, u_ext, u_out, f64(pm.gain))
+    if pm.v is None:
+        s = Settings.unitary(pm.grid, lay, u_int, u_ext, u_out, f64(pm.gain))
+    else:
+        sigma = f64(pm.sigma)
+        a, b = f64(chip.coupler_in["att"]), f64(chip.coupler_out["att"])
+        att = _splitting_internal(np.cos(sigma) ** 2, a, b)
+        with jax.enable_x64(True):
+            amp = np.asarray(attenuator_amplitude(att, a, b, f64(chip.loss_db["att"])))
+        v_int, v_ext, v_out = _local_mesh(
+            lay, f64(pm.v.theta), f64(pm.v.phi), f64(pm.v.out_phase),
+            f64(chip.coupler_in["v"]), f64(chip.coupler_out["v"]), f64(chip.loss_db["v"]),
+        )
+        v_out = np.mod(v_out - np.angle(amp), 2 * np.pi)
+        s = Settings(pm.grid, lay, v_int, v_ext, v_out, np.mod(att, 2 * np.pi), u_int, u_ext, u_out, f64(pm.gain))
     err, g, _ = settings_error(chip, s, target_tiles)
     return s.replace(gain=g), err
 
@@ -207,7 +223,10 @@ class Reachability:
     Attributes:
       v, u: boolean masks (T, n_mzi) of unreachable MZIs in the V / U meshes.
       att: boolean mask (T, K) of unreachable attenuators.
-      fraction: unreachable fraction of all MZIs used.
+        A unitary program has no V mesh and no attenuators: its ``v`` and
+        ``att`` are empty ``(T, 0)`` masks, so sums, sizes and :attr:`count`
+        read the same for both circuits.
+      fraction: unreachable fraction of all MZIs used (attenuators included).
       floor: matrix error (after the best gain per tile) of the ideal program
         with every unreachable MZI clipped to its nearest reachable splitting
         and everything else perfect: the error left by the local (per-MZI)
@@ -231,23 +250,28 @@ def _theta_bounds(a, b):
 
 
 def reachability(prog, chip) -> Reachability:
-    """Find unreachable MZIs (bar power outside [sin^2(a+b), cos^2(a-b)]) and the floor they imply."""
+    """Find unreachable MZIs (bar power outside [sin^2(a+b), cos^2(a-b)]) and the floor they imply.
+    ``chip`` must be fabricated for the program's target and circuit; a
+    unitary program's result has empty ``v`` and ``att`` masks.
+    """
     prog = check_program(prog)
     chip = as_chip(chip)
-    chip.check_target(prog.target)
+    chip.check_target(prog.target, circuit=prog.circuit)
     pm = prog.ideal_phase_map
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
-    masks, clipped = {}, {}
-    for stage, th in (("v", f64(pm.v.theta)), ("u", f64(pm.u.theta)), ("att", f64(pm.sigma))):
+    angles = {"u": f64(pm.u.theta)} if pm.v is None else {"v": f64(pm.v.theta), "u": f64(pm.u.theta),
+                                                          "att": f64(pm.sigma)}
+    none = np.zeros((pm.n_tiles, 0), dtype=bool)
+    masks, clipped = {"v": none, "att": none}, {}
+    for stage, th in angles.items():
         lo, hi = _theta_bounds(f64(chip.coupler_in[stage]), f64(chip.coupler_out[stage]))
         masks[stage] = (th < lo - 1e-12) | (th > hi + 1e-12)
         clipped[stage] = np.clip(th, lo, hi)
 
-    clip_pm = pm.replace(
-        v=MeshPhases(pm.v.layout, clipped["v"], f64(pm.v.phi), f64(pm.v.out_phase)),
-        u=MeshPhases(pm.u.layout, clipped["u"], f64(pm.u.phi), f64(pm.u.out_phase)),
-        sigma=clipped["att"],
-    )
+    clip_pm = pm.replace(u=MeshPhases(pm.u.layout, clipped["u"], f64(pm.u.phi), f64(pm.u.out_phase)))
+    if pm.v is not None:
+        clip_pm = clip_pm.replace(v=MeshPhases(pm.v.layout, clipped["v"], f64(pm.v.phi), f64(pm.v.out_phase)),
+                                  sigma=clipped["att"])
     target = tile_matrices_np(pm)
     clipped_tiles = tile_matrices_np(clip_pm.replace(gain=np.ones_like(f64(pm.gain))))
     with jax.enable_x64(True):

@@ -24,6 +24,10 @@ predicted read-outs to probe measurements with optax:
 The thermal crosstalk between heaters is taken from the layout's nominal
 law (:mod:`photocomp.hardware.chip`), which is what fabricated chips follow here.
 
+A twin has the black box's circuit (:attr:`BlackBoxChip.circuit`): an svd
+chip's V mesh, attenuators and U mesh, or a unitary chip's one mesh, with
+that circuit's heaters and crosstalk.
+
 Reference: S. Bandyopadhyay et al., "Hardware error correction for
 programmable photonics", Optica 8, 1247 (2021), for model-based correction
 from measured component parameters.
@@ -50,8 +54,8 @@ from photocomp.calibration.engine import (
     settings_error,
 )
 from photocomp.core.convention import phase_difference
-from photocomp.core.errors import InvalidInputError, InvalidTypeError
-from photocomp.core.ir import CompileReport, PassRecord, TileGrid
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
+from photocomp.core.ir import CompileReport, PassRecord, circuit_stages
 from photocomp.core.layout import layout
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import Chip, crosstalk_matrix, heater_positions, heater_slices
@@ -64,11 +68,15 @@ from photocomp.hardware.chipsim import (
     unflatten_heaters,
 )
 from photocomp.hardware.dac import quantize_power
-from photocomp.hardware.detector import PHASE_STEPS, BlackBoxChip, measure_matrix, reference_amplitude
+from photocomp.hardware.detector import (
+    PHASE_STEPS,
+    BlackBoxChip,
+    drive_template,
+    measure_matrix,
+    reference_amplitude,
+)
 
 __all__ = ["TwinFit", "fit_twin", "refine_twin", "twin_parameter_errors"]
-
-_STAGES = ("v", "att", "u")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,20 +106,17 @@ class TwinFit:
     data: tuple = dataclasses.field(default=(), repr=False)
 
 
-def _template(target, n: int) -> Settings:
-    """Settings shaped for ``n`` probe configurations (one tile each)."""
-    k = target.size
-    lay = layout(target.mesh, k)
-    z = jnp.zeros((n, lay.n_mzi))
-    zk = jnp.zeros((n, k))
-    return Settings(TileGrid(k * n, k, k), lay, z, z, zk, zk, z, z, zk, jnp.ones(n))
+def _template(target, n: int, circuit: str = "svd") -> Settings:
+    """Settings of a ``circuit`` chip shaped for ``n`` probe configurations (one tile each)."""
+    return drive_template(target, n, circuit)
 
 
 def _params_of(chip: Chip) -> dict:
+    stages = circuit_stages(chip.circuit)
     return {
-        "coupler_in": {s: jnp.asarray(chip.coupler_in[s], jnp.float64) for s in _STAGES},
-        "coupler_out": {s: jnp.asarray(chip.coupler_out[s], jnp.float64) for s in _STAGES},
-        "loss_db": {s: jnp.asarray(chip.loss_db[s], jnp.float64) for s in _STAGES},
+        "coupler_in": {s: jnp.asarray(chip.coupler_in[s], jnp.float64) for s in stages},
+        "coupler_out": {s: jnp.asarray(chip.coupler_out[s], jnp.float64) for s in stages},
+        "loss_db": {s: jnp.asarray(chip.loss_db[s], jnp.float64) for s in stages},
         "offset": jnp.asarray(chip.offset, jnp.float64),
         "efficiency": jnp.asarray(chip.efficiency, jnp.float64),
     }
@@ -121,20 +126,27 @@ def _chip_of(params: dict, like: Chip) -> Chip:
     return dataclasses.replace(like, **params)
 
 
-def _gauge(target) -> dict:
+def _gauge(target, circuit: str = "svd") -> dict:
     """Masks (1 = fitted, 0 = held at the prior) that remove the model's exact symmetries.
-    Between the V mesh and the U mesh every mode passes the V output phase
-    shifter, its attenuator and, for the upper mode of a U MZI that is the
-    first to touch it, that MZI's external phase shifter, with nothing that
-    mixes modes in between: only the sum of those offsets matters, so the U
-    external offsets there are held. Likewise only the product of the
+    Between the V mesh and the U mesh of an svd chip every mode passes the V
+    output phase shifter, its attenuator and, for the upper mode of a U MZI
+    that is the first to touch it, that MZI's external phase shifter, with
+    nothing that mixes modes in between: only the sum of those offsets
+    matters, so the U external offsets there are held. Likewise only the product of the
     losses along each mode there matters: the attenuators' losses absorb
     those of V MZIs that are last on both their modes and of U MZIs that
-    are first on both, which are held at the nominal loss.
+    are first on both, which are held at the nominal loss. A unitary chip
+    has no such stretch: its one mesh lies between the unit inputs and the
+    phase-stepping reference, which see every offset and loss, so nothing
+    is held.
     """
     lay = layout(target.mesh, target.size)
-    pairs, cols = np.asarray(lay.pairs), np.asarray(lay.columns)
     k, m = target.size, lay.n_mzi
+    if circuit_stages(circuit) == ("u",):
+        n = heater_slices(target, circuit)["u_out"].stop
+        return {"coupler_in": {"u": np.ones(m)}, "coupler_out": {"u": np.ones(m)}, "loss_db": {"u": np.ones(m)},
+                "offset": np.ones(n), "efficiency": np.ones(n)}
+    pairs, cols = np.asarray(lay.pairs), np.asarray(lay.columns)
     first = np.full(k, np.iinfo(np.int64).max)
     last = np.full(k, -1)
     for n, c in zip(pairs, cols):
@@ -158,23 +170,24 @@ def _scales(target, gauge: dict) -> dict:
     l = max(float(target.mzi_loss_sigma_db), 1e-3)
     e = max(float(target.heater_efficiency_sigma), 1e-3)
     return {
-        "coupler_in": {s: c * gauge["coupler_in"][s] for s in _STAGES},
-        "coupler_out": {s: c * gauge["coupler_out"][s] for s in _STAGES},
-        "loss_db": {s: l * gauge["loss_db"][s] for s in _STAGES},
+        "coupler_in": {s: c * g for s, g in gauge["coupler_in"].items()},
+        "coupler_out": {s: c * g for s, g in gauge["coupler_out"].items()},
+        "loss_db": {s: l * g for s, g in gauge["loss_db"].items()},
         "offset": 0.1 * gauge["offset"],
         "efficiency": e * gauge["efficiency"],
     }
 
 
-def _prior_chip(target, offset, efficiency) -> Chip:
-    """The starting model: ideal couplers, nominal loss, characterised heaters, nominal crosstalk."""
+def _prior_chip(target, offset, efficiency, circuit: str = "svd") -> Chip:
+    """The starting ``circuit`` model: ideal couplers, nominal loss, characterised heaters, nominal crosstalk."""
     lay = layout(target.mesh, target.size)
     sizes = {"v": lay.n_mzi, "att": target.size, "u": lay.n_mzi}
-    zeros = {s: np.zeros(n) for s, n in sizes.items()}
-    loss = {s: np.full(n, float(target.mzi_loss_db)) for s, n in sizes.items()}
-    rows, cols, w = crosstalk_matrix(target, heater_positions(target))
+    stages = circuit_stages(circuit)
+    zeros = {s: np.zeros(sizes[s]) for s in stages}
+    loss = {s: np.full(sizes[s], float(target.mzi_loss_db)) for s in stages}
+    rows, cols, w = crosstalk_matrix(target, heater_positions(target, circuit))
     return Chip(target, -1, zeros, dict(zeros), loss, np.asarray(offset, np.float64),
-                np.asarray(efficiency, np.float64), rows, cols, w)
+                np.asarray(efficiency, np.float64), rows, cols, w, circuit)
 
 
 def _predict(chip: Chip, template: Settings, drives, refs):
@@ -202,7 +215,8 @@ def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None 
              characterization: dict | None = None) -> TwinFit:
     """Fit a digital twin of a black-box chip from probe measurements.
     Args:
-      box: a :class:`~photocomp.hardware.detector.BlackBoxChip`.
+      box: a :class:`~photocomp.hardware.detector.BlackBoxChip`; the twin is
+        a chip of its circuit.
       operating_phases: ``(H,)`` heater phases (rad) of the program the twin
         will serve (flat heater order); default: all zero.
       configs: number of probe drive configurations (>= 1); each costs
@@ -239,11 +253,12 @@ def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None 
     t0 = time.perf_counter()
     used0 = box.measurements
     offset, efficiency = box.characterize_heaters(**(characterization or {}))
-    prior = _prior_chip(t, offset, efficiency)
+    prior = _prior_chip(t, offset, efficiency, box.circuit)
     drives = _probe_drives(prior, operating, configs, np.random.default_rng([seed, 0x7717]))
     refs, readings = _probe(box, drives, shots)
     measurements = box.measurements - used0
-    fit, info = _fit(prior, _template(t, configs), drives, refs, readings, optimizer, steps, tol, patience, progress)
+    fit, info = _fit(prior, _template(t, configs, box.circuit), drives, refs, readings, optimizer, steps, tol, patience,
+                     progress)
     return TwinFit(fit, info["residual"], info["residual_start"], measurements, configs, info["steps_run"],
                    info["stopped"], info["history"], time.perf_counter() - t0, (drives, refs, readings))
 
@@ -275,8 +290,8 @@ def refine_twin(box: BlackBoxChip, fit: TwinFit, drives, *, shots: int | None = 
     drives = np.concatenate([old_drives, np.atleast_2d(drives)])
     refs = np.concatenate([old_refs, new_refs])
     readings = np.concatenate([old_readings, new_readings])
-    chip, info = _fit(fit.chip, _template(box.target, len(drives)), drives, refs, readings, optimizer, steps, tol,
-                      patience, progress)
+    chip, info = _fit(fit.chip, _template(box.target, len(drives), box.circuit), drives, refs, readings, optimizer,
+                      steps, tol, patience, progress)
     return TwinFit(chip, info["residual"], info["residual_start"], fit.measurements + box.measurements - used0,
                    len(drives), fit.steps_run + info["steps_run"], info["stopped"],
                    np.concatenate([fit.history, info["history"]]), fit.wall_s + time.perf_counter() - t0,
@@ -294,7 +309,8 @@ def _fit(prior: Chip, template: Settings, drives, refs, readings, optimizer, ste
         r = jnp.asarray(refs)
         p0 = _params_of(prior)
         # fit normalised deviations z from the prior: p = p0 + scale * z (scale 0 where the gauge holds p)
-        sc = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), _scales(prior.target, _gauge(prior.target)))
+        sc = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                    _scales(prior.target, _gauge(prior.target, prior.circuit)))
         to_params = lambda z: jax.tree_util.tree_map(lambda a, b, c: a + b * c, p0, sc, z)  # noqa: E731
         z0 = jax.tree_util.tree_map(jnp.zeros_like, p0)
 
@@ -313,11 +329,16 @@ def _fit(prior: Chip, template: Settings, drives, refs, readings, optimizer, ste
 def twin_parameter_errors(twin: Chip, chip: Chip) -> dict:
     """RMS differences between a twin's parameters and a (simulated) chip's true ones.
     Offsets are compared modulo 2 pi. Only meaningful in simulation, where
-    the true chip is known; used by tests and benchmarks.
+    the true chip is known; used by tests and benchmarks. Both chips must be
+    of one circuit (:class:`~photocomp.core.errors.MismatchError` otherwise).
     """
+    if twin.circuit != chip.circuit:
+        raise MismatchError(f"twin must model a chip of the chip's {chip.circuit} circuit; got a twin of the "
+                            f"{twin.circuit} circuit")
     out = {}
     for name in ("coupler_in", "coupler_out", "loss_db"):
-        diff = np.concatenate([np.asarray(getattr(twin, name)[s]) - np.asarray(getattr(chip, name)[s]) for s in _STAGES])
+        diff = np.concatenate([np.asarray(getattr(twin, name)[s]) - np.asarray(getattr(chip, name)[s])
+                               for s in circuit_stages(chip.circuit)])
         out[name] = float(np.sqrt(np.mean(diff**2)))
     d_off = phase_difference(twin.offset, chip.offset)
     out["offset"] = float(np.sqrt(np.mean(d_off**2)))

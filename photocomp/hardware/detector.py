@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
-from photocomp.core.ir import TileGrid
+from photocomp.core.ir import TileGrid, circuit_stages
+from photocomp.core.layout import layout
 from photocomp.core.registry import quote
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import Chip, as_chip
@@ -57,13 +58,24 @@ def detect(intensity, target, key, *, shots: int = 1, full_scale=1.0):
     return jnp.clip(jnp.round(reading / fs * levels), 0, levels) / levels * fs
 
 
-def _tile_matrix_from_drives(chip: Chip, power):
+def drive_template(target, n: int, circuit: str = "svd") -> Settings:
+    """Settings of a ``circuit`` chip for ``n`` one-tile configurations: phases zero, gains one.
+    The shape that :func:`~photocomp.hardware.chipsim.unflatten_heaters` fills
+    with ``(n, n_heaters)`` heater phases (probe drives, twin fits).
+    """
+    k = target.size
+    lay = layout(target.mesh, k)
+    z = jnp.zeros((n, lay.n_mzi))
+    zk = jnp.zeros((n, k))
+    grid, gain = TileGrid(k * n, k, k), jnp.ones(n)
+    if circuit_stages(circuit) == ("u",):
+        return Settings.unitary(grid, lay, z, z, zk, gain)
+    return Settings(grid, lay, z, z, zk, zk, z, z, zk, gain)
 
-    k = chip.target.size
-    lay = chip.layout
-    z = jnp.zeros((1, lay.n_mzi))
-    zk = jnp.zeros((1, k))
-    template = Settings(TileGrid(k, k, k), lay, z, z, zk, zk, z, z, zk, jnp.ones(1))
+
+def _tile_matrix_from_drives(chip: Chip, power):
+    """The (K, K) matrix, gain 1, ``chip`` implements with heater powers ``power`` (H,) of its circuit."""
+    template = drive_template(chip.target, 1, chip.circuit)
     s = unflatten_heaters(template, realized_phases(chip, power)[None], chip.target)
     return chip_tile_matrices(chip, s, with_gain=False)[0]
 
@@ -115,7 +127,9 @@ def _as_inputs(inputs, k: int) -> np.ndarray:
 class BlackBoxChip:
     """A fabricated chip seen only through noisy measurements.
     Args:
-      chip: the hidden :class:`~photocomp.hardware.chip.Chip`.
+      chip: the hidden :class:`~photocomp.hardware.chip.Chip`, of either
+        circuit; drives are in its flat heater order (:attr:`n_heaters`
+        heaters: 7 groups for an svd chip, 3 for a unitary one).
       seed: seed of the measurement noise (int in ``[0, 2**63 - 1]``).
       shots: default shots per reading.
 
@@ -141,6 +155,11 @@ class BlackBoxChip:
     @property
     def n_heaters(self) -> int:
         return self._chip.n_heaters
+
+    @property
+    def circuit(self) -> str:
+        """The hidden chip's circuit (``"svd"`` or ``"unitary"``), which a chip's owner knows."""
+        return self._chip.circuit
 
     def measure(self, drives_mw, inputs, *, shots: int | None = None, reference=None,
                 full_scale: str = "input") -> np.ndarray:
