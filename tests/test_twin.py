@@ -101,7 +101,7 @@ def test_twin_calibration_beats_uncalibrated_and_counts_measurements():
 
     u = unitary_group.rvs(4, random_state=2)
     prog = pc.compile(u, target="clements-4")
-    chip = pc.fabricate("clements-4", seed=4)
+    chip = pc.fabricate("clements-4", seed=4, circuit="unitary")  # u compiles to one mesh
     kw = dict(twin_configs=8, twin_steps=150, steps=60, shots=10, seed=1, progress=False)
     cal = pc.calibrate(prog, chip, method="twin", **kw)
     s = cal.report.summary
