@@ -3,7 +3,9 @@
 Each ```python block runs on its own in a fresh interpreter, in an empty temporary folder, with
 ``PHOTOCOMP_CACHE_DIR=""`` (no compilation cache written). Each ```bash block runs line by line in
 its own empty temporary folder, so its ``photocomp ...`` commands work on the files its earlier
-lines create; ``pip install`` lines and the set-up block at the top of the README are not run.
+lines create; ``pip install`` lines and the set-up block at the top of the README are not run. Blocks
+in the languages of ``SHOWN_LANGS`` (a launcher's batch script, a Kubernetes manifest) are shown, not
+run: they need a cluster.
 
 An HTML comment on the line just before a block's opening fence marks it:
 
@@ -31,6 +33,7 @@ from hypothesis import strategies as st
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RUN_LANGS = ("python", "bash")
+SHOWN_LANGS = ("text", "yaml")  # not run (a cluster launcher's files)
 BLOCK_TIMEOUT_S = 900  # a slow block (the twin calibration) takes a few minutes on two shared cores
 
 _FENCE = re.compile(r"^```(\S*)\s*$")
@@ -124,7 +127,7 @@ def test_setup_block_is_first_and_unchanged():
 def test_blocks_are_found():
     langs = [b.lang for b in BLOCKS]
     assert langs.count("python") >= 8 and langs.count("bash") >= 6
-    assert all(b.lang in ("python", "bash", "") for b in BLOCKS), langs
+    assert all(b.lang in RUN_LANGS + SHOWN_LANGS + ("",) for b in BLOCKS), langs
 
 
 def test_extract_blocks_reads_markers_and_lines():
