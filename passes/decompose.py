@@ -10,7 +10,7 @@ from photocomp.compiler.decompose import check_tiles, decompose_many
 from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import PipelineError
-from photocomp.core.ir import PhaseMap
+from photocomp.core.ir import PhaseMap, TileGrid
 from photocomp.core.layout import layout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.registry import quote
@@ -30,15 +30,16 @@ class _Decompose(Pass):
                 f"is a {state.target.mesh} chip; use the {state.target.mesh!r} pass"
             )
         u, s_norm, vh, gain = state.require("svd", "svd")
+        grid: TileGrid = state.require("grid", "tile")
         lay = layout(self.kind, u.shape[-1])
         # every stack runs sharded across all JAX devices, in cache-sized chunks
         u_ph = MeshPhases(lay, *decompose_many(u, self.kind)[:3])
         if vh is None:  # the unitary pass: one mesh per tile
-            pm = PhaseMap.unitary(state.grid, u_ph, gain)
+            pm = PhaseMap.unitary(grid, u_ph, gain)
         else:
             v_ph = MeshPhases(lay, *decompose_many(vh, self.kind)[:3])
             sigma = np.arccos(np.clip(s_norm, 0.0, 1.0))
-            pm = PhaseMap(grid=state.grid, v=v_ph, sigma=sigma, u=u_ph, gain=gain)
+            pm = PhaseMap(grid=grid, v=v_ph, sigma=sigma, u=u_ph, gain=gain)
         # rebuild every mesh from its phases: fidelities, the tile matrices and the compiled matrix's error
         fid_v, fid_u, err2, tiles = check_tiles(pm, vh, u, state.require("blocks", "tile"))
         err = float(np.sqrt(err2.sum()))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from photocomp.compiler.pipeline import Pipeline
 from photocomp.core.errors import InvalidTypeError
-from photocomp.core.target import get_target
+from photocomp.core.target import Target, get_target
 
 
-def preset(target, *, quantize: bool = True, circuit: str = "svd") -> Pipeline:
+def preset(target: str | Target, *, quantize: bool = True, circuit: str = "svd") -> Pipeline:
     """The default pipeline for ``target`` (a name or Target).
 
     ``validate | tile | svd | <mesh> | canonicalize | quantize(bits=<dac_bits>) | lower``;

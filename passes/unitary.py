@@ -9,6 +9,7 @@ import numpy as np
 from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import PipelineError
+from photocomp.core.ir import TileGrid
 from photocomp.core.metrics import (
     UNITARY_TOL,
     needs_scaling,
@@ -20,7 +21,7 @@ from photocomp.core.validate import check_real
 from photocomp.sim.devices import one_blas_thread
 
 
-def valid_extent(grid) -> tuple[np.ndarray, np.ndarray]:
+def valid_extent(grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
     """Per tile, how many of its K rows and K columns hold the matrix (the rest is padding)."""
     k = grid.tile
     return np.minimum(grid.out_dim - grid.tile_rows * k, k), np.minimum(grid.in_dim - grid.tile_cols * k, k)
@@ -62,7 +63,7 @@ class Unitary(Pass):
 
     def __call__(self, state: CompileState):
         blocks = np.array(state.require("blocks", "tile"), dtype=np.complex128)
-        grid = state.grid
+        grid: TileGrid = state.require("grid", "tile")
         rows, cols = valid_extent(grid)
         bad = np.flatnonzero(rows != cols)
         if bad.size:

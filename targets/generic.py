@@ -35,7 +35,7 @@ def _params(family: str, overrides: dict) -> dict:
     return {**DEFAULTS, **overrides}
 
 
-def clements(size: int, **overrides) -> Target:
+def clements(size: int, **overrides: object) -> Target:
     """A generic N x N Clements (rectangular) mesh with the default physics.
 
     Example:
@@ -50,7 +50,7 @@ def clements(size: int, **overrides) -> Target:
     )
 
 
-def reck(size: int, **overrides) -> Target:
+def reck(size: int, **overrides: object) -> Target:
     """A generic N x N Reck (triangular) mesh with the default physics."""
     size = _check_size(size, "reck")
     params = _params("reck", overrides)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 import types
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,10 +35,11 @@ from photocomp.calibration.methods import (
     reject_loose_settings,
 )
 from photocomp.calibration.twin import calibrate_twin
+from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import CompileReport, PassRecord
 from photocomp.core.validate import check_int
-from photocomp.hardware.chip import as_chip
+from photocomp.hardware.chip import Chip, as_chip
 from photocomp.hardware.detector import BlackBoxChip
 
 __all__ = ["METHODS", "calibrate"]
@@ -44,11 +47,12 @@ __all__ = ["METHODS", "calibrate"]
 METHODS = METHOD_NAMES
 
 
-def calibrate(prog, chip, method: str | Method = "model", *, optimizer=None, steps: int | None = None,
+def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "model", *, optimizer: Any = None,
+              steps: int | None = None,
               tol: float | None = None, patience: int | None = None, warm_start: str | None = None,
               progress: bool = True, shots: int | None = None, seed: int | None = None,
               twin_configs: int | None = None, twin_steps: int | None = None, twin_rounds: int | None = None,
-              dac_bits: int | None = None, callback=None):
+              dac_bits: int | None = None, callback: Callable[[int, float], bool] | None = None) -> Program:
     """Calibrate ``prog`` for ``chip``; returns a calibrated :class:`~photocomp.compiler.program.Program`.
 
     Args:

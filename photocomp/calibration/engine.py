@@ -33,6 +33,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from photocomp.compiler.program import Program
 from photocomp.core.convention import mzi, physical_mzi
@@ -61,18 +62,18 @@ __all__ = ["error", "local_correction", "reachability", "Reachability", "check_p
            "optimize", "quantized"]
 
 
-def check_program(prog):
+def check_program(prog: object) -> Program:
 
     if not isinstance(prog, Program):
         raise InvalidTypeError(f"prog must be a photocomp.Program (from photocomp.compile or load); got {type(prog).__name__}")
     return prog
 
 
-def ideal_tiles(prog) -> np.ndarray:
+def ideal_tiles(prog: Program) -> np.ndarray:
     return tile_matrices_np(prog.ideal_phase_map)
 
 
-def relative_error(target_tiles, chip_tiles_no_gain):
+def relative_error(target_tiles: ArrayLike, chip_tiles_no_gain: ArrayLike) -> tuple[jax.Array, jax.Array]:
     g = best_gain(target_tiles, chip_tiles_no_gain)
     d = target_tiles - g[:, None, None] * chip_tiles_no_gain
     num = jnp.sum(jnp.abs(d) ** 2)
@@ -90,14 +91,14 @@ def _evaluate(chip: Chip, s: Settings, target_tiles):
     return err, g, d / jnp.maximum(norm, 1e-300)
 
 
-def settings_error(chip: Chip, s: Settings, target_tiles) -> tuple[float, np.ndarray, np.ndarray]:
+def settings_error(chip: Chip, s: Settings, target_tiles: ArrayLike) -> tuple[float, np.ndarray, np.ndarray]:
     """``(matrix error, best gain per tile, error per tile)`` of settings on a chip, in float64."""
     with jax.enable_x64(True):
         err, g, per = _evaluate(chip, s, jnp.asarray(target_tiles))
         return float(err), np.asarray(g), np.asarray(per)
 
 
-def error(prog, chip) -> dict:
+def error(prog: Program, chip: Chip) -> dict:
     """Matrix error of ``prog`` on ``chip`` versus the ideal program.
     For an uncalibrated program the chip is driven with the program's ideal
     settings (heater offsets and efficiencies compensated, as after a
@@ -117,7 +118,7 @@ def error(prog, chip) -> dict:
     return {"matrix_error": err, "tile_errors": [float(e) for e in per]}
 
 
-def ideal_settings(prog) -> Settings:
+def ideal_settings(prog: Program) -> Settings:
     with jax.enable_x64(True):
         s = settings_from_program(prog.ideal_phase_map)
         return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), s)
@@ -171,7 +172,7 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db):
     return np.mod(internal, 2 * np.pi), np.mod(external, 2 * np.pi), out_phys
 
 
-def local_correction(prog, chip) -> Settings:
+def local_correction(prog: Program, chip: Chip) -> Settings:
     """Settings with every MZI corrected analytically for the chip's known coupler errors and losses.
     ``chip`` must be fabricated for the program's target and circuit
     (:class:`~photocomp.core.errors.MismatchError` otherwise); a unitary
@@ -183,7 +184,7 @@ def local_correction(prog, chip) -> Settings:
     return local_settings(prog, chip, ideal_tiles(prog))[0]
 
 
-def local_settings(prog, chip: Chip, target_tiles) -> tuple[Settings, float]:
+def local_settings(prog: Program, chip: Chip, target_tiles: ArrayLike) -> tuple[Settings, float]:
     """Local correction and its matrix error (best gains set), for either circuit.
     Every mesh is corrected with its own stage's coupler errors and losses;
     in an svd program each attenuator's internal phase gives its wanted
@@ -249,7 +250,7 @@ def _theta_bounds(a, b):
     return np.abs(a - b), np.pi / 2 - np.abs(a + b)
 
 
-def reachability(prog, chip) -> Reachability:
+def reachability(prog: Program, chip: Chip) -> Reachability:
     """Find unreachable MZIs (bar power outside [sin^2(a+b), cos^2(a-b)]) and the floor they imply.
     ``chip`` must be fabricated for the program's target and circuit; a
     unitary program's result has empty ``v`` and ``att`` masks.
@@ -417,12 +418,12 @@ def optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patienc
     start_p, target_p, mesh = _tile_sharded(start, np.asarray(target_tiles), jax.devices())
     with jax.enable_x64(True):
         tiles = jnp.asarray(target_p)
-        flat0 = np.asarray(flatten_heaters(start_p), dtype=np.float64)
+        host0 = np.asarray(flatten_heaters(start_p), dtype=np.float64)
         if mesh is None:
-            flat0, constrain = jnp.asarray(flat0), (lambda x: x)
+            flat0, constrain = jnp.asarray(host0), (lambda x: x)
         else:
             sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tiles"))
-            flat0 = spread(flat0, mesh)
+            flat0 = spread(host0, mesh)
             constrain = lambda x: jax.lax.with_sharding_constraint(x, sharding)  # noqa: E731
 
         def loss_fn(flat):

@@ -14,6 +14,7 @@ unitary is unchanged (to rounding). Identities, with T from
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from photocomp.core.convention import PHI_RANGE, THETA_RANGE
 from photocomp.core.layout import MeshLayout
@@ -28,7 +29,7 @@ def _wrap(x):
     return np.where(w >= _TWO_PI, 0.0, w)
 
 
-def is_canonical(theta, phi, out_phase) -> np.ndarray:
+def is_canonical(theta: npt.ArrayLike, phi: npt.ArrayLike, out_phase: npt.ArrayLike) -> np.ndarray:
     """Whether each mesh of a batch is canonical already: boolean of the leading (batch) shape.
 
     Canonical: every theta in [0, pi/2], every phi and output phase in [0, 2 pi).
@@ -41,7 +42,8 @@ def is_canonical(theta, phi, out_phase) -> np.ndarray:
     return ok
 
 
-def canonicalize_mesh(lay: MeshLayout, theta, phi, out_phase):
+def canonicalize_mesh(lay: MeshLayout, theta: npt.ArrayLike, phi: npt.ArrayLike,
+                      out_phase: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Canonical phases implementing the same unitary; batched over leading axes.
 
     Args:

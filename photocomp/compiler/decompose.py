@@ -52,10 +52,12 @@ References:
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 from jax import lax
 
 from photocomp.core.errors import InvalidInputError, UnknownNameError
@@ -477,8 +479,8 @@ def _decompose_batch(u, kind: str, chunk: int):
     """
     b, n = u.shape[0], u.shape[-1]
     if chunk == 1:
-        run = lambda x: _decompose_lines(x[0], kind)  # noqa: E731
-        return lax.map(run, u[:, None]) if b > 1 else tuple(a[None] for a in run(u))
+        run_one = lambda x: _decompose_lines(x[0], kind)  # noqa: E731
+        return lax.map(run_one, u[:, None]) if b > 1 else tuple(a[None] for a in run_one(u))
     chunks = jnp.moveaxis(u.reshape((b // chunk, chunk, n, n)), 1, -1)  # (B/C, N, N, C)
 
     def run(x):
@@ -573,32 +575,32 @@ def _check_chunk(*arrays, kind: str, circuit: str, with_error: bool):
     error against ``block`` over the tile's first ``rows`` x ``cols`` entries
     (the rest is padding).
     """
-    arrays = list(arrays)
+    rest = list(arrays)
     svd = circuit == "svd"
     if svd:
-        v_theta, v_phi, v_out = arrays[:3]
-        del arrays[:3]
-    u_theta, u_phi, u_out = arrays[:3]
-    del arrays[:3]
+        v_theta, v_phi, v_out = rest[:3]
+        del rest[:3]
+    u_theta, u_phi, u_out = rest[:3]
+    del rest[:3]
     if svd:
-        vh = arrays.pop(0)
-    u = arrays.pop(0)
+        vh = rest.pop(0)
+    u = rest.pop(0)
     c, k = u.shape[0], u.shape[-1]
     lay = nulling_schedule(kind, k)["layout"]
     eye = jnp.broadcast_to(jnp.eye(k, dtype=jnp.complex128), (c, k, k))
     u_hat = apply_meshes(MeshPhases(lay, u_theta, u_phi, u_out), eye)
     if svd:
         v_hat = apply_meshes(MeshPhases(lay, v_theta, v_phi, v_out), eye)
-        out = (fidelity(vh, v_hat), fidelity(u, u_hat))
+        out: tuple = (fidelity(vh, v_hat), fidelity(u, u_hat))
     else:
         out = (fidelity(u, u_hat),)
     if not with_error:
         return out
     if svd:
-        sigma, gain, block, rows, cols = arrays
+        sigma, gain, block, rows, cols = rest
         tile = gain[:, None, None] * ((u_hat * jnp.cos(sigma)[:, None, :]) @ v_hat)
     else:
-        gain, block, rows, cols = arrays
+        gain, block, rows, cols = rest
         tile = gain[:, None, None] * u_hat
     i = jnp.arange(k)
     mask = (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
@@ -642,7 +644,7 @@ def check_tiles(pm, vh, u, blocks=None, *, devices=None):
     return tuple(out) if blocks is not None else tuple(out) + (None, None)
 
 
-def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: float = 1e-8) -> MeshPhases:
+def decompose(unitary: npt.ArrayLike, kind: str = "clements", *, check: bool = True, atol: float = 1e-8) -> MeshPhases:
     """Decompose unitaries into the phases of a ``kind`` mesh.
     Args:
       unitary: complex array ``(N, N)`` or a batch ``(B, N, N)``. Computed in
@@ -688,11 +690,11 @@ def decompose(unitary, kind: str = "clements", *, check: bool = True, atol: floa
     return MeshPhases(layout=lay, theta=theta, phi=phi, out_phase=out)
 
 
-def clements(unitary, **kwargs) -> MeshPhases:
+def clements(unitary: npt.ArrayLike, **kwargs: Any) -> MeshPhases:
     """Clements rectangular decomposition; see :func:`decompose`."""
     return decompose(unitary, "clements", **kwargs)
 
 
-def reck(unitary, **kwargs) -> MeshPhases:
+def reck(unitary: npt.ArrayLike, **kwargs: Any) -> MeshPhases:
     """Reck triangular decomposition; see :func:`decompose`."""
     return decompose(unitary, "reck", **kwargs)

@@ -50,9 +50,10 @@ import types
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from photocomp.compiler.decompose import check_tiles
-from photocomp.compiler.pipeline import INITIAL_PROPERTIES, Pipeline, get_pass
+from photocomp.compiler.pipeline import INITIAL_PROPERTIES, Pass, Pipeline, get_pass
 from photocomp.compiler.program import Program
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError
@@ -67,7 +68,7 @@ from photocomp.core.metrics import (
     unitary_deviation,
 )
 from photocomp.core.phases import MeshPhases
-from photocomp.core.target import get_target
+from photocomp.core.target import Target, get_target
 from photocomp.core.validate import as_matrix, matrix_view
 from photocomp.sim.devices import one_blas_thread
 
@@ -182,9 +183,11 @@ def _input_bytes(weights) -> tuple[tuple | None, int]:
     """
     if isinstance(weights, np.ndarray):
         return tuple(weights.shape), 0
-    shape, dtype = getattr(weights, "shape", None), getattr(weights, "dtype", None)
+    dims, dtype = getattr(weights, "shape", None), getattr(weights, "dtype", None)
+    if dims is None:
+        return None, 0
     try:
-        shape = tuple(int(d) for d in shape)
+        shape = tuple(int(d) for d in dims)
         itemsize = np.dtype(dtype).itemsize
     except (TypeError, ValueError):
         return None, 0
@@ -216,7 +219,7 @@ at least ``tiny / eps`` what is flushed stays within float64 rounding of the mat
 
 def _in_weight_units(p, rec: PassRecord, e: int) -> PassRecord:
     """``rec`` with the metrics ``p`` lists in ``weight_units`` multiplied by ``2**e``."""
-    keys = getattr(p, "weight_units", frozenset())
+    keys: frozenset[str] = getattr(p, "weight_units", frozenset())
     if e == 0 or not keys:
         return rec
     metrics = dict(rec.metrics)
@@ -418,7 +421,8 @@ def _join_phase_maps(maps: list, grid: TileGrid) -> PhaseMap:
 # ---- compile --------------------------------------------------------------------------------
 
 
-def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | None = None,
+def compile(weights: npt.ArrayLike, target: str | Target = "pace-64", pipeline: str | Pipeline | None = None, *,
+            callback: Callable[[Pass, PassRecord, CompileState], object] | None = None,
             progress: bool = False) -> Program:
     """Compile a weight matrix to a phase map for a target chip.
     Args:
@@ -508,18 +512,19 @@ def compile(weights, target="pace-64", pipeline=None, *, callback: Callable | No
             state = Pipeline(prefix).run(state, callback=hook)
         if len(strips) == 1:
             state = Pipeline(suffix).run(state, callback=hook)
-            phase_map = _restore_scale(state.phase_map, e)
+            phase_map = _restore_scale(state.require("phase_map", "clements"), e)
             summary = _summary(w, state.dense, _mesh_fidelity(state), e)
             dense = _restore_dense(state.dense, e)
             return Program(tgt, phase_map, report(state.records, summary), str(pipe), state.detection, dense)
 
         # strips of block rows, one after the other
+        assert plan is not None  # only a memory plan cuts the matrix into strips
         maps, denses, records, norms, fids, detection = [], [], [], [], [], "coherent"
         for i, (r0, r1) in enumerate(strips):
             where = f" (rows {r0}-{r1 - 1}, strip {i + 1}/{len(strips)})"
             part = Pipeline(suffix).run(
                 CompileState(weights=w[r0:r1], target=tgt, provided=state.provided), callback=hook)
-            _restore_scale(part.phase_map, e, r0 // plan.grid.tile)  # refuse early, before the next strip
+            _restore_scale(part.require("phase_map", "clements"), e, r0 // plan.grid.tile)  # refuse early, before the next strip
             maps.append(part.phase_map)
             denses.append(np.asarray(part.dense))
             records.append(part.records)

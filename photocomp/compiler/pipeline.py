@@ -90,6 +90,9 @@ class Pass(abc.ABC):
         """Return the new state and a dict of metrics (floats/ints/strings)."""
     def spec(self) -> str:
         """This pass as pipeline-string text, e.g. ``quantize(bits=10)``."""
+        if not dataclasses.is_dataclass(self):
+            raise InvalidTypeError(f"pass {self.name!r} is a {type(self).__name__}, not a dataclass; "
+                                   "concrete passes are frozen dataclasses")
         args = []
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -168,7 +171,7 @@ class Pipeline:
     """
     passes: tuple
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if isinstance(self.passes, (str, bytes)) or not hasattr(self.passes, "__iter__"):
             raise InvalidTypeError(
                 f"Pipeline passes must be a sequence of photocomp Pass objects; got {type(self.passes).__name__} "
@@ -191,14 +194,13 @@ class Pipeline:
                     f"which no earlier pass provides; add {providers} before it"
                 )
             touched = sorted((p.requires | p.provides) & frozen)
-            if touched and LOWERED in p.provides:
-                raise PipelineError(
-                    f"pipeline {_describe_passes(passes)}: pass {p.name!r} (position {i}) lowers the program "
-                    f"again after {passes[lowering].name!r} (position {lowering}); the lowering pass must come "
-                    "last, once"
-                )
-            if touched:
+            if touched and lowering is not None:  # (frozen stays empty until a pass lowers the program)
                 low = passes[lowering]
+                if LOWERED in p.provides:
+                    raise PipelineError(
+                        f"pipeline {_describe_passes(passes)}: pass {p.name!r} (position {i}) lowers the program "
+                        f"again after {low.name!r} (position {lowering}); the lowering pass must come last, once"
+                    )
                 raise PipelineError(
                     f"pipeline {_describe_passes(passes)}: pass {p.name!r} (position {i}) follows "
                     f"{low.name!r} (position {lowering}), which folds the phases into the program's dense matrix, "
@@ -329,6 +331,7 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
                 what += " (pipeline text is ASCII outside quoted strings)"
             raise PipelineError(f"pipeline: {what} at position {pos} in {quote(text)}")
         kind = m.lastgroup
+        assert kind is not None  # every alternative of _TOKEN is a named group
         tok = m.group(kind)
         if kind == "num" and len(tok) > MAX_NUMBER_CHARS:
             raise PipelineError(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import networkx as nx
 import numpy as np
+import numpy.typing as npt
 
 from photocomp.core.atomic import quote_path
 from photocomp.core.errors import (
@@ -121,7 +125,8 @@ class Program:
     """
 
     def __init__(self, target: Target, phase_map: PhaseMap, report: CompileReport, pipeline: str,
-                 detection: str = "coherent", dense=None, chip=None, settings=None):
+                 detection: str = "coherent", dense: npt.ArrayLike | None = None, chip: Chip | None = None,
+                 settings: Settings | None = None):
         if not isinstance(target, Target):
             raise InvalidTypeError(f"target must be a photocomp.Target; got {type(target).__name__}")
         if not isinstance(phase_map, PhaseMap):
@@ -174,14 +179,14 @@ class Program:
         """The compiled (ideal-chip) phase map this program implements."""
         return self.phase_map
 
-    def with_chip(self, chip, settings, report=None) -> Program:
+    def with_chip(self, chip: Chip, settings: Settings, report: CompileReport | None = None) -> Program:
         """A copy that runs on ``chip`` with physical ``settings``."""
         return Program(self.target, self.phase_map, report or self.report, self.pipeline, self.detection,
                        chip=chip, settings=settings)
 
     def drives(self) -> np.ndarray:
         """Heater powers (mW), (n_tiles, n_heaters), for a calibrated program's chip."""
-        if self.chip is None:
+        if self.chip is None or self.settings is None:  # (given together)
             raise InvalidInputError("drives need a chip: calibrate the program first (photocomp.calibration.calibrate)")
         with jax.enable_x64(True):
             return drive_map(self.chip, np.asarray(flatten_heaters(self.settings)))
@@ -214,12 +219,12 @@ class Program:
         return self.phase_map.depth
 
     @property
-    def params(self):
+    def params(self) -> PhaseMap | Settings:
         """The pytree :attr:`forward_fn` takes: the phase map, or the settings when calibrated."""
-        return self.settings if self.chip is not None else self.phase_map
+        return self.settings if self.settings is not None else self.phase_map  # (settings come with a chip)
 
     @property
-    def forward_fn(self):
+    def forward_fn(self) -> Callable[[Any, jax.Array], jax.Array]:
         """Pure ``forward(params, x) -> y`` for one example ``x`` of shape (N,).
 
         ``params`` is :attr:`params`: the phase map, or for a calibrated
@@ -231,7 +236,7 @@ class Program:
         return functools.partial(simulate.forward, detection=self.detection)
 
     # -- execution ---------------------------------------------------------------
-    def _check_x(self, x):
+    def _check_x(self, x: npt.ArrayLike) -> np.ndarray | jax.Array:
         if isinstance(x, (str, bytes)) or x is None:
             raise InvalidTypeError(f"x must be a numeric array of shape ({self.shape[1]},); got {type(x).__name__}")
         if not isinstance(x, jax.Array):
@@ -246,7 +251,7 @@ class Program:
             )
         return x
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> np.ndarray | jax.Array:
         """Output ``y`` (M,) of the program (ideal or calibrated chip) for input ``x`` (N,).
 
         ``y ~= W @ x`` (or ``|W @ x|^2`` with intensity detection), computed as
@@ -264,8 +269,8 @@ class Program:
             dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64))
             y = jnp.asarray(self.dense, dtype=dtype) @ x.astype(dtype)
             return jnp.abs(y) ** 2 if self.detection == "intensity" else y
-        y = self.dense @ np.asarray(x, dtype=np.complex128)
-        return np.abs(y) ** 2 if self.detection == "intensity" else y
+        out = self.dense @ np.asarray(x, dtype=np.complex128)
+        return np.abs(out) ** 2 if self.detection == "intensity" else out
 
     __call__ = forward
 
@@ -289,16 +294,16 @@ class Program:
             self._dense = self.matrix()
         return self._dense
 
-    def forward_dense(self, x):
+    def forward_dense(self, x: npt.ArrayLike) -> np.ndarray | jax.Array:
         """Folded fast path ``dense @ x``: the same as :meth:`forward`."""
         return self.forward(x)
 
-    def graph(self, tile: int = 0):
+    def graph(self, tile: int = 0) -> nx.DiGraph:
         """networkx view of the circuit with tile ``tile``'s settings (see :mod:`photocomp.core.graph`)."""
         return circuit_graph(self.phase_map, tile)
 
     # -- I/O -----------------------------------------------------------------------
-    def save(self, path) -> str:
+    def save(self, path: str | os.PathLike) -> str:
         """Write the versioned phase-map file (atomically); returns the path written.
 
         The format is documented in :mod:`photocomp.io.program_file`.
@@ -334,7 +339,7 @@ class Program:
         )
 
 
-def load(path) -> Program:
+def load(path: str | os.PathLike) -> Program:
     """Load a phase-map file (written by :meth:`Program.save`) as a :class:`Program`.
 
     The loaded program's forward is bit-identical to the saved one's; a

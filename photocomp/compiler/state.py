@@ -57,7 +57,7 @@ class CompileState:
             return self.matrix
         return program_matrix_np(self.require("phase_map", "clements"))
 
-    def require(self, field: str, provider: str):
+    def require(self, field: str, provider: str) -> Any:
         """Return a product, or raise a KeyError that says which pass provides it."""
         value = getattr(self, field)
         if value is None:

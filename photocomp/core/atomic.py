@@ -27,7 +27,7 @@ PATH_QUOTE_LIMIT = 120
 """Characters of a path that messages quote; a longer one keeps its start and its end (the file name)."""
 
 
-def quote_path(path) -> str:
+def quote_path(path: object) -> str:
     """``repr(path)`` for an error message, bounded: a long path keeps its start and end around ``…``."""
     text = repr(os.fspath(path)) if isinstance(path, (str, bytes, os.PathLike)) else repr(path)
     if len(text) <= PATH_QUOTE_LIMIT:

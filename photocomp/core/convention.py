@@ -33,8 +33,14 @@ Phase ranges emitted after canonicalization: ``theta`` in [0, pi/2],
 
 from __future__ import annotations
 
+import types
+from typing import TypeVar
+
+import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
+from jax.typing import ArrayLike
 
 __all__ = [
     "THETA_RANGE",
@@ -60,8 +66,12 @@ THETA_RANGE = (0.0, float(np.pi / 2))
 PHI_RANGE = (0.0, float(2 * np.pi))
 """Half-open range [0, 2 pi) of canonical external and output phases (rad)."""
 
+# phases of the plain-arithmetic conversions: the type that goes in comes out
+_Phase = TypeVar("_Phase", float, np.ndarray, jax.Array)
+_Other = TypeVar("_Other")
 
-def mzi(theta, phi, xp=jnp):
+
+def mzi(theta: ArrayLike, phi: ArrayLike, xp: types.ModuleType = jnp) -> jax.Array | np.ndarray:
     """Transfer matrix T(theta, phi) of the convention, batched over leading axes.
 
     Args:
@@ -82,7 +92,7 @@ def mzi(theta, phi, xp=jnp):
     )
 
 
-def mzi_inverse(theta, phi):
+def mzi_inverse(theta: ArrayLike, phi: ArrayLike) -> jax.Array:
     """Inverse (= conjugate transpose) of :func:`mzi`, shape ``S + (2, 2)``."""
     return jnp.conj(jnp.swapaxes(mzi(theta, phi), -1, -2))
 
@@ -106,7 +116,7 @@ def commute_through_inverse(theta, phi, alpha, beta):
     return beta - phi + jnp.pi, beta, alpha - beta + jnp.pi
 
 
-def coupler(error=0.0, xp=jnp):
+def coupler(error: ArrayLike = 0.0, xp: types.ModuleType = jnp) -> jax.Array | np.ndarray:
     """Directional coupler with splitting-angle error ``error`` (rad).
 
     ``[[cos(pi/4 + e), i sin(pi/4 + e)], [i sin(pi/4 + e), cos(pi/4 + e)]]``;
@@ -117,7 +127,7 @@ def coupler(error=0.0, xp=jnp):
     return xp.stack([xp.stack([c, s], -1), xp.stack([s, c], -1)], -2)
 
 
-def _upper_phase(a, xp=jnp):
+def _upper_phase(a: ArrayLike, xp: types.ModuleType = jnp) -> jax.Array | np.ndarray:
     a = xp.asarray(a)
     one = xp.ones_like(a) + 0j
     zero = xp.zeros_like(a) + 0j
@@ -126,7 +136,8 @@ def _upper_phase(a, xp=jnp):
     )
 
 
-def physical_mzi(internal, external, error_in=0.0, error_out=0.0, xp=jnp):
+def physical_mzi(internal: ArrayLike, external: ArrayLike, error_in: ArrayLike = 0.0, error_out: ArrayLike = 0.0,
+                 xp: types.ModuleType = jnp) -> jax.Array | np.ndarray:
     """Physical device: coupler(error_out) . P(internal) . coupler(error_in) . P(external).
 
     Args:
@@ -148,7 +159,7 @@ def physical_mzi(internal, external, error_in=0.0, error_out=0.0, xp=jnp):
     )
 
 
-def to_physical(theta, phi):
+def to_physical(theta: _Phase, phi: _Other) -> tuple[_Phase, _Other]:
     """Convert ``(theta, phi)`` to physical ``(internal, external)`` phases (rad).
 
     Plain arithmetic: numpy in, numpy out (dtype kept); jax in, jax out.
@@ -156,12 +167,12 @@ def to_physical(theta, phi):
     return 2 * theta + np.pi, phi
 
 
-def from_physical(internal, external):
+def from_physical(internal: _Phase, external: _Other) -> tuple[_Phase, _Other]:
     """Inverse of :func:`to_physical` (numpy in, numpy out; jax in, jax out)."""
     return (internal - np.pi) / 2, external
 
 
-def wrap_phase(x):
+def wrap_phase(x: ArrayLike) -> jax.Array:
     """Wrap phases (rad) into [0, 2 pi), mapping values within 1e-15 of 2 pi to 0."""
     two_pi = 2 * jnp.pi
     w = jnp.mod(x, two_pi)
@@ -169,6 +180,6 @@ def wrap_phase(x):
     return jnp.where((w >= two_pi) | jnp.signbit(w), 0.0, w)
 
 
-def phase_difference(a, b=0.0) -> np.ndarray:
+def phase_difference(a: npt.ArrayLike, b: npt.ArrayLike = 0.0) -> np.ndarray:
     """``a - b`` wrapped into [-pi, pi) (numpy): the signed distance between two phases (rad)."""
     return np.mod(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64) + np.pi, 2 * np.pi) - np.pi

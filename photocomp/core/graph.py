@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Protocol
 
 import networkx as nx
 import numpy as np
@@ -47,6 +48,13 @@ from photocomp.core.ir import PhaseMap
 from photocomp.core.validate import check_int
 
 __all__ = ["circuit_graph", "export_graph", "to_sax_netlist", "export_netlist", "NETLIST_MODELS"]
+
+
+class HasPhaseMap(Protocol):
+    """A compiled program as this module reads it (a :class:`~photocomp.compiler.program.Program`)."""
+
+    @property
+    def phase_map(self) -> PhaseMap: ...
 
 
 def _mesh(g, stage, mp, tile, last, x0):
@@ -73,7 +81,7 @@ def _mesh(g, stage, mp, tile, last, x0):
     return x + 1
 
 
-def circuit_graph(phase_map, tile: int = 0) -> nx.DiGraph:
+def circuit_graph(phase_map: PhaseMap | HasPhaseMap, tile: int = 0) -> nx.DiGraph:
     """The circuit of one tile as a directed graph (see the module docstring).
     Args:
       phase_map: a :class:`~photocomp.core.ir.PhaseMap` or a :class:`~photocomp.compiler.program.Program`.
@@ -117,7 +125,7 @@ def circuit_graph(phase_map, tile: int = 0) -> nx.DiGraph:
     return g
 
 
-def export_graph(graph: nx.DiGraph, path) -> str:
+def export_graph(graph: nx.DiGraph, path: str | os.PathLike) -> str:
     """Write ``graph`` as GraphML (``.graphml``) or node-link JSON (``.json``), atomically."""
     if not isinstance(graph, nx.Graph):
         raise InvalidTypeError(f"graph must be a networkx graph; got {type(graph).__name__}")
@@ -178,7 +186,7 @@ def _instance(node: str, d: dict) -> str:
     return node.replace(":", "_")
 
 
-def to_sax_netlist(program, tile: int = 0) -> dict:
+def to_sax_netlist(program: PhaseMap | HasPhaseMap, tile: int = 0) -> dict:
     """The circuit of one tile as a SAX flat netlist (a JSON-ready dict).
     One instance per MZI (``theta``, ``phi`` in rad, the convention of
     :mod:`photocomp.core.convention`), output phase shifter (``phase``, rad),
@@ -258,7 +266,7 @@ def to_sax_netlist(program, tile: int = 0) -> dict:
     return net
 
 
-def export_netlist(program, path, tile: int = 0) -> str:
+def export_netlist(program: PhaseMap | HasPhaseMap, path: str | os.PathLike, tile: int = 0) -> str:
     """Write :func:`to_sax_netlist` of ``program`` (tile ``tile``) as JSON to ``path`` (``.json``), atomically."""
     if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
         raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}")

@@ -21,13 +21,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from typing import Any
+from typing import Any, overload
 
 import jax
 import numpy as np
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.format import format_value
+from photocomp.core.layout import MeshLayout
 from photocomp.core.phases import MeshPhases
 
 __all__ = ["TileGrid", "PhaseMap", "PassRecord", "CompileReport", "CIRCUITS", "circuit_stages"]
@@ -121,6 +122,12 @@ class TileGrid:
         pad[: self.out_dim, : self.in_dim] = w
         return pad.reshape(self.rows, k, self.cols, k).transpose(0, 2, 1, 3).reshape(-1, k, k)
 
+    @overload
+    def join(self, blocks: jax.Array) -> jax.Array: ...
+
+    @overload
+    def join(self, blocks: np.ndarray) -> np.ndarray: ...
+
     def join(self, blocks):
         """Inverse of :meth:`split` (crops the padding): the (out_dim, in_dim) matrix of blocks
         (n_tiles, K, K), a NumPy or JAX array as given (so it also works under ``jit``)."""
@@ -158,7 +165,7 @@ class PhaseMap:
     gain: Any
 
     @classmethod
-    def unitary(cls, grid: TileGrid, u: MeshPhases, gain) -> PhaseMap:
+    def unitary(cls, grid: TileGrid, u: MeshPhases, gain: Any) -> PhaseMap:
         """A unitary program: one mesh ``u`` and a gain per tile."""
         return cls(grid, None, None, u, gain)
 
@@ -182,7 +189,7 @@ class PhaseMap:
         return self.grid.n_tiles
 
     @property
-    def layout(self):
+    def layout(self) -> MeshLayout:
         """The mesh layout (every mesh of a compiled program has the same one)."""
         return self.u.layout
 

@@ -19,6 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from photocomp.core.convention import mzi
 from photocomp.core.errors import InvalidInputError, UnknownNameError
@@ -113,29 +114,31 @@ def nulling_schedule(kind: str, n: int):
       ``slot``: position of the resulting MZI in the layout's ``pairs``.
     and ``layout``: the :class:`MeshLayout`.
     """
-    left, ks, targets = [], [], []
+    left_list: list[bool] = []
+    k_list: list[int] = []
+    target_list: list[int] = []
     if kind == "clements":
         for i in range(n - 1):
             for j in range(i + 1):
                 if i % 2 == 0:  # right multiplication: null (n-1-j, i-j) with columns (i-j, i-j+1)
-                    left.append(False)
-                    ks.append(i - j)
-                    targets.append(n - 1 - j)
+                    left_list.append(False)
+                    k_list.append(i - j)
+                    target_list.append(n - 1 - j)
                 else:  # left multiplication: null (n-1-i+j, j) with rows (n-2-i+j, n-1-i+j)
-                    left.append(True)
-                    ks.append(n - 2 - i + j)
-                    targets.append(j)
+                    left_list.append(True)
+                    k_list.append(n - 2 - i + j)
+                    target_list.append(j)
     elif kind == "reck":
         for r in range(n - 1, 0, -1):
             for c in range(r):
-                left.append(False)
-                ks.append(c)
-                targets.append(r)
+                left_list.append(False)
+                k_list.append(c)
+                target_list.append(r)
     else:
         raise UnknownNameError(f"mesh kind must be one of {MESH_KINDS}; got {kind!r}")
-    left = np.asarray(left, dtype=bool)
-    ks = np.asarray(ks, dtype=np.int32)
-    targets = np.asarray(targets, dtype=np.int32)
+    left = np.asarray(left_list, dtype=bool)
+    ks = np.asarray(k_list, dtype=np.int32)
+    targets = np.asarray(target_list, dtype=np.int32)
     # Light meets the right-multiplication MZIs first (in nulling order), then the
     # left-multiplication ones in reverse nulling order.
     right_steps = np.flatnonzero(~left)
@@ -250,7 +253,7 @@ def apply_columns(lay: MeshLayout, mats, out_phase, x):
     return screen * xp[:n]
 
 
-def apply_mesh(lay: MeshLayout, theta, phi, out_phase, x):
+def apply_mesh(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike, out_phase: ArrayLike, x: ArrayLike) -> jax.Array:
     """Propagate fields ``x`` through an ideal mesh.
     Args:
       lay: the static layout.
@@ -267,7 +270,7 @@ def apply_mesh(lay: MeshLayout, theta, phi, out_phase, x):
     return apply_columns(lay, mats, out_phase, x.astype(dtype))
 
 
-def mesh_unitary(lay: MeshLayout, theta, phi, out_phase):
+def mesh_unitary(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike, out_phase: ArrayLike) -> jax.Array:
     """The N x N unitary a mesh implements: ``apply_mesh`` on the identity."""
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(theta).dtype, jnp.complex64))
     return apply_mesh(lay, theta, phi, out_phase, jnp.eye(lay.n_modes, dtype=dtype))

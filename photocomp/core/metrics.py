@@ -13,9 +13,12 @@ near 1e300 or 1e-300 is as accurate as one of weights near 1.
 
 from __future__ import annotations
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["fidelity", "matrix_error", "np_matrix_error", "np_norm", "power_of_two_exponent", "scale_by_power_of_two"]
 
@@ -25,15 +28,16 @@ need no scaling: the sum of their squared entries neither overflows nor loses
 anything that matters relative to the largest one to underflow."""
 
 
-def _xp(*arrays):
+def _xp(*arrays: object) -> types.ModuleType:
     """jax.numpy for jax inputs (traceable), numpy otherwise (float64 kept)."""
     return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
-def fidelity(target, implemented):
+def fidelity(target: npt.ArrayLike, implemented: npt.ArrayLike) -> jax.Array | np.ndarray | np.floating:
     """Unitary fidelity ``|Tr(U^H V)|^2 / N^2``, batched over leading axes.
 
-    numpy inputs are computed in numpy (their precision kept); jax inputs in jax.
+    numpy inputs are computed in numpy (their precision kept; one matrix gives
+    a numpy scalar); jax inputs in jax.
     """
     xp = _xp(target, implemented)
     u = xp.asarray(target)
@@ -43,7 +47,7 @@ def fidelity(target, implemented):
     return xp.abs(tr) ** 2 / n**2
 
 
-def max_component(a) -> float:
+def max_component(a: npt.ArrayLike) -> float:
     """Largest ``|Re|`` or ``|Im|`` of any entry of ``a`` (0.0 for an empty array), without a full-size temporary."""
     a = np.asarray(a)
     if a.size == 0:
@@ -52,7 +56,7 @@ def max_component(a) -> float:
     return float(max(max(float(p.max()), -float(p.min())) for p in parts))
 
 
-def power_of_two_exponent(*arrays) -> int:
+def power_of_two_exponent(*arrays: npt.ArrayLike) -> int:
     """The exponent ``e`` with the largest component of ``arrays`` times ``2**-e`` in ``[0.5, 1)``.
 
     0 when every entry is zero or some entry is not finite. Multiplying by a
@@ -64,13 +68,13 @@ def power_of_two_exponent(*arrays) -> int:
     return int(np.frexp(m)[1])
 
 
-def needs_scaling(*arrays) -> bool:
+def needs_scaling(*arrays: npt.ArrayLike) -> bool:
     """Whether the largest component of ``arrays`` lies outside ``[2**-SAFE_EXPONENT, 2**SAFE_EXPONENT]``."""
     m = max((max_component(a) for a in arrays), default=0.0)
     return bool(np.isfinite(m) and m != 0.0 and not (2.0**-SAFE_EXPONENT <= m <= 2.0**SAFE_EXPONENT))
 
 
-def scale_by_power_of_two(a, e: int, *, out=None) -> np.ndarray:
+def scale_by_power_of_two(a: npt.ArrayLike, e: int, *, out: np.ndarray | None = None) -> np.ndarray:
     """``a * 2**e`` computed with ``ldexp`` (exact in the normal range, for any int ``e``).
 
     Real input gives float64, complex input complex128; ``out`` (an array of
@@ -89,7 +93,7 @@ def scale_by_power_of_two(a, e: int, *, out=None) -> np.ndarray:
     return out
 
 
-def np_norm(a) -> float:
+def np_norm(a: npt.ArrayLike) -> float:
     """Float64 Frobenius norm of a numpy array, free of overflow and underflow.
 
     The true norm when it is representable, ``inf`` when it exceeds the
@@ -103,20 +107,22 @@ def np_norm(a) -> float:
         return float(np.ldexp(np.linalg.norm(scale_by_power_of_two(a, -e)), e))
 
 
-def matrix_error(target, implemented):
+def matrix_error(target: npt.ArrayLike, implemented: npt.ArrayLike) -> jax.Array | np.ndarray | np.floating:
     """Relative Frobenius error ``||W - W_hat||_F / ||W||_F``, batched over leading axes.
 
     If ``W`` is all zero the absolute error ``||W_hat||_F`` is returned instead.
     numpy inputs are computed in numpy (their precision kept, float64 free of
-    overflow and underflow: see :func:`np_matrix_error`); jax inputs in jax.
+    overflow and underflow: see :func:`np_matrix_error`; one matrix gives a
+    numpy scalar); jax inputs in jax.
     """
     if _xp(target, implemented) is np:
-        w, w_hat = np.asarray(target), np.asarray(implemented)
-        batch = np.broadcast_shapes(w.shape, w_hat.shape)[:-2]
-        w, w_hat = np.broadcast_to(w, batch + w.shape[-2:]), np.broadcast_to(w_hat, batch + w_hat.shape[-2:])
+        w_np, w_hat_np = np.asarray(target), np.asarray(implemented)
+        batch = np.broadcast_shapes(w_np.shape, w_hat_np.shape)[:-2]
+        w_np = np.broadcast_to(w_np, batch + w_np.shape[-2:])
+        w_hat_np = np.broadcast_to(w_hat_np, batch + w_hat_np.shape[-2:])
         out = np.empty(batch)
         for i in np.ndindex(batch):
-            out[i] = np_matrix_error(w[i], w_hat[i])
+            out[i] = np_matrix_error(w_np[i], w_hat_np[i])
         return out if batch else out[()]
     xp = jnp
     w = xp.asarray(target)
@@ -126,7 +132,7 @@ def matrix_error(target, implemented):
     return xp.where(den > 0, num / xp.where(den > 0, den, 1.0), num)
 
 
-def np_matrix_error(target, implemented) -> float:
+def np_matrix_error(target: npt.ArrayLike, implemented: npt.ArrayLike) -> float:
     """Float64 numpy version of :func:`matrix_error` for one matrix, free of overflow and underflow.
 
     When either matrix has a component outside ``[2**-SAFE_EXPONENT,
@@ -154,7 +160,7 @@ UNITARY_TOL = 1e-9
 """Default tolerance of :func:`unitary_deviation` for treating a matrix as a scaled unitary."""
 
 
-def unitary_deviation(a) -> tuple[np.ndarray, np.ndarray]:
+def unitary_deviation(a: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """How far square matrices are from scaled unitaries ``g U``.
 
     Args:

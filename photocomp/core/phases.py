@@ -22,11 +22,11 @@ class MeshPhases:
       out_phase: output phase screen (rad), shape ``batch + (N,)``.
     """
     layout: MeshLayout
-    theta: np.ndarray
-    phi: np.ndarray
-    out_phase: np.ndarray
+    theta: np.ndarray | jax.Array
+    phi: np.ndarray | jax.Array
+    out_phase: np.ndarray | jax.Array
 
-    def unitary(self):
+    def unitary(self) -> np.ndarray | jax.Array:
         """The unitary (or stack of unitaries) these phases implement.
 
         Concrete phases (numpy or JAX arrays) rebuild it in float64 whatever

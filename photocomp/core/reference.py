@@ -32,7 +32,10 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "mzi_matrix",
@@ -99,7 +102,7 @@ def _multiply_left(u: np.ndarray, k: int, theta: float, phi: float) -> None:
     u[k : k + 2, :] = mzi_matrix(theta, phi) @ u[k : k + 2, :]
 
 
-def clements_reference(U) -> tuple[list[tuple[int, float, float]], np.ndarray]:
+def clements_reference(U: npt.ArrayLike) -> tuple[list[tuple[int, float, float]], np.ndarray]:
     """Clements rectangular decomposition, following the paper step by step.
 
     The N - 1 anti-diagonals below the main diagonal are nulled one after the
@@ -174,7 +177,7 @@ def clements_reference(U) -> tuple[list[tuple[int, float, float]], np.ndarray]:
     return ops, np.mod(screen, 2 * np.pi)
 
 
-def reck_reference(U) -> tuple[list[tuple[int, float, float]], np.ndarray]:
+def reck_reference(U: npt.ArrayLike) -> tuple[list[tuple[int, float, float]], np.ndarray]:
     """Reck triangular decomposition by right multiplications only.
 
     Rows are cleared from the bottom up: for row r = N-1 .. 1 (0-based) and
@@ -208,7 +211,7 @@ def reck_reference(U) -> tuple[list[tuple[int, float, float]], np.ndarray]:
     return ops, out_phase
 
 
-def mesh_product(n: int, ops, out_phase) -> np.ndarray:
+def mesh_product(n: int, ops: Iterable[tuple[int, float, float]], out_phase: npt.ArrayLike) -> np.ndarray:
     """Dense unitary of a mesh: ``diag(exp(i out_phase)) @ T_last @ ... @ T_first``.
 
     Args:
@@ -251,7 +254,7 @@ def haar_unitary(n: int, rng: np.random.Generator) -> np.ndarray:
     return q * (d / np.abs(d))[None, :]
 
 
-def fidelity(U, V) -> float:
+def fidelity(U: npt.ArrayLike, V: npt.ArrayLike) -> float:
     """Fidelity of two N x N unitaries, ``|Tr(U^H V)|^2 / N^2`` (1 when equal up to a global phase)."""
     U = np.asarray(U)
     V = np.asarray(V)

@@ -23,13 +23,13 @@ QUOTE_LIMIT = 80
 
 
 @functools.cache
-def _group(group: str) -> tuple:
+def _group(group: str) -> tuple[metadata.EntryPoint, ...]:
     return tuple(metadata.entry_points(group=group))
 
 
-def entry_points(group: str) -> dict:
+def entry_points(group: str) -> dict[str, metadata.EntryPoint]:
     """``{name: EntryPoint}`` of an entry-point group (first declaration of a name wins)."""
-    out = {}
+    out: dict[str, metadata.EntryPoint] = {}
     for ep in _group(group):
         out.setdefault(ep.name, ep)
     if not out:

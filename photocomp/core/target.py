@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from importlib import metadata
 
 from photocomp.core import registry
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
@@ -169,7 +170,7 @@ _FAMILY = re.compile(r"(?P<family>[a-z][a-z0-9_]*)-(?P<size>[0-9]+)", re.ASCII)
 _SIZE_DIGITS = len(str(SIZE_RANGE[1]))
 
 
-def _entry_points() -> dict:
+def _entry_points() -> dict[str, metadata.EntryPoint]:
 
     return registry.entry_points(_GROUP)
 
@@ -205,7 +206,7 @@ def _name_hint(target: str, eps) -> str:
     return ""
 
 
-def get_target(target) -> Target:
+def get_target(target: str | Target) -> Target:
     """Resolve a target name (``"pace-64"``, ``"clements-16"``) or pass a Target through.
     Exact names are looked up first; otherwise ``family-N`` calls the family
     constructor with ``N``.

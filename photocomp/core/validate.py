@@ -8,6 +8,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import numpy.typing as npt
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 
@@ -49,7 +50,7 @@ def _as_numeric_array(x, name: str) -> np.ndarray:
     return arr
 
 
-def matrix_view(x, name: str = "weights") -> np.ndarray:
+def matrix_view(x: npt.ArrayLike, name: str = "weights") -> np.ndarray:
     """Check that ``x`` is a non-empty numeric 2-D array-like without copying it.
 
     Returns ``np.asarray(x)``: the array itself for an ndarray (a broadcast
@@ -64,7 +65,7 @@ def matrix_view(x, name: str = "weights") -> np.ndarray:
     return arr
 
 
-def as_matrix(x, name: str = "weights", *, copy: bool = True) -> np.ndarray:
+def as_matrix(x: npt.ArrayLike, name: str = "weights", *, copy: bool = True) -> np.ndarray:
     """Validate a finite, non-empty, numeric 2-D array; return it as complex128.
 
     ``copy=False`` returns ``x`` itself when it is a complex128 ndarray already.
@@ -86,7 +87,8 @@ def as_matrix(x, name: str = "weights", *, copy: bool = True) -> np.ndarray:
     return out
 
 
-def as_unitary_batch(x, name: str, *, check: bool = True, atol: float = 1e-8):
+def as_unitary_batch(x: npt.ArrayLike, name: str, *, check: bool = True,
+                     atol: float = 1e-8) -> tuple[np.ndarray, bool]:
     """Validate a unitary ``(N, N)`` or batch ``(B, N, N)``; return ``(complex128 (B,N,N), batched)``."""
     arr = _as_numeric_array(x, name)
     if arr.ndim not in (2, 3) or arr.shape[-1] != arr.shape[-2] or arr.shape[-1] == 0:
@@ -106,7 +108,7 @@ def as_unitary_batch(x, name: str, *, check: bool = True, atol: float = 1e-8):
     return (arr if batched else arr[None]), batched
 
 
-def check_int(value, name: str, *, low: int | None = None, high: int | None = None) -> int:
+def check_int(value: object, name: str, *, low: int | None = None, high: int | None = None) -> int:
     """Return ``value`` as int if it is an integer within [low, high]; else raise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidTypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
@@ -117,7 +119,7 @@ def check_int(value, name: str, *, low: int | None = None, high: int | None = No
     return v
 
 
-def check_real(value, name: str, *, low: float | None = None, high: float | None = None, low_open: bool = False) -> float:
+def check_real(value: object, name: str, *, low: float | None = None, high: float | None = None, low_open: bool = False) -> float:
     """Return ``value`` as float if finite and within the bounds; else raise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidTypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")

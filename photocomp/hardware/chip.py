@@ -93,7 +93,7 @@ class Chip:
     def n_heaters(self) -> int:
         return int(np.shape(self.offset)[0])
 
-    def group_slices(self) -> dict:
+    def group_slices(self) -> dict[str, slice]:
         """``{group: slice}`` into the flat heater vector."""
         return heater_slices(self.target, self.circuit)
 
@@ -103,7 +103,7 @@ class Chip:
         np.add.at(x, (np.asarray(self.xt_rows), np.asarray(self.xt_cols)), np.asarray(self.xt_weight))
         return x
 
-    def check_target(self, target: Target, what: str = "program", circuit: str | None = None):
+    def check_target(self, target: Target, what: str = "program", circuit: str | None = None) -> None:
         """Raise :class:`MismatchError` unless ``target`` (and ``circuit``, when given) are this chip's."""
         if target != self.target:
             raise MismatchError(
@@ -129,12 +129,13 @@ jax.tree_util.register_dataclass(
 )
 
 
-def heater_slices(target: Target, circuit: str = "svd") -> dict:
+def heater_slices(target: Target, circuit: str = "svd") -> dict[str, slice]:
     """``{group: slice}`` into a ``circuit`` chip's flat heater vector."""
     lay = layout(target.mesh, target.size)
     m, k = lay.n_mzi, target.size
     sizes = {"v_int": m, "v_ext": m, "v_out": k, "att": k, "u_int": m, "u_ext": m, "u_out": k}
-    out, start = {}, 0
+    out: dict[str, slice] = {}
+    start = 0
     for g in heater_groups(circuit):
         out[g] = slice(start, start + sizes[g])
         start += sizes[g]
@@ -158,19 +159,19 @@ def heater_positions(target: Target, circuit: str = "svd") -> np.ndarray:
         pm = PhaseMap(grid, zeros, np.zeros((1, k)), zeros, np.ones(1))
     g = circuit_graph(pm)
     xy = lambda node: (g.nodes[node]["x"], g.nodes[node]["y"])  # noqa: E731
-    pos = []
+    points = []
     for stage in ("V", "U") if pm.v is not None else ("U",):
         mz = [xy(f"{stage}:{c}:{n}") for n, c in zip(lay.pairs, lay.columns)]
-        pos += mz  # internal heaters
-        pos += [(x - 0.5, y - 0.5) for x, y in mz]  # external heaters, upper input arm
-        pos += [xy(f"{stage}out:{q}") for q in range(k)]
+        points += mz  # internal heaters
+        points += [(x - 0.5, y - 0.5) for x, y in mz]  # external heaters, upper input arm
+        points += [xy(f"{stage}out:{q}") for q in range(k)]
         if stage == "V":
-            pos += [xy(f"S:{q}") for q in range(k)]
-    pos = np.asarray(pos, dtype=np.float64)
+            points += [xy(f"S:{q}") for q in range(k)]
+    pos = np.asarray(points, dtype=np.float64)
     return pos * np.array([target.column_pitch_um, target.mode_pitch_um])
 
 
-def crosstalk_matrix(target: Target, pos: np.ndarray):
+def crosstalk_matrix(target: Target, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sparse crosstalk from heater positions by spatial hashing (cells of the cut-off size)."""
     n = len(pos)
     e = np.zeros(0, np.int32)
@@ -179,20 +180,21 @@ def crosstalk_matrix(target: Target, pos: np.ndarray):
     d_nn = 2.0 * target.mode_pitch_um  # adjacent MZIs of one column
     cutoff = 3.0 * d_nn
     cell = np.floor(pos / cutoff).astype(np.int64)
-    buckets: dict = {}
+    members: dict[tuple, list[int]] = {}
     for i, key in enumerate(map(tuple, cell)):
-        buckets.setdefault(key, []).append(i)
-    buckets = {k: np.asarray(v) for k, v in buckets.items()}
-    rows, cols = [], []
+        members.setdefault(key, []).append(i)
+    buckets = {k: np.asarray(v) for k, v in members.items()}
+    row_parts: list[np.ndarray] = []
+    col_parts: list[np.ndarray] = []
     for (cx, cy), idx in buckets.items():
         near = [buckets[(cx + dx, cy + dy)] for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (cx + dx, cy + dy) in buckets]
         other = np.concatenate(near)
         d = np.linalg.norm(pos[idx, None, :] - pos[None, other, :], axis=-1)
         r, c = np.nonzero((d > 0) & (d <= cutoff))
-        rows.append(idx[r])
-        cols.append(other[c])
-    rows = np.concatenate(rows)
-    cols = np.concatenate(cols)
+        row_parts.append(idx[r])
+        col_parts.append(other[c])
+    rows = np.concatenate(row_parts)
+    cols = np.concatenate(col_parts)
     order = np.lexsort((cols, rows))
     rows, cols = rows[order], cols[order]
     dist = np.linalg.norm(pos[rows] - pos[cols], axis=-1)
@@ -200,7 +202,7 @@ def crosstalk_matrix(target: Target, pos: np.ndarray):
     return rows.astype(np.int32), cols.astype(np.int32), weight
 
 
-def fabricate(target="pace-64", seed: int = 0, circuit: str = "svd") -> Chip:
+def fabricate(target: str | Target = "pace-64", seed: int = 0, circuit: str = "svd") -> Chip:
     """Sample a chip from a target's fabrication statistics.
 
     Args:
@@ -239,7 +241,7 @@ def fabricate(target="pace-64", seed: int = 0, circuit: str = "svd") -> Chip:
     return Chip(t, seed, pick(c_in), pick(c_out), pick(loss), offset[keep], eff[keep], rows, cols, w, circuit)
 
 
-def as_chip(chip, name: str = "chip") -> Chip:
+def as_chip(chip: object, name: str = "chip") -> Chip:
     if not isinstance(chip, Chip):
         raise InvalidTypeError(f"{name} must be a photocomp.Chip (from photocomp.fabricate); got {type(chip).__name__}")
     return chip

@@ -26,11 +26,15 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
+from jax.typing import ArrayLike
 
 from photocomp.core import convention
+from photocomp.core.errors import InvalidTypeError
 from photocomp.core.ir import PhaseMap, TileGrid
 from photocomp.core.layout import MeshLayout
 from photocomp.core.phases import MeshPhases
+from photocomp.core.target import Target
 from photocomp.hardware.chip import Chip, heater_groups, heater_slices
 from photocomp.sim.ideal import accumulate, tile_inputs
 from photocomp.sim.physical import (
@@ -72,17 +76,18 @@ class Settings:
     """
     grid: TileGrid
     layout: MeshLayout
-    v_int: object
-    v_ext: object
-    v_out: object
-    att: object
-    u_int: object
-    u_ext: object
-    u_out: object
-    gain: object
+    v_int: jax.Array | np.ndarray | None
+    v_ext: jax.Array | np.ndarray | None
+    v_out: jax.Array | np.ndarray | None
+    att: jax.Array | np.ndarray | None
+    u_int: jax.Array | np.ndarray
+    u_ext: jax.Array | np.ndarray
+    u_out: jax.Array | np.ndarray
+    gain: jax.Array | np.ndarray
 
     @classmethod
-    def unitary(cls, grid: TileGrid, layout: MeshLayout, u_int, u_ext, u_out, gain) -> Settings:
+    def unitary(cls, grid: TileGrid, layout: MeshLayout, u_int: jax.Array | np.ndarray, u_ext: jax.Array | np.ndarray,
+                u_out: jax.Array | np.ndarray, gain: jax.Array | np.ndarray) -> Settings:
         """Settings of a unitary program (one mesh per tile)."""
         return cls(grid, layout, None, None, None, None, u_int, u_ext, u_out, gain)
 
@@ -107,7 +112,8 @@ jax.tree_util.register_dataclass(
 )
 
 
-def attenuator_amplitude(internal, coupler_in=0.0, coupler_out=0.0, loss_db=0.0):
+def attenuator_amplitude(internal: ArrayLike, coupler_in: ArrayLike = 0.0, coupler_out: ArrayLike = 0.0,
+                         loss_db: ArrayLike = 0.0) -> jax.Array:
     """Upper-port amplitude of an attenuator MZI: ``[B(out) P(internal) B(in)]_00`` times loss.
     Ideal couplers: ``(e^{i internal} - 1) / 2``; with ``internal = 2 sigma + pi``
     this is ``e^{i(sigma + pi)} cos(sigma)``.
@@ -143,13 +149,16 @@ def program_from_settings(s: Settings) -> PhaseMap:
     ut, up, uo = mesh_from_physical(lay, s.u_int, s.u_ext, s.u_out)
     if s.v_int is None:
         return PhaseMap.unitary(s.grid, MeshPhases(lay, ut, up, uo), s.gain)
+    if s.v_ext is None or s.v_out is None or s.att is None:
+        raise InvalidTypeError("settings.v_ext, v_out and att must be arrays when settings.v_int is one (an svd "
+                               "circuit); got None")
     sigma, _ = convention.from_physical(jnp.asarray(s.att), 0.0)
     v_out = s.v_out + sigma + jnp.pi
     vt, vp, vo = mesh_from_physical(lay, s.v_int, s.v_ext, v_out)
     return PhaseMap(s.grid, MeshPhases(lay, vt, vp, vo), sigma, MeshPhases(lay, ut, up, uo), s.gain)
 
 
-def _tile_core(chip: Chip, lay: MeshLayout, v_int, v_ext, v_out, att, u_int, u_ext, u_out, z, reverse_only=False):
+def _tile_core(chip: Chip, lay: MeshLayout, v_int, v_ext, v_out, att, u_int, u_ext, u_out, z, *, reverse_only=False):
     """One tile's core (V mesh, attenuators, U mesh, output shifters) on fields z (K[, B]), as one scan."""
     dtype = z.dtype
     stage = lambda g, i, e: physical_coefficients(  # noqa: E731
@@ -161,7 +170,7 @@ def _tile_core(chip: Chip, lay: MeshLayout, v_int, v_ext, v_out, att, u_int, u_e
     return screen(u_out, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
 
 
-def _unitary_core(chip: Chip, lay: MeshLayout, u_int, u_ext, u_out, z, reverse_only=False):
+def _unitary_core(chip: Chip, lay: MeshLayout, u_int, u_ext, u_out, z, *, reverse_only=False):
     """One tile's core of a unitary program (its mesh and output shifters) on fields z (K[, B])."""
     dtype = z.dtype
     coef = physical_coefficients(lay, u_int, u_ext, chip.coupler_in["u"], chip.coupler_out["u"], chip.loss_db["u"],
@@ -179,7 +188,7 @@ def _tile_apply(chip: Chip, s: Settings, z, reverse_only: bool = False):
     return jax.vmap(core)(*phases, z.astype(dtype))
 
 
-def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True, reverse_only: bool = False):
+def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True, reverse_only: bool = False) -> jax.Array:
     """(T, K, K) matrices the chip implements per tile with settings ``s``.
     ``reverse_only=True`` (for losses differentiated with ``jax.grad`` only,
     as calibration's) makes reverse-mode gradients faster and forward-mode
@@ -192,12 +201,12 @@ def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True, rever
     return z * jnp.asarray(s.gain)[:, None, None] if with_gain else z
 
 
-def chip_matrix(chip: Chip, s: Settings):
+def chip_matrix(chip: Chip, s: Settings) -> jax.Array:
     """The (M, N) matrix the chip implements with settings ``s``."""
     return s.grid.join(chip_tile_matrices(chip, s))
 
 
-def chip_forward(chip: Chip, s: Settings, x, detection: str = "coherent"):
+def chip_forward(chip: Chip, s: Settings, x: ArrayLike, detection: str = "coherent") -> jax.Array:
     """Field ``x`` (N,) or (N, B) through the chip; returns (M,) or (M, B).
     A batch of at least K fields, ``(N, B)`` or under ``jax.vmap`` over ``x``
     with shared settings, goes through the tiles' matrices (one scan on the
@@ -212,7 +221,7 @@ def chip_forward(chip: Chip, s: Settings, x, detection: str = "coherent"):
     return jnp.abs(y) ** 2 if detection == "intensity" else y
 
 
-def best_gain(target, implemented_no_gain):
+def best_gain(target: ArrayLike, implemented_no_gain: ArrayLike) -> jax.Array:
     """Best real gain per tile: ``argmin_g ||A - g B||_F = Re tr(B^H A) / ||B||_F^2``."""
     num = jnp.real(jnp.einsum("...ij,...ij->...", jnp.conj(implemented_no_gain), target))
     den = jnp.sum(jnp.abs(implemented_no_gain) ** 2, axis=(-2, -1))
@@ -221,12 +230,12 @@ def best_gain(target, implemented_no_gain):
 
 # ---- heaters and drives -----------------------------------------------------------
 
-def flatten_heaters(s: Settings):
+def flatten_heaters(s: Settings) -> jax.Array:
     """(T, H) heater phases in the flat order of :func:`photocomp.hardware.chip.heater_groups`."""
     return jnp.concatenate([jnp.asarray(getattr(s, g)) for g in s.groups], axis=-1)
 
 
-def unflatten_heaters(template: Settings, flat, target) -> Settings:
+def unflatten_heaters(template: Settings, flat: jax.Array | np.ndarray, target: Target) -> Settings:
     """Settings with heater phases from ``flat`` (T, H) and gains from ``template`` (its circuit's groups)."""
     sl = heater_slices(target, template.circuit)
     return template.replace(**{g: flat[..., sl[g]] for g in template.groups})
@@ -238,13 +247,13 @@ def _crosstalk_apply(chip: Chip, own):
     return jnp.zeros_like(own).at[..., chip.xt_rows].add(contrib)
 
 
-def realized_phases(chip: Chip, power_mw):
+def realized_phases(chip: Chip, power_mw: ArrayLike) -> jax.Array:
     """Phases (rad) the heaters produce for powers ``power_mw`` (..., H)."""
     own = jnp.asarray(chip.efficiency) * jnp.pi * power_mw / chip.target.heater_p_pi_mw
     return jnp.asarray(chip.offset) + own + _crosstalk_apply(chip, own)
 
 
-def drive_map(chip: Chip, phases, *, iterations: int = 30) -> np.ndarray:
+def drive_map(chip: Chip, phases: npt.ArrayLike, *, iterations: int = 30) -> np.ndarray:
     """Heater powers (mW) that make ``chip`` produce ``phases`` (..., H) (mod 2 pi).
     Solves ``own + X own = phases - offset (mod 2 pi)`` for the heaters' own
     phases ``own >= 0`` by fixed-point iteration (crosstalk pre-compensation;

@@ -11,8 +11,10 @@ coarse near 2 pi. ``scheme="linear"`` models a drive that is linear in phase
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from photocomp.core.errors import UnknownNameError
+from photocomp.core.target import Target
 from photocomp.core.validate import check_int
 
 __all__ = ["SCHEMES", "quantize_phase", "phase_step", "quantize_power"]
@@ -21,7 +23,7 @@ SCHEMES = ("voltage", "linear")
 _TWO_PI = 2 * np.pi
 
 
-def quantize_phase(phase, bits: int, scheme: str = "voltage") -> np.ndarray:
+def quantize_phase(phase: npt.ArrayLike, bits: int, scheme: str = "voltage") -> np.ndarray:
     """Nearest DAC-reachable phase (rad, in [0, 2 pi)) for each phase (rad, any real).
 
     Nearest in phase, on the circle: the top level 2 pi is the phase 0.
@@ -46,7 +48,7 @@ def quantize_phase(phase, bits: int, scheme: str = "voltage") -> np.ndarray:
     return np.where(q >= _TWO_PI, 0.0, q)
 
 
-def level_at_or_above(phase, bits: int, scheme: str = "voltage") -> np.ndarray:
+def level_at_or_above(phase: npt.ArrayLike, bits: int, scheme: str = "voltage") -> np.ndarray:
     """Smallest DAC-reachable phase >= ``phase`` (rad, in [0, 2 pi])."""
     bits = check_int(bits, "bits", low=1, high=32)
     p = np.clip(np.asarray(phase, dtype=np.float64), 0.0, _TWO_PI)
@@ -66,7 +68,7 @@ def phase_step(bits: int, scheme: str = "voltage") -> float:
     return float(_TWO_PI * (top**2 - (top - 1) ** 2) / top**2)
 
 
-def quantize_power(power_mw, target, bits: int) -> np.ndarray:
+def quantize_power(power_mw: npt.ArrayLike, target: Target, bits: int) -> np.ndarray:
     """Heater powers (mW) as set by a ``bits``-bit voltage DAC.
 
     The DAC spans ``[0, V_max]`` with ``V_max = v_pi sqrt(drive_limit_p_pi)``

@@ -25,11 +25,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
+from jax.typing import ArrayLike
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import TileGrid, circuit_stages
 from photocomp.core.layout import layout
 from photocomp.core.registry import quote
+from photocomp.core.target import Target
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import Chip, as_chip
 from photocomp.hardware.chipsim import Settings, chip_tile_matrices, realized_phases, unflatten_heaters
@@ -40,7 +43,8 @@ SEED_MAX = 2**63 - 1
 """Largest noise seed (``jax.random.PRNGKey`` takes a signed 64-bit integer)."""
 
 
-def detect(intensity, target, key, *, shots: int = 1, full_scale=1.0):
+def detect(intensity: ArrayLike, target: Target, key: jax.Array, *, shots: int = 1,
+           full_scale: ArrayLike = 1.0) -> jax.Array:
     """Noisy detector read-out of exact intensities (same shape as ``intensity``).
     Args:
       intensity: exact optical powers (relative to unit input power), any shape.
@@ -58,7 +62,7 @@ def detect(intensity, target, key, *, shots: int = 1, full_scale=1.0):
     return jnp.clip(jnp.round(reading / fs * levels), 0, levels) / levels * fs
 
 
-def drive_template(target, n: int, circuit: str = "svd") -> Settings:
+def drive_template(target: Target, n: int, circuit: str = "svd") -> Settings:
     """Settings of a ``circuit`` chip for ``n`` one-tile configurations: phases zero, gains one.
     The shape that :func:`~photocomp.hardware.chipsim.unflatten_heaters` fills
     with ``(n, n_heaters)`` heater phases (probe drives, twin fits).
@@ -139,7 +143,7 @@ class BlackBoxChip:
       >>> box.measure(np.zeros(box.n_heaters), np.eye(4)).shape
       (4, 4)
     """
-    def __init__(self, chip, seed: int = 0, shots: int = 1, *, noise: bool = True):
+    def __init__(self, chip: Chip, seed: int = 0, shots: int = 1, *, noise: bool = True):
         self._chip = as_chip(chip)
         self._key = jax.random.PRNGKey(check_int(seed, "seed", low=0, high=SEED_MAX))
         self.shots = check_int(shots, "shots", low=1)
@@ -149,7 +153,7 @@ class BlackBoxChip:
         self.measurements = 0
 
     @property
-    def target(self):
+    def target(self) -> Target:
         return self._chip.target
 
     @property
@@ -161,8 +165,8 @@ class BlackBoxChip:
         """The hidden chip's circuit (``"svd"`` or ``"unitary"``), which a chip's owner knows."""
         return self._chip.circuit
 
-    def measure(self, drives_mw, inputs, *, shots: int | None = None, reference=None,
-                full_scale: str = "input") -> np.ndarray:
+    def measure(self, drives_mw: npt.ArrayLike, inputs: npt.ArrayLike, *, shots: int | None = None,
+                reference: npt.ArrayLike | None = None, full_scale: str = "input") -> np.ndarray:
         """Detected output intensities for heater powers and input fields.
         Args:
           drives_mw: heater powers (mW) in the flat heater order of
@@ -200,8 +204,8 @@ class BlackBoxChip:
         ref = np.zeros((1, 1), complex) if reference is None else _as_reference(reference, x.shape)
         self._key, key = jax.random.split(self._key)
         keys = jax.random.split(key, p.shape[0]) if tiled else [key]
-        out = [self._read(drives, x, ref, k, shots, full_scale) for drives, k in zip(p, keys)]
-        out = np.stack(out) if tiled else out[0]
+        reads = [self._read(drives, x, ref, k, shots, full_scale) for drives, k in zip(p, keys)]
+        out = np.stack(reads) if tiled else reads[0]
         self.measurements += p.shape[0] * x.shape[0] * shots
         return out[..., 0, :] if single else out
 
@@ -222,7 +226,7 @@ class BlackBoxChip:
             return np.asarray(intensity)
 
     def characterize_heaters(self, *, sigma_rad: float = 0.02, sigma_efficiency: float = 0.005,
-                             points_per_heater: int = 8):
+                             points_per_heater: int = 8) -> tuple[np.ndarray, np.ndarray]:
         """Result of a per-heater phase characterisation: ``(offsets, efficiencies)`` estimates.
         Models the standard first step of bringing up a mesh: every heater's
         fringe (output power against drive) is recorded at
@@ -269,8 +273,8 @@ def reference_amplitude(readings, k: int) -> float:
     return float(max(np.sqrt(np.mean(np.clip(readings, 0.0, None))), 1e-6 / np.sqrt(k)))
 
 
-def measure_matrix(box: BlackBoxChip, drives_mw, *, inputs=None, amplitude: float | None = None,
-                   shots: int | None = None):
+def measure_matrix(box: BlackBoxChip, drives_mw: npt.ArrayLike, *, inputs: npt.ArrayLike | None = None,
+                   amplitude: float | None = None, shots: int | None = None) -> np.ndarray:
     """Estimate the complex transfer matrix at ``drives_mw`` from intensities (phase stepping).
     Every input vector is read four times: without reference (``|y|^2``) and
     with a reference of amplitude ``a`` at phases 0, 2 pi/3, 4 pi/3; then

@@ -54,7 +54,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
 
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise InvalidTypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
-    current = jax.config.jax_compilation_cache_dir
+    # jax adds its options to Config at run time; its type stubs do not declare them
+    current = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
     if current:
         return Path(current)
     target = Path(path).expanduser() if path is not None else default_cache_dir()

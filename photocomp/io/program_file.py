@@ -190,7 +190,7 @@ import os
 import re
 import stat
 import zipfile
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import numpy as np
@@ -367,7 +367,7 @@ def _expected_shapes(n_tiles: int, k: int, calibrated: bool, circuit: str = "svd
     """``{array: shape}`` of a ``circuit`` program's arrays, with the closed-form MZI count."""
     m = k * (k - 1) // 2
     per_mzi = {"v_theta", "v_phi", "u_theta", "u_phi", *(f"cal_{g}" for g in _MZI_GROUPS)}
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for name in circuit_arrays(circuit, calibrated):
         if name in _INT_ARRAYS:
             shapes[name] = (m,)
@@ -453,7 +453,7 @@ def atomic_write_npz(path, arrays: dict, meta: dict) -> str:
     return atomic_write(path, lambda f: np.savez(f, __meta__=blob, **arrays))
 
 
-def save_program(program, path) -> str:
+def save_program(program: Any, path: str | os.PathLike) -> str:
     """Write a :class:`~photocomp.compiler.program.Program` as a phase-map file (atomic).
 
     Raises:
@@ -485,7 +485,7 @@ def save_program(program, path) -> str:
             f"modes) on {target.size}x{target.size} tiles; got {got}, tiles of {pm.grid.tile}"
         )
     arrays = {"u_theta": pm.u.theta, "u_phi": pm.u.phi, "u_out_phase": pm.u.out_phase, "gain": pm.gain}
-    if circuit == "svd":
+    if pm.v is not None:  # an svd program
         arrays.update({"v_theta": pm.v.theta, "v_phi": pm.v.phi, "v_out_phase": pm.v.out_phase, "sigma": pm.sigma})
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
     arrays["mode_pairs"] = lay.pair_array
@@ -556,10 +556,10 @@ class _Reader:
         self.path = path
         self.q = quote_path(path)
 
-    def fail(self, what: str):
+    def fail(self, what: str) -> NoReturn:
         raise PhaseMapFileError(f"cannot read {self.q}: {what}")
 
-    def field(self, name: str, what: str, value):
+    def field(self, name: str, what: str, value) -> NoReturn:
         raise PhaseMapFileError(f"cannot read {self.q}: metadata field {name!r} must be {what}; "
                                 f"got {_kind(value)} {_short(value)}")
 
@@ -702,7 +702,8 @@ class _Reader:
     def target(self, record, version: int) -> Target:
         if not isinstance(record, dict):
             self.field("target", "an object with the fields of photocomp.Target", record)
-        fields = {f.name: f.type for f in dataclasses.fields(Target)}
+        # {field: annotation text}: target.py postpones its annotations, so each is already a string
+        fields = {f.name: str(f.type) for f in dataclasses.fields(Target)}
         unknown = sorted(set(record) - set(fields))
         if unknown:
             self.fail(f"metadata field 'target' has unknown fields {_short(unknown)}")
@@ -857,7 +858,7 @@ def _json_depth(text: str) -> int:
     return int(np.max(np.cumsum(step), initial=0))
 
 
-def read_program(path) -> ProgramFile:
+def read_program(path: str | os.PathLike) -> ProgramFile:
     """Read and verify a phase-map file: the parts :class:`~photocomp.compiler.program.Program` is built from.
 
     :func:`photocomp.load` turns them into a program whose forward is

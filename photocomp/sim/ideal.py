@@ -14,9 +14,13 @@ B.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
+from jax.typing import ArrayLike
 
 from photocomp.core.ir import PhaseMap, TileGrid
 from photocomp.core.phases import MeshPhases
@@ -35,7 +39,7 @@ def _complex_dtype(*arrays):
     return jax.dtypes.canonicalize_dtype(jnp.result_type(*(jnp.asarray(a).dtype for a in arrays), jnp.complex64))
 
 
-def apply_meshes(mp: MeshPhases, x):
+def apply_meshes(mp: MeshPhases, x: ArrayLike) -> jax.Array:
     """Apply a stack of meshes (leading tile axis) to fields ``x`` (n_tiles, K[, B])."""
     x = jnp.asarray(x)
     dtype = _complex_dtype(x, mp.theta)
@@ -45,7 +49,7 @@ def apply_meshes(mp: MeshPhases, x):
         y = propagate_meshes(lay, [ideal_coefficients(t, p, dtype=dtype)], [], xi)
         return screen(o, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
 
-    return jax.vmap(one)(*_arrays(mp.theta, mp.phi, mp.out_phase), x.astype(dtype))
+    return jax.vmap(one)(*_arrays(mp.theta, mp.phi, mp.out_phase, x.astype(dtype)))
 
 
 def _tiles_apply(pm: PhaseMap, z):
@@ -69,10 +73,17 @@ def _tiles_apply(pm: PhaseMap, z):
     rdtype = jnp.real(jnp.zeros((), dtype)).dtype
     sigma = jnp.asarray(pm.sigma, dtype=rdtype)
     return jax.vmap(one)(*_arrays(pm.v.theta, pm.v.phi, pm.v.out_phase, sigma, pm.u.theta, pm.u.phi,
-                                  pm.u.out_phase), z.astype(dtype))
+                                  pm.u.out_phase, z.astype(dtype)))
 
 
-def tile_inputs(pm: PhaseMap, x):
+class HasGrid(Protocol):
+    """Anything tiled on a :class:`TileGrid`: a :class:`PhaseMap`, or a chip's settings."""
+
+    @property
+    def grid(self) -> TileGrid: ...
+
+
+def tile_inputs(pm: HasGrid, x: jax.Array) -> jax.Array:
     g = pm.grid
     k = g.tile
     xp = jnp.zeros((g.cols * k,) + x.shape[1:], dtype=x.dtype).at[: g.in_dim].set(x)
@@ -80,7 +91,7 @@ def tile_inputs(pm: PhaseMap, x):
     return blocks[jnp.asarray(g.tile_cols)]  # (n_tiles, K[, B])
 
 
-def accumulate(pm: PhaseMap, z):
+def accumulate(pm: HasGrid, z: jax.Array) -> jax.Array:
     g = pm.grid
     k = g.tile
     y = jnp.zeros((g.rows, k) + z.shape[2:], dtype=z.dtype).at[jnp.asarray(g.tile_rows)].add(z)
@@ -91,7 +102,7 @@ def _expand(a, z):
     return a.reshape(a.shape + (1,) * (z.ndim - a.ndim))
 
 
-def forward(pm: PhaseMap, x, detection: str = "coherent"):
+def forward(pm: PhaseMap, x: ArrayLike, detection: str = "coherent") -> jax.Array:
     """Field ``x`` (N,) or (N, B) through the ideal chip; returns (M,) or (M, B).
 
     Each tile applies its V mesh, the attenuator column (amplitude
@@ -118,13 +129,13 @@ def _identities(pm: PhaseMap, dtype):
     return jnp.broadcast_to(jnp.eye(k, dtype=dtype), (pm.n_tiles, k, k))
 
 
-def tile_matrices(pm: PhaseMap):
+def tile_matrices(pm: PhaseMap) -> jax.Array:
     """Per-tile implemented matrices ``gain U diag(cos sigma) V^H`` (unitary: ``gain U``), shape (n_tiles, K, K)."""
     z = _tiles_apply(pm, _identities(pm, _complex_dtype(*(m.theta for m in pm.meshes))))
     return z * jnp.asarray(pm.gain)[:, None, None]
 
 
-def program_matrix(pm: PhaseMap):
+def program_matrix(pm: PhaseMap) -> jax.Array:
     """The (M, N) matrix the ideal chip implements (tiles assembled, padding cropped)."""
     return pm.grid.join(tile_matrices(pm))
 
@@ -150,7 +161,7 @@ def _tile_settings(pm: PhaseMap) -> list[np.ndarray]:
     return [np.asarray(a) for a in front + (pm.u.theta, pm.u.phi, pm.u.out_phase, pm.gain)]
 
 
-def tile_matrices_np(pm: PhaseMap, tiles=None) -> np.ndarray:
+def tile_matrices_np(pm: PhaseMap, tiles: npt.NDArray[np.integer] | None = None) -> np.ndarray:
     """Float64 numpy :func:`tile_matrices`, in cache-sized chunks of tiles sharded across the JAX devices.
 
     ``tiles``: indices of the tiles to simulate (default: all), in the order given.

@@ -54,6 +54,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from photocomp.core import convention
 from photocomp.core.layout import MeshLayout
@@ -106,7 +107,8 @@ def _batched(fn, *arrays):
     return fn(*arrays)
 
 
-def mesh_to_physical(lay: MeshLayout, theta, phi, out_phase):
+def mesh_to_physical(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike,
+                     out_phase: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Physical ``(internal, external, out_phase)`` phases (rad) realising a mathematical mesh.
 
     Args:
@@ -131,7 +133,8 @@ def mesh_to_physical(lay: MeshLayout, theta, phi, out_phase):
     return _batched(one, theta, phi, out_phase)
 
 
-def mesh_from_physical(lay: MeshLayout, internal, external, out_phase):
+def mesh_from_physical(lay: MeshLayout, internal: ArrayLike, external: ArrayLike,
+                       out_phase: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Inverse of :func:`mesh_to_physical`: mathematical ``(theta, phi, out_phase)``."""
 
     def one(i, e, o):
@@ -142,8 +145,9 @@ def mesh_from_physical(lay: MeshLayout, internal, external, out_phase):
     return _batched(one, internal, external, out_phase)
 
 
-def apply_physical_mesh(lay: MeshLayout, internal, external, out_phase, x, *,
-                        coupler_in=0.0, coupler_out=0.0, loss_db=0.0, reverse_only: bool = False):
+def apply_physical_mesh(lay: MeshLayout, internal: ArrayLike, external: ArrayLike, out_phase: ArrayLike,
+                        x: ArrayLike, *, coupler_in: ArrayLike = 0.0, coupler_out: ArrayLike = 0.0,
+                        loss_db: ArrayLike = 0.0, reverse_only: bool = False) -> jax.Array:
     """Propagate fields through a physical mesh with component errors.
 
     Each MZI is ``coupler(coupler_out) P(internal) coupler(coupler_in) P(external)``
@@ -169,10 +173,14 @@ def apply_physical_mesh(lay: MeshLayout, internal, external, out_phase, x, *,
     return _with_screen(lay, y, out_phase)
 
 
-def physical_mesh_unitary(lay: MeshLayout, internal, external, out_phase, **errors):
+def physical_mesh_unitary(lay: MeshLayout, internal: ArrayLike, external: ArrayLike, out_phase: ArrayLike, *,
+                          coupler_in: ArrayLike = 0.0, coupler_out: ArrayLike = 0.0, loss_db: ArrayLike = 0.0,
+                          reverse_only: bool = False) -> jax.Array:
     """Transfer matrix of a physical mesh (see :func:`apply_physical_mesh`)."""
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(internal).dtype, jnp.complex64))
-    return apply_physical_mesh(lay, internal, external, out_phase, jnp.eye(lay.n_modes, dtype=dtype), **errors)
+    return apply_physical_mesh(lay, internal, external, out_phase, jnp.eye(lay.n_modes, dtype=dtype),
+                               coupler_in=coupler_in, coupler_out=coupler_out, loss_db=loss_db,
+                               reverse_only=reverse_only)
 
 
 # ---- simulation engine ------------------------------------------------------------
@@ -335,19 +343,20 @@ def pair_schedule(lay: MeshLayout) -> tuple[np.ndarray, np.ndarray]:
             sel = idx[pairs[idx] % 2 == parity]
             if len(sel):
                 halves.append((parity, sel))
-    even, odd = [], []
+    even_steps: list[np.ndarray] = []
+    odd_steps: list[np.ndarray] = []
     h = 0  # position in the sequence even, odd, even, odd, ...
     for parity, sel in halves:
         if h % 2 != parity:
             h += 1
-        while len(even) <= h // 2:
-            even.append(np.full(p0, m, dtype=np.int32))
-            odd.append(np.full(p1, m, dtype=np.int32))
-        (even if parity == 0 else odd)[h // 2][(pairs[sel] - parity) // 2] = sel
+        while len(even_steps) <= h // 2:
+            even_steps.append(np.full(p0, m, dtype=np.int32))
+            odd_steps.append(np.full(p1, m, dtype=np.int32))
+        (even_steps if parity == 0 else odd_steps)[h // 2][(pairs[sel] - parity) // 2] = sel
         h += 1
-    if not even:
+    if not even_steps:
         return np.zeros((0, p0), np.int32), np.zeros((0, p1), np.int32)
-    even, odd = np.stack(even), np.stack(odd)
+    even, odd = np.stack(even_steps), np.stack(odd_steps)
     placed = np.concatenate([even.ravel(), odd.ravel()])
     if not np.array_equal(np.sort(placed[placed < m]), np.arange(m)):  # every MZI exactly once
         raise AssertionError(f"pair schedule of {lay.kind}-{n} does not place every MZI once")
