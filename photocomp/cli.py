@@ -103,7 +103,7 @@ class _Sigint:
     interrupt again as soon as the interpreter is back in ordinary code.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.armed = True
         self.hit = False
         self.done = False
@@ -152,7 +152,7 @@ def _show(path) -> str:
     return text if text.isprintable() else ascii(text)
 
 
-def _one_line(message: str) -> str:
+def _one_line(message: object) -> str:
     """``message`` on one line: unprintable characters (line breaks of any kind included) escaped, length bounded."""
     text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(message).strip())
     return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "…"
@@ -373,6 +373,7 @@ def _print_passes(args) -> int:
 
     for name in available_passes():
         p = get_pass(name)
+        assert dataclasses.is_dataclass(p)  # get_pass builds registered pass dataclasses only
         params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(p))
         doc = (type(p).__doc__ or "").strip().splitlines()[0]
         print(f"{name:<13} {('(' + params + ')') if params else '':<34} {doc}")

@@ -289,9 +289,9 @@ def _nominal_chip(target, circuit: str = "svd"):
                                efficiency=np.ones_like(np.asarray(chip.efficiency)))
 
 
-def heater_powers(prog) -> tuple[np.ndarray, str]:
+def heater_powers(prog: Program) -> tuple[np.ndarray, str]:
     """Heater powers (mW), (n_tiles, n_heaters), and where they come from (see the module docstring)."""
-    if prog.calibrated:
+    if prog.chip is not None:  # calibrated
         return np.asarray(prog.drives()), f"drive map of chip seed {prog.chip.seed}"
     with jax.enable_x64(True):
         flat = np.asarray(flatten_heaters(settings_from_program(prog.phase_map)), dtype=np.float64)
@@ -315,7 +315,7 @@ def _precision(prog) -> tuple[float, str]:
 # ---- the cost record -------------------------------------------------------------------
 
 
-def cost(prog, *, batch: int = 1, group_index: float = GROUP_INDEX) -> Cost:
+def cost(prog: Program, *, batch: int = 1, group_index: float = GROUP_INDEX) -> Cost:
     """Cost figures of a compiled (or calibrated) program; see :mod:`photocomp.analysis.cost` for every definition.
 
     Args:

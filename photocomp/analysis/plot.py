@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -50,6 +51,9 @@ from photocomp.core.atomic import atomic_write
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PhaseMapFileError, UnknownNameError
 from photocomp.core.validate import check_int
 from photocomp.drift.studies import DriftStudy, read_csv
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
+    from matplotlib.figure import Figure
 
 __all__ = ["PlotKind", "register_plot", "plot_kinds", "figure", "save_figure", "plot", "plot_file", "FORMATS"]
 
@@ -506,7 +510,7 @@ def _figsize(what, source, tile):
     return (13.0, 8.0)
 
 
-def figure(source, what: str = "phases", *, tile=None):
+def figure(source: object, what: str = "phases", *, tile: int | None = None) -> Figure:
     """A matplotlib Figure (Agg canvas) of kind ``what`` for ``source`` (see :func:`plot`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -528,14 +532,15 @@ def _check_path(path) -> tuple[str, str]:
     return path, ext[1:]
 
 
-def save_figure(fig, path, *, dpi: int = 150) -> str:
+def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> str:
     """Write a matplotlib Figure to ``path`` (.png, .pdf or .svg) atomically; returns the path."""
     path, fmt = _check_path(path)
     dpi = check_int(dpi, "dpi", low=10, high=1200)
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
 
 
-def plot(source, path, what: str = "phases", *, tile=None, dpi: int = 150) -> str:
+def plot(source: object, path: str | os.PathLike, what: str = "phases", *, tile: int | None = None,
+         dpi: int = 150) -> str:
     """Draw figure ``what`` of ``source`` and write it to ``path``; returns the path.
     Args:
       source: a :class:`~photocomp.compiler.program.Program` (calibrated for
@@ -561,7 +566,8 @@ def plot(source, path, what: str = "phases", *, tile=None, dpi: int = 150) -> st
     return save_figure(figure(source, what, tile=tile), path, dpi=dpi)
 
 
-def plot_file(file, path, what: str = "phases", *, tile=None, dpi: int = 150) -> str:
+def plot_file(file: str | os.PathLike, path: str | os.PathLike, what: str = "phases", *, tile: int | None = None,
+              dpi: int = 150) -> str:
     """:func:`plot` of what the kind's loader reads from ``file``.
     ``file`` is a phase-map file (``.npz``) for ``phases``, ``mesh`` and
     ``calibration``, and a drift study's CSV file for ``drift``.

@@ -213,7 +213,7 @@ def _kalman(F, Q, P0, C, O, R, ys, valid):
     return cmds
 
 
-def sensor_positions(die, n: int) -> np.ndarray:
+def sensor_positions(die: ThermalDie, n: int) -> np.ndarray:
     """``(n, 2)`` sensor positions (um): die corners first, then the centre and edge midpoints."""
     if not isinstance(die, ThermalDie):
         raise InvalidTypeError(f"die must be a photocomp.drift.ThermalDie (photocomp.drift.thermal_die); "
@@ -559,8 +559,10 @@ class Recalibrate:
 COMPENSATORS = {"none": NoCompensation, "feedforward": FeedForward, "closed-loop": ClosedLoop,
                 "recalibrate": Recalibrate}
 
+Compensator = NoCompensation | FeedForward | ClosedLoop | Recalibrate
 
-def get_compensator(c):
+
+def get_compensator(c: object) -> Compensator:
     """A compensator instance from a name (defaults) or an instance."""
     if isinstance(c, (NoCompensation, FeedForward, ClosedLoop, Recalibrate)):
         return c

@@ -38,6 +38,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.hardware.chip import Chip, as_chip
@@ -46,9 +47,11 @@ from photocomp.hardware.chipsim import Settings, chip_tile_matrices, unflatten_h
 __all__ = ["first_order_step", "phase_free_error", "drifted_chip", "error_trace", "lag_factor"]
 
 
-def first_order_step(state, target, dt_s, tau_s):
+def first_order_step(state: jax.Array | np.ndarray | float, target: jax.Array | np.ndarray | float, dt_s: ArrayLike,
+                     tau_s: ArrayLike) -> jax.Array:
     """Exact update of a first-order lag over ``dt_s`` with ``target`` held (arrays broadcast)."""
-    return target + (state - target) * jnp.exp(-jnp.asarray(dt_s) / tau_s)
+    decay = jnp.exp(-jnp.asarray(dt_s) / tau_s)
+    return decay * (state - target) + target  # JAX array on the left: numpy's stubs do not know an ndarray defers to it
 
 
 def lag_factor(dt_s: float, tau_s: float) -> float:
@@ -56,7 +59,7 @@ def lag_factor(dt_s: float, tau_s: float) -> float:
     return float(np.exp(-dt_s / tau_s))
 
 
-def phase_free_error(target_tiles, chip_tiles_no_gain):
+def phase_free_error(target_tiles: ArrayLike, chip_tiles_no_gain: ArrayLike) -> jax.Array:
     """Matrix error with the best complex gain per tile: ``g = tr(B^H A) / ||B||^2``."""
     a, b = target_tiles, chip_tiles_no_gain
     num = jnp.einsum("...ij,...ij->...", jnp.conj(b), a)
@@ -67,7 +70,7 @@ def phase_free_error(target_tiles, chip_tiles_no_gain):
     return jnp.sqrt(jnp.sum(jnp.abs(d) ** 2) / jnp.where(tot > 0, tot, 1.0))
 
 
-def drifted_chip(chip: Chip, phase_shift) -> Chip:
+def drifted_chip(chip: Chip, phase_shift: ArrayLike) -> Chip:
     """The chip with every heater's phase shifted by ``phase_shift`` (H,) rad: its state under drift.
 
     A thermal shift adds to what every heater realises exactly as a change of
@@ -93,11 +96,11 @@ class TraceInputs:
 
     chip: Chip
     template: Settings
-    target_tiles: object
-    phi0: object  # (T, H) calibrated phases
-    die: object  # (H, 3) true phase per K
-    twin: object  # (H, 3) the compensators' model of it
-    decay: object  # exp(-dt / tau)
+    target_tiles: jax.Array
+    phi0: jax.Array  # (T, H) calibrated phases
+    die: jax.Array  # (H, 3) true phase per K
+    twin: jax.Array  # (H, 3) the compensators' model of it
+    decay: jax.Array  # exp(-dt / tau)
 
 
 jax.tree_util.register_dataclass(
@@ -121,7 +124,8 @@ def _error_trace(inp: TraceInputs, z, zhat, index, table, return_phases: bool):
 
 
 @functools.partial(jax.jit, static_argnames=("return_phases",))
-def error_trace(inp: TraceInputs, z, zhat, index, table, return_phases: bool = False):
+def error_trace(inp: TraceInputs, z: ArrayLike, zhat: ArrayLike, index: ArrayLike, table: ArrayLike,
+                return_phases: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Matrix error at every time step (pure; ``jax.vmap`` over runs).
 
     Args:
@@ -141,6 +145,6 @@ def error_trace(inp: TraceInputs, z, zhat, index, table, return_phases: bool = F
 
 
 @jax.jit
-def error_trace_runs(inp: TraceInputs, z, zhat, index, table):
+def error_trace_runs(inp: TraceInputs, z: ArrayLike, zhat: ArrayLike, index: ArrayLike, table: ArrayLike) -> jax.Array:
     """:func:`error_trace` over a leading run axis of ``z``, ``zhat``, ``index``, ``table``."""
     return jax.vmap(lambda a, b, c, d: _error_trace(inp, a, b, c, d, False))(z, zhat, index, table)

@@ -17,6 +17,8 @@ import math
 import os
 import time
 import types
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +28,7 @@ from photocomp.compiler.program import Program
 from photocomp.core.atomic import atomic_write
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError, PhaseMapFileError
 from photocomp.core.validate import check_int, check_real
-from photocomp.drift.compensators import COMPENSATORS, get_compensator
+from photocomp.drift.compensators import COMPENSATORS, Compensator, get_compensator
 from photocomp.drift.dynamics import TraceInputs, error_trace_runs, lag_factor
 from photocomp.drift.thermal import (
     FIELD_NAMES,
@@ -41,8 +43,8 @@ from photocomp.drift.thermal import (
     thermal_die,
     thermal_phase_map,
 )
-from photocomp.hardware.chip import as_chip
-from photocomp.hardware.chipsim import realized_phases
+from photocomp.hardware.chip import Chip, as_chip
+from photocomp.hardware.chipsim import Settings, realized_phases
 from photocomp.io.program_file import chip_fingerprint
 from photocomp.sim.ideal import tile_matrices_np
 
@@ -123,7 +125,7 @@ class DriftStudy:
     def __str__(self) -> str:
         return self.table()
 
-    def to_csv(self, path) -> str:
+    def to_csv(self, path: str | os.PathLike) -> str:
         """Write tidy rows ``run, compensator, time_s, matrix_error, ambient_k, gradient_x_k, gradient_y_k`` (atomic)."""
         if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
             raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}")
@@ -151,7 +153,7 @@ def _circuit_note(info: dict) -> str:
     return "" if circuit == "svd" else f" ({circuit} circuit)"
 
 
-def read_csv(path) -> dict:
+def read_csv(path: str | os.PathLike) -> dict:
     """Read :meth:`DriftStudy.to_csv` output: ``{"times_s", "errors": {name: (runs, S+1)}, "temperature"}``.
     Raises :class:`~photocomp.core.errors.PhaseMapFileError` for a missing file or
     one that is not such a CSV (other columns, not text, numbers missing or
@@ -255,9 +257,9 @@ def _check_finite_errors(name: str, e: np.ndarray, times: np.ndarray, process, d
 @dataclasses.dataclass
 class _Plan:
     """Everything the compensators share (host arrays; see compensators.py)."""
-    program: object
-    chip: object
-    template: object
+    program: Program
+    chip: Chip
+    template: Settings
     die: ThermalDie
     process: ThermalProcess
     dt_s: float
@@ -267,7 +269,7 @@ class _Plan:
     drives_cal: np.ndarray
     decay: float
     seed: int
-    faults: object
+    faults: Callable[[str, float, Any], Any] | None
     power_samples: int = 24
     _twins: dict = dataclasses.field(default_factory=dict)
 
@@ -305,7 +307,7 @@ def _basis(xy, die):
     return field_basis(xy, die.centre, die.extent)
 
 
-def _program(cal):
+def _program(cal: object) -> Program:
 
     if not isinstance(cal, Program):
         raise InvalidTypeError(f"cal must be a photocomp.Program calibrated by photocomp.calibration.calibrate; got {type(cal).__name__}")
@@ -341,9 +343,9 @@ def _compensators(compensators) -> list:
     return out
 
 
-def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.0, dt_s: float = 1.0,
-          compensators=DEFAULT_COMPENSATORS, seed: int = 0, runs: int = 1, progress: bool = True,
-          faults=None) -> DriftStudy:
+def study(cal: Program, chip: Chip, process: ThermalProcess | None = None, *, hours: float = 1.0, dt_s: float = 1.0,
+          compensators: str | Sequence[str | Compensator] = DEFAULT_COMPENSATORS, seed: int = 0, runs: int = 1,
+          progress: bool = True, faults: Callable[[str, float, Any], Any] | None = None) -> DriftStudy:
     """Simulate thermal drift of a calibrated program and compare compensators.
     Args:
       cal: a program calibrated for ``chip`` (:func:`photocomp.calibration.calibrate`).
@@ -411,6 +413,7 @@ def study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.
         phi0 = np.asarray(realized_phases(chip, jnp.asarray(drives_cal)))
         die = thermal_die(chip, process)
         decay = lag_factor(dt_s, chip.target.heater_tau_us * 1e-6)
+        assert cal.settings is not None  # _program admits calibrated programs only
         plan = _Plan(program, chip, cal.settings, die, process, dt_s, n_steps, dt_s * np.arange(n_steps + 1),
                      phi0, drives_cal, decay, seed, faults)
 

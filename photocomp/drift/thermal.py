@@ -67,10 +67,12 @@ import dataclasses
 import functools
 import math
 import numbers
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import circuit_stages
@@ -195,13 +197,14 @@ class ThermalProcess:
         return dataclasses.replace(self, **changes)
 
 
-def as_process(proc) -> ThermalProcess:
+def as_process(proc: object) -> ThermalProcess:
     if not isinstance(proc, ThermalProcess):
         raise InvalidTypeError(f"process must be a photocomp.drift.ThermalProcess; got {type(proc).__name__}")
     return proc
 
 
-def thermo_optic_phase(length_um, delta_t_k, *, wavelength_nm: float = 1550.0, dn_dt_per_k: float = 1.8e-4):
+def thermo_optic_phase(length_um: npt.ArrayLike, delta_t_k: npt.ArrayLike, *, wavelength_nm: float = 1550.0,
+                       dn_dt_per_k: float = 1.8e-4) -> np.ndarray | np.floating:
     """Phase (rad) a waveguide of ``length_um`` gains when warmed by ``delta_t_k``.
 
     ``2 pi L (dn/dT) dT / lambda``; arrays broadcast.
@@ -313,7 +316,7 @@ def _sqrt_psd(m: np.ndarray) -> np.ndarray:
     return v * np.sqrt(np.clip(w, 0.0, None))
 
 
-def simulate_temperature(key, proc: ThermalProcess, n_steps: int, dt_s: float):
+def simulate_temperature(key: jax.Array, proc: ThermalProcess, n_steps: int, dt_s: float) -> jax.Array:
     """Die temperature state ``(n_steps + 1, 3)`` (K) relative to calibration, at ``t = k dt_s``.
 
     Columns: ambient, gradient along x, gradient along y (:data:`FIELD_NAMES`).
@@ -349,10 +352,10 @@ def format_bytes(n: float) -> str:
     return f"{n:.3g} {units[i]}"
 
 
-def process_matrices(proc: ThermalProcess, dt_s: float) -> tuple:
+def process_matrices(proc: ThermalProcess, dt_s: float) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """``(F, sqrt Q, sqrt P0, die)`` as arrays for :func:`simulate_temperature`'s pure core."""
     ss = state_space(proc, dt_s)
-    return tuple(jnp.asarray(a) for a in (ss.F, _sqrt_psd(ss.Q), _sqrt_psd(ss.P0), ss.die))
+    return jnp.asarray(ss.F), jnp.asarray(_sqrt_psd(ss.Q)), jnp.asarray(_sqrt_psd(ss.P0)), jnp.asarray(ss.die)
 
 
 @functools.partial(jax.jit, static_argnames=("n_steps",))
@@ -409,12 +412,12 @@ class ThermalDie:
     phase_per_k: np.ndarray
     circuit: str = "svd"
 
-    def field(self, xy, state) -> np.ndarray:
+    def field(self, xy: npt.ArrayLike, state: npt.ArrayLike) -> np.ndarray:
         """Temperature change (K) at positions ``xy`` (..., 2) um for states ``(..., 3)`` (broadcast)."""
         return np.sum(field_basis(xy, self.centre, self.extent) * np.asarray(state)[..., None, :], axis=-1)
 
 
-def field_basis(xy, centre, extent) -> np.ndarray:
+def field_basis(xy: npt.ArrayLike, centre: np.ndarray, extent: np.ndarray) -> np.ndarray:
     """``(P, 3)`` temperature per unit of ambient, x gradient and y gradient at ``xy`` (P, 2)."""
     xy = np.asarray(xy, dtype=np.float64)
     rel = (xy - centre) / extent
@@ -429,7 +432,7 @@ def die_box(target: Target, circuit: str = "svd") -> tuple[np.ndarray, np.ndarra
     return (lo + hi) / 2, np.maximum(hi - lo, 1e-9)
 
 
-def sample_imbalance(chip: Chip, sigma_um: float) -> dict:
+def sample_imbalance(chip: Chip, sigma_um: float) -> dict[str, np.ndarray]:
     """Arm-length imbalance (um) per MZI, from a seed derived from the chip's seed.
 
     The chip itself is left as fabricated: the standard normal draws come
@@ -447,7 +450,8 @@ def sample_imbalance(chip: Chip, sigma_um: float) -> dict:
     return {s: sigma_um * draws[s] for s in circuit_stages(chip.circuit)}
 
 
-def thermal_phase_map(target: Target, imbalance_um: dict, temperature, circuit: str = "svd") -> np.ndarray:
+def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[[np.ndarray], npt.ArrayLike],
+                      circuit: str = "svd") -> np.ndarray:
     """Heater phase shifts (rad) ``(H, B)`` that ``B`` temperature fields cause (module docstring).
 
     Args:
@@ -537,7 +541,7 @@ def _check_imbalance(imbalance_um, chip) -> dict:
     return out
 
 
-def thermal_die(chip, proc: ThermalProcess, *, imbalance_um: dict | None = None) -> ThermalDie:
+def thermal_die(chip: Chip, proc: ThermalProcess, *, imbalance_um: dict | None = None) -> ThermalDie:
     """The thermal response of ``chip`` under ``proc`` (imbalance sampled from the chip's seed).
 
     Args:
