@@ -40,13 +40,16 @@ def test_every_public_name_has_an_entry(rendered):
 
 def test_reference_carries_signatures_units_and_the_public_extras(rendered):
     # signatures with defaults and units from the docstrings
-    assert "### `study(cal, chip, process: ThermalProcess | None = None, *, hours: float = 1.0, dt_s: float = 1.0," in rendered
+    assert ("### `study(cal: Program, chip: Chip, process: ThermalProcess | None = None, *, hours: float = 1.0, "
+            "dt_s: float = 1.0,") in rendered
     assert "- `dt_s`: time step (s)" in rendered
     assert "- `heater_p_pi_mw`: heater power for a pi phase shift (mW)." in rendered
     # the cost report and the netlist export, reached from a program and from their modules
-    assert "### `cost(prog, *, batch: int = 1, group_index: float = 4.2) -> Cost`" in rendered
-    assert "### `to_sax_netlist(program, tile: int = 0) -> dict`" in rendered
-    assert "### `export_netlist(program, path, tile: int = 0) -> str`" in rendered
+    assert "### `cost(prog: Program, *, batch: int = 1, group_index: float = 4.2) -> Cost`" in rendered
+    assert "### `to_sax_netlist(program: PhaseMap | HasPhaseMap, tile: int = 0) -> dict`" in rendered
+    assert "### `export_netlist(program: PhaseMap | HasPhaseMap, path: str | os.PathLike, tile: int = 0) -> str`" in rendered
+    # array arguments and results typed the JAX way
+    assert "### `detect(intensity: ArrayLike, target: Target, key: jax.Array, *, shots: int = 1," in rendered
     # no memory addresses or other run-dependent text
     assert " at 0x" not in rendered
 
