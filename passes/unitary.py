@@ -21,12 +21,6 @@ from photocomp.core.validate import check_real
 from photocomp.sim.devices import one_blas_thread
 
 
-def valid_extent(grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
-    """Per tile, how many of its K rows and K columns hold the matrix (the rest is padding)."""
-    k = grid.tile
-    return np.minimum(grid.out_dim - grid.tile_rows * k, k), np.minimum(grid.in_dim - grid.tile_cols * k, k)
-
-
 @dataclasses.dataclass(frozen=True)
 class Unitary(Pass):
     """Factor every tile as ``gain U``, U unitary (transform pass; replaces ``svd``).
@@ -64,7 +58,7 @@ class Unitary(Pass):
     def __call__(self, state: CompileState):
         blocks = np.array(state.require("blocks", "tile"), dtype=np.complex128)
         grid: TileGrid = state.require("grid", "tile")
-        rows, cols = valid_extent(grid)
+        rows, cols = grid.extent()
         bad = np.flatnonzero(rows != cols)
         if bad.size:
             t = int(bad[0])

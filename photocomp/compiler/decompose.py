@@ -626,15 +626,13 @@ def check_tiles(pm, vh, u, blocks=None, *, devices=None):
       Frobenius error over the unpadded part of each tile, so that
       ``sqrt(sum(err2))`` is ``||W - W_hat||_F``.
     """
-    k = pm.grid.tile
     svd = pm.circuit == "svd"
     arrays = [pm.v.theta, pm.v.phi, pm.v.out_phase] if svd else []
     arrays += [pm.u.theta, pm.u.phi, pm.u.out_phase]
     arrays += ([np.asarray(vh, np.complex128)] if svd else []) + [np.asarray(u, np.complex128)]
     if blocks is not None:
         g = pm.grid
-        rows = np.minimum(g.out_dim - g.tile_rows * k, k)
-        cols = np.minimum(g.in_dim - g.tile_cols * k, k)
+        rows, cols = g.extent()
         arrays += ([pm.sigma] if svd else []) + [pm.gain, np.asarray(blocks, np.complex128), rows, cols]
     arrays = [np.asarray(a, np.float64) if np.asarray(a).dtype.kind == "f" else a for a in arrays]
     out = run_tiles(_check_chunk, arrays, chunk=tile_chunk(pm.n_tiles, devices), devices=devices,

@@ -115,6 +115,11 @@ class TileGrid:
     def tile_cols(self) -> np.ndarray:
         return np.arange(self.n_tiles) % self.cols
 
+    def extent(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per tile, how many of its K rows and K columns hold the matrix (the rest is zero padding)."""
+        k = self.tile
+        return np.minimum(self.out_dim - self.tile_rows * k, k), np.minimum(self.in_dim - self.tile_cols * k, k)
+
     def split(self, w: np.ndarray) -> np.ndarray:
         """Zero-pad ``w`` (out_dim, in_dim) and cut it into blocks (n_tiles, K, K)."""
         k = self.tile
