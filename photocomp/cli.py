@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import warnings
+from typing import NoReturn
 
 import numpy as np
 
@@ -793,17 +794,23 @@ def _run(argv) -> int:
         return 1
 
 
+def _flush_and_exit(code: int) -> NoReturn:
+    """Flush stdout and stderr, then end the process with ``code`` without the interpreter's teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def _exit_at_shutdown(code: int):
     """SIGINT handler for the interpreter's shutdown after the command: exit 130 at once, no traceback."""
 
     def handler(signum, frame):
-        try:
-            sys.stdout.flush()
-        except (OSError, ValueError):
-            pass
         if code != 130:
             _err("photocomp: interrupted")
-        os._exit(130)
+        _flush_and_exit(130)
 
     return handler
 
@@ -833,6 +840,11 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted or handler.hit:
         code = 130
         _err("photocomp: interrupted")
+        if process:
+            # An interrupt can land while XLA compiles or runs on its own threads; tearing the
+            # interpreter down under them can crash (SIGSEGV). Output files are already complete or
+            # absent (atomic writes, clean-up in ``finally``), so leave at once.
+            _flush_and_exit(130)
     if main_thread:
         sys.unraisablehook = handler.previous_hook
         if process:
