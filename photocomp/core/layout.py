@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from photocomp.core.cell import MZI, Cell, get_cell
 from photocomp.core.convention import mzi
 from photocomp.core.errors import InvalidInputError, UnknownNameError
 
@@ -37,11 +38,15 @@ class MeshLayout:
       n_modes: number of optical modes N.
       pairs: upper mode index of each MZI (tuple of int, length N(N-1)/2).
       columns: column of each MZI (tuple of int, non-decreasing).
+      cell: the device on every pair (:class:`photocomp.core.cell.Cell`;
+        default the convention's MZI). The mathematical mesh is the same for
+        every cell; the cell decides the physical form, its heaters and errors.
     """
     kind: str
     n_modes: int
     pairs: tuple
     columns: tuple
+    cell: Cell = MZI
 
     @property
     def n_mzi(self) -> int:
@@ -83,7 +88,7 @@ class MeshLayout:
         return top, index, valid
 
     def __hash__(self):  # explicit: cached_property adds instance attributes
-        return hash((self.kind, self.n_modes, self.pairs, self.columns))
+        return hash((self.kind, self.n_modes, self.pairs, self.columns, self.cell))
 
     def __eq__(self, other):
         return isinstance(other, MeshLayout) and (
@@ -91,7 +96,8 @@ class MeshLayout:
             self.n_modes,
             self.pairs,
             self.columns,
-        ) == (other.kind, other.n_modes, other.pairs, other.columns)
+            self.cell,
+        ) == (other.kind, other.n_modes, other.pairs, other.columns, other.cell)
 
 
 def _check_n(n) -> int:
@@ -205,15 +211,24 @@ def nulling_levels(kind: str, n: int) -> np.ndarray:
     return level
 
 
-def layout(kind: str, n_modes: int) -> MeshLayout:
-    """The :class:`MeshLayout` of a ``kind`` mesh on ``n_modes`` modes.
+def layout(kind: str, n_modes: int, cell: str | Cell = MZI) -> MeshLayout:
+    """The :class:`MeshLayout` of a ``kind`` mesh on ``n_modes`` modes, built of ``cell``.
     Example:
       >>> layout("clements", 4).depth
       4
+      >>> layout("clements", 4, cell="mzi3").cell.heaters
+      ('external', 'internal', 'trim')
     """
     if kind not in MESH_KINDS:
         raise UnknownNameError(f"mesh kind must be one of {MESH_KINDS}; got {kind!r}")
-    return nulling_schedule(kind, _check_n(n_modes))["layout"]
+    lay = nulling_schedule(kind, _check_n(n_modes))["layout"]
+    cell = get_cell(cell)
+    return lay if cell == MZI else _with_cell(lay, cell)
+
+
+@functools.lru_cache(maxsize=64)
+def _with_cell(lay: MeshLayout, cell: Cell) -> MeshLayout:
+    return dataclasses.replace(lay, cell=cell)
 
 
 def apply_columns(lay: MeshLayout, mats, out_phase, x):

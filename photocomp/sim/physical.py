@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +58,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from photocomp.core import convention
+from photocomp.core.cell import MZI, Cell, Coupler, Shifter
+from photocomp.core.errors import InvalidInputError
 from photocomp.core.layout import MeshLayout
 
 __all__ = ["mesh_to_physical", "mesh_from_physical", "apply_physical_mesh", "physical_mesh_unitary"]
@@ -81,6 +84,7 @@ def _sweep(lay: MeshLayout, theta, ext, to_physical: bool):
     theta = jnp.concatenate([theta, jnp.zeros((1,), theta.dtype)])
     ext = jnp.concatenate([ext, jnp.zeros((1,), ext.dtype)])
     sign = -1.0 if to_physical else 1.0
+    alpha, beta = lay.cell.screen
 
     def column(carry, col):
         scr, new_ext = carry
@@ -91,8 +95,9 @@ def _sweep(lay: MeshLayout, theta, ext, to_physical: bool):
         # math phi = chi + a - b  <=>  chi = phi - a + b
         val = ext[idx] + sign * (a - b)
         new_ext = new_ext.at[idx].set(val)
-        top_phase = jnp.where(ok, th + jnp.pi + b, scr[t])
-        bot_phase = jnp.where(ok, th + b, scr[t + 1])
+        # the cell leaves the screen (alpha(theta), beta(theta)) on its outputs
+        top_phase = jnp.where(ok, alpha(th) + b, scr[t])
+        bot_phase = jnp.where(ok, beta(th) + b, scr[t + 1])
         scr = scr.at[t].set(top_phase).at[t + 1].set(bot_phase)
         return (scr, new_ext), None
 
@@ -117,16 +122,19 @@ def mesh_to_physical(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike,
       out_phase: ``batch + (N,)`` mathematical output screen (rad).
 
     Returns:
-      ``internal = 2 theta + pi``, the external phases with the pushed screens
-      absorbed, and the physical output phases, all wrapped to [0, 2 pi).
+      the internal heaters' phases (for the MZI ``2 theta + pi``; in general
+      the layout's cell's :attr:`~photocomp.core.cell.Cell.internal`), the
+      external phases with the pushed screens absorbed, and the physical
+      output phases, all wrapped to [0, 2 pi). A cell's trim heaters sit at
+      their constant ideal phases (:attr:`~photocomp.core.cell.Cell.trims`).
     """
+    cell = lay.cell
 
     def one(t, p, o):
         ext, screen = _sweep(lay, t, p, to_physical=True)
-        internal, _ = convention.to_physical(t, p)
         return (
-            convention.wrap_phase(internal),
-            convention.wrap_phase(ext),
+            convention.wrap_phase(cell.internal(t)),
+            convention.wrap_phase(ext + cell.external_offset),
             convention.wrap_phase(o - screen),
         )
 
@@ -137,9 +145,11 @@ def mesh_from_physical(lay: MeshLayout, internal: ArrayLike, external: ArrayLike
                        out_phase: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Inverse of :func:`mesh_to_physical`: mathematical ``(theta, phi, out_phase)``."""
 
+    cell = lay.cell
+
     def one(i, e, o):
-        theta, _ = convention.from_physical(i, e)
-        phi, screen = _sweep(lay, theta, e, to_physical=False)
+        theta = (i - cell.internal.offset) / cell.internal.slope
+        phi, screen = _sweep(lay, theta, e - cell.external_offset, to_physical=False)
         return theta, convention.wrap_phase(phi), convention.wrap_phase(o + screen)
 
     return _batched(one, internal, external, out_phase)
@@ -147,10 +157,12 @@ def mesh_from_physical(lay: MeshLayout, internal: ArrayLike, external: ArrayLike
 
 def apply_physical_mesh(lay: MeshLayout, internal: ArrayLike, external: ArrayLike, out_phase: ArrayLike,
                         x: ArrayLike, *, coupler_in: ArrayLike = 0.0, coupler_out: ArrayLike = 0.0,
-                        loss_db: ArrayLike = 0.0, reverse_only: bool = False) -> jax.Array:
+                        loss_db: ArrayLike = 0.0, trims: Mapping[str, ArrayLike] | None = None,
+                        errors: Mapping[str, ArrayLike] | None = None, reverse_only: bool = False) -> jax.Array:
     """Propagate fields through a physical mesh with component errors.
 
-    Each MZI is ``coupler(coupler_out) P(internal) coupler(coupler_in) P(external)``
+    Each cell is its layout cell's physical form (for the MZI
+    ``coupler(coupler_out) P(internal) coupler(coupler_in) P(external)``)
     times the amplitude loss ``10^(-loss_db / 20)``; the output phase screen follows.
 
     Args:
@@ -160,6 +172,8 @@ def apply_physical_mesh(lay: MeshLayout, internal: ArrayLike, external: ArrayLik
       x: fields ``(N,)`` or ``(N, B)``.
       coupler_in, coupler_out: splitting-angle errors ``(n_mzi,)`` or scalars (rad).
       loss_db: insertion loss per MZI ``(n_mzi,)`` or scalar (dB).
+      trims: phases of the cell's trim heaters (default: their ideal phases).
+      errors: splitting-angle errors of the cell's other couplers, by name (default 0).
       reverse_only: faster reverse-mode gradients, no forward-mode
         derivatives (see :func:`propagate_meshes`).
 
@@ -168,19 +182,21 @@ def apply_physical_mesh(lay: MeshLayout, internal: ArrayLike, external: ArrayLik
     """
     x = jnp.asarray(x)
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(internal).dtype))
-    coef = physical_coefficients(lay, internal, external, coupler_in, coupler_out, loss_db, dtype=dtype)
+    coef = physical_coefficients(lay, internal, external, coupler_in, coupler_out, loss_db, dtype=dtype,
+                                 trims=trims, errors=errors)
     y = propagate_meshes(lay, [coef], [], x.astype(dtype), reverse_only=reverse_only)
     return _with_screen(lay, y, out_phase)
 
 
 def physical_mesh_unitary(lay: MeshLayout, internal: ArrayLike, external: ArrayLike, out_phase: ArrayLike, *,
                           coupler_in: ArrayLike = 0.0, coupler_out: ArrayLike = 0.0, loss_db: ArrayLike = 0.0,
+                          trims: Mapping[str, ArrayLike] | None = None, errors: Mapping[str, ArrayLike] | None = None,
                           reverse_only: bool = False) -> jax.Array:
     """Transfer matrix of a physical mesh (see :func:`apply_physical_mesh`)."""
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(internal).dtype, jnp.complex64))
     return apply_physical_mesh(lay, internal, external, out_phase, jnp.eye(lay.n_modes, dtype=dtype),
-                               coupler_in=coupler_in, coupler_out=coupler_out, loss_db=loss_db,
-                               reverse_only=reverse_only)
+                               coupler_in=coupler_in, coupler_out=coupler_out, loss_db=loss_db, trims=trims,
+                               errors=errors, reverse_only=reverse_only)
 
 
 # ---- simulation engine ------------------------------------------------------------
@@ -273,26 +289,41 @@ def amplitude(loss_db):
 
 
 def physical_coefficients(lay: MeshLayout, internal, external, coupler_in=0.0, coupler_out=0.0, loss_db=0.0,
-                          *, dtype=None):
-    """2 x 2 transfer coefficients ``(m00, m01, m10, m11)`` of every physical MZI, shape ``(4, n_mzi)``.
+                          *, dtype=None, trims=None, errors=None):
+    """2 x 2 transfer coefficients ``(m00, m01, m10, m11)`` of every physical cell, shape ``(4, n_mzi)``.
 
-    Closed form of ``convention.physical_mzi(internal, external, coupler_in,
-    coupler_out) * 10^(-loss_db / 20)``: with ``ca, sa = cos, sin(pi/4 +
-    coupler_in)``, ``cb, sb`` likewise for ``coupler_out``, ``g`` the
-    amplitude and ``u = e^{i internal}``, ``v = e^{i external}``::
+    For the MZI cell (:data:`photocomp.core.cell.MZI`) a closed form of
+    ``convention.physical_mzi(internal, external, coupler_in, coupler_out) *
+    10^(-loss_db / 20)``: with ``ca, sa = cos, sin(pi/4 + coupler_in)``,
+    ``cb, sb`` likewise for ``coupler_out``, ``g`` the amplitude and
+    ``u = e^{i internal}``, ``v = e^{i external}``::
 
         m00 = g v (ca cb u - sa sb)      m01 = i g (sa cb u + ca sb)
         m10 = i g v (ca sb u + sa cb)    m11 = g (ca cb - sa sb u)
 
+    Any other cell: :func:`cell_coefficients`, the product of its components.
+
     Args:
-      lay: the layout (sets ``n_mzi``).
+      lay: the layout (sets ``n_mzi`` and the cell).
       internal, external: physical phases (rad), ``(n_mzi,)`` or scalars.
-      coupler_in, coupler_out: splitting-angle errors (rad), ``(n_mzi,)`` or scalars.
+      coupler_in, coupler_out: splitting-angle errors (rad), ``(n_mzi,)`` or
+        scalars, of the cell's couplers of these names (a cell without them ignores them).
       loss_db: insertion loss per MZI (dB), ``(n_mzi,)`` or scalar.
       dtype: complex dtype of the result (default: from ``internal``).
+      trims: phases of the cell's trim heaters by name (default: their ideal phases).
+      errors: splitting-angle errors of the cell's other couplers by name (default 0).
     """
     if dtype is None:
         dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(internal).dtype, jnp.complex64))
+    cell = lay.cell
+    if cell != MZI or trims or errors:
+        settings = {h: p for h, p in cell.trims}
+        settings.update(trims or {})
+        settings.update(internal=internal, external=external)
+        errs = {k: v for k, v in (("coupler_in", coupler_in), ("coupler_out", coupler_out)) if k in cell.couplers}
+        errs.update(errors or {})
+        errs["loss_db"] = loss_db
+        return cell_coefficients(cell, settings, errs, lay.n_mzi, dtype=dtype)
     rdtype = _real_dtype(dtype)
     m = lay.n_mzi
     bcast = lambda v: jnp.broadcast_to(jnp.asarray(v, dtype=rdtype), (m,))  # noqa: E731
@@ -306,6 +337,47 @@ def physical_coefficients(lay: MeshLayout, internal, external, coupler_in=0.0, c
     m10 = (1j * g * v) * (ca * sb * u + sa * cb)
     m11 = g * (ca * cb - sa * sb * u)
     return jnp.stack([m00, m01, m10, m11]).astype(dtype)
+
+
+def cell_coefficients(cell: Cell, settings: Mapping[str, ArrayLike], errors: Mapping[str, ArrayLike], n: int, *,
+                      dtype) -> jax.Array:
+    """2 x 2 coefficients ``(4, n)`` of ``n`` cells: the product of the cell's components in light order.
+
+    The vectorised form of :meth:`photocomp.core.cell.Cell.transfer` (which
+    the tests hold it to): a shifter multiplies the upper row by ``e^{i phase}``,
+    a coupler mixes the rows by ``[[c, i s], [i s, c]]`` with ``c, s = cos,
+    sin(pi/4 + error)``, a crossing swaps them; the loss amplitude scales the result.
+
+    Args:
+      cell: the cell.
+      settings: phase (rad) of every heater of the cell, ``(n,)`` or scalars.
+      errors: error parameters by name (:attr:`~photocomp.core.cell.Cell.errors`;
+        missing ones are 0), ``(n,)`` or scalars.
+      n: the number of cells.
+      dtype: complex dtype of the result.
+    """
+    missing = sorted(set(cell.heaters) - set(settings))
+    unknown = sorted(set(errors) - set(cell.errors)) + sorted(set(settings) - set(cell.heaters))
+    if missing or unknown:
+        raise InvalidInputError(f"a {cell.name!r} cell has heaters {list(cell.heaters)} and errors "
+                                f"{list(cell.errors)}; got settings {sorted(settings)} and errors {sorted(errors)}")
+    rdtype = _real_dtype(dtype)
+    bcast = lambda v: jnp.broadcast_to(jnp.asarray(v, dtype=rdtype), (n,))  # noqa: E731
+    one = jnp.ones((n,), dtype)
+    zero = jnp.zeros((n,), dtype)
+    m00, m01, m10, m11 = one, zero, zero, one
+    for comp in cell.components:
+        if isinstance(comp, Shifter):
+            u = _unit(bcast(as_real(settings[comp.heater], rdtype)))
+            m00, m01 = u * m00, u * m01
+        elif isinstance(comp, Coupler):
+            s, c = (bcast(v) for v in sincos(as_real(errors.get(comp.error, 0.0), rdtype) + np.pi / 4))
+            m00, m01, m10, m11 = (c * m00 + 1j * s * m10, c * m01 + 1j * s * m11,
+                                  1j * s * m00 + c * m10, 1j * s * m01 + c * m11)
+        else:  # a crossing swaps the modes
+            m00, m01, m10, m11 = m10, m11, m00, m01
+    g = bcast(amplitude(as_real(errors.get("loss_db", 0.0), rdtype)))
+    return (g * jnp.stack([m00, m01, m10, m11])).astype(dtype)
 
 
 def ideal_coefficients(theta, phi, *, dtype=None):

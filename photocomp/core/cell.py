@@ -1,0 +1,261 @@
+"""Cell models as values: the two-mode devices a mesh is built from.
+
+A mesh layout (:class:`photocomp.core.layout.MeshLayout`) places cells on
+mode pairs; *which* device sits there is a :class:`Cell` value, so a new
+device is a new value, not a new code path. A cell is
+
+* its **physical form**: the components light meets, in order:
+  :class:`Shifter` (a heater's phase on the upper arm), :class:`Coupler`
+  (a directional coupler, 50:50 at zero splitting-angle error) and
+  :class:`Crossing` (a waveguide crossing that swaps the two modes);
+* its **parameters**: the heaters (the shifters' names) and its **error
+  parameters**: one splitting-angle error (rad) per coupler, named by the
+  coupler, plus the cell's insertion loss ``loss_db``;
+* its **programming**: how the convention's mathematical cell ``T(theta, phi)``
+  (:mod:`photocomp.core.convention`) is set on the ideal device. Every cell
+  has an ``"internal"`` heater, affine in theta, and an ``"external"`` heater,
+  ``phi`` plus a constant once the screens of earlier cells are pushed
+  through (see :func:`photocomp.sim.physical.mesh_to_physical`); other heaters
+  are *trims* at constant ideal settings (degrees of freedom that error
+  correction can use). The ideal programmed cell equals
+  ``diag(e^{i alpha}, e^{i beta}) T(theta, chi)``, where ``chi`` is the
+  external heater's phase minus the cell's external offset and the output
+  screen ``(alpha, beta)`` is affine in theta too.
+
+The built-in cells (:data:`CELLS`):
+
+* ``"mzi"`` (:data:`MZI`): external shifter, coupler, internal shifter,
+  coupler; the convention's physical form;
+* ``"mzi3"`` (:data:`MZI3`): the three-splitter MZI (Hamerly et al., Nat.
+  Commun. 13, 6831 (2022)): external shifter, coupler, internal shifter,
+  coupler, ``trim`` shifter, coupler. With ideal couplers and ``trim = pi/2``
+  the last two couplers act as one 50:50 coupler, and the cell is an MZI;
+  with imperfect couplers the trim restores full splitting range;
+* ``"mzix"`` (:data:`MZIX`): an MZI followed by a waveguide crossing, whose
+  bar and cross states trade places (``X T(t, c) = -T(pi/2 - t, c + pi)``).
+
+:meth:`Cell.transfer` is the float64 reference (a product of the components'
+2 x 2 matrices); the simulation engine evaluates the same product as
+vectorised coefficients (:func:`photocomp.sim.physical.cell_coefficients`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Mapping
+
+import numpy as np
+from jax.typing import ArrayLike
+
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
+
+__all__ = ["Shifter", "Coupler", "Crossing", "Affine", "Cell", "MZI", "MZI3", "MZIX", "CELLS", "get_cell"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shifter:
+    """A thermo-optic phase shifter on the upper arm, set by the heater ``heater``."""
+    heater: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Coupler:
+    """A directional coupler; ``error`` names its splitting-angle error (rad, 50:50 at 0)."""
+    error: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Crossing:
+    """A waveguide crossing: the two modes swap."""
+
+
+Component = Shifter | Coupler | Crossing
+
+
+@dataclasses.dataclass(frozen=True)
+class Affine:
+    """``slope * theta + offset`` (rad)."""
+    slope: float
+    offset: float
+
+    def __call__(self, theta):
+        return self.slope * theta + self.offset
+
+
+def _name(value, what: str) -> str:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise InvalidInputError(f"{what} must be a name (an identifier string); got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """A two-mode device model (see the module docstring).
+
+    Attributes:
+      name: the cell's name.
+      components: the physical form, in the order light meets the components.
+      internal: the internal heater's ideal phase as a function of theta.
+      screen: the output phases ``(alpha, beta)`` on the upper and lower mode
+        that the ideal programmed cell leaves, as functions of theta.
+      external_offset: the external heater's phase minus ``chi`` (rad).
+      trims: ideal phases of the heaters other than internal and external,
+        as ``((heater, phase), ...)``.
+    """
+    name: str
+    components: tuple
+    internal: Affine
+    screen: tuple
+    external_offset: float = 0.0
+    trims: tuple = ()
+
+    def __post_init__(self):
+        _name(self.name, "Cell.name")
+        if not isinstance(self.components, tuple) or not self.components:
+            raise InvalidTypeError(f"Cell.components must be a non-empty tuple of Shifter, Coupler and Crossing; "
+                                   f"got {self.components!r}")
+        for c in self.components:
+            if not isinstance(c, (Shifter, Coupler, Crossing)):
+                raise InvalidTypeError(f"Cell.components must hold Shifter, Coupler and Crossing values; "
+                                       f"got {type(c).__name__} {c!r}")
+            if not isinstance(c, Crossing):
+                _name(c.heater if isinstance(c, Shifter) else c.error, f"a component name of cell {self.name!r}")
+        heaters = [c.heater for c in self.components if isinstance(c, Shifter)]
+        errors = [c.error for c in self.components if isinstance(c, Coupler)]
+        for what, names in (("heater", heaters), ("coupler error", errors)):
+            if len(set(names)) != len(names):
+                raise InvalidInputError(f"cell {self.name!r}: every {what} name must be unique; got {names}")
+        if "loss_db" in errors or set(heaters) & set(errors):
+            raise InvalidInputError(f"cell {self.name!r}: coupler error names must differ from the heater names "
+                                    f"and from 'loss_db'; got heaters {heaters}, coupler errors {errors}")
+        if "internal" not in heaters or "external" not in heaters:
+            raise InvalidInputError(f"cell {self.name!r} must have heaters named 'internal' and 'external'; "
+                                    f"got {heaters}")
+        if not isinstance(self.internal, Affine) or not (
+                isinstance(self.screen, tuple) and len(self.screen) == 2
+                and all(isinstance(s, Affine) for s in self.screen)):
+            raise InvalidTypeError(f"cell {self.name!r}: internal must be an Affine and screen a pair of Affine; "
+                                   f"got {self.internal!r}, {self.screen!r}")
+        if self.internal.slope == 0:
+            raise InvalidInputError(f"cell {self.name!r}: the internal heater must depend on theta (slope != 0)")
+        trim_names = [t[0] for t in self.trims]
+        if sorted(trim_names) != sorted(set(heaters) - {"internal", "external"}):
+            raise InvalidInputError(f"cell {self.name!r}: trims must set exactly the heaters other than internal "
+                                    f"and external ({sorted(set(heaters) - {'internal', 'external'})}); "
+                                    f"got {trim_names}")
+
+    @property
+    def heaters(self) -> tuple[str, ...]:
+        """Heater names, in the order light meets them."""
+        return tuple(c.heater for c in self.components if isinstance(c, Shifter))
+
+    @property
+    def couplers(self) -> tuple[str, ...]:
+        """Coupler error names, in the order light meets the couplers."""
+        return tuple(c.error for c in self.components if isinstance(c, Coupler))
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        """Error parameter names: the couplers' splitting-angle errors (rad), then ``"loss_db"``."""
+        return self.couplers + ("loss_db",)
+
+    def ideal_settings(self, theta: ArrayLike, chi: ArrayLike, xp: types.ModuleType = np) -> dict:
+        """Heater phases (rad) that set the ideal cell to ``diag(screen) T(theta, chi)``."""
+        theta = xp.asarray(theta)
+        out = {"internal": self.internal(theta), "external": xp.asarray(chi) + self.external_offset}
+        for heater, phase in self.trims:
+            out[heater] = phase + 0.0 * theta
+        return out
+
+    def screen_phases(self, theta: ArrayLike, xp: types.ModuleType = np) -> tuple:
+        """The output phases ``(alpha, beta)`` (rad) the ideal programmed cell leaves."""
+        theta = xp.asarray(theta)
+        return self.screen[0](theta), self.screen[1](theta)
+
+    def transfer(self, settings: Mapping[str, ArrayLike], errors: Mapping[str, ArrayLike] | None = None,
+                 xp: types.ModuleType = np):
+        """The cell's 2 x 2 transfer matrix, batched over the parameters' broadcast shape ``S``.
+
+        Args:
+          settings: a phase (rad) for every heater in :attr:`heaters`.
+          errors: values of error parameters in :attr:`errors` (missing ones are 0).
+          xp: array module (numpy, the float64 reference, or ``jax.numpy``).
+
+        Returns:
+          complex array ``S + (2, 2)``.
+        """
+        errors = dict(errors or {})
+        _check_keys(self, "settings", settings, self.heaters, required=True)
+        _check_keys(self, "errors", errors, self.errors, required=False)
+        arrays = [xp.asarray(settings[h]) for h in self.heaters] + [xp.asarray(v) for v in errors.values()]
+        shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
+        m = xp.broadcast_to(xp.eye(2, dtype=complex), shape + (2, 2))
+        for c in self.components:
+            if isinstance(c, Shifter):
+                e = xp.exp(1j * xp.asarray(settings[c.heater]))
+                one = xp.ones_like(e)
+                zero = xp.zeros_like(e)
+                k = xp.stack([xp.stack([e, zero], -1), xp.stack([zero, one], -1)], -2)
+            elif isinstance(c, Coupler):
+                a = math.pi / 4 + xp.asarray(errors.get(c.error, 0.0))
+                co, si = xp.cos(a) + 0j, 1j * xp.sin(a)
+                k = xp.stack([xp.stack([co, si], -1), xp.stack([si, co], -1)], -2)
+            else:
+                k = xp.asarray([[0.0, 1.0], [1.0, 0.0]], dtype=complex)
+            m = k @ m
+        return m * 10.0 ** (-xp.asarray(errors.get("loss_db", 0.0))[..., None, None] / 20.0)
+
+
+def _check_keys(cell: Cell, what: str, given: Mapping, names: tuple, *, required: bool) -> None:
+    if not isinstance(given, Mapping):
+        raise InvalidTypeError(f"{what} must be a mapping of name to array; got {type(given).__name__}")
+    unknown = sorted(set(given) - set(names))
+    missing = sorted(set(names) - set(given)) if required else []
+    if unknown or missing:
+        raise InvalidInputError(f"{what} of a {cell.name!r} cell must have the keys {list(names)}"
+                                f"{'' if required else ' (missing ones are 0)'}; got {sorted(given)}")
+
+
+_PI = math.pi
+
+MZI = Cell(
+    name="mzi",
+    components=(Shifter("external"), Coupler("coupler_in"), Shifter("internal"), Coupler("coupler_out")),
+    internal=Affine(2.0, _PI),
+    screen=(Affine(1.0, _PI), Affine(1.0, 0.0)),
+)
+"""The convention's MZI: ``B(out) P(internal) B(in) P(external)``, internal = 2 theta + pi."""
+
+MZI3 = Cell(
+    name="mzi3",
+    components=(Shifter("external"), Coupler("coupler_in"), Shifter("internal"), Coupler("coupler_mid"),
+                Shifter("trim"), Coupler("coupler_out")),
+    internal=Affine(2.0, _PI / 2),
+    screen=(Affine(1.0, 5 * _PI / 4), Affine(1.0, -_PI / 4)),
+    trims=(("trim", _PI / 2),),
+)
+"""Three-splitter MZI: with ``trim = pi/2`` the last coupler pair is ``e^{i pi/4} diag(1, -i) B P(pi/2)``."""
+
+MZIX = Cell(
+    name="mzix",
+    components=(Shifter("external"), Coupler("coupler_in"), Shifter("internal"), Coupler("coupler_out"),
+                Crossing()),
+    internal=Affine(-2.0, 2 * _PI),
+    screen=(Affine(-1.0, 3 * _PI / 2), Affine(-1.0, 5 * _PI / 2)),
+    external_offset=-_PI,
+)
+"""MZI plus crossing: to realise ``T(theta, .)`` its MZI is set to ``pi/2 - theta``."""
+
+CELLS: dict[str, Cell] = {c.name: c for c in (MZI, MZI3, MZIX)}
+"""The built-in cells by name."""
+
+
+def get_cell(cell: str | Cell) -> Cell:
+    """A :class:`Cell` from its name (:data:`CELLS`), or the cell itself."""
+    if isinstance(cell, Cell):
+        return cell
+    if isinstance(cell, str) and cell in CELLS:
+        return CELLS[cell]
+    raise UnknownNameError(f"cell must be a Cell or one of {sorted(CELLS)}; got {cell!r}")
