@@ -18,6 +18,13 @@ them visible: with the reference stepped through three phases,
 :func:`measure_matrix` recovers the complex transfer matrix from intensities
 alone (phase-stepping interferometry), which is what digital-twin fitting
 (:mod:`photocomp.calibration.twin`) and measured error estimates use.
+
+:class:`BlackBoxChip` implements :class:`~photocomp.hardware.instrument.Instrument`
+(``set_drives``, ``read``, ``read_temperatures`` and its properties), the
+interface measurement-based calibration methods talk to, and keeps its counts
+in a :class:`~photocomp.hardware.instrument.Ledger`: ``measurements`` is the
+ledger's ``readings``; a configuration change is counted whenever the drives
+it reads at differ from the ones applied before.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from photocomp.core.target import Target
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import Chip, as_chip
 from photocomp.hardware.chipsim import Settings, chip_tile_matrices, realized_phases, unflatten_heaters
+from photocomp.hardware.instrument import DriveRefused, Ledger
 
 __all__ = ["detect", "BlackBoxChip", "measure_matrix"]
 
@@ -108,7 +116,11 @@ def _as_drives(drives_mw, n_heaters: int, limit: float) -> tuple[np.ndarray, boo
     if not np.all(finite) or p.min() < 0 or p.max() > limit:
         seen = f"range [{p[finite].min():g}, {p[finite].max():g}]" if finite.any() else "no finite value"
         bad = "" if finite.all() else f" and {p.size - int(finite.sum())} NaN/Inf"
-        raise InvalidInputError(f"drives_mw must be finite and within [0, {limit:g}] mW; got {seen}{bad}")
+        message = f"drives_mw must be finite and within [0, {limit:g}] mW; got {seen}{bad}"
+        if not finite.all():
+            raise InvalidInputError(message)
+        heaters = np.nonzero(np.any((p < 0) | (p > limit), axis=tuple(range(p.ndim - 1))))[0]
+        raise DriveRefused(message, heaters, limit)
     return (p if p.ndim == 2 else p[None]), p.ndim == 2
 
 
@@ -150,7 +162,17 @@ class BlackBoxChip:
         if not isinstance(noise, bool):
             raise InvalidTypeError(f"noise must be a bool; got {type(noise).__name__}")
         self.noise = noise
-        self.measurements = 0
+        self.ledger = Ledger.for_target(self._chip.target)
+        self._drives: np.ndarray | None = None
+
+    @property
+    def measurements(self) -> int:
+        """Readings so far (input vectors times shots): the ledger's ``readings``."""
+        return self.ledger.readings
+
+    @measurements.setter
+    def measurements(self, value: int) -> None:
+        self.ledger.readings = check_int(value, "measurements", low=0)
 
     @property
     def target(self) -> Target:
@@ -164,6 +186,54 @@ class BlackBoxChip:
     def circuit(self) -> str:
         """The hidden chip's circuit (``"svd"`` or ``"unitary"``), which a chip's owner knows."""
         return self._chip.circuit
+
+    @property
+    def drive_limit_mw(self) -> float:
+        """Largest heater drive (mW): the target's ``drive_limit_p_pi * heater_p_pi_mw``."""
+        t = self.target
+        return float(t.drive_limit_p_pi * t.heater_p_pi_mw)
+
+    @property
+    def saturation(self) -> float:
+        """Detector ceiling: ``inf`` (the ADC spans what the outputs can carry, :meth:`measure`'s ``full_scale``)."""
+        return float("inf")
+
+    @property
+    def drives_mw(self) -> np.ndarray | None:
+        """The drives applied last (``(n_heaters,)`` mW, a copy), None before any."""
+        return None if self._drives is None else self._drives.copy()
+
+    def _apply(self, drives: np.ndarray) -> None:
+        """Make ``drives`` (checked, ``(n_heaters,)``) the applied setting, counting a change if it is one."""
+        if self._drives is None or not np.array_equal(drives, self._drives):
+            self.ledger.add(configurations=1)
+            self._drives = drives.copy()
+
+    def set_drives(self, drives_mw: npt.ArrayLike) -> None:
+        """Apply heater drives ``(n_heaters,)`` (mW, within ``[0, drive_limit_mw]``) for later :meth:`read` calls.
+        Counts one configuration change unless they equal the drives applied
+        now. Out-of-range drives raise
+        :class:`~photocomp.hardware.instrument.DriveRefused` and leave the
+        drives as they were.
+        """
+        p, tiled = _as_drives(drives_mw, self.n_heaters, self.drive_limit_mw)
+        if tiled:
+            raise InvalidInputError(f"drives_mw must have shape ({self.n_heaters},) (one setting); "
+                                    f"got shape {np.shape(drives_mw)}")
+        self._apply(p[0])
+
+    def read(self, inputs: npt.ArrayLike, *, shots: int | None = None, reference: npt.ArrayLike | None = None,
+             full_scale: str = "input") -> np.ndarray:
+        """Detected output intensities for ``inputs`` at the applied drives (:meth:`set_drives`).
+        As :meth:`measure` with the drives set before; ``(K,)`` or ``(B, K)``.
+        """
+        if self._drives is None:
+            raise InvalidInputError("drives_mw must be set (set_drives) before read; got no drives yet")
+        return self.measure(self._drives, inputs, shots=shots, reference=reference, full_scale=full_scale)
+
+    def read_temperatures(self) -> np.ndarray:
+        """Temperatures of the chip's sensors: none on a simulated chip, so an empty ``(0,)`` array."""
+        return np.zeros(0)
 
     def measure(self, drives_mw: npt.ArrayLike, inputs: npt.ArrayLike, *, shots: int | None = None,
                 reference: npt.ArrayLike | None = None, full_scale: str = "input") -> np.ndarray:
@@ -204,16 +274,19 @@ class BlackBoxChip:
         ref = np.zeros((1, 1), complex) if reference is None else _as_reference(reference, x.shape)
         self._key, key = jax.random.split(self._key)
         keys = jax.random.split(key, p.shape[0]) if tiled else [key]
-        reads = [self._read(drives, x, ref, k, shots, full_scale) for drives, k in zip(p, keys)]
+        reads = []
+        for drives, k in zip(p, keys):
+            self._apply(drives)
+            reads.append(self._read(drives, x, ref, k, shots, full_scale))
         out = np.stack(reads) if tiled else reads[0]
-        self.measurements += p.shape[0] * x.shape[0] * shots
+        self.ledger.add(readings=p.shape[0] * x.shape[0] * shots)
         return out[..., 0, :] if single else out
 
     def _read(self, p, x, ref, key, shots: int, full_scale: str) -> np.ndarray:
         """Detected intensities ``(B, K)`` of inputs ``x`` at one drive setting ``p`` (checked)."""
         t = self.target
         with jax.enable_x64(True):
-            m = _tile_matrix_jit(self._chip, jnp.asarray(p))
+            m = _tile_matrix_jit(self._chip.unseeded(), jnp.asarray(p))  # one compiled program for every chip
             y = jnp.asarray(x, dtype=jnp.complex128) @ m.T + ref
             intensity = jnp.abs(y) ** 2
             if full_scale == "auto":
@@ -234,7 +307,8 @@ class BlackBoxChip:
         offset and efficiency to within the fit's uncertainty. The estimates
         are the chip's values plus Gaussian errors of ``sigma_rad`` (rad) and
         ``sigma_efficiency`` (relative) drawn from the box's noise seed; the
-        step adds ``points_per_heater * n_heaters`` to :attr:`measurements`.
+        step adds ``points_per_heater * n_heaters`` to :attr:`measurements`
+        and as many configuration changes to the :attr:`ledger`.
         The fringe fits themselves are not simulated; everything after this
         step (:mod:`photocomp.calibration.twin`) works from measurements only.
         """
@@ -247,7 +321,7 @@ class BlackBoxChip:
         with jax.enable_x64(True):
             off = np.asarray(self._chip.offset) + sigma_rad * np.asarray(jax.random.normal(k1, (h,)))
             eff = np.asarray(self._chip.efficiency) * (1 + sigma_efficiency * np.asarray(jax.random.normal(k2, (h,))))
-        self.measurements += points * h
+        self.ledger.add(readings=points * h, configurations=points * h)
         return np.mod(off, 2 * np.pi), eff
 
 
