@@ -29,6 +29,8 @@ Phys. Rev. Applied 18, 024019 (2022).
 from __future__ import annotations
 
 import dataclasses
+import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -94,7 +96,7 @@ def _evaluate(chip: Chip, s: Settings, target_tiles):
 def settings_error(chip: Chip, s: Settings, target_tiles: ArrayLike) -> tuple[float, np.ndarray, np.ndarray]:
     """``(matrix error, best gain per tile, error per tile)`` of settings on a chip, in float64."""
     with jax.enable_x64(True):
-        err, g, per = _evaluate(chip, s, jnp.asarray(target_tiles))
+        err, g, per = _evaluate(chip.unseeded(), s, jnp.asarray(target_tiles))
         return float(err), np.asarray(g), np.asarray(per)
 
 
@@ -284,11 +286,19 @@ def reachability(prog: Program, chip: Chip) -> Reachability:
 
 # ---- calibration -----------------------------------------------------------------
 
+@functools.cache
+def default_optimizer():
+    """``optax.lbfgs()``, one object for the process: the optimisation step is compiled per optimizer object."""
+    import optax
+
+    return optax.lbfgs()
+
+
 def check_optimizer(optimizer):
     import optax
 
     if optimizer is None:
-        return optax.lbfgs()
+        return default_optimizer()
     if not isinstance(optimizer, optax.GradientTransformation):
         raise InvalidTypeError(
             f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)); got {type(optimizer).__name__}"
@@ -306,43 +316,61 @@ def _stores_value_and_grad(state) -> bool:
         return False
 
 
-def minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callback=None):
-    """Minimise ``loss_fn`` (a squared error) with an optax optimizer, keeping the best iterate.
+@functools.lru_cache(maxsize=64)
+def extra_args_optimizer(opt):
+    """``optax.with_extra_args_support(opt)``, the same object for the same ``opt`` (so its step stays compiled)."""
+    import optax
+
+    return optax.with_extra_args_support(opt)
+
+
+def _step(p, state, args, *, loss_fn, opt, from_state: bool):
+    """One optimizer step on ``loss_fn(p, *args)``; returns ``(new params, new state, loss of p)``."""
+    import optax
+
+    def value_fn(q):
+        return loss_fn(q, *args)
+
+    if from_state:  # a line search evaluated the new point: reuse, don't recompute
+        loss, grad = optax.value_and_grad_from_state(value_fn)(p, state=state)
+    else:
+        loss, grad = jax.value_and_grad(value_fn)(p)
+    updates, state = opt.update(grad, state, p, value=loss, grad=grad, value_fn=value_fn)
+    return optax.apply_updates(p, updates), state, loss
+
+
+# one jit for every minimisation: the compiled step is cached on (loss_fn, opt, from_state) and on the
+# structure, shapes and dtypes of the parameters, the optimizer state and `args`, never on their values
+_jit_step = jax.jit(_step, static_argnames=("loss_fn", "opt", "from_state"))
+
+
+def minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callback=None, args=()):
+    """Minimise ``loss_fn(params, *args)`` (a squared error) with an optax optimizer, keeping the best iterate.
     Stops after ``steps``, after ``patience`` steps without a relative
     improvement by ``tol``, on a non-finite loss, on divergence (1000x the
     start), when ``callback(step, error)`` returns True, or on Ctrl-C; in
     every case the best parameters seen are returned. ``opt`` must accept
     optax's extra arguments (``value``, ``grad``, ``value_fn``).
 
+    The step is jitted with ``loss_fn`` and ``opt`` static and ``args`` (a
+    pytree: a chip, target matrices, ...) as traced arguments: a module-level
+    ``loss_fn`` and the same ``opt`` object compile once for all ``args`` of
+    one structure and shape. Data closed over by ``loss_fn`` instead is baked
+    into the compiled program (a new closure compiles again).
+
     Returns:
       ``(best params, history of sqrt(loss) per step, info)``.
     """
-    import optax
-
     state = opt.init(params0)
-    if _stores_value_and_grad(state):  # a line search evaluated the new point: reuse, don't recompute
-        from_state = optax.value_and_grad_from_state(loss_fn)
-
-        def value_and_grad(p, state):
-            return from_state(p, state=state)
-    else:
-        plain = jax.value_and_grad(loss_fn)
-
-        def value_and_grad(p, state):
-            return plain(p)
-
-    @jax.jit
-    def step(p, state):
-        loss, grad = value_and_grad(p, state)
-        updates, state = opt.update(grad, state, p, value=loss, grad=grad, value_fn=loss_fn)
-        return optax.apply_updates(p, updates), state, loss
+    step = functools.partial(_jit_step, loss_fn=loss_fn, opt=opt, from_state=_stores_value_and_grad(state))
+    args = tuple(args)
 
     # optax's initial states hold weakly typed scalars that `step` returns strongly typed: without
     # this, the second call would compile `step` a second time
     state = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.asarray(a).dtype), state)
     # every call of `step` returns the loss of the parameters it was given, so the first call
     # scores the start and each loop step scores the parameters the step before produced
-    new_p, new_state, loss = step(params0, state)
+    new_p, new_state, loss = step(params0, state, args)
     best, best_loss = params0, float(loss)
     history = [np.sqrt(best_loss)]
     since_best, stop_reason = 0, "steps"
@@ -356,7 +384,7 @@ def minimize(loss_fn, params0, opt, steps, tol, patience, progress, desc, callba
     try:
         for i in range(steps):
             p, state = new_p, new_state
-            new_p, new_state, loss = step(p, state)
+            new_p, new_state, loss = step(p, state, args)
             loss = float(loss)  # loss of `p`, the result of step i
             if not np.isfinite(loss):
                 stop_reason = "non-finite loss (kept the best settings so far)"
@@ -404,39 +432,70 @@ def _tile_sharded(start: Settings, target_tiles, devices):
     return start, target_tiles, tile_mesh(tuple(devices))
 
 
+@dataclasses.dataclass(frozen=True)
+class _CalibrationLoss:
+    """The calibration objective ``loss(flat, chip, template, tiles)``: squared matrix error of heater phases.
+
+    Hashable (a static argument of the jitted step, :func:`minimize`), with
+    the chip, the settings template and the target tiles as traced
+    arguments, so its compiled step serves every chip and program of one
+    shape. ``sharding`` (or None) lays the phases out over the tiles' devices.
+    """
+
+    sharding: Any = None
+
+    def __call__(self, flat, chip: Chip, template: Settings, tiles):
+        if self.sharding is not None:
+            flat = jax.lax.with_sharding_constraint(flat, self.sharding)
+        s = unflatten_heaters(template, flat, chip.target)
+        b = chip_tile_matrices(chip, s, with_gain=False, reverse_only=True)  # differentiated by jax.grad only
+        err, _ = relative_error(tiles, b)
+        return err**2
+
+
+def on_devices(tree, mesh=None, spec=None):
+    """Every array of ``tree`` as a JAX array: on the default device, or laid out over ``mesh`` by ``spec``
+    (default: replicated; each process supplies what it holds). Arguments of a jitted loop go over once,
+    not at every call."""
+    if mesh is None:
+        return jax.tree_util.tree_map(jnp.asarray, tree)
+    sharding = jax.sharding.NamedSharding(mesh, spec if spec is not None else jax.sharding.PartitionSpec())
+
+    def put(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
 def optimize(chip, start: Settings, target_tiles, optimizer, steps, tol, patience, progress, desc, callback=None):
     """Gradient descent on heater phases; returns (best settings, history, info).
-    With several JAX devices the tiles are sharded across them: the heater
-    phases are laid out along the tile axis over a one-axis device mesh and
+    The chip, the start settings and the target tiles are arguments of one
+    jitted step (not constants of it): calibrating another chip, or another
+    program of the same target, tile count and circuit, reuses the compiled
+    step. With several JAX devices the tiles are sharded across them: the heater
+    phases and target tiles are laid out along the tile axis over a one-axis device mesh and
     XLA partitions the chip simulation and the optimizer's arithmetic to
     match (the loss is a sum over tiles).
     """
-    import optax
-
-    target = chip.target
     n_tiles = start.grid.n_tiles
     start_p, target_p, mesh = _tile_sharded(start, np.asarray(target_tiles), jax.devices())
     with jax.enable_x64(True):
-        tiles = jnp.asarray(target_p)
         host0 = np.asarray(flatten_heaters(start_p), dtype=np.float64)
+        template = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), start_p)
         if mesh is None:
-            flat0, constrain = jnp.asarray(host0), (lambda x: x)
+            flat0, loss_fn = jnp.asarray(host0), _CalibrationLoss()
+            args = on_devices((chip.unseeded(), template, target_p))
         else:
-            sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tiles"))
+            tiles_spec = jax.sharding.PartitionSpec("tiles")
             flat0 = spread(host0, mesh)
-            constrain = lambda x: jax.lax.with_sharding_constraint(x, sharding)  # noqa: E731
-
-        def loss_fn(flat):
-            s = unflatten_heaters(start_p, constrain(flat), target)
-            b = chip_tile_matrices(chip, s, with_gain=False, reverse_only=True)  # differentiated by jax.grad only
-            err, _ = relative_error(tiles, b)
-            return err**2
-
+            loss_fn = _CalibrationLoss(jax.sharding.NamedSharding(mesh, tiles_spec))
+            args = on_devices((chip.unseeded(), template), mesh) + (on_devices(target_p, mesh, tiles_spec),)
         # extra-args support lets line-search optimizers (optax.lbfgs) see the objective
-        opt = optax.with_extra_args_support(optimizer)
-        best_flat, history, info = minimize(loss_fn, flat0, opt, steps, tol, patience, progress, desc, callback)
+        best_flat, history, info = minimize(loss_fn, flat0, extra_args_optimizer(optimizer), steps, tol, patience, progress,
+                                            desc, callback, args=args)
         best_flat = gather((best_flat,))[0][:n_tiles]
-        best = unflatten_heaters(start, best_flat, target)
+        best = unflatten_heaters(start, best_flat, chip.target)
         best = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), best)
     return best, history, info
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from photocomp.calibration.engine import (
     check_optimizer,
+    extra_args_optimizer,
     ideal_settings,
     ideal_tiles,
     local_settings,
@@ -298,29 +299,29 @@ def refine_twin(box: BlackBoxChip, fit: TwinFit, drives, *, shots: int | None = 
                    (drives, refs, readings))
 
 
-def _fit(prior: Chip, template: Settings, drives, refs, readings, optimizer, steps, tol, patience, progress):
-    import optax
+def _fit_loss(z, prior: Chip, template: Settings, drives, refs, data, scale, p0, sc):
+    """The twin's misfit: read-outs predicted with parameters ``p0 + sc * z`` against the measured ``data``.
+    Module-level, with every array an argument, so the compiled fitting step serves every fit of one shape."""
+    params = jax.tree_util.tree_map(lambda a, b, c: a + b * c, p0, sc, z)
+    pred = _predict(_chip_of(params, prior), template, drives, refs)
+    return jnp.mean(((pred - data) / scale) ** 2)
 
+
+def _fit(prior: Chip, template: Settings, drives, refs, readings, optimizer, steps, tol, patience, progress):
     with jax.enable_x64(True):
         data = jnp.asarray(readings)
         # each configuration's read-outs are weighted by their own rms (receivers auto-range per read-out)
         scale = jnp.sqrt(jnp.mean(data**2, axis=(1, 2, 3), keepdims=True))
-        d = jnp.asarray(drives)
-        r = jnp.asarray(refs)
         p0 = _params_of(prior)
         # fit normalised deviations z from the prior: p = p0 + scale * z (scale 0 where the gauge holds p)
         sc = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
                                     _scales(prior.target, _gauge(prior.target, prior.circuit)))
-        to_params = lambda z: jax.tree_util.tree_map(lambda a, b, c: a + b * c, p0, sc, z)  # noqa: E731
         z0 = jax.tree_util.tree_map(jnp.zeros_like, p0)
-
-        def loss_fn(z):
-            pred = _predict(_chip_of(to_params(z), prior), template, d, r)
-            return jnp.mean(((pred - data) / scale) ** 2)
-
-        best, history, info = minimize(loss_fn, z0, optax.with_extra_args_support(optimizer), steps, tol, patience,
-                                        progress, "fit twin")
-        best = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype=np.float64), to_params(best))
+        template = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), template)
+        args = (prior.unseeded(), template, jnp.asarray(drives), jnp.asarray(refs), data, scale, p0, sc)
+        best, history, info = minimize(_fit_loss, z0, extra_args_optimizer(optimizer), steps, tol, patience, progress,
+                                       "fit twin", args=args)
+        best = jax.tree_util.tree_map(lambda a, b, c: np.asarray(a + b * c, dtype=np.float64), p0, sc, best)
     info.update(history=np.asarray(history), residual=float(history.min()) if len(history) else float("nan"),
                 residual_start=float(history[0]))
     return _chip_of(best, prior), info

@@ -27,7 +27,9 @@ efficiencies (its crosstalk follows from its own, shorter die), so the two
 circuits compare on the same components.
 
 The chip is a pytree (error arrays are data; target, seed and layout are
-static), so chip simulations jit, vmap and differentiate.
+static), so chip simulations jit, vmap and differentiate. Jitted functions
+take a chip as an argument in its :meth:`Chip.unseeded` form, so one
+compiled program serves every chip of a target and circuit.
 """
 
 from __future__ import annotations
@@ -116,6 +118,18 @@ class Chip:
                 f"(photocomp.fabricate({target.name!r}, seed, circuit={circuit!r})); got a chip of the "
                 f"{self.circuit} circuit"
             )
+
+    def unseeded(self) -> Chip:
+        """This chip with ``seed`` -1: the form in which jitted functions take chips as arguments.
+
+        ``seed`` is static in the pytree (it labels the chip, it is no
+        array), so two chips of one target and circuit differ in their
+        pytree structure only by it. Passed unseeded, every such chip has the
+        same structure and array shapes, and a function jitted over chips
+        (calibration's evaluation and optimisation steps, the twin fit)
+        compiles once and serves them all; nothing traced reads the seed.
+        """
+        return self if self.seed == -1 else dataclasses.replace(self, seed=-1)
 
     def __repr__(self) -> str:
         circ = "" if self.circuit == "svd" else f", circuit={self.circuit}"
