@@ -1,0 +1,589 @@
+"""Calibration by measurement: column-by-column self-configuration of a unitary program.
+
+:class:`SelfConfig` configures a chip through the
+:class:`~photocomp.hardware.instrument.Instrument` interface only: heater drives
+in, output powers out (``photocomp/hardware/instrument.py``). It needs no model
+of the chip's couplers or losses, and nothing of the hidden chip is read.
+
+The program. A unitary program (``docs/design.md`` §3.6) of one tile asks the
+mesh for a unitary U. Sending the K inputs ``x_j = conj(U[j, :])`` (row j of
+U†) through a chip that implements U delivers all of input j's power to output
+j, since ``U x_j = e_j``. Through a chip that implements M the power at output
+j is ``|(M U†)_jj|^2``, so
+
+    J = sum_j |(M U†)_jj|^2  <=  K    (the power delivered to the right outputs)
+
+reaches K exactly when ``M = D U`` for a diagonal phase screen D. The mesh is
+configured to maximise J, which the output detectors measure directly.
+
+One heater at a time (Miller's self-configuration principle: each element set
+by a power maximisation, progressively through the mesh). The field at every
+output is affine in ``e^{i p}`` of any one heater's phase p, so J is a
+sinusoid in p, ``J(p) = a + b cos p + c sin p``: three readings of J (the
+present drive and two drives ``±2π/3`` of phase away, converted with the
+heater's estimated efficiency) determine it, and the heater is set to its
+maximum, ``p* = atan2(c, b)``. The mesh is swept column by column in the order
+light meets it (each MZI's external heater, then its internal heater), for up
+to ``sweeps`` sweeps, until a sweep improves ``1 - J/K`` by less than ``tol``
+relative. A sweep that lowers J is undone and ends the search. Each heater
+costs three reads of K input vectors and three configuration changes (two
+probes and the new setting). Thermal crosstalk and efficiency errors make
+the fit approximate, which the following sweeps correct.
+
+Output phases. J cannot see D. With a reference beam from the same laser
+(:meth:`Instrument.read`'s ``reference``) the output fields of the input
+``sum_j x_j / sqrt(K)`` (for which U gives every output amplitude ``1/sqrt(K)``,
+phase 0) are recovered by three-step phase stepping (as
+:func:`photocomp.hardware.detector.measure_matrix` does) and the output
+heaters take the phase errors off, for up to ``phase_rounds`` rounds.
+
+Start and guarantee. The start is the program's ideal physical phases
+(:func:`photocomp.hardware.chipsim.settings_from_program`) driven through a
+heater characterisation (offsets and efficiencies, from the instrument's
+``characterize_heaters`` when it has one, or given) with the nominal
+crosstalk law, i.e. the uncalibrated operating point of ``photocomp.calibrate``
+(``docs/design.md`` §4.2), or drives given by the caller. The matrix error is
+measured by phase stepping (``4 K`` readings) at the start and at the end; if
+the end is not better the start's drives are returned. Faults (NaN
+readings, dropped bursts, saturated detectors) are survived by
+:func:`~photocomp.hardware.instrument.read_robust`; a heater whose reads still
+fail is skipped for that sweep; heaters that refuse a drive
+(:class:`~photocomp.hardware.instrument.DriveRefused`) get the limit they
+report and are driven on another 2π branch or clipped. Everything is counted
+in the result.
+
+What this method is not: Pai et al. 2020's parallel nullification and
+Miller's direct self-configuration null one output of each MZI using power
+monitors inside the mesh; this chip has detectors only at its outputs, so the
+whole mesh is the monitor and the heaters are set one at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import types
+
+import jax
+import numpy as np
+import numpy.typing as npt
+
+from photocomp.calibration.engine import check_program, ideal_settings, ideal_tiles, settings_error
+from photocomp.compiler.program import Program
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
+from photocomp.core.ir import CompileReport, PassRecord
+from photocomp.core.layout import layout
+from photocomp.core.phases import MeshPhases
+from photocomp.core.validate import check_int, check_real
+from photocomp.hardware.chip import Chip, as_chip, crosstalk_matrix, heater_positions, heater_slices
+from photocomp.hardware.chipsim import Settings, drive_map, flatten_heaters, realized_phases, unflatten_heaters
+from photocomp.hardware.detector import PHASE_STEPS, drive_template
+from photocomp.hardware.instrument import (
+    DriveRefused,
+    HeaterCharacterizer,
+    Instrument,
+    ReadFailed,
+    as_instrument,
+    read_robust,
+)
+from photocomp.sim.physical import mesh_to_physical
+
+__all__ = ["SelfConfig", "SelfConfigResult", "chip_error", "measured_error"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfConfigResult:
+    """What :meth:`SelfConfig.run` found and what it cost.
+
+    Attributes:
+      drives_mw: the drives to apply, ``(n_heaters,)`` mW (the start's when
+        the configured drives measured no better).
+      start_drives_mw: the drives it started from.
+      error_start_measured, error_measured: matrix error (best real gain,
+        ``docs/design.md`` §3.7) measured by phase stepping at the start and
+        at :attr:`drives_mw`.
+      kept: ``"configured"`` or ``"start"``.
+      history: ``(readings, chip_time_s, 1 - J/K)`` after the start and
+        after every sweep (``J`` the measured delivered power, see the module
+        docstring); the last entry after the output phases.
+      readings, configurations, chip_time_s: cost on the instrument's ledger.
+      faults: faults the ledger counted during the run, by kind.
+      retries: re-reads and re-sets made to get past faults.
+      skipped: heater updates given up because reads kept failing.
+      sweeps_run: sweeps made; stopped: why the search ended.
+      wall_s: wall-clock seconds.
+    """
+
+    drives_mw: np.ndarray
+    start_drives_mw: np.ndarray
+    error_start_measured: float
+    error_measured: float
+    kept: str
+    history: tuple[tuple[int, float, float], ...]
+    readings: int
+    configurations: int
+    chip_time_s: float
+    faults: types.MappingProxyType
+    retries: int
+    skipped: int
+    sweeps_run: int
+    stopped: str
+    wall_s: float
+
+    def metrics(self) -> dict:
+        """The scalar results, for a :class:`~photocomp.core.ir.CompileReport` summary."""
+        return {"method": "selfconfig", "error_start_measured": self.error_start_measured,
+                "error_after_measured": self.error_measured, "kept": self.kept, "measurements": self.readings,
+                "configurations": self.configurations, "chip_time_s": self.chip_time_s,
+                "faults": dict(self.faults), "retries": self.retries, "skipped": self.skipped,
+                "sweeps_run": self.sweeps_run, "stopped": self.stopped, "wall_s": self.wall_s}
+
+    def settings(self, chip: Chip) -> Settings:
+        """The :class:`~photocomp.hardware.chipsim.Settings` (gain 1) that :attr:`drives_mw` produce on ``chip``."""
+        return _settings_of(as_chip(chip), self.drives_mw)
+
+    def to_program(self, program: Program, chip: Chip) -> Program:
+        """``program`` calibrated for ``chip`` (the instrument's hidden chip) with these drives.
+
+        Simulates what ``chip`` does with :attr:`drives_mw` (best real gain,
+        as every calibration reports) and records the true errors before
+        (ideal settings, heaters characterised exactly) and after, with
+        :meth:`metrics`, in the report. This is how ``photocomp.calibrate``
+        returns a measured calibration.
+        """
+        program = check_program(program)
+        chip = as_chip(chip)
+        chip.check_target(program.target, circuit=program.circuit)
+        tiles = ideal_tiles(program)
+        before = settings_error(chip, ideal_settings(program), tiles)[0]
+        s = self.settings(chip)
+        after, gain, _ = settings_error(chip, s, tiles)
+        s = s.replace(gain=np.asarray(gain))
+        metrics = {**self.metrics(), "error_before": before, "error_after": after}
+        record = PassRecord("selfconfig", f"selfconfig(sweeps={self.sweeps_run})", self.wall_s,
+                            types.MappingProxyType({"matrix_error": after, "measurements": self.readings,
+                                                    "chip_time_s": self.chip_time_s}))
+        report = CompileReport(program.report.records + (record,),
+                               types.MappingProxyType({**dict(program.report.summary), **metrics}))
+        return program.with_chip(chip, s, report)
+
+
+def _settings_of(chip: Chip, drives_mw: npt.ArrayLike) -> Settings:
+    with jax.enable_x64(True):
+        phases = np.asarray(realized_phases(chip, np.asarray(drives_mw, np.float64)))
+    return unflatten_heaters(drive_template(chip.target, 1, chip.circuit), phases[None], chip.target)
+
+
+def chip_error(program: Program, chip: Chip, drives_mw: npt.ArrayLike) -> float:
+    """True matrix error (best real gain, float64) of ``chip`` driven with ``drives_mw`` against ``program``.
+
+    For evaluation only (it reads the hidden chip); :class:`SelfConfig` never calls it.
+    """
+    program = check_program(program)
+    chip = as_chip(chip)
+    chip.check_target(program.target, circuit=program.circuit)
+    p = np.asarray(drives_mw, dtype=np.float64)
+    if p.shape != (chip.n_heaters,):
+        raise InvalidInputError(f"drives_mw must have shape ({chip.n_heaters},); got shape {p.shape}")
+    return settings_error(chip, _settings_of(chip, p), ideal_tiles(program))[0]
+
+
+def _fields(instrument: Instrument, x: np.ndarray, shots: int | None, retries: int) -> np.ndarray:
+    """Output fields ``(B, K)`` for inputs ``x`` at the applied drives, by three-step phase stepping."""
+    r0 = read_robust(instrument, x, shots=shots, retries=retries)
+    a = float(max(np.sqrt(np.mean(np.clip(r0, 0.0, None))), 1e-6 / np.sqrt(x.shape[-1])))
+    y = sum(w * (read_robust(instrument, x, shots=shots, reference=a * w, retries=retries) - r0 - a**2)
+            for w in PHASE_STEPS) / (3 * a)
+    return np.asarray(y)
+
+
+def _relative_error(target: np.ndarray, m: np.ndarray) -> float:
+    """``||U - g M||_F / ||U||_F`` with the best real gain g (``docs/design.md`` §3.7)."""
+    den = float(np.sum(np.abs(m) ** 2))
+    g = float(np.real(np.vdot(m, target))) / den if den > 0 else 0.0
+    return float(np.linalg.norm(target - g * m) / np.linalg.norm(target))
+
+
+def measured_error(instrument: Instrument, drives_mw: npt.ArrayLike, target: npt.ArrayLike, *,
+                   shots: int | None = None, retries: int = 4) -> float:
+    """Matrix error of ``instrument`` at ``drives_mw`` against ``target`` (K, K), from phase-stepped readings.
+
+    Reads the K unit inputs without and with a reference at three phases
+    (``4 K shots`` readings, one configuration change).
+    """
+    instrument = as_instrument(instrument)
+    u = np.asarray(target, dtype=np.complex128)
+    k = instrument.target.size
+    if u.shape != (k, k):
+        raise InvalidInputError(f"target must have shape ({k}, {k}); got shape {u.shape}")
+    instrument.set_drives(drives_mw)
+    m = _fields(instrument, np.eye(k, dtype=np.complex128), shots, retries).T
+    return _relative_error(u, m)
+
+
+_to_physical = jax.jit(mesh_to_physical, static_argnums=0)
+
+
+def _prior_chip(target, offset, efficiency) -> Chip:
+    """A unitary chip model: ideal couplers, nominal loss, the given heaters, the nominal crosstalk law."""
+    m = layout(target.mesh, target.size).n_mzi
+    rows, cols, w = crosstalk_matrix(target, heater_positions(target, "unitary"))
+    zeros = {"u": np.zeros(m)}
+    return Chip(target, -1, zeros, {"u": np.zeros(m)}, {"u": np.full(m, float(target.mzi_loss_db))},
+                np.asarray(offset, np.float64), np.asarray(efficiency, np.float64), rows, cols, w, "unitary")
+
+
+def _heater_estimates(heaters, h: int) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(heaters, tuple) or len(heaters) != 2:
+        raise InvalidTypeError(f"heaters must be a tuple (offsets, efficiencies) of ({h},) arrays; "
+                               f"got {type(heaters).__name__}")
+    out = []
+    for name, v in zip(("offsets", "efficiencies"), heaters):
+        try:
+            a = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidTypeError(f"heaters {name} must be a real array of shape ({h},); "
+                                   f"got {type(v).__name__}") from None
+        if a.shape != (h,) or not np.all(np.isfinite(a)):
+            raise InvalidInputError(f"heaters {name} must be finite with shape ({h},); got shape {a.shape}")
+        out.append(a)
+    if np.any(out[1] <= 0):
+        raise InvalidInputError(f"heaters efficiencies must be > 0; got min {out[1].min():g}")
+    return out[0], out[1]
+
+
+class _Session:
+    """The state of one run: drives, per-heater limits, the instrument and its inputs."""
+
+    def __init__(self, cfg: SelfConfig, instrument: Instrument, u: np.ndarray, efficiency: np.ndarray,
+                 mesh: MeshPhases):
+        self.cfg = cfg
+        self.ins = instrument
+        self.u = u
+        self.x = np.conj(u)  # row j: the input that U sends to output j
+        t = instrument.target
+        self.p_pi = float(t.heater_p_pi_mw)
+        self.eta = efficiency
+        self.limit = np.full(instrument.n_heaters, float(instrument.drive_limit_mw))
+        self.skipped = 0
+        self.lay = mesh.layout
+        # the virtual mesh: mathematical phases whose changes the drives follow (module docstring)
+        self.v = np.stack([np.asarray(mesh.theta, np.float64)[0], np.asarray(mesh.phi, np.float64)[0]])
+        self.out = np.asarray(mesh.out_phase, np.float64)[0]
+        self.phys = self.physical(self.v)
+        self.p = np.zeros(instrument.n_heaters)
+
+    def physical(self, v: np.ndarray) -> np.ndarray:
+        """Flat physical phases ``(H,)`` of the ideal chip for virtual phases ``v`` (theta; phi)."""
+        with jax.enable_x64(True):
+            parts = _to_physical(self.lay, v[0], v[1], self.out)
+            return np.concatenate([np.asarray(a, np.float64) for a in parts])
+
+    def follow(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(drives, physical phases)`` for virtual phases ``v``: the present drives moved by the phase change."""
+        phys = self.physical(v)
+        d = np.mod(phys - self.phys + math.pi, 2 * math.pi) - math.pi
+        p = self.p + d * self.p_pi / (math.pi * self.eta)
+        moved = np.nonzero(d)[0]
+        return self.into_range(p, moved[(p[moved] < 0) | (p[moved] > self.limit[moved])]), phys
+
+    def update_virtual(self, kind: int, i: int) -> None:
+        """Virtual phase ``v[kind, i]`` (0: theta, 1: phi) set to the maximum of the fitted J; drives follow."""
+        freq = 2.0 if kind == 0 else 1.0  # J is a sinusoid in 2 theta and in phi
+        try:
+            self.p = self.apply(self.p)
+            js = [self.delivered()]
+            tried = [0.0]
+            for step in (2 * math.pi / 3, -2 * math.pi / 3):
+                v = self.v.copy()
+                v[kind, i] += step / freq
+                q, _ = self.follow(v)
+                self.apply(q)
+                js.append(self.delivered())
+                tried.append(step)
+        except ReadFailed:
+            self.skipped += 1
+            self.p = self.apply(self.p)
+            return
+        d = np.asarray(tried)
+        design = np.stack([np.ones(3), np.cos(d), np.sin(d)], axis=1)
+        a, b, c = np.linalg.solve(design, np.asarray(js))
+        if a + math.hypot(b, c) <= js[0]:
+            self.p = self.apply(self.p)
+            return
+        v = self.v.copy()
+        v[kind, i] += math.atan2(c, b) / freq
+        q, phys = self.follow(v)
+        self.p = self.apply(q)
+        self.v, self.phys = v, phys
+
+    def pattern_move(self, v_before: np.ndarray, j_now: float) -> float:
+        """Hooke-Jeeves step along the last sweep's displacement ``v - v_before``; returns J where it ends.
+
+        Coordinate ascent creeps along ridges; J at one and two more such
+        displacements, with a parabola through the three values, jumps along
+        the ridge (at most four displacements; kept only if measured better).
+        """
+        direction = self.v - v_before
+        try:
+            js = [j_now]
+            for alpha in (1.0, 2.0):
+                q, _ = self.follow(self.v + alpha * direction)
+                self.apply(q)
+                js.append(self.delivered())
+            curve = js[2] - 2 * js[1] + js[0]
+            alpha = 4.0 if curve >= 0 else float(np.clip((js[0] - js[2]) / (2 * curve) + 1.0, 0.0, 4.0))
+            v = self.v + alpha * direction
+            q, phys = self.follow(v)
+            self.apply(q)
+            j = self.delivered()
+        except ReadFailed:
+            self.skipped += 1
+            self.p = self.apply(self.p)
+            return j_now
+        if j > j_now:
+            self.v, self.phys, self.p = v, phys, q
+            return j
+        self.p = self.apply(self.p)
+        return j_now
+
+    def state(self) -> tuple:
+        return self.v.copy(), self.phys.copy(), self.p.copy()
+
+    def restore(self, state: tuple) -> None:
+        self.v, self.phys, p = (a.copy() for a in state)
+        self.p = self.apply(p)
+
+    def period(self, h) -> np.ndarray:
+        """Drive (mW) of a 2π phase step of heater(s) h, from the efficiency estimate."""
+        return 2 * self.p_pi / self.eta[h]
+
+    def into_range(self, p: np.ndarray, heaters) -> np.ndarray:
+        """Drives of ``heaters`` moved by whole periods into ``[0, limit]`` (clipped where no branch fits)."""
+        p = p.copy()
+        idx = np.atleast_1d(heaters)
+        per = self.period(idx)
+        v = p[idx] - np.floor(p[idx] / per) * per  # in [0, period)
+        v = np.where(v > self.limit[idx], v - per, v)
+        p[idx] = np.clip(v, 0.0, self.limit[idx])
+        return p
+
+    def moved(self, p: np.ndarray, h: int, delta: float) -> np.ndarray:
+        """Drives with heater h moved by ``delta`` rad, on the branch nearest its present drive."""
+        per = float(self.period(h))
+        q = p.copy()
+        options = [p[h] + (delta / (2 * math.pi) + k) * per for k in (0, -1, 1)]
+        ok = [v for v in options if 0.0 <= v <= self.limit[h]]
+        if ok:
+            q[h] = min(ok, key=lambda v: abs(v - p[h]))
+            return q
+        q[h] = options[0]
+        return self.into_range(q, h)
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        """Set drives ``p``; heaters that refuse get their reported limit and another branch. Returns what was set."""
+        for _ in range(self.cfg.retries + 1):
+            try:
+                self.ins.set_drives(p)
+                return p
+            except DriveRefused as exc:
+                bad = exc.heaters[(exc.heaters >= 0) & (exc.heaters < len(p))]
+                if bad.size == 0 or not np.isfinite(exc.limit_mw):
+                    raise
+                self.limit[bad] = np.minimum(self.limit[bad], exc.limit_mw)
+                self.ins.ledger.add(retries=1)
+                p = self.into_range(p, bad)
+        raise ReadFailed(f"set_drives: drives refused {self.cfg.retries + 1} times in a row")
+
+    def delivered(self) -> float:
+        """``J``: the power the K program inputs deliver to their own outputs, at the applied drives."""
+        r = read_robust(self.ins, self.x, shots=self.cfg.shots, retries=self.cfg.retries)
+        return float(np.trace(r))
+
+    def output_phases(self, p: np.ndarray, out: slice) -> np.ndarray:
+        """Output heaters set so that ``sum_j x_j / sqrt(K)`` leaves every output at phase 0."""
+        k = self.u.shape[0]
+        probe = self.x.sum(axis=0)[None] / math.sqrt(k)
+        heaters = np.arange(out.start, out.stop)
+        shots = self.cfg.shots * self.cfg.phase_shots
+        for _ in range(self.cfg.phase_rounds):
+            try:
+                p = self.apply(p)
+                y = _fields(self.ins, probe, shots, self.cfg.retries)[0]
+            except ReadFailed:
+                self.skipped += 1
+                break
+            err = np.angle(y)
+            if np.max(np.abs(err)) < 1e-3:
+                break
+            for hh, e in zip(heaters, err):
+                p = self.moved(p, int(hh), -float(e))
+        return self.apply(p)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfConfig:
+    """Column-by-column self-configuration of a unitary program from output powers (module docstring).
+
+    Attributes:
+      sweeps: largest number of sweeps through the mesh (int >= 1).
+      tol: stop when a sweep lowers the measured ``1 - J/K`` by less than
+        this fraction of its value (real in [0, 1]).
+      shots: shots per reading (int >= 1).
+      phase_shots: extra shots factor for the output-phase read-outs (one
+        input vector each, so they are cheap) (int >= 1).
+      phase_rounds: rounds of output-phase correction (int >= 0).
+      retries: re-reads per fault before a read is given up (int >= 0).
+      pattern: after every sweep that improved J, a pattern move along the
+        sweep's displacement (Hooke-Jeeves; a few reads of K inputs).
+      seed: seed of the measurement noise when ``photocomp.calibrate`` builds
+        the :class:`~photocomp.BlackBoxChip` (int >= 0); the method itself
+        draws nothing at random.
+
+    Example:
+      >>> import photocomp as pc
+      >>> SelfConfig(sweeps=2)
+      SelfConfig(sweeps=2, tol=0.01, shots=1, phase_shots=16, phase_rounds=3, retries=4, pattern=True, seed=0)
+    """
+
+    sweeps: int = 3
+    tol: float = 0.01
+    shots: int = 1
+    phase_shots: int = 16
+    phase_rounds: int = 3
+    retries: int = 4
+    pattern: bool = True
+    seed: int = 0
+
+    name = "selfconfig"
+
+    def __post_init__(self):
+        object.__setattr__(self, "sweeps", check_int(self.sweeps, "SelfConfig.sweeps", low=1))
+        object.__setattr__(self, "tol", check_real(self.tol, "SelfConfig.tol", low=0.0, high=1.0))
+        object.__setattr__(self, "shots", check_int(self.shots, "SelfConfig.shots", low=1))
+        object.__setattr__(self, "phase_shots", check_int(self.phase_shots, "SelfConfig.phase_shots", low=1))
+        object.__setattr__(self, "phase_rounds", check_int(self.phase_rounds, "SelfConfig.phase_rounds", low=0))
+        object.__setattr__(self, "retries", check_int(self.retries, "SelfConfig.retries", low=0))
+        object.__setattr__(self, "seed", check_int(self.seed, "SelfConfig.seed", low=0))
+        if not isinstance(self.pattern, bool):
+            raise InvalidTypeError(f"SelfConfig.pattern must be a bool; got {type(self.pattern).__name__}")
+
+    def run(self, program: Program, instrument: Instrument, *, start_drives: npt.ArrayLike | None = None,
+            heaters: tuple[npt.ArrayLike, npt.ArrayLike] | None = None) -> SelfConfigResult:
+        """Configure ``instrument`` to implement ``program``; returns a :class:`SelfConfigResult`.
+
+        Args:
+          program: a compiled unitary program of one tile at the target's size
+            (``photocomp.compile(U, target)`` of a unitary U).
+          instrument: an :class:`~photocomp.hardware.instrument.Instrument` of
+            the program's target and a ``"unitary"`` circuit.
+          start_drives: drives (mW, ``(n_heaters,)``) to start from; default:
+            the program's ideal phases through ``heaters``.
+          heaters: ``(offsets, efficiencies)`` of the heaters, each
+            ``(n_heaters,)``; default: the instrument's
+            ``characterize_heaters()`` when it has one. The efficiencies
+            convert phase steps to drives (1 when only ``start_drives`` is given).
+        """
+        t0 = time.perf_counter()
+        program = check_program(program)
+        instrument = as_instrument(instrument)
+        tgt = program.target
+        if instrument.target != tgt:
+            raise MismatchError(f"instrument must be a chip of the program's target {tgt.name!r}; "
+                                f"got one of {instrument.target.name!r}")
+        if program.circuit != "unitary" or instrument.circuit != "unitary":
+            raise MismatchError(f"program and instrument must both be of the unitary circuit (compile a unitary "
+                                f"matrix; photocomp.fabricate(target, seed, circuit='unitary')); got a "
+                                f"{program.circuit} program and a {instrument.circuit} instrument")
+        program.require_full_tiles("SelfConfig.run")
+        if program.n_tiles != 1:
+            raise InvalidInputError(f"program must have one tile (a K x K unitary); got {program.n_tiles} tiles")
+        h = instrument.n_heaters
+        before = instrument.ledger.snapshot()  # a characterisation made here is part of the cost
+        offsets = np.zeros(h)
+        if heaters is not None:
+            offsets, eta = _heater_estimates(heaters, h)
+        elif start_drives is None:
+            if not isinstance(instrument, HeaterCharacterizer):
+                raise InvalidInputError("start_drives or heaters must be given for an instrument without "
+                                        "characterize_heaters(); got neither")
+            offsets, eta = _heater_estimates(tuple(instrument.characterize_heaters()), h)
+        else:
+            eta = np.ones(h)
+        if start_drives is None:
+            with jax.enable_x64(True):
+                phases = np.asarray(flatten_heaters(ideal_settings(program)))[0]
+            start = drive_map(_prior_chip(tgt, offsets, eta), phases)
+        else:
+            try:
+                start = np.asarray(start_drives, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise InvalidTypeError(f"start_drives must be a real array of shape ({h},) mW; "
+                                       f"got {type(start_drives).__name__}") from None
+            if start.shape != (h,) or not np.all(np.isfinite(start)):
+                raise InvalidInputError(f"start_drives must be finite with shape ({h},); got shape {start.shape}")
+        tile = ideal_tiles(program)[0]
+        u = tile * math.sqrt(tgt.size) / np.linalg.norm(tile)
+        s = _Session(self, instrument, u, eta, program.phase_map.u)
+        start = s.apply(s.into_range(start, np.nonzero((start < 0) | (start > s.limit))[0]))
+        # the start's measured error: the reference every result is held to
+        err_start = measured_error(instrument, start, u, shots=self.shots * self.phase_shots, retries=self.retries)
+        history = []
+
+        def note(j: float) -> None:
+            spent = instrument.ledger.since(before)
+            history.append((int(spent["readings"]), float(spent["chip_time_s"]), 1.0 - j / tgt.size))
+
+        slices = heater_slices(tgt, "unitary")
+        s.p = start
+        j_prev = s.delivered()
+        note(j_prev)
+        stopped, sweeps = f"{self.sweeps} sweeps", 0
+        for sweep in range(self.sweeps):
+            at_start = s.state()
+            for mzi in range(s.lay.n_mzi):  # the layout lists MZIs column by column, in the order light meets them
+                s.update_virtual(1, mzi)
+                s.update_virtual(0, mzi)
+            sweeps = sweep + 1
+            j = s.delivered()
+            if self.pattern and j > j_prev:
+                j = s.pattern_move(at_start[0], j)
+            if j < j_prev:  # read both ends again before undoing: one noisy reading is no verdict
+                at_end = s.state()
+                j_end = (j + s.delivered()) / 2
+                s.restore(at_start)
+                j_back = (j_prev + s.delivered()) / 2
+                if j_end > j_back:
+                    s.restore(at_end)
+                    note(j_end)
+                    stopped = f"sweep {sweeps} did not raise the delivered power beyond the noise"
+                else:
+                    stopped = f"sweep {sweeps} lowered the delivered power; undone"
+                break
+            note(j)
+            gain = (j - j_prev) / max(tgt.size - j_prev, 1e-12)
+            j_prev = j
+            if gain < self.tol:
+                stopped = f"sweep {sweeps} improved 1 - J/K by {gain:.2g} < tol"
+                break
+        p = s.output_phases(s.p, slices["u_out"])
+        try:
+            err = measured_error(instrument, p, u, shots=self.shots * self.phase_shots, retries=self.retries)
+        except ReadFailed:
+            err = math.inf
+        try:
+            note(s.delivered())
+        except ReadFailed:
+            note(j_prev)
+        kept = "configured" if err < err_start else "start"
+        final = p if kept == "configured" else start
+        s.apply(final)
+        spent = instrument.ledger.since(before)
+        return SelfConfigResult(
+            drives_mw=np.asarray(final).copy(), start_drives_mw=np.asarray(start).copy(),
+            error_start_measured=err_start, error_measured=min(err, err_start), kept=kept, history=tuple(history),
+            readings=int(spent["readings"]), configurations=int(spent["configurations"]),
+            chip_time_s=float(spent["chip_time_s"]), faults=types.MappingProxyType(spent["faults"]),
+            retries=int(spent["retries"]), skipped=s.skipped, sweeps_run=sweeps, stopped=stopped,
+            wall_s=time.perf_counter() - t0)
