@@ -152,13 +152,21 @@ def test_heaters_past_a_lower_limit_refuse_or_clip(chip4):
     assert f.drive_limit_mw == 30.0
     p = np.full(box.n_heaters, 10.0)
     p[2] = 40.0
-    with pytest.raises(DriveRefused, match=r"drives_mw must be within \[0, 30\] mW .*heaters \[2\]") as info:
+    with pytest.raises(DriveRefused, match=r"drives_mw must be within \[0, 30\] mW for heaters \[2\]") as info:
         f.set_drives(p)
     assert info.value.heaters.tolist() == [2] and info.value.limit_mw == 30.0
     assert box.drives_mw is None and box.ledger.faults["refused"] == 1
     c = FaultyInstrument(box, heater_limit_mw=30.0, on_limit="clip")
     c.set_drives(p)
     assert box.drives_mw[2] == 30.0 and box.ledger.faults["clipped"] == 1
+    weak = FaultyInstrument(box, heater_limit_mw=30.0, weak_heaters=np.array([5]))
+    assert weak.drive_limit_mw == pytest.approx(62.5)  # not advertised
+    weak.set_drives(p)  # heater 2 at 40 mW is not weak
+    p[5] = 31.0
+    with pytest.raises(DriveRefused, match=r"heaters \[5\]"):
+        weak.set_drives(p)
+    with pytest.raises(pc.InvalidInputError, match="weak_heaters must be a 1-d array of heater indices in \\[0, 16\\)"):
+        FaultyInstrument(box, heater_limit_mw=30.0, weak_heaters=np.array([99]))
 
 
 @pytest.mark.parametrize("kwargs, err, match", [

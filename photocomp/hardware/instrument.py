@@ -336,6 +336,10 @@ class FaultyInstrument:
         the chip time was spent; counted as ``"dropped"``).
       heater_limit_mw: a drive limit below the inner instrument's (heaters
         that refuse drives past it); ``None``: the inner limit.
+      weak_heaters: indices of the heaters ``heater_limit_mw`` applies to,
+        which the wrapper does not advertise (:attr:`drive_limit_mw` stays
+        the inner one): a method learns of them only from
+        :class:`DriveRefused`. ``None`` (default): every heater, advertised.
       on_limit: ``"raise"`` (default): a drive past the limit raises
         :class:`DriveRefused` naming the heaters and applies nothing (counted
         as ``"refused"``, once per refused :meth:`set_drives`); ``"clip"``:
@@ -345,8 +349,8 @@ class FaultyInstrument:
     """
 
     def __init__(self, inner: Instrument, *, saturate_at: float | None = None, nan_rate: float = 0.0,
-                 burst_drop_rate: float = 0.0, heater_limit_mw: float | None = None, on_limit: str = "raise",
-                 seed: int = 0):
+                 burst_drop_rate: float = 0.0, heater_limit_mw: float | None = None,
+                 weak_heaters: npt.ArrayLike | None = None, on_limit: str = "raise", seed: int = 0):
         self._inner = as_instrument(inner, "inner")
         self._saturate_at = (math.inf if saturate_at is None
                              else check_real(saturate_at, "saturate_at", low=0.0, low_open=True))
@@ -355,6 +359,16 @@ class FaultyInstrument:
         inner_limit = float(self._inner.drive_limit_mw)
         self._limit = (inner_limit if heater_limit_mw is None
                        else check_real(heater_limit_mw, "heater_limit_mw", low=0.0, high=inner_limit))
+        self._limits = np.full(self._inner.n_heaters, self._limit)
+        self._advertised = self._limit
+        if weak_heaters is not None:
+            weak = np.asarray(weak_heaters)
+            if weak.dtype.kind not in "iu" or weak.ndim != 1 or np.any((weak < 0) | (weak >= self._inner.n_heaters)):
+                raise InvalidInputError(f"weak_heaters must be a 1-d array of heater indices in "
+                                        f"[0, {self._inner.n_heaters}); got {weak!r:.80}")
+            self._limits = np.full(self._inner.n_heaters, inner_limit)
+            self._limits[weak] = self._limit
+            self._advertised = inner_limit
         if not isinstance(on_limit, str) or on_limit not in ("raise", "clip"):
             raise InvalidInputError(f"on_limit must be 'raise' or 'clip'; got {on_limit!r:.80}")
         self._on_limit = on_limit
@@ -378,7 +392,7 @@ class FaultyInstrument:
 
     @property
     def drive_limit_mw(self) -> float:
-        return self._limit
+        return self._advertised
 
     @property
     def saturation(self) -> float:
@@ -398,16 +412,16 @@ class FaultyInstrument:
         except (TypeError, ValueError):
             p = None  # the inner instrument names what is wrong with it
         if p is not None and p.shape == (self.n_heaters,) and np.all(np.isfinite(p)):
-            over = np.nonzero(p > self._limit)[0]
+            over = np.nonzero(p > self._limits)[0]
             if over.size and self._on_limit == "raise":
                 self.ledger.fault("refused")
                 raise DriveRefused(
-                    f"drives_mw must be within [0, {self._limit:g}] mW for every heater; heaters "
-                    f"{over[:8].tolist()}{'…' if over.size > 8 else ''} got up to {p[over].max():g} mW",
+                    f"drives_mw must be within [0, {self._limit:g}] mW for heaters "
+                    f"{over[:8].tolist()}{'…' if over.size > 8 else ''}; got up to {p[over].max():g} mW",
                     over, self._limit)
             if over.size:
                 self.ledger.fault("clipped", int(over.size))
-                p = np.minimum(p, self._limit)
+                p = np.minimum(p, self._limits)
             drives_mw = p
         self._inner.set_drives(drives_mw)
 
