@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from photocomp.compiler.decompose import check_tiles, decompose_many
+from photocomp.compiler.decompose import check_tiles, decompose_many, decompose_pair
 from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import PipelineError
@@ -33,11 +33,12 @@ class _Decompose(Pass):
         grid: TileGrid = state.require("grid", "tile")
         lay = layout(self.kind, u.shape[-1])
         # every stack runs sharded across all JAX devices, in cache-sized chunks
-        u_ph = MeshPhases(lay, *decompose_many(u, self.kind)[:3])
         if vh is None:  # the unitary pass: one mesh per tile
-            pm = PhaseMap.unitary(grid, u_ph, gain)
+            pm = PhaseMap.unitary(grid, MeshPhases(lay, *decompose_many(u, self.kind)[:3]), gain)
         else:
-            v_ph = MeshPhases(lay, *decompose_many(vh, self.kind)[:3])
+            u_out, v_out = decompose_pair(u, vh, self.kind)
+            u_ph = MeshPhases(lay, *u_out[:3])
+            v_ph = MeshPhases(lay, *v_out[:3])
             sigma = np.arccos(np.clip(s_norm, 0.0, 1.0))
             pm = PhaseMap(grid=grid, v=v_ph, sigma=sigma, u=u_ph, gain=gain)
         # rebuild every mesh from its phases: fidelities, the tile matrices and the compiled matrix's error

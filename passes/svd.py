@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from photocomp.compiler.pipeline import Pass
+from photocomp.compiler.pipeline import Pass, single_threaded_blas
 from photocomp.compiler.state import CompileState
-from photocomp.sim.devices import one_blas_thread, run_tiles
+from photocomp.sim.devices import run_tiles
 
 
 def tile_exponents(blocks: np.ndarray) -> np.ndarray:
@@ -79,7 +79,7 @@ class SVD(Pass):
         if e.any():
             x = _scale_tiles(x, -e)
         chunk = min(16, 1 << (len(blocks) - 1).bit_length())
-        with one_blas_thread():
+        with single_threaded_blas():
             u, s_norm, vh, gain, err = run_tiles(_svd_chunk, [x], chunk=chunk)
         if e.any():
             with np.errstate(over="ignore", under="ignore"):

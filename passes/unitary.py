@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from photocomp.compiler.pipeline import Pass
+from photocomp.compiler.pipeline import Pass, single_threaded_blas
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import PipelineError
 from photocomp.core.ir import TileGrid
@@ -18,7 +18,6 @@ from photocomp.core.metrics import (
     unitary_deviation,
 )
 from photocomp.core.validate import check_real
-from photocomp.sim.devices import one_blas_thread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +70,7 @@ class Unitary(Pass):
         i = np.arange(k)
         pad = i[None, :] >= rows[:, None]
         blocks[:, i, i] = np.where(pad, gain[:, None], blocks[:, i, i])
-        with one_blas_thread():
+        with single_threaded_blas():
             _, dev = unitary_deviation(blocks)
         worst = int(np.argmax(dev)) if dev.size else 0
         if dev.size and dev[worst] > self.tol:

@@ -68,7 +68,7 @@ from photocomp.core.validate import as_unitary_batch
 from photocomp.sim.devices import bucket, gather, pad_tiles, run_tiles, shard_map, spread, tile_chunk, tile_mesh
 from photocomp.sim.ideal import apply_meshes
 
-__all__ = ["decompose", "clements", "reck"]
+__all__ = ["decompose", "clements", "reck", "decompose_many", "decompose_pair", "check_tiles"]
 
 
 # ---- one nulling step ---------------------------------------------------------------
@@ -545,6 +545,23 @@ def decompose_many(u, kind: str, *, devices=None):
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 
+def decompose_pair(u, vh, kind: str) -> tuple[tuple, tuple]:
+    """:func:`decompose_many` of two stacks of unitaries of one size (a compile's U and V^H meshes).
+
+    One call on both stacks where that lets the kernel decompose several
+    unitaries together (chunks of more than one, or several groups); else one
+    call each (a chunk of one unitary runs fastest on its own). A unitary's
+    phases do not depend on the batch it is decomposed in, so the result is
+    the same either way.
+    """
+    u, vh = np.asarray(u), np.asarray(vh)
+    t, n = u.shape[0], u.shape[-1]
+    if t == 1 and _chunk_size(n, 2, jax.devices()[0].platform) == 1:
+        return decompose_many(u, kind), decompose_many(vh, kind)
+    out = decompose_many(np.concatenate([u, vh]), kind)
+    return tuple(a[:t] for a in out), tuple(a[t:] for a in out)
+
+
 def _group_padding(count: int, group: int, nd: int) -> int:
     """Padded size of a group of ``count`` unitaries: a full group as it is, a ragged last one bucketed."""
     return count if count == group else bucket(count, nd)
@@ -564,48 +581,13 @@ def _group_size(platform: str) -> int:
 # ---- checking compiled meshes ----------------------------------------------------------
 
 
-def _check_chunk(*arrays, kind: str, circuit: str, with_error: bool):
-    """Rebuild a chunk of tiles' meshes; fidelities against the factors and the tile error.
-
-    ``arrays`` (:func:`check_tiles`' order) are, for an ``svd`` circuit, the V
-    and U phases then ``vh`` and ``u``; for a ``unitary`` circuit the U phases
-    then ``u``. When ``with_error`` they go on with ``(sigma, gain, block,
-    rows, cols)`` (``sigma`` absent for a unitary circuit): the tile matrix
-    ``gain U diag(cos sigma) V`` (or ``gain U``) and its squared Frobenius
-    error against ``block`` over the tile's first ``rows`` x ``cols`` entries
-    (the rest is padding).
-    """
-    rest = list(arrays)
-    svd = circuit == "svd"
-    if svd:
-        v_theta, v_phi, v_out = rest[:3]
-        del rest[:3]
-    u_theta, u_phi, u_out = rest[:3]
-    del rest[:3]
-    if svd:
-        vh = rest.pop(0)
-    u = rest.pop(0)
-    c, k = u.shape[0], u.shape[-1]
+def _mesh_chunk(*arrays, kind: str, n_meshes: int):
+    """Rebuild a chunk of tiles' meshes from their phases: ``n_meshes`` triples (theta, phi, out_phase)
+    in, the mesh matrices (C, K, K) out, one per triple."""
+    k = arrays[2].shape[-1]
     lay = nulling_schedule(kind, k)["layout"]
-    eye = jnp.broadcast_to(jnp.eye(k, dtype=jnp.complex128), (c, k, k))
-    u_hat = apply_meshes(MeshPhases(lay, u_theta, u_phi, u_out), eye)
-    if svd:
-        v_hat = apply_meshes(MeshPhases(lay, v_theta, v_phi, v_out), eye)
-        out: tuple = (fidelity(vh, v_hat), fidelity(u, u_hat))
-    else:
-        out = (fidelity(u, u_hat),)
-    if not with_error:
-        return out
-    if svd:
-        sigma, gain, block, rows, cols = rest
-        tile = gain[:, None, None] * ((u_hat * jnp.cos(sigma)[:, None, :]) @ v_hat)
-    else:
-        gain, block, rows, cols = rest
-        tile = gain[:, None, None] * u_hat
-    i = jnp.arange(k)
-    mask = (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
-    err2 = jnp.sum(jnp.where(mask, jnp.abs(block - tile) ** 2, 0.0), axis=(1, 2))
-    return out + (err2, tile)
+    eye = jnp.broadcast_to(jnp.eye(k, dtype=jnp.complex128), (arrays[0].shape[0], k, k))
+    return tuple(apply_meshes(MeshPhases(lay, *arrays[3 * i:3 * i + 3]), eye) for i in range(n_meshes))
 
 
 def check_tiles(pm, vh, u, blocks=None, *, devices=None):
@@ -625,21 +607,38 @@ def check_tiles(pm, vh, u, blocks=None, *, devices=None):
       sigma) V^H`` (unitary: ``gain U``), (n_tiles, K, K), and their squared
       Frobenius error over the unpadded part of each tile, so that
       ``sqrt(sum(err2))`` is ``||W - W_hat||_F``.
+
+    The meshes are rebuilt on the devices (the O(K^3) simulation); the
+    fidelities, the tile products and the errors are formed on the host in
+    float64 NumPy (one BLAS thread), which is several times faster than the
+    same products in XLA on a CPU.
     """
     svd = pm.circuit == "svd"
-    arrays = [pm.v.theta, pm.v.phi, pm.v.out_phase] if svd else []
-    arrays += [pm.u.theta, pm.u.phi, pm.u.out_phase]
-    arrays += ([np.asarray(vh, np.complex128)] if svd else []) + [np.asarray(u, np.complex128)]
-    if blocks is not None:
-        g = pm.grid
-        rows, cols = g.extent()
-        arrays += ([pm.sigma] if svd else []) + [pm.gain, np.asarray(blocks, np.complex128), rows, cols]
-    arrays = [np.asarray(a, np.float64) if np.asarray(a).dtype.kind == "f" else a for a in arrays]
-    out = run_tiles(_check_chunk, arrays, chunk=tile_chunk(pm.n_tiles, devices), devices=devices,
-                    static={"kind": pm.mesh_kind, "circuit": pm.circuit, "with_error": blocks is not None})
-    if not svd:
-        out = (None,) + tuple(out)
-    return tuple(out) if blocks is not None else tuple(out) + (None, None)
+    meshes = [pm.v, pm.u] if svd else [pm.u]
+    arrays = [np.asarray(a, np.float64) for m in meshes for a in (m.theta, m.phi, m.out_phase)]
+    hats = run_tiles(_mesh_chunk, arrays, chunk=tile_chunk(pm.n_tiles, devices), devices=devices,
+                     static={"kind": pm.mesh_kind, "n_meshes": len(meshes)})
+    u_hat = hats[-1]
+    fid_u = fidelity(np.asarray(u, np.complex128), u_hat)
+    v_hat = hats[0] if svd else None
+    fid_v = fidelity(np.asarray(vh, np.complex128), v_hat) if svd else None
+    if blocks is None:
+        return fid_v, fid_u, None, None
+    from photocomp.compiler.pipeline import single_threaded_blas
+
+    gain = np.asarray(pm.gain, np.float64)[:, None, None]
+    with single_threaded_blas():
+        if svd:
+            tiles = gain * ((u_hat * np.cos(np.asarray(pm.sigma, np.float64))[:, None, :]) @ v_hat)
+        else:
+            tiles = gain * u_hat
+    rows, cols = pm.grid.extent()
+    k = pm.grid.tile
+    i = np.arange(k)
+    mask = (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
+    d = np.where(mask, np.asarray(blocks, np.complex128) - tiles, 0.0)
+    err2 = np.einsum("tij,tij->t", d.real, d.real) + np.einsum("tij,tij->t", d.imag, d.imag)
+    return fid_v, fid_u, err2, tiles
 
 
 def decompose(unitary: npt.ArrayLike, kind: str = "clements", *, check: bool = True, atol: float = 1e-8) -> MeshPhases:

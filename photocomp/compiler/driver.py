@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from photocomp.compiler.decompose import check_tiles
-from photocomp.compiler.pipeline import INITIAL_PROPERTIES, Pass, Pipeline, get_pass
+from photocomp.compiler.pipeline import INITIAL_PROPERTIES, Pass, Pipeline, get_pass, single_threaded_blas
 from photocomp.compiler.program import Program
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError
@@ -64,13 +64,13 @@ from photocomp.core.metrics import (
     np_matrix_error,
     np_norm,
     power_of_two_exponent,
+    remembered_unitary_deviations,
     scale_by_power_of_two,
     unitary_deviation,
 )
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target, get_target
 from photocomp.core.validate import as_matrix, matrix_view
-from photocomp.sim.devices import one_blas_thread
 
 __all__ = ["compile", "memory_plan"]
 
@@ -323,7 +323,7 @@ def _fits_unitary(w: np.ndarray, k: int) -> bool:
     mean = norms.mean()
     if mean == 0 or np.max(np.abs(norms / mean - 1.0)) > 2 * UNITARY_TOL:
         return False
-    with one_blas_thread():
+    with single_threaded_blas():
         return bool(unitary_deviation(w)[1] <= UNITARY_TOL)
 
 
@@ -337,12 +337,41 @@ def _tiling(pipe: Pipeline, target):
 
 
 def _mesh_fidelity(state: CompileState) -> float | None:
+    """The smallest fidelity of the compiled meshes against the factors they implement (the report's summary).
 
+    A unitary program's tile is ``gain U_hat``: where every tile is whole
+    (no padding cropped off) and has a positive gain, ``U_hat`` is read off
+    the program's dense matrix, simulated already, at O(K^2) per tile instead
+    of rebuilding the meshes (:func:`_unitary_fidelities`). Otherwise every
+    mesh is rebuilt from its phases (:func:`check_tiles`).
+    """
     if state.svd is None or state.phase_map is None:
         return None
     u, _, vh, _ = state.svd
-    fid_v, fid_u, _, _ = check_tiles(state.phase_map, vh, u)
+    pm = state.phase_map
+    if pm.v is None and state.dense is not None:
+        fid = _unitary_fidelities(pm, np.asarray(u), np.asarray(state.dense))
+        if fid is not None:
+            return float(fid.min())
+    fid_v, fid_u, _, _ = check_tiles(pm, vh, u)
     return float(fid_u.min() if fid_v is None else min(fid_v.min(), fid_u.min()))
+
+
+def _unitary_fidelities(pm: PhaseMap, u: np.ndarray, dense: np.ndarray) -> np.ndarray | None:
+    """Per tile ``|Tr(U^H U_hat)|^2 / K^2`` of a unitary program from its simulated matrix, or None where it cannot.
+
+    ``dense`` holds ``gain U_hat`` tile by tile; ``Tr(U^H U_hat) = Tr(U^H T) / gain``.
+    None when a tile is cropped (padding: part of ``U_hat`` is not in ``dense``)
+    or a gain is not positive and finite (a zero tile holds no ``U_hat``).
+    """
+    g = pm.grid
+    gain = np.asarray(pm.gain, dtype=np.float64)
+    if g.out_dim != g.rows * g.tile or g.in_dim != g.cols * g.tile or not np.all((gain > 0) & np.isfinite(gain)):
+        return None
+    tiles = g.split(dense)
+    k = g.tile
+    tr = np.einsum("tij,tij->t", np.conj(u), tiles) / gain
+    return np.abs(tr) ** 2 / k**2
 
 
 def _summary(weights, dense, fidelity: float | None, e: int = 0) -> dict:
@@ -468,6 +497,12 @@ def compile(weights: npt.ArrayLike, target: str | Target = "pace-64", pipeline: 
       >>> prog.report.summary["matrix_error"] < 1e-2
       True
     """
+    with remembered_unitary_deviations():  # the weights and then the unitary pass's tile: checked once
+        return _compile(weights, target, pipeline, callback, progress)
+
+
+def _compile(weights, target, pipeline, callback, progress) -> Program:
+    """:func:`compile`'s body."""
     available = available_memory()  # before anything is allocated for this compile
     tgt = get_target(target)
     pipe = _resolve_pipeline(pipeline, tgt)

@@ -13,7 +13,10 @@ near 1e300 or 1e-300 is as accurate as one of weights near 1.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import types
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -101,10 +104,23 @@ def np_norm(a: npt.ArrayLike) -> float:
     """
     a = np.asarray(a)
     if not needs_scaling(a):
-        return float(np.linalg.norm(a.astype(np.result_type(a.dtype, np.float64), copy=False)))
+        return float(_frobenius(a))
     e = power_of_two_exponent(a)
     with np.errstate(over="ignore"):  # inf: the norm exceeds the largest float64
-        return float(np.ldexp(np.linalg.norm(scale_by_power_of_two(a, -e)), e))
+        return float(np.ldexp(_frobenius(scale_by_power_of_two(a, -e)), e))
+
+
+def _frobenius(a: np.ndarray) -> np.floating:
+    """``sqrt(sum |a|^2)`` in at least float64, by ``einsum`` over the real and imaginary parts.
+
+    Not ``np.linalg.norm``: that is a BLAS dot product, which with a
+    multi-threaded BLAS on a loaded machine waits for its threads (measured
+    9 ms for a 128 x 128 matrix, against 20 us here). No scaling: callers
+    keep the entries in the safe range (:func:`needs_scaling`).
+    """
+    x = np.ascontiguousarray(a, dtype=np.result_type(a.dtype, np.float64))
+    v = x.reshape(-1).view(x.real.dtype) if np.iscomplexobj(x) else x.reshape(-1)
+    return np.sqrt(np.einsum("i,i->", v, v))
 
 
 def matrix_error(target: npt.ArrayLike, implemented: npt.ArrayLike) -> jax.Array | np.ndarray | np.floating:
@@ -148,8 +164,8 @@ def np_matrix_error(target: npt.ArrayLike, implemented: npt.ArrayLike) -> float:
     if needs_scaling(w, w_hat):
         e = power_of_two_exponent(w, w_hat)
         w, w_hat = scale_by_power_of_two(w, -e), scale_by_power_of_two(w_hat, -e)
-    num = np.linalg.norm(np.subtract(w_hat, w, dtype=np.result_type(w, w_hat, np.float64)))
-    den = np.linalg.norm(w.astype(np.result_type(w.dtype, np.float64), copy=False))
+    num = _frobenius(np.subtract(w_hat, w, dtype=np.result_type(w, w_hat, np.float64)))
+    den = _frobenius(w)
     if den > 0:
         return float(num / den)
     with np.errstate(over="ignore"):  # inf: the absolute error exceeds the largest float64
@@ -174,6 +190,60 @@ def unitary_deviation(a: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """
     a = np.asarray(a)
     a = a.astype(np.complex128 if np.iscomplexobj(a) else np.float64, copy=False)
+    memo = _deviations.get()
+    if memo is not None:
+        seen = _recall(memo, a)
+        if seen is not None:
+            return seen
+    g, dev = _unitary_deviation(a)
+    if memo is not None and a.size == a.shape[-1] * a.shape[-2]:  # one matrix: a copy of it is kept
+        memo.append((a.reshape((1,) + a.shape[-2:]).copy(), g.reshape(-1), dev.reshape(-1)))
+    return g, dev
+
+
+_deviations: contextvars.ContextVar[list | None] = contextvars.ContextVar("unitary_deviations", default=None)
+
+
+@contextlib.contextmanager
+def remembered_unitary_deviations() -> Iterator[None]:
+    """Within the block, :func:`unitary_deviation` of a matrix (or stack) it has already seen is not computed again.
+
+    The O(n^3) check runs once when two steps test the same matrix:
+    :func:`photocomp.compile` tests the weights before it picks a unitary
+    program, and the ``unitary`` pass then tests its tile, which for weights
+    filling one tile holds the same numbers. A matrix is recognised by its
+    entries (compared exactly, O(n^2)), not by identity; the stack
+    ``(1, n, n)`` of one matrix counts as that matrix. Only single matrices
+    are remembered (a copy of each is kept until the block ends), not stacks
+    of several.
+    """
+    token = _deviations.set([])
+    try:
+        yield
+    finally:
+        _deviations.reset(token)
+
+
+def known_unitary_deviation(a: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`unitary_deviation` of ``a`` if a :func:`remembered_unitary_deviations` block has computed it, else None
+    (nothing is computed)."""
+    memo = _deviations.get()
+    if memo is None:
+        return None
+    a = np.asarray(a)
+    return _recall(memo, a.astype(np.complex128 if np.iscomplexobj(a) else np.float64, copy=False))
+
+
+def _recall(memo: list, a: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The remembered ``(g, deviation)`` of the matrices in ``a``, shaped ``a.shape[:-2]``, or None."""
+    flat = a.reshape((-1,) + a.shape[-2:])
+    for key, g, dev in memo:
+        if key.shape == flat.shape and key.dtype == flat.dtype and np.array_equal(key, flat):
+            return g.reshape(a.shape[:-2]).copy(), dev.reshape(a.shape[:-2]).copy()
+    return None
+
+
+def _unitary_deviation(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = a.shape[-1]
     e = power_of_two_exponent(a) if needs_scaling(a) else 0
     b = scale_by_power_of_two(a, -e) if e else a

@@ -1,0 +1,292 @@
+"""The compile's fast paths, each held to a float64 reference computed independently.
+
+* norms and matrix errors without BLAS (``metrics._frobenius``);
+* one BLAS thread per pass, the thread pools looked up once (``single_threaded_blas``);
+* the unitarity check done once per compile (``remembered_unitary_deviations``),
+  and validate's rank of a scaled unitary without an SVD;
+* the decomposition check (``check_tiles``): meshes rebuilt on the device, tiles,
+  errors and fidelities on the host; it catches a corrupted decomposition;
+* U and V^H decomposed in one call (``decompose_pair``);
+* a unitary program's summary fidelity read off its simulated matrix.
+
+No timings are asserted here; ``benchmarks/end_to_end.py`` measures them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import haar_unitary, mesh_matrix_np
+
+import photocomp as pc
+from photocomp.compiler import driver
+from photocomp.compiler.decompose import check_tiles, decompose_many, decompose_pair
+from photocomp.compiler.pipeline import single_threaded_blas
+from photocomp.core import metrics
+from photocomp.core.ir import PhaseMap
+from photocomp.core.phases import MeshPhases
+
+EXACT = "validate | tile | {first} | clements | canonicalize | lower"
+
+
+def _fsum_norm(a) -> float:
+    """Frobenius norm by exactly rounded summation (math.fsum) of the squared parts."""
+    a = np.asarray(a, dtype=np.complex128)
+    return math.sqrt(math.fsum(np.concatenate([a.real.ravel() ** 2, a.imag.ravel() ** 2])))
+
+
+# ---- norms without BLAS ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["real", "complex", "strided", "int", "longdouble", "empty-ish"])
+def test_norms_match_an_exactly_summed_reference(kind):
+    r = np.random.default_rng(70)
+    a = {
+        "real": r.standard_normal((37, 53)),
+        "complex": r.standard_normal((64, 64)) + 1j * r.standard_normal((64, 64)),
+        "strided": (r.standard_normal((40, 60)) + 1j * r.standard_normal((40, 60)))[::3, 1::2],
+        "int": np.arange(-12, 12).reshape(4, 6),
+        "longdouble": r.standard_normal((5, 7)).astype(np.longdouble),
+        "empty-ish": np.zeros((3, 4)),
+    }[kind]
+    ref = _fsum_norm(np.asarray(a, dtype=np.float64) if kind == "longdouble" else a)
+    assert metrics.np_norm(a) == pytest.approx(ref, rel=1e-14, abs=0.0)
+    b = a + 1e-3 * np.ones(np.shape(a))
+    err = metrics.np_matrix_error(a, b)
+    want = _fsum_norm(np.asarray(b, np.complex128) - np.asarray(a, np.complex128)) / ref if ref > 0 else \
+        _fsum_norm(np.asarray(b, np.complex128))
+    assert err == pytest.approx(want, rel=1e-12, abs=0.0)
+
+
+def test_norms_stay_free_of_overflow_and_underflow():
+    for scale in (1e300, 1e-300):
+        a = scale * np.array([[3.0, 4.0], [0.0, 0.0]])
+        assert metrics.np_norm(a) == pytest.approx(5 * scale, rel=1e-15)
+        assert metrics.np_matrix_error(a, 2 * a) == pytest.approx(1.0, rel=1e-15)
+
+
+# ---- BLAS threads -------------------------------------------------------------------------------------------
+
+
+def test_single_threaded_blas_limits_nests_and_restores():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("scipy.linalg.cython_lapack")  # loaded, so that both BLAS libraries are seen before
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    with single_threaded_blas():
+        assert all(n == 1 for n in blas_threads())
+        with single_threaded_blas():  # nested: nothing to do, still one thread
+            assert all(n == 1 for n in blas_threads())
+        assert all(n == 1 for n in blas_threads())
+    assert blas_threads() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with single_threaded_blas():
+            raise RuntimeError("inside")
+    assert blas_threads() == before
+
+
+# ---- the unitarity check, once -----------------------------------------------------------------------------
+
+
+def test_unitary_deviation_is_remembered_by_content_within_a_block(monkeypatch):
+    calls = []
+    real = metrics._unitary_deviation
+    monkeypatch.setattr(metrics, "_unitary_deviation", lambda a: calls.append(a.shape) or real(a))
+    u = 3.0 * haar_unitary(6, np.random.default_rng(71))
+    assert metrics.known_unitary_deviation(u) is None  # no block: nothing remembered
+    with metrics.remembered_unitary_deviations():
+        assert metrics.known_unitary_deviation(u) is None
+        g, dev = metrics.unitary_deviation(u)
+        assert len(calls) == 1
+        g2, dev2 = metrics.unitary_deviation(u.copy())  # equal entries, another array
+        g3, dev3 = metrics.unitary_deviation(u[None])  # the stack of one matrix
+        assert len(calls) == 1
+        assert (g2, dev2) == (g, dev) and g3.shape == (1,) and (g3[0], dev3[0]) == (g, dev)
+        kg, kdev = metrics.known_unitary_deviation(u)
+        assert (kg, kdev) == (g, dev)
+        v = u.copy()
+        v[2, 3] += 1e-12  # one entry differs: computed again
+        _, dev_v = metrics.unitary_deviation(v)
+        assert len(calls) == 2 and dev_v > dev
+        metrics.unitary_deviation(np.stack([u, u]))  # stacks of several matrices are not remembered
+        metrics.unitary_deviation(np.stack([u, u]))
+        assert len(calls) == 4
+    metrics.unitary_deviation(u)  # the block has ended
+    assert len(calls) == 5
+    # the remembered values are the computed ones: float64 reference
+    gram = np.conj(u.T) @ u / 9.0
+    assert g == pytest.approx(3.0, rel=1e-14)
+    assert dev == pytest.approx(np.max(np.abs(gram - np.eye(6))), rel=0.5, abs=1e-15)
+
+
+@pytest.mark.parametrize("n, scale", [(8, 1.0), (8, 1e-200), (8, 1e250), (5, 2.0)])
+def test_a_unitary_compile_checks_unitarity_once(monkeypatch, n, scale):
+    """The driver's check and the unitary pass's are one computation; the reported deviation and the rank
+    equal float64 recomputations."""
+    calls = []
+    real = metrics._unitary_deviation
+    monkeypatch.setattr(metrics, "_unitary_deviation", lambda a: calls.append(a.shape) or real(a))
+    h = haar_unitary(n, np.random.default_rng([72, n]))
+    prog = pc.compile(scale * h, f"clements-{n}")
+    assert prog.circuit == "unitary"
+    assert len(calls) == 1
+    rec = prog.report
+    assert rec["validate"].metrics["rank"] == n == np.linalg.matrix_rank(h)
+    a = h / np.linalg.norm(h) * math.sqrt(n)
+    ref = np.max(np.abs(np.conj(a.T) @ a - np.eye(n)))  # scale-free, to rounding
+    assert rec["unitary"].metrics["max_unitarity_error"] == pytest.approx(ref, rel=0.5, abs=2e-15)
+    assert rec["unitary"].metrics["max_unitarity_error"] <= metrics.UNITARY_TOL
+
+
+def test_validate_rank_without_a_compile_decision_uses_the_svd():
+    """A pipeline given by the user: no unitarity check before validate, which then computes the rank."""
+    u = haar_unitary(6, np.random.default_rng(73))
+    low = u[:, :2] @ np.conj(u[:, :2].T)  # rank 2, equal column norms
+    for w, rank in ((u, 6), (low, 2)):
+        prog = pc.compile(w, "clements-6", "validate | tile | svd | clements | lower")
+        assert prog.report["validate"].metrics["rank"] == rank == np.linalg.matrix_rank(w)
+    prog = pc.compile(low, "clements-6")  # preset: not a scaled unitary, an svd program, the SVD's rank
+    assert prog.circuit == "svd" and prog.report["validate"].metrics["rank"] == 2
+
+
+# ---- the decomposition check -----------------------------------------------------------------------------
+
+
+def _rebuilt(pm):
+    """Independent float64 tile matrices and mesh matrices of a phase map (conftest.mesh_matrix_np)."""
+    def meshes(mp):
+        return np.stack([mesh_matrix_np(mp.layout, mp.theta[t], mp.phi[t], mp.out_phase[t])
+                         for t in range(len(mp.theta))])
+
+    u_hat = meshes(pm.u)
+    if pm.v is None:
+        return None, u_hat, np.asarray(pm.gain)[:, None, None] * u_hat
+    v_hat = meshes(pm.v)
+    tiles = np.asarray(pm.gain)[:, None, None] * (u_hat * np.cos(pm.sigma)[:, None, :]) @ v_hat
+    return v_hat, u_hat, tiles
+
+
+def _fid(a, b):
+    k = a.shape[-1]
+    return np.abs(np.einsum("tij,tij->t", np.conj(a), b)) ** 2 / k**2
+
+
+@pytest.mark.parametrize("first, shape", [("svd", (11, 13)), ("unitary", (8, 8))])
+def test_check_tiles_matches_an_independent_rebuild(first, shape):
+    r = np.random.default_rng(74)
+    w = r.standard_normal(shape) if first == "svd" else 2.0 * haar_unitary(8, r)
+    seen = {}
+    prog = pc.compile(w, "clements-4" if first == "svd" else "clements-8", EXACT.format(first=first),
+                      callback=lambda p, rec, st: seen.setdefault(p.name, (rec, st)))
+    rec, st = seen["clements"]
+    u, _, vh, _ = st.svd
+    pm = st.phase_map
+    blocks = seen["tile"][1].blocks
+    fid_v, fid_u, err2, tiles = check_tiles(pm, vh, u, blocks)
+    v_hat, u_hat, ref_tiles = _rebuilt(pm)
+    np.testing.assert_allclose(tiles, ref_tiles, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(fid_u, _fid(np.asarray(u), u_hat), rtol=0, atol=1e-13)
+    if first == "svd":
+        np.testing.assert_allclose(fid_v, _fid(np.asarray(vh), v_hat), rtol=0, atol=1e-13)
+    else:
+        assert fid_v is None
+    # the pass's matrix error is the error of the rebuilt tiles, over the unpadded part
+    ref_matrix = pm.grid.join(ref_tiles)
+    assert rec.metrics["matrix_error"] == pytest.approx(
+        _fsum_norm(ref_matrix - w) / _fsum_norm(w), rel=1e-6, abs=1e-15)
+    assert math.sqrt(err2.sum()) == pytest.approx(_fsum_norm(ref_matrix - w), rel=1e-6, abs=1e-14)
+    np.testing.assert_allclose(st.matrix, ref_matrix, rtol=0, atol=1e-13)
+    assert prog.report.summary["matrix_error"] < 1e-12
+
+
+@pytest.mark.parametrize("where", ["theta", "phi", "out_phase", "sigma"])
+def test_check_tiles_catches_a_corrupted_decomposition(where):
+    """One phase off by 1e-3 rad: the fidelities or the tile error show it, as a float64 rebuild does."""
+    w = np.random.default_rng(75).standard_normal((8, 8))
+    seen = {}
+    pc.compile(w, "clements-4", EXACT.format(first="svd"), callback=lambda p, rec, st: seen.setdefault(p.name, st))
+    st = seen["clements"]
+    u, _, vh, _ = st.svd
+    pm = st.phase_map
+    _, _, err_ok, _ = check_tiles(pm, vh, u, seen["tile"].blocks)
+    if where == "sigma":
+        sigma = np.array(pm.sigma)
+        sigma[2, 1] += 1e-3
+        bad = pm.replace(sigma=sigma)
+    else:
+        arr = np.array(getattr(pm.u, where))
+        arr[2, 1] += 1e-3
+        bad = pm.replace(u=MeshPhases(pm.u.layout, **{f: (arr if f == where else getattr(pm.u, f))
+                                                      for f in ("theta", "phi", "out_phase")}))
+    fid_v, fid_u, err2, tiles = check_tiles(bad, vh, u, seen["tile"].blocks)
+    _, u_hat, ref_tiles = _rebuilt(bad)
+    assert err2[2] > 1e-10 and err2[2] > 1e6 * max(err_ok[2], 1e-30)
+    np.testing.assert_array_less(err_ok, 1e-24)
+    np.testing.assert_allclose(tiles, ref_tiles, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(fid_u, _fid(np.asarray(u), u_hat), rtol=0, atol=1e-13)
+    if where != "sigma":
+        assert fid_u[2] < 1 - 1e-8
+        assert np.all(np.delete(fid_u, 2) > 1 - 1e-12)
+
+
+# ---- U and V^H in one call ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tiles, n", [(1, 8), (3, 8), (1, 200)])
+def test_decompose_pair_equals_two_calls(tiles, n):
+    r = np.random.default_rng([76, tiles, n])
+    u = haar_unitary(n, r, size=tiles)
+    vh = haar_unitary(n, r, size=tiles)
+    got_u, got_v = decompose_pair(u, vh, "clements")
+    for got, want in ((got_u, decompose_many(u, "clements")), (got_v, decompose_many(vh, "clements"))):
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+# ---- a unitary program's summary fidelity -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["whole", "padded", "zero-tile"])
+def test_unitary_summary_fidelity_equals_a_rebuild(case, monkeypatch):
+    r = np.random.default_rng(77)
+    if case == "whole":
+        w, target, pipe = 1.5 * haar_unitary(8, r), "clements-8", None
+    elif case == "padded":  # 6 x 6 on 8-mode meshes: cropped tiles, the meshes are rebuilt
+        w, target, pipe = 1.5 * haar_unitary(6, r), "clements-8", None
+    else:  # two tiles, one of them zero: no U_hat in the matrix for it, the meshes are rebuilt
+        w = np.zeros((4, 8), complex)
+        w[:, :4] = haar_unitary(4, r)
+        target, pipe = "clements-4", "validate | tile | unitary | clements | canonicalize | quantize(bits=8) | lower"
+    seen = {}
+    rebuilt = []
+    real_check = driver.check_tiles
+    monkeypatch.setattr(driver, "check_tiles", lambda *a, **k: rebuilt.append(1) or real_check(*a, **k))
+    prog = pc.compile(w, target, pipe, callback=lambda p, rec, st: seen.__setitem__(p.name, st))
+    assert prog.circuit == "unitary"
+    assert len(rebuilt) == (0 if case == "whole" else 1)
+    u = np.asarray(seen["lower"].svd[0])
+    _, u_hat, tiles = _rebuilt(prog.phase_map)
+    ref = float(_fid(u, u_hat).min())
+    assert prog.report.summary["min_mesh_fidelity"] == pytest.approx(ref, rel=0, abs=1e-13)
+    assert prog.report.summary["matrix_error"] == pytest.approx(
+        _fsum_norm(prog.phase_map.grid.join(tiles) - w) / _fsum_norm(w), rel=1e-6)
+    if case == "whole":  # quantized phases: a fidelity visibly below 1, still read exactly
+        assert ref < 1 - 1e-9
+
+
+def test_unitary_fidelities_refuse_what_the_matrix_does_not_hold():
+    u = haar_unitary(4, np.random.default_rng(78))
+    ph = pc.decompose(u)
+    grid = pc.compile(u, "clements-4").phase_map.grid
+    mesh = MeshPhases(ph.layout, ph.theta[None], ph.phi[None], ph.out_phase[None])
+    pm = PhaseMap.unitary(grid, mesh, np.array([2.0]))
+    fid = driver._unitary_fidelities(pm, u[None], 2.0 * ph.unitary())
+    assert fid is not None and fid[0] == pytest.approx(1.0, abs=1e-14)
+    assert driver._unitary_fidelities(pm.replace(gain=np.array([0.0])), u[None], 0.0 * u) is None
+    assert driver._unitary_fidelities(pm.replace(gain=np.array([np.inf])), u[None], u) is None
