@@ -427,7 +427,7 @@ class ClosedLoop:
         with jax.enable_x64(True):
             jprobes = jnp.asarray(probes)
             # read-out gain set once at calibration: the largest probe output at half the ADC range
-            cal_out = np.asarray(_probe_intensities(plan.chip, plan.template, jnp.asarray(plan.phi0), jprobes))
+            cal_out = np.asarray(_probe_intensities(plan.chip.unseeded(), plan.template, jnp.asarray(plan.phi0), jprobes))
         full_scale = 2.0 * cal_out.max(axis=(1, 2))
         lsb = full_scale / (2**t.adc_bits - 1)
         noise = (t.photons_per_shot * self.shots, t.dark_noise / np.sqrt(self.shots), lsb)
@@ -444,7 +444,7 @@ class ClosedLoop:
                 with jax.enable_x64(True):
                     # the drives realise phi_0 + command (drive_map pre-compensates crosstalk)
                     phases = plan.phi0 + command + shift + (lagged_now - command)
-                    exact = _probe_intensities(plan.chip, plan.template, jnp.asarray(phases), jprobes)
+                    exact = _probe_intensities(plan.chip.unseeded(), plan.template, jnp.asarray(phases), jprobes)
                     key = jax.random.PRNGKey(int(np.random.SeedSequence([plan.seed, run, kk, 0xC105ED]).generate_state(1)[0]))
                     burst = np.asarray(detect(exact, t, key, shots=self.shots, full_scale=jnp.asarray(full_scale)[:, None, None]))
                 measurements += shape[0] * len(probes) * self.shots
@@ -461,7 +461,7 @@ class ClosedLoop:
             n_pred = (j - last_t) // m
             Fp, Qp = np.linalg.matrix_power(F, max(n_pred, 1)), _accumulate_q(F, Q, max(n_pred, 1))
             with jax.enable_x64(True):
-                s_new, P_new, r = _iekf(plan.chip, plan.template, jnp.asarray(plan.phi0), jnp.asarray(twin),
+                s_new, P_new, r = _iekf(plan.chip.unseeded(), plan.template, jnp.asarray(plan.phi0), jnp.asarray(twin),
                                         jnp.asarray(probes), jnp.asarray(command), jnp.asarray(burst),
                                         jnp.asarray(s), jnp.asarray(P), jnp.asarray(Fp), jnp.asarray(Qp),
                                         jnp.asarray(C), (float(noise[0]), float(noise[1]), jnp.asarray(noise[2])),
