@@ -16,19 +16,30 @@ j is ``|(M U†)_jj|^2``, so
 reaches K exactly when ``M = D U`` for a diagonal phase screen D. The mesh is
 configured to maximise J, which the output detectors measure directly.
 
-One heater at a time (Miller's self-configuration principle: each element set
-by a power maximisation, progressively through the mesh). The field at every
-output is affine in ``e^{i p}`` of any one heater's phase p, so J is a
-sinusoid in p, ``J(p) = a + b cos p + c sin p``: three readings of J (the
-present drive and two drives ``±2π/3`` of phase away, converted with the
-heater's estimated efficiency) determine it, and the heater is set to its
-maximum, ``p* = atan2(c, b)``. The mesh is swept column by column in the order
-light meets it (each MZI's external heater, then its internal heater), for up
-to ``sweeps`` sweeps, until a sweep improves ``1 - J/K`` by less than ``tol``
-relative. A sweep that lowers J is undone and ends the search. Each heater
-costs three reads of K input vectors and three configuration changes (two
-probes and the new setting). Thermal crosstalk and efficiency errors make
-the fit approximate, which the following sweeps correct.
+One MZI phase at a time (Miller's self-configuration principle: each element
+set by a power maximisation, progressively through the mesh). The search runs
+over *virtual* mathematical phases (theta, phi per MZI, ``docs/design.md``
+§3.1), starting at the program's: a change of one of them is turned into the
+change of every physical heater phase the ideal chip needs for it (the screen
+pushing of :func:`photocomp.sim.physical.mesh_to_physical`: the MZI's own
+heater and the downstream external and output heaters), and into drives with
+the heaters' estimated efficiencies, on the branch nearest the present drive.
+The outputs are affine in ``e^{i phi}`` and in ``(cos theta, sin theta)``, so
+J is a sinusoid in phi and in 2 theta, ``J = a + b cos d + c sin d``: three
+readings of J (the present phases and ``d = ±2π/3``) determine it, and the
+phase is set to its maximum, ``d* = atan2(c, b)``. The mesh is swept column by
+column in the order light meets it (each MZI's phi, then its theta), for up
+to ``sweeps`` sweeps, until a sweep lowers the measured infidelity ``1 - J/P``
+(``P`` the total power the outputs received, so the chip's mean loss does not
+count) by less than ``tol`` of itself. After every sweep that raised J a
+pattern move (Hooke-Jeeves) tries one jump along the sweep's displacement. A
+sweep that lowers J, read twice at both ends, is undone and ends the search.
+Each phase costs three reads of K input vectors and three configuration
+changes (two probes and the new setting). Virtual phases move a chip's
+heaters the way an ideal chip needs, which its coupler errors, crosstalk and
+efficiency errors make approximate; the following sweeps correct that, but
+the search converges slowly along ridges and stops short of what a model of
+the chip reaches (``photocomp.calibrate(..., method="model")``).
 
 Output phases. J cannot see D. With a reference beam from the same laser
 (:meth:`Instrument.read`'s ``reference``) the output fields of the input
@@ -104,9 +115,10 @@ class SelfConfigResult:
         ``docs/design.md`` §3.7) measured by phase stepping at the start and
         at :attr:`drives_mw`.
       kept: ``"configured"`` or ``"start"``.
-      history: ``(readings, chip_time_s, 1 - J/K)`` after the start and
+      history: ``(readings, chip_time_s, 1 - J / P)`` after the start and
         after every sweep (``J`` the measured delivered power, see the module
-        docstring); the last entry after the output phases.
+        docstring, ``P`` all the power the outputs received: an infidelity
+        free of the chip's mean loss); the last entry after the output phases.
       readings, configurations, chip_time_s: cost on the instrument's ledger.
       faults: faults the ledger counted during the run, by kind.
       retries: re-reads and re-sets made to get past faults.
@@ -267,6 +279,7 @@ class _Session:
         self.eta = efficiency
         self.limit = np.full(instrument.n_heaters, float(instrument.drive_limit_mw))
         self.skipped = 0
+        self.fraction = 0.0
         self.lay = mesh.layout
         # the virtual mesh: mathematical phases whose changes the drives follow (module docstring)
         self.v = np.stack([np.asarray(mesh.theta, np.float64)[0], np.asarray(mesh.phi, np.float64)[0]])
@@ -399,6 +412,8 @@ class _Session:
     def delivered(self) -> float:
         """``J``: the power the K program inputs deliver to their own outputs, at the applied drives."""
         r = read_robust(self.ins, self.x, shots=self.cfg.shots, retries=self.cfg.retries)
+        total = float(np.sum(r))
+        self.fraction = float(np.trace(r)) / total if total > 0 else 0.0  # J over the power the chip passed
         return float(np.trace(r))
 
     def output_phases(self, p: np.ndarray, out: slice) -> np.ndarray:
@@ -428,8 +443,8 @@ class SelfConfig:
 
     Attributes:
       sweeps: largest number of sweeps through the mesh (int >= 1).
-      tol: stop when a sweep lowers the measured ``1 - J/K`` by less than
-        this fraction of its value (real in [0, 1]).
+      tol: stop when a sweep lowers the measured infidelity ``1 - J/P`` by
+        less than this fraction of its value (real in [0, 1]).
       shots: shots per reading (int >= 1).
       phase_shots: extra shots factor for the output-phase read-outs (one
         input vector each, so they are cheap) (int >= 1).
@@ -531,14 +546,15 @@ class SelfConfig:
         err_start = measured_error(instrument, start, u, shots=self.shots * self.phase_shots, retries=self.retries)
         history = []
 
-        def note(j: float) -> None:
+        def note() -> None:
             spent = instrument.ledger.since(before)
-            history.append((int(spent["readings"]), float(spent["chip_time_s"]), 1.0 - j / tgt.size))
+            history.append((int(spent["readings"]), float(spent["chip_time_s"]), 1.0 - s.fraction))
 
         slices = heater_slices(tgt, "unitary")
         s.p = start
         j_prev = s.delivered()
-        note(j_prev)
+        f_prev = s.fraction
+        note()
         stopped, sweeps = f"{self.sweeps} sweeps", 0
         for sweep in range(self.sweeps):
             at_start = s.state()
@@ -556,16 +572,16 @@ class SelfConfig:
                 j_back = (j_prev + s.delivered()) / 2
                 if j_end > j_back:
                     s.restore(at_end)
-                    note(j_end)
+                    note()
                     stopped = f"sweep {sweeps} did not raise the delivered power beyond the noise"
                 else:
                     stopped = f"sweep {sweeps} lowered the delivered power; undone"
                 break
-            note(j)
-            gain = (j - j_prev) / max(tgt.size - j_prev, 1e-12)
-            j_prev = j
+            note()
+            gain = (s.fraction - f_prev) / max(1.0 - f_prev, 1e-12)
+            j_prev, f_prev = j, s.fraction
             if gain < self.tol:
-                stopped = f"sweep {sweeps} improved 1 - J/K by {gain:.2g} < tol"
+                stopped = f"sweep {sweeps} lowered the measured infidelity by {gain:.2g} of itself < tol"
                 break
         p = s.output_phases(s.p, slices["u_out"])
         try:
@@ -573,9 +589,10 @@ class SelfConfig:
         except ReadFailed:
             err = math.inf
         try:
-            note(s.delivered())
+            s.delivered()
+            note()
         except ReadFailed:
-            note(j_prev)
+            note()
         kept = "configured" if err < err_start else "start"
         final = p if kept == "configured" else start
         s.apply(final)
