@@ -41,11 +41,16 @@ from photocomp.core.version import __version__
 from photocomp.hardware.chip import Chip, fabricate
 from photocomp.hardware.detector import BlackBoxChip, detect, measure_matrix
 from photocomp.io.cache import enable_compilation_cache
+from photocomp.models.model import CompiledLayer, CompiledModel, compile_model, load_model
 
 __all__ = [
     "__version__",
     "compile",
     "load",
+    "compile_model",
+    "load_model",
+    "CompiledModel",
+    "CompiledLayer",
     "enable_compilation_cache",
     "fabricate",
     "Chip",
