@@ -1,7 +1,8 @@
 """The ``photocomp`` command line.
 
-Commands: ``targets``, ``passes``, ``compile``, ``inspect``, ``calibrate``,
-``drift``, ``report``, ``plot``, ``demo``. Every command has ``--help``.
+Commands: ``targets``, ``passes``, ``compile``, ``compile-model``,
+``inspect``, ``calibrate``, ``drift``, ``report``, ``plot``, ``demo``. Every
+command has ``--help``.
 
 Exit codes, each failure with exactly one line on stderr and no traceback:
 
@@ -50,6 +51,10 @@ DEMO_TARGET = "pace-64"
 
 #: weight-matrix files ``photocomp compile`` reads
 WEIGHT_SUFFIXES = (".npy", ".npz", ".csv")
+#: model files ``photocomp compile-model`` reads
+MODEL_SUFFIXES = (".onnx", ".safetensors")
+#: compiled-model files (photocomp.models.archive)
+MODEL_OUTPUT_SUFFIXES = (".pcm",)
 #: figure files
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 #: largest seed the command accepts (JAX keys take a signed 64-bit integer)
@@ -61,6 +66,7 @@ MESSAGE_LIMIT = 1000
 # Names with "_" or "." are replaced wherever they appear; plain words only at the start of a message.
 _RENAME = {
     "compile": {"target": "--target", "key": "--key"},
+    "compile-model": {"target": "--target", "exclude": "--exclude", "batch": "--batch", "path": "-o/--output"},
     "inspect": {"path": "file", "tile": "--tile"},
     "calibrate": {"path": "file", "steps": "--steps", "shots": "--shots", "seed": "--seed",
                   "dac_bits": "--dac-bits", "twin_configs": "--twin-configs", "twin_steps": "--twin-steps",
@@ -404,6 +410,46 @@ def _compile(args) -> int:
     return 0
 
 
+def _compile_model(args) -> int:
+    import json
+
+    import photocomp as pc
+
+    _check_text("model", args.model)
+    ext = os.path.splitext(args.model)[1].lower()
+    if ext not in MODEL_SUFFIXES:
+        raise _Fail(f"model must end in {_or(MODEL_SUFFIXES)}; got {_quote(args.model)}")
+    if not os.path.isfile(args.model):
+        raise _Fail(f"model file must exist; got {_quote(args.model)}")
+    out = args.output if args.output is not None else os.path.splitext(args.model)[0] + ".pcm"
+    _check_output("-o/--output", out, MODEL_OUTPUT_SUFFIXES, (("model", args.model),))
+    pipeline = None if args.pipeline is None else _about("--pipeline", lambda: pc.parse_pipeline(args.pipeline))
+    try:
+        model = pc.compile_model(args.model, target=args.target, pipeline=pipeline, exclude=args.exclude or (),
+                                 batch=args.batch, progress=_progress(args))
+    except pc.PipelineError as exc:  # the passes do not fit the target
+        if pipeline is None:
+            raise
+        raise _Fail(_about_message("--pipeline", str(exc))) from None
+    except pc.PhotocompError as exc:  # the model's own content: "model: ..." or "layer 'x': ..."
+        message = str(exc)
+        if message.startswith(("layer ", "model")):
+            raise _Fail(message) from None
+        raise
+    _write("-o/--output", out, lambda: model.save(out), (args.model,))
+    if args.json:
+        print(json.dumps(model.report.as_dict(), indent=1))
+    elif not args.quiet:
+        print(model)
+        for line in model.skipped[:10]:
+            print(f"skipped: {line}")
+        if len(model.skipped) > 10:
+            print(f"... and {len(model.skipped) - 10} more skipped")
+        print(model.report.table())
+    print(f"wrote {_show(out)}")
+    return 0
+
+
 def _circuit(circuit: str) -> str:
     """A program circuit in words."""
     if circuit == "unitary":
@@ -572,6 +618,11 @@ def _report(args) -> int:
 
     import photocomp as pc
 
+    _check_text("file", args.file)
+    if os.path.splitext(args.file)[1].lower() in MODEL_OUTPUT_SUFFIXES:  # a compiled model: its per-layer report
+        model = pc.load_model(args.file, batch=args.batch)
+        print(json.dumps(model.report.as_dict(), indent=1) if args.json else model.report.table())
+        return 0
     cost = pc.cost(_load(args), batch=args.batch, group_index=args.group_index)
     print(json.dumps(cost.as_dict(), indent=1) if args.json else cost.table())
     return 0
@@ -604,11 +655,12 @@ def _add_report_and_plot(sub) -> None:
     from photocomp.analysis.cost import GROUP_INDEX
     from photocomp.analysis.plot import plot_kinds
 
-    s = sub.add_parser("report", help="cost report of a phase-map file",
+    s = sub.add_parser("report", help="cost report of a phase-map file (or a compiled model's per-layer report)",
                        description="Print the cost of a phase-map file: MZI and phase-shifter counts, optical depth, "
                                    "worst-path insertion loss, heater power, latency, throughput, effective bits and "
-                                   "equivalent compute (definitions: photocomp.analysis.cost).")
-    s.add_argument("file", help="phase-map file (compiled or calibrated)")
+                                   "equivalent compute (definitions: photocomp.analysis.cost). For a compiled model "
+                                   "(.pcm) print its per-layer report (photocomp.models.report).")
+    s.add_argument("file", help="phase-map file (compiled or calibrated), or a compiled model (.pcm)")
     s.add_argument("--batch", type=_integer(1), default=1,
                    help="input vectors streamed per tile setting; default %(default)s")
     s.add_argument("--group-index", type=_number(0.0, above=True), default=GROUP_INDEX,
@@ -664,6 +716,24 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or report")
     _common(s)
     s.set_defaults(func=_compile)
+
+    s = sub.add_parser("compile-model", help="compile every linear layer of a model (.onnx, .safetensors) to a .pcm file",
+                       description="Compile every linear layer of a model (an ONNX file, or a safetensors file such "
+                                   "as a PyTorch state_dict) to the target: one phase-map file per layer and a JSON "
+                                   "manifest in one .pcm archive (photocomp.models.archive). Prints the per-layer "
+                                   "report: tiles, MZIs, cycles, latency, heater power, error.")
+    s.add_argument("model", help="model file: .onnx (graph and initializers) or .safetensors (weights (out, in))")
+    s.add_argument("--target", default=DEMO_TARGET, help="target name (see 'photocomp targets'); default %(default)s")
+    s.add_argument("--pipeline", default=None, help="pipeline string for every layer; default: the target preset")
+    s.add_argument("--exclude", action="append", metavar="LAYER",
+                   help="a layer not to compile (repeat for several), e.g. an embedding")
+    s.add_argument("--batch", type=_integer(1), default=1,
+                   help="input vectors per inference, for the report's cycles and latency; default %(default)s")
+    s.add_argument("-o", "--output", default=None, help="output compiled model (.pcm); default MODEL.pcm")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or report")
+    _common(s)
+    s.set_defaults(func=_compile_model)
 
     s = sub.add_parser("inspect", help="summarise a phase-map file", description="Print a summary table of a phase-map file.")
     s.add_argument("file", help="phase-map file written by 'photocomp compile' or Program.save")

@@ -390,7 +390,8 @@ def compile_model(model: Any, target: str | Target = "pace-64", pipeline: str | 
 def load_model(path: str | os.PathLike, *, batch: int = 1) -> CompiledModel:
     """Load a compiled model written by :meth:`CompiledModel.save`, verifying every digest.
 
-    Nothing is unpickled or executed; every layer's forward is bit-identical to the saved model's.
+    Nothing is unpickled or executed. The phase maps and biases come back exactly; each layer's matrix is
+    re-simulated from its phase map, equal to the saved model's to float64 rounding.
 
     Raises:
       InvalidTypeError: ``path`` is not a str or os.PathLike.
