@@ -2,7 +2,7 @@
 
 The figures follow the definitions of :mod:`photocomp.analysis.cost` (the
 cost of one program), computed here from the layers below (``analysis`` sits
-above ``models`` in the layer stack, :doc:`docs/design.md §1`);
+above ``models`` in the layer stack, docs/design.md §7);
 ``tests/test_models.py`` checks that every per-layer figure equals
 ``photocomp.cost`` of the layer's program.
 
