@@ -44,6 +44,7 @@ rounding) is refused with an :class:`~photocomp.core.errors.InvalidInputError`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import types
@@ -295,9 +296,15 @@ def _restore_dense(dense, e: int) -> np.ndarray:
 # ---- pipeline ----------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _parse_preset(text: str) -> Pipeline:
+    """A target's preset pipeline text parsed once per process (pipelines and passes are immutable values)."""
+    return Pipeline.parse(text)
+
+
 def _resolve_pipeline(pipeline, target) -> Pipeline:
     if pipeline is None:
-        pipe = Pipeline.parse(target.default_pipeline())
+        pipe = _parse_preset(target.default_pipeline())
     elif isinstance(pipeline, Pipeline):
         pipe = pipeline
     elif isinstance(pipeline, str):
@@ -518,7 +525,7 @@ def _compile(weights, target, pipeline, callback, progress) -> Program:
     if e:
         scale_by_power_of_two(w, -e, out=w)
     if pipeline is None and _fits_unitary(w, k):
-        pipe = _resolve_pipeline(tgt.default_pipeline("unitary"), tgt)
+        pipe = _resolve_pipeline(_parse_preset(tgt.default_pipeline("unitary")), tgt)
     strips = plan.strips if plan is not None else [(0, w.shape[0])]
     prefix, suffix = (pipe.passes[:split], pipe.passes[split:]) if len(strips) > 1 else ((), pipe.passes)
 
