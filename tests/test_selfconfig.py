@@ -7,6 +7,7 @@ from conftest import haar_unitary
 import photocomp as pc
 from photocomp.calibration.engine import ideal_tiles
 from photocomp.calibration.selfconfig import SelfConfig, chip_error, measured_error
+from photocomp.hardware.dac import quantize_power
 from photocomp.hardware.instrument import FaultyInstrument
 
 
@@ -154,3 +155,30 @@ class _Bare:
 
     def read_temperatures(self):
         return self._box.read_temperatures()
+
+
+def test_calibrate_runs_selfconfig_by_name_object_and_black_box(case4, clean_run):
+    """pc.calibrate(..., "selfconfig") is SelfConfig().run on a BlackBoxChip of the chip, then to_program."""
+    prog, chip = case4
+    by_name = pc.calibrate(prog, chip, "selfconfig", progress=False)
+    by_object = pc.calibrate(prog, chip, pc.SelfConfig(), progress=False)
+    by_box = pc.calibrate(prog, pc.BlackBoxChip(chip, seed=0), pc.SelfConfig(), progress=False)
+    want = clean_run.to_program(prog, chip)
+    for cal in (by_name, by_object, by_box):
+        np.testing.assert_allclose(cal.matrix(), want.matrix(), atol=1e-12, rtol=0)
+        assert cal.report.summary["error_after"] == pytest.approx(want.report.summary["error_after"], abs=1e-12)
+    summary = by_name.report.summary
+    assert summary["error_after"] < 0.5 * summary["error_before"]
+    # dac_bits: the drives are quantized, and the reported error is the quantized chip's
+    coarse = pc.calibrate(prog, chip, "selfconfig", dac_bits=4, progress=False)
+    assert coarse.report.summary["error_after"] != pytest.approx(summary["error_after"], abs=1e-6)
+    assert coarse.report.summary["error_after"] == pytest.approx(
+        chip_error(prog, chip, quantize_power(clean_run.drives_mw, chip.target, 4)), abs=1e-9)
+
+
+def test_calibrate_selfconfig_refuses_what_it_cannot_do(case4):
+    prog, chip = case4
+    with pytest.raises(pc.InvalidInputError, match="twin' or 'selfconfig"):
+        pc.calibrate(prog, pc.BlackBoxChip(chip, seed=0), "model", progress=False)
+    with pytest.raises(pc.InvalidInputError, match="SelfConfig|method object"):
+        pc.calibrate(prog, chip, pc.SelfConfig(), shots=4, progress=False)

@@ -2,11 +2,14 @@
 
 Methods: ``"local"`` (analytic per-MZI correction), ``"model"`` (optax on the
 differentiable chip model, :mod:`photocomp.calibration.engine`) and
-``"twin"`` (the chip as a black box, :mod:`photocomp.calibration.twin`).
+``"twin"`` (the chip as a black box, :mod:`photocomp.calibration.twin`) and
+``"selfconfig"`` (measurement-only self-configuration of a unitary program,
+:mod:`photocomp.calibration.selfconfig`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import types
 from collections.abc import Callable
@@ -29,6 +32,7 @@ from photocomp.calibration.methods import (
     Local,
     Method,
     Model,
+    SelfConfig,
     Twin,
     as_method,
     method_from_name,
@@ -40,6 +44,7 @@ from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import CompileReport, PassRecord
 from photocomp.core.validate import check_int
 from photocomp.hardware.chip import Chip, as_chip
+from photocomp.hardware.dac import quantize_power
 from photocomp.hardware.detector import BlackBoxChip
 
 __all__ = ["METHODS", "calibrate"]
@@ -65,8 +70,11 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         :class:`~photocomp.calibration.methods.Twin` (the chip is a black box:
         a digital twin is fitted to noisy probe measurements, the program is
         calibrated on the twin, and the resulting drives are applied to the
-        chip), which holds the method's settings; or its name ``"local"``,
-        ``"model"`` (default) or ``"twin"``, whose settings are then the
+        chip) or :class:`~photocomp.calibration.selfconfig.SelfConfig`
+        (a unitary program of one tile configured from the chip's output
+        powers alone, through the :class:`~photocomp.hardware.instrument.Instrument`
+        interface), which holds the method's settings; or its name ``"local"``,
+        ``"model"`` (default), ``"twin"`` or ``"selfconfig"``, whose settings are then the
         keyword arguments below (they must stay unset with a method object).
       optimizer: any ``optax.GradientTransformation``; default ``optax.lbfgs()``
         (line-search optimizers receive the objective through optax's
@@ -76,8 +84,8 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         relative improvement of the squared error by ``tol``.
       warm_start: ``"local"`` (default) or ``"ideal"`` settings to start from.
       progress: show a progress bar.
-      shots: shots per reading of the black-box measurements (twin).
-      seed: seed of the measurement noise and the probe design (twin).
+      shots: shots per reading of the black-box measurements (twin, selfconfig).
+      seed: seed of the measurement noise and the probe design (twin, selfconfig).
       twin_configs, twin_steps: probe drive configurations and fitting
         steps of the twin.
       twin_rounds: fit-calibrate rounds; each round after the first also
@@ -109,13 +117,19 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
     else:
         method = as_method(method)
         reject_loose_settings(method, loose)
-    if box is not None and not isinstance(method, Twin):
-        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin' (photocomp.Twin); "
-                                f"got method={method.name!r}")
+    if box is not None and not isinstance(method, (Twin, SelfConfig)):
+        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin' or 'selfconfig' "
+                                f"(photocomp.Twin, photocomp.SelfConfig); got method={method.name!r}")
     if dac_bits is not None:
         dac_bits = check_int(dac_bits, "dac_bits", low=1, high=32)
     if callback is not None and not callable(callback):
         raise InvalidTypeError(f"callback must be callable as callback(step, error); got {type(callback).__name__}")
+    if isinstance(method, SelfConfig):
+        box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots)
+        found = method.run(prog, box)
+        if dac_bits is not None:
+            found = dataclasses.replace(found, drives_mw=quantize_power(found.drives_mw, chip.target, dac_bits))
+        return found.to_program(prog, chip)
     if isinstance(method, Twin):
         box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots)
         return calibrate_twin(prog, box, optimizer=check_optimizer(method.optimizer), steps=method.steps,

@@ -1,9 +1,10 @@
-"""Calibration methods as values: :class:`Local`, :class:`Model` and :class:`Twin`.
+"""Calibration methods as values: :class:`Local`, :class:`Model`, :class:`Twin` and
+:class:`~photocomp.calibration.selfconfig.SelfConfig`.
 
 A method object holds a method's settings and checks them when it is built,
 like the drift compensators of :mod:`photocomp.drift` and optax's
 transformations: ``pc.calibrate(prog, chip, pc.Model(optimizer=optax.adam(1e-2),
-steps=500))``. The strings ``"local"``, ``"model"`` and ``"twin"`` still work
+steps=500))``. The strings ``"local"``, ``"model"``, ``"twin"`` and ``"selfconfig"`` still work
 and build the same objects from :func:`photocomp.calibrate`'s keyword
 arguments (:func:`method_from_name`).
 
@@ -19,12 +20,13 @@ import dataclasses
 from typing import Any
 
 from photocomp.calibration.engine import check_optimizer
+from photocomp.calibration.selfconfig import SelfConfig
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.core.validate import check_int, check_real
 
-__all__ = ["Local", "Model", "Twin", "Method", "METHOD_NAMES", "method_from_name", "as_method", "reject_loose_settings"]
+__all__ = ["Local", "Model", "Twin", "SelfConfig", "Method", "METHOD_NAMES", "method_from_name", "as_method", "reject_loose_settings"]
 
-METHOD_NAMES = ("model", "local", "twin")
+METHOD_NAMES = ("model", "local", "twin", "selfconfig")
 _WARM_STARTS = ("local", "ideal")
 
 
@@ -122,7 +124,7 @@ class Twin:
         _check_search(self, "Twin")
 
 
-Method = Local | Model | Twin
+Method = Local | Model | Twin | SelfConfig
 
 
 def method_from_name(method: str, *, optimizer=None, steps=300, tol=1e-4, patience=30, warm_start="local",
@@ -135,10 +137,12 @@ def method_from_name(method: str, *, optimizer=None, steps=300, tol=1e-4, patien
     if not isinstance(method, str) or method not in METHOD_NAMES:
         raise UnknownNameError(
             f"method must be one of {METHOD_NAMES} or a method object (photocomp.Local(), photocomp.Model(...), "
-            f"photocomp.Twin(...)); got {method!r:.80}"
+            f"photocomp.Twin(...), photocomp.SelfConfig(...)); got {method!r:.80}"
         )
     if method == "local":
         return Local()
+    if method == "selfconfig":
+        return SelfConfig(shots=check_int(shots, "shots", low=1), seed=check_int(seed, "seed", low=0))
     optimizer = _check_optimizer(optimizer, "optimizer")
     steps = check_int(steps, "steps", low=0)
     tol = check_real(tol, "tol", low=0.0, high=1.0)
@@ -156,11 +160,11 @@ def method_from_name(method: str, *, optimizer=None, steps=300, tol=1e-4, patien
 
 def as_method(method) -> Method:
     """A method object as given, or :class:`InvalidTypeError` naming ``method``."""
-    if isinstance(method, (Local, Model, Twin)):
+    if isinstance(method, (Local, Model, Twin, SelfConfig)):
         return method
     raise InvalidTypeError(
-        f"method must be 'local', 'model', 'twin' or a method object (photocomp.Local(), photocomp.Model(...), "
-        f"photocomp.Twin(...)); got {type(method).__name__}"
+        f"method must be 'local', 'model', 'twin', 'selfconfig' or a method object (photocomp.Local(), "
+        f"photocomp.Model(...), photocomp.Twin(...), photocomp.SelfConfig(...)); got {type(method).__name__}"
     )
 
 
