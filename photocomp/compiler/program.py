@@ -283,7 +283,7 @@ class Program:
         # concrete even when first asked for inside a jax.jit/vmap trace
         with jax.ensure_compile_time_eval(), jax.enable_x64(True):
             if params is None and self.chip is not None:
-                return np.asarray(_chip_matrix_jit(self.chip, self.settings))
+                return np.asarray(_chip_matrix_jit(self.chip.unseeded(), self.settings))
             pm = self.phase_map if params is None else params
             return np.asarray(_matrix_jit(pm))
 

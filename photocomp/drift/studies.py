@@ -424,7 +424,7 @@ def study(cal: Program, chip: Chip, process: ThermalProcess | None = None, *, ho
                                     "outside the range the thermal model can represent")
         n_rows = max(c.n_rows(plan) for c in comps)
         settings = jax.tree_util.tree_map(jnp.asarray, cal.settings)
-        base = TraceInputs(chip, settings, jnp.asarray(tiles), jnp.asarray(phi0), jnp.asarray(die.phase_per_k),
+        base = TraceInputs(chip.unseeded(), settings, jnp.asarray(tiles), jnp.asarray(phi0), jnp.asarray(die.phase_per_k),
                            jnp.asarray(die.phase_per_k), jnp.asarray(decay))
         shapes = (jnp.asarray(z), jnp.zeros((runs, n_steps + 1, 3)), jnp.zeros((runs, n_steps + 1), jnp.int32),
                   jnp.zeros((runs, n_rows) + phi0.shape))
