@@ -209,3 +209,24 @@ def test_minimize_matches_a_plain_optax_loop(optimizer):
     np.testing.assert_allclose(history**2, want, rtol=1e-10, atol=1e-300)
     assert best_loss == pytest.approx(min(want), rel=1e-9)
     assert want[-1] < want[0] / 5  # the loop really optimises
+
+
+def test_local_correction_is_never_worse_on_any_tile_of_a_padded_program():
+    """A non-square, zero-padded program (2 x 2 tiles, three of them padded): calibration keeps, tile by
+    tile, the better of the ideal settings and the local correction, so local lowers the matrix error
+    where it can (it used to be all-or-nothing, and lost to the padded tiles)."""
+    from photocomp.calibration.engine import ideal_settings, ideal_tiles, local_settings, settings_error
+
+    w = np.random.default_rng(0).normal(size=(13, 10))
+    prog = pc.compile(w, "clements-8")
+    chip = pc.fabricate("clements-8", 3)
+    tiles = ideal_tiles(prog)
+    _, _, per_ideal = settings_error(chip, ideal_settings(prog), tiles)
+    s_local, _ = local_settings(prog, chip, tiles)
+    _, _, per_local = settings_error(chip, s_local, tiles)
+    cal = pc.calibrate(prog, chip, "local", progress=False)
+    per_cal = np.asarray(pc.error(cal, chip)["tile_errors"])
+    np.testing.assert_allclose(per_cal, np.minimum(per_ideal, per_local), rtol=1e-9, atol=1e-12)
+    summary = cal.report.summary
+    assert summary["error_after"] < summary["error_before"]
+    assert summary["error_after"] == pytest.approx(pc.error(cal, chip)["matrix_error"], rel=1e-9)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from photocomp.calibration.engine import (
+    better_per_tile,
     check_optimizer,
     check_program,
     ideal_settings,
@@ -150,8 +151,10 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
     else:
         start, start_err = ideal, before
     local_s = time.perf_counter() - t_local
-    if start_err > before:  # never start from something worse than the ideal settings
-        start, start_err = ideal, before
+    if isinstance(method, Local) or warm_start == "local":
+        # never start from something worse than the ideal settings, tile by tile: the local correction of
+        # a zero-padded tile (rank-deficient, its meshes full of bar and cross MZIs) can be the worse one
+        start, start_err = better_per_tile(chip, ideal, start, target_tiles)
     metrics = {"method": method.name, "error_before": before, "error_start": start_err}
     records = [PassRecord("local", "local", local_s, types.MappingProxyType({"matrix_error": start_err}))]
     final = start

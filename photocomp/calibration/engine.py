@@ -59,7 +59,7 @@ from photocomp.hardware.dac import quantize_power
 from photocomp.sim.devices import gather, pad_tiles, spread, tile_mesh
 from photocomp.sim.ideal import tile_matrices_np
 
-__all__ = ["error", "local_correction", "reachability", "Reachability", "check_program", "ideal_tiles",
+__all__ = ["error", "better_per_tile", "local_correction", "reachability", "Reachability", "check_program", "ideal_tiles",
            "ideal_settings", "relative_error", "settings_error", "local_settings", "check_optimizer", "minimize",
            "optimize", "quantized"]
 
@@ -98,6 +98,29 @@ def settings_error(chip: Chip, s: Settings, target_tiles: ArrayLike) -> tuple[fl
     with jax.enable_x64(True):
         err, g, per = _evaluate(chip.unseeded(), s, jnp.asarray(target_tiles))
         return float(err), np.asarray(g), np.asarray(per)
+
+
+def better_per_tile(chip: Chip, a: Settings, b: Settings, target_tiles: ArrayLike) -> tuple[Settings, float]:
+    """Per tile the better of two settings of one program (lower error on ``chip``), and its matrix error.
+
+    Tiles are independent (each has its own heaters and gain), so the choice
+    tile by tile is never worse than either ``a`` or ``b`` on any tile, nor in
+    the matrix error. Ties keep ``a``.
+    """
+    _, ga, per_a = settings_error(chip, a, target_tiles)
+    _, gb, per_b = settings_error(chip, b, target_tiles)
+    take_b = per_b < per_a
+
+    def pick(x, y):
+        if x is None:
+            return None
+        x, y = np.asarray(x), np.asarray(y)
+        return np.where(take_b.reshape((-1,) + (1,) * (x.ndim - 1)), y, x)
+
+    a, b = a.replace(gain=ga), b.replace(gain=gb)
+    mixed = jax.tree_util.tree_map(pick, a, b, is_leaf=lambda v: v is None)
+    err, gain, _ = settings_error(chip, mixed, target_tiles)
+    return mixed.replace(gain=gain), err
 
 
 def error(prog: Program, chip: Chip) -> dict:
