@@ -654,7 +654,7 @@ def test_study_arguments_property(small, monkeypatch, hours, dt_s, runs):
         s = pc.drift.study(cal, chip, hours=hours, dt_s=dt_s, runs=runs, compensators=["none"], progress=False)
     except pc.PhotocompError as exc:
         assert re.search(r"\b(hours|dt_s|runs)\b", str(exc)), str(exc)
-        assert "2 GiB" not in str(exc)  # the patched limit is the one applied
+        assert "limit of 2 GiB" not in str(exc)  # the patched limit is the one applied
         assert len(str(exc)) < 500
         return
     assert np.all(np.isfinite(s.errors["none"])) and s.errors["none"].shape[0] == runs

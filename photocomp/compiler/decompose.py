@@ -66,7 +66,7 @@ from photocomp.core.metrics import fidelity
 from photocomp.core.phases import MeshPhases
 from photocomp.core.validate import as_unitary_batch
 from photocomp.sim.devices import bucket, gather, pad_tiles, run_tiles, shard_map, spread, tile_chunk, tile_mesh
-from photocomp.sim.ideal import apply_meshes
+from photocomp.sim.ideal import apply_meshes, tile_matrices_np
 
 __all__ = ["decompose", "clements", "reck", "decompose_many", "decompose_pair", "check_tiles"]
 
@@ -620,10 +620,11 @@ def check_tiles(pm, vh, u, blocks=None, *, devices=None):
       Frobenius error over the unpadded part of each tile, so that
       ``sqrt(sum(err2))`` is ``||W - W_hat||_F``.
 
-    The meshes are rebuilt on the devices (the O(K^3) simulation); the
-    fidelities, the tile products and the errors are formed on the host in
-    float64 NumPy (one BLAS thread), which is several times faster than the
-    same products in XLA on a CPU.
+    The meshes are rebuilt on the devices (the O(K^3) simulation) and the
+    fidelities and errors formed on the host in float64 NumPy; the tiles are
+    :func:`photocomp.sim.ideal.tile_matrices_np`, the simulation every later
+    pass and a loaded program use, so the compiled dense matrix is
+    bit-identical to a reloaded program's.
     """
     svd = pm.circuit == "svd"
     meshes = [pm.v, pm.u] if svd else [pm.u]
@@ -636,14 +637,10 @@ def check_tiles(pm, vh, u, blocks=None, *, devices=None):
     fid_v = fidelity(np.asarray(vh, np.complex128), v_hat) if svd else None
     if blocks is None:
         return fid_v, fid_u, None, None
-    from photocomp.compiler.pipeline import single_threaded_blas
-
-    gain = np.asarray(pm.gain, np.float64)[:, None, None]
-    with single_threaded_blas():
-        if svd:
-            tiles = gain * ((u_hat * np.cos(np.asarray(pm.sigma, np.float64))[:, None, :]) @ v_hat)
-        else:
-            tiles = gain * u_hat
+    # the tiles exactly as every later pass and a loaded program simulate them (sim.ideal.tile_matrices,
+    # fields propagated through V, the attenuators and U): a program's dense matrix must not depend on
+    # whether it was compiled or loaded, to the last bit
+    tiles = tile_matrices_np(pm)
     rows, cols = pm.grid.extent()
     k = pm.grid.tile
     i = np.arange(k)
