@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 import photocomp as pc
 from photocomp import cli
 from photocomp.cli import main
+from photocomp.core.registry import quote
 
 EXACT = "tile | svd | clements | lower"
 
@@ -179,7 +180,7 @@ def test_write_failures_are_one_line_and_leave_nothing(inputs, out, monkeypatch,
 
     monkeypatch.setattr(np, "savez", failing_savez)
     code, stdout, err = run("compile", inputs / "w.npy", "--target", "clements-4", "-q", "-o", out / "x.npz")
-    line = one_line_error(code, err, f"-o/--output: cannot write '{out / 'x.npz'}': ", expect=expect)
+    line = one_line_error(code, err, f"-o/--output: cannot write {quote(str(out / 'x.npz'))}: ", expect=expect)
     assert line.endswith(reason)
     assert stdout == "" and leftovers(out) == []  # no output, no temporary file
     code, _, err = run("calibrate", inputs / "prog.npz", "--chip-seed", "3", "--method", "local", "-q",
@@ -197,7 +198,7 @@ def test_figure_write_failure_is_one_line(inputs, out, monkeypatch):
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
     code, _, err = run("plot", inputs / "drift.csv", "--what", "drift", "-o", out / "d.png")
-    one_line_error(code, err, f"-o/--output: cannot write '{out / 'd.png'}': No space left on device", expect=1)
+    one_line_error(code, err, f"-o/--output: cannot write {quote(str(out / 'd.png'))}: No space left on device", expect=1)
     assert leftovers(out) == []
 
 
