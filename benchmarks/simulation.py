@@ -59,7 +59,7 @@ from photocomp.hardware.chipsim import attenuator_amplitude, chip_tile_matrices,
 from photocomp.sim import ideal as simulate  # noqa: E402
 from photocomp.sim.physical import apply_physical_mesh  # noqa: E402
 
-calibrate_module = importlib.import_module("photocomp.calibration.calibrate")
+calibrate_module = importlib.import_module("photocomp.calibration.engine")  # where the optimiser's chip model lives
 
 BEGIN = "<!-- simulation:begin -->"
 END = "<!-- simulation:end -->"
