@@ -75,6 +75,7 @@ def test_second_chip_and_second_program_compile_nothing(circuit):
         assert cal.report.summary["error_after"] <= cal.report.summary["error_before"]
 
 
+@pytest.mark.slow  # the twin's fit (tens of seconds); run by .ci/run with the slow tests
 def test_twin_second_chip_compiles_nothing():
     """The twin method: fitting, calibrating on the twin and measuring the black box reuse their programs too."""
     prog = _program(0)
@@ -129,6 +130,7 @@ def test_compile_once_step_equals_the_closure_step(circuit):
         np.testing.assert_allclose(np.asarray(flatten_heaters(best)), ref_flat, rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow  # the twin's fit (tens of seconds); run by .ci/run with the slow tests
 def test_twin_fit_equals_the_closure_fit(monkeypatch):
     """The twin fit's module-level loss (prior chip and data as arguments) gives the closure's fit."""
     prog = _program(0)

@@ -47,6 +47,7 @@ def svd_counterpart(prog):
 
 # ---- every method improves the error --------------------------------------------------------------------------
 
+@pytest.mark.slow  # the twin's fit (tens of seconds); run by .ci/run with the slow tests
 def test_each_method_improves_the_error(prog, chip):
     before = error(prog, chip)["matrix_error"]
     assert before > 0.05
