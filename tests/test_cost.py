@@ -155,11 +155,12 @@ def test_power_without_crosstalk_is_phase_times_p_pi_over_pi():
 
 def test_power_with_crosstalk_realizes_the_settings():
     prog = _compile((4, 4), "clements-4")
-    from photocomp.analysis.cost import _nominal_chip, heater_powers
+    from photocomp.analysis.cost import heater_powers
+    from photocomp.hardware.chip import nominal_chip
     from photocomp.hardware.chipsim import flatten_heaters, realized_phases, settings_from_program
 
     power, _ = heater_powers(prog)
-    chip = _nominal_chip(prog.target)
+    chip = nominal_chip(prog.target)
     assert len(np.asarray(chip.xt_rows)) > 0
     with jax.enable_x64(True):
         want = np.asarray(flatten_heaters(settings_from_program(prog.phase_map)))

@@ -13,11 +13,12 @@ import pytest
 from conftest import random_matrix
 
 import photocomp as pc
-from photocomp.analysis.cost import _nominal_chip, heater_powers
+from photocomp.analysis.cost import heater_powers
 from photocomp.analysis.plot import figure, plot
 from photocomp.cli import main
 from photocomp.core.ir import CompileReport, PhaseMap, TileGrid
 from photocomp.core.phases import MeshPhases
+from photocomp.hardware.chip import nominal_chip
 from photocomp.hardware.chipsim import flatten_heaters, realized_phases, settings_from_program
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -151,7 +152,7 @@ def test_power_on_the_nominal_unitary_chip():
     prog = _unitary()
     power, source = heater_powers(prog)
     assert power.shape == (1, 64) and source == "ideal settings on a nominal chip"
-    chip = _nominal_chip(prog.target, "unitary")
+    chip = nominal_chip(prog.target, "unitary")
     assert chip.circuit == "unitary" and chip.n_heaters == 64 and len(np.asarray(chip.xt_rows)) > 0
     with jax.enable_x64(True):
         want = np.asarray(flatten_heaters(settings_from_program(prog.phase_map)))

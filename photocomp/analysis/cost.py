@@ -87,23 +87,19 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import numpy as np
 
 from photocomp.calibration.engine import error
 from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.graph import optical_path_mm
+from photocomp.core.target import GROUP_INDEX, SPEED_OF_LIGHT_M_S
 from photocomp.core.validate import check_int, check_real
-from photocomp.hardware.chip import fabricate, heater_slices
-from photocomp.hardware.chipsim import drive_map, flatten_heaters, settings_from_program
+from photocomp.hardware.chip import heater_slices
+from photocomp.hardware.chipsim import nominal_drives
 
 __all__ = ["Cost", "cost", "worst_path", "heater_powers", "GROUP_INDEX", "SPEED_OF_LIGHT_M_S"]
 
-GROUP_INDEX = 4.2
-"""Default group index of the chip's waveguides (silicon strip waveguide near 1550 nm)."""
-
-SPEED_OF_LIGHT_M_S = 299_792_458.0
-"""Speed of light in vacuum (m/s)."""
 
 _FLOAT64_BITS = 52
 
@@ -278,25 +274,11 @@ def worst_path(graph, target) -> tuple[float, int, int]:
             int(sum(e["shifters"] for e in edges)))
 
 
-def _nominal_chip(target, circuit: str = "svd"):
-    """The target's ``circuit`` chip without fabrication errors: no offsets, unit efficiency, nominal losses,
-    layout crosstalk."""
-    chip = fabricate(target, 0, circuit=circuit)
-    zeros = {k: np.zeros_like(np.asarray(v)) for k, v in chip.coupler_in.items()}
-    loss = {k: np.full_like(np.asarray(v), target.mzi_loss_db) for k, v in chip.loss_db.items()}
-    return dataclasses.replace(chip, coupler_in=zeros, coupler_out=dict(zeros), loss_db=loss,
-                               offset=np.zeros_like(np.asarray(chip.offset)),
-                               efficiency=np.ones_like(np.asarray(chip.efficiency)))
-
-
 def heater_powers(prog: Program) -> tuple[np.ndarray, str]:
     """Heater powers (mW), (n_tiles, n_heaters), and where they come from (see the module docstring)."""
     if prog.chip is not None:  # calibrated
         return np.asarray(prog.drives()), f"drive map of chip seed {prog.chip.seed}"
-    with jax.enable_x64(True):
-        flat = np.asarray(flatten_heaters(settings_from_program(prog.phase_map)), dtype=np.float64)
-        power = drive_map(_nominal_chip(prog.target, prog.circuit), flat)
-    return np.asarray(power), "ideal settings on a nominal chip"
+    return np.asarray(nominal_drives(prog.phase_map, prog.target)), "ideal settings on a nominal chip"
 
 
 def _precision(prog) -> tuple[float, str]:
@@ -352,17 +334,14 @@ def cost(prog: Program, *, batch: int = 1, group_index: float = GROUP_INDEX) -> 
 
     graph = prog.graph(0)
     loss, path_mzis, path_ps = worst_path(graph, t)
-    xs = [d["x"] for _, d in graph.nodes(data=True)]
-    path_mm = (max(xs) - min(xs)) * t.column_pitch_um * 1e-3
+    path_mm = optical_path_mm(graph, t.column_pitch_um)
 
     power, power_source = heater_powers(prog)
     per_tile = power.sum(axis=-1)
 
     f_hz = t.clock_ghz * 1e9
-    optical_ns = path_mm * 1e-3 * group_index / SPEED_OF_LIGHT_M_S * 1e9
-    optical_cycles = max(1, math.ceil(optical_ns * t.clock_ghz))
-    settle_ns = t.heater_tau_us * 1e3 * (t.dac_bits + 1) * math.log(2)
-    settle_cycles = math.ceil(settle_ns * t.clock_ghz)
+    optical_ns, optical_cycles = t.flight(path_mm, group_index)
+    settle_ns, settle_cycles = t.settle_ns, t.settle_cycles
     latency_cycles = tiles * (settle_cycles + batch + optical_cycles)
     latency_s = latency_cycles / f_hz
     throughput = m_out * n_in * batch / latency_s

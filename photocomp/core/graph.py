@@ -47,7 +47,7 @@ from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import PhaseMap
 from photocomp.core.validate import check_int
 
-__all__ = ["circuit_graph", "export_graph", "to_sax_netlist", "export_netlist", "NETLIST_MODELS"]
+__all__ = ["circuit_graph", "optical_path_mm", "export_graph", "to_sax_netlist", "export_netlist", "NETLIST_MODELS"]
 
 
 class HasPhaseMap(Protocol):
@@ -123,6 +123,12 @@ def circuit_graph(phase_map: PhaseMap | HasPhaseMap, tile: int = 0) -> nx.DiGrap
         src, sport = last[m]
         g.add_edge(src, f"out:{m}", mode=m, src_port=sport, dst_port="i")
     return g
+
+
+def optical_path_mm(graph: nx.DiGraph, column_pitch_um: float) -> float:
+    """Length (mm) of the die a circuit graph spans along the light: its layout's column span times the pitch."""
+    xs = [d["x"] for _, d in graph.nodes(data=True)]
+    return (max(xs) - min(xs)) * column_pitch_um * 1e-3
 
 
 def export_graph(graph: nx.DiGraph, path: str | os.PathLike) -> str:

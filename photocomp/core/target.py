@@ -25,12 +25,18 @@ from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNa
 from photocomp.core.layout import MESH_KINDS, layout
 from photocomp.core.registry import quote
 
-__all__ = ["Target", "get_target", "available_targets", "SIZE_RANGE"]
+__all__ = ["Target", "get_target", "available_targets", "SIZE_RANGE", "GROUP_INDEX", "SPEED_OF_LIGHT_M_S"]
 
 SIZE_RANGE = (2, 4096)
 """Smallest and largest number of optical modes K of a target."""
 
 _DETECTION = ("coherent", "intensity")
+
+GROUP_INDEX = 4.2
+"""Default group index of the chip's waveguides (silicon strip waveguide near 1550 nm)."""
+
+SPEED_OF_LIGHT_M_S = 299_792_458.0
+"""Speed of light in vacuum (m/s)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +140,21 @@ class Target:
     def depth(self) -> int:
         """Optical depth of one mesh in MZI columns."""
         return layout(self.mesh, self.size).depth
+
+    @property
+    def settle_ns(self) -> float:
+        """Heater settling time to half a DAC step (ns): a first-order response, ``tau (dac_bits + 1) ln 2``."""
+        return self.heater_tau_us * 1e3 * (self.dac_bits + 1) * math.log(2)
+
+    @property
+    def settle_cycles(self) -> int:
+        """:attr:`settle_ns` in clock cycles, rounded up."""
+        return math.ceil(self.settle_ns * self.clock_ghz)
+
+    def flight(self, path_mm: float, group_index: float = GROUP_INDEX) -> tuple[float, int]:
+        """Time of flight through ``path_mm`` of waveguide: ``(ns, clock cycles)``, at least one cycle."""
+        ns = path_mm * 1e-3 * group_index / SPEED_OF_LIGHT_M_S * 1e9
+        return ns, max(1, math.ceil(ns * self.clock_ghz))
 
     def default_pipeline(self, circuit: str = "svd") -> str:
         """Preset pipeline string for this target (DAC bits from the target).

@@ -35,6 +35,7 @@ compiled program serves every chip of a target and circuit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -47,7 +48,7 @@ from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target, get_target
 from photocomp.core.validate import check_int
 
-__all__ = ["Chip", "fabricate", "HEATER_GROUPS", "heater_groups", "heater_positions"]
+__all__ = ["Chip", "fabricate", "nominal_chip", "HEATER_GROUPS", "heater_groups", "heater_positions"]
 
 HEATER_GROUPS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out")
 """Heater groups of an ``svd`` chip, in flat order (:func:`heater_groups` for any circuit)."""
@@ -253,6 +254,18 @@ def fabricate(target: str | Target = "pace-64", seed: int = 0, circuit: str = "s
     pick = lambda d: {s: d[s] for s in stages}  # noqa: E731
     rows, cols, w = crosstalk_matrix(t, heater_positions(t, circuit))
     return Chip(t, seed, pick(c_in), pick(c_out), pick(loss), offset[keep], eff[keep], rows, cols, w, circuit)
+
+
+@functools.lru_cache(maxsize=8)
+def nominal_chip(target: Target, circuit: str = "svd") -> Chip:
+    """The target's ``circuit`` chip without fabrication errors: no coupler errors or offsets, unit heater
+    efficiency, nominal losses, the layout's crosstalk (what cost reports drive)."""
+    chip = fabricate(target, 0, circuit=circuit)
+    zeros = {k: np.zeros_like(np.asarray(v)) for k, v in chip.coupler_in.items()}
+    loss = {k: np.full_like(np.asarray(v), target.mzi_loss_db) for k, v in chip.loss_db.items()}
+    return dataclasses.replace(chip, coupler_in=zeros, coupler_out=dict(zeros), loss_db=loss,
+                               offset=np.zeros_like(np.asarray(chip.offset)),
+                               efficiency=np.ones_like(np.asarray(chip.efficiency)))
 
 
 def as_chip(chip: object, name: str = "chip") -> Chip:

@@ -35,7 +35,7 @@ from photocomp.core.ir import PhaseMap, TileGrid
 from photocomp.core.layout import MeshLayout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target
-from photocomp.hardware.chip import Chip, heater_groups, heater_slices
+from photocomp.hardware.chip import Chip, heater_groups, heater_slices, nominal_chip
 from photocomp.sim.ideal import accumulate, tile_inputs
 from photocomp.sim.physical import (
     amplitude,
@@ -61,6 +61,7 @@ __all__ = [
     "flatten_heaters",
     "unflatten_heaters",
     "drive_map",
+    "nominal_drives",
     "realized_phases",
 ]
 
@@ -281,3 +282,11 @@ def drive_map(chip: Chip, phases: npt.ArrayLike, *, iterations: int = 30) -> np.
     own = own.reshape(want.shape)
     power = own * t.heater_p_pi_mw / (np.pi * np.asarray(chip.efficiency))
     return np.minimum(power, t.drive_limit_p_pi * t.heater_p_pi_mw)
+
+
+def nominal_drives(pm: PhaseMap, target: Target) -> np.ndarray:
+    """Heater powers (mW), ``(n_tiles, n_heaters)``, of a phase map's ideal settings on the target's
+    :func:`~photocomp.hardware.chip.nominal_chip` (crosstalk pre-compensated)."""
+    with jax.enable_x64(True):
+        flat = np.asarray(flatten_heaters(settings_from_program(pm)), dtype=np.float64)
+        return drive_map(nominal_chip(target, pm.circuit), flat)

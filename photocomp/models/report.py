@@ -33,23 +33,17 @@ Per layer (a program of ``T`` tiles on a ``K x K`` core):
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 
-import jax
 import numpy as np
 
 from photocomp.compiler.program import Program
-from photocomp.core.target import Target
-from photocomp.hardware.chip import Chip, fabricate, heater_slices
-from photocomp.hardware.chipsim import drive_map, flatten_heaters, settings_from_program
+from photocomp.core.graph import optical_path_mm
+from photocomp.core.target import GROUP_INDEX
+from photocomp.hardware.chip import heater_slices
+from photocomp.hardware.chipsim import nominal_drives
 
 __all__ = ["LayerReport", "ModelReport", "layer_report", "GROUP_INDEX"]
 
-GROUP_INDEX = 4.2
-"""Group index of the waveguides for the time of flight (the default of :mod:`photocomp.analysis.cost`)."""
-
-SPEED_OF_LIGHT_M_S = 299_792_458.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,30 +178,6 @@ def _ns(value: float) -> str:
     return f"{value:.3g} ns"
 
 
-@functools.lru_cache(maxsize=8)
-def _nominal_chip(target: Target, circuit: str) -> Chip:
-    """The target's ``circuit`` chip without fabrication errors (as :mod:`photocomp.analysis.cost` uses)."""
-    chip = fabricate(target, 0, circuit=circuit)
-    zeros = {k: np.zeros_like(np.asarray(v)) for k, v in chip.coupler_in.items()}
-    loss = {k: np.full_like(np.asarray(v), target.mzi_loss_db) for k, v in chip.loss_db.items()}
-    return dataclasses.replace(chip, coupler_in=zeros, coupler_out=dict(zeros), loss_db=loss,
-                               offset=np.zeros_like(np.asarray(chip.offset)),
-                               efficiency=np.ones_like(np.asarray(chip.efficiency)))
-
-
-def _heater_powers(prog: Program) -> np.ndarray:
-    """(n_tiles,) total heater power (mW) of each tile's ideal settings on a nominal chip."""
-    with jax.enable_x64(True):
-        flat = np.asarray(flatten_heaters(settings_from_program(prog.phase_map)), dtype=np.float64)
-        power = drive_map(_nominal_chip(prog.target, prog.circuit), flat)
-    return np.asarray(power).sum(axis=-1)
-
-
-def _optical_path_mm(prog: Program) -> float:
-    xs = [d["x"] for _, d in prog.graph(0).nodes(data=True)]
-    return (max(xs) - min(xs)) * prog.target.column_pitch_um * 1e-3
-
-
 def layer_report(name: str, kind: str, prog: Program, *, vectors: int, compile_s: float,
                  power: bool = True) -> LayerReport:
     """The :class:`LayerReport` of one layer's program streaming ``vectors`` inputs per tile setting.
@@ -217,13 +187,12 @@ def layer_report(name: str, kind: str, prog: Program, *, vectors: int, compile_s
     t = prog.target
     tiles = prog.n_tiles
     clock = t.clock_ghz
-    optical_ns = _optical_path_mm(prog) * 1e-3 * GROUP_INDEX / SPEED_OF_LIGHT_M_S * 1e9
-    optical_cycles = max(1, math.ceil(optical_ns * clock))
-    settle_cycles = math.ceil(t.heater_tau_us * 1e3 * (t.dac_bits + 1) * math.log(2) * clock)
+    _, optical_cycles = t.flight(optical_path_mm(prog.graph(0), t.column_pitch_um), GROUP_INDEX)
+    settle_cycles = t.settle_cycles
     per_tile_cycles = settle_cycles + vectors + optical_cycles
     latency_cycles = tiles * per_tile_cycles
     if power:
-        per_tile = _heater_powers(prog)
+        per_tile = np.asarray(nominal_drives(prog.phase_map, t)).sum(axis=-1)
         p_mean, p_max = float(per_tile.mean()), float(per_tile.max())
         energy = float(per_tile.sum()) * per_tile_cycles / clock * 1e-3  # mW x ns = pJ -> nJ
     else:
