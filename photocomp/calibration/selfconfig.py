@@ -246,20 +246,23 @@ def _prior_chip(target, offset, efficiency) -> Chip:
                 np.asarray(offset, np.float64), np.asarray(efficiency, np.float64), rows, cols, w, "unitary")
 
 
+def _finite_vector(value, name: str, h: int, unit: str = "") -> np.ndarray:
+    """``value`` as a finite float64 ``(h,)`` array, else a typed error naming ``name``."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidTypeError(f"{name} must be a real array of shape ({h},){unit}; "
+                               f"got {type(value).__name__}") from None
+    if a.shape != (h,) or not np.all(np.isfinite(a)):
+        raise InvalidInputError(f"{name} must be finite with shape ({h},); got shape {a.shape}")
+    return a
+
+
 def _heater_estimates(heaters, h: int) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(heaters, tuple) or len(heaters) != 2:
         raise InvalidTypeError(f"heaters must be a tuple (offsets, efficiencies) of ({h},) arrays; "
                                f"got {type(heaters).__name__}")
-    out = []
-    for name, v in zip(("offsets", "efficiencies"), heaters):
-        try:
-            a = np.asarray(v, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidTypeError(f"heaters {name} must be a real array of shape ({h},); "
-                                   f"got {type(v).__name__}") from None
-        if a.shape != (h,) or not np.all(np.isfinite(a)):
-            raise InvalidInputError(f"heaters {name} must be finite with shape ({h},); got shape {a.shape}")
-        out.append(a)
+    out = [_finite_vector(v, f"heaters {name}", h) for name, v in zip(("offsets", "efficiencies"), heaters)]
     if np.any(out[1] <= 0):
         raise InvalidInputError(f"heaters efficiencies must be > 0; got min {out[1].min():g}")
     return out[0], out[1]
@@ -531,13 +534,7 @@ class SelfConfig:
                 phases = np.asarray(flatten_heaters(ideal_settings(program)))[0]
             start = drive_map(_prior_chip(tgt, offsets, eta), phases)
         else:
-            try:
-                start = np.asarray(start_drives, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise InvalidTypeError(f"start_drives must be a real array of shape ({h},) mW; "
-                                       f"got {type(start_drives).__name__}") from None
-            if start.shape != (h,) or not np.all(np.isfinite(start)):
-                raise InvalidInputError(f"start_drives must be finite with shape ({h},); got shape {start.shape}")
+            start = _finite_vector(start_drives, "start_drives", h, " mW")
         tile = ideal_tiles(program)[0]
         u = tile * math.sqrt(tgt.size) / np.linalg.norm(tile)
         s = _Session(self, instrument, u, eta, program.phase_map.u)

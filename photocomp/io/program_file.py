@@ -207,7 +207,7 @@ from photocomp.core.version import __version__
 from photocomp.hardware.chip import fabricate, heater_groups
 from photocomp.hardware.chipsim import Settings
 
-__all__ = ["FORMAT", "SCHEMA_VERSION", "READ_VERSIONS", "DETECTIONS", "UNITS", "PHASE_LIMIT", "ANGLE_TOLERANCE",
+__all__ = ["unique_keys", "DuplicateKeyError", "FORMAT", "SCHEMA_VERSION", "READ_VERSIONS", "DETECTIONS", "UNITS", "PHASE_LIMIT", "ANGLE_TOLERANCE",
            "MAX_META_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "ProgramFile", "save_program", "read_program",
            "atomic_write_npz", "meta_digest", "chip_fingerprint", "check_program_arrays", "mesh_counts",
            "circuit_arrays"]
@@ -652,8 +652,8 @@ class _Reader:
         if depth > MAX_JSON_DEPTH:
             self.fail(f"the __meta__ record nests {depth} levels deep; at most MAX_JSON_DEPTH = {MAX_JSON_DEPTH}")
         try:
-            meta = json.loads(text, object_pairs_hook=_unique_keys)
-        except _DuplicateKey as exc:
+            meta = json.loads(text, object_pairs_hook=unique_keys)
+        except DuplicateKeyError as exc:
             self.fail(f"the __meta__ record repeats the key {_short(exc.args[0])} in one object: tampered")
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; so are over-long ints
             self.fail(f"the __meta__ record is not valid JSON ({type(exc).__name__}: {_cut(str(exc), 120)})")
@@ -832,15 +832,17 @@ def _set_difference(got, expected) -> str:
     return ", ".join(parts)
 
 
-class _DuplicateKey(Exception):
-    pass
+class DuplicateKeyError(ValueError):
+    """A JSON object repeats a key (``args[0]``); raised by :func:`unique_keys`."""
 
 
-def _unique_keys(pairs):
+def unique_keys(pairs):
+    """``object_pairs_hook`` for ``json.loads`` that refuses an object repeating a key (:class:`DuplicateKeyError`):
+    the standard parser keeps the last value silently, so a tampered record could hide a second one."""
     out = {}
     for k, v in pairs:
         if k in out:
-            raise _DuplicateKey(k)
+            raise DuplicateKeyError(k)
         out[k] = v
     return out
 

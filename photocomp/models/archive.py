@@ -67,6 +67,7 @@ from photocomp.compiler.program import Program, load
 from photocomp.core.atomic import atomic_write, os_reason, quote_path
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PhaseMapFileError, PhotocompError
 from photocomp.core.version import __version__
+from photocomp.io.program_file import DuplicateKeyError, unique_keys
 from photocomp.models.layers import ACTIVATIONS, ConvSpec, parse_activation
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CONVENTION", "write_archive", "read_archive", "LayerEntry"]
@@ -158,15 +159,6 @@ def write_archive(path: str, head: dict, layers: list[tuple[dict, Program, np.nd
 
 class _Bad(Exception):
     pass
-
-
-def _unique(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise _Bad(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
 def _no_constant(name: str):
@@ -328,7 +320,9 @@ def _read(zf: zipfile.ZipFile, tmp: str) -> tuple[dict, list[LayerEntry]]:
         raise _Bad(f"{MANIFEST} declares {info.file_size} bytes, more than {MAX_MANIFEST_BYTES}")
     try:
         text = zf.read(MANIFEST).decode("utf-8")
-        m = json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
+        m = json.loads(text, object_pairs_hook=unique_keys, parse_constant=_no_constant)
+    except DuplicateKeyError as exc:
+        raise _Bad(f"duplicate key {exc.args[0]!r}") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise _Bad(f"{MANIFEST} is not UTF-8 JSON ({type(exc).__name__})") from None
     m = _check_manifest(m)
