@@ -1,4 +1,4 @@
-"""Shared test helpers: the tolerance table, seeded generators and random matrices.
+"""Shared test helpers: the tolerance table, seeded generators, random matrices and the command runner.
 
 Every tolerance the suite uses lives here. ``TOL`` is per dtype (like JAX's
 own test suite); ``BOUND`` holds the few named bounds that are tighter or
@@ -61,6 +61,18 @@ BOUND = {
     # a 16-bit DAC leaves a small-matrix error well below 1 %
     "quantized_16bit_error": 1e-2,
 }
+
+
+def run_cli(capsys, *argv):
+    """``photocomp.cli.main(argv)`` -> (exit code, stdout, stderr); argparse exits become codes."""
+    from photocomp.cli import main  # conftest itself imports no photocomp
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def tol(dtype) -> float:

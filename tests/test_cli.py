@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import TOL, random_matrix
+from conftest import run_cli as run
 
 import photocomp as pc
 from photocomp.cli import main
@@ -18,14 +19,6 @@ COMMANDS = ["targets", "passes", "compile", "inspect", "demo"]
 EXACT = "validate | tile | svd | clements | canonicalize | lower"
 
 
-def run(capsys, *argv):
-    """main(argv) -> (exit code, stdout, stderr); argparse exits become codes."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err, match=None):

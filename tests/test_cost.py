@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 from conftest import BOUND, random_matrix
+from conftest import run_cli as _run
 
 import photocomp as pc
 from photocomp.analysis.cost import GROUP_INDEX, SPEED_OF_LIGHT_M_S, Cost
-from photocomp.cli import main
 from photocomp.core.ir import CompileReport, PhaseMap, TileGrid
 from photocomp.core.phases import MeshPhases
 
@@ -288,10 +288,6 @@ def test_bad_input():
 # ---- CLI -------------------------------------------------------------------------------------------------
 
 
-def _run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_report(capsys, tmp_path):

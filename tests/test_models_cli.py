@@ -6,23 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli as run
 from test_models import EXACT, TARGET, onnx_chain, onnx_with, rel_err, state_dict
 
 import photocomp as pc
-from photocomp.cli import main
 
 onnx = pytest.importorskip("onnx")
 st = pytest.importorskip("safetensors.numpy")
 from onnx import helper, numpy_helper  # noqa: E402
-
-
-def run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

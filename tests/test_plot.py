@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 from conftest import random_matrix
+from conftest import run_cli as _run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import photocomp as pc
 from photocomp.analysis.plot import PlotKind, figure, plot, plot_file, plot_kinds, register_plot
-from photocomp.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -186,13 +186,6 @@ def test_register_a_kind(tmp_path):
 # ---- CLI ---------------------------------------------------------------------------------------------
 
 
-def _run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import random_matrix
+from conftest import run_cli as run
 
 import photocomp as pc
 from photocomp.analysis.cost import heater_powers
@@ -243,10 +244,6 @@ def test_calibration_figure_has_no_v_mesh_or_attenuator_panel(tmp_path):
 # ---- command line ----------------------------------------------------------------------------------------
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _rows(out: str) -> dict:
