@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from photocomp.compiler.pipeline import Pass, single_threaded_blas
+from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
-from photocomp.sim.devices import run_tiles
+from photocomp.sim.devices import run_tiles, single_threaded_blas
 
 
 def tile_exponents(blocks: np.ndarray) -> np.ndarray:

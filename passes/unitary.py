@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from photocomp.compiler.pipeline import Pass, single_threaded_blas
+from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import PipelineError
 from photocomp.core.ir import TileGrid
@@ -18,6 +18,7 @@ from photocomp.core.metrics import (
     unitary_deviation,
 )
 from photocomp.core.validate import check_real
+from photocomp.sim.devices import single_threaded_blas
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from photocomp.compiler.pipeline import Pass, single_threaded_blas
+from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.metrics import (
     known_unitary_deviation,
@@ -16,6 +16,7 @@ from photocomp.core.metrics import (
     scale_by_power_of_two,
 )
 from photocomp.core.validate import as_matrix
+from photocomp.sim.devices import single_threaded_blas
 
 RANK_MAX_SIDE = 512
 """Largest smaller side of a matrix whose numerical rank ``validate`` records."""

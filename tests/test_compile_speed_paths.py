@@ -23,10 +23,10 @@ from conftest import haar_unitary, mesh_matrix_np
 import photocomp as pc
 from photocomp.compiler import driver
 from photocomp.compiler.decompose import check_tiles, decompose_many, decompose_pair
-from photocomp.compiler.pipeline import single_threaded_blas
 from photocomp.core import metrics
 from photocomp.core.ir import PhaseMap
 from photocomp.core.phases import MeshPhases
+from photocomp.sim.devices import single_threaded_blas
 
 EXACT = "validate | tile | {first} | clements | canonicalize | lower"
 

@@ -54,7 +54,7 @@ import numpy as np
 import numpy.typing as npt
 
 from photocomp.compiler.decompose import check_tiles
-from photocomp.compiler.pipeline import INITIAL_PROPERTIES, Pass, Pipeline, get_pass, single_threaded_blas
+from photocomp.compiler.pipeline import INITIAL_PROPERTIES, Pass, Pipeline, get_pass
 from photocomp.compiler.program import Program
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError
@@ -72,6 +72,7 @@ from photocomp.core.metrics import (
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target, get_target
 from photocomp.core.validate import as_matrix, matrix_view
+from photocomp.sim.devices import single_threaded_blas
 
 __all__ = ["compile", "memory_plan"]
 

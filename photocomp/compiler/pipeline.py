@@ -36,26 +36,24 @@ Example:
 from __future__ import annotations
 
 import abc
-import contextlib
 import dataclasses
-import functools
 import math
 import numbers
 import re
-import threading
 import time
 import types
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 from photocomp.compiler.state import CompileState
 from photocomp.core import registry
 from photocomp.core.errors import InvalidTypeError, PhotocompError, PipelineError, UnknownNameError
 from photocomp.core.ir import PassRecord
 from photocomp.core.registry import quote
+from photocomp.sim.devices import single_threaded_blas
 
 __all__ = ["Pass", "Pipeline", "parse_pipeline", "get_pass", "available_passes", "INITIAL_PROPERTIES",
-           "LOWERED", "MAX_PIPELINE_CHARS", "MAX_NUMBER_CHARS", "single_threaded_blas"]
+           "LOWERED", "MAX_PIPELINE_CHARS", "MAX_NUMBER_CHARS"]
 
 INITIAL_PROPERTIES = frozenset({"weights"})
 """Properties every compile starts with: ``compile`` validates the weights on entry."""
@@ -74,44 +72,6 @@ _BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*", re.ASCII)
 _KEYWORDS = ("true", "false", "none", "null")
 
 
-# ---- BLAS threads ------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
-    """A ``threadpoolctl.ThreadpoolController`` of the BLAS libraries loaded (numpy's, and scipy's,
-    whose LAPACK JAX calls on CPU), made once; None without threadpoolctl."""
-    try:
-        import scipy.linalg.cython_lapack  # noqa: F401  (load it so that it is limited too)
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    return ThreadpoolController()
-
-
-_blas_depth = threading.local()
-
-
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """One BLAS/LAPACK thread while the block runs (see :func:`photocomp.sim.devices.one_blas_thread`).
-
-    A compile's factorisations and products are small, or run tile by tile:
-    a multi-threaded BLAS call only adds synchronisation, which on a loaded
-    machine costs far more than the arithmetic. Unlike ``one_blas_thread``,
-    the libraries are looked up once per process (``threadpool_limits``
-    searches them on every call, about 2 ms), and a nested block costs
-    nothing. :meth:`Pipeline.run` runs every pass in it (not the callbacks).
-    """
-    depth = getattr(_blas_depth, "n", 0)
-    ctl = _blas_controller() if depth == 0 else None
-    limit = ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()
-    _blas_depth.n = depth + 1
-    try:
-        with limit:
-            yield
-    finally:
-        _blas_depth.n = depth
 
 
 class Pass(abc.ABC):

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
 from jax import lax
 
-__all__ = ["run_tiles", "one_blas_thread", "tile_chunk", "pad_tiles", "bucket", "device_tuple", "tile_mesh", "spread", "gather",
+__all__ = ["run_tiles", "single_threaded_blas", "tile_chunk", "pad_tiles", "bucket", "device_tuple", "tile_mesh", "spread", "gather",
            "shard_map"]
 
 
@@ -135,17 +138,40 @@ def bucket(b: int, quantum: int) -> int:
     return -(-size // quantum) * quantum
 
 
-def one_blas_thread():
-    """Single-threaded BLAS/LAPACK for small factorisations, when ``threadpoolctl`` is installed.
-
-    Tiles are small (K x K), and so are the matrices checked whole (at most
-    512 x 512): a multi-threaded LAPACK call only adds synchronisation, which
-    on a loaded machine costs far more than the factorisation itself; the
-    tiles run in parallel across devices instead.
-    """
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """A ``threadpoolctl.ThreadpoolController`` of the BLAS libraries loaded (numpy's, and scipy's,
+    whose LAPACK JAX calls on CPU), made once; None without threadpoolctl."""
     try:
-        import scipy.linalg.cython_lapack  # noqa: F401  (the LAPACK JAX calls on CPU; load it to limit it)
-        from threadpoolctl import threadpool_limits
+        import scipy.linalg.cython_lapack  # noqa: F401  (load it so that it is limited too)
+        from threadpoolctl import ThreadpoolController
     except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+        return None
+    return ThreadpoolController()
+
+
+_blas_depth = threading.local()
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """One BLAS/LAPACK thread while the block runs, when ``threadpoolctl`` is installed.
+
+    Tiles are small (K x K), and so are the matrices checked whole: a
+    multi-threaded BLAS or LAPACK call only adds synchronisation, which on a
+    loaded machine costs far more than the arithmetic; the tiles run in
+    parallel across devices instead. The libraries are looked up once per
+    process (``threadpool_limits`` searches them on every call, about 2 ms),
+    and a nested block costs nothing.
+    :meth:`photocomp.compiler.pipeline.Pipeline.run` runs every pass in it
+    (not the callbacks).
+    """
+    depth = getattr(_blas_depth, "n", 0)
+    ctl = _blas_controller() if depth == 0 else None
+    limit = ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()
+    _blas_depth.n = depth + 1
+    try:
+        with limit:
+            yield
+    finally:
+        _blas_depth.n = depth
