@@ -875,24 +875,16 @@ def _flush_and_exit(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _exit_at_shutdown(code: int):
-    """SIGINT handler for the interpreter's shutdown after the command: exit 130 at once, no traceback."""
-
-    def handler(signum, frame):
-        if code != 130:
-            _err("photocomp: interrupted")
-        _flush_and_exit(130)
-
-    return handler
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``photocomp`` command; returns the exit code (0, 1, 2 or 130; see the module docstring).
 
-    ``argv=None`` reads ``sys.argv`` and is the command itself: a Ctrl-C that
-    comes after the work, while the interpreter shuts down, still exits 130
-    with one line. With an explicit ``argv`` the caller's SIGINT handler is
-    restored on return.
+    ``argv=None`` reads ``sys.argv`` and is the command itself: once the work
+    is done (output files complete, streams flushed) the process ends at once
+    with the exit code, without the interpreter's teardown. That teardown
+    stops XLA's threads and restores the default SIGINT action, so a Ctrl-C
+    landing in it killed the process by the signal, and one landing while
+    XLA still ran could crash it. With an explicit ``argv`` the caller's
+    SIGINT handler is restored and the code returned.
     """
     handler = _Sigint()
     main_thread = threading.current_thread() is threading.main_thread()
@@ -911,17 +903,11 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted or handler.hit:
         code = 130
         _err("photocomp: interrupted")
-        if process:
-            # An interrupt can land while XLA compiles or runs on its own threads; tearing the
-            # interpreter down under them can crash (SIGSEGV). Output files are already complete or
-            # absent (atomic writes, clean-up in ``finally``), so leave at once.
-            _flush_and_exit(130)
+    if process:
+        _flush_and_exit(code)
     if main_thread:
         sys.unraisablehook = handler.previous_hook
-        if process:
-            signal.signal(signal.SIGINT, _exit_at_shutdown(code))
-        else:
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
     return code
 
 
