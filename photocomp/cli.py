@@ -114,28 +114,36 @@ class _Sigint:
         self.armed = True
         self.hit = False
         self.done = False
+        self.in_hook = False
         self.previous_hook = sys.unraisablehook
         self.retries: list[threading.Thread] = []
 
     def __call__(self, signum, frame):
         self.hit = True
-        if self.armed:
+        # never inside the hook below: an exception there is printed as "Exception ignored ..."
+        if self.armed and not self.in_hook:
             self.armed = False  # a second Ctrl-C must not interrupt the clean-up of the first
             raise _Interrupted
 
     def unraisable(self, info) -> None:
         if isinstance(info.exc_value, (_Interrupted, KeyboardInterrupt)):
-            if not self.done and len(self.retries) < 100:
-                self.armed = True
-                # from another thread, so that it arrives once this callback has returned
-                retry = threading.Thread(target=self._retry, daemon=True)
-                self.retries.append(retry)
-                retry.start()
+            self.in_hook = True
+            try:
+                if not self.done and len(self.retries) < 100:
+                    self.armed = True
+                    # from another thread, so that it arrives once this callback has returned
+                    retry = threading.Thread(target=self._retry, daemon=True)
+                    self.retries.append(retry)
+                    retry.start()
+            finally:
+                self.in_hook = False
             return
         self.previous_hook(info)
 
     def _retry(self) -> None:
         time.sleep(0.002)
+        while self.in_hook and not self.done:  # a busy machine can still be starting this thread
+            time.sleep(0.001)
         if not self.done:
             _thread.interrupt_main()
 
