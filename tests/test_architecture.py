@@ -27,7 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = {"photocomp": ROOT / "photocomp", "photocomp.passes": ROOT / "passes", "photocomp.targets": ROOT / "targets"}
 
 # lowest first; a module may import its own layer and the layers before it
-LAYERS = ("core", "sim", "hardware", "io", "compiler", "passes", "targets", "calibration", "drift", "models", "analysis", "cli")
+LAYERS = ("core", "sim", "hardware", "io", "compiler", "passes", "targets", "calibration", "drift", "models", "nn", "analysis", "cli")
 
 
 def _modules() -> dict[str, pathlib.Path]:
