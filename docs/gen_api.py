@@ -1,7 +1,7 @@
 """Write docs/api.md, the API reference, from photocomp's public names and their docstrings.
 
 The reference covers every name in ``photocomp.__all__`` and
-``photocomp.drift.__all__``, and the public modules whose names are not
+``photocomp.drift.__all__`` and ``photocomp.nn.__all__``, and the public modules whose names are not
 re-exported at the top level (cost report, netlist export, figures). For each
 function: its signature, the first line of its docstring and its
 ``Args``/``Returns`` sections (where the units are written); for each class:
@@ -34,6 +34,7 @@ OUT = Path(__file__).resolve().parent / "api.md"
 SECTIONS = (
     ("photocomp", None),
     ("photocomp.drift", None),
+    ("photocomp.nn", None),
     ("photocomp.analysis.cost", ("GROUP_INDEX", "SPEED_OF_LIGHT_M_S")),
     ("photocomp.core.graph", ("to_sax_netlist", "export_netlist", "NETLIST_MODELS")),
     ("photocomp.analysis.plot", None),

@@ -9,7 +9,7 @@ and run the result as jit-compiled forward functions::
     prog.save("W.phases.npz"); prog2 = pc.load("W.phases.npz")
 """
 
-from photocomp import drift
+from photocomp import drift, nn
 from photocomp.analysis.cost import Cost, cost
 from photocomp.analysis.plot import plot
 from photocomp.calibration.calibrate import calibrate
@@ -94,6 +94,7 @@ __all__ = [
     "matrix_error",
     "convention",
     "drift",
+    "nn",
     "PhotocompError",
     "InvalidInputError",
     "InvalidTypeError",
