@@ -31,7 +31,7 @@ class _Decompose(Pass):
             )
         u, s_norm, vh, gain = state.require("svd", "svd")
         grid: TileGrid = state.require("grid", "tile")
-        lay = layout(self.kind, u.shape[-1])
+        lay = layout(self.kind, u.shape[-1], cell=state.target.cell)
         # every stack runs sharded across all JAX devices, in cache-sized chunks
         if vh is None:  # the unitary pass: one mesh per tile
             pm = PhaseMap.unitary(grid, MeshPhases(lay, *decompose_many(u, self.kind)[:3]), gain)

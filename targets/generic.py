@@ -1,4 +1,5 @@
-"""Generic meshes of any size: ``clements-N`` and ``reck-N``."""
+"""Generic meshes of any size: ``clements-N`` and ``reck-N`` (MZI cells), ``mzi3-N`` and ``mzix-N``
+(Clements meshes of three-splitter MZIs and of MZIs with a crossing; see :mod:`photocomp.core.cell`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _check_size(size, family: str) -> int:
     return size
 
 
-_FIXED = ("name", "mesh", "size", "components", "description")
+_FIXED = ("name", "mesh", "size", "components", "description", "cell")
 
 
 def _params(family: str, overrides: dict) -> dict:
@@ -35,6 +36,15 @@ def _params(family: str, overrides: dict) -> dict:
     return {**DEFAULTS, **overrides}
 
 
+def _generic(family: str, mesh: str, cell: str, size, overrides: dict, what: str) -> Target:
+    size = _check_size(size, family)
+    params = _params(family, overrides)
+    return Target(
+        name=f"{family}-{size}", mesh=mesh, size=size, components=component_count(size, cell), cell=cell,
+        description=f"generic {size}x{size} {what}, default physics", **params,
+    )
+
+
 def clements(size: int, **overrides: object) -> Target:
     """A generic N x N Clements (rectangular) mesh with the default physics.
 
@@ -42,19 +52,35 @@ def clements(size: int, **overrides: object) -> Target:
       >>> clements(16).depth
       16
     """
-    size = _check_size(size, "clements")
-    params = _params("clements", overrides)
-    return Target(
-        name=f"clements-{size}", mesh="clements", size=size, components=component_count(size),
-        description=f"generic {size}x{size} Clements mesh, default physics", **params,
-    )
+    return _generic("clements", "clements", "mzi", size, overrides, "Clements mesh")
 
 
 def reck(size: int, **overrides: object) -> Target:
     """A generic N x N Reck (triangular) mesh with the default physics."""
-    size = _check_size(size, "reck")
-    params = _params("reck", overrides)
-    return Target(
-        name=f"reck-{size}", mesh="reck", size=size, components=component_count(size),
-        description=f"generic {size}x{size} Reck mesh, default physics", **params,
-    )
+    return _generic("reck", "reck", "mzi", size, overrides, "Reck mesh")
+
+
+def mzi3(size: int, **overrides: object) -> Target:
+    """A Clements mesh of three-splitter MZIs (Hamerly et al., Nat. Commun. 13, 6831 (2022)).
+
+    Each cell adds a coupler and a trim heater to the MZI; with imperfect
+    couplers the trim restores the full splitting range, so error correction
+    reaches every cell setting a perfect MZI could. Same decomposition,
+    depth and cell count as ``clements-N``; 1.5x the couplers and heaters.
+
+    Example:
+      >>> t = mzi3(8)
+      >>> (t.depth, t.layout.cell.heaters)
+      (8, ('external', 'internal', 'trim'))
+    """
+    return _generic("mzi3", "clements", "mzi3", size, overrides, "Clements mesh of three-splitter MZIs")
+
+
+def mzix(size: int, **overrides: object) -> Target:
+    """A Clements mesh of MZIs each followed by a waveguide crossing (bar and cross states trade places).
+
+    Example:
+      >>> mzix(8).layout.cell.name
+      'mzix'
+    """
+    return _generic("mzix", "clements", "mzix", size, overrides, "Clements mesh of MZI + crossing cells")

@@ -19,6 +19,8 @@ pitch 50 um, MZI column pitch 300 um, drive limit 2.5 P_pi, 10-bit detector
 ADCs, 1e5 detected photons per unit power per shot, dark noise 1e-4.
 """
 
+from photocomp.core.cell import get_cell
+
 DEFAULTS = dict(
     wavelength_nm=1550.0,
     dn_dt_per_k=1.8e-4,
@@ -42,7 +44,8 @@ DEFAULTS = dict(
 )
 
 
-def component_count(size: int) -> int:
-    """Approximate optical components of a 2-mesh SVD core: MZIs (2 couplers + 2 shifters each) + attenuators."""
-    mzis = size * (size - 1) + size
-    return 4 * mzis + size
+def component_count(size: int, cell: str = "mzi") -> int:
+    """Approximate optical components of a 2-mesh SVD core: every mesh cell's components (an MZI: 2
+    couplers + 2 shifters), K attenuator MZIs (4 each) and K output shifters."""
+    per_cell = len(get_cell(cell).components)
+    return 2 * per_cell * (size * (size - 1) // 2) + 4 * size + size

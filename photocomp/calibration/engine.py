@@ -38,6 +38,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from photocomp.compiler.program import Program
+from photocomp.core.cell import MZI, Cell
 from photocomp.core.convention import mzi, physical_mzi
 from photocomp.core.errors import InvalidTypeError
 from photocomp.core.ir import TileGrid
@@ -163,21 +164,126 @@ def _phase(z):
     return np.angle(z)
 
 
-def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db):
-    """Local correction of a stack of meshes (T, ...) sharing one chip stage."""
+_GRID_INTERNAL = 128  # internal-heater phases searched per cell (a cell other than the MZI)
+_GRID_TRIM = 16  # trim-heater phases searched per trim
+
+
+def _cell_core(cell: Cell, internal, trims: dict, errors: dict):
+    """The cell without its external heater (that heater is first in every built-in cell), ``S + (2, 2)``."""
+    settings = {"internal": internal, "external": np.zeros(np.shape(internal)), **trims}
+    return cell.transfer(settings, errors)
+
+
+def _bar(core):
+    m = np.abs(core[..., :, 0]) ** 2
+    return m[..., 0] / np.maximum(m.sum(-1), 1e-300)
+
+
+def _cell_candidates(cell: Cell, errors: dict):
+    """The cell's bar power on a grid of internal (and trim) phases: ``(grid settings, bar (n, G))``."""
+    internal = np.linspace(0.0, 2 * np.pi, _GRID_INTERNAL, endpoint=False)
+    axes = [internal] + [np.concatenate([[phase], np.linspace(0.0, 2 * np.pi, _GRID_TRIM, endpoint=False)])
+                         for _, phase in cell.trims]
+    mesh = [a.ravel() for a in np.meshgrid(*axes, indexing="ij")]
+    grid = {"internal": mesh[0], **{h: mesh[j + 1] for j, (h, _) in enumerate(cell.trims)}}
+    errs = {k: np.asarray(v)[:, None] for k, v in errors.items()}
+    bar = _bar(_cell_core(cell, grid["internal"][None, :], {h: grid[h][None, :] for h, _ in cell.trims}, errs))
+    return grid, bar
+
+
+def _refine(cell: Cell, errors: dict, point: dict, objective, rounds: int = 12) -> dict:
+    """Pattern search around ``point`` (heater -> ``(T, n)``) minimising ``objective(bar)`` per cell: a
+    5-point stencil per heater (internal and trims), the step shrinking 2.5x per round from the grid's."""
+    names = ("internal",) + tuple(h for h, _ in cell.trims)
+    steps = np.array([2 * np.pi / _GRID_INTERNAL] + [2 * np.pi / _GRID_TRIM] * len(cell.trims))
+    stencil = np.stack([a.ravel() for a in np.meshgrid(*[np.arange(-2, 3)] * len(names), indexing="ij")], -1)
+    errs = {k: np.asarray(v)[None, :, None] for k, v in errors.items()}
+    point = {h: np.asarray(point[h], dtype=np.float64) for h in names}
+    for _ in range(rounds):
+        cand = {h: point[h][..., None] + stencil[:, j] * steps[j] for j, h in enumerate(names)}
+        value = objective(_bar(_cell_core(cell, cand["internal"], {h: cand[h] for h in names[1:]}, errs)))
+        best = np.argmin(value, axis=-1)[..., None]
+        point = {h: np.take_along_axis(cand[h], best, -1)[..., 0] for h in names}
+        steps = steps / 2.5
+    return point
+
+
+def _cell_split(cell: Cell, bar_power, errors: dict):
+    """Heater phases (internal and trims, each ``(T, n)``) giving each cell the bar power ``bar_power`` (T, n)
+    with its coupler errors (``(n,)`` each), or the nearest reachable one: the best point of a grid search
+    (trims at their ideal phase where that reaches it), refined by a pattern search and Newton steps on the
+    internal heater."""
+    grid, bar = _cell_candidates(cell, errors)  # (n, G)
+    miss = np.abs(bar[None, :, :] - bar_power[:, :, None])  # (T, n, G)
+    # prefer the trims' ideal phases: they keep the cell's phase response closest to the design
+    ideal = np.ones(bar.shape[-1], dtype=bool)
+    for h, phase in cell.trims:
+        ideal &= grid[h] == phase
+    best = np.argmin(miss + 1e-3 * ~ideal, axis=-1)
+    out = {h: grid[h][best] for h in ("internal",) + tuple(h for h, _ in cell.trims)}
+    out = _refine(cell, errors, out, lambda b: np.abs(b - bar_power[..., None]))
+    errs = {k: np.asarray(v)[None, :] for k, v in errors.items()}
+    trims = {h: out[h] for h, _ in cell.trims}
+    step = 1e-6
+    for _ in range(6):  # Newton on the internal heater, derivative by central differences
+        b0 = _bar(_cell_core(cell, out["internal"], trims, errs))
+        bp = _bar(_cell_core(cell, out["internal"] + step, trims, errs))
+        bm = _bar(_cell_core(cell, out["internal"] - step, trims, errs))
+        slope = (bp - bm) / (2 * step)
+        move = np.where(np.abs(slope) > 1e-6, (bar_power - b0) / np.where(slope == 0, 1.0, slope), 0.0)
+        out["internal"] = out["internal"] + np.clip(move, -0.01, 0.01)
+    return out
+
+
+def _bar_range(cell: Cell, errors: dict):
+    """Smallest and largest bar power ``(n,)`` each cell reaches with its coupler errors (grid search, then
+    a pattern search from the best grid points)."""
+    grid, bar = _cell_candidates(cell, errors)
+    names = ("internal",) + tuple(h for h, _ in cell.trims)
+    out = []
+    for sign, pick in ((1.0, np.argmin), (-1.0, np.argmax)):
+        best = pick(bar, axis=-1)
+        point = {h: grid[h][best][None, :] for h in names}
+        point = _refine(cell, errors, point, lambda b, sign=sign: sign * b)
+        errs = {k: np.asarray(v)[None, :] for k, v in errors.items()}
+        value = _bar(_cell_core(cell, point["internal"], {h: point[h] for h in names[1:]}, errs))[0]
+        out.append(value)
+    return out[0], out[1]
+
+
+def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_errors=None):
+    """Local correction of a stack of meshes (T, ...) sharing one chip stage.
+
+    Returns ``(internal, external, out, trims)`` with ``trims`` the flat trim
+    group (T, n_mzi * n_trims) or None. The MZI's splitting has a closed form;
+    another cell's is searched (:func:`_cell_split`), trims included.
+    """
+    cell = lay.cell
     internal = np.zeros_like(theta)
     external = np.zeros_like(theta)
+    trims = {h: np.zeros_like(theta) for h, _ in cell.trims}
     screen = np.zeros(out.shape)  # physical = diag(e^{i screen}) . math so far
     top, index, valid = lay.column_slots
     amp_loss = 10.0 ** (-np.asarray(loss_db) / 20.0)
+    errors_all = {"coupler_in": np.asarray(c_in), "coupler_out": np.asarray(c_out),
+                  **{k: np.asarray(v) for k, v in (cell_errors or {}).items()}}
     for c in range(lay.depth):
         idx = index[c][valid[c]]
         k = top[c][valid[c]]
         a_err, b_err = c_in[idx], c_out[idx]
         th, ph = theta[:, idx], phi[:, idx]
-        psi = _splitting_internal(np.cos(th) ** 2, a_err, b_err)
-        # A = B(b) P(psi) B(a) (times loss): the device is A @ diag(e^{i chi}, 1)
-        amat = physical_mzi(psi, 0.0, a_err, b_err, xp=np) * amp_loss[idx][:, None, None]
+        if cell == MZI:
+            psi = _splitting_internal(np.cos(th) ** 2, a_err, b_err)
+            # A = B(b) P(psi) B(a) (times loss): the device is A @ diag(e^{i chi}, 1)
+            amat = physical_mzi(psi, 0.0, a_err, b_err, xp=np) * amp_loss[idx][:, None, None]
+        else:
+            errs = {name: errors_all[name][idx] for name in cell.couplers}
+            split = _cell_split(cell, np.cos(th) ** 2, errs)
+            psi = split["internal"]
+            for h, _ in cell.trims:
+                trims[h][:, idx] = split[h]
+            amat = _cell_core(cell, psi, {h: split[h] for h, _ in cell.trims},
+                              {n: e[None, :] for n, e in errs.items()}) * amp_loss[idx][:, None, None]
         # wanted: device = D_new @ T(theta, phi) @ diag(e^{-i pa}, e^{-i pb})
         pa, pb = screen[:, k], screen[:, k + 1]
         tmat = mzi(th, ph, xp=np) * np.stack([np.exp(-1j * pa), np.exp(-1j * pb)], -1)[..., None, :]
@@ -194,7 +300,8 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db):
         screen[:, k] = d0
         screen[:, k + 1] = d1
     out_phys = np.mod(out - screen, 2 * np.pi)
-    return np.mod(internal, 2 * np.pi), np.mod(external, 2 * np.pi), out_phys
+    flat_trims = np.mod(np.concatenate([trims[h] for h, _ in cell.trims], axis=-1), 2 * np.pi) if cell.trims else None
+    return np.mod(internal, 2 * np.pi), np.mod(external, 2 * np.pi), out_phys, flat_trims
 
 
 def local_correction(prog: Program, chip: Chip) -> Settings:
@@ -219,24 +326,25 @@ def local_settings(prog: Program, chip: Chip, target_tiles: ArrayLike) -> tuple[
     pm = prog.ideal_phase_map
     lay = pm.layout
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
-    u_int, u_ext, u_out = _local_mesh(
+    u_int, u_ext, u_out, u_trim = _local_mesh(
         lay, f64(pm.u.theta), f64(pm.u.phi), f64(pm.u.out_phase),
-        f64(chip.coupler_in["u"]), f64(chip.coupler_out["u"]), f64(chip.loss_db["u"]),
+        f64(chip.coupler_in["u"]), f64(chip.coupler_out["u"]), f64(chip.loss_db["u"]), chip.cell_errors.get("u"),
     )
     if pm.v is None:
-        s = Settings.unitary(pm.grid, lay, u_int, u_ext, u_out, f64(pm.gain))
+        s = Settings.unitary(pm.grid, lay, u_int, u_ext, u_out, f64(pm.gain), u_trim)
     else:
         sigma = f64(pm.sigma)
         a, b = f64(chip.coupler_in["att"]), f64(chip.coupler_out["att"])
         att = _splitting_internal(np.cos(sigma) ** 2, a, b)
         with jax.enable_x64(True):
             amp = np.asarray(attenuator_amplitude(att, a, b, f64(chip.loss_db["att"])))
-        v_int, v_ext, v_out = _local_mesh(
+        v_int, v_ext, v_out, v_trim = _local_mesh(
             lay, f64(pm.v.theta), f64(pm.v.phi), f64(pm.v.out_phase),
-            f64(chip.coupler_in["v"]), f64(chip.coupler_out["v"]), f64(chip.loss_db["v"]),
+            f64(chip.coupler_in["v"]), f64(chip.coupler_out["v"]), f64(chip.loss_db["v"]), chip.cell_errors.get("v"),
         )
         v_out = np.mod(v_out - np.angle(amp), 2 * np.pi)
-        s = Settings(pm.grid, lay, v_int, v_ext, v_out, np.mod(att, 2 * np.pi), u_int, u_ext, u_out, f64(pm.gain))
+        s = Settings(pm.grid, lay, v_int, v_ext, v_out, np.mod(att, 2 * np.pi), u_int, u_ext, u_out, f64(pm.gain),
+                     v_trim, u_trim)
     err, g, _ = settings_error(chip, s, target_tiles)
     return s.replace(gain=g), err
 
@@ -270,9 +378,14 @@ class Reachability:
         return int(self.v.sum() + self.u.sum() + self.att.sum())
 
 
-def _theta_bounds(a, b):
-    """Reachable theta interval [|a - b|, pi/2 - |a + b|] for coupler errors a, b."""
-    return np.abs(a - b), np.pi / 2 - np.abs(a + b)
+def _theta_bounds(a, b, cell: Cell = MZI, other: dict | None = None):
+    """Reachable theta interval of every cell with coupler errors ``a`` (in), ``b`` (out) and ``other``
+    (the cell's other couplers): for the MZI ``[|a - b|, pi/2 - |a + b|]``; another cell's from the bar
+    powers a grid search reaches (:func:`_bar_range`; theta = arccos(sqrt(bar)))."""
+    if cell == MZI:
+        return np.abs(a - b), np.pi / 2 - np.abs(a + b)
+    low, high = _bar_range(cell, {"coupler_in": a, "coupler_out": b, **(other or {})})
+    return np.arccos(np.sqrt(np.clip(high, 0.0, 1.0))), np.arccos(np.sqrt(np.clip(low, 0.0, 1.0)))
 
 
 def reachability(prog: Program, chip: Chip) -> Reachability:
@@ -290,7 +403,9 @@ def reachability(prog: Program, chip: Chip) -> Reachability:
     none = np.zeros((pm.n_tiles, 0), dtype=bool)
     masks, clipped = {"v": none, "att": none}, {}
     for stage, th in angles.items():
-        lo, hi = _theta_bounds(f64(chip.coupler_in[stage]), f64(chip.coupler_out[stage]))
+        cell = MZI if stage == "att" else pm.layout.cell  # attenuators are MZIs on every chip
+        lo, hi = _theta_bounds(f64(chip.coupler_in[stage]), f64(chip.coupler_out[stage]), cell,
+                               chip.cell_errors.get(stage))
         masks[stage] = (th < lo - 1e-12) | (th > hi + 1e-12)
         clipped[stage] = np.clip(th, lo, hi)
 

@@ -84,7 +84,6 @@ from photocomp.calibration.engine import check_program, ideal_settings, ideal_ti
 from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
 from photocomp.core.ir import CompileReport, PassRecord
-from photocomp.core.layout import layout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import Chip, as_chip, crosstalk_matrix, heater_positions, heater_slices
@@ -239,7 +238,7 @@ _to_physical = jax.jit(mesh_to_physical, static_argnums=0)
 
 def _prior_chip(target, offset, efficiency) -> Chip:
     """A unitary chip model: ideal couplers, nominal loss, the given heaters, the nominal crosstalk law."""
-    m = layout(target.mesh, target.size).n_mzi
+    m = target.layout.n_mzi
     rows, cols, w = crosstalk_matrix(target, heater_positions(target, "unitary"))
     zeros = {"u": np.zeros(m)}
     return Chip(target, -1, zeros, {"u": np.zeros(m)}, {"u": np.full(m, float(target.mzi_loss_db))},

@@ -57,7 +57,6 @@ from photocomp.calibration.engine import (
 from photocomp.core.convention import phase_difference
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
 from photocomp.core.ir import CompileReport, PassRecord, circuit_stages
-from photocomp.core.layout import layout
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import Chip, crosstalk_matrix, heater_positions, heater_slices
 from photocomp.hardware.chipsim import (
@@ -120,6 +119,7 @@ def _params_of(chip: Chip) -> dict:
         "loss_db": {s: jnp.asarray(chip.loss_db[s], jnp.float64) for s in stages},
         "offset": jnp.asarray(chip.offset, jnp.float64),
         "efficiency": jnp.asarray(chip.efficiency, jnp.float64),
+        "cell_errors": {s: {c: jnp.asarray(v, jnp.float64) for c, v in d.items()} for s, d in chip.cell_errors.items()},
     }
 
 
@@ -141,12 +141,13 @@ def _gauge(target, circuit: str = "svd") -> dict:
     phase-stepping reference, which see every offset and loss, so nothing
     is held.
     """
-    lay = layout(target.mesh, target.size)
+    lay = target.layout
     k, m = target.size, lay.n_mzi
+    cell = {s: {c: np.ones(m) for c in _other_couplers(lay)} for s in circuit_stages(circuit) if s != "att"}
     if circuit_stages(circuit) == ("u",):
-        n = heater_slices(target, circuit)["u_out"].stop
+        n = max(sl.stop for sl in heater_slices(target, circuit).values())
         return {"coupler_in": {"u": np.ones(m)}, "coupler_out": {"u": np.ones(m)}, "loss_db": {"u": np.ones(m)},
-                "offset": np.ones(n), "efficiency": np.ones(n)}
+                "offset": np.ones(n), "efficiency": np.ones(n), "cell_errors": cell}
     pairs, cols = np.asarray(lay.pairs), np.asarray(lay.columns)
     first = np.full(k, np.iinfo(np.int64).max)
     last = np.full(k, -1)
@@ -157,12 +158,17 @@ def _gauge(target, circuit: str = "svd") -> dict:
     u_first_both = u_first_upper & (cols == first[pairs + 1])
     v_last_both = (cols == last[pairs]) & (cols == last[pairs + 1])
     sl = heater_slices(target)
-    offset = np.ones(sl["u_out"].stop)
+    offset = np.ones(max(g.stop for g in sl.values()))
     offset[np.arange(sl["u_ext"].start, sl["u_ext"].stop)[u_first_upper]] = 0.0
     ones = {"v": np.ones(m), "att": np.ones(k), "u": np.ones(m)}
     loss = {"v": (~v_last_both).astype(float), "att": np.ones(k), "u": (~u_first_both).astype(float)}
     return {"coupler_in": ones, "coupler_out": dict(ones), "loss_db": loss, "offset": offset,
-            "efficiency": np.ones_like(offset)}
+            "efficiency": np.ones_like(offset), "cell_errors": cell}
+
+
+def _other_couplers(lay) -> tuple[str, ...]:
+    """The cell's couplers other than the MZI's two (a three-splitter MZI: ``coupler_mid``)."""
+    return tuple(c for c in lay.cell.couplers if c not in ("coupler_in", "coupler_out"))
 
 
 def _scales(target, gauge: dict) -> dict:
@@ -176,19 +182,21 @@ def _scales(target, gauge: dict) -> dict:
         "loss_db": {s: l * g for s, g in gauge["loss_db"].items()},
         "offset": 0.1 * gauge["offset"],
         "efficiency": e * gauge["efficiency"],
+        "cell_errors": {s: {n: c * g for n, g in d.items()} for s, d in gauge["cell_errors"].items()},
     }
 
 
 def _prior_chip(target, offset, efficiency, circuit: str = "svd") -> Chip:
     """The starting ``circuit`` model: ideal couplers, nominal loss, characterised heaters, nominal crosstalk."""
-    lay = layout(target.mesh, target.size)
+    lay = target.layout
     sizes = {"v": lay.n_mzi, "att": target.size, "u": lay.n_mzi}
     stages = circuit_stages(circuit)
     zeros = {s: np.zeros(sizes[s]) for s in stages}
     loss = {s: np.full(sizes[s], float(target.mzi_loss_db)) for s in stages}
     rows, cols, w = crosstalk_matrix(target, heater_positions(target, circuit))
+    cell = {s: {c: np.zeros(lay.n_mzi) for c in _other_couplers(lay)} for s in stages if s != "att"}
     return Chip(target, -1, zeros, dict(zeros), loss, np.asarray(offset, np.float64),
-                np.asarray(efficiency, np.float64), rows, cols, w, circuit)
+                np.asarray(efficiency, np.float64), rows, cols, w, circuit, cell)
 
 
 def _predict(chip: Chip, template: Settings, drives, refs):

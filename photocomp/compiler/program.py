@@ -26,7 +26,7 @@ from photocomp.core.ir import CompileReport, PhaseMap
 from photocomp.core.layout import layout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target
-from photocomp.hardware.chip import Chip, heater_groups
+from photocomp.hardware.chip import Chip, group_size, heater_groups
 from photocomp.hardware.chipsim import Settings, chip_forward, chip_matrix, drive_map, flatten_heaters
 from photocomp.io.program_file import DETECTIONS, read_program, save_program
 from photocomp.sim import ideal as simulate
@@ -57,7 +57,7 @@ def _check_structure(target: Target, pm: PhaseMap) -> None:
     if (pm.v is None) != (pm.sigma is None):
         raise InvalidInputError("phase_map.v and phase_map.sigma must both be given (an svd program) or both be "
                                 f"None (a unitary program); got v={type(pm.v).__name__}, sigma={type(pm.sigma).__name__}")
-    lay = layout(target.mesh, k)
+    lay = layout(target.mesh, k, cell=target.cell)
     meshes = (("u", pm.u),) if pm.v is None else (("v", pm.v), ("u", pm.u))
     for name, mp in meshes:
         if not isinstance(mp, MeshPhases):
@@ -77,12 +77,12 @@ def _check_structure(target: Target, pm: PhaseMap) -> None:
 
 
 def _check_settings(pm: PhaseMap, s) -> None:
-    t, k, m = pm.grid.n_tiles, pm.grid.tile, pm.layout.n_mzi
+    t = pm.grid.n_tiles
     if s.circuit != pm.circuit:
         raise MismatchError(f"settings must be for the program's {pm.circuit} circuit; got settings of a "
                             f"{s.circuit} circuit")
-    for g in heater_groups(pm.circuit) + ("gain",):
-        shape = (t,) if g == "gain" else (t, m if g in ("v_int", "v_ext", "u_int", "u_ext") else k)
+    for g in heater_groups(pm.circuit, pm.layout.cell) + ("gain",):
+        shape = (t,) if g == "gain" else (t, group_size(g, pm.layout))
         if tuple(np.shape(getattr(s, g))) != shape:
             raise InvalidInputError(f"settings.{g} must have shape {shape}; got {tuple(np.shape(getattr(s, g)))}")
 

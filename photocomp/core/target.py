@@ -21,8 +21,9 @@ import re
 from importlib import metadata
 
 from photocomp.core import registry
+from photocomp.core.cell import CELLS
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
-from photocomp.core.layout import MESH_KINDS, layout
+from photocomp.core.layout import MESH_KINDS, MeshLayout, layout
 from photocomp.core.registry import quote
 
 __all__ = ["Target", "get_target", "available_targets", "SIZE_RANGE", "GROUP_INDEX", "SPEED_OF_LIGHT_M_S"]
@@ -68,6 +69,10 @@ class Target:
       dark_noise: detector dark-noise std per shot, relative to unit power.
       components: approximate number of optical components (for reports).
       description: one line for ``photocomp targets``.
+      cell: the two-mode device on every mesh position, a name in
+        :data:`photocomp.core.cell.CELLS` (``"mzi"``, ``"mzi3"``, ``"mzix"``).
+        The mathematical mesh and its decomposition are the same for every
+        cell; the cell decides the chip's physical form, heaters and errors.
     """
     name: str
     mesh: str
@@ -94,6 +99,7 @@ class Target:
     dark_noise: float = 1.0e-4
     components: int = 0
     description: str = ""
+    cell: str = "mzi"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -106,6 +112,8 @@ class Target:
             raise InvalidInputError(f"Target.size must be <= {SIZE_RANGE[1]} modes; got {quote(self.size)}")
         if isinstance(self.dac_bits, bool) or not isinstance(self.dac_bits, int) or not 1 <= self.dac_bits <= 32:
             raise InvalidInputError(f"Target.dac_bits must be an int in [1, 32]; got {self.dac_bits!r}")
+        if not isinstance(self.cell, str) or self.cell not in CELLS:
+            raise UnknownNameError(f"Target.cell must be one of {sorted(CELLS)}; got {quote(self.cell)}")
         if self.detection not in _DETECTION:
             raise UnknownNameError(f"Target.detection must be one of {_DETECTION}; got {quote(self.detection)}")
         if isinstance(self.adc_bits, bool) or not isinstance(self.adc_bits, int) or not 1 <= self.adc_bits <= 32:
@@ -137,9 +145,14 @@ class Target:
         return self.size * (self.size - 1) // 2
 
     @property
+    def layout(self) -> MeshLayout:
+        """The layout of one mesh: kind, size and cell (cached by :func:`photocomp.core.layout.layout`)."""
+        return layout(self.mesh, self.size, cell=self.cell)
+
+    @property
     def depth(self) -> int:
         """Optical depth of one mesh in MZI columns."""
-        return layout(self.mesh, self.size).depth
+        return self.layout.depth
 
     @property
     def settle_ns(self) -> float:
@@ -171,8 +184,12 @@ class Target:
         )
 
     def to_dict(self) -> dict:
-        """Plain-JSON form, stored in phase-map files."""
-        return dataclasses.asdict(self)
+        """Plain-JSON form, stored in phase-map files (``cell`` only when it is not the default MZI, so that
+        files of MZI targets read the same in every version)."""
+        data = dataclasses.asdict(self)
+        if data["cell"] == "mzi":
+            del data["cell"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Target:

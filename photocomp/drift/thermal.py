@@ -76,7 +76,6 @@ import numpy.typing as npt
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import circuit_stages
-from photocomp.core.layout import layout
 from photocomp.core.registry import quote
 from photocomp.core.target import Target
 from photocomp.core.validate import check_int, check_real
@@ -445,7 +444,7 @@ def sample_imbalance(chip: Chip, sigma_um: float) -> dict[str, np.ndarray]:
     sigma_um = check_real(sigma_um, "sigma_um", low=0.0, high=MAX_IMBALANCE_UM)
     t = chip.target
     rng = np.random.default_rng([chip.seed, t.size, 0xD81F7])
-    m = layout(t.mesh, t.size).n_mzi
+    m = t.layout.n_mzi
     draws = {s: rng.standard_normal(n) for s, n in (("v", m), ("att", t.size), ("u", m))}
     return {s: sigma_um * draws[s] for s in circuit_stages(chip.circuit)}
 
@@ -467,7 +466,7 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
         got = sorted(map(str, imbalance_um)) if isinstance(imbalance_um, dict) else type(imbalance_um).__name__
         raise InvalidInputError(f"imbalance_um must be a dict with keys {sorted(stages)} for the {circuit} "
                                 f"circuit; got {quote(got)}")
-    lay = layout(target.mesh, target.size)
+    lay = target.layout
     n, px, py = target.size, target.column_pitch_um, target.mode_pitch_um
     kappa = float(thermo_optic_phase(1.0, 1.0, wavelength_nm=target.wavelength_nm, dn_dt_per_k=target.dn_dt_per_k))
     half = px / 2

@@ -6,7 +6,9 @@ core of an ``svd`` chip is a V mesh, an attenuator column, a U mesh and output
 phase shifters; a ``unitary`` chip has one mesh and its output shifters. Every
 component has
 
-* coupler splitting-angle errors, two per MZI, ``N(0, coupler_sigma_rad)``;
+* coupler splitting-angle errors, one per coupler of the target's cell (two per
+  MZI: ``coupler_in``, ``coupler_out``; a three-splitter MZI also
+  ``coupler_mid``, kept in :attr:`Chip.cell_errors`), ``N(0, coupler_sigma_rad)``;
 * insertion loss per MZI, ``N(mzi_loss_db, mzi_loss_sigma_db)`` clipped at 0;
 * a static phase offset per phase shifter, uniform on [0, 2 pi) as on real chips;
 * a heater efficiency per phase shifter, ``N(1, heater_efficiency_sigma)``;
@@ -19,7 +21,14 @@ component has
 
 Heaters are indexed in one flat vector per tile, in the order of
 :func:`heater_groups`: V internal, V external, V output, attenuator, U
-internal, U external, U output (a unitary chip: U internal, external, output).
+internal, U external, U output (a unitary chip: U internal, external, output),
+then, for a cell with trim heaters (the three-splitter MZI), V trims and U
+trims (trim-major: every cell's first trim, then every cell's second).
+
+A chip of another cell draws the same coupler_in / coupler_out errors, losses
+and (for the heaters both have) offsets as the MZI chip of its seed would, so
+architectures compare on the same fabrication; a cell's other errors are drawn
+after them.
 
 The unitary chip of a seed is the svd chip of that seed without its V mesh and
 attenuators: its U mesh has the same couplers, losses, offsets and
@@ -40,25 +49,38 @@ import functools
 import jax
 import numpy as np
 
+from photocomp.core.cell import MZI, Cell, get_cell
 from photocomp.core.errors import InvalidTypeError, MismatchError
 from photocomp.core.graph import circuit_graph
 from photocomp.core.ir import PhaseMap, TileGrid, circuit_stages
-from photocomp.core.layout import MeshLayout, layout
+from photocomp.core.layout import MeshLayout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target, get_target
 from photocomp.core.validate import check_int
 
-__all__ = ["Chip", "fabricate", "nominal_chip", "HEATER_GROUPS", "heater_groups", "heater_positions"]
+__all__ = ["Chip", "fabricate", "nominal_chip", "HEATER_GROUPS", "TRIM_GROUPS", "heater_groups", "group_size",
+           "heater_positions"]
 
 HEATER_GROUPS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out")
 """Heater groups of an ``svd`` chip, in flat order (:func:`heater_groups` for any circuit)."""
 _GROUPS = {"svd": HEATER_GROUPS, "unitary": ("u_int", "u_ext", "u_out")}
+TRIM_GROUPS = {"v": "v_trim", "u": "u_trim"}
+"""The trim heater group of each mesh stage (cells with trims only)."""
 
 
-def heater_groups(circuit: str = "svd") -> tuple[str, ...]:
-    """The heater groups of a circuit's chip, in flat order."""
-    circuit_stages(circuit)  # a typed error for an unknown circuit
-    return _GROUPS[circuit]
+def heater_groups(circuit: str = "svd", cell: str | Cell = MZI) -> tuple[str, ...]:
+    """The heater groups of a circuit's chip built of ``cell``, in flat order (trim groups last)."""
+    stages = circuit_stages(circuit)  # a typed error for an unknown circuit
+    trims = tuple(TRIM_GROUPS[s] for s in stages if s in TRIM_GROUPS) if get_cell(cell).trims else ()
+    return _GROUPS[circuit] + trims
+
+
+def group_size(group: str, lay: MeshLayout) -> int:
+    """Heaters per tile in ``group``: one per cell (internal, external), per mode (outputs, attenuators),
+    or per cell and trim (trim groups)."""
+    if group in TRIM_GROUPS.values():
+        return lay.n_mzi * len(lay.cell.trims)
+    return lay.n_mzi if group.endswith(("_int", "_ext")) else lay.n_modes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +93,8 @@ class Chip:
         second coupler of every MZI, dict of arrays keyed by stage
         (``"v"``, ``"att"``, ``"u"``; a unitary chip only ``"u"``).
       loss_db: insertion loss (dB) of every MZI, same keys.
+      cell_errors: splitting-angle errors of the cell's other couplers,
+        ``{stage: {coupler: array}}`` for the mesh stages (empty for the MZI).
       offset: static phase offset (rad) of every heater, ``(H,)`` flat order.
       efficiency: relative heater efficiency, ``(H,)``.
       xt_rows, xt_cols, xt_weight: crosstalk as a sparse matrix: heater
@@ -87,10 +111,11 @@ class Chip:
     xt_cols: np.ndarray
     xt_weight: np.ndarray
     circuit: str = "svd"
+    cell_errors: dict = dataclasses.field(default_factory=dict)
 
     @property
     def layout(self) -> MeshLayout:
-        return layout(self.target.mesh, self.target.size)
+        return self.target.layout
 
     @property
     def n_heaters(self) -> int:
@@ -139,21 +164,21 @@ class Chip:
 
 jax.tree_util.register_dataclass(
     Chip,
-    data_fields=["coupler_in", "coupler_out", "loss_db", "offset", "efficiency", "xt_rows", "xt_cols", "xt_weight"],
+    data_fields=["coupler_in", "coupler_out", "loss_db", "offset", "efficiency", "xt_rows", "xt_cols", "xt_weight",
+                 "cell_errors"],
     meta_fields=["target", "seed", "circuit"],
 )
 
 
 def heater_slices(target: Target, circuit: str = "svd") -> dict[str, slice]:
     """``{group: slice}`` into a ``circuit`` chip's flat heater vector."""
-    lay = layout(target.mesh, target.size)
-    m, k = lay.n_mzi, target.size
-    sizes = {"v_int": m, "v_ext": m, "v_out": k, "att": k, "u_int": m, "u_ext": m, "u_out": k}
+    lay = target.layout
     out: dict[str, slice] = {}
     start = 0
-    for g in heater_groups(circuit):
-        out[g] = slice(start, start + sizes[g])
-        start += sizes[g]
+    for g in heater_groups(circuit, lay.cell):
+        size = group_size(g, lay)
+        out[g] = slice(start, start + size)
+        start += size
     return out
 
 
@@ -161,10 +186,11 @@ def heater_positions(target: Target, circuit: str = "svd") -> np.ndarray:
     """(H, 2) heater positions (um) of a ``circuit`` chip in flat heater order, from the circuit graph's layout.
 
     The internal heater of an MZI sits at its node's (x, y); the external
-    heater half a column earlier on the upper input arm; output shifters and
-    attenuators at their nodes.
+    heater half a column earlier on the upper input arm; a trim heater a
+    quarter column later on the upper arm (several trims: further quarter
+    columns); output shifters and attenuators at their nodes.
     """
-    lay = layout(target.mesh, target.size)
+    lay = target.layout
     k, m = target.size, lay.n_mzi
     zeros = MeshPhases(lay, np.zeros((1, m)), np.zeros((1, m)), np.zeros((1, k)))
     grid = TileGrid(k, k, k)
@@ -175,6 +201,7 @@ def heater_positions(target: Target, circuit: str = "svd") -> np.ndarray:
     g = circuit_graph(pm)
     xy = lambda node: (g.nodes[node]["x"], g.nodes[node]["y"])  # noqa: E731
     points = []
+    trims = []
     for stage in ("V", "U") if pm.v is not None else ("U",):
         mz = [xy(f"{stage}:{c}:{n}") for n, c in zip(lay.pairs, lay.columns)]
         points += mz  # internal heaters
@@ -182,7 +209,9 @@ def heater_positions(target: Target, circuit: str = "svd") -> np.ndarray:
         points += [xy(f"{stage}out:{q}") for q in range(k)]
         if stage == "V":
             points += [xy(f"S:{q}") for q in range(k)]
-    pos = np.asarray(points, dtype=np.float64)
+        for j in range(len(lay.cell.trims)):
+            trims += [(x + 0.25 * (j + 1), y - 0.5) for x, y in mz]
+    pos = np.asarray(points + trims, dtype=np.float64)
     return pos * np.array([target.column_pitch_um, target.mode_pitch_um])
 
 
@@ -239,21 +268,28 @@ def fabricate(target: str | Target = "pace-64", seed: int = 0, circuit: str = "s
     seed = check_int(seed, "seed", low=0)
     stages = circuit_stages(circuit)
     rng = np.random.default_rng([seed, t.size, 0x5EED])
-    lay = layout(t.mesh, t.size)
+    lay = t.layout
     m, k = lay.n_mzi, t.size
     sizes = {"v": m, "att": k, "u": m}
     c_in = {s: rng.normal(0.0, t.coupler_sigma_rad, n) for s, n in sizes.items()}
     c_out = {s: rng.normal(0.0, t.coupler_sigma_rad, n) for s, n in sizes.items()}
     loss = {s: np.clip(rng.normal(t.mzi_loss_db, t.mzi_loss_sigma_db, n), 0.0, None) for s, n in sizes.items()}
     every = heater_slices(t)
-    n_heaters = every["u_out"].stop
-    offset = rng.uniform(0.0, 2 * np.pi, n_heaters)
-    eff = np.clip(rng.normal(1.0, t.heater_efficiency_sigma, n_heaters), 0.5, 1.5)
+    n_mzi_heaters = every["u_out"].stop  # the heaters an MZI chip has, drawn first
+    n_heaters = max(sl.stop for sl in every.values())
+    offset = rng.uniform(0.0, 2 * np.pi, n_mzi_heaters)
+    eff = np.clip(rng.normal(1.0, t.heater_efficiency_sigma, n_mzi_heaters), 0.5, 1.5)
+    extra = [c for c in lay.cell.couplers if c not in ("coupler_in", "coupler_out")]
+    cell_errors = {s: {c: rng.normal(0.0, t.coupler_sigma_rad, m) for c in extra} for s in ("v", "u")}
+    more = n_heaters - n_mzi_heaters
+    offset = np.concatenate([offset, rng.uniform(0.0, 2 * np.pi, more)])
+    eff = np.concatenate([eff, np.clip(rng.normal(1.0, t.heater_efficiency_sigma, more), 0.5, 1.5)])
     # the svd chip is sampled in full; a smaller circuit keeps its stages' components
-    keep = np.concatenate([np.arange(every[g].start, every[g].stop) for g in heater_groups(circuit)])
-    pick = lambda d: {s: d[s] for s in stages}  # noqa: E731
+    keep = np.concatenate([np.arange(every[g].start, every[g].stop) for g in heater_groups(circuit, lay.cell)])
+    pick = lambda d: {s: d[s] for s in stages if s in d}  # noqa: E731
     rows, cols, w = crosstalk_matrix(t, heater_positions(t, circuit))
-    return Chip(t, seed, pick(c_in), pick(c_out), pick(loss), offset[keep], eff[keep], rows, cols, w, circuit)
+    return Chip(t, seed, pick(c_in), pick(c_out), pick(loss), offset[keep], eff[keep], rows, cols, w, circuit,
+                pick(cell_errors))
 
 
 @functools.lru_cache(maxsize=8)
@@ -263,7 +299,8 @@ def nominal_chip(target: Target, circuit: str = "svd") -> Chip:
     chip = fabricate(target, 0, circuit=circuit)
     zeros = {k: np.zeros_like(np.asarray(v)) for k, v in chip.coupler_in.items()}
     loss = {k: np.full_like(np.asarray(v), target.mzi_loss_db) for k, v in chip.loss_db.items()}
-    return dataclasses.replace(chip, coupler_in=zeros, coupler_out=dict(zeros), loss_db=loss,
+    cell = {s: {c: np.zeros_like(np.asarray(v)) for c, v in d.items()} for s, d in chip.cell_errors.items()}
+    return dataclasses.replace(chip, coupler_in=zeros, coupler_out=dict(zeros), loss_db=loss, cell_errors=cell,
                                offset=np.zeros_like(np.asarray(chip.offset)),
                                efficiency=np.ones_like(np.asarray(chip.efficiency)))
 

@@ -54,6 +54,9 @@ __all__ = [
     "settings_from_program",
     "program_from_settings",
     "attenuator_amplitude",
+    "ideal_trims",
+    "trim_settings",
+    "stage_coefficients",
     "chip_forward",
     "chip_tile_matrices",
     "chip_matrix",
@@ -73,7 +76,9 @@ class Settings:
     ``v_int``/``v_ext``/``u_int``/``u_ext`` are ``(T, n_mzi)``; ``v_out``,
     ``att`` and ``u_out`` are ``(T, K)``; ``gain`` is ``(T,)``. ``grid`` and
     ``layout`` are static. A unitary program's settings have ``v_int``,
-    ``v_ext``, ``v_out`` and ``att`` None.
+    ``v_ext``, ``v_out`` and ``att`` None. A layout whose cell has trim
+    heaters (:attr:`photocomp.core.cell.Cell.trims`) also has ``v_trim`` /
+    ``u_trim``, ``(T, n_mzi * n_trims)`` trim-major; otherwise they are None.
     """
     grid: TileGrid
     layout: MeshLayout
@@ -85,12 +90,15 @@ class Settings:
     u_ext: jax.Array | np.ndarray
     u_out: jax.Array | np.ndarray
     gain: jax.Array | np.ndarray
+    v_trim: jax.Array | np.ndarray | None = None
+    u_trim: jax.Array | np.ndarray | None = None
 
     @classmethod
     def unitary(cls, grid: TileGrid, layout: MeshLayout, u_int: jax.Array | np.ndarray, u_ext: jax.Array | np.ndarray,
-                u_out: jax.Array | np.ndarray, gain: jax.Array | np.ndarray) -> Settings:
+                u_out: jax.Array | np.ndarray, gain: jax.Array | np.ndarray,
+                u_trim: jax.Array | np.ndarray | None = None) -> Settings:
         """Settings of a unitary program (one mesh per tile)."""
-        return cls(grid, layout, None, None, None, None, u_int, u_ext, u_out, gain)
+        return cls(grid, layout, None, None, None, None, u_int, u_ext, u_out, gain, None, u_trim)
 
     @property
     def circuit(self) -> str:
@@ -100,7 +108,7 @@ class Settings:
     @property
     def groups(self) -> tuple[str, ...]:
         """The heater groups these settings drive, in flat order."""
-        return heater_groups(self.circuit)
+        return heater_groups(self.circuit, self.layout.cell)
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -108,7 +116,7 @@ class Settings:
 
 jax.tree_util.register_dataclass(
     Settings,
-    data_fields=["v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain"],
+    data_fields=["v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain", "v_trim", "u_trim"],
     meta_fields=["grid", "layout"],
 )
 
@@ -133,15 +141,33 @@ def settings_from_program(pm: PhaseMap) -> Settings:
     """Physical settings that implement ``pm`` exactly on an ideal chip."""
     lay = pm.layout
     u_int, u_ext, u_out = mesh_to_physical(lay, pm.u.theta, pm.u.phi, pm.u.out_phase)
+    u_trim = ideal_trims(lay, pm.u.theta)
     if pm.v is None:
-        return Settings.unitary(pm.grid, lay, u_int, u_ext, u_out, jnp.asarray(pm.gain))
+        return Settings.unitary(pm.grid, lay, u_int, u_ext, u_out, jnp.asarray(pm.gain), u_trim)
     v_int, v_ext, v_out = mesh_to_physical(lay, pm.v.theta, pm.v.phi, pm.v.out_phase)
     sigma = jnp.asarray(pm.sigma)
     att, _ = convention.to_physical(sigma, 0.0)
     # the ideal attenuator adds phase sigma + pi; V's output shifters take it off
     v_out = convention.wrap_phase(v_out - (sigma + jnp.pi))
     return Settings(pm.grid, lay, v_int, v_ext, v_out, convention.wrap_phase(att), u_int, u_ext, u_out,
-                    jnp.asarray(pm.gain))
+                    jnp.asarray(pm.gain), ideal_trims(lay, pm.v.theta), u_trim)
+
+
+def ideal_trims(lay: MeshLayout, theta: ArrayLike) -> jax.Array | None:
+    """The trim heaters' ideal phases ``(T, n_mzi * n_trims)`` (trim-major) for phases ``theta`` ``(T, n_mzi)``;
+    None for a cell without trims."""
+    if not lay.cell.trims:
+        return None
+    theta = jnp.asarray(theta)
+    return jnp.concatenate([jnp.full(theta.shape, phase, theta.dtype) for _, phase in lay.cell.trims], axis=-1)
+
+
+def trim_settings(lay: MeshLayout, trims: jax.Array | np.ndarray | None) -> dict | None:
+    """``{heater: (..., n_mzi)}`` of the cell's trims from a flat trim group ``(..., n_mzi * n_trims)``."""
+    if trims is None or not lay.cell.trims:
+        return None
+    m = lay.n_mzi
+    return {h: trims[..., j * m:(j + 1) * m] for j, (h, _) in enumerate(lay.cell.trims)}
 
 
 def program_from_settings(s: Settings) -> PhaseMap:
@@ -159,34 +185,40 @@ def program_from_settings(s: Settings) -> PhaseMap:
     return PhaseMap(s.grid, MeshPhases(lay, vt, vp, vo), sigma, MeshPhases(lay, ut, up, uo), s.gain)
 
 
-def _tile_core(chip: Chip, lay: MeshLayout, v_int, v_ext, v_out, att, u_int, u_ext, u_out, z, *, reverse_only=False):
+def stage_coefficients(chip: Chip, lay: MeshLayout, stage: str, internal, external, trims=None, *, dtype):
+    """2 x 2 coefficients ``(4, n_mzi)`` of mesh ``stage`` (``"v"`` or ``"u"``) of the chip: its couplers,
+    losses and the cell's other coupler errors, with the heaters' phases (trims: a flat trim group or None)."""
+    return physical_coefficients(lay, internal, external, chip.coupler_in[stage], chip.coupler_out[stage],
+                                 chip.loss_db[stage], dtype=dtype, trims=trim_settings(lay, trims),
+                                 errors=chip.cell_errors.get(stage) or None)
+
+
+def _tile_core(chip: Chip, lay: MeshLayout, p: dict, z, *, reverse_only=False):
     """One tile's core (V mesh, attenuators, U mesh, output shifters) on fields z (K[, B]), as one scan."""
     dtype = z.dtype
-    stage = lambda g, i, e: physical_coefficients(  # noqa: E731
-        lay, i, e, chip.coupler_in[g], chip.coupler_out[g], chip.loss_db[g], dtype=dtype)
-    amp = attenuator_amplitude(att, chip.coupler_in["att"], chip.coupler_out["att"], chip.loss_db["att"])
-    between = (screen(v_out, dtype) * amp).astype(dtype)
-    y = propagate_meshes(lay, [stage("v", v_int, v_ext), stage("u", u_int, u_ext)], [between], z,
-                         reverse_only=reverse_only)
-    return screen(u_out, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
+    stage = lambda g: stage_coefficients(chip, lay, g, p[f"{g}_int"], p[f"{g}_ext"], p.get(f"{g}_trim"),  # noqa: E731
+                                         dtype=dtype)
+    amp = attenuator_amplitude(p["att"], chip.coupler_in["att"], chip.coupler_out["att"], chip.loss_db["att"])
+    between = (screen(p["v_out"], dtype) * amp).astype(dtype)
+    y = propagate_meshes(lay, [stage("v"), stage("u")], [between], z, reverse_only=reverse_only)
+    return screen(p["u_out"], dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
 
 
-def _unitary_core(chip: Chip, lay: MeshLayout, u_int, u_ext, u_out, z, *, reverse_only=False):
+def _unitary_core(chip: Chip, lay: MeshLayout, p: dict, z, *, reverse_only=False):
     """One tile's core of a unitary program (its mesh and output shifters) on fields z (K[, B])."""
     dtype = z.dtype
-    coef = physical_coefficients(lay, u_int, u_ext, chip.coupler_in["u"], chip.coupler_out["u"], chip.loss_db["u"],
-                                 dtype=dtype)
+    coef = stage_coefficients(chip, lay, "u", p["u_int"], p["u_ext"], p.get("u_trim"), dtype=dtype)
     y = propagate_meshes(lay, [coef], [], z, reverse_only=reverse_only)
-    return screen(u_out, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
+    return screen(p["u_out"], dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
 
 
 def _tile_apply(chip: Chip, s: Settings, z, reverse_only: bool = False):
     """Apply each tile's core to fields z (T, K[, B]); gain not applied."""
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(z.dtype, jnp.complex64, jnp.asarray(s.u_int).dtype))
     fn = _unitary_core if s.v_int is None else _tile_core
-    core = lambda *a: fn(chip, s.layout, *a, reverse_only=reverse_only)  # noqa: E731
-    phases = (jnp.asarray(getattr(s, g)) for g in s.groups)
-    return jax.vmap(core)(*phases, z.astype(dtype))
+    core = lambda p, z: fn(chip, s.layout, p, z, reverse_only=reverse_only)  # noqa: E731
+    phases = {g: jnp.asarray(getattr(s, g)) for g in s.groups}
+    return jax.vmap(core)(phases, z.astype(dtype))
 
 
 def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True, reverse_only: bool = False) -> jax.Array:

@@ -76,7 +76,7 @@ def drive_template(target: Target, n: int, circuit: str = "svd") -> Settings:
     with ``(n, n_heaters)`` heater phases (probe drives, twin fits).
     """
     k = target.size
-    lay = layout(target.mesh, k)
+    lay = layout(target.mesh, k, cell=target.cell)
     z = jnp.zeros((n, lay.n_mzi))
     zk = jnp.zeros((n, k))
     grid, gain = TileGrid(k * n, k, k), jnp.ones(n)

@@ -197,6 +197,7 @@ import numpy as np
 
 from photocomp.core import convention
 from photocomp.core.atomic import atomic_write, os_reason, quote_path
+from photocomp.core.cell import get_cell
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PhaseMapFileError, PhotocompError
 from photocomp.core.ir import CIRCUITS, CompileReport, PhaseMap, TileGrid, circuit_stages
 from photocomp.core.layout import MESH_KINDS
@@ -204,7 +205,7 @@ from photocomp.core.layout import layout as mesh_layout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target
 from photocomp.core.version import __version__
-from photocomp.hardware.chip import fabricate, heater_groups
+from photocomp.hardware.chip import TRIM_GROUPS, fabricate, heater_groups
 from photocomp.hardware.chipsim import Settings
 
 __all__ = ["unique_keys", "DuplicateKeyError", "FORMAT", "SCHEMA_VERSION", "READ_VERSIONS", "DETECTIONS", "UNITS", "PHASE_LIMIT", "ANGLE_TOLERANCE",
@@ -246,28 +247,29 @@ _INT_ARRAYS = ("mode_pairs", "columns")
 _MZI_GROUPS = ("v_int", "v_ext", "u_int", "u_ext")  # heater groups with one heater per MZI (the others: one per mode)
 _ALL_ARRAYS = frozenset(
     [a for names in _STAGE_ARRAYS.values() for a in names] + ["gain", *_INT_ARRAYS]
-    + [f"cal_{g}" for g in heater_groups("svd")] + ["cal_gain", "drives_mw"]
+    + [f"cal_{g}" for g in heater_groups("svd", "mzi3")] + ["cal_gain", "drives_mw"]
 )
 _ANGLES = ("v_theta", "u_theta", "sigma")
 _PHASES = ("v_phi", "v_out_phase", "u_phi", "u_out_phase", "cal_v_int", "cal_v_ext", "cal_v_out", "cal_att",
-           "cal_u_int", "cal_u_ext", "cal_u_out")
+           "cal_u_int", "cal_u_ext", "cal_u_out", "cal_v_trim", "cal_u_trim")
 _META_KEYS = frozenset({"format", "schema_version", "convention", "phase_ranges", "units", "photocomp_version",
                         "target", "grid", "mesh", "pipeline", "detection", "report", "chip", "arrays", "circuit"})
 _V1_OPTIONAL = frozenset({"phase_ranges", "units", "photocomp_version", "chip"})
 _NEW_IN_V3 = frozenset({"circuit"})
 
 
-def circuit_arrays(circuit: str, calibrated: bool = False) -> tuple[str, ...]:
+def circuit_arrays(circuit: str, calibrated: bool = False, cell: str = "mzi") -> tuple[str, ...]:
     """Names of the arrays a file of a ``circuit`` program holds, in the schema's order.
 
     The stages' phase arrays in light order, ``gain``, ``mode_pairs`` and
     ``columns``; for a calibrated program also ``cal_<group>`` for each of
-    the circuit's heater groups (:func:`photocomp.hardware.chip.heater_groups`),
+    the circuit's heater groups (:func:`photocomp.hardware.chip.heater_groups`;
+    a target whose ``cell`` has trim heaters adds ``cal_v_trim`` / ``cal_u_trim``),
     ``cal_gain`` and ``drives_mw``.
     """
     names = [a for stage in circuit_stages(circuit) for a in _STAGE_ARRAYS[stage]] + ["gain", *_INT_ARRAYS]
     if calibrated:
-        names += [f"cal_{g}" for g in heater_groups(circuit)] + ["cal_gain", "drives_mw"]
+        names += [f"cal_{g}" for g in heater_groups(circuit, cell)] + ["cal_gain", "drives_mw"]
     return tuple(names)
 
 
@@ -363,19 +365,23 @@ def _check_load_path(path) -> str:
 # ---- value checks shared by reading and writing -------------------------------------------------------
 
 
-def _expected_shapes(n_tiles: int, k: int, calibrated: bool, circuit: str = "svd") -> dict:
+def _expected_shapes(n_tiles: int, k: int, calibrated: bool, circuit: str = "svd", cell: str = "mzi") -> dict:
     """``{array: shape}`` of a ``circuit`` program's arrays, with the closed-form MZI count."""
     m = k * (k - 1) // 2
     per_mzi = {"v_theta", "v_phi", "u_theta", "u_phi", *(f"cal_{g}" for g in _MZI_GROUPS)}
+    n_trims = len(get_cell(cell).trims)
+    size = lambda g: m * n_trims if g in TRIM_GROUPS.values() else m if g in _MZI_GROUPS else k  # noqa: E731
     shapes: dict[str, tuple[int, ...]] = {}
-    for name in circuit_arrays(circuit, calibrated):
+    for name in circuit_arrays(circuit, calibrated, cell):
         if name in _INT_ARRAYS:
             shapes[name] = (m,)
         elif name in ("gain", "cal_gain"):
             shapes[name] = (n_tiles,)
         elif name == "drives_mw":
-            shapes[name] = (n_tiles, sum(m if g in _MZI_GROUPS else k for g in heater_groups(circuit)))
-        else:  # phases per MZI, or per mode (output screens, attenuators, their heaters)
+            shapes[name] = (n_tiles, sum(size(g) for g in heater_groups(circuit, cell)))
+        elif name.startswith("cal_"):
+            shapes[name] = (n_tiles, size(name[4:]))
+        else:  # phases per MZI, or per mode (output screens, attenuators)
             shapes[name] = (n_tiles, m if name in per_mzi else k)
     return shapes
 
@@ -496,11 +502,11 @@ def save_program(program: Any, path: str | os.PathLike) -> str:
         if program.chip.circuit != circuit or s.circuit != circuit:
             raise InvalidInputError(f"cannot save to path {q}: the chip and settings must be for the program's "
                                     f"{circuit} circuit; got a {program.chip.circuit} chip and {s.circuit} settings")
-        for g in heater_groups(circuit) + ("gain",):
+        for g in heater_groups(circuit, target.cell) + ("gain",):
             arrays[f"cal_{g}"] = np.asarray(getattr(s, g), dtype=np.float64)
         arrays["drives_mw"] = np.asarray(program.drives(), dtype=np.float64)
         chip_meta = {"seed": int(program.chip.seed), "fingerprint": chip_fingerprint(program.chip)}
-    shapes = _expected_shapes(pm.grid.n_tiles, pm.grid.tile, program.chip is not None, circuit)
+    shapes = _expected_shapes(pm.grid.n_tiles, pm.grid.tile, program.chip is not None, circuit, target.cell)
     arrays = {name: arrays[name] for name in shapes}  # the schema's order
     for name, a in arrays.items():
         if a.shape != shapes[name]:
@@ -707,7 +713,8 @@ class _Reader:
         unknown = sorted(set(record) - set(fields))
         if unknown:
             self.fail(f"metadata field 'target' has unknown fields {_short(unknown)}")
-        missing = sorted(set(fields) - set(record))
+        # ``cell`` is written only for targets of a cell other than the MZI (Target.to_dict)
+        missing = sorted(set(fields) - set(record) - {"cell"})
         if missing and version >= 2:
             self.fail(f"metadata field 'target' lacks the fields {_short(missing)}")
         for name, value in record.items():
@@ -730,7 +737,7 @@ class _Reader:
             target = Target.from_dict(record)
         except (PhotocompError, TypeError, ValueError) as exc:
             self.fail(f"metadata field 'target' is not a valid target: {_cut(str(exc), 200)}")
-        rebuilt = target.to_dict()
+        rebuilt = dataclasses.asdict(target)
         if any(rebuilt[k] != v or type(rebuilt[k]) is not type(v) for k, v in record.items()):
             self.fail("metadata field 'target' does not rebuild to the same target")
         return target
@@ -919,7 +926,7 @@ def _read(r: _Reader, zf: zipfile.ZipFile, file_size: int) -> ProgramFile:
     circuit = r.circuit(meta, version)
     pipeline, detection, report = r.other_fields(meta, version)
     chip_meta = r.chip(meta.get("chip"))
-    shapes = _expected_shapes(grid.n_tiles, k, chip_meta is not None, circuit)
+    shapes = _expected_shapes(grid.n_tiles, k, chip_meta is not None, circuit, target.cell)
     records = r.array_records(meta["arrays"], shapes, circuit)
     if set(members) != set(shapes):
         r.fail(f"array set {sorted(members)} differs from its record {sorted(records)} ("
@@ -942,7 +949,7 @@ def _read(r: _Reader, zf: zipfile.ZipFile, file_size: int) -> ProgramFile:
     except InvalidInputError as exc:
         r.fail(str(exc))
     # the arrays are real and of the size a K-mode mesh needs: the layout can be built now
-    lay = mesh_layout(kind, k)
+    lay = mesh_layout(kind, k, cell=target.cell)
     if not np.array_equal(arrays["mode_pairs"], lay.pair_array) or not np.array_equal(arrays["columns"], lay.column_array):
         r.fail(f"mode pairs/columns disagree with the {lay.kind} layout of {lay.n_modes} modes")
     u = MeshPhases(lay, arrays["u_theta"], arrays["u_phi"], arrays["u_out_phase"])
@@ -960,6 +967,6 @@ def _read(r: _Reader, zf: zipfile.ZipFile, file_size: int) -> ProgramFile:
     if chip_fingerprint(chip) != chip_meta["fingerprint"]:
         r.fail(f"the chip (seed {chip_meta['seed']}) re-samples differently from the one it was calibrated on "
                f"(a chip of the {circuit} circuit)")
-    cal = {g: arrays[f"cal_{g}"] for g in heater_groups(circuit) + ("gain",)}
+    cal = {g: arrays[f"cal_{g}"] for g in heater_groups(circuit, target.cell) + ("gain",)}
     settings = Settings(grid, lay, **cal) if circuit == "svd" else Settings.unitary(grid, lay, **cal)
     return ProgramFile(target, pm, report, pipeline, detection, chip=chip, settings=settings)
