@@ -14,7 +14,9 @@ the three-splitter MZI adds a third coupler per cell. Reported per row
 * the uncorrected error (ideal settings on the chip);
 * the error after local (per-cell) correction, and the unreachable fraction
   of cells with its floor;
-* the error after model-based calibration (``--model``, slower).
+* the error after model-based calibration (``--model``, slower);
+* drift sensitivity: the error 1 K of ambient warming, and 1 K of gradient
+  across the modes, add to the locally corrected program (:func:`drift_sensitivity`).
 
 Errors are ``||U - g U_chip||_F / ||U||_F`` with the best gain. The headline
 of Hamerly et al., Nat. Commun. 13, 6831 (2022): after correction the MZI
@@ -35,13 +37,15 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
 
 import photocomp as pc  # noqa: E402
-from photocomp.calibration.engine import error, reachability  # noqa: E402
+from photocomp.calibration.engine import error, ideal_tiles, reachability  # noqa: E402
+from photocomp.hardware.chipsim import chip_tile_matrices, flatten_heaters, unflatten_heaters  # noqa: E402
 
 BEGIN = "<!-- architectures:begin -->"
 END = "<!-- architectures:end -->"
@@ -60,11 +64,13 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
                                  mzi_loss_sigma_db=0.0)
     t0 = time.perf_counter()
     prog = pc.compile(haar(n, 2026), target)
-    uncal, local, unreach, floor, mod = [], [], [], [], []
+    uncal, local, unreach, floor, mod, drift = [], [], [], [], [], []
     for seed in seeds:
         chip = pc.fabricate(target, seed=seed, circuit=prog.circuit)
         uncal.append(error(prog, chip)["matrix_error"])
-        local.append(error(pc.calibrate(prog, chip, "local", progress=False), chip)["matrix_error"])
+        cal = pc.calibrate(prog, chip, "local", progress=False)
+        local.append(error(cal, chip)["matrix_error"])
+        drift.append(drift_sensitivity(cal, chip, local[-1]))
         r = reachability(prog, chip)
         unreach.append(r.fraction)
         floor.append(r.floor)
@@ -75,7 +81,38 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
     med = statistics.median
     return {"family": family, "n": n, "sigma": sigma, "cells": target.layout.n_mzi, "heaters": chip.n_heaters,
             "depth": target.depth, "uncal": med(uncal), "local": med(local), "unreach": med(unreach),
-            "floor": med(floor), "model": med(mod) if mod else None, "wall_s": time.perf_counter() - t0}
+            "floor": med(floor), "model": med(mod) if mod else None, "ambient": med(d[0] for d in drift),
+            "gradient": med(d[1] for d in drift),
+            "wall_s": time.perf_counter() - t0}
+
+
+def drift_sensitivity(cal, chip, fresh: float) -> tuple[float, float]:
+    """Error 1 K adds to a calibrated program: ``(ambient, gradient)``.
+
+    Ambient: the whole die 1 K warmer (differential phases come from the arms' length imbalance).
+    Gradient: 0 K at mode 0 to 1 K at mode N - 1, the error taken after the best phase per output (a
+    gradient across the modes delays each output's light differently along its whole path; a coherent
+    receiver tracking its reference removes that, so the error left is what the mesh's mixing lost).
+    Both with the best complex gain (the drift studies' error) and 30 um RMS arm-length imbalance (the default ``ThermalProcess``'s); each is
+    ``sqrt(max(e^2 - e_fresh^2, 0))``.
+    """
+    t = chip.target
+    height = (t.size - 1) * t.mode_pitch_um
+    fields = lambda xy: np.column_stack([np.ones(len(xy)), xy[:, 1] / height])  # noqa: E731  (P, 2) K
+    shift = pc.drift.thermal_phase_map(t, pc.drift.sample_imbalance(chip, 30.0), fields, circuit=chip.circuit)
+    s = cal.settings
+    target = np.asarray(ideal_tiles(cal))
+    out = []
+    for b in range(2):
+        warm = unflatten_heaters(s, np.asarray(flatten_heaters(s)) + shift[:, b], t)
+        with jax.enable_x64(True):
+            got = np.asarray(chip_tile_matrices(chip, warm, with_gain=False))
+        if b == 1:  # the best phase per output row
+            got = got * np.exp(1j * np.angle(np.sum(np.conj(got) * target, axis=-1)))[..., None]
+        g = np.sum(np.conj(got) * target) / np.sum(np.abs(got) ** 2)  # the best complex gain: a common phase
+        e1 = float(np.linalg.norm(target - g * got) / np.linalg.norm(target))
+        out.append(float(np.sqrt(max(e1**2 - fresh**2, 0.0))))
+    return out[0], out[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,16 +134,19 @@ def main(argv: list[str] | None = None) -> int:
         f"chip seeds {args.seeds}. Every architecture's chip of one seed has the same MZI couplers (the "
         "three-splitter MZI adds a third). Errors are ||U - g U_chip||_F / ||U||_F with the best gain; "
         "'unreachable' is the fraction of cells whose splitting their couplers cannot reach, 'floor' the error "
-        "those cells leave when everything else is perfect.", "",
+        "those cells leave when everything else is perfect; '+1 K ambient' and '+1 K gradient' the error a die "
+        "1 K warmer, or 1 K warmer on its last mode than on its first, adds to the locally corrected program "
+        "(30 um RMS arm imbalance; the gradient's after the best phase per output, which a coherent receiver "
+        "tracks).", "",
         "| sigma (rad) | N | architecture | cells | heaters | depth | uncorrected | local | unreachable | floor |"
-        + (" model |" if args.model else "") + " wall |",
-        "|--:|--:|:--|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if args.model else "") + "--:|",
+        + (" model |" if args.model else "") + " +1 K ambient | +1 K gradient | wall |",
+        "|--:|--:|:--|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if args.model else "") + "--:|--:|--:|",
     ]
     for r in rows:
         model = f" {r['model']:.2e} |" if args.model else ""
         lines.append(f"| {r['sigma']:g} | {r['n']} | {r['family']} | {r['cells']} | {r['heaters']} | {r['depth']} | "
                      f"{r['uncal']:.3e} | {r['local']:.2e} | {r['unreach']:.3f} | {r['floor']:.2e} |{model} "
-                     f"{r['wall_s']:.1f} s |")
+                     f"{r['ambient']:.2e} | {r['gradient']:.2e} | {r['wall_s']:.1f} s |")
     # the headline, computed: growth of the locally corrected error from the smallest to the largest N
     lines += ["", "Local-correction error, largest N over smallest N (per sigma):", "",
               "| sigma (rad) | " + " | ".join(FAMILIES) + " |", "|--:|" + "--:|" * len(FAMILIES)]

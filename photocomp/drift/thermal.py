@@ -478,10 +478,15 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
     temp = lambda xy: np.asarray(temperature(np.asarray(xy, dtype=np.float64)), dtype=np.float64)  # noqa: E731
     modes_y = np.arange(n) * py
 
+    trims = len(lay.cell.trims)
+
     def stage(name, x0, screen):
         p_int, p_ext = pos[sl[f"{name}_int"]], pos[sl[f"{name}_ext"]]
         d_int = np.zeros((lay.n_mzi, n_fields))
         d_ext = np.zeros((lay.n_mzi, n_fields))
+        # trim sections (a cell with trims): arms as long as the internal heater's, a quarter column on
+        p_trim = pos[sl[f"{name}_trim"]].reshape(trims, lay.n_mzi, 2) if trims else np.zeros((0, lay.n_mzi, 2))
+        d_trim = np.zeros((trims, lay.n_mzi, n_fields))
         imb = np.asarray(imbalance_um[name], dtype=np.float64)
         pairs, cols = lay.pair_array, lay.column_array
         for c in range(lay.depth):
@@ -493,15 +498,24 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
             d_ext[sel] = a - b + kappa * half * (t_eu - t_el)
             d_int[sel] = kappa * ((half + imb[sel, None]) * t_iu - half * t_il)
             common = b + kappa * half * (t_el + t_il)
+            for j in range(trims):
+                t_tu, t_tl = temp(p_trim[j, sel]), temp(p_trim[j, sel] + below)
+                d_trim[j, sel] = kappa * half * (t_tu - t_tl)
+                common = common + kappa * half * t_tl
             free = np.setdiff1d(np.arange(n), np.concatenate([top, top + 1]))
             if free.size:
                 x_in = np.column_stack([np.full(free.size, (x0 + c - 0.5) * px), modes_y[free]])
                 x_arm = np.column_stack([np.full(free.size, (x0 + c) * px), modes_y[free]])
                 screen[free] += kappa * half * (temp(x_in) + temp(x_arm))
+                for j in range(trims):  # the trim sections' length, at the trims' position
+                    x_trim = np.column_stack([np.full(free.size, (x0 + c + 0.25 * (j + 1)) * px), modes_y[free]])
+                    screen[free] += kappa * half * temp(x_trim)
             screen[top] = common
             screen[top + 1] = common
         out[sl[f"{name}_int"]] = d_int
         out[sl[f"{name}_ext"]] = d_ext
+        if trims:
+            out[sl[f"{name}_trim"]] = d_trim.reshape(trims * lay.n_mzi, n_fields)
         p_out = pos[sl[f"{name}_out"]]
         out[sl[f"{name}_out"]] = screen + kappa * px * temp(p_out)
 
