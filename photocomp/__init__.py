@@ -14,7 +14,7 @@ from photocomp.analysis.cost import Cost, cost
 from photocomp.analysis.plot import plot
 from photocomp.calibration.calibrate import calibrate
 from photocomp.calibration.engine import Reachability, error, local_correction, reachability
-from photocomp.calibration.methods import Local, Model, SelfConfig, Twin
+from photocomp.calibration.methods import InSitu, Local, Model, SelfConfig, Twin
 from photocomp.compiler.decompose import clements, decompose, reck
 from photocomp.compiler.driver import compile
 from photocomp.compiler.pipeline import Pass, Pipeline, available_passes, parse_pipeline
@@ -62,6 +62,7 @@ __all__ = [
     "Model",
     "Twin",
     "SelfConfig",
+    "InSitu",
     "error",
     "local_correction",
     "reachability",

@@ -756,16 +756,17 @@ def _build_parser() -> argparse.ArgumentParser:
                        description="Calibrate a compiled phase-map file for a chip sampled from its target with --chip-seed.")
     s.add_argument("file", help="uncalibrated phase-map file")
     s.add_argument("--chip-seed", type=seed, required=True, help="seed of the fabricated chip (photocomp.fabricate)")
-    s.add_argument("--method", default="model", choices=["model", "local", "twin", "selfconfig"],
+    s.add_argument("--method", default="model", choices=["model", "local", "twin", "selfconfig", "insitu"],
                    help="model: chip errors known; local: analytic per-MZI correction; twin: the chip is a black box, "
                         "a digital twin is fitted to its measurements; selfconfig: a one-tile unitary program is "
-                        "configured from the chip's output powers alone; default %(default)s")
+                        "configured from the chip's output powers alone; insitu: gradient steps on the measured "
+                        "error, gradients by the parameter-shift rule; default %(default)s")
     s.add_argument("--steps", type=_integer(0, 10**9), default=300,
                    help="maximum optimisation steps (model, twin); default %(default)s")
     s.add_argument("--shots", type=_integer(1, 10**9), default=1,
-                   help="shots per black-box reading (twin, selfconfig); default %(default)s")
+                   help="shots per black-box reading (twin, selfconfig, insitu); default %(default)s")
     s.add_argument("--seed", type=seed, default=0,
-                   help="seed of measurement noise and probes (twin, selfconfig); default %(default)s")
+                   help="seed of measurement noise and probes (twin, selfconfig, insitu); default %(default)s")
     s.add_argument("--dac-bits", type=_integer(1, 32), default=None,
                    help="quantize the final heater drives with a DAC of this many bits")
     s.add_argument("--twin-configs", type=_integer(1, 10**6), default=6,

@@ -4,7 +4,8 @@ Methods: ``"local"`` (analytic per-MZI correction), ``"model"`` (optax on the
 differentiable chip model, :mod:`photocomp.calibration.engine`) and
 ``"twin"`` (the chip as a black box, :mod:`photocomp.calibration.twin`) and
 ``"selfconfig"`` (measurement-only self-configuration of a unitary program,
-:mod:`photocomp.calibration.selfconfig`).
+:mod:`photocomp.calibration.selfconfig`) and ``"insitu"`` (gradients of the
+measured error by the parameter-shift rule, :mod:`photocomp.calibration.insitu`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from photocomp.calibration.engine import (
 )
 from photocomp.calibration.methods import (
     METHOD_NAMES,
+    InSitu,
     Local,
     Method,
     Model,
@@ -74,8 +76,10 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         chip) or :class:`~photocomp.calibration.selfconfig.SelfConfig`
         (a unitary program of one tile configured from the chip's output
         powers alone, through the :class:`~photocomp.hardware.instrument.Instrument`
+        interface) or :class:`~photocomp.calibration.insitu.InSitu` (any
+        program, from measured parameter-shift gradients through the same
         interface), which holds the method's settings; or its name ``"local"``,
-        ``"model"`` (default), ``"twin"`` or ``"selfconfig"``, whose settings are then the
+        ``"model"`` (default), ``"twin"``, ``"selfconfig"`` or ``"insitu"``, whose settings are then the
         keyword arguments below (they must stay unset with a method object).
       optimizer: any ``optax.GradientTransformation``; default ``optax.lbfgs()``
         (line-search optimizers receive the objective through optax's
@@ -118,14 +122,14 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
     else:
         method = as_method(method)
         reject_loose_settings(method, loose)
-    if box is not None and not isinstance(method, (Twin, SelfConfig)):
-        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin' or 'selfconfig' "
-                                f"(photocomp.Twin, photocomp.SelfConfig); got method={method.name!r}")
+    if box is not None and not isinstance(method, (Twin, SelfConfig, InSitu)):
+        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin', 'selfconfig' or 'insitu' "
+                                f"(photocomp.Twin, photocomp.SelfConfig, photocomp.InSitu); got method={method.name!r}")
     if dac_bits is not None:
         dac_bits = check_int(dac_bits, "dac_bits", low=1, high=32)
     if callback is not None and not callable(callback):
         raise InvalidTypeError(f"callback must be callable as callback(step, error); got {type(callback).__name__}")
-    if isinstance(method, SelfConfig):
+    if isinstance(method, (SelfConfig, InSitu)):
         box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots)
         found = method.run(prog, box)
         if dac_bits is not None:

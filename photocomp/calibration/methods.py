@@ -1,5 +1,5 @@
-"""Calibration methods as values: :class:`Local`, :class:`Model`, :class:`Twin` and
-:class:`~photocomp.calibration.selfconfig.SelfConfig`.
+"""Calibration methods as values: :class:`Local`, :class:`Model`, :class:`Twin`,
+:class:`~photocomp.calibration.selfconfig.SelfConfig` and :class:`~photocomp.calibration.insitu.InSitu`.
 
 A method object holds a method's settings and checks them when it is built,
 like the drift compensators of :mod:`photocomp.drift` and optax's
@@ -20,13 +20,14 @@ import dataclasses
 from typing import Any
 
 from photocomp.calibration.engine import check_optimizer
+from photocomp.calibration.insitu import InSitu
 from photocomp.calibration.selfconfig import SelfConfig
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.core.validate import check_int, check_real
 
-__all__ = ["Local", "Model", "Twin", "SelfConfig", "Method", "METHOD_NAMES", "method_from_name", "as_method", "reject_loose_settings"]
+__all__ = ["Local", "Model", "Twin", "SelfConfig", "InSitu", "Method", "METHOD_NAMES", "method_from_name", "as_method", "reject_loose_settings"]
 
-METHOD_NAMES = ("model", "local", "twin", "selfconfig")
+METHOD_NAMES = ("model", "local", "twin", "selfconfig", "insitu")
 _WARM_STARTS = ("local", "ideal")
 
 
@@ -124,26 +125,37 @@ class Twin:
         _check_search(self, "Twin")
 
 
-Method = Local | Model | Twin | SelfConfig
+Method = Local | Model | Twin | SelfConfig | InSitu
 
 
-def method_from_name(method: str, *, optimizer=None, steps=300, tol=1e-4, patience=30, warm_start="local",
+def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patience=None, warm_start="local",
                      shots=1, seed=0, twin_configs=6, twin_steps=300, twin_rounds=2) -> Method:
     """The method object a method name and :func:`photocomp.calibrate`'s keyword arguments describe.
 
     Every argument is checked under the name the caller wrote (``twin_configs``,
-    not ``configs``), so a message points at the right keyword.
+    not ``configs``), so a message points at the right keyword. ``steps``,
+    ``tol`` and ``patience`` left None take the method's defaults (model and
+    twin: 300, 1e-4, 30; :class:`~photocomp.calibration.insitu.InSitu`: its own).
     """
     if not isinstance(method, str) or method not in METHOD_NAMES:
         raise UnknownNameError(
             f"method must be one of {METHOD_NAMES} or a method object (photocomp.Local(), photocomp.Model(...), "
-            f"photocomp.Twin(...), photocomp.SelfConfig(...)); got {method!r:.80}"
+            f"photocomp.Twin(...), photocomp.SelfConfig(...), photocomp.InSitu(...)); got {method!r:.80}"
         )
     if method == "local":
         return Local()
     if method == "selfconfig":
         return SelfConfig(shots=check_int(shots, "shots", low=1), seed=check_int(seed, "seed", low=0))
     optimizer = _check_optimizer(optimizer, "optimizer")
+    if method == "insitu":  # its own defaults unless given: steps, tol and patience count measured steps here
+        given = {k: v for k, v in (("steps", steps), ("tol", tol), ("patience", patience)) if v is not None}
+        return InSitu(shots=check_int(shots, "shots", low=1), seed=check_int(seed, "seed", low=0),
+                      **({"optimizer": optimizer, "solver": "optax"} if optimizer is not None else {}),
+                      **{k: (check_int(v, k, low=0 if k == "steps" else 1) if k != "tol" else
+                             check_real(v, k, low=0.0, high=1.0)) for k, v in given.items()})
+    steps = 300 if steps is None else steps
+    tol = 1e-4 if tol is None else tol
+    patience = 30 if patience is None else patience
     steps = check_int(steps, "steps", low=0)
     tol = check_real(tol, "tol", low=0.0, high=1.0)
     patience = check_int(patience, "patience", low=1)
@@ -160,11 +172,12 @@ def method_from_name(method: str, *, optimizer=None, steps=300, tol=1e-4, patien
 
 def as_method(method) -> Method:
     """A method object as given, or :class:`InvalidTypeError` naming ``method``."""
-    if isinstance(method, (Local, Model, Twin, SelfConfig)):
+    if isinstance(method, (Local, Model, Twin, SelfConfig, InSitu)):
         return method
     raise InvalidTypeError(
-        f"method must be 'local', 'model', 'twin', 'selfconfig' or a method object (photocomp.Local(), "
-        f"photocomp.Model(...), photocomp.Twin(...), photocomp.SelfConfig(...)); got {type(method).__name__}"
+        f"method must be 'local', 'model', 'twin', 'selfconfig', 'insitu' or a method object (photocomp.Local(), "
+        f"photocomp.Model(...), photocomp.Twin(...), photocomp.SelfConfig(...), photocomp.InSitu(...)); "
+        f"got {type(method).__name__}"
     )
 
 
