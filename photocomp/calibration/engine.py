@@ -211,8 +211,8 @@ def _refine(cell: Cell, errors: dict, point: dict, objective, rounds: int = 12) 
 def _cell_split(cell: Cell, bar_power, errors: dict):
     """Heater phases (internal and trims, each ``(T, n)``) giving each cell the bar power ``bar_power`` (T, n)
     with its coupler errors (``(n,)`` each), or the nearest reachable one: the best point of a grid search
-    (trims at their ideal phase where that reaches it), refined by a pattern search and Newton steps on the
-    internal heater."""
+    (trims at their ideal phase where that reaches it), refined by a pattern search and minimum-norm Newton
+    steps on all its heaters."""
     grid, bar = _cell_candidates(cell, errors)  # (n, G)
     miss = np.abs(bar[None, :, :] - bar_power[:, :, None])  # (T, n, G)
     # prefer the trims' ideal phases: they keep the cell's phase response closest to the design
@@ -223,15 +223,16 @@ def _cell_split(cell: Cell, bar_power, errors: dict):
     out = {h: grid[h][best] for h in ("internal",) + tuple(h for h, _ in cell.trims)}
     out = _refine(cell, errors, out, lambda b: np.abs(b - bar_power[..., None]))
     errs = {k: np.asarray(v)[None, :] for k, v in errors.items()}
-    trims = {h: out[h] for h, _ in cell.trims}
+    names = ("internal",) + tuple(h for h, _ in cell.trims)
+    bar_of = lambda p: _bar(_cell_core(cell, p["internal"], {h: p[h] for h in names[1:]}, errs))  # noqa: E731
     step = 1e-6
-    for _ in range(6):  # Newton on the internal heater, derivative by central differences
-        b0 = _bar(_cell_core(cell, out["internal"], trims, errs))
-        bp = _bar(_cell_core(cell, out["internal"] + step, trims, errs))
-        bm = _bar(_cell_core(cell, out["internal"] - step, trims, errs))
-        slope = (bp - bm) / (2 * step)
-        move = np.where(np.abs(slope) > 1e-6, (bar_power - b0) / np.where(slope == 0, 1.0, slope), 0.0)
-        out["internal"] = out["internal"] + np.clip(move, -0.01, 0.01)
+    for _ in range(12):  # minimum-norm Newton steps on all the cell's heaters (derivatives by central differences)
+        miss = bar_of(out) - bar_power
+        grad = [(bar_of({**out, h: out[h] + step}) - bar_of({**out, h: out[h] - step})) / (2 * step) for h in names]
+        norm2 = sum(g**2 for g in grad)
+        scale = np.where(norm2 > 1e-12, miss / np.where(norm2 > 0, norm2, 1.0), 0.0)
+        for h, g in zip(names, grad):
+            out[h] = out[h] - np.clip(scale * g, -0.05, 0.05)
     return out
 
 
