@@ -15,6 +15,7 @@ from photocomp.core.cell import MZI, MZI3
 from photocomp.core.errors import InvalidInputError, UnknownNameError
 from photocomp.hardware.chip import heater_slices, nominal_chip
 from photocomp.hardware.chipsim import chip_tile_matrices, settings_from_program, trim_settings
+from photocomp.targets import mzi3, pace_64
 
 FAMILIES = ("clements", "mzi3", "mzix")
 
@@ -46,7 +47,7 @@ def test_target_cell_is_checked_and_serialised_only_when_not_the_mzi():
     with pytest.raises(UnknownNameError, match=r"Target.cell must be one of .*got 'mzi4'"):
         dataclasses.replace(pc.get_target("clements-4"), cell="mzi4")
     with pytest.raises(InvalidInputError, match="physics overrides"):
-        pc.targets.mzi3(4, cell="mzi")
+        mzi3(4, cell="mzi")
     assert "cell" not in pc.get_target("clements-4").to_dict()
     d = pc.get_target("mzi3-4").to_dict()
     assert d["cell"] == "mzi3" and pc.Target.from_dict(d) == pc.get_target("mzi3-4")
@@ -191,3 +192,16 @@ def test_model_calibration_drift_and_cost_run_on_every_cell():
         assert cal.graph().number_of_nodes() > 0
     # the trims give the model-based calibration more to work with on the same fabrication
     assert errors["mzi3"][1] < errors["clements"][1]
+
+
+def test_pace_64_docstring_arithmetic():
+    """The component counts pace-64's docstring quotes are the ones its model and a crossbar give."""
+    doc = " ".join(pace_64.__doc__.split())
+    k = 64
+    mzis = 2 * (k * (k - 1) // 2) + k
+    assert pc.get_target("pace-64").components == 16_000 and f"{mzis:,} MZIs" in doc
+    assert f"{4 * mzis + k:,} components" in doc
+    trees = 2 * k * (k - 1)
+    for cell_parts in (1, 4):
+        low, high = k + cell_parts * k * k + trees + k, k + cell_parts * k * k + trees + 2 * k
+        assert f"{low:,} to {high:,}" in doc
