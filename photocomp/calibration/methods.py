@@ -148,11 +148,12 @@ def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patie
         return SelfConfig(shots=check_int(shots, "shots", low=1), seed=check_int(seed, "seed", low=0))
     optimizer = _check_optimizer(optimizer, "optimizer")
     if method == "insitu":  # its own defaults unless given: steps, tol and patience count measured steps here
-        given = {k: v for k, v in (("steps", steps), ("tol", tol), ("patience", patience)) if v is not None}
+        default = InSitu()
         return InSitu(shots=check_int(shots, "shots", low=1), seed=check_int(seed, "seed", low=0),
-                      **({"optimizer": optimizer, "solver": "optax"} if optimizer is not None else {}),
-                      **{k: (check_int(v, k, low=0 if k == "steps" else 1) if k != "tol" else
-                             check_real(v, k, low=0.0, high=1.0)) for k, v in given.items()})
+                      steps=default.steps if steps is None else check_int(steps, "steps", low=0),
+                      tol=default.tol if tol is None else check_real(tol, "tol", low=0.0, high=1.0),
+                      patience=default.patience if patience is None else check_int(patience, "patience", low=1),
+                      optimizer=optimizer, solver=default.solver if optimizer is None else "optax")
     steps = 300 if steps is None else steps
     tol = 1e-4 if tol is None else tol
     patience = 30 if patience is None else patience
