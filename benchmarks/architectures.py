@@ -52,18 +52,11 @@ END = "<!-- architectures:end -->"
 FAMILIES = ("clements", "mzi3", "mzix")
 
 
-def haar(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    z = (rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))) / np.sqrt(2)
-    q, r = np.linalg.qr(z)
-    return q * (np.diag(r) / np.abs(np.diag(r)))
-
-
 def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps: int) -> dict:
     target = dataclasses.replace(pc.get_target(f"{family}-{n}"), coupler_sigma_rad=sigma, mzi_loss_db=0.0,
                                  mzi_loss_sigma_db=0.0)
     t0 = time.perf_counter()
-    prog = pc.compile(haar(n, 2026), target)
+    prog = pc.compile(pc.haar_unitary(n, np.random.default_rng(2026)), target)
     uncal, local, unreach, floor, mod, drift = [], [], [], [], [], []
     for seed in seeds:
         chip = pc.fabricate(target, seed=seed, circuit=prog.circuit)

@@ -20,13 +20,6 @@ from photocomp.targets import mzi3, pace_64
 FAMILIES = ("clements", "mzi3", "mzix")
 
 
-def haar(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    z = (rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))) / np.sqrt(2)
-    q, r = np.linalg.qr(z)
-    return q * (np.diag(r) / np.abs(np.diag(r)))
-
-
 def coupler_only(name: str, sigma: float = 0.06) -> pc.Target:
     """The target with coupler errors only (no losses): what per-cell correction can fully undo."""
     return dataclasses.replace(pc.get_target(name), coupler_sigma_rad=sigma, mzi_loss_db=0.0, mzi_loss_sigma_db=0.0)
@@ -107,7 +100,8 @@ def _reference_tile(chip, s, tile: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("name", ["mzi3-5", "mzix-4"])
 @pytest.mark.parametrize("circuit", ["svd", "unitary"])
 def test_chip_simulation_matches_a_float64_loop_over_cell_transfers(name, circuit):
-    w = haar(int(name.split("-")[1]), 1) if circuit == "unitary" else np.random.default_rng(2).normal(size=(4, 4))
+    n = int(name.split("-")[1])
+    w = pc.haar_unitary(n, np.random.default_rng(1)) if circuit == "unitary" else np.random.default_rng(2).normal(size=(4, 4))
     prog = pc.compile(w, name)
     assert prog.circuit == circuit
     chip = pc.fabricate(name, seed=6, circuit=circuit)
@@ -122,7 +116,7 @@ def test_chip_simulation_matches_a_float64_loop_over_cell_transfers(name, circui
 
 @pytest.mark.parametrize("name", ["mzi3-6", "mzix-6"])
 def test_ideal_chip_runs_the_program_exactly(name):
-    for w in (np.random.default_rng(0).normal(size=(6, 5)), haar(6, 2)):
+    for w in (np.random.default_rng(0).normal(size=(6, 5)), pc.haar_unitary(6, np.random.default_rng(2))):
         prog = pc.compile(w, name)
         chip = nominal_chip(prog.target, prog.circuit)
         chip = dataclasses.replace(chip, loss_db={k: np.zeros_like(v) for k, v in chip.loss_db.items()})
@@ -132,7 +126,7 @@ def test_ideal_chip_runs_the_program_exactly(name):
 def test_local_correction_of_three_splitter_cells_undoes_coupler_errors_the_mzi_cannot():
     """Hamerly et al. 2022: with coupler errors only, every three-splitter MZI reaches its setting, so the
     per-cell correction is exact; the MZI mesh of the same fabrication keeps an error."""
-    u = haar(12, 0)
+    u = pc.haar_unitary(12, np.random.default_rng(0))
     out = {}
     for fam in FAMILIES:
         t = coupler_only(f"{fam}-12")
