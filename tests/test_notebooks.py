@@ -106,3 +106,13 @@ def test_04_photonic_neural_network(tmp_path, kernel_name):
     assert "ideal chip within 0.5 points of digital: True" in out
     assert "calibrated fabricated chip within 2 points of digital: True" in out
     assert "uncalibrated fabricated chip clearly worse (more than 2 points below digital): True" in out
+
+
+def test_06_which_mesh(tmp_path, kernel_name):
+    out = execute("06_which_mesh.ipynb", tmp_path, kernel_name)
+    assert "same first and last couplers: True" in out and "same heater offsets (the MZI's heaters): True" in out
+    assert "the MZI mesh's corrected error grows with N at every sigma: True" in out
+    assert "the three-splitter mesh's corrected error stays below 1e-12 at every N and sigma: True" in out
+    assert "no three-splitter cell unreachable: True" in out
+    assert "model calibration of the three-splitter mesh beats the MZI mesh's: True" in out
+    assert number(r"notebook runtime: ([\d.]+) s", out) < 900  # about 300 s on two cores
