@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+import types
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -40,8 +41,8 @@ from jax.typing import ArrayLike
 from photocomp.compiler.program import Program
 from photocomp.core.cell import MZI, Cell
 from photocomp.core.convention import mzi, physical_mzi
-from photocomp.core.errors import InvalidTypeError
-from photocomp.core.ir import TileGrid
+from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.ir import CompileReport, PassRecord, TileGrid
 from photocomp.core.layout import MeshLayout
 from photocomp.core.phases import MeshPhases
 from photocomp.hardware.chip import Chip, as_chip
@@ -62,7 +63,7 @@ from photocomp.sim.ideal import tile_matrices_np
 
 __all__ = ["error", "better_per_tile", "local_correction", "reachability", "Reachability", "check_program", "ideal_tiles",
            "ideal_settings", "relative_error", "settings_error", "local_settings", "check_optimizer", "minimize",
-           "optimize", "quantized"]
+           "optimize", "quantized", "MeasuredRun", "finite_array", "heater_estimates"]
 
 
 def check_program(prog: object) -> Program:
@@ -655,3 +656,113 @@ def quantized(model: Chip, chip: Chip, s: Settings, target_tiles, bits: int | No
     out = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), out)
     err, g, _ = settings_error(chip, out, target_tiles)
     return out.replace(gain=g), err
+
+
+# ---- calibration by measurement: the result every measuring method returns ------------------------
+
+@dataclasses.dataclass(frozen=True)
+class MeasuredRun:
+    """What a calibration by measurement found and what it cost (the fields every measuring method shares).
+
+    Attributes:
+      drives_mw: the drives to apply, ``(n_heaters,)`` or ``(n_tiles, n_heaters)`` mW.
+      start_drives_mw: the drives it started from.
+      error_start_measured, error_measured: matrix error measured at the start and at :attr:`drives_mw`.
+      kept: which drives were kept (the method's words, e.g. ``"start"``).
+      history: ``(readings, chip_time_s, figure)`` as the run went on (the method says which figure).
+      readings, configurations, chip_time_s: cost on the instrument's ledger.
+      faults: faults the ledger counted during the run, by kind.
+      retries: re-reads and re-sets made to get past faults.
+      skipped: updates given up because reads kept failing.
+      stopped: why the search ended; wall_s: wall-clock seconds.
+    """
+
+    drives_mw: np.ndarray
+    start_drives_mw: np.ndarray
+    error_start_measured: float
+    error_measured: float
+    kept: str
+    history: tuple[tuple[int, float, float], ...]
+    readings: int
+    configurations: int
+    chip_time_s: float
+    faults: types.MappingProxyType
+    retries: int
+    skipped: int
+    stopped: str
+    wall_s: float
+
+    method: ClassVar[str] = "measured"
+
+    def details(self) -> dict:
+        """The method's own scalar results (:meth:`metrics` adds the shared ones)."""
+        return {}
+
+    def label(self) -> str:
+        """The pass record's text, e.g. ``"selfconfig(sweeps=3)"``."""
+        return self.method
+
+    def metrics(self) -> dict:
+        """The scalar results, for a :class:`~photocomp.core.ir.CompileReport` summary."""
+        return {"method": self.method, **self.details(), "error_start_measured": self.error_start_measured,
+                "error_after_measured": self.error_measured, "kept": self.kept, "measurements": self.readings,
+                "configurations": self.configurations, "chip_time_s": self.chip_time_s,
+                "faults": dict(self.faults), "retries": self.retries, "skipped": self.skipped,
+                "stopped": self.stopped, "wall_s": self.wall_s}
+
+    def settings(self, chip: Chip, template: Settings) -> Settings:
+        """The :class:`~photocomp.hardware.chipsim.Settings` (``template``'s gains) that :attr:`drives_mw`
+        produce on ``chip``, one row of drives per tile (one row serves every tile)."""
+        drives = np.atleast_2d(np.asarray(self.drives_mw, np.float64))
+        with jax.enable_x64(True):
+            phases = np.asarray(realized_phases(chip, drives))
+        phases = np.broadcast_to(phases, (template.grid.n_tiles, phases.shape[-1]))
+        return unflatten_heaters(template, np.mod(phases, 2 * np.pi), chip.target)
+
+    def to_program(self, program: Program, chip: Chip) -> Program:
+        """``program`` calibrated for ``chip`` (the instrument's hidden chip) with :attr:`drives_mw`.
+
+        Simulates what ``chip`` does with the drives (best real gain per tile,
+        as every calibration reports) and records the true errors before
+        (ideal settings) and after, with :meth:`metrics`, in the report: this
+        is how ``photocomp.calibrate`` returns a measured calibration.
+        """
+        program = check_program(program)
+        chip = as_chip(chip)
+        chip.check_target(program.target, circuit=program.circuit)
+        tiles = ideal_tiles(program)
+        template = ideal_settings(program)
+        before = settings_error(chip, template, tiles)[0]
+        s = self.settings(chip, template)
+        after, gain, _ = settings_error(chip, s, tiles)
+        s = s.replace(gain=np.asarray(gain))
+        metrics = {**self.metrics(), "error_before": before, "error_after": after}
+        record = PassRecord(self.method, self.label(), self.wall_s,
+                            types.MappingProxyType({"matrix_error": after, "measurements": self.readings,
+                                                    "chip_time_s": self.chip_time_s}))
+        report = CompileReport(program.report.records + (record,),
+                               types.MappingProxyType({**dict(program.report.summary), **metrics}))
+        return program.with_chip(chip, s, report)
+
+
+def finite_array(value, name: str, shape: tuple, unit: str = "") -> np.ndarray:
+    """``value`` as a finite float64 array of ``shape``, else a typed error naming ``name``."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidTypeError(f"{name} must be a real array of shape {shape}{unit}; "
+                               f"got {type(value).__name__}") from None
+    if a.shape != shape or not np.all(np.isfinite(a)):
+        raise InvalidInputError(f"{name} must be finite with shape {shape}; got shape {a.shape}")
+    return a
+
+
+def heater_estimates(heaters, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets, efficiencies)`` of ``h`` heaters, checked: finite ``(h,)`` arrays, efficiencies > 0."""
+    if not isinstance(heaters, tuple) or len(heaters) != 2:
+        raise InvalidTypeError(f"heaters must be a tuple (offsets, efficiencies) of ({h},) arrays; "
+                               f"got {type(heaters).__name__}")
+    offsets, eta = (finite_array(v, f"heaters {name}", (h,)) for name, v in zip(("offsets", "efficiencies"), heaters))
+    if np.any(eta <= 0):
+        raise InvalidInputError(f"heaters efficiencies must be > 0; got min {eta.min():g}")
+    return offsets, eta

@@ -74,28 +74,35 @@ import dataclasses
 import math
 import time
 import types
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
 import numpy.typing as npt
 
-from photocomp.calibration.engine import check_optimizer, check_program, ideal_settings, ideal_tiles, settings_error
+from photocomp.calibration.engine import (
+    MeasuredRun,
+    check_optimizer,
+    check_program,
+    finite_array,
+    heater_estimates,
+    ideal_settings,
+    ideal_tiles,
+)
 from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError, UnknownNameError
-from photocomp.core.ir import CompileReport, PassRecord
 from photocomp.core.target import Target
 from photocomp.core.validate import check_int, check_real
-from photocomp.hardware.chip import Chip, as_chip, crosstalk_matrix, heater_positions
-from photocomp.hardware.chipsim import flatten_heaters, realized_phases, unflatten_heaters
+from photocomp.hardware.chip import crosstalk_matrix, heater_positions
+from photocomp.hardware.chipsim import flatten_heaters
 from photocomp.hardware.detector import PHASE_STEPS
 from photocomp.hardware.instrument import (
-    DriveRefused,
     HeaterCharacterizer,
     Instrument,
     ReadFailed,
     as_instrument,
     read_robust,
+    set_drives_robust,
 )
 
 __all__ = ["InSitu", "InSituResult", "HeaterModel", "GRADIENTS", "SOLVERS", "read_matrix", "measured_gradient"]
@@ -200,20 +207,15 @@ class _Session:
 
     def apply(self, phases: np.ndarray) -> np.ndarray:
         """Set the drives of ``phases`` (moved into range); refused heaters get their limit. Returns the phases set."""
-        phi = self.model.into_range(phases, self.limit)
-        for _ in range(self.retries + 1):
-            p = np.clip(self.model.drives(phi), 0.0, self.limit)
-            try:
-                self.ins.set_drives(p)
-                return phi
-            except DriveRefused as exc:
-                bad = exc.heaters[(exc.heaters >= 0) & (exc.heaters < len(p))]
-                if bad.size == 0 or not np.isfinite(exc.limit_mw):
-                    raise
-                self.limit[bad] = np.minimum(self.limit[bad], exc.limit_mw)
-                self.ins.ledger.add(retries=1)
-                phi = self.model.into_range(phi, self.limit)
-        raise ReadFailed(f"set_drives: drives refused {self.retries + 1} times in a row")
+        phi = [self.model.into_range(phases, self.limit)]
+
+        def reroute(_drives, _heaters):  # the same phases, on branches below the lowered limits
+            phi[0] = self.model.into_range(phi[0], self.limit)
+            return np.clip(self.model.drives(phi[0]), 0.0, self.limit)
+
+        set_drives_robust(self.ins, np.clip(self.model.drives(phi[0]), 0.0, self.limit), self.limit, reroute,
+                          retries=self.retries)
+        return phi[0]
 
     def matrix(self, phases: np.ndarray, shots: int | None = None) -> np.ndarray:
         self.apply(phases)
@@ -276,11 +278,11 @@ def measured_gradient(instrument: Instrument, phases: npt.ArrayLike, target: npt
     """
     instrument = as_instrument(instrument)
     h, k = instrument.n_heaters, instrument.target.size
-    phi = _finite(phases, "phases", (h,))
+    phi = finite_array(phases, "phases", (h,))
     u = np.asarray(target, dtype=np.complex128)
     if u.shape != (k, k) or not np.all(np.isfinite(u)):
         raise InvalidInputError(f"target must be finite with shape ({k}, {k}); got shape {u.shape}")
-    offsets, eta = _heater_estimates(heaters, h)
+    offsets, eta = heater_estimates(heaters, h)
     shots = None if shots is None else check_int(shots, "shots", low=1)
     s = _Session(instrument, HeaterModel.build(instrument.target, instrument.circuit, offsets, eta), shots,
                  check_int(retries, "retries", low=0))
@@ -298,99 +300,32 @@ def _amplitude(readings: np.ndarray, k: int) -> float:
     return float(max(np.sqrt(np.mean(np.clip(readings, 0.0, None))), 1e-6 / np.sqrt(k)))
 
 
-def _finite(value, name: str, shape: tuple) -> np.ndarray:
-    try:
-        a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidTypeError(f"{name} must be a real array of shape {shape}; got {type(value).__name__}") from None
-    if a.shape != shape or not np.all(np.isfinite(a)):
-        raise InvalidInputError(f"{name} must be finite with shape {shape}; got shape {a.shape}")
-    return a
-
-
-def _heater_estimates(heaters, h: int) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(heaters, tuple) or len(heaters) != 2:
-        raise InvalidTypeError(f"heaters must be a tuple (offsets, efficiencies) of ({h},) arrays; "
-                               f"got {type(heaters).__name__}")
-    offsets = _finite(heaters[0], "heaters offsets", (h,))
-    eta = _finite(heaters[1], "heaters efficiencies", (h,))
-    if np.any(eta <= 0):
-        raise InvalidInputError(f"heaters efficiencies must be > 0; got min {eta.min():g}")
-    return offsets, eta
-
-
 @dataclasses.dataclass(frozen=True)
-class InSituResult:
-    """What :meth:`InSitu.run` found and what it cost.
+class InSituResult(MeasuredRun):
+    """What :meth:`InSitu.run` found and what it cost (:class:`~photocomp.calibration.engine.MeasuredRun`).
 
-    Attributes:
-      drives_mw: the drives to apply, ``(n_tiles, n_heaters)`` mW (per tile
-        the start's where the calibrated ones measured no better).
-      start_drives_mw: the drives it started from.
+    Attributes (beyond the shared ones):
+      drives_mw: ``(n_tiles, n_heaters)`` mW (per tile the start's where the
+        calibrated ones measured no better).
       error_start_measured, error_measured: matrix error (best real gain per
         tile) measured at the start and at :attr:`drives_mw` (``check_shots``
         times the shots).
       kept: ``"calibrated"``, ``"start"`` or ``"mixed"`` (per tile).
       history: ``(readings, chip_time_s, measured error)`` after every step.
-      readings, configurations, chip_time_s: cost on the instrument's ledger.
-      faults: faults the ledger counted during the run, by kind.
-      retries: re-reads and re-sets made to get past faults.
       skipped: steps given up because reads kept failing.
-      steps_run: steps made; stopped: why the search ended.
-      gradient: the estimator used; wall_s: wall-clock seconds.
+      steps_run: steps made; gradient: the estimator used.
     """
 
-    drives_mw: np.ndarray
-    start_drives_mw: np.ndarray
-    error_start_measured: float
-    error_measured: float
-    kept: str
-    history: tuple[tuple[int, float, float], ...]
-    readings: int
-    configurations: int
-    chip_time_s: float
-    faults: types.MappingProxyType
-    retries: int
-    skipped: int
     steps_run: int
-    stopped: str
     gradient: str
-    wall_s: float
 
-    def metrics(self) -> dict:
-        """The scalar results, for a :class:`~photocomp.core.ir.CompileReport` summary."""
-        return {"method": "insitu", "gradient": self.gradient, "error_start_measured": self.error_start_measured,
-                "error_after_measured": self.error_measured, "kept": self.kept, "measurements": self.readings,
-                "configurations": self.configurations, "chip_time_s": self.chip_time_s,
-                "faults": dict(self.faults), "retries": self.retries, "skipped": self.skipped,
-                "steps_run": self.steps_run, "stopped": self.stopped, "wall_s": self.wall_s}
+    method: ClassVar[str] = "insitu"
 
-    def to_program(self, program: Program, chip: Chip) -> Program:
-        """``program`` calibrated for ``chip`` (the instrument's hidden chip) with :attr:`drives_mw`.
+    def details(self) -> dict:
+        return {"gradient": self.gradient, "steps_run": self.steps_run}
 
-        Simulates what ``chip`` does with the drives (best real gain per tile)
-        and records the true errors before (ideal settings) and after, with
-        :meth:`metrics`, in the report; this is how ``photocomp.calibrate``
-        returns it.
-        """
-        program = check_program(program)
-        chip = as_chip(chip)
-        chip.check_target(program.target, circuit=program.circuit)
-        tiles = ideal_tiles(program)
-        template = ideal_settings(program)
-        before = settings_error(chip, template, tiles)[0]
-        with jax.enable_x64(True):
-            phases = np.asarray(realized_phases(chip, np.asarray(self.drives_mw, np.float64)))
-        s = unflatten_heaters(template, np.mod(phases, 2 * np.pi), chip.target)
-        after, gain, _ = settings_error(chip, s, tiles)
-        s = s.replace(gain=np.asarray(gain))
-        metrics = {**self.metrics(), "error_before": before, "error_after": after}
-        record = PassRecord("insitu", f"insitu(gradient={self.gradient}, steps={self.steps_run})", self.wall_s,
-                            types.MappingProxyType({"matrix_error": after, "measurements": self.readings,
-                                                    "chip_time_s": self.chip_time_s}))
-        report = CompileReport(program.report.records + (record,),
-                               types.MappingProxyType({**dict(program.report.summary), **metrics}))
-        return program.with_chip(chip, s, report)
+    def label(self) -> str:
+        return f"insitu(gradient={self.gradient}, steps={self.steps_run})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -507,7 +442,7 @@ class InSitu:
                 raise InvalidInputError("heaters must be given for an instrument without characterize_heaters(); "
                                         "got None")
             heaters = tuple(instrument.characterize_heaters())  # type: ignore[assignment]
-        offsets, eta = _heater_estimates(heaters, h)
+        offsets, eta = heater_estimates(heaters, h)
         model = HeaterModel.build(tgt, program.circuit, offsets, eta)
         s = _Session(instrument, model, self.shots, self.retries)
         if start_drives is None:
@@ -518,7 +453,7 @@ class InSitu:
             p = np.asarray(start_drives, dtype=np.float64) if not isinstance(start_drives, (str, bytes)) else None
             if p is not None and p.shape == (h,) and n_tiles == 1:
                 p = p[None]
-            start = model.phases(_finite(p if p is not None else start_drives, "start_drives", (n_tiles, h)))
+            start = model.phases(finite_array(p if p is not None else start_drives, "start_drives", (n_tiles, h)))
         tiles = ideal_tiles(program).astype(np.complex128)
         norm = float(np.sum(np.abs(tiles) ** 2))
         start = np.stack([s.apply(p) for p in start])

@@ -75,27 +75,35 @@ import dataclasses
 import math
 import time
 import types
+from typing import ClassVar
 
 import jax
 import numpy as np
 import numpy.typing as npt
 
-from photocomp.calibration.engine import check_program, ideal_settings, ideal_tiles, settings_error
+from photocomp.calibration.engine import (
+    MeasuredRun,
+    check_program,
+    finite_array,
+    heater_estimates,
+    ideal_settings,
+    ideal_tiles,
+    settings_error,
+)
 from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
-from photocomp.core.ir import CompileReport, PassRecord
 from photocomp.core.phases import MeshPhases
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import Chip, as_chip, crosstalk_matrix, heater_positions, heater_slices
 from photocomp.hardware.chipsim import Settings, drive_map, flatten_heaters, realized_phases, unflatten_heaters
 from photocomp.hardware.detector import PHASE_STEPS, drive_template
 from photocomp.hardware.instrument import (
-    DriveRefused,
     HeaterCharacterizer,
     Instrument,
     ReadFailed,
     as_instrument,
     read_robust,
+    set_drives_robust,
 )
 from photocomp.sim.physical import mesh_to_physical
 
@@ -103,81 +111,31 @@ __all__ = ["SelfConfig", "SelfConfigResult", "chip_error", "measured_error"]
 
 
 @dataclasses.dataclass(frozen=True)
-class SelfConfigResult:
-    """What :meth:`SelfConfig.run` found and what it cost.
+class SelfConfigResult(MeasuredRun):
+    """What :meth:`SelfConfig.run` found and what it cost (:class:`~photocomp.calibration.engine.MeasuredRun`).
 
-    Attributes:
-      drives_mw: the drives to apply, ``(n_heaters,)`` mW (the start's when
-        the configured drives measured no better).
-      start_drives_mw: the drives it started from.
+    Attributes (beyond the shared ones):
+      drives_mw: ``(n_heaters,)`` mW (the start's when the configured drives measured no better).
       error_start_measured, error_measured: matrix error (best real gain,
-        ``docs/design.md`` §3.7) measured by phase stepping at the start and
-        at :attr:`drives_mw`.
+        ``docs/design.md`` §3.7) measured by phase stepping.
       kept: ``"configured"`` or ``"start"``.
       history: ``(readings, chip_time_s, 1 - J / P)`` after the start and
         after every sweep (``J`` the measured delivered power, see the module
         docstring, ``P`` all the power the outputs received: an infidelity
         free of the chip's mean loss); the last entry after the output phases.
-      readings, configurations, chip_time_s: cost on the instrument's ledger.
-      faults: faults the ledger counted during the run, by kind.
-      retries: re-reads and re-sets made to get past faults.
       skipped: heater updates given up because reads kept failing.
-      sweeps_run: sweeps made; stopped: why the search ended.
-      wall_s: wall-clock seconds.
+      sweeps_run: sweeps made.
     """
 
-    drives_mw: np.ndarray
-    start_drives_mw: np.ndarray
-    error_start_measured: float
-    error_measured: float
-    kept: str
-    history: tuple[tuple[int, float, float], ...]
-    readings: int
-    configurations: int
-    chip_time_s: float
-    faults: types.MappingProxyType
-    retries: int
-    skipped: int
     sweeps_run: int
-    stopped: str
-    wall_s: float
 
-    def metrics(self) -> dict:
-        """The scalar results, for a :class:`~photocomp.core.ir.CompileReport` summary."""
-        return {"method": "selfconfig", "error_start_measured": self.error_start_measured,
-                "error_after_measured": self.error_measured, "kept": self.kept, "measurements": self.readings,
-                "configurations": self.configurations, "chip_time_s": self.chip_time_s,
-                "faults": dict(self.faults), "retries": self.retries, "skipped": self.skipped,
-                "sweeps_run": self.sweeps_run, "stopped": self.stopped, "wall_s": self.wall_s}
+    method: ClassVar[str] = "selfconfig"
 
-    def settings(self, chip: Chip) -> Settings:
-        """The :class:`~photocomp.hardware.chipsim.Settings` (gain 1) that :attr:`drives_mw` produce on ``chip``."""
-        return _settings_of(as_chip(chip), self.drives_mw)
+    def details(self) -> dict:
+        return {"sweeps_run": self.sweeps_run}
 
-    def to_program(self, program: Program, chip: Chip) -> Program:
-        """``program`` calibrated for ``chip`` (the instrument's hidden chip) with these drives.
-
-        Simulates what ``chip`` does with :attr:`drives_mw` (best real gain,
-        as every calibration reports) and records the true errors before
-        (ideal settings, heaters characterised exactly) and after, with
-        :meth:`metrics`, in the report. This is how ``photocomp.calibrate``
-        returns a measured calibration.
-        """
-        program = check_program(program)
-        chip = as_chip(chip)
-        chip.check_target(program.target, circuit=program.circuit)
-        tiles = ideal_tiles(program)
-        before = settings_error(chip, ideal_settings(program), tiles)[0]
-        s = self.settings(chip)
-        after, gain, _ = settings_error(chip, s, tiles)
-        s = s.replace(gain=np.asarray(gain))
-        metrics = {**self.metrics(), "error_before": before, "error_after": after}
-        record = PassRecord("selfconfig", f"selfconfig(sweeps={self.sweeps_run})", self.wall_s,
-                            types.MappingProxyType({"matrix_error": after, "measurements": self.readings,
-                                                    "chip_time_s": self.chip_time_s}))
-        report = CompileReport(program.report.records + (record,),
-                               types.MappingProxyType({**dict(program.report.summary), **metrics}))
-        return program.with_chip(chip, s, report)
+    def label(self) -> str:
+        return f"selfconfig(sweeps={self.sweeps_run})"
 
 
 def _settings_of(chip: Chip, drives_mw: npt.ArrayLike) -> Settings:
@@ -243,28 +201,6 @@ def _prior_chip(target, offset, efficiency) -> Chip:
     zeros = {"u": np.zeros(m)}
     return Chip(target, -1, zeros, {"u": np.zeros(m)}, {"u": np.full(m, float(target.mzi_loss_db))},
                 np.asarray(offset, np.float64), np.asarray(efficiency, np.float64), rows, cols, w, "unitary")
-
-
-def _finite_vector(value, name: str, h: int, unit: str = "") -> np.ndarray:
-    """``value`` as a finite float64 ``(h,)`` array, else a typed error naming ``name``."""
-    try:
-        a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidTypeError(f"{name} must be a real array of shape ({h},){unit}; "
-                               f"got {type(value).__name__}") from None
-    if a.shape != (h,) or not np.all(np.isfinite(a)):
-        raise InvalidInputError(f"{name} must be finite with shape ({h},); got shape {a.shape}")
-    return a
-
-
-def _heater_estimates(heaters, h: int) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(heaters, tuple) or len(heaters) != 2:
-        raise InvalidTypeError(f"heaters must be a tuple (offsets, efficiencies) of ({h},) arrays; "
-                               f"got {type(heaters).__name__}")
-    out = [_finite_vector(v, f"heaters {name}", h) for name, v in zip(("offsets", "efficiencies"), heaters)]
-    if np.any(out[1] <= 0):
-        raise InvalidInputError(f"heaters efficiencies must be > 0; got min {out[1].min():g}")
-    return out[0], out[1]
 
 
 class _Session:
@@ -398,18 +334,7 @@ class _Session:
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         """Set drives ``p``; heaters that refuse get their reported limit and another branch. Returns what was set."""
-        for _ in range(self.cfg.retries + 1):
-            try:
-                self.ins.set_drives(p)
-                return p
-            except DriveRefused as exc:
-                bad = exc.heaters[(exc.heaters >= 0) & (exc.heaters < len(p))]
-                if bad.size == 0 or not np.isfinite(exc.limit_mw):
-                    raise
-                self.limit[bad] = np.minimum(self.limit[bad], exc.limit_mw)
-                self.ins.ledger.add(retries=1)
-                p = self.into_range(p, bad)
-        raise ReadFailed(f"set_drives: drives refused {self.cfg.retries + 1} times in a row")
+        return set_drives_robust(self.ins, p, self.limit, self.into_range, retries=self.cfg.retries)
 
     def delivered(self) -> float:
         """``J``: the power the K program inputs deliver to their own outputs, at the applied drives."""
@@ -520,12 +445,12 @@ class SelfConfig:
         before = instrument.ledger.snapshot()  # a characterisation made here is part of the cost
         offsets = np.zeros(h)
         if heaters is not None:
-            offsets, eta = _heater_estimates(heaters, h)
+            offsets, eta = heater_estimates(heaters, h)
         elif start_drives is None:
             if not isinstance(instrument, HeaterCharacterizer):
                 raise InvalidInputError("start_drives or heaters must be given for an instrument without "
                                         "characterize_heaters(); got neither")
-            offsets, eta = _heater_estimates(tuple(instrument.characterize_heaters()), h)
+            offsets, eta = heater_estimates(tuple(instrument.characterize_heaters()), h)
         else:
             eta = np.ones(h)
         if start_drives is None:
@@ -533,7 +458,7 @@ class SelfConfig:
                 phases = np.asarray(flatten_heaters(ideal_settings(program)))[0]
             start = drive_map(_prior_chip(tgt, offsets, eta), phases)
         else:
-            start = _finite_vector(start_drives, "start_drives", h, " mW")
+            start = finite_array(start_drives, "start_drives", (h,), " mW")
         tile = ideal_tiles(program)[0]
         u = tile * math.sqrt(tgt.size) / np.linalg.norm(tile)
         s = _Session(self, instrument, u, eta, program.phase_map.u)

@@ -49,6 +49,7 @@ from photocomp.core.target import Target
 from photocomp.core.validate import check_int, check_real
 
 __all__ = [
+    "set_drives_robust",
     "Instrument",
     "HeaterCharacterizer",
     "Ledger",
@@ -267,6 +268,32 @@ def measure(instrument: Instrument, drives_mw: npt.ArrayLike, inputs: npt.ArrayL
     instrument = as_instrument(instrument)
     instrument.set_drives(drives_mw)
     return instrument.read(inputs, shots=shots, reference=reference)
+
+
+def set_drives_robust(instrument: Instrument, drives_mw: np.ndarray, limit_mw: np.ndarray, reroute, *,
+                      retries: int = 4) -> np.ndarray:
+    """:meth:`Instrument.set_drives` that gets past heaters refusing a drive (:class:`DriveRefused`).
+
+    The refusing heaters' entries of ``limit_mw`` (updated in place) drop to
+    the limit the instrument reported, the ledger counts a retry, and
+    ``reroute(drives, heaters)`` gives the drives to try next (e.g. the same
+    phase on another 2 pi branch below the new limit). A refusal that names
+    no heater or no finite limit is raised as it is; after ``retries``
+    re-sets raises :class:`ReadFailed`. Returns the drives that were set.
+    """
+    p = np.asarray(drives_mw, dtype=np.float64)
+    for _ in range(retries + 1):
+        try:
+            instrument.set_drives(p)
+            return p
+        except DriveRefused as exc:
+            bad = exc.heaters[(exc.heaters >= 0) & (exc.heaters < len(p))]
+            if bad.size == 0 or not np.isfinite(exc.limit_mw):
+                raise
+            limit_mw[bad] = np.minimum(limit_mw[bad], exc.limit_mw)
+            instrument.ledger.add(retries=1)
+            p = np.asarray(reroute(p, bad), dtype=np.float64)
+    raise ReadFailed(f"set_drives: drives refused {retries + 1} times in a row")
 
 
 def read_robust(instrument: Instrument, inputs: npt.ArrayLike, *, shots: int | None = None,
