@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     for bits in (8, 10, 12):
         rows.append((f"ideal chip, {bits}-bit DAC", on_chip(params, xte, yte, pc.nn.ChipState(target, dac_bits=bits)),
                      "phase quantization"))
-    for bits in (4, 6, 8):
+    for bits in (2, 3, 4, 8):
         cs = pc.nn.ChipState(target, "calibrated", seed=args.chips[0], calibration="model", adc_bits=bits)
         rows.append((f"calibrated (model), {bits}-bit ADC + detector noise",
                      on_chip(params, xte, yte, cs, jax.random.key(args.seed)), f"chip {args.chips[0]}, noise key seeded"))
