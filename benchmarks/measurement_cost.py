@@ -46,7 +46,7 @@ def methods(shots: int, size: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[8, 16])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[8])
     ap.add_argument("--shots", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--methods", nargs="+", default=["selfconfig", "twin", "insitu"])
     ap.add_argument("--chip-seed", type=int, default=1)
