@@ -428,19 +428,46 @@ def _check_property(w, pipeline, err_bound):
     return "compiled"
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Every example of a new shape compiles new programs, so the default run draws a few examples of each
+# property and the slow-marked variants (run by .ci/run after the fast suite) the full number.
+def _examples(n: int):
+    return settings(max_examples=n, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_examples(12)
 @given(weights())
 def test_property_any_weights_compile_exactly_or_are_refused(w):
     event(_check_property(w, EXACT, EXACT_REL))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@_examples(40)
+@given(weights())
+def test_property_any_weights_compile_exactly_or_are_refused_many(w):
+    event(_check_property(w, EXACT, EXACT_REL))
+
+
+@_examples(8)
 @given(weights(wide=True))
 def test_property_entries_of_every_magnitude(w):
     event(_check_property(w, EXACT, EXACT_REL))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@_examples(25)
+@given(weights(wide=True))
+def test_property_entries_of_every_magnitude_many(w):
+    event(_check_property(w, EXACT, EXACT_REL))
+
+
+@_examples(8)
 @given(weights())
 def test_property_quantized_reports_are_true(w):
+    event(_check_property(w, None, 0.1))
+
+
+@pytest.mark.slow
+@_examples(25)
+@given(weights())
+def test_property_quantized_reports_are_true_many(w):
     event(_check_property(w, None, 0.1))
