@@ -66,7 +66,7 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
         drift.append(drift_sensitivity(cal, chip, local[-1]))
         r = reachability(prog, chip)
         unreach.append(r.fraction)
-        floor.append(r.floor)
+        floor.append(r.clip_error)
         if model:
             cal = pc.calibrate(prog, chip, "model", progress=False, steps=steps)
             mod.append(error(cal, chip)["matrix_error"])

@@ -112,7 +112,7 @@ def test_reachability_floor_and_counts(small):
     prog, chip = small
     r = reachability(prog, chip)
     assert r.v.shape == (1, prog.phase_map.v.layout.n_mzi) and r.att.shape == (1, 6)
-    assert 0 <= r.fraction <= 1 and r.floor >= 0
+    assert 0 <= r.fraction <= 1 and r.clip_error >= 0 and r.floor == r.clip_error  # floor: the former name
     assert r.count == int(r.v.sum() + r.u.sum() + r.att.sum())
 
 

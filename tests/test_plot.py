@@ -93,7 +93,7 @@ def test_calibration_figure_reports_the_errors():
     cal = _calibrated()
     fig = figure(cal, "calibration")
     reach = pc.reachability(cal, cal.chip)
-    assert f"floor {reach.floor:.2e}" in fig.get_suptitle()
+    assert f"clipping them {reach.clip_error:.2e}" in fig.get_suptitle()
     bar_ax = next(a for a in fig.axes if a.get_title().startswith("per-tile error"))
     heights = [p.get_height() for p in bar_ax.patches]
     after = pc.error(cal, cal.chip)["tile_errors"]
@@ -357,7 +357,7 @@ def test_calibration_figure_shows_every_bar():
     # the best calibrated tile (the bar that used to sit under the axis' lower limit) is the smallest
     after = np.asarray(pc.error(cal, cal.chip)["tile_errors"])
     assert min(p.get_height() for p in ax.patches) == pytest.approx(after.min(), rel=1e-12)
-    floor = pc.reachability(cal, cal.chip).floor
+    floor = pc.reachability(cal, cal.chip).clip_error
     assert ax.get_ylim()[0] < floor < ax.get_ylim()[1]
 
 
@@ -378,7 +378,7 @@ def test_calibration_figure_draws_zero_errors_at_a_floor():
     heights = np.array([p.get_height() for p in ax.patches])
     positive = heights[heights > heights.min()]
     zero_at = positive.min() / 10.0  # a decade below the smallest positive bar (or the floor line)
-    assert heights[3] == heights[7] == pytest.approx(min(zero_at, pc.reachability(cal, cal.chip).floor / 10))
+    assert heights[3] == heights[7] == pytest.approx(min(zero_at, pc.reachability(cal, cal.chip).clip_error / 10))
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(t.startswith("error 0 (drawn at ") for t in labels), labels
     assert [t.get_text() for t in ax.texts] == ["0", "0"]

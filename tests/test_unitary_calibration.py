@@ -115,7 +115,7 @@ def test_reachability_shapes_and_counts(prog, chip, svd_counterpart):
     assert r.count == int(r.u.sum()) > 0
     assert r.fraction == pytest.approx(r.u.sum() / r.u.size, rel=1e-15)
     assert r.v.size + r.u.size + r.att.size == prog.n_mzi
-    assert 0 < r.floor < error(prog, chip)["matrix_error"]
+    assert 0 < r.clip_error < error(prog, chip)["matrix_error"]
     # the same mesh on the svd chip's U mesh is unreachable at the same MZIs
     svd, svd_chip = svd_counterpart
     np.testing.assert_array_equal(reachability(svd, svd_chip).u, r.u)
@@ -139,7 +139,7 @@ def test_an_error_free_chip_reaches_everything(prog, chip):
     perfect = dataclasses.replace(chip, coupler_in={"u": np.zeros_like(chip.coupler_in["u"])},
                                   coupler_out={"u": np.zeros_like(chip.coupler_out["u"])})
     r = reachability(prog, perfect)
-    assert r.count == 0 and r.fraction == 0.0 and r.floor < 1e-12
+    assert r.count == 0 and r.fraction == 0.0 and r.clip_error < 1e-12
 
 
 # ---- the chip's circuit ------------------------------------------------------------------------------------------
@@ -185,7 +185,8 @@ def test_black_box_measures_a_unitary_chip(chip):
 def test_twin_of_a_unitary_chip_is_a_unitary_chip_and_learns_its_couplers(chip):
     gauge = _gauge(chip.target, "unitary")  # one mesh between the inputs and the reference: nothing is held
     assert {k: set(v) for k, v in gauge.items() if isinstance(v, dict)} == {
-        "coupler_in": {"u"}, "coupler_out": {"u"}, "loss_db": {"u"}}
+        "coupler_in": {"u"}, "coupler_out": {"u"}, "loss_db": {"u"}, "cell_errors": {"u"}}
+    assert gauge["cell_errors"]["u"] == {}  # an MZI has no couplers beyond its two
     assert all(np.all(np.asarray(v) == 1) for v in jax.tree_util.tree_leaves(gauge))
     assert gauge["offset"].shape == gauge["efficiency"].shape == (chip.n_heaters,)
     fit = fit_twin(pc.BlackBoxChip(chip, seed=0, noise=False), configs=2, steps=40)

@@ -13,7 +13,7 @@ Kinds of figure (``what``), each a :class:`PlotKind` in one registry:
   tile on its chip before (ideal settings) and after calibration
   (:func:`photocomp.calibration.calibrate.error`), and reachability maps
   (:func:`photocomp.calibration.calibrate.reachability`): how many tiles need a
-  splitting each MZI cannot reach, with the implied error floor.
+  splitting each MZI cannot reach, with the error clipping them leaves.
 
 A unitary program (``prog.circuit == "unitary"``: one mesh per tile, stored
 as U) has no V mesh and no attenuators: its figures leave those panels out
@@ -270,7 +270,8 @@ def _error_bars(ax, before, after, floor: float = 0.0):
     """Bars of every tile's error before and after calibration on a log axis whose limits show each bar.
 
     A zero error is drawn a decade below the smallest positive value (see :data:`ZERO_ERROR_AT`).
-    The limits span every bar and the reachability ``floor`` (a dashed line, when positive), with a
+    The limits span every bar and the error of clipping unreachable cells (``floor``, a dashed line,
+    when positive), with a
     margin of ``_LOG_MARGIN`` below and room for the legend above.
     """
     before = np.asarray(before, dtype=np.float64)
@@ -287,7 +288,7 @@ def _error_bars(ax, before, after, floor: float = 0.0):
     ax.bar(idx - 0.2, bar_heights(before), width=0.4, label="ideal settings (uncalibrated)", color="0.6")
     ax.bar(idx + 0.2, bar_heights(after), width=0.4, label="calibrated", color="tab:blue")
     if floor > 0:
-        ax.axhline(floor, color="tab:red", linestyle="--", linewidth=1, label=f"reachability floor {floor:.2e}")
+        ax.axhline(floor, color="tab:red", linestyle="--", linewidth=1, label=f"clipping unreachable cells {floor:.2e}")
     if is_zero.any():
         ax.axhline(zero_at, color="0.3", linestyle=":", linewidth=0.8, label=f"error 0 (drawn at {zero_at:.1e})")
         for x in np.concatenate([idx - 0.2, idx + 0.2])[is_zero]:
@@ -325,7 +326,7 @@ def _draw_calibration(fig, source, tile=None):
     grid = fig.add_gridspec(2, 3)
 
     ax = fig.add_subplot(grid[0, :])
-    _error_bars(ax, before, after, reach.floor)
+    _error_bars(ax, before, after, reach.clip_error)
     ax.set_title(f"per-tile error on chip seed {chip.seed}", fontsize=9)
 
     lay = prog.phase_map.layout
@@ -349,7 +350,7 @@ def _draw_calibration(fig, source, tile=None):
                label="unreachable")
     circuit = "" if svd else "\nunitary circuit: one mesh (U), no V mesh or attenuators"
     fig.suptitle(f"{prog.target.name}: calibration on chip seed {chip.seed}; unreachable MZIs "
-                 f"{reach.count} ({100 * reach.fraction:.2f} %), floor {reach.floor:.2e}{circuit}", fontsize=10)
+                 f"{reach.count} ({100 * reach.fraction:.2f} %), clipping them {reach.clip_error:.2e}{circuit}", fontsize=10)
 
 
 # ---- drift --------------------------------------------------------------------------

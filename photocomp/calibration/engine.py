@@ -11,7 +11,7 @@
   best-so-far tracking.
 * :func:`reachability` – which MZIs cannot reach their required splitting
   (bar power reachable only in [sin^2(a+b), cos^2(a-b)] with coupler errors
-  a, b) and the error floor that implies.
+  a, b) and the error clipping them leaves.
 
 Every entry point works on both program circuits (:data:`photocomp.core.ir.CIRCUITS`):
 an ``svd`` program's V mesh, attenuators and U mesh, or a ``unitary``
@@ -363,21 +363,28 @@ class Reachability:
         ``att`` are empty ``(T, 0)`` masks, so sums, sizes and :attr:`count`
         read the same for both circuits.
       fraction: unreachable fraction of all MZIs used (attenuators included).
-      floor: matrix error (after the best gain per tile) of the ideal program
-        with every unreachable MZI clipped to its nearest reachable splitting
-        and everything else perfect: the error left by the local (per-MZI)
-        correction of those MZIs. Global optimisation can partly compensate
-        it with the neighbouring MZIs, so it is an estimate, not a bound.
+      clip_error: matrix error (after the best gain per tile) of the ideal
+        program with every unreachable MZI clipped to its nearest reachable
+        splitting and everything else perfect: what correcting each cell on
+        its own (local correction) is left with from those cells. It is not a
+        floor of calibration: a global calibration (model, twin, in situ)
+        compensates part of it with the neighbouring cells and can end below
+        it, and losses and the other errors of a chip come on top of it.
     """
     v: np.ndarray
     u: np.ndarray
     att: np.ndarray
     fraction: float
-    floor: float
+    clip_error: float
 
     @property
     def count(self) -> int:
         return int(self.v.sum() + self.u.sum() + self.att.sum())
+
+    @property
+    def floor(self) -> float:
+        """The former name of :attr:`clip_error` (it is no floor of calibration; see there)."""
+        return self.clip_error
 
 
 def _theta_bounds(a, b, cell: Cell = MZI, other: dict | None = None):
@@ -391,7 +398,7 @@ def _theta_bounds(a, b, cell: Cell = MZI, other: dict | None = None):
 
 
 def reachability(prog: Program, chip: Chip) -> Reachability:
-    """Find unreachable MZIs (bar power outside [sin^2(a+b), cos^2(a-b)]) and the floor they imply.
+    """Find unreachable MZIs (bar power outside [sin^2(a+b), cos^2(a-b)]) and the error clipping them leaves.
     ``chip`` must be fabricated for the program's target and circuit; a
     unitary program's result has empty ``v`` and ``att`` masks.
     """
