@@ -148,6 +148,18 @@ def mesh_matrix_np(layout, theta, phi, out_phase) -> np.ndarray:
 # ---- fixtures -------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """After each test module, drop JAX's compiled programs (and their buffers) so a worker's memory
+    does not grow with every module it has run; a module's own tests still share its compilations."""
+    yield
+    import sys
+
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.clear_caches()
+
+
 @pytest.fixture
 def rng():
     """A fresh generator with a fixed seed (tests needing other seeds make their own)."""
