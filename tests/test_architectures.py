@@ -169,6 +169,7 @@ def test_local_correction_sets_trims_that_a_loaded_program_keeps(tmp_path):
     assert back.target.cell == "mzi3"
 
 
+@pytest.mark.slow  # ~50 s, mostly compiling three model calibrations; notebook 06 also model-calibrates every cell
 def test_model_calibration_drift_and_cost_run_on_every_cell():
     w = np.random.default_rng(4).normal(size=(4, 4))
     errors = {}

@@ -62,6 +62,7 @@ def test_model_calibration_recovers_a_known_perturbation(lossless_target):
     assert s["error_after"] < s["error_before"] / 100
 
 
+@pytest.mark.slow  # ~30 s; model calibration's improvement is also checked fast by the known-perturbation test
 def test_calibration_never_increases_the_error_and_model_beats_local(small):
     prog, chip = small
     before = error(prog, chip)["matrix_error"]

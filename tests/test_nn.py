@@ -14,11 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import BOUND
 
 import photocomp as pc
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.nn import ChipState, chip_matrix, linear, read_out
-from tests.conftest import BOUND
 
 # no tests.conftest import of photocomp; the compile pipeline without quantization reconstructs every tile to
 # BOUND["reconstruction"] (max entry error of a rebuilt unitary): the ideal chip's matrix is W to that, relative
