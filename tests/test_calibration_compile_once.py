@@ -54,7 +54,8 @@ def _program(seed: int, circuit: str = "svd"):
     return pc.compile(rng.normal(size=(8, 4)), TARGET)
 
 
-@pytest.mark.parametrize("circuit", ["svd", "unitary"])
+# the svd case (about 20 s) runs with the slow tests; the unitary case checks the same compile-once path fast
+@pytest.mark.parametrize("circuit", [pytest.param("svd", marks=pytest.mark.slow), "unitary"])
 def test_second_chip_and_second_program_compile_nothing(circuit):
     """After one model calibration, another chip (another seed) and another program of the same shape reuse
     every compiled program: no tracing, no XLA compilation, the same cached step."""

@@ -57,6 +57,7 @@ def test_ideal_chip_applies_the_weights_of_any_shape():
     np.testing.assert_allclose(batched[1], 2 * m, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow  # ~15 s of compiling and calibrating; the drifting and gradient tests run both chip states fast
 def test_error_ordering_fabricated_calibrated_ideal():
     w = _w((12, 20))
     errors = {}
