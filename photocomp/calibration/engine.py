@@ -41,7 +41,7 @@ from jax.typing import ArrayLike
 from photocomp.compiler.program import Program
 from photocomp.core.cell import MZI, Cell
 from photocomp.core.convention import mzi, physical_mzi
-from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
 from photocomp.core.ir import CompileReport, PassRecord, TileGrid
 from photocomp.core.layout import MeshLayout
 from photocomp.core.phases import MeshPhases
@@ -63,7 +63,7 @@ from photocomp.sim.ideal import tile_matrices_np
 
 __all__ = ["error", "better_per_tile", "local_correction", "reachability", "Reachability", "check_program", "ideal_tiles",
            "ideal_settings", "relative_error", "settings_error", "local_settings", "check_optimizer", "minimize",
-           "optimize", "quantized", "MeasuredRun", "finite_array", "heater_estimates"]
+           "optimize", "quantized", "MeasuredRun", "finite_array", "heater_estimates", "check_instrument_target"]
 
 
 def check_program(prog: object) -> Program:
@@ -773,3 +773,10 @@ def heater_estimates(heaters, h: int) -> tuple[np.ndarray, np.ndarray]:
     if np.any(eta <= 0):
         raise InvalidInputError(f"heaters efficiencies must be > 0; got min {eta.min():g}")
     return offsets, eta
+
+
+def check_instrument_target(program: Program, instrument) -> None:
+    """Raise :class:`MismatchError` unless ``instrument`` is a chip of ``program``'s target."""
+    if instrument.target != program.target:
+        raise MismatchError(f"instrument must be a chip of the program's target {program.target.name!r}; "
+                            f"got one of {instrument.target.name!r}")

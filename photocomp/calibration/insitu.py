@@ -82,6 +82,7 @@ import numpy.typing as npt
 
 from photocomp.calibration.engine import (
     MeasuredRun,
+    check_instrument_target,
     check_optimizer,
     check_program,
     finite_array,
@@ -428,9 +429,7 @@ class InSitu:
         program = check_program(program)
         instrument = as_instrument(instrument)
         tgt = program.target
-        if instrument.target != tgt:
-            raise MismatchError(f"instrument must be a chip of the program's target {tgt.name!r}; "
-                                f"got one of {instrument.target.name!r}")
+        check_instrument_target(program, instrument)
         if instrument.circuit != program.circuit:
             raise MismatchError(f"instrument must be a chip of the program's {program.circuit} circuit; got one of "
                                 f"the {instrument.circuit} circuit")

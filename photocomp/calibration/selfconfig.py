@@ -83,6 +83,7 @@ import numpy.typing as npt
 
 from photocomp.calibration.engine import (
     MeasuredRun,
+    check_instrument_target,
     check_program,
     finite_array,
     heater_estimates,
@@ -431,9 +432,7 @@ class SelfConfig:
         program = check_program(program)
         instrument = as_instrument(instrument)
         tgt = program.target
-        if instrument.target != tgt:
-            raise MismatchError(f"instrument must be a chip of the program's target {tgt.name!r}; "
-                                f"got one of {instrument.target.name!r}")
+        check_instrument_target(program, instrument)
         if program.circuit != "unitary" or instrument.circuit != "unitary":
             raise MismatchError(f"program and instrument must both be of the unitary circuit (compile a unitary "
                                 f"matrix; photocomp.fabricate(target, seed, circuit='unitary')); got a "
