@@ -7,17 +7,23 @@ layers, 84.9 M weights (embeddings and the pooler are lookups or outside the enc
 compiled). They are given as a Flax-style params tree (kernels ``(in, out)``) to
 :func:`photocomp.compile_model` with the target's preset pipeline and a progress bar over the
 layers. Reported: weights, tiles, wall time (whole and per layer kind), the peak resident memory of
-the process, the compiled model's worst layer error, and the goals (≤ 10 min, ≤ 8 GB on a 2-core
-machine).
+the process, the compiled model's worst layer error, the number of JAX devices the tiles were
+sharded across (:mod:`photocomp.sim.devices`), and the goals (≤ 10 min, ≤ 8 GB on a 2-core machine).
+
+``--host-devices K`` splits the host CPU into ``K`` JAX devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=K``, ``JAX_PLATFORMS=cpu``), set before JAX is
+imported, so every layer's tiles are sharded across ``K`` devices as on a machine that has several.
 
 Usage::
 
     python benchmarks/model_scale.py --out benchmarks/README.md
+    python benchmarks/model_scale.py --layers 1 --host-devices 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import resource
 import sys
@@ -26,8 +32,30 @@ from pathlib import Path
 
 import numpy as np
 
+
+def host_devices_option(argv: list[str] | None) -> int | None:
+    """``--host-devices K`` of ``argv``, put into XLA_FLAGS (and JAX_PLATFORMS=cpu) before JAX is imported."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--host-devices", type=int, default=None)
+    k = ap.parse_known_args(sys.argv[1:] if argv is None else argv)[0].host_devices
+    if k is None:
+        return None
+    if k < 1:
+        raise SystemExit(f"--host-devices must be an integer >= 1; got {k}")
+    if "jax" in sys.modules:
+        raise SystemExit("--host-devices must be set before JAX is imported (run this script as a program)")
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={k}"])
+    os.environ["JAX_PLATFORMS"] = "cpu"  # the flag multiplies the host (CPU) devices
+    return k
+
+
+if __name__ == "__main__":
+    host_devices_option(None)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
+import jax  # noqa: E402
 
 import photocomp as pc  # noqa: E402
 
@@ -64,8 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", default="tianshu-128")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--power", action="store_true", help="also compute the report's heater powers (slower)")
+    ap.add_argument("--host-devices", type=int, default=None,
+                    help="split the host CPU into this many JAX devices (set before JAX is imported)")
     ap.add_argument("--out", type=Path, default=None, help="write the table into this markdown file")
     args = ap.parse_args(argv)
+    devices = jax.device_count()
+    if args.host_devices is not None and devices != args.host_devices:
+        ap.error(f"--host-devices {args.host_devices} asks for {args.host_devices} JAX devices; this process has "
+                 f"{devices} (JAX was imported before XLA_FLAGS was set)")
     load0 = _report.load_average()
     rss0 = peak_rss_gb()
     params = bert_params(args.layers, args.seed)
@@ -85,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{HIDDEN}x{HIDDEN}; intermediate {HIDDEN}x{FFN}; output {FFN}x{HIDDEN}), random N(0, 0.02) float32 "
         f"weights (seed {args.seed}), {weights / 1e6:.1f} M weights, compiled by `photocomp.compile_model` onto "
         f"`{args.target}` with its preset pipeline (`{pc.get_target(args.target).default_pipeline()}`), one "
-        f"process on this machine's CPU devices{'' if args.power else ', heater powers not computed'}.", "",
+        f"process, tiles sharded across {devices} JAX device{'s' if devices > 1 else ''} "
+        f"({jax.default_backend()}){'' if args.power else ', heater powers not computed'}.", "",
         "| layer kind | layers | tiles | compile time (sum) | worst matrix error |",
         "|:--|--:|--:|--:|--:|",
     ]
@@ -100,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| ≤ 10 min | {wall / 60:.1f} min | {'yes' if wall <= 600 else 'no'} |",
               f"| ≤ 8 GB | {rss:.2f} GB | {'yes' if rss <= 8 else 'no'} |"]
     reproduce = f"python benchmarks/model_scale.py --layers {args.layers} --target {args.target} --seed {args.seed}" + (
-        " --power" if args.power else "")
+        " --power" if args.power else "") + (f" --host-devices {args.host_devices}" if args.host_devices else "")
     return _report.finish(lines, load0, reproduce, args.out, BEGIN, END)
 
 

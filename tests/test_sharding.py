@@ -257,3 +257,51 @@ def test_whole_model_4096_on_pace64_fits_in_4_gib():
     assert peak <= 4 * 2**30
     assert exact_err < 1e-12  # before quantization the compiled matrix is exact
     assert err < 0.05 and fidelity > 0.999  # 12-bit DACs
+
+
+# ---- a whole model across devices ----------------------------------------------------------------
+
+MODEL = textwrap.dedent(
+    """
+    import sys
+    import jax
+    import numpy as np
+    import photocomp as pc
+
+    rng = np.random.default_rng(47)
+    params = {f"Dense_{i}": {"kernel": rng.standard_normal(shape), "bias": rng.standard_normal(shape[1])}
+              for i, shape in enumerate(((20, 24), (24, 16), (16, 10)))}
+    model = pc.compile_model(params, target="clements-8", power=False)
+    out = {"devices": jax.device_count()}
+    for layer in model:
+        pm = layer.program.phase_map
+        for key, value in (("v_theta", pm.v.theta), ("v_phi", pm.v.phi), ("u_theta", pm.u.theta),
+                           ("u_phi", pm.u.phi), ("sigma", pm.sigma), ("gain", pm.gain), ("dense", layer.program.dense)):
+            out[f"{layer.name}/{key}"] = np.asarray(value)
+    np.savez(sys.argv[1], **out)
+    """
+)
+
+
+def test_compile_model_on_two_devices_equals_one_device(tmp_path):
+    """compile_model of a three-layer model (9, 6 and 4 tiles of 8 x 8) with its tiles sharded over two host
+    devices gives every layer the phases and matrix of this process's compile (to 1e-12)."""
+    out = tmp_path / "model2.npz"
+    _python(MODEL, out, devices=2, timeout=300)
+    rng = np.random.default_rng(47)
+    params = {f"Dense_{i}": {"kernel": rng.standard_normal(shape), "bias": rng.standard_normal(shape[1])}
+              for i, shape in enumerate(((20, 24), (24, 16), (16, 10)))}
+    model = pc.compile_model(params, target="clements-8", power=False)
+    with np.load(out) as two:
+        assert int(two["devices"]) == 2
+        assert sorted(k for k in two.files if k != "devices") == sorted(f"{la.name}/{k}" for la in model for k in (
+            "v_theta", "v_phi", "u_theta", "u_phi", "sigma", "gain", "dense"))
+        for layer in model:
+            pm = layer.program.phase_map
+            for key, mine in (("v_theta", pm.v.theta), ("v_phi", pm.v.phi), ("u_theta", pm.u.theta),
+                              ("u_phi", pm.u.phi), ("sigma", pm.sigma), ("gain", pm.gain),
+                              ("dense", layer.program.dense)):
+                theirs = two[f"{layer.name}/{key}"]
+                assert theirs.shape == np.shape(mine), (layer.name, key)
+                np.testing.assert_allclose(theirs, np.asarray(mine), rtol=0, atol=1e-12, err_msg=f"{layer.name}/{key}")
+    assert [la.program.n_tiles for la in model] == [9, 6, 4]
