@@ -33,7 +33,18 @@ from photocomp.sim import ideal as simulate
 
 __all__ = ["Program", "load"]
 
-_matrix_jit = jax.jit(simulate.program_matrix)
+
+def _ideal_matrix(pm: PhaseMap) -> np.ndarray:
+    """The ideal chip's matrix of ``pm``: :func:`photocomp.sim.ideal.program_matrix_np`, the same compiled
+    program the compiler's passes simulate with, so a loaded program's matrix is the compiled one to the
+    last bit and costs no XLA program of its own. Concrete even when asked for inside a jax trace (then
+    evaluated eagerly: outside a trace that would trace the tile program op by op, one small XLA program
+    per constant)."""
+    try:
+        return simulate.program_matrix_np(pm)
+    except jax.errors.TracerArrayConversionError:  # inside a jax.jit/vmap trace
+        with jax.ensure_compile_time_eval():
+            return simulate.program_matrix_np(pm)
 
 
 _chip_matrix_jit = jax.jit(chip_matrix)
@@ -280,12 +291,11 @@ class Program:
         The ideal chip's for a compiled program (or for ``params``); the
         fabricated chip's, with the calibrated settings, for a calibrated one.
         """
-        # concrete even when first asked for inside a jax.jit/vmap trace
-        with jax.ensure_compile_time_eval(), jax.enable_x64(True):
-            if params is None and self.chip is not None:
+        if params is None and self.chip is not None:
+            # concrete even when first asked for inside a jax.jit/vmap trace
+            with jax.ensure_compile_time_eval(), jax.enable_x64(True):
                 return np.asarray(_chip_matrix_jit(self.chip.unseeded(), self.settings))
-            pm = self.phase_map if params is None else params
-            return np.asarray(_matrix_jit(pm))
+        return _ideal_matrix(self.phase_map if params is None else params)
 
     @property
     def dense(self) -> np.ndarray:
