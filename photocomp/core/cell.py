@@ -5,7 +5,8 @@ mode pairs; *which* device sits there is a :class:`Cell` value, so a new
 device is a new value, not a new code path. A cell is
 
 * its **physical form**: the components light meets, in order:
-  :class:`Shifter` (a heater's phase on the upper arm), :class:`Coupler`
+  :class:`Shifter` (a heater's phase on the upper arm, or on the lower arm
+  with ``arm="lower"``), :class:`Coupler`
   (a directional coupler, 50:50 at zero splitting-angle error) and
   :class:`Crossing` (a waveguide crossing that swaps the two modes);
 * its **parameters**: the heaters (the shifters' names) and its **error
@@ -32,7 +33,17 @@ The built-in cells (:data:`CELLS`):
   the last two couplers act as one 50:50 coupler, and the cell is an MZI;
   with imperfect couplers the trim restores full splitting range;
 * ``"mzix"`` (:data:`MZIX`): an MZI followed by a waveguide crossing, whose
-  bar and cross states trade places (``X T(t, c) = -T(pi/2 - t, c + pi)``).
+  bar and cross states trade places (``X T(t, c) = -T(pi/2 - t, c + pi)``);
+* ``"bell"`` (:data:`BELL`): the symmetric MZI of Bell & Walmsley (APL
+  Photonics 6, 070804 (2021)): coupler, a heater on *each* arm (``internal``
+  upper, ``lower`` lower), coupler, and no external heater. With ideal
+  couplers ``B diag(e^{ia}, e^{ib}) B = i e^{i sigma} R(theta) Z`` with
+  ``sigma = (a + b)/2``, ``theta = pi/2 - (a - b)/2`` and ``Z = diag(1, -1)``:
+  a real rotation and a phase common to both modes. Such a cell cannot set
+  ``phi`` by itself, so its programming is not per cell: it is the
+  ``"sweep"`` programming of :mod:`photocomp.core.bell` (an input phase
+  layer, edge shifters beside the columns and the output layer take the
+  mesh's phases), and :attr:`Cell.internal` and :attr:`Cell.screen` are None.
 
 :meth:`Cell.transfer` is the float64 reference (a product of the components'
 2 x 2 matrices); the simulation engine evaluates the same product as
@@ -51,13 +62,24 @@ from jax.typing import ArrayLike
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 
-__all__ = ["Shifter", "Coupler", "Crossing", "Affine", "Cell", "MZI", "MZI3", "MZIX", "CELLS", "get_cell"]
+__all__ = ["Shifter", "Coupler", "Crossing", "Affine", "Cell", "MZI", "MZI3", "MZIX", "BELL", "CELLS", "PROGRAMMINGS",
+           "get_cell"]
+
+ARMS = ("upper", "lower")
+PROGRAMMINGS = ("screen", "sweep")
+"""How a cell is programmed: ``"screen"``, per cell with its output screen pushed on (every cell with an
+external heater); ``"sweep"``, the global phase sweep of :mod:`photocomp.core.bell` (the symmetric cell)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Shifter:
-    """A thermo-optic phase shifter on the upper arm, set by the heater ``heater``."""
+    """A thermo-optic phase shifter on the ``arm`` (``"upper"``, default, or ``"lower"``), set by ``heater``."""
     heater: str
+    arm: str = "upper"
+
+    def __post_init__(self):
+        if self.arm not in ARMS:
+            raise InvalidInputError(f"Shifter.arm must be one of {ARMS}; got {self.arm!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,19 +119,23 @@ class Cell:
     Attributes:
       name: the cell's name.
       components: the physical form, in the order light meets the components.
-      internal: the internal heater's ideal phase as a function of theta.
+      internal: the internal heater's ideal phase as a function of theta
+        (None for a ``"sweep"`` cell).
       screen: the output phases ``(alpha, beta)`` on the upper and lower mode
-        that the ideal programmed cell leaves, as functions of theta.
+        that the ideal programmed cell leaves, as functions of theta (None
+        for a ``"sweep"`` cell).
       external_offset: the external heater's phase minus ``chi`` (rad).
       trims: ideal phases of the heaters other than internal and external,
         as ``((heater, phase), ...)``.
+      programming: ``"screen"`` (default) or ``"sweep"`` (:data:`PROGRAMMINGS`).
     """
     name: str
     components: tuple
-    internal: Affine
-    screen: tuple
+    internal: Affine | None
+    screen: tuple | None
     external_offset: float = 0.0
     trims: tuple = ()
+    programming: str = "screen"
 
     def __post_init__(self):
         _name(self.name, "Cell.name")
@@ -130,6 +156,12 @@ class Cell:
         if "loss_db" in errors or set(heaters) & set(errors):
             raise InvalidInputError(f"cell {self.name!r}: coupler error names must differ from the heater names "
                                     f"and from 'loss_db'; got heaters {heaters}, coupler errors {errors}")
+        if self.programming not in PROGRAMMINGS:
+            raise InvalidInputError(f"cell {self.name!r}: programming must be one of {PROGRAMMINGS}; "
+                                    f"got {self.programming!r}")
+        if self.programming == "sweep":
+            self._check_sweep()
+            return
         if "internal" not in heaters or "external" not in heaters:
             raise InvalidInputError(f"cell {self.name!r} must have heaters named 'internal' and 'external'; "
                                     f"got {heaters}")
@@ -145,6 +177,17 @@ class Cell:
             raise InvalidInputError(f"cell {self.name!r}: trims must set exactly the heaters other than internal "
                                     f"and external ({sorted(set(heaters) - {'internal', 'external'})}); "
                                     f"got {trim_names}")
+
+    def _check_sweep(self) -> None:
+        """A ``"sweep"`` cell is the symmetric MZI: coupler, upper ``internal``, lower ``lower``, coupler."""
+        form = tuple((type(c).__name__, getattr(c, "arm", None)) for c in self.components)
+        want = (("Coupler", None), ("Shifter", "upper"), ("Shifter", "lower"), ("Coupler", None))
+        if form != want or self.heaters != ("internal", "lower") or self.trims or self.internal is not None \
+                or self.screen is not None or self.external_offset != 0.0:
+            raise InvalidInputError(
+                f"cell {self.name!r}: a 'sweep' cell must be Coupler, Shifter('internal'), "
+                f"Shifter('lower', arm='lower'), Coupler with no trims, internal, screen or external offset; "
+                f"got components {self.components!r}")
 
     @property
     def heaters(self) -> tuple[str, ...]:
@@ -162,17 +205,27 @@ class Cell:
         return self.couplers + ("loss_db",)
 
     def ideal_settings(self, theta: ArrayLike, chi: ArrayLike, xp: types.ModuleType = np) -> dict:
-        """Heater phases (rad) that set the ideal cell to ``diag(screen) T(theta, chi)``."""
+        """Heater phases (rad) that set the ideal cell to ``diag(screen) T(theta, chi)`` (``"screen"`` cells)."""
+        internal = self._screen_programmed("ideal_settings").internal
+        assert internal is not None
         theta = xp.asarray(theta)
-        out = {"internal": self.internal(theta), "external": xp.asarray(chi) + self.external_offset}
+        out = {"internal": internal(theta), "external": xp.asarray(chi) + self.external_offset}
         for heater, phase in self.trims:
             out[heater] = phase + 0.0 * theta
         return out
 
     def screen_phases(self, theta: ArrayLike, xp: types.ModuleType = np) -> tuple:
-        """The output phases ``(alpha, beta)`` (rad) the ideal programmed cell leaves."""
+        """The output phases ``(alpha, beta)`` (rad) the ideal programmed cell leaves (``"screen"`` cells)."""
+        scr = self._screen_programmed("screen_phases").screen
+        assert scr is not None
         theta = xp.asarray(theta)
-        return self.screen[0](theta), self.screen[1](theta)
+        return scr[0](theta), scr[1](theta)
+
+    def _screen_programmed(self, what: str) -> Cell:
+        if self.programming != "screen":
+            raise InvalidInputError(f"Cell.{what} needs a cell programmed per cell ('screen'); the {self.name!r} "
+                                    f"cell is programmed by a {self.programming!r} (photocomp.core.bell)")
+        return self
 
     def transfer(self, settings: Mapping[str, ArrayLike], errors: Mapping[str, ArrayLike] | None = None,
                  xp: types.ModuleType = np):
@@ -197,7 +250,8 @@ class Cell:
                 e = xp.exp(1j * xp.asarray(settings[c.heater]))
                 one = xp.ones_like(e)
                 zero = xp.zeros_like(e)
-                k = xp.stack([xp.stack([e, zero], -1), xp.stack([zero, one], -1)], -2)
+                top, bottom = (e, one) if c.arm == "upper" else (one, e)
+                k = xp.stack([xp.stack([top, zero], -1), xp.stack([zero, bottom], -1)], -2)
             elif isinstance(c, Coupler):
                 a = math.pi / 4 + xp.asarray(errors.get(c.error, 0.0))
                 co, si = xp.cos(a) + 0j, 1j * xp.sin(a)
@@ -248,7 +302,16 @@ MZIX = Cell(
 )
 """MZI plus crossing: to realise ``T(theta, .)`` its MZI is set to ``pi/2 - theta``."""
 
-CELLS: dict[str, Cell] = {c.name: c for c in (MZI, MZI3, MZIX)}
+BELL = Cell(
+    name="bell",
+    components=(Coupler("coupler_in"), Shifter("internal"), Shifter("lower", arm="lower"), Coupler("coupler_out")),
+    internal=None,
+    screen=None,
+    programming="sweep",
+)
+"""Symmetric MZI (Bell & Walmsley 2021): ``B(out) diag(e^{i internal}, e^{i lower}) B(in)``, no external heater."""
+
+CELLS: dict[str, Cell] = {c.name: c for c in (MZI, MZI3, MZIX, BELL)}
 """The built-in cells by name."""
 
 

@@ -84,7 +84,7 @@ def _sweep(lay: MeshLayout, theta, ext, to_physical: bool):
     theta = jnp.concatenate([theta, jnp.zeros((1,), theta.dtype)])
     ext = jnp.concatenate([ext, jnp.zeros((1,), ext.dtype)])
     sign = -1.0 if to_physical else 1.0
-    alpha, beta = lay.cell.screen
+    alpha, beta = _screen_cell(lay.cell).screen or ()
 
     def column(carry, col):
         scr, new_ext = carry
@@ -103,6 +103,14 @@ def _sweep(lay: MeshLayout, theta, ext, to_physical: bool):
 
     (screen, new_ext), _ = jax.lax.scan(column, (screen, jnp.zeros_like(ext)), (top, index, valid))
     return new_ext[:-1], screen[:n]
+
+
+def _screen_cell(cell: Cell) -> Cell:
+    """``cell``, if it is programmed per cell (an output screen pushed on); a typed error otherwise."""
+    if cell.programming != "screen":
+        raise InvalidInputError(f"the per-cell screen sweep needs a cell programmed per cell; the {cell.name!r} "
+                                f"cell is programmed by a {cell.programming!r} (photocomp.core.bell)")
+    return cell
 
 
 def _batched(fn, *arrays):
@@ -128,7 +136,7 @@ def mesh_to_physical(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike,
       output phases, all wrapped to [0, 2 pi). A cell's trim heaters sit at
       their constant ideal phases (:attr:`~photocomp.core.cell.Cell.trims`).
     """
-    cell = lay.cell
+    cell = _screen_cell(lay.cell)
 
     def one(t, p, o):
         ext, screen = _sweep(lay, t, p, to_physical=True)
@@ -145,7 +153,7 @@ def mesh_from_physical(lay: MeshLayout, internal: ArrayLike, external: ArrayLike
                        out_phase: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Inverse of :func:`mesh_to_physical`: mathematical ``(theta, phi, out_phase)``."""
 
-    cell = lay.cell
+    cell = _screen_cell(lay.cell)
 
     def one(i, e, o):
         theta = (i - cell.internal.offset) / cell.internal.slope
