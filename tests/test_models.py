@@ -445,3 +445,65 @@ def test_skip_connections_are_not_a_chain(tmp_path):
 def test_bytes_io_is_not_a_model():
     with pytest.raises(pc.InvalidTypeError, match="model must be a path"):
         pc.compile_model(io.BytesIO(b""), target=TARGET)
+
+
+def onnx_transformer_block(path, seed=3, d=8, tokens=4, heads=2, ff=16):
+    """A pre-norm transformer block as exporters write it: MatMul + Add projections, Reshape/Transpose into heads,
+    a MatMul of two activations (q k^T, then att v), Div, Softmax, LayerNormalization, Gelu, residual Adds,
+    ReduceMean over the tokens and a Gemm head. Returns the projection weights (in, out) and biases."""
+    rng = np.random.default_rng(seed)
+    dh = d // heads
+    w = {f"{n}.w": rng.normal(size=shape) for n, shape in (("q", (d, d)), ("k", (d, d)), ("v", (d, d)),
+                                                             ("o", (d, d)), ("fc1", (d, ff)), ("fc2", (ff, d)))}
+    w |= {f"{n}.b": rng.normal(size=w[f"{n}.w"].shape[1]) for n in ("q", "k", "v", "o", "fc1", "fc2")}
+    w |= {"head.weight": rng.normal(size=(3, d)), "head.bias": rng.normal(size=3)}
+    consts = {**w, "ln.g": np.ones(d), "ln.b": np.zeros(d), "scale": np.array(np.sqrt(dh)),
+              "heads_shape": np.array([1, tokens, heads, dh], dtype=np.int64),
+              "merged_shape": np.array([1, tokens, d], dtype=np.int64), "axes": np.array([1], dtype=np.int64)}
+    inits = [numpy_helper.from_array(v, name=k) for k, v in consts.items()]
+    n = helper.make_node
+    nodes = [n("LayerNormalization", ["x", "ln.g", "ln.b"], ["a"], name="norm1", axis=-1)]
+    for p in ("q", "k", "v"):
+        nodes += [n("MatMul", ["a", f"{p}.w"], [f"{p}0"], name=f"attn.{p}"),
+                  n("Add", [f"{p}0", f"{p}.b"], [f"{p}1"], name=f"attn.{p}.bias"),
+                  n("Reshape", [f"{p}1", "heads_shape"], [f"{p}2"], name=f"split_{p}"),
+                  n("Transpose", [f"{p}2"], [f"{p}h"], name=f"heads_{p}",
+                    perm=[0, 2, 3, 1] if p == "k" else [0, 2, 1, 3])]
+    nodes += [n("MatMul", ["qh", "kh"], ["s0"], name="scores"), n("Div", ["s0", "scale"], ["s"], name="scale_scores"),
+              n("Softmax", ["s"], ["att"], name="softmax", axis=-1), n("MatMul", ["att", "vh"], ["c0"], name="context"),
+              n("Transpose", ["c0"], ["c1"], name="merge_heads", perm=[0, 2, 1, 3]),
+              n("Reshape", ["c1", "merged_shape"], ["c"], name="merge"),
+              n("MatMul", ["c", "o.w"], ["o0"], name="attn.out"), n("Add", ["o0", "o.b"], ["o1"], name="attn.out.bias"),
+              n("Add", ["x", "o1"], ["h1"], name="residual1"),
+              n("LayerNormalization", ["h1", "ln.g", "ln.b"], ["a2"], name="norm2", axis=-1),
+              n("MatMul", ["a2", "fc1.w"], ["f0"], name="ffn.fc1"), n("Add", ["f0", "fc1.b"], ["f1"], name="ffn.fc1.bias"),
+              n("Gelu", ["f1"], ["f2"], name="gelu"),
+              n("MatMul", ["f2", "fc2.w"], ["g0"], name="ffn.fc2"), n("Add", ["g0", "fc2.b"], ["g1"], name="ffn.fc2.bias"),
+              n("Add", ["h1", "g1"], ["h2"], name="residual2"),
+              n("ReduceMean", ["h2", "axes"], ["pooled0"], name="pool", keepdims=0),
+              n("Gemm", ["pooled0", "head.weight", "head.bias"], ["y"], name="head", transB=1)]
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, tokens, d])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+    return w
+
+
+def test_onnx_transformer_block_compiles_its_projections(tmp_path):
+    """What exporters write for attention passes (MatMul of two activations, Softmax, LayerNormalization,
+    Reshape, Transpose, Gelu, ReduceMean run electronically); every projection is a layer equal to its weights,
+    its bias folded, Gelu its activation; the two MatMuls of activations are listed as skipped."""
+    path = tmp_path / "block.onnx"
+    w = onnx_transformer_block(path)
+    m = pc.compile_model(path, target=TARGET, pipeline=EXACT)
+    assert m.names == ["attn.q", "attn.k", "attn.v", "attn.out", "ffn.fc1", "ffn.fc2", "head"]
+    assert not m.sequential  # attention and residuals: the layers are no chain
+    assert sorted(m.skipped) == ["context: MatMul of two activations (run electronically)",
+                                 "scores: MatMul of two activations (run electronically)"]
+    for name, key in (("attn.q", "q"), ("attn.k", "k"), ("attn.v", "v"), ("attn.out", "o"), ("ffn.fc1", "fc1"),
+                      ("ffn.fc2", "fc2")):
+        layer = m[name]
+        assert layer.shape == w[f"{key}.w"].shape[::-1]
+        assert rel_err(layer.weights(), w[f"{key}.w"].T) < EXACT_RTOL, name
+        np.testing.assert_array_equal(layer.bias, w[f"{key}.b"])
+        assert layer.activation == ("gelu" if key == "fc1" else None), name
+    assert rel_err(m["head"].weights(), w["head.weight"]) < EXACT_RTOL and m["head"].activation is None
