@@ -84,6 +84,30 @@ def test_drifting_chip_is_the_calibrated_one_at_zero_kelvin_and_drifts_away():
     assert _err(warm, w) > 1.5 * _err(cal, w)
 
 
+def test_drifting_states_reuse_the_calibration_of_the_calibrated_state(monkeypatch):
+    """One calibration per weights and chip: the calibrated state and two temperatures call calibrate once,
+    and the drifting matrices equal those computed with a fresh calibration (to 1e-12)."""
+    import photocomp.nn.functional as functional
+
+    w = _w((8, 8), 5)
+    states = [ChipState("clements-8", "calibrated", seed=2)] + [
+        ChipState("clements-8", "drifting", seed=2, temperature_k=t) for t in (0.5, 1.0)]
+    calls = []
+    real = functional.calibrate
+    monkeypatch.setattr(functional, "calibrate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    pc.nn.clear_cache()
+    with jax.enable_x64(True):
+        shared = [np.asarray(chip_matrix(w, cs)) for cs in states]
+        assert len(calls) == 1
+        fresh = []
+        for cs in states:
+            pc.nn.clear_cache()
+            fresh.append(np.asarray(chip_matrix(w, cs)))
+    assert len(calls) == 4
+    for a, b in zip(shared, fresh):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
 def test_phase_quantization_costs_error_and_gradients_pass_straight_through():
     w = _w((8, 8))
     cs = ChipState("clements-8", dac_bits=4)

@@ -49,7 +49,9 @@ error changes with ``W``. Gradients with respect to the inputs ``x`` and
 the bias of :func:`linear` are exact (the chip's matrix is a constant for
 them); the read-out's ADC and detector noise are straight-through as well
 (:func:`read_out`). Results are cached per weights and chip state, so
-evaluating the same weights again costs nothing.
+evaluating the same weights again costs nothing; calibrated programs are
+cached per weights and calibration settings, so the ``"drifting"`` states of
+a chip reuse the calibration of its ``"calibrated"`` state.
 """
 
 from __future__ import annotations
@@ -98,7 +100,9 @@ CALIBRATIONS = ("local", "model")
 """Calibration methods of the ``"calibrated"`` and ``"drifting"`` states (:func:`photocomp.calibrate`)."""
 
 CACHE_SIZE = 64
-"""Chip matrices kept per process (most recently used first), keyed by the weights and the chip state."""
+"""Chip matrices kept per process (most recently used first), keyed by the weights and the chip state; as many
+calibrated programs, keyed by the weights, the chip and the calibration settings (the ``"calibrated"`` and
+``"drifting"`` states of one chip share them)."""
 
 
 def _temperature(value: object) -> tuple[float, float, float]:
@@ -250,8 +254,24 @@ def _phase_tracked(ideal: np.ndarray, b: np.ndarray) -> np.ndarray:
     return b * (num / np.where(den > 0, den, 1.0))[:, None, None]
 
 
-def _calibrated(prog: Program, cs: ChipState, chip: Chip) -> Program:
-    return calibrate(prog, chip, method=str(cs.calibration), progress=False, dac_bits=cs.dac_bits)
+_CALIBRATED: collections.OrderedDict = collections.OrderedDict()
+_CAL_LOCK = threading.Lock()
+
+
+def _calibrated(prog: Program, cs: ChipState, chip: Chip, w: np.ndarray) -> Program:
+    """``calibrate`` of ``prog`` (compiled from ``w``) for ``chip``, kept per weights and calibration settings,
+    so that the ``"calibrated"`` and ``"drifting"`` states of one chip calibrate each weight matrix once."""
+    key = (cs.target, cs.seed, cs.calibration, cs.dac_bits, w.shape, w.tobytes())
+    with _CAL_LOCK:
+        if key in _CALIBRATED:
+            _CALIBRATED.move_to_end(key)
+            return _CALIBRATED[key]
+    cal = calibrate(prog, chip, method=str(cs.calibration), progress=False, dac_bits=cs.dac_bits)
+    with _CAL_LOCK:
+        _CALIBRATED[key] = cal
+        while len(_CALIBRATED) > CACHE_SIZE:
+            _CALIBRATED.popitem(last=False)
+    return cal
 
 
 def host_matrix(weights: np.ndarray, cs: ChipState) -> np.ndarray:
@@ -265,7 +285,7 @@ def host_matrix(weights: np.ndarray, cs: ChipState) -> np.ndarray:
     with jax.enable_x64(True):
         if cs.state == "fabricated":
             return np.real(np.asarray(grid.join(_uncalibrated_tiles(chip.unseeded(), prog.phase_map))))
-        cal = _calibrated(prog, cs, chip)
+        cal = _calibrated(prog, cs, chip, w)
         if cs.state == "calibrated":
             return np.real(cal.matrix())
         assert cal.settings is not None  # calibrated programs carry their settings
@@ -283,9 +303,11 @@ _LOCK = threading.Lock()
 
 
 def clear_cache() -> None:
-    """Forget every cached chip matrix (:data:`CACHE_SIZE` are kept)."""
+    """Forget every cached chip matrix and calibrated program (:data:`CACHE_SIZE` of each are kept)."""
     with _LOCK:
         _CACHE.clear()
+    with _CAL_LOCK:
+        _CALIBRATED.clear()
 
 
 def _cached_matrix(weights: np.ndarray, cs: ChipState) -> np.ndarray:
