@@ -1,5 +1,6 @@
-"""Generic meshes of any size: ``clements-N`` and ``reck-N`` (MZI cells), ``mzi3-N`` and ``mzix-N``
-(Clements meshes of three-splitter MZIs and of MZIs with a crossing; see :mod:`photocomp.core.cell`)."""
+"""Generic meshes of any size: ``clements-N`` and ``reck-N`` (MZI cells), ``mzi3-N``, ``mzix-N`` and ``bell-N``
+(Clements meshes of three-splitter MZIs, of MZIs with a crossing and of symmetric MZIs; see
+:mod:`photocomp.core.cell` and :mod:`photocomp.core.bell`)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,20 @@ def mzix(size: int, **overrides: object) -> Target:
       'mzix'
     """
     return _generic("mzix", "clements", "mzix", size, overrides, "Clements mesh of MZI + crossing cells")
+
+
+def bell(size: int, **overrides: object) -> Target:
+    """The Bell & Walmsley compact mesh (APL Photonics 6, 070804 (2021)): a Clements mesh of symmetric MZIs.
+
+    Each cell has a heater on both arms and no external heater; an input
+    phase layer, edge shifters beside the odd columns and the output layer
+    take the mesh's phases (:mod:`photocomp.core.bell`), so light crosses
+    ``N + 2`` phase-shifter layers instead of ``2N + 1``. Same decomposition,
+    depth and cell count as ``clements-N``.
+
+    Example:
+      >>> t = bell(8)
+      >>> (t.depth, t.layout.cell.heaters)
+      (8, ('internal', 'lower'))
+    """
+    return _generic("bell", "clements", "bell", size, overrides, "Clements mesh of symmetric MZIs (Bell & Walmsley)")

@@ -3,15 +3,22 @@ from Clements phases to Bell heater phases and back, the cell, and the ``bell-N`
 
 from __future__ import annotations
 
+import dataclasses
+
+import jax
 import numpy as np
 import pytest
 
 import photocomp as pc
+from photocomp.calibration.engine import error
 from photocomp.core import bell
 from photocomp.core.cell import BELL, MZI, Cell, Coupler, Shifter
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.layout import layout
 from photocomp.core.reference import mesh_product
+from photocomp.hardware.chip import nominal_chip
+from photocomp.hardware.chipsim import chip_tile_matrices, program_from_settings, settings_from_program
+from photocomp.sim.ideal import tile_matrices
 
 SIZES = (2, 3, 4, 5, 6, 7, 8, 9, 16, 32)
 
@@ -100,3 +107,80 @@ def test_sweep_batches_over_leading_axes():
     one = bell.bell_from_clements(lay, theta[1, 2], phi[1, 2], out[1, 2])
     for g in bell.BELL_GROUPS:
         np.testing.assert_allclose(batched[g][1, 2], one[g], atol=1e-12)
+
+
+# ---- the bell-N target through the chip model ---------------------------------------------------------
+
+
+def test_bell_target_resolves_with_its_cell():
+    t = pc.get_target("bell-6")
+    assert (t.mesh, t.size, t.cell, t.layout.cell) == ("clements", 6, "bell", BELL)
+    assert t.depth == 6 and t.layout.n_mzi == 15 and "bell-<N>" in pc.available_targets()
+    assert t.to_dict()["cell"] == "bell" and pc.Target.from_dict(t.to_dict()) == t
+
+
+def test_bell_chip_shares_the_mzi_chips_fabrication_and_has_its_own_heater_groups():
+    a, b = pc.fabricate("clements-6", seed=4), pc.fabricate("bell-6", seed=4)
+    for stage in ("v", "att", "u"):
+        np.testing.assert_array_equal(a.coupler_in[stage], b.coupler_in[stage])
+        np.testing.assert_array_equal(a.coupler_out[stage], b.coupler_out[stage])
+        np.testing.assert_array_equal(a.loss_db[stage], b.loss_db[stage])
+    # the heaters both chips have (cells' first two, outputs, attenuators) draw the same offsets
+    np.testing.assert_array_equal(a.offset, b.offset[: a.n_heaters])
+    assert list(b.group_slices()) == ["v_int", "v_low", "v_out", "att", "u_int", "u_low", "u_out",
+                                      "v_in", "v_edge", "u_in", "u_edge"]
+    e = bell.edge_count(b.layout)
+    assert b.n_heaters == a.n_heaters + 2 * (6 + e) and b.cell_errors == {"v": {}, "u": {}}
+    u = pc.fabricate("bell-6", seed=4, circuit="unitary")
+    assert list(u.group_slices()) == ["u_int", "u_low", "u_out", "u_in", "u_edge"]
+    assert u.n_heaters == 2 * 15 + 6 + 6 + e
+
+
+def _reference_tile(chip, s, tile: int = 0) -> np.ndarray:
+    """Float64 reference of one tile of a Bell chip: bell_unitary of each mesh with the chip's errors, the
+    attenuators (MZIs) and the V output layer between them (no gain)."""
+    lay = s.layout
+    f = lambda a: np.asarray(a, dtype=np.float64)[tile]  # noqa: E731
+
+    def mesh(stage):
+        ph = {g: f(getattr(s, f"{stage}_{k}")) for g, k in (("internal", "int"), ("lower", "low"), ("input", "in"),
+                                                              ("edge", "edge"), ("output", "out"))}
+        errs = {"coupler_in": chip.coupler_in[stage], "coupler_out": chip.coupler_out[stage],
+                "loss_db": chip.loss_db[stage]}
+        return bell.bell_unitary(lay, ph, errs)
+
+    u = mesh("u")
+    if s.v_int is None:
+        return u
+    att = [MZI.transfer({"internal": f(s.att)[q], "external": 0.0},
+                        {"coupler_in": chip.coupler_in["att"][q], "coupler_out": chip.coupler_out["att"][q],
+                         "loss_db": chip.loss_db["att"][q]})[0, 0] for q in range(lay.n_modes)]
+    return u @ np.diag(att) @ mesh("v")
+
+
+@pytest.mark.parametrize("n", [4, 5])
+@pytest.mark.parametrize("circuit", ["svd", "unitary"])
+def test_bell_chip_simulation_matches_the_float64_reference_with_random_heaters_and_errors(n, circuit):
+    rng = np.random.default_rng(n)
+    w = pc.haar_unitary(n, rng) if circuit == "unitary" else rng.normal(size=(n, n))
+    prog = pc.compile(w, f"bell-{n}")
+    assert prog.circuit == circuit
+    chip = pc.fabricate(f"bell-{n}", seed=6, circuit=circuit)
+    with jax.enable_x64(True):
+        s = settings_from_program(prog.ideal_phase_map)
+        s = jax.tree_util.tree_map(lambda a: rng.uniform(0, 2 * np.pi, np.shape(a)), s)
+        got = np.asarray(chip_tile_matrices(chip, s, with_gain=False))
+    np.testing.assert_allclose(got[0], _reference_tile(chip, s), atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [5, 6])
+def test_ideal_bell_chip_runs_the_program_exactly_and_settings_invert(n):
+    for w in (np.random.default_rng(0).normal(size=(n, n - 1)), pc.haar_unitary(n, np.random.default_rng(2))):
+        prog = pc.compile(w, f"bell-{n}")
+        chip = nominal_chip(prog.target, prog.circuit)
+        chip = dataclasses.replace(chip, loss_db={k: np.zeros_like(v) for k, v in chip.loss_db.items()})
+        assert error(prog, chip)["matrix_error"] < 1e-12
+        with jax.enable_x64(True):
+            pm = prog.ideal_phase_map
+            back = program_from_settings(settings_from_program(pm))
+            np.testing.assert_allclose(np.asarray(tile_matrices(back)), np.asarray(tile_matrices(pm)), atol=1e-12)

@@ -17,7 +17,14 @@ screen. A program's tiles are settings of that core used one after another
   heaters of the chip :func:`photocomp.fabricate` builds for the circuit.
   ``mzi_settings`` and ``phase_settings`` multiply these by the tile count.
 * ``depth``: MZI columns light crosses (V mesh + attenuators + U mesh, or
-  the one mesh).
+  the one mesh). ``phase_layers``: phase-shifter layers light crosses: per
+  mesh, one per heater of a cell in every column plus the output screen
+  (``2 depth + 1`` for the MZI, ``3 depth + 1`` for the three-splitter
+  MZI), or for the Bell mesh (:mod:`photocomp.core.bell`) its input layer,
+  one per column (both arms' heaters and the edge shifters sit side by
+  side) and its output layer, ``depth + 2``; plus one for the attenuator
+  column. The Bell chip's heaters are two per cell, the input and output
+  layers and the edge shifters (:func:`photocomp.hardware.chip.heater_groups`).
 
 Insertion loss (dB). The worst (highest-loss) path from an input to an
 output of the circuit graph (:mod:`photocomp.core.graph`), counting for every
@@ -26,7 +33,9 @@ element the light enters: an MZI adds ``mzi_loss_db`` plus
 reaches both arms) and another ``phase_shifter_loss_db`` for its external
 heater when entered at the upper input, which carries it; an attenuator
 adds ``mzi_loss_db + phase_shifter_loss_db``; an output shifter
-``phase_shifter_loss_db``. (The chip simulation applies only the MZI losses;
+``phase_shifter_loss_db``. A Bell cell has one heater on each arm and none
+on its inputs (one ``phase_shifter_loss_db`` either way); its mesh's input
+layer and the edge shifters a path passes add one each. (The chip simulation applies only the MZI losses;
 this budget adds the heaters' own losses.)
 
 Heater power (mW). Total electrical power of the core's heaters while one
@@ -91,6 +100,8 @@ import numpy as np
 
 from photocomp.calibration.engine import error
 from photocomp.compiler.program import Program
+from photocomp.core.bell import phase_layers as phase_layer_count
+from photocomp.core.bell import sweep_structure
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.graph import optical_path_mm
 from photocomp.core.target import GROUP_INDEX, SPEED_OF_LIGHT_M_S
@@ -98,7 +109,7 @@ from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import heater_slices
 from photocomp.hardware.chipsim import nominal_drives
 
-__all__ = ["Cost", "cost", "worst_path", "heater_powers", "GROUP_INDEX", "SPEED_OF_LIGHT_M_S"]
+__all__ = ["Cost", "cost", "worst_path", "heater_powers", "phase_layers", "GROUP_INDEX", "SPEED_OF_LIGHT_M_S"]
 
 
 _FLOAT64_BITS = 52
@@ -121,6 +132,7 @@ class Cost:
       mzi_settings: MZI settings over all tiles (``mzis * n_tiles``).
       phase_settings: heater settings over all tiles (``phase_shifters * n_tiles``).
       depth: MZI columns along the light.
+      phase_layers: phase-shifter layers along the light.
       path_mzis: MZIs (attenuator included) on the worst-loss path.
       path_phase_shifters: heaters the worst-loss path passes.
       insertion_loss_db: loss of the worst path (dB).
@@ -160,6 +172,7 @@ class Cost:
     mzi_settings: int
     phase_settings: int
     depth: int
+    phase_layers: int
     path_mzis: int
     path_phase_shifters: int
     insertion_loss_db: float
@@ -251,7 +264,8 @@ def _element_loss(d: dict, dst_port: str, target) -> tuple[float, int, int]:
     """(loss dB, MZIs, phase shifters) of entering element ``d`` at ``dst_port``."""
     kind = d["kind"]
     if kind == "mzi":
-        shifters = 2 if dst_port == "i0" else 1
+        sweep = target.layout.cell.programming == "sweep"
+        shifters = 2 if dst_port == "i0" and not sweep else 1
         return target.mzi_loss_db + shifters * target.phase_shifter_loss_db, 1, shifters
     if kind == "attenuator":
         return target.mzi_loss_db + target.phase_shifter_loss_db, 1, 1
@@ -260,14 +274,43 @@ def _element_loss(d: dict, dst_port: str, target) -> tuple[float, int, int]:
     return 0.0, 0, 0
 
 
+def _layer_shifters(graph, target) -> dict:
+    """Bell mesh: ``{mode: [x, ...]}`` of the input-layer and edge shifters, at graph layout coordinates."""
+    lay = target.layout
+    if lay.cell.programming != "sweep":
+        return {}
+    out: dict[int, list[float]] = {}
+    for stage in ("V", "U"):
+        if f"{stage}:0:0" not in graph:
+            continue
+        x0 = graph.nodes[f"{stage}:0:0"]["x"]
+        for q in range(lay.n_modes):
+            out.setdefault(q, []).append(x0 - 0.5)
+        for c, q in sweep_structure(lay).edges:
+            out.setdefault(q, []).append(x0 + c)
+    return out
+
+
+def phase_layers(target, circuit: str) -> int:
+    """Phase-shifter layers light crosses in a ``circuit`` core of ``target`` (see the module docstring)."""
+    lay = target.layout
+    per_mesh = (phase_layer_count(lay) if lay.cell.programming == "sweep"
+                else len(lay.cell.heaters) * lay.depth + 1)
+    return per_mesh if circuit == "unitary" else 2 * per_mesh + 1
+
+
 def worst_path(graph, target) -> tuple[float, int, int]:
     """(insertion loss dB, MZIs, phase shifters) of the highest-loss input-to-output path of a circuit graph."""
     import networkx as nx
 
+    layers = _layer_shifters(graph, target)
     g = nx.DiGraph()
     for u, v, e in graph.edges(data=True):
         loss, mz, ps = _element_loss(graph.nodes[v], e["dst_port"], target)
-        g.add_edge(u, v, loss_db=loss, mzis=mz, shifters=ps)
+        # a Bell mesh's input-layer and edge shifters on this waveguide
+        x_u, x_v = graph.nodes[u]["x"], graph.nodes[v]["x"]
+        extra = sum(x_u < x < x_v for x in layers.get(e["mode"], ()))
+        g.add_edge(u, v, loss_db=loss + extra * target.phase_shifter_loss_db, mzis=mz, shifters=ps + extra)
     path = nx.dag_longest_path(g, weight="loss_db", default_weight=0)
     edges = [g.edges[a, b] for a, b in zip(path[:-1], path[1:])]
     return (float(sum(e["loss_db"] for e in edges)), int(sum(e["mzis"] for e in edges)),
@@ -365,6 +408,7 @@ def cost(prog: Program, *, batch: int = 1, group_index: float = GROUP_INDEX) -> 
         mzi_settings=mzis * tiles,
         phase_settings=shifters * tiles,
         depth=prog.depth,
+        phase_layers=phase_layers(t, prog.circuit),
         path_mzis=path_mzis,
         path_phase_shifters=path_ps,
         insertion_loss_db=loss,

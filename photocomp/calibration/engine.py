@@ -39,6 +39,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from photocomp.compiler.program import Program
+from photocomp.core.bell import bell_from_clements
 from photocomp.core.cell import MZI, Cell
 from photocomp.core.convention import mzi, physical_mzi
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
@@ -306,6 +307,30 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_err
     return np.mod(internal, 2 * np.pi), np.mod(external, 2 * np.pi), out_phys, flat_trims
 
 
+def _cell_form(delta, a_err, b_err):
+    """The form (:data:`photocomp.core.bell.CELL_FORM`) of symmetric cells with coupler errors ``a_err``
+    (in), ``b_err`` (out) at arm difference ``delta``: ``B(b) P(delta) B(a) = e^{i delta/2}
+    diag(e^{i alpha}, e^{i beta}) R(theta') diag(1, e^{i eps})`` (the arms' common phase at 0, loss aside)."""
+    w = physical_mzi(delta, 0.0, a_err, b_err, xp=np)
+    w00, w01, w10, w11 = w[..., 0, 0], w[..., 0, 1], w[..., 1, 0], w[..., 1, 1]
+    alpha = np.angle(w00)
+    crossed = np.abs(w01) > 1e-300  # else a bar state: eps is free, set it to 0
+    eps = np.where(crossed, np.angle(-w01) - alpha, 0.0)
+    beta = np.where(crossed, np.angle(w10), np.angle(w11))
+    return {"delta": delta, "alpha": alpha - delta / 2, "beta": beta - delta / 2, "gamma": np.zeros_like(delta),
+            "eps": eps}
+
+
+def _local_bell(lay: MeshLayout, stage: str, theta, phi, out, c_in, c_out) -> dict:
+    """Local correction of a Bell mesh: every cell's arm difference gives its splitting with its couplers
+    (the MZI's closed form: the symmetric cell is an MZI whose internal phase is upper - lower), and the
+    phase sweep takes each corrected cell's own input and output phases (exact for every reachable cell)."""
+    delta = _splitting_internal(np.cos(theta) ** 2, c_in, c_out)
+    ph = bell_from_clements(lay, theta, phi, out, cells=_cell_form(delta, c_in, c_out))
+    return {f"{stage}_{g}": ph[k] for g, k in (("int", "internal"), ("low", "lower"), ("in", "input"),
+                                                ("edge", "edge"), ("out", "output"))}
+
+
 def local_correction(prog: Program, chip: Chip) -> Settings:
     """Settings with every MZI corrected analytically for the chip's known coupler errors and losses.
     ``chip`` must be fabricated for the program's target and circuit
@@ -328,6 +353,8 @@ def local_settings(prog: Program, chip: Chip, target_tiles: ArrayLike) -> tuple[
     pm = prog.ideal_phase_map
     lay = pm.layout
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    if lay.cell.programming == "sweep":
+        return _local_bell_settings(pm, chip, target_tiles)
     u_int, u_ext, u_out, u_trim = _local_mesh(
         lay, f64(pm.u.theta), f64(pm.u.phi), f64(pm.u.out_phase),
         f64(chip.coupler_in["u"]), f64(chip.coupler_out["u"]), f64(chip.loss_db["u"]), chip.cell_errors.get("u"),
@@ -347,6 +374,29 @@ def local_settings(prog: Program, chip: Chip, target_tiles: ArrayLike) -> tuple[
         v_out = np.mod(v_out - np.angle(amp), 2 * np.pi)
         s = Settings(pm.grid, lay, v_int, v_ext, v_out, np.mod(att, 2 * np.pi), u_int, u_ext, u_out, f64(pm.gain),
                      v_trim, u_trim)
+    err, g, _ = settings_error(chip, s, target_tiles)
+    return s.replace(gain=g), err
+
+
+def _local_bell_settings(pm, chip: Chip, target_tiles) -> tuple[Settings, float]:
+    """:func:`local_settings` of a Bell chip (:func:`_local_bell` per mesh, attenuators as on every chip)."""
+    lay = pm.layout
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    mesh = lambda stage, mp: _local_bell(lay, stage, f64(mp.theta), f64(mp.phi), f64(mp.out_phase),  # noqa: E731
+                                         f64(chip.coupler_in[stage]), f64(chip.coupler_out[stage]))
+    u = mesh("u", pm.u)
+    if pm.v is None:
+        s = Settings.unitary(pm.grid, lay, u.pop("u_int"), None, u.pop("u_out"), f64(pm.gain), **u)
+    else:
+        sigma = f64(pm.sigma)
+        a, b = f64(chip.coupler_in["att"]), f64(chip.coupler_out["att"])
+        att = _splitting_internal(np.cos(sigma) ** 2, a, b)
+        with jax.enable_x64(True):
+            amp = np.asarray(attenuator_amplitude(att, a, b, f64(chip.loss_db["att"])))
+        v = mesh("v", pm.v)
+        v["v_out"] = np.mod(v["v_out"] - np.angle(amp), 2 * np.pi)
+        s = Settings(pm.grid, lay, v.pop("v_int"), None, v.pop("v_out"), np.mod(att, 2 * np.pi), u.pop("u_int"),
+                     None, u.pop("u_out"), f64(pm.gain), **v, **u)
     err, g, _ = settings_error(chip, s, target_tiles)
     return s.replace(gain=g), err
 
@@ -412,7 +462,8 @@ def reachability(prog: Program, chip: Chip) -> Reachability:
     none = np.zeros((pm.n_tiles, 0), dtype=bool)
     masks, clipped = {"v": none, "att": none}, {}
     for stage, th in angles.items():
-        cell = MZI if stage == "att" else pm.layout.cell  # attenuators are MZIs on every chip
+        # attenuators are MZIs on every chip; a symmetric cell splits as an MZI at internal = upper - lower
+        cell = MZI if stage == "att" or pm.layout.cell.programming == "sweep" else pm.layout.cell
         lo, hi = _theta_bounds(f64(chip.coupler_in[stage]), f64(chip.coupler_out[stage]), cell,
                                chip.cell_errors.get(stage))
         masks[stage] = (th < lo - 1e-12) | (th > hi + 1e-12)

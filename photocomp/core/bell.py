@@ -61,7 +61,7 @@ from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.layout import MeshLayout
 from photocomp.core.layout import layout as mesh_layout
 
-__all__ = ["BELL_GROUPS", "SweepStructure", "sweep_structure", "phase_layers", "edge_count", "bell_from_clements",
+__all__ = ["BELL_GROUPS", "CELL_FORM", "SweepStructure", "sweep_structure", "phase_layers", "edge_count", "bell_from_clements",
            "clements_from_bell", "bell_unitary", "fold_targets"]
 
 BELL_GROUPS = ("internal", "lower", "input", "edge", "output")
@@ -78,9 +78,6 @@ class SweepStructure:
     Attributes:
       n, depth: modes and columns.
       col_slices: ``(start, stop)`` of every column's cells in layout order.
-      phi_index: per column ``(N,)``: where each mode's input phase comes
-        from in ``concat(column phis, [pi, 0])`` (upper input: its cell's phi;
-        lower input: pi; unpaired: 0).
       edges: ``(column, mode)`` of every edge shifter, in flat order.
       edge_slot: per column ``(N,)``: the edge shifter on each mode beside
         the column (its index in ``edges``) or ``E`` for none.
@@ -96,11 +93,12 @@ class SweepStructure:
       common_index: per column ``(N,)``: where each mode's phase after the
         column comes from in ``concat(the cells' common phases, the modes'
         phases + edges)`` (the inverse sweep).
+      pair_index: per column ``(N,)``: each mode's index in ``concat(values
+        of the cells' upper modes, of their lower modes, [0])`` (unpaired: 0).
     """
     n: int
     depth: int
     col_slices: tuple
-    phi_index: tuple
     edges: tuple
     edge_slot: tuple
     node_of_cell: tuple
@@ -108,6 +106,7 @@ class SweepStructure:
     edge_nodes: tuple
     fix_end: tuple
     common_index: tuple
+    pair_index: tuple
 
 
 def _check_layout(lay: object) -> MeshLayout:
@@ -123,16 +122,11 @@ def _structure(n: int) -> SweepStructure:
     lay = mesh_layout("clements", n)
     pairs, cols = lay.pair_array, lay.column_array
     depth = lay.depth
-    col_slices, phi_index, cols_pairs = [], [], []
+    col_slices, cols_pairs = [], []
     for c in range(depth):
         idx = np.flatnonzero(cols == c)
         col_slices.append((int(idx[0]), int(idx[-1]) + 1))
-        p = pairs[idx]
-        cols_pairs.append(p)
-        pi = np.full(n, len(p) + 1, dtype=np.int64)  # unpaired: 0
-        pi[p] = np.arange(len(p))
-        pi[p + 1] = len(p)
-        phi_index.append(pi)
+        cols_pairs.append(pairs[idx])
     singles = [np.setdiff1d(np.arange(n), np.concatenate([p, p + 1])) for p in cols_pairs]
     edges = tuple((c, int(m)) for c in range(depth) if c % 2 == 1 for m in singles[c])
     e_count = len(edges)
@@ -163,16 +157,20 @@ def _structure(n: int) -> SweepStructure:
         edge_nodes.append(np.asarray([0 if m == 0 else n for ec, m in edges if ec == c - 1], dtype=np.int64))
         # the chain's last node is column c - 1's unpaired mode N - 1 in an even column: no shifter, so 0
         fix_end.append(bool((c - 1) % 2 == 0 and (n - 1) in singles[c - 1]))
-    common_index = []
+    common_index, pair_index = [], []
     for c in range(depth):
         p = cols_pairs[c]
         ci = len(p) + np.arange(n, dtype=np.int64)
         ci[p] = np.arange(len(p))
         ci[p + 1] = np.arange(len(p))
         common_index.append(ci)
-    return SweepStructure(n, depth, tuple(col_slices), tuple(phi_index), edges, tuple(edge_slot),
+        oi = np.full(n, 2 * len(p), dtype=np.int64)
+        oi[p] = np.arange(len(p))
+        oi[p + 1] = len(p) + np.arange(len(p))
+        pair_index.append(oi)
+    return SweepStructure(n, depth, tuple(col_slices), edges, tuple(edge_slot),
                           tuple(node_of_cell), tuple(node_of_mode), tuple(edge_nodes), tuple(fix_end),
-                          tuple(common_index))
+                          tuple(common_index), tuple(pair_index))
 
 
 def sweep_structure(lay: MeshLayout) -> SweepStructure:
@@ -195,8 +193,12 @@ def _wrap(xp, x):
     return xp.mod(x, 2 * _PI)
 
 
+CELL_FORM = ("delta", "alpha", "beta", "gamma", "eps")
+"""The keys of a cell form (:func:`bell_from_clements`)."""
+
+
 def bell_from_clements(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike, out_phase: ArrayLike,
-                       xp: types.ModuleType = np) -> dict:
+                       xp: types.ModuleType = np, *, cells: Mapping[str, ArrayLike] | None = None) -> dict:
     """Bell heater phases (rad, wrapped to [0, 2 pi)) that realise a Clements mesh exactly.
 
     Args:
@@ -204,6 +206,14 @@ def bell_from_clements(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike, out_ph
       theta, phi: ``batch + (n_mzi,)`` mathematical settings (rad).
       out_phase: ``batch + (N,)`` mathematical output screen (rad).
       xp: ``numpy`` (the float64 reference) or ``jax.numpy``.
+      cells: the form of every cell on the chip, for cells that are not the
+        ideal one (local correction): with the arm difference ``delta =
+        upper - lower`` that sets its splitting and both arms' common phase
+        at 0, the cell is ``diag(e^{i alpha}, e^{i beta}) R(theta')
+        diag(e^{i gamma}, e^{i eps})`` (times a loss), and the sweep realises
+        the mesh with those ``theta'``. ``{key: batch + (n_mzi,)}`` for the
+        keys of :data:`CELL_FORM`. Default: the ideal cell, ``delta = pi -
+        2 theta``, ``alpha = beta = pi/2``, ``gamma = 0``, ``eps = pi``.
 
     Returns:
       ``{"internal", "lower": batch + (n_mzi,), "input", "output": batch + (N,),
@@ -212,45 +222,58 @@ def bell_from_clements(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike, out_ph
     st = sweep_structure(lay)
     th, ph, out = xp.asarray(theta), xp.asarray(phi), xp.asarray(out_phase)
     n = st.n
-    batch = out.shape[:-1]
+    batch = tuple(out.shape[:-1])
     if st.depth == 0:
         empty = xp.zeros(batch + (0,), dtype=out.dtype)
         return {"internal": empty, "lower": empty, "input": xp.zeros_like(out), "edge": empty,
                 "output": _wrap(xp, out)}
-    tail = xp.broadcast_to(xp.asarray([_PI, 0.0], dtype=ph.dtype), batch + (2,))
+    if cells is None:
+        form = {"delta": _PI - 2 * th, "alpha": _PI / 2, "beta": _PI / 2, "gamma": 0.0, "eps": _PI}
+    else:
+        missing = sorted(set(CELL_FORM) - set(cells)) if isinstance(cells, Mapping) else list(CELL_FORM)
+        if missing:
+            raise InvalidInputError(f"cells must be a mapping with the keys {list(CELL_FORM)}; missing {missing}")
+        form = {k: xp.asarray(cells[k]) for k in CELL_FORM}
+    form = {k: xp.broadcast_to(xp.asarray(v, dtype=out.dtype), batch + (lay.n_mzi,)) for k, v in form.items()}
+    zero = xp.zeros(batch + (1,), dtype=out.dtype)
 
-    def column_phases(c):
+    def column_in(c):
+        """Phases each mode needs before column c: phi - gamma on upper inputs, -eps on lower ones."""
         s0, s1 = st.col_slices[c]
-        return xp.concatenate([ph[..., s0:s1], tail], axis=-1)[..., st.phi_index[c]]
+        parts = [ph[..., s0:s1] - form["gamma"][..., s0:s1], -form["eps"][..., s0:s1], zero]
+        return xp.concatenate(parts, axis=-1)[..., st.pair_index[c]]
+
+    def column_out(c):
+        """What column c's cells leave on their outputs: -alpha, -beta (0 on unpaired modes)."""
+        s0, s1 = st.col_slices[c]
+        parts = [-form["alpha"][..., s0:s1], -form["beta"][..., s0:s1], zero]
+        return xp.concatenate(parts, axis=-1)[..., st.pair_index[c]]
 
     k = np.arange(1, n + 1)
     sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)  # (-1)^m
     alt_v = np.where(k % 2 == 1, 1.0, -1.0)  # (-1)^(k+1)
     alt_t = np.where(np.arange(n + 1) % 2 == 0, 1.0, -1.0)  # (-1)^k
-    zero = xp.zeros(batch + (1,), dtype=out.dtype)
-    x = column_phases(0)
-    inp = x
+    inp = column_in(0)
+    passed = column_out(0)  # before column 1: what column 0 leaves (and, later, what a split passes on)
     sigmas, edge_parts = [], []
-    carry = None
     for c in range(1, st.depth):
-        x = column_phases(c) if carry is None else column_phases(c) + carry
+        x = column_in(c) + passed
         # chain nodes v_0 .. v_N with v_m + v_{m+1} = x_m, v_0 = 0: alternating partial sums
         v = xp.concatenate([zero, alt_v * xp.cumsum(sign * x, axis=-1)], axis=-1)
         if st.fix_end[c]:  # move the free value so that v_N = 0 instead
             v = v - (alt_t[n] * v[..., n:n + 1]) * alt_t
-        sigmas.append(v[..., st.node_of_cell[c]] - _PI / 2)
+        sigmas.append(v[..., st.node_of_cell[c]])
         edge_parts.append(v[..., st.edge_nodes[c]])
-        carry = v[..., st.node_of_mode[c]]
+        passed = v[..., st.node_of_mode[c]] + column_out(c)
     s0, s1 = st.col_slices[-1]
-    sigmas.append(xp.zeros(batch + (s1 - s0,), dtype=out.dtype) - _PI / 2)
+    sigmas.append(xp.zeros(batch + (s1 - s0,), dtype=out.dtype))
     # the last column's edge shifters stay at 0: the output layer takes what reaches it
     edge_parts.append(xp.zeros(batch + (sum(ec == st.depth - 1 for ec, _ in st.edges),), dtype=out.dtype))
     sigma = xp.concatenate(sigmas, axis=-1)
-    d = _PI / 2 - th
-    output = out if carry is None else out + carry
+    half = form["delta"] / 2
     edge = xp.concatenate(edge_parts, axis=-1)
-    return {"internal": _wrap(xp, sigma + d), "lower": _wrap(xp, sigma - d), "input": _wrap(xp, inp),
-            "edge": _wrap(xp, edge), "output": _wrap(xp, output)}
+    return {"internal": _wrap(xp, sigma + half), "lower": _wrap(xp, sigma - half), "input": _wrap(xp, inp),
+            "edge": _wrap(xp, edge), "output": _wrap(xp, out + passed)}
 
 
 def clements_from_bell(lay: MeshLayout, phases: Mapping[str, ArrayLike],
@@ -293,20 +316,32 @@ def fold_targets(lay: MeshLayout) -> np.ndarray:
     that mode, so its phase is exactly an input phase of that cell (or of the
     output layer when no cell follows). Returns ``(N + E,)`` indices into
     ``concat(upper inputs (n_mzi), lower inputs (n_mzi), output modes (N))``
-    for ``concat(input layer, edges)``.
+    for ``concat(input layer, edges)`` (cached per size).
     """
-    st = sweep_structure(lay)
-    n, m = st.n, lay.n_mzi
-    pairs, cols = lay.pair_array, lay.column_array
+    return _fold_targets(sweep_structure(lay).n)
 
-    def next_cell(mode: int, after: int) -> int:
-        for i in range(m):  # layout order is column order
-            if cols[i] > after and pairs[i] in (mode, mode - 1):
-                return i if pairs[i] == mode else m + i
-        return 2 * m + mode
+
+@functools.lru_cache(maxsize=64)
+def _fold_targets(n: int) -> np.ndarray:
+    lay = mesh_layout("clements", n)
+    st = sweep_structure(lay)
+    m = lay.n_mzi
+    pairs, cols = lay.pair_array, lay.column_array
+    # per mode, the cells that meet it in column order and the input index each would take
+    meets = {q: np.flatnonzero((pairs == q) | (pairs == q - 1)) for q in range(n)}
+
+    def next_cell(q: int, after: int) -> int:
+        cells = meets[q]
+        later = cells[cols[cells] > after]
+        if not len(later):
+            return 2 * m + q
+        i = int(later[0])
+        return i if pairs[i] == q else m + i
 
     out = [next_cell(q, -1) for q in range(n)] + [next_cell(q, c) for c, q in st.edges]
-    return np.asarray(out, dtype=np.int64)
+    targets = np.asarray(out, dtype=np.int64)
+    targets.setflags(write=False)
+    return targets
 
 
 def bell_unitary(lay: MeshLayout, phases: Mapping[str, ArrayLike],

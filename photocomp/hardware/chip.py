@@ -49,6 +49,7 @@ import functools
 import jax
 import numpy as np
 
+from photocomp.core.bell import edge_count, sweep_structure
 from photocomp.core.cell import MZI, Cell, get_cell
 from photocomp.core.errors import InvalidTypeError, MismatchError
 from photocomp.core.graph import circuit_graph
@@ -58,29 +59,42 @@ from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target, get_target
 from photocomp.core.validate import check_int
 
-__all__ = ["Chip", "fabricate", "nominal_chip", "HEATER_GROUPS", "TRIM_GROUPS", "heater_groups", "group_size",
-           "heater_positions"]
+__all__ = ["Chip", "fabricate", "nominal_chip", "HEATER_GROUPS", "TRIM_GROUPS", "BELL_GROUPS", "heater_groups",
+           "group_size", "heater_positions"]
 
 HEATER_GROUPS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out")
 """Heater groups of an ``svd`` chip, in flat order (:func:`heater_groups` for any circuit)."""
 _GROUPS = {"svd": HEATER_GROUPS, "unitary": ("u_int", "u_ext", "u_out")}
 TRIM_GROUPS = {"v": "v_trim", "u": "u_trim"}
 """The trim heater group of each mesh stage (cells with trims only)."""
+BELL_GROUPS = {"v": ("v_in", "v_edge"), "u": ("u_in", "u_edge")}
+"""The input-layer and edge-shifter groups of each mesh stage of a Bell chip (:mod:`photocomp.core.bell`)."""
 
 
 def heater_groups(circuit: str = "svd", cell: str | Cell = MZI) -> tuple[str, ...]:
-    """The heater groups of a circuit's chip built of ``cell``, in flat order (trim groups last)."""
+    """The heater groups of a circuit's chip built of ``cell``, in flat order (trim groups last).
+
+    A chip of the symmetric (``"sweep"``) cell has, per mesh stage, ``_int``
+    (upper arm) and ``_low`` (lower arm) in place of the MZI's ``_int`` and
+    ``_ext``, and its input layers and edge shifters (``_in``, ``_edge``) last.
+    """
     stages = circuit_stages(circuit)  # a typed error for an unknown circuit
-    trims = tuple(TRIM_GROUPS[s] for s in stages if s in TRIM_GROUPS) if get_cell(cell).trims else ()
+    c = get_cell(cell)
+    if c.programming == "sweep":
+        base = tuple(g.replace("_ext", "_low") for g in _GROUPS[circuit])
+        return base + tuple(g for s in stages if s in BELL_GROUPS for g in BELL_GROUPS[s])
+    trims = tuple(TRIM_GROUPS[s] for s in stages if s in TRIM_GROUPS) if c.trims else ()
     return _GROUPS[circuit] + trims
 
 
 def group_size(group: str, lay: MeshLayout) -> int:
-    """Heaters per tile in ``group``: one per cell (internal, external), per mode (outputs, attenuators),
-    or per cell and trim (trim groups)."""
+    """Heaters per tile in ``group``: one per cell (internal, external, lower arm), per mode (outputs,
+    attenuators, input layers), per cell and trim (trim groups), or per edge shifter (edge groups)."""
     if group in TRIM_GROUPS.values():
         return lay.n_mzi * len(lay.cell.trims)
-    return lay.n_mzi if group.endswith(("_int", "_ext")) else lay.n_modes
+    if group.endswith("_edge"):
+        return edge_count(lay)
+    return lay.n_mzi if group.endswith(("_int", "_ext", "_low")) else lay.n_modes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +202,10 @@ def heater_positions(target: Target, circuit: str = "svd") -> np.ndarray:
     The internal heater of an MZI sits at its node's (x, y); the external
     heater half a column earlier on the upper input arm; a trim heater a
     quarter column later on the upper arm (several trims: further quarter
-    columns); output shifters and attenuators at their nodes.
+    columns); output shifters and attenuators at their nodes. A symmetric
+    (Bell) cell's arm heaters sit a quarter mode pitch above and below its
+    node; its mesh's input layer half a column before the first column, its
+    edge shifters on their modes in their column.
     """
     lay = target.layout
     k, m = target.size, lay.n_mzi
@@ -202,15 +219,23 @@ def heater_positions(target: Target, circuit: str = "svd") -> np.ndarray:
     xy = lambda node: (g.nodes[node]["x"], g.nodes[node]["y"])  # noqa: E731
     points = []
     trims = []
+    sweep = lay.cell.programming == "sweep"
     for stage in ("V", "U") if pm.v is not None else ("U",):
         mz = [xy(f"{stage}:{c}:{n}") for n, c in zip(lay.pairs, lay.columns)]
-        points += mz  # internal heaters
-        points += [(x - 0.5, y - 0.5) for x, y in mz]  # external heaters, upper input arm
+        if sweep:  # symmetric cell: a heater on each arm, a quarter mode pitch either side of the node
+            points += [(x, y - 0.25) for x, y in mz] + [(x, y + 0.25) for x, y in mz]
+        else:
+            points += mz  # internal heaters
+            points += [(x - 0.5, y - 0.5) for x, y in mz]  # external heaters, upper input arm
         points += [xy(f"{stage}out:{q}") for q in range(k)]
         if stage == "V":
             points += [xy(f"S:{q}") for q in range(k)]
         for j in range(len(lay.cell.trims)):
             trims += [(x + 0.25 * (j + 1), y - 0.5) for x, y in mz]
+        if sweep:  # input layer half a column before the first column; edge shifters beside their column
+            x0 = xy(f"{stage}:0:0")[0]
+            trims += [(x0 - 0.5, float(q)) for q in range(k)]
+            trims += [(x0 + c, float(q)) for c, q in sweep_structure(lay).edges]
     pos = np.asarray(points + trims, dtype=np.float64)
     return pos * np.array([target.column_pitch_um, target.mode_pitch_um])
 

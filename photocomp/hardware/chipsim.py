@@ -30,6 +30,7 @@ import numpy.typing as npt
 from jax.typing import ArrayLike
 
 from photocomp.core import convention
+from photocomp.core.bell import bell_from_clements, clements_from_bell
 from photocomp.core.errors import InvalidTypeError
 from photocomp.core.ir import PhaseMap, TileGrid
 from photocomp.core.layout import MeshLayout
@@ -40,6 +41,7 @@ from photocomp.sim.ideal import accumulate, tile_inputs
 from photocomp.sim.physical import (
     amplitude,
     as_real,
+    bell_coefficients,
     fold_batches,
     mesh_from_physical,
     mesh_to_physical,
@@ -79,6 +81,11 @@ class Settings:
     ``v_ext``, ``v_out`` and ``att`` None. A layout whose cell has trim
     heaters (:attr:`photocomp.core.cell.Cell.trims`) also has ``v_trim`` /
     ``u_trim``, ``(T, n_mzi * n_trims)`` trim-major; otherwise they are None.
+    A layout of the symmetric (Bell) cell has no external heaters
+    (``v_ext``/``u_ext`` None) and instead the lower-arm heaters
+    ``v_low``/``u_low`` ``(T, n_mzi)`` (``v_int``/``u_int`` are the upper
+    arms), the input layers ``v_in``/``u_in`` ``(T, K)`` and the edge
+    shifters ``v_edge``/``u_edge`` ``(T, E)`` (:mod:`photocomp.core.bell`).
     """
     grid: TileGrid
     layout: MeshLayout
@@ -87,18 +94,27 @@ class Settings:
     v_out: jax.Array | np.ndarray | None
     att: jax.Array | np.ndarray | None
     u_int: jax.Array | np.ndarray
-    u_ext: jax.Array | np.ndarray
+    u_ext: jax.Array | np.ndarray | None
     u_out: jax.Array | np.ndarray
     gain: jax.Array | np.ndarray
     v_trim: jax.Array | np.ndarray | None = None
     u_trim: jax.Array | np.ndarray | None = None
+    v_low: jax.Array | np.ndarray | None = None
+    u_low: jax.Array | np.ndarray | None = None
+    v_in: jax.Array | np.ndarray | None = None
+    u_in: jax.Array | np.ndarray | None = None
+    v_edge: jax.Array | np.ndarray | None = None
+    u_edge: jax.Array | np.ndarray | None = None
 
     @classmethod
-    def unitary(cls, grid: TileGrid, layout: MeshLayout, u_int: jax.Array | np.ndarray, u_ext: jax.Array | np.ndarray,
-                u_out: jax.Array | np.ndarray, gain: jax.Array | np.ndarray,
-                u_trim: jax.Array | np.ndarray | None = None) -> Settings:
+    def unitary(cls, grid: TileGrid, layout: MeshLayout, u_int: jax.Array | np.ndarray,
+                u_ext: jax.Array | np.ndarray | None, u_out: jax.Array | np.ndarray, gain: jax.Array | np.ndarray,
+                u_trim: jax.Array | np.ndarray | None = None, *, u_low: jax.Array | np.ndarray | None = None,
+                u_in: jax.Array | np.ndarray | None = None,
+                u_edge: jax.Array | np.ndarray | None = None) -> Settings:
         """Settings of a unitary program (one mesh per tile)."""
-        return cls(grid, layout, None, None, None, None, u_int, u_ext, u_out, gain, None, u_trim)
+        return cls(grid, layout, None, None, None, None, u_int, u_ext, u_out, gain, None, u_trim,
+                   u_low=u_low, u_in=u_in, u_edge=u_edge)
 
     @property
     def circuit(self) -> str:
@@ -116,7 +132,8 @@ class Settings:
 
 jax.tree_util.register_dataclass(
     Settings,
-    data_fields=["v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain", "v_trim", "u_trim"],
+    data_fields=["v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out", "gain", "v_trim", "u_trim", "v_low",
+                 "u_low", "v_in", "u_in", "v_edge", "u_edge"],
     meta_fields=["grid", "layout"],
 )
 
@@ -136,10 +153,33 @@ def attenuator_amplitude(internal: ArrayLike, coupler_in: ArrayLike = 0.0, coupl
     return amp * amplitude(as_real(loss_db, dtype))
 
 
+def _bell_stage(lay: MeshLayout, mp: MeshPhases, stage: str) -> dict:
+    """A Bell mesh's heater groups ``{stage}_int, _low, _in, _edge, _out`` from its mathematical phases."""
+    ph = bell_from_clements(lay, mp.theta, mp.phi, mp.out_phase, xp=jnp)
+    return {f"{stage}_{g}": ph[k] for g, k in (("int", "internal"), ("low", "lower"), ("in", "input"),
+                                                ("edge", "edge"), ("out", "output"))}
+
+
+def _bell_phases(s: Settings, stage: str) -> dict:
+    """The Bell sweep's groups (:data:`photocomp.core.bell.BELL_GROUPS`) of mesh ``stage`` of settings ``s``."""
+    return {k: getattr(s, f"{stage}_{g}") for g, k in (("int", "internal"), ("low", "lower"), ("in", "input"),
+                                                        ("edge", "edge"), ("out", "output"))}
+
+
 @jax.jit  # one compiled program: called eagerly it would compile its many small operations one by one
 def settings_from_program(pm: PhaseMap) -> Settings:
     """Physical settings that implement ``pm`` exactly on an ideal chip."""
     lay = pm.layout
+    if lay.cell.programming == "sweep":  # the Bell mesh: a global phase sweep (photocomp.core.bell)
+        u = _bell_stage(lay, pm.u, "u")
+        if pm.v is None:
+            return Settings.unitary(pm.grid, lay, u.pop("u_int"), None, u.pop("u_out"), jnp.asarray(pm.gain), **u)
+        v = _bell_stage(lay, pm.v, "v")
+        sigma = jnp.asarray(pm.sigma)
+        v["v_out"] = convention.wrap_phase(v["v_out"] - (sigma + jnp.pi))
+        att, _ = convention.to_physical(sigma, 0.0)
+        return Settings(pm.grid, lay, v.pop("v_int"), None, v.pop("v_out"), convention.wrap_phase(att),
+                        u.pop("u_int"), None, u.pop("u_out"), jnp.asarray(pm.gain), **v, **u)
     u_int, u_ext, u_out = mesh_to_physical(lay, pm.u.theta, pm.u.phi, pm.u.out_phase)
     u_trim = ideal_trims(lay, pm.u.theta)
     if pm.v is None:
@@ -173,6 +213,17 @@ def trim_settings(lay: MeshLayout, trims: jax.Array | np.ndarray | None) -> dict
 def program_from_settings(s: Settings) -> PhaseMap:
     """Mathematical phase map equivalent to settings on an ideal chip (inverse of the above)."""
     lay = s.layout
+    if lay.cell.programming == "sweep":
+        u = MeshPhases(lay, *clements_from_bell(lay, _bell_phases(s, "u"), xp=jnp))
+        if s.v_int is None:
+            return PhaseMap.unitary(s.grid, u, s.gain)
+        sigma, _ = convention.from_physical(jnp.asarray(s.att), 0.0)
+        vph = _bell_phases(s, "v")
+        vph["output"] = jnp.asarray(vph["output"]) + sigma + jnp.pi
+        return PhaseMap(s.grid, MeshPhases(lay, *clements_from_bell(lay, vph, xp=jnp)), sigma, u, s.gain)
+    if s.u_ext is None:
+        raise InvalidTypeError(f"settings.u_ext must be an array for a {lay.cell.name!r} cell (it has external "
+                               f"heaters); got None")
     ut, up, uo = mesh_from_physical(lay, s.u_int, s.u_ext, s.u_out)
     if s.v_int is None:
         return PhaseMap.unitary(s.grid, MeshPhases(lay, ut, up, uo), s.gain)
@@ -187,29 +238,44 @@ def program_from_settings(s: Settings) -> PhaseMap:
 
 def stage_coefficients(chip: Chip, lay: MeshLayout, stage: str, internal, external, trims=None, *, dtype):
     """2 x 2 coefficients ``(4, n_mzi)`` of mesh ``stage`` (``"v"`` or ``"u"``) of the chip: its couplers,
-    losses and the cell's other coupler errors, with the heaters' phases (trims: a flat trim group or None)."""
+    losses and the cell's other coupler errors, with the heaters' phases (trims: a flat trim group or None).
+    For the Bell cell see :func:`_stage_mesh`."""
     return physical_coefficients(lay, internal, external, chip.coupler_in[stage], chip.coupler_out[stage],
                                  chip.loss_db[stage], dtype=dtype, trims=trim_settings(lay, trims),
                                  errors=chip.cell_errors.get(stage) or None)
 
 
+def _stage_mesh(chip: Chip, lay: MeshLayout, stage: str, p: dict, *, dtype):
+    """Mesh ``stage``'s coefficients ``(4, n_mzi)`` and its output phases (rad): the output shifters, and for
+    the Bell cell the input layer and edge shifters folded into the cells and outputs
+    (:func:`photocomp.sim.physical.bell_coefficients`)."""
+    if lay.cell.programming == "sweep":
+        coef, extra = bell_coefficients(lay, p[f"{stage}_int"], p[f"{stage}_low"], p[f"{stage}_in"],
+                                        p[f"{stage}_edge"], chip.coupler_in[stage], chip.coupler_out[stage],
+                                        chip.loss_db[stage], dtype=dtype)
+        return coef, p[f"{stage}_out"] + extra
+    coef = stage_coefficients(chip, lay, stage, p[f"{stage}_int"], p[f"{stage}_ext"], p.get(f"{stage}_trim"),
+                              dtype=dtype)
+    return coef, p[f"{stage}_out"]
+
+
 def _tile_core(chip: Chip, lay: MeshLayout, p: dict, z, *, reverse_only=False):
     """One tile's core (V mesh, attenuators, U mesh, output shifters) on fields z (K[, B]), as one scan."""
     dtype = z.dtype
-    stage = lambda g: stage_coefficients(chip, lay, g, p[f"{g}_int"], p[f"{g}_ext"], p.get(f"{g}_trim"),  # noqa: E731
-                                         dtype=dtype)
+    v, v_out = _stage_mesh(chip, lay, "v", p, dtype=dtype)
+    u, u_out = _stage_mesh(chip, lay, "u", p, dtype=dtype)
     amp = attenuator_amplitude(p["att"], chip.coupler_in["att"], chip.coupler_out["att"], chip.loss_db["att"])
-    between = (screen(p["v_out"], dtype) * amp).astype(dtype)
-    y = propagate_meshes(lay, [stage("v"), stage("u")], [between], z, reverse_only=reverse_only)
-    return screen(p["u_out"], dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
+    between = (screen(v_out, dtype) * amp).astype(dtype)
+    y = propagate_meshes(lay, [v, u], [between], z, reverse_only=reverse_only)
+    return screen(u_out, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
 
 
 def _unitary_core(chip: Chip, lay: MeshLayout, p: dict, z, *, reverse_only=False):
     """One tile's core of a unitary program (its mesh and output shifters) on fields z (K[, B])."""
     dtype = z.dtype
-    coef = stage_coefficients(chip, lay, "u", p["u_int"], p["u_ext"], p.get("u_trim"), dtype=dtype)
+    coef, out = _stage_mesh(chip, lay, "u", p, dtype=dtype)
     y = propagate_meshes(lay, [coef], [], z, reverse_only=reverse_only)
-    return screen(p["u_out"], dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
+    return screen(out, dtype).reshape((-1,) + (1,) * (y.ndim - 1)) * y
 
 
 def _tile_apply(chip: Chip, s: Settings, z, reverse_only: bool = False):

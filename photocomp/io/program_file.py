@@ -114,7 +114,11 @@ array              shape        meaning (units; range)
 (:func:`photocomp.hardware.chip.heater_groups`): for ``svd`` V internal, V
 external, V output, attenuator, U internal, U external, U output
 (:data:`photocomp.hardware.chip.HEATER_GROUPS`); for ``unitary`` U internal,
-U external, U output. The chip is not stored: it is re-sampled on load from
+U external, U output, then the cell's extra groups (trims: ``cal_v_trim``,
+``cal_u_trim``). A chip of the symmetric (Bell) cell stores ``cal_<s>_low``
+(lower-arm heaters, (T, n_mzi)) in place of ``cal_<s>_ext``, and adds the
+input layers ``cal_<s>_in`` (T, K) and edge shifters ``cal_<s>_edge`` (T, E)
+(:mod:`photocomp.core.bell`). The chip is not stored: it is re-sampled on load from
 the target, the seed and the circuit (``fabricate(target, seed,
 circuit=circuit)``; a ``unitary`` chip holds only its ``"u"`` stage's
 couplers and losses and the offsets and efficiencies of its own heaters) and
@@ -197,6 +201,7 @@ import numpy as np
 
 from photocomp.core import convention
 from photocomp.core.atomic import atomic_write, os_reason, quote_path
+from photocomp.core.bell import edge_count
 from photocomp.core.cell import get_cell
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PhaseMapFileError, PhotocompError
 from photocomp.core.ir import CIRCUITS, CompileReport, PhaseMap, TileGrid, circuit_stages
@@ -237,21 +242,23 @@ MAX_META_BYTES = 8 << 20
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects in ``__meta__``."""
 MAX_MEMBERS = 32
-"""Most members an archive may have (a calibrated ``svd`` program has 20, a calibrated ``unitary`` one 12)."""
+"""Most members an archive may have (a calibrated ``svd`` program has 20, a calibrated ``unitary`` one 12;
+22 and 14 with trims, 24 and 14 on a Bell chip)."""
 _MAX_NPY_HEADER = 4096  # bytes of .npy magic + header a member may have beyond its data
 _MAX_TEXT = 1 << 16  # characters of a free-text field (pipeline, target name, description)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 _STAGE_ARRAYS = {"v": ("v_theta", "v_phi", "v_out_phase"), "att": ("sigma",), "u": ("u_theta", "u_phi", "u_out_phase")}
 _INT_ARRAYS = ("mode_pairs", "columns")
-_MZI_GROUPS = ("v_int", "v_ext", "u_int", "u_ext")  # heater groups with one heater per MZI (the others: one per mode)
+# heater groups with one heater per MZI (edge groups: one per edge shifter; the others: one per mode)
+_MZI_GROUPS = ("v_int", "v_ext", "u_int", "u_ext", "v_low", "u_low")
+_CAL_GROUPS = tuple(dict.fromkeys(heater_groups("svd", "mzi3") + heater_groups("svd", "bell")))
 _ALL_ARRAYS = frozenset(
     [a for names in _STAGE_ARRAYS.values() for a in names] + ["gain", *_INT_ARRAYS]
-    + [f"cal_{g}" for g in heater_groups("svd", "mzi3")] + ["cal_gain", "drives_mw"]
+    + [f"cal_{g}" for g in _CAL_GROUPS] + ["cal_gain", "drives_mw"]
 )
 _ANGLES = ("v_theta", "u_theta", "sigma")
-_PHASES = ("v_phi", "v_out_phase", "u_phi", "u_out_phase", "cal_v_int", "cal_v_ext", "cal_v_out", "cal_att",
-           "cal_u_int", "cal_u_ext", "cal_u_out", "cal_v_trim", "cal_u_trim")
+_PHASES = ("v_phi", "v_out_phase", "u_phi", "u_out_phase", *(f"cal_{g}" for g in _CAL_GROUPS))
 _META_KEYS = frozenset({"format", "schema_version", "convention", "phase_ranges", "units", "photocomp_version",
                         "target", "grid", "mesh", "pipeline", "detection", "report", "chip", "arrays", "circuit"})
 _V1_OPTIONAL = frozenset({"phase_ranges", "units", "photocomp_version", "chip"})
@@ -370,7 +377,13 @@ def _expected_shapes(n_tiles: int, k: int, calibrated: bool, circuit: str = "svd
     m = k * (k - 1) // 2
     per_mzi = {"v_theta", "v_phi", "u_theta", "u_phi", *(f"cal_{g}" for g in _MZI_GROUPS)}
     n_trims = len(get_cell(cell).trims)
-    size = lambda g: m * n_trims if g in TRIM_GROUPS.values() else m if g in _MZI_GROUPS else k  # noqa: E731
+    edges = edge_count(mesh_layout("clements", k)) if get_cell(cell).programming == "sweep" else 0
+
+    def size(g: str) -> int:
+        if g.endswith("_edge"):
+            return edges
+        return m * n_trims if g in TRIM_GROUPS.values() else m if g in _MZI_GROUPS else k
+
     shapes: dict[str, tuple[int, ...]] = {}
     for name in circuit_arrays(circuit, calibrated, cell):
         if name in _INT_ARRAYS:
@@ -968,5 +981,7 @@ def _read(r: _Reader, zf: zipfile.ZipFile, file_size: int) -> ProgramFile:
         r.fail(f"the chip (seed {chip_meta['seed']}) re-samples differently from the one it was calibrated on "
                f"(a chip of the {circuit} circuit)")
     cal = {g: arrays[f"cal_{g}"] for g in heater_groups(circuit, target.cell) + ("gain",)}
+    if lay.cell.programming == "sweep":  # the Bell chip has no external heaters (Settings: v_ext, u_ext None)
+        cal = {"u_ext": None, **({"v_ext": None} if circuit == "svd" else {}), **cal}
     settings = Settings(grid, lay, **cal) if circuit == "svd" else Settings.unitary(grid, lay, **cal)
     return ProgramFile(target, pm, report, pipeline, detection, chip=chip, settings=settings)

@@ -58,6 +58,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from photocomp.core import convention
+from photocomp.core.bell import fold_targets
 from photocomp.core.cell import MZI, Cell, Coupler, Shifter
 from photocomp.core.errors import InvalidInputError
 from photocomp.core.layout import MeshLayout
@@ -377,7 +378,10 @@ def cell_coefficients(cell: Cell, settings: Mapping[str, ArrayLike], errors: Map
     for comp in cell.components:
         if isinstance(comp, Shifter):
             u = _unit(bcast(as_real(settings[comp.heater], rdtype)))
-            m00, m01 = u * m00, u * m01
+            if comp.arm == "upper":
+                m00, m01 = u * m00, u * m01
+            else:
+                m10, m11 = u * m10, u * m11
         elif isinstance(comp, Coupler):
             s, c = (bcast(v) for v in sincos(as_real(errors.get(comp.error, 0.0), rdtype) + np.pi / 4))
             m00, m01, m10, m11 = (c * m00 + 1j * s * m10, c * m01 + 1j * s * m11,
@@ -386,6 +390,41 @@ def cell_coefficients(cell: Cell, settings: Mapping[str, ArrayLike], errors: Map
             m00, m01, m10, m11 = m10, m11, m00, m01
     g = bcast(amplitude(as_real(errors.get("loss_db", 0.0), rdtype)))
     return (g * jnp.stack([m00, m01, m10, m11])).astype(dtype)
+
+
+def bell_coefficients(lay: MeshLayout, internal, lower, input_layer, edge, coupler_in=0.0, coupler_out=0.0,
+                      loss_db=0.0, *, dtype=None) -> tuple[jax.Array, jax.Array]:
+    """Coefficients of a Bell mesh (:mod:`photocomp.core.bell`) with its input layer and edge shifters folded in.
+
+    A phase shifter on a mode between two cells multiplies the next cell's
+    input on that mode (shifters are lossless in the chip model), so the
+    input layer and the edge shifters become input phases of the cells they
+    feed, or output phases of modes no later cell meets
+    (:func:`photocomp.core.bell.fold_targets`); the propagation engine then
+    runs the mesh like any other.
+
+    Args:
+      lay: a Clements layout of the symmetric cell.
+      internal, lower: upper-arm and lower-arm phases ``(n_mzi,)`` (rad).
+      input_layer: input-layer phases ``(N,)``; edge: edge-shifter phases ``(E,)`` (rad).
+      coupler_in, coupler_out, loss_db: per-cell errors as in :func:`physical_coefficients`.
+      dtype: complex dtype of the result (default: from ``internal``).
+
+    Returns:
+      ``(coef, out_phase)``: coefficients ``(4, n_mzi)`` and the phases ``(N,)``
+      (rad) the folded shifters add to the output layer.
+    """
+    if dtype is None:
+        dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.asarray(internal).dtype, jnp.complex64))
+    rdtype = _real_dtype(dtype)
+    m, n = lay.n_mzi, lay.n_modes
+    coef = cell_coefficients(lay.cell, {"internal": internal, "lower": lower},
+                             {"coupler_in": coupler_in, "coupler_out": coupler_out, "loss_db": loss_db}, m,
+                             dtype=dtype)
+    shifters = jnp.concatenate([jnp.asarray(input_layer, rdtype).reshape(n), jnp.asarray(edge, rdtype).reshape(-1)])
+    folded = jnp.zeros((2 * m + n,), rdtype).at[fold_targets(lay)].add(shifters)
+    up, low = _unit(folded[:m]).astype(dtype), _unit(folded[m:2 * m]).astype(dtype)
+    return jnp.stack([coef[0] * up, coef[1] * low, coef[2] * up, coef[3] * low]), folded[2 * m:]
 
 
 def ideal_coefficients(theta, phi, *, dtype=None):
