@@ -11,7 +11,7 @@ from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.convention import THETA_RANGE
 from photocomp.core.phases import MeshPhases
-from photocomp.sim.ideal import updated_program_matrix_np
+from photocomp.sim.ideal import updated_program_np
 
 
 def _canon(mp: MeshPhases) -> MeshPhases:
@@ -57,9 +57,9 @@ class Canonicalize(Pass):
                     v=MeshPhases(v.layout, v.theta, v.phi, np.mod(v.out_phase + np.pi * neg, 2 * np.pi))
                 )
         # a tile whose settings are canonical already keeps its block of the matrix; only the others are simulated
-        after, changed = updated_program_matrix_np(pm, before, new)
+        after, meshes, changed = updated_program_np(pm, before, state.meshes, new)
         change = float(np.max(np.abs(after - before))) if changed.any() else 0.0
-        return state.replace(phase_map=new, matrix=after), {
+        return state.replace(phase_map=new, matrix=after, meshes=meshes), {
             "max_matrix_change": change,
             "tiles_changed": int(changed.sum()),
         }

@@ -6,14 +6,16 @@ import dataclasses
 
 import numpy as np
 
-from photocomp.compiler.decompose import check_tiles, decompose_many, decompose_pair
+from photocomp.compiler.decompose import decompose_many, decompose_pair
 from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import PipelineError
 from photocomp.core.ir import PhaseMap, TileGrid
 from photocomp.core.layout import layout
+from photocomp.core.metrics import fidelity
 from photocomp.core.phases import MeshPhases
 from photocomp.core.registry import quote
+from photocomp.sim import ideal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +43,12 @@ class _Decompose(Pass):
             v_ph = MeshPhases(lay, *v_out[:3])
             sigma = np.arccos(np.clip(s_norm, 0.0, 1.0))
             pm = PhaseMap(grid=grid, v=v_ph, sigma=sigma, u=u_ph, gain=gain)
-        # rebuild every mesh from its phases: fidelities, the tile matrices and the compiled matrix's error
-        fid_v, fid_u, err2, tiles = check_tiles(pm, vh, u, state.require("blocks", "tile"))
-        err = float(np.sqrt(err2.sum()))
+        # rebuild every mesh from its phases: fidelities, the tile matrices and the compiled matrix's error,
+        # in the one program that every later simulation of the compile runs (sim.ideal.tiles_and_meshes_np)
+        tiles, v_hat, u_hat = ideal.tiles_and_meshes_np(pm)
+        fid_u = np.asarray(fidelity(np.asarray(u, np.complex128), u_hat))
+        fid_v = None if vh is None or v_hat is None else np.asarray(fidelity(np.asarray(vh, np.complex128), v_hat))
+        err = float(np.sqrt(_tile_errors(grid, state.require("blocks", "tile"), tiles).sum()))
         norm = float(np.linalg.norm(state.weights))
         metrics = {
             "min_mesh_fidelity": float(fid_u.min() if fid_v is None else min(fid_v.min(), fid_u.min())),
@@ -52,7 +57,17 @@ class _Decompose(Pass):
             "depth": int(pm.depth),
         }
         # the rebuilt program matrix is kept for the next pass that needs it (canonicalize's "before")
-        return state.replace(phase_map=pm, matrix=pm.grid.join(tiles)), metrics
+        return state.replace(phase_map=pm, matrix=pm.grid.join(tiles), meshes=(v_hat, u_hat)), metrics
+
+
+def _tile_errors(grid: TileGrid, blocks, tiles: np.ndarray) -> np.ndarray:
+    """Per tile the squared Frobenius error of ``tiles`` against ``blocks`` over the unpadded part,
+    so that ``sqrt(sum)`` is ``||W - W_hat||_F``."""
+    rows, cols = grid.extent()
+    i = np.arange(grid.tile)
+    mask = (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
+    d = np.where(mask, np.asarray(blocks, np.complex128) - tiles, 0.0)
+    return np.einsum("tij,tij->t", d.real, d.real) + np.einsum("tij,tij->t", d.imag, d.imag)
 
 
 @dataclasses.dataclass(frozen=True)

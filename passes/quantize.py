@@ -15,7 +15,7 @@ from photocomp.core.phases import MeshPhases
 from photocomp.core.registry import quote
 from photocomp.core.validate import check_int
 from photocomp.hardware.dac import SCHEMES, level_at_or_above, quantize_phase
-from photocomp.sim.ideal import updated_program_matrix_np
+from photocomp.sim.ideal import updated_program_np
 
 
 def _quantize_theta(theta, bits, scheme):
@@ -81,11 +81,12 @@ class Quantize(Pass):
             )
             pairs = [(new.v.phi, pm.v.phi), (new.u.phi, pm.u.phi), (new.v.theta, pm.v.theta),
                      (new.u.theta, pm.u.theta), (new.sigma, pm.sigma)]
-        matrix, _ = updated_program_matrix_np(pm, kept, new)  # phases on DAC levels already: tile kept
+        # phases on DAC levels already: tile kept
+        matrix, meshes, _ = updated_program_np(pm, kept, state.meshes, new)
         after = np_matrix_error(state.weights, matrix)
         dphi = max(float(np.max(np.abs(convention.phase_difference(a, b)))) if np.size(a) else 0.0
                    for a, b in pairs)
-        return state.replace(phase_map=new, matrix=matrix), {
+        return state.replace(phase_map=new, matrix=matrix, meshes=meshes), {
             "bits": bits,
             "matrix_error_before": before,
             "matrix_error": after,

@@ -314,12 +314,13 @@ def test_quantizing_again_keeps_every_tile(quantized, monkeypatch):
 
     w, progs = quantized
     prog = progs[8]
+    m = prog.matrix()
     seen = []
-    real = simulate.tile_matrices_np
-    monkeypatch.setattr(simulate, "tile_matrices_np",
+    real = simulate.tiles_and_meshes_np
+    monkeypatch.setattr(simulate, "tiles_and_meshes_np",
                         lambda p, tiles=None: seen.append(p.n_tiles if tiles is None else len(tiles)) or real(p, tiles))
-    state = CompileState(weights=prog.matrix(), target=prog.target, provided=frozenset({"weights", "phases", "canonical"}),
-                         grid=prog.phase_map.grid, phase_map=prog.phase_map, matrix=prog.matrix())
+    state = CompileState(weights=m, target=prog.target, provided=frozenset({"weights", "phases", "canonical"}),
+                         grid=prog.phase_map.grid, phase_map=prog.phase_map, matrix=m)
     again, metrics = Quantize(bits=8)(state)
     assert seen == [] and metrics["max_phase_error"] == 0.0
     assert not simulate.changed_tiles(prog.phase_map, again.phase_map).any()
@@ -380,8 +381,8 @@ def test_canonicalize_simulates_only_the_tiles_it_changes(tiled, monkeypatch):
                       u=MeshPhases(pm.u.layout, pm.u.theta, phi, pm.u.out_phase), sigma=sigma)
     kept = simulate.program_matrix_np(wild)
     seen = []
-    real = simulate.tile_matrices_np
-    monkeypatch.setattr(simulate, "tile_matrices_np",
+    real = simulate.tiles_and_meshes_np
+    monkeypatch.setattr(simulate, "tiles_and_meshes_np",
                         lambda p, tiles=None: seen.append(p.n_tiles if tiles is None else len(tiles)) or real(p, tiles))
     state = CompileState(weights=kept, target=prog.target, provided=frozenset({"weights", "phases"}),
                          grid=wild.grid, phase_map=wild, matrix=kept)
@@ -393,7 +394,7 @@ def test_canonicalize_simulates_only_the_tiles_it_changes(tiled, monkeypatch):
     for t in set(range(pm.n_tiles)) - set(moved):  # untouched tiles: the very same settings
         for a, b in zip(simulate._tile_settings(wild), simulate._tile_settings(out)):
             np.testing.assert_array_equal(a[t], b[t])
-    full = real(out)
+    full = real(out)[0]
     np.testing.assert_allclose(new_state.matrix, out.grid.join(full), rtol=0, atol=1e-13)
     assert metrics["max_matrix_change"] < BOUND["canonical"] * np.abs(kept).max()
     assert metrics["max_matrix_change"] == float(np.max(np.abs(new_state.matrix - kept)))

@@ -7,7 +7,9 @@
 * the decomposition check (``check_tiles``): meshes rebuilt on the device, tiles,
   errors and fidelities on the host; it catches a corrupted decomposition;
 * U and V^H decomposed in one call (``decompose_pair``);
-* a unitary program's summary fidelity read off its simulated matrix.
+* a unitary program's summary fidelity read off the mesh matrices the passes simulated;
+* one tile program (``sim.ideal.tiles_and_meshes_np``: tiles and mesh matrices) for the
+  decomposition's check, every later pass and a loaded program.
 
 No timings are asserted here; ``benchmarks/end_to_end.py`` measures them.
 """
@@ -204,6 +206,60 @@ def test_check_tiles_matches_an_independent_rebuild(first, shape):
     assert prog.report.summary["matrix_error"] < 1e-12
 
 
+@pytest.mark.parametrize("first, shape", [("svd", (11, 13)), ("unitary", (8, 8))])
+def test_one_tile_program_checks_the_decomposition(first, shape):
+    """The decomposition pass checks its meshes with sim.ideal.tiles_and_meshes_np: tiles, mesh matrices,
+    fidelities and errors as an independent float64 rebuild gives them; the meshes are kept for the summary."""
+    from photocomp.sim import ideal
+
+    r = np.random.default_rng(79)
+    w = r.standard_normal(shape) if first == "svd" else 2.0 * haar_unitary(8, r)
+    seen = {}
+    prog = pc.compile(w, "clements-4" if first == "svd" else "clements-8", EXACT.format(first=first),
+                      callback=lambda p, rec, st: seen.setdefault(p.name, (rec, st)))
+    rec, st = seen["clements"]
+    u, _, vh, _ = st.svd
+    pm = st.phase_map
+    tiles, v_hat, u_hat = ideal.tiles_and_meshes_np(pm)
+    ref_v, ref_u, ref_tiles = _rebuilt(pm)
+    np.testing.assert_allclose(tiles, ref_tiles, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(u_hat, ref_u, rtol=0, atol=1e-13)
+    fids = [_fid(np.asarray(u), ref_u)]
+    if first == "svd":
+        np.testing.assert_allclose(v_hat, ref_v, rtol=0, atol=1e-13)
+        fids.append(_fid(np.asarray(vh), ref_v))
+    else:
+        assert v_hat is None
+    want = min(float(f.min()) for f in fids)
+    assert rec.metrics["min_mesh_fidelity"] == pytest.approx(want, rel=0, abs=1e-13)
+    assert prog.report.summary["min_mesh_fidelity"] == pytest.approx(want, rel=0, abs=1e-13)
+    kept_v, kept_u = st.meshes
+    np.testing.assert_array_equal(kept_u, u_hat)
+    assert (kept_v is None) == (first == "unitary")
+    np.testing.assert_array_equal(st.matrix, pm.grid.join(tiles))
+    np.testing.assert_array_equal(ideal.tile_matrices_np(pm), tiles)
+    assert rec.metrics["matrix_error"] == pytest.approx(
+        _fsum_norm(pm.grid.join(ref_tiles) - w) / _fsum_norm(w), rel=1e-6, abs=1e-15)
+
+
+def test_a_compile_and_its_reload_build_two_tile_programs(tmp_path):
+    """The tile programs a compile asks for (photocomp.sim.devices.run_tiles): the svd pass's and the one that
+    simulates tiles and meshes for the check, quantize and the summary; reloading the program and reading its
+    matrix asks for no new one, and the reloaded matrix is the compiled one to the last bit."""
+    from photocomp.sim import devices
+
+    w = np.random.default_rng(80).standard_normal((10, 7))
+    pc.compile(w, "clements-4")  # other shapes compiled by earlier tests do not count
+    devices._tile_program.cache_clear()
+    prog = pc.compile(w, "clements-4")
+    assert devices._tile_program.cache_info().misses == 2
+    prog.save(tmp_path / "w.phases.npz")
+    again = pc.load(tmp_path / "w.phases.npz")
+    np.testing.assert_array_equal(again.dense, prog.dense)
+    np.testing.assert_array_equal(again.matrix(), prog.dense)
+    assert devices._tile_program.cache_info().misses == 2
+
+
 @pytest.mark.parametrize("where", ["theta", "phi", "out_phase", "sigma"])
 def test_check_tiles_catches_a_corrupted_decomposition(where):
     """One phase off by 1e-3 rad: the fidelities or the tile error show it, as a float64 rebuild does."""
@@ -257,9 +313,9 @@ def test_unitary_summary_fidelity_equals_a_rebuild(case, monkeypatch):
     r = np.random.default_rng(77)
     if case == "whole":
         w, target, pipe = 1.5 * haar_unitary(8, r), "clements-8", None
-    elif case == "padded":  # 6 x 6 on 8-mode meshes: cropped tiles, the meshes are rebuilt
+    elif case == "padded":  # 6 x 6 on 8-mode meshes: cropped tiles, U_hat is not in the matrix
         w, target, pipe = 1.5 * haar_unitary(6, r), "clements-8", None
-    else:  # two tiles, one of them zero: no U_hat in the matrix for it, the meshes are rebuilt
+    else:  # two tiles, one of them zero: no U_hat in the matrix for it
         w = np.zeros((4, 8), complex)
         w[:, :4] = haar_unitary(4, r)
         target, pipe = "clements-4", "validate | tile | unitary | clements | canonicalize | quantize(bits=8) | lower"
@@ -269,7 +325,7 @@ def test_unitary_summary_fidelity_equals_a_rebuild(case, monkeypatch):
     monkeypatch.setattr(driver, "check_tiles", lambda *a, **k: rebuilt.append(1) or real_check(*a, **k))
     prog = pc.compile(w, target, pipe, callback=lambda p, rec, st: seen.__setitem__(p.name, st))
     assert prog.circuit == "unitary"
-    assert len(rebuilt) == (0 if case == "whole" else 1)
+    assert rebuilt == []  # the mesh matrices quantize simulated with the program's matrix serve the summary
     u = np.asarray(seen["lower"].svd[0])
     _, u_hat, tiles = _rebuilt(prog.phase_map)
     ref = float(_fid(u, u_hat).min())

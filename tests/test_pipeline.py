@@ -358,20 +358,21 @@ def test_passes_share_the_program_matrix_they_simulate(monkeypatch):
     """Each pass keeps the program matrix it builds; the next ones reuse it, and no stale matrix survives."""
     from photocomp.sim import ideal as simulate
 
-    real = simulate.program_matrix_np
+    real = simulate.tiles_and_meshes_np
     calls = []
 
-    def counted(pm):
+    def counted(pm, tiles=None):
         calls.append(pm)
-        return real(pm)
+        return real(pm, tiles)
 
-    monkeypatch.setattr(simulate, "program_matrix_np", counted)
+    monkeypatch.setattr(simulate, "tiles_and_meshes_np", counted)
     w = np.random.default_rng(5).standard_normal((6, 7))
     prog = pc.compile(w, target="clements-4", pipeline=FULL.format(mesh="clements"))
-    # quantize after only: the decomposition emits canonical phases, so canonicalize changes no tile and
-    # keeps the decomposition check's matrix; quantize's before and lower reuse what the pass before kept
-    assert len(calls) == 1
-    np.testing.assert_array_equal(prog.dense, real(prog.phase_map))
+    # the decomposition's check and quantize only: the decomposition emits canonical phases, so canonicalize
+    # changes no tile and keeps the check's matrix; quantize's before and lower reuse what the pass before
+    # kept, and the summary's mesh fidelity reads the mesh matrices quantize kept
+    assert len(calls) == 2
+    np.testing.assert_array_equal(prog.dense, simulate.program_matrix_np(prog.phase_map))
     metrics = {r.name: dict(r.metrics) for r in prog.report.records}
     assert metrics["lower"]["matrix_error"] == metrics["quantize"]["matrix_error"]
     assert metrics["canonicalize"]["max_matrix_change"] == 0.0 and metrics["canonicalize"]["tiles_changed"] == 0

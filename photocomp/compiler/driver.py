@@ -61,6 +61,7 @@ from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineE
 from photocomp.core.ir import CompileReport, PassRecord, PhaseMap, TileGrid
 from photocomp.core.metrics import (
     UNITARY_TOL,
+    fidelity,
     needs_scaling,
     np_matrix_error,
     np_norm,
@@ -347,7 +348,9 @@ def _tiling(pipe: Pipeline, target):
 def _mesh_fidelity(state: CompileState) -> float | None:
     """The smallest fidelity of the compiled meshes against the factors they implement (the report's summary).
 
-    A unitary program's tile is ``gain U_hat``: where every tile is whole
+    The mesh matrices the passes simulated last, kept in the state
+    (``state.meshes``), serve where they are there. Otherwise a unitary
+    program's tile is ``gain U_hat``: where every tile is whole
     (no padding cropped off) and has a positive gain, ``U_hat`` is read off
     the program's dense matrix, simulated already, at O(K^2) per tile instead
     of rebuilding the meshes (:func:`_unitary_fidelities`). Otherwise every
@@ -357,6 +360,12 @@ def _mesh_fidelity(state: CompileState) -> float | None:
         return None
     u, _, vh, _ = state.svd
     pm = state.phase_map
+    if state.meshes is not None:  # the mesh matrices the last pass simulated with the program's matrix
+        v_hat, u_hat = state.meshes
+        fids = [np.asarray(fidelity(np.asarray(u, np.complex128), u_hat))]
+        if pm.v is not None and v_hat is not None:
+            fids.append(np.asarray(fidelity(np.asarray(vh, np.complex128), v_hat)))
+        return float(min(f.min() for f in fids))
     if pm.v is None and state.dense is not None:
         fid = _unitary_fidelities(pm, np.asarray(u), np.asarray(state.dense))
         if fid is not None:

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -240,17 +241,24 @@ class Pipeline:
           callback: optional ``callback(pass_, record, state)`` called after each pass
             (an instrumentation hook, e.g. for progress or logging).
         """
-        for p in self.passes:
-            t0 = time.perf_counter()
-            with single_threaded_blas():
+        # one BLAS thread for the passes (entered once for a run of passes, left for each callback)
+        with contextlib.ExitStack() as limit:
+            limited = False
+            for p in self.passes:
+                t0 = time.perf_counter()
+                if not limited:
+                    limit.enter_context(single_threaded_blas())
+                    limited = True
                 new_state, metrics = p(state)
-            wall = time.perf_counter() - t0
-            rec = PassRecord(p.name, p.spec(), wall, types.MappingProxyType(dict(metrics)))
-            state = new_state.replace(
-                provided=new_state.provided | p.provides, records=new_state.records + (rec,)
-            )
-            if callback is not None:
-                callback(p, rec, state)
+                wall = time.perf_counter() - t0
+                rec = PassRecord(p.name, p.spec(), wall, types.MappingProxyType(dict(metrics)))
+                state = new_state.replace(
+                    provided=new_state.provided | p.provides, records=new_state.records + (rec,)
+                )
+                if callback is not None:
+                    limit.close()
+                    limited = False
+                    callback(p, rec, state)
         return state
 
 

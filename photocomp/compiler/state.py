@@ -32,6 +32,11 @@ class CompileState:
         kept by the passes that simulate it so the next one need not
         (:meth:`program_matrix`); :meth:`replace` drops it whenever
         ``phase_map`` changes without a matrix to go with it.
+      meshes: ``(v_hat, u_hat)``, the matrices of every tile's V and U meshes
+        (``v_hat`` None for a unitary program) simulated with ``matrix``
+        (:func:`photocomp.sim.ideal.tiles_and_meshes_np`), or None; kept so
+        that the compile's checks need no simulation of their own, dropped
+        with ``matrix``.
     """
 
     weights: np.ndarray
@@ -45,10 +50,13 @@ class CompileState:
     dense: np.ndarray | None = None
     records: tuple = ()
     matrix: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    meshes: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def replace(self, **changes) -> CompileState:
         if "phase_map" in changes and "matrix" not in changes:
             changes["matrix"] = None
+        if ("phase_map" in changes or "matrix" in changes) and "meshes" not in changes:
+            changes["meshes"] = None
         return dataclasses.replace(self, **changes)
 
     def program_matrix(self) -> np.ndarray:

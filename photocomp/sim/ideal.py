@@ -27,7 +27,8 @@ from photocomp.core.phases import MeshPhases
 from photocomp.sim.devices import run_tiles, tile_chunk
 from photocomp.sim.physical import fold_batches, ideal_coefficients, propagate_meshes, screen
 
-__all__ = ["forward", "tile_matrices", "program_matrix", "apply_meshes", "changed_tiles", "updated_program_matrix_np"]
+__all__ = ["forward", "tile_matrices", "program_matrix", "apply_meshes", "changed_tiles", "updated_program_matrix_np",
+           "updated_program_np", "tiles_and_meshes_np", "tile_matrices_np", "program_matrix_np"]
 
 
 def _arrays(*leaves):
@@ -140,29 +141,64 @@ def program_matrix(pm: PhaseMap) -> jax.Array:
     return pm.grid.join(tile_matrices(pm))
 
 
-def _tile_matrices_chunk(*arrays, v_layout, u_layout):
-    """:func:`tile_matrices` of a chunk of tiles given as arrays (for :func:`photocomp.sim.devices.run_tiles`),
-    in :func:`_tile_settings`'s order; ``v_layout`` None for a unitary program."""
-    k = u_layout.n_modes
-    grid = TileGrid(out_dim=arrays[0].shape[0] * k, in_dim=k, tile=k)  # any grid with as many tiles as the chunk
+STACKED_MESH_BYTES = 1 << 21
+"""Largest stack of a chunk's V and U mesh matrices (bytes) rebuilt through one loop over the mesh columns;
+larger ones run a loop per mesh (the same bound as :func:`photocomp.compiler.decompose.check_tiles`)."""
+
+
+def _mesh_stack(layout, arrays, c: int):
+    """The mesh matrices (C, K, K) of ``len(arrays) // 3`` meshes per tile of one layout, given as triples
+    (theta, phi, out_phase) of a chunk of ``c`` tiles; small stacks in one loop over the columns."""
+    k = layout.n_modes
+    n = len(arrays) // 3
+    if n > 1 and n * c * k * k * 16 <= STACKED_MESH_BYTES:
+        phases = [jnp.concatenate(arrays[i::3]) for i in range(3)]
+        eye = jnp.broadcast_to(jnp.eye(k, dtype=jnp.complex128), (n * c, k, k))
+        out = apply_meshes(MeshPhases(layout, *phases), eye)
+        return [out[i * c:(i + 1) * c] for i in range(n)]
+    eye = jnp.broadcast_to(jnp.eye(k, dtype=jnp.complex128), (c, k, k))
+    return [apply_meshes(MeshPhases(layout, *arrays[3 * i:3 * i + 3]), eye) for i in range(n)]
+
+
+def _tiles_and_meshes_chunk(*arrays, v_layout, u_layout):
+    """Tile matrices and mesh matrices of a chunk of tiles given as arrays (for
+    :func:`photocomp.sim.devices.run_tiles`), in :func:`_tile_settings`'s order; ``v_layout`` None for a
+    unitary program. Returns ``(tiles, u_hat)`` (unitary) or ``(tiles, v_hat, u_hat)``, each (C, K, K):
+    ``tile = gain U_hat diag(cos sigma) V_hat`` (unitary: ``gain U_hat``), the meshes' matrices with their
+    output phase screens."""
+    gain = arrays[-1]
     if v_layout is None:
-        ut, up, uo, gain = arrays
-        pm = PhaseMap.unitary(grid, MeshPhases(u_layout, ut, up, uo), gain)
-    else:
-        vt, vp, vo, sigma, ut, up, uo, gain = arrays
-        pm = PhaseMap(grid=grid, v=MeshPhases(v_layout, vt, vp, vo), sigma=sigma,
-                      u=MeshPhases(u_layout, ut, up, uo), gain=gain)
-    return (tile_matrices(pm),)
+        (u_hat,) = _mesh_stack(u_layout, arrays[:3], gain.shape[0])
+        return u_hat * gain[:, None, None], u_hat
+    vt, vp, vo, sigma, ut, up, uo, _ = arrays
+    if v_layout == u_layout:
+        v_hat, u_hat = _mesh_stack(u_layout, (vt, vp, vo, ut, up, uo), gain.shape[0])
+    else:  # not produced by the compiler
+        (v_hat,) = _mesh_stack(v_layout, (vt, vp, vo), gain.shape[0])
+        (u_hat,) = _mesh_stack(u_layout, (ut, up, uo), gain.shape[0])
+    scale = (gain[:, None] * jnp.cos(sigma)).astype(u_hat.dtype)
+    return (u_hat * scale[:, None, :]) @ v_hat, v_hat, u_hat
 
 
 def _tile_settings(pm: PhaseMap) -> list[np.ndarray]:
-    """Every per-tile setting array of a phase map (tile axis first), in :func:`_tile_matrices_chunk`'s order."""
+    """Every per-tile setting array of a phase map (tile axis first), in :func:`_tiles_and_meshes_chunk`'s order."""
     front = () if pm.v is None else (pm.v.theta, pm.v.phi, pm.v.out_phase, pm.sigma)
     return [np.asarray(a) for a in front + (pm.u.theta, pm.u.phi, pm.u.out_phase, pm.gain)]
 
 
-def tile_matrices_np(pm: PhaseMap, tiles: npt.NDArray[np.integer] | None = None) -> np.ndarray:
-    """Float64 numpy :func:`tile_matrices`, in cache-sized chunks of tiles sharded across the JAX devices.
+def tiles_and_meshes_np(pm: PhaseMap, tiles: npt.NDArray[np.integer] | None = None
+                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Float64 numpy tile matrices and mesh matrices of a phase map, in one compiled program.
+
+    Returns ``(tiles, v_hat, u_hat)``, each (n_tiles, K, K) complex128:
+    the tiles ``gain U_hat diag(cos sigma) V_hat`` (unitary: ``gain U_hat``)
+    and the matrices of every tile's V and U meshes, output phase screens
+    included (``v_hat`` None for a unitary program). The meshes are rebuilt
+    from their phases (the V and U meshes of a chunk of tiles in one loop over
+    the columns where they fit in cache) and the tiles formed from them; the
+    compiler checks its decompositions against the same mesh matrices, so a
+    compile, its checks and a reloaded program run one XLA program. Tiles in
+    cache-sized chunks, sharded across the JAX devices.
 
     ``tiles``: indices of the tiles to simulate (default: all), in the order given.
     """
@@ -170,7 +206,19 @@ def tile_matrices_np(pm: PhaseMap, tiles: npt.NDArray[np.integer] | None = None)
     if tiles is not None:
         arrays = [a[tiles] for a in arrays]
     static = {"v_layout": None if pm.v is None else pm.v.layout, "u_layout": pm.u.layout}
-    return run_tiles(_tile_matrices_chunk, arrays, chunk=tile_chunk(len(arrays[0])), static=static)[0]
+    out = run_tiles(_tiles_and_meshes_chunk, arrays, chunk=tile_chunk(len(arrays[0])), static=static)
+    return (out[0], None, out[1]) if pm.v is None else out
+
+
+def tile_matrices_np(pm: PhaseMap, tiles: npt.NDArray[np.integer] | None = None) -> np.ndarray:
+    """Float64 numpy tile matrices ``gain U diag(cos sigma) V^H`` (unitary: ``gain U``), (n_tiles, K, K).
+
+    The tiles of :func:`tiles_and_meshes_np` (one compiled program for
+    every simulation on the host: the compiler's passes, their checks and
+    loaded programs); equal to :func:`tile_matrices` to rounding.
+    ``tiles``: indices of the tiles to simulate (default: all), in the order given.
+    """
+    return tiles_and_meshes_np(pm, tiles)[0]
 
 
 def program_matrix_np(pm: PhaseMap) -> np.ndarray:
@@ -192,6 +240,35 @@ def changed_tiles(old: PhaseMap, new: PhaseMap) -> np.ndarray:
     return changed
 
 
+def updated_program_np(old: PhaseMap, matrix: np.ndarray, meshes: tuple | None, new: PhaseMap
+                       ) -> tuple[np.ndarray, tuple | None, np.ndarray]:
+    """The program matrix and mesh matrices of ``new`` given those of ``old``: only changed tiles are simulated.
+
+    ``matrix`` is :func:`program_matrix_np` of ``old`` and ``meshes`` its
+    ``(v_hat, u_hat)`` from :func:`tiles_and_meshes_np` (or None, not known).
+    Tiles whose settings are identical in both phase maps (:func:`changed_tiles`)
+    keep their blocks; with none changed, ``matrix`` and ``meshes`` themselves
+    are returned. Returns ``(matrix of new, its (v_hat, u_hat) or None, changed-tile mask)``;
+    the meshes are None only where ``meshes`` was None and some but not all tiles changed.
+    """
+    changed = changed_tiles(old, new)
+    if changed.all():
+        tiles, v_hat, u_hat = tiles_and_meshes_np(new)
+        return new.grid.join(tiles), (v_hat, u_hat), changed
+    if not changed.any():
+        return matrix, meshes, changed
+    idx = np.flatnonzero(changed)
+    blocks = new.grid.split(np.asarray(matrix))
+    tiles, v_hat, u_hat = tiles_and_meshes_np(new, idx)
+    blocks[idx] = tiles
+    if meshes is not None:
+        meshes = tuple(None if m is None else np.array(m) for m in meshes)
+        for m, part in zip(meshes, (v_hat, u_hat)):
+            if m is not None and part is not None:
+                m[idx] = part
+    return new.grid.join(blocks), meshes, changed
+
+
 def updated_program_matrix_np(old: PhaseMap, matrix: np.ndarray, new: PhaseMap) -> tuple[np.ndarray, np.ndarray]:
     """:func:`program_matrix_np` of ``new``, given ``matrix``, that of ``old``: only changed tiles are simulated.
 
@@ -199,12 +276,5 @@ def updated_program_matrix_np(old: PhaseMap, matrix: np.ndarray, new: PhaseMap) 
     keep their blocks of ``matrix``; with none changed, ``matrix`` itself is
     returned. Returns ``(matrix of new, changed-tile mask)``.
     """
-    changed = changed_tiles(old, new)
-    if changed.all():
-        return program_matrix_np(new), changed
-    if not changed.any():
-        return matrix, changed
-    idx = np.flatnonzero(changed)
-    blocks = new.grid.split(np.asarray(matrix))
-    blocks[idx] = tile_matrices_np(new, idx)
-    return new.grid.join(blocks), changed
+    out, _, changed = updated_program_np(old, matrix, None, new)
+    return out, changed
