@@ -30,6 +30,9 @@ whose times are shown too):
 * ``import photocomp`` and a first ``pc.compile`` of a 64 x 64 real Gaussian
   matrix onto ``pace-64``, timed inside the process; the process turns the
   cache on the way a library user does, ``pc.enable_compilation_cache()``;
+  with the number of XLA programs that compile compiled and their XLA
+  compile time (JAX's ``/jax/core/compile/backend_compile_duration`` events;
+  a program read from the cache compiles nothing);
 * ``photocomp demo --quiet``, the console script of this environment, process
   wall time (the command line turns the cache on by itself).
 
@@ -163,14 +166,19 @@ COMPILE_CHILD = textwrap.dedent("""\
     t0 = time.perf_counter()
     import photocomp as pc
     t1 = time.perf_counter()
+    import jax.monitoring
     import numpy as np
     cache = pc.enable_compilation_cache()
+    xla = []  # XLA compilations (a program read from the cache is none)
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, secs, **kw: xla.append(secs) if event == "/jax/core/compile/backend_compile_duration" else None)
     w = np.random.default_rng(int(sys.argv[1])).normal(size=(int(sys.argv[2]), int(sys.argv[2])))
     t2 = time.perf_counter()
     prog = pc.compile(w, sys.argv[3])
     t3 = time.perf_counter()
     print(json.dumps({"import_s": t1 - t0, "compile_s": t3 - t2, "cache": None if cache is None else str(cache),
-                      "error": float(prog.report.summary["matrix_error"])}))
+                      "error": float(prog.report.summary["matrix_error"]), "xla_programs": len(xla),
+                      "xla_s": sum(xla)}))
 """)
 
 
@@ -212,6 +220,7 @@ def cold_sample(env: dict, cwd: str, seed: int, want_cache: str | None) -> dict:
     if d.get("cache") != want_cache:
         raise RuntimeError(f"the compile process used the cache {d.get('cache')!r}, not {want_cache!r}")
     s["import_compile"], s["compile"], s["error"] = d["import_s"] + d["compile_s"], d["compile_s"], d["error"]
+    s["xla_programs"], s["xla_s"] = d["xla_programs"], d["xla_s"]
     out = os.path.join(cwd, "demo.phases.npz")
     s["demo"] = run_child(console_script() + ["demo", "--quiet", "-o", out], env, cwd)[0]
     return s
@@ -227,7 +236,8 @@ def measure_cold(seed: int, repeats: int) -> dict:
             for i in range(count):
                 samples.append(cold_sample(child_env(cache_dir), tmp, seed, want))
                 log(f"cold start, cache {name} ({i + 1}/{count}): " + ", ".join(
-                    f"{k} {fmt_time(v)}" for k, v in samples[-1].items() if k != "error"))
+                    f"{k} {fmt_time(v)}" for k, v in samples[-1].items() if k not in ("error", "xla_programs"))
+                    + f", XLA programs {samples[-1]['xla_programs']}")
             res[name] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
             res[name]["runs"] = count
         res["cache_files"] = sum(len(files) for _, _, files in os.walk(cache))
@@ -287,6 +297,9 @@ def cold_table(c: dict) -> list[str]:
         row("`import photocomp` (in the process)", "import"),
         row(f"`import photocomp` + first `pc.compile` of a {COLD_N}x{COLD_N} real Gaussian matrix onto "
             f"`{COLD_TARGET}` (in the process)", "import_compile", "compile"),
+        "| XLA programs compiled by that first `pc.compile` (their XLA compile time) | "
+        + " | ".join(f"{d['xla_programs']:g} ({fmt_time(d['xla_s']) if d['xla_programs'] else DASH})"
+                     for d in (off, fill, warm)) + " |",
         row("`photocomp demo --quiet` (process wall time)", "demo"),
     ]
 
