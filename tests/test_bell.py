@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import photocomp as pc
-from photocomp.calibration.engine import error
+from photocomp.calibration.engine import error, reachability
 from photocomp.core import bell
 from photocomp.core.cell import BELL, MZI, Cell, Coupler, Shifter
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
@@ -184,3 +184,161 @@ def test_ideal_bell_chip_runs_the_program_exactly_and_settings_invert(n):
             pm = prog.ideal_phase_map
             back = program_from_settings(settings_from_program(pm))
             np.testing.assert_allclose(np.asarray(tile_matrices(back)), np.asarray(tile_matrices(pm)), atol=1e-12)
+
+
+def test_bell_chip_simulation_is_differentiable_in_every_heater_group():
+    """Reverse-mode gradients through the folded input layer and edge shifters agree with central differences."""
+    prog = pc.compile(pc.haar_unitary(6, np.random.default_rng(0)), "bell-6")
+    chip = pc.fabricate("bell-6", seed=2, circuit="unitary")
+    want = np.asarray(pc.haar_unitary(6, np.random.default_rng(1)))
+    with jax.enable_x64(True):
+        s0 = settings_from_program(prog.ideal_phase_map)
+
+        def loss(s):
+            m = chip_tile_matrices(chip, s, with_gain=False)[0]
+            return jax.numpy.sum(jax.numpy.abs(m - want) ** 2)
+
+        grads = jax.grad(loss)(s0)
+        for g in s0.groups:
+            a = np.asarray(getattr(s0, g))
+            assert a.size, g
+            j = a.shape[-1] - 1
+            step = np.zeros_like(a)
+            step[0, j] = 1e-6
+            plus = float(loss(s0.replace(**{g: a + step})))
+            minus = float(loss(s0.replace(**{g: a - step})))
+            np.testing.assert_allclose(np.asarray(getattr(grads, g))[0, j], (plus - minus) / 2e-6, atol=1e-6)
+
+
+def _coupler_only(name: str, sigma: float) -> pc.Target:
+    return dataclasses.replace(pc.get_target(name), coupler_sigma_rad=sigma, mzi_loss_db=0.0, mzi_loss_sigma_db=0.0)
+
+
+def test_local_correction_of_the_bell_mesh_is_the_mzi_meshs():
+    """The symmetric cell splits as an MZI at internal = upper - lower, so it reaches exactly the MZI's
+    splittings; the sweep with every corrected cell's own phases is exact wherever the cells reach."""
+    u = pc.haar_unitary(8, np.random.default_rng(0))
+    for sigma in (0.005, 0.06):
+        out = {}
+        for fam in ("clements", "bell"):
+            t = _coupler_only(f"{fam}-8", sigma)
+            prog = pc.compile(u, t)
+            chip = pc.fabricate(t, seed=1, circuit="unitary")
+            reach = reachability(prog, chip)
+            out[fam] = (reach.fraction, reach.clip_error, error(pc.calibrate(prog, chip, "local", progress=False),
+                                                                chip)["matrix_error"])
+        assert out["bell"][:2] == pytest.approx(out["clements"][:2], abs=1e-12)
+        if sigma < 0.01:  # every cell reaches: exact
+            assert out["bell"][0] == 0.0 and out["bell"][2] < 1e-12
+        else:  # clipped cells: the error clipping leaves, as the MZI mesh
+            assert out["bell"][0] > 0 and out["bell"][2] == pytest.approx(out["bell"][1], rel=1e-6)
+
+
+def test_bell_program_calibrated_locally_saves_and_loads(tmp_path):
+    w = np.random.default_rng(1).normal(size=(5, 6))
+    prog = pc.compile(w, "bell-6")
+    chip = pc.fabricate("bell-6", seed=2)
+    cal = pc.calibrate(prog, chip, "local", progress=False)
+    assert error(cal, chip)["matrix_error"] < error(prog, chip)["matrix_error"]
+    back = pc.load(cal.save(tmp_path / "cal.npz"))
+    assert back.target.cell == "bell" and back.settings.u_ext is None
+    for g in cal.settings.groups:
+        np.testing.assert_array_equal(np.asarray(getattr(back.settings, g)), np.asarray(getattr(cal.settings, g)))
+    np.testing.assert_array_equal(np.asarray(back.matrix()), np.asarray(cal.matrix()))
+    u = pc.compile(pc.haar_unitary(6, np.random.default_rng(3)), "bell-6")
+    back = pc.load(u.save(tmp_path / "u.npz"))
+    np.testing.assert_array_equal(np.asarray(back.matrix()), np.asarray(u.matrix()))
+
+
+def test_cost_counts_the_bell_meshs_phase_layers_and_heaters():
+    u = pc.haar_unitary(6, np.random.default_rng(0))
+    w = np.random.default_rng(1).normal(size=(6, 6))
+    for n_layers, fam in (((13, 27), "clements"), ((8, 17), "bell"), ((19, 39), "mzi3")):
+        costs = [pc.cost(pc.compile(x, f"{fam}-6")) for x in (u, w)]
+        assert (costs[0].phase_layers, costs[1].phase_layers) == n_layers
+        assert costs[1].phase_shifters == pc.fabricate(f"{fam}-6", seed=0).n_heaters
+    bell_u = pc.cost(pc.compile(u, "bell-6"))
+    assert bell_u.phase_layers == bell.phase_layers(layout("clements", 6))
+    # one arm heater per cell on a path, plus the input and output layers (and any edge shifters it passes)
+    assert bell_u.path_phase_shifters >= 6 + 2
+    assert "heater energy" in str(bell_u)
+
+
+def test_bell_thermal_phase_map_moves_the_chip_exactly_like_its_waveguide_sections():
+    """A temperature field across and along the die, applied section by section to a Bell mesh (input
+    sections, both arms with the imbalance, unpaired modes, output sections), equals its heater phases."""
+    from photocomp.drift import thermal
+
+    for n in (5, 6):
+        t = pc.get_target(f"bell-{n}")
+        lay = t.layout
+        chip = pc.fabricate(t, seed=1, circuit="unitary")
+        imb = thermal.sample_imbalance(chip, 2.0)
+        field = lambda xy: (0.3 + 2e-3 * xy[:, 1] + 1e-3 * xy[:, 0] + 1e-6 * xy[:, 0] * xy[:, 1])[:, None]  # noqa: E731
+        dphi = thermal.thermal_phase_map(t, imb, field, "unitary")[:, 0]
+        kappa = float(thermal.thermo_optic_phase(1.0, 1.0, wavelength_nm=t.wavelength_nm, dn_dt_per_k=t.dn_dt_per_k))
+        px, py, half = t.column_pitch_um, t.mode_pitch_um, t.column_pitch_um / 2
+        pos = pc.hardware.chip.heater_positions(t, "unitary")
+        sl = chip.group_slices()
+        rng = np.random.default_rng(n)
+        heat = rng.uniform(0, 2 * np.pi, chip.n_heaters)
+        ph = lambda h: {g: h[sl[f"u_{k}"]] for g, k in (("internal", "int"), ("lower", "low"), ("input", "in"),  # noqa: E731
+                                                          ("edge", "edge"), ("output", "out"))}
+        got = bell.bell_unitary(lay, ph(heat + dphi))
+        # the reference: the same heaters, and every waveguide section's thermal phase where it is
+        h = ph(heat)
+        st = bell.sweep_structure(lay)
+        temp = lambda x, y: float(field(np.array([[x, y]]))[0, 0])  # noqa: E731
+        m = np.diag(np.exp(1j * h["input"]))
+        for c in range(lay.depth):
+            x0 = c
+            m = np.diag([np.exp(1j * kappa * half * temp((x0 - 0.5) * px, q * py)) for q in range(n)]) @ m
+            s0, s1 = st.col_slices[c]
+            for i in range(s0, s1):
+                q = lay.pairs[i]
+                up = h["internal"][i] + kappa * (half + imb["u"][i]) * temp(*pos[sl["u_int"]][i])
+                low = h["lower"][i] + kappa * half * temp(*pos[sl["u_low"]][i])
+                step = np.eye(n, dtype=complex)
+                step[q:q + 2, q:q + 2] = BELL.transfer({"internal": up, "lower": low})
+                m = step @ m
+            paired = set(lay.pairs[s0:s1]) | {q + 1 for q in lay.pairs[s0:s1]}
+            for q in sorted(set(range(n)) - paired):
+                m[q] *= np.exp(1j * kappa * half * temp(x0 * px, q * py))
+            for j, (ec, q) in enumerate(st.edges):
+                if ec == c:
+                    m[q] *= np.exp(1j * h["edge"][j])
+        outs = [h["output"][q] + kappa * px * temp(*pos[sl["u_out"]][q]) for q in range(n)]
+        want = np.diag(np.exp(1j * np.asarray(outs))) @ m
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_twin_of_a_bell_chip_fits_its_measurements():
+    from photocomp.calibration.twin import fit_twin
+
+    chip = pc.fabricate("bell-4", seed=3, circuit="unitary")
+    fit = fit_twin(pc.BlackBoxChip(chip, seed=0, noise=False), configs=8, steps=200, tol=1e-12, patience=100)
+    assert fit.residual < fit.residual_start / 50
+    assert fit.chip.n_heaters == chip.n_heaters and fit.chip.target.cell == "bell"
+
+
+@pytest.mark.slow  # ~60 s: a model calibration, a drift study, plots and the netlist of a Bell chip
+def test_model_calibration_drift_plot_and_netlist_of_a_bell_chip(tmp_path):
+    from photocomp.analysis.plot import plot
+    from photocomp.core.graph import export_netlist
+
+    w = np.random.default_rng(4).normal(size=(4, 4))
+    prog = pc.compile(w, "bell-4")
+    chip = pc.fabricate("bell-4", seed=3)
+    before = error(prog, chip)["matrix_error"]
+    local = error(pc.calibrate(prog, chip, "local", progress=False), chip)["matrix_error"]
+    cal = pc.calibrate(prog, chip, "model", progress=False, steps=150)
+    after = error(cal, chip)["matrix_error"]
+    assert after < local < before and after < before / 5
+    study = pc.drift.study(cal, chip, hours=0.01, dt_s=6.0, compensators=("none",), progress=False)
+    assert study.errors["none"].shape == (1, 7) and np.all(np.isfinite(study.errors["none"]))
+    assert study.errors["none"][0, 0] == pytest.approx(after, rel=0.2, abs=1e-4)
+    for what in ("phases", "mesh", "calibration"):
+        assert plot(cal, tmp_path / f"{what}.png", what=what).endswith(".png")
+    assert export_netlist(cal, tmp_path / "net.json").endswith(".json")
+    back = pc.load(cal.save(tmp_path / "cal.npz"))
+    np.testing.assert_array_equal(np.asarray(back.matrix()), np.asarray(cal.matrix()))

@@ -133,7 +133,8 @@ def _gauge(target, circuit: str = "svd") -> dict:
     output phase shifter, its attenuator and, for the upper mode of a U MZI
     that is the first to touch it, that MZI's external phase shifter, with
     nothing that mixes modes in between: only the sum of those offsets
-    matters, so the U external offsets there are held. Likewise only the product of the
+    matters, so the U external offsets there are held (a Bell chip: its U
+    input layer, which every mode passes there). Likewise only the product of the
     losses along each mode there matters: the attenuators' losses absorb
     those of V MZIs that are last on both their modes and of U MZIs that
     are first on both, which are held at the nominal loss. A unitary chip
@@ -159,7 +160,10 @@ def _gauge(target, circuit: str = "svd") -> dict:
     v_last_both = (cols == last[pairs]) & (cols == last[pairs + 1])
     sl = heater_slices(target)
     offset = np.ones(max(g.stop for g in sl.values()))
-    offset[np.arange(sl["u_ext"].start, sl["u_ext"].stop)[u_first_upper]] = 0.0
+    if lay.cell.programming == "sweep":  # the Bell chip: its U input layer sits in that stretch, on every mode
+        offset[sl["u_in"]] = 0.0
+    else:
+        offset[np.arange(sl["u_ext"].start, sl["u_ext"].stop)[u_first_upper]] = 0.0
     ones = {"v": np.ones(m), "att": np.ones(k), "u": np.ones(m)}
     loss = {"v": (~v_last_both).astype(float), "att": np.ones(k), "u": (~u_first_both).astype(float)}
     return {"coupler_in": ones, "coupler_out": dict(ones), "loss_db": loss, "offset": offset,

@@ -198,7 +198,8 @@ CELL_FORM = ("delta", "alpha", "beta", "gamma", "eps")
 
 
 def bell_from_clements(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike, out_phase: ArrayLike,
-                       xp: types.ModuleType = np, *, cells: Mapping[str, ArrayLike] | None = None) -> dict:
+                       xp: types.ModuleType = np, *, cells: Mapping[str, ArrayLike] | None = None,
+                       wrap: bool = True) -> dict:
     """Bell heater phases (rad, wrapped to [0, 2 pi)) that realise a Clements mesh exactly.
 
     Args:
@@ -214,6 +215,8 @@ def bell_from_clements(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike, out_ph
         the mesh with those ``theta'``. ``{key: batch + (n_mzi,)}`` for the
         keys of :data:`CELL_FORM`. Default: the ideal cell, ``delta = pi -
         2 theta``, ``alpha = beta = pi/2``, ``gamma = 0``, ``eps = pi``.
+      wrap: wrap the phases to [0, 2 pi) (default); False keeps the sweep
+        linear (small phase changes stay small, as the thermal model needs).
 
     Returns:
       ``{"internal", "lower": batch + (n_mzi,), "input", "output": batch + (N,),
@@ -226,7 +229,7 @@ def bell_from_clements(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike, out_ph
     if st.depth == 0:
         empty = xp.zeros(batch + (0,), dtype=out.dtype)
         return {"internal": empty, "lower": empty, "input": xp.zeros_like(out), "edge": empty,
-                "output": _wrap(xp, out)}
+                "output": _wrap(xp, out) if wrap else out}
     if cells is None:
         form = {"delta": _PI - 2 * th, "alpha": _PI / 2, "beta": _PI / 2, "gamma": 0.0, "eps": _PI}
     else:
@@ -272,8 +275,9 @@ def bell_from_clements(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike, out_ph
     sigma = xp.concatenate(sigmas, axis=-1)
     half = form["delta"] / 2
     edge = xp.concatenate(edge_parts, axis=-1)
-    return {"internal": _wrap(xp, sigma + half), "lower": _wrap(xp, sigma - half), "input": _wrap(xp, inp),
-            "edge": _wrap(xp, edge), "output": _wrap(xp, out + passed)}
+    fold = (lambda v: _wrap(xp, v)) if wrap else (lambda v: v)  # noqa: E731
+    return {"internal": fold(sigma + half), "lower": fold(sigma - half), "input": fold(inp), "edge": fold(edge),
+            "output": fold(out + passed)}
 
 
 def clements_from_bell(lay: MeshLayout, phases: Mapping[str, ArrayLike],

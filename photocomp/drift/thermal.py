@@ -74,6 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
+from photocomp.core.bell import bell_from_clements
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import circuit_stages
 from photocomp.core.registry import quote
@@ -480,7 +481,39 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
 
     trims = len(lay.cell.trims)
 
+    def bell_stage(name, x0, screen):
+        """A Bell mesh: arm sections onto the arm heaters, the phases between columns by the Bell sweep."""
+        p_int, p_low = pos[sl[f"{name}_int"]], pos[sl[f"{name}_low"]]
+        imb = np.asarray(imbalance_um[name], dtype=np.float64)
+        d_int = kappa * (half + imb[:, None]) * temp(p_int)
+        d_low = kappa * half * temp(p_low)
+        pairs, cols = lay.pair_array, lay.column_array
+        arrive = screen.copy()  # phases reaching the next cells, per mode
+        gamma = np.zeros((lay.n_mzi, n_fields))
+        eps = np.zeros((lay.n_mzi, n_fields))
+        for c in range(lay.depth):
+            sel = np.flatnonzero(cols == c)
+            top = pairs[sel]
+            arrive += kappa * half * temp(np.column_stack([np.full(n, (x0 + c - 0.5) * px), modes_y]))
+            gamma[sel], eps[sel] = -arrive[top], -arrive[top + 1]
+            free = np.setdiff1d(np.arange(n), np.concatenate([top, top + 1]))
+            kept = arrive[free]
+            arrive = np.zeros_like(arrive)  # the cells' inputs took the rest; unpaired modes carry theirs on
+            arrive[free] = kept + kappa * half * temp(np.column_stack([np.full(free.size, (x0 + c) * px),
+                                                                        modes_y[free]]))
+        zeros = np.zeros((n_fields, lay.n_mzi))
+        ph = bell_from_clements(lay, zeros, zeros, arrive.T, cells={"delta": zeros, "alpha": zeros, "beta": zeros,
+                                                                    "gamma": gamma.T, "eps": eps.T}, wrap=False)
+        out[sl[f"{name}_int"]] = d_int + ph["internal"].T
+        out[sl[f"{name}_low"]] = d_low + ph["lower"].T
+        out[sl[f"{name}_in"]] = ph["input"].T
+        out[sl[f"{name}_edge"]] = ph["edge"].T
+        out[sl[f"{name}_out"]] = ph["output"].T + kappa * px * temp(pos[sl[f"{name}_out"]])
+
     def stage(name, x0, screen):
+        if lay.cell.programming == "sweep":
+            bell_stage(name, x0, screen)
+            return
         p_int, p_ext = pos[sl[f"{name}_int"]], pos[sl[f"{name}_ext"]]
         d_int = np.zeros((lay.n_mzi, n_fields))
         d_ext = np.zeros((lay.n_mzi, n_fields))
