@@ -1,7 +1,8 @@
 """Which mesh should I build? Architectures compared on the same fabrication statistics.
 
 For every architecture (``clements-N``: MZI cells; ``mzi3-N``: three-splitter
-MZI cells; ``mzix-N``: MZI + crossing cells), size N and coupler
+MZI cells; ``mzix-N``: MZI + crossing cells; ``bell-N``: symmetric MZI cells
+with input, edge and output phase layers, Bell & Walmsley 2021), size N and coupler
 splitting-angle error sigma, a Haar-random N x N unitary (seed 2026) is
 compiled onto the target (a unitary program: one mesh, no attenuators) and
 run on chips fabricated with ``coupler_sigma_rad = sigma`` and lossless
@@ -10,7 +11,8 @@ studied). Every architecture's chip of one seed has the same MZI couplers;
 the three-splitter MZI adds a third coupler per cell. Reported per row
 (medians over the chip seeds):
 
-* cells, heaters, optical depth (cells on the longest path);
+* cells, heaters, optical depth (cells on the longest path), phase-shifter
+  layers light crosses (``phase_layers`` of :func:`photocomp.cost`);
 * the uncorrected error (ideal settings on the chip);
 * the error after local (per-cell) correction, and the unreachable fraction
   of cells with its floor;
@@ -49,7 +51,7 @@ from photocomp.hardware.chipsim import chip_tile_matrices, flatten_heaters, unfl
 
 BEGIN = "<!-- architectures:begin -->"
 END = "<!-- architectures:end -->"
-FAMILIES = ("clements", "mzi3", "mzix")
+FAMILIES = ("clements", "mzi3", "mzix", "bell")
 
 
 def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps: int) -> dict:
@@ -73,7 +75,7 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
     chip = pc.fabricate(target, seed=seeds[0], circuit=prog.circuit)
     med = statistics.median
     return {"family": family, "n": n, "sigma": sigma, "cells": target.layout.n_mzi, "heaters": chip.n_heaters,
-            "depth": target.depth, "uncal": med(uncal), "local": med(local), "unreach": med(unreach),
+            "depth": target.depth, "layers": pc.cost(prog).phase_layers, "uncal": med(uncal), "local": med(local), "unreach": med(unreach),
             "floor": med(floor), "model": med(mod) if mod else None, "ambient": med(d[0] for d in drift),
             "gradient": med(d[1] for d in drift),
             "wall_s": time.perf_counter() - t0}
@@ -125,19 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         f"A Haar-random unitary (seed 2026) compiled onto each architecture (a unitary program, one mesh) and run "
         f"on chips with coupler splitting-angle errors of standard deviation sigma and no losses; medians over "
         f"chip seeds {args.seeds}. Every architecture's chip of one seed has the same MZI couplers (the "
-        "three-splitter MZI adds a third). Errors are ||U - g U_chip||_F / ||U||_F with the best gain; "
+        "three-splitter MZI adds a third; the Bell mesh's symmetric cells have the same two). 'phase layers' "
+        "counts the phase-shifter layers light crosses. Errors are ||U - g U_chip||_F / ||U||_F with the best gain; "
         "'unreachable' is the fraction of cells whose splitting their couplers cannot reach, 'floor' the error "
         "those cells leave when everything else is perfect; '+1 K ambient' and '+1 K gradient' the error a die "
         "1 K warmer, or 1 K warmer on its last mode than on its first, adds to the locally corrected program "
         "(30 um RMS arm imbalance; the gradient's after the best phase per output, which a coherent receiver "
         "tracks).", "",
-        "| sigma (rad) | N | architecture | cells | heaters | depth | uncorrected | local | unreachable | floor |"
-        + (" model |" if args.model else "") + " +1 K ambient | +1 K gradient | wall |",
-        "|--:|--:|:--|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if args.model else "") + "--:|--:|--:|",
+        "| sigma (rad) | N | architecture | cells | heaters | depth | phase layers | uncorrected | local | unreachable "
+        "| floor |" + (" model |" if args.model else "") + " +1 K ambient | +1 K gradient | wall |",
+        "|--:|--:|:--|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if args.model else "") + "--:|--:|--:|",
     ]
     for r in rows:
         model = f" {r['model']:.2e} |" if args.model else ""
         lines.append(f"| {r['sigma']:g} | {r['n']} | {r['family']} | {r['cells']} | {r['heaters']} | {r['depth']} | "
+                     f"{r['layers']} | "
                      f"{r['uncal']:.3e} | {r['local']:.2e} | {r['unreach']:.3f} | {r['floor']:.2e} |{model} "
                      f"{r['ambient']:.2e} | {r['gradient']:.2e} | {r['wall_s']:.1f} s |")
     # the headline, computed: growth of the locally corrected error from the smallest to the largest N
