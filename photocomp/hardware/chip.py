@@ -23,7 +23,10 @@ Heaters are indexed in one flat vector per tile, in the order of
 :func:`heater_groups`: V internal, V external, V output, attenuator, U
 internal, U external, U output (a unitary chip: U internal, external, output),
 then, for a cell with trim heaters (the three-splitter MZI), V trims and U
-trims (trim-major: every cell's first trim, then every cell's second).
+trims (trim-major: every cell's first trim, then every cell's second). A chip
+of the symmetric cell (the Bell mesh, :mod:`photocomp.core.bell`) has lower-arm
+heaters (``v_low``, ``u_low``) where the MZI has external ones, and its input
+layers and edge shifters (``v_in``, ``v_edge``, ``u_in``, ``u_edge``) last.
 
 A chip of another cell draws the same coupler_in / coupler_out errors, losses
 and (for the heaters both have) offsets as the MZI chip of its seed would, so
