@@ -30,7 +30,10 @@ steps' 2 x 2 coefficients as the scanned arrays, so the trace size does not
 grow with the mesh. A diagonal between two meshes (an output screen, the
 attenuator column) is folded into the first step of the next mesh, so the V
 mesh, the attenuators and the U mesh of a chip tile run as one scan
-(:func:`propagate_meshes`). Physical MZI coefficients are closed forms in
+(:func:`propagate_meshes`). A Bell mesh (symmetric cells,
+:mod:`photocomp.core.bell`) runs the same way: its input layer and edge
+shifters are folded into the inputs of the cells they feed
+(:func:`bell_coefficients`). Physical MZI coefficients are closed forms in
 ``cos``/``sin`` of the phases (:func:`physical_coefficients`), with float64
 ``sin``/``cos`` as a vectorised polynomial (:func:`sincos`; XLA's are scalar
 library calls on CPU) and a chip's constant errors evaluated with numpy at
