@@ -9,9 +9,12 @@ and run the result as jit-compiled forward functions::
     prog.save("W.phases.npz"); prog2 = pc.load("W.phases.npz")
 """
 
-from photocomp import drift, nn
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from photocomp.analysis.cost import Cost, cost
-from photocomp.analysis.plot import plot
 from photocomp.calibration.calibrate import calibrate
 from photocomp.calibration.engine import Reachability, error, local_correction, reachability
 from photocomp.calibration.methods import InSitu, Local, Model, SelfConfig, Twin
@@ -104,3 +107,27 @@ __all__ = [
     "PhaseMapFileError",
     "MismatchError",
 ]
+
+# Loaded on first use (module-level __getattr__): the drift package, the photonic layers and the figures
+# (which read drift studies) are not needed to compile, simulate or calibrate, and importing them costs
+# part of `import photocomp`. `from photocomp import *` and attribute access load them as before.
+_LAZY = {"drift": ("photocomp.drift", None), "nn": ("photocomp.nn", None), "plot": ("photocomp.analysis.plot", "plot")}
+
+if TYPE_CHECKING:
+    from photocomp import drift, nn
+    from photocomp.analysis.plot import plot
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'photocomp' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
