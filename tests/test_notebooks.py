@@ -116,3 +116,17 @@ def test_06_which_mesh(tmp_path, kernel_name):
     assert "no three-splitter cell unreachable: True" in out
     assert "model calibration of the three-splitter mesh beats the MZI mesh's: True" in out
     assert number(r"notebook runtime: ([\d.]+) s", out) < 900  # about 300 s on two cores
+
+
+def test_07_networks_onto_chips(tmp_path, kernel_name):
+    out = execute("07_networks_onto_chips.ipynb", tmp_path, kernel_name)
+    for name in ("CNN", "transformer"):
+        assert f"{name}: calibrated chip (model calibration) within 1 point of digital: True" in out
+        assert f"{name}: ideal chip within 0.5 points of digital: True" in out
+        assert f"{name}: uncalibrated chip more than 5 points below digital: True" in out
+        assert f"{name}: fine-tuning through the uncalibrated chip wins back more than half of the lost accuracy: True" in out
+        # the acceptance number itself, read back: |calibrated - digital| <= 1 point
+        assert abs(number(rf"{name}: calibrated chip \(model calibration\) within 1 point of digital: True \(([-+\d.]+)\)",
+                          out)) <= 1.0
+    assert "every bad model refused with InvalidInputError naming the layer: True" in out
+    assert number(r"largest logit difference ([\d.e+-]+)", out) < 1e-4  # the ONNX file computes the JAX CNN
