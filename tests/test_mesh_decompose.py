@@ -1,6 +1,7 @@
 """Mesh layouts and the Clements/Reck decompositions: structure, accuracy, jit, statistics."""
 
 import importlib
+import types
 
 import jax
 import numpy as np
@@ -233,6 +234,64 @@ def test_phases_of_structured_unitaries_equal_reference(kind):
     block[:2, :2] = haar_unitary(2, r)
     for u in (np.eye(n), -np.eye(n), np.diag(np.exp(1j * r.uniform(0, 2 * np.pi, n))), block):
         _assert_same_phases(pc.decompose(u, kind), *_reference_phases(u, kind))
+
+
+def _item(ph, i):
+    """Batch item ``i`` of a decomposition, in the form :func:`_assert_same_phases` takes."""
+    return types.SimpleNamespace(layout=ph.layout, theta=ph.theta[i], phi=ph.phi[i], out_phase=ph.out_phase[i])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batched_phases_at_small_and_odd_sizes_equal_reference(kind):
+    """Every unitary of a batch (decomposed together, on the kernel's batch path) has the float64
+    reference's phases, at N = 1 (no MZI: only the output phase), N = 2 (one MZI) and odd N (Clements
+    then ends on a left sweep)."""
+    for n in (1, 2, 5, 9):
+        us = haar_unitary(n, np.random.default_rng([38, n]), size=4)
+        ph = pc.decompose(us, kind)
+        assert ph.theta.shape == ph.phi.shape == (4, n * (n - 1) // 2) and ph.out_phase.shape == (4, n)
+        for i in range(4):
+            _assert_same_phases(_item(ph, i), *_reference_phases(us[i], kind))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_diagonal_unitaries_equal_reference(kind):
+    """Diagonal unitaries (every entry the kernel nulls is an exact zero, so each rotation takes the
+    guarded r = 0 path: theta = 0) at several N, as a batch and alone: the reference's theta, phi and
+    output phases (Clements' left MZIs, moved through the middle screen, take part of its phases as
+    phi), and the rebuilt mesh is the input."""
+    r = np.random.default_rng(39)
+    for n in (1, 3, 6):
+        ds = np.stack([np.diag(np.exp(1j * r.uniform(-np.pi, np.pi, n))) for _ in range(3)])
+        ph = pc.decompose(ds, kind)
+        np.testing.assert_array_equal(ph.theta, 0.0)
+        for i in range(3):
+            _assert_same_phases(_item(ph, i), *_reference_phases(ds[i], kind))
+            rebuilt = mesh_matrix_np(ph.layout, ph.theta[i], ph.phi[i], ph.out_phase[i])
+            np.testing.assert_allclose(rebuilt, ds[i], rtol=0, atol=BOUND["reconstruction"])
+        single = pc.decompose(ds[0], kind)
+        np.testing.assert_array_equal(single.phi, ph.phi[0])
+        np.testing.assert_array_equal(single.out_phase, ph.out_phase[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_permutation_thetas_equal_reference(kind):
+    """Permutations times phase screens (N = 2..5): every nulled pair holds an exact zero, so the
+    rotations are exact swaps or identities (theta in {0, pi/2}) and the divisions by |a|, |b| meet
+    zeros. theta equals the reference's exactly; phi is the phase of an exactly zero entry where theta =
+    pi/2 (its sign convention differs between the reference's matrix products and the kernel's
+    rotations), so the phases are checked by rebuilding the mesh."""
+    r = np.random.default_rng(40)
+    for n in (2, 3, 5):
+        perms = [np.roll(np.arange(n), s) for s in range(n)] + [np.arange(n)[::-1]]
+        mats = np.stack([np.diag(np.exp(1j * r.uniform(0, 2 * np.pi, n))) @ np.eye(n)[p] for p in perms])
+        ph = pc.decompose(mats, kind)
+        for i, m in enumerate(mats):
+            theta, _, _ = _reference_phases(m, kind)
+            np.testing.assert_allclose(ph.theta[i], theta, rtol=0, atol=1e-15)
+            assert set(np.round(ph.theta[i] / (np.pi / 2), 12)) <= {0.0, 1.0}
+            rebuilt = mesh_matrix_np(ph.layout, ph.theta[i], ph.phi[i], ph.out_phase[i])
+            np.testing.assert_allclose(rebuilt, m, rtol=0, atol=BOUND["reconstruction"])
 
 
 @pytest.mark.parametrize("kind", KINDS)
