@@ -17,6 +17,9 @@ from photocomp.core.phases import MeshPhases
 from photocomp.core.registry import quote
 from photocomp.sim import ideal
 
+# bound here: ahead-of-time placeholder runs stay out of counts of ideal.tiles_and_meshes_np
+from photocomp.sim.ideal import tiles_and_meshes_np as placeholder_tiles
+
 
 @dataclasses.dataclass(frozen=True)
 class _Decompose(Pass):
@@ -24,6 +27,26 @@ class _Decompose(Pass):
     provides = frozenset({"phases", "canonical"})  # decompositions emit canonical ranges
     counts = frozenset({"mzis"})
     kind = ""
+
+    def ahead(self, target, grid: TileGrid, circuit: str):
+        """The decomposition kernel on identities and the tile program on zero phases, of ``grid``'s shapes."""
+        if target.mesh != self.kind:
+            return ()
+        kind, k, t = self.kind, grid.tile, grid.n_tiles
+        lay = layout(kind, k, cell=target.cell)
+
+        def kernel():
+            eye = np.repeat(np.eye(k, dtype=np.complex128)[None], t, axis=0)
+            return decompose_many(eye, kind) if circuit == "unitary" else decompose_pair(eye, eye, kind)
+
+        def tiles():
+            zero = MeshPhases(lay, np.zeros((t, lay.n_mzi)), np.zeros((t, lay.n_mzi)), np.zeros((t, k)))
+            gain = np.ones(t)
+            pm = (PhaseMap.unitary(grid, zero, gain) if circuit == "unitary"
+                  else PhaseMap(grid=grid, v=zero, sigma=np.zeros((t, k)), u=zero, gain=gain))
+            return placeholder_tiles(pm)
+
+        return kernel, tiles
 
     def __call__(self, state: CompileState):
         if state.target.mesh != self.kind:

@@ -346,3 +346,84 @@ def test_unitary_fidelities_refuse_what_the_matrix_does_not_hold():
     assert fid is not None and fid[0] == pytest.approx(1.0, abs=1e-14)
     assert driver._unitary_fidelities(pm.replace(gain=np.array([0.0])), u[None], 0.0 * u) is None
     assert driver._unitary_fidelities(pm.replace(gain=np.array([np.inf])), u[None], u) is None
+
+
+# ---- ahead-of-time compilation of later passes' programs ---------------------------------------------------
+
+
+def test_ahead_of_time_functions_start_once_per_grid(monkeypatch):
+    from photocomp.core.ir import TileGrid
+
+    monkeypatch.setattr(driver, "_ahead_seen", set())
+    tgt = pc.get_target("clements-8")
+    pipe = driver._resolve_pipeline(None, tgt)
+    grid = TileGrid(out_dim=12, in_dim=9, tile=8)
+    first = driver._start_ahead(pipe, tgt, grid)
+    mesh = [i for i, p in enumerate(pipe.passes) if p.name == "clements"]
+    assert list(first) == mesh and len(first[mesh[0]]) == 2  # the kernel and the tile program
+    for f in first[mesh[0]]:
+        assert f.result() is not None  # ran on placeholders without an error
+    assert driver._start_ahead(pipe, tgt, grid) == {}  # once per process and grid shape
+    monkeypatch.setattr(driver, "_ahead_seen", set())
+    monkeypatch.setattr(driver, "AHEAD_MAX_WORK", grid.n_tiles * 8**3 - 1)
+    assert driver._start_ahead(pipe, tgt, grid) == {}  # too much placeholder work for what it saves
+    assert pc.Pass.ahead(pipe.passes[0], tgt, grid, "svd") == ()
+
+
+def test_a_pass_waits_for_its_ahead_of_time_functions(monkeypatch):
+    """Pipeline.run waits for a pass's futures before it runs the pass; their errors are the pass's to raise."""
+    import concurrent.futures
+    import dataclasses
+    import threading
+
+    from photocomp.compiler.pipeline import Pipeline
+
+    release = threading.Event()
+    events = []
+
+    def slow():
+        release.wait(5)
+        events.append("ahead")
+
+    def broken():
+        raise RuntimeError("placeholder run failed")
+
+    @dataclasses.dataclass(frozen=True)
+    class Probe(pc.Pass):
+        name = "probe"
+        provides = frozenset({"probed"})
+
+        def __call__(self, state):
+            events.append("pass")
+            return state, {}
+
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    futures = [pool.submit(slow), pool.submit(broken)]
+    threading.Timer(0.2, release.set).start()
+    state = pc.CompileState(weights=np.eye(2, dtype=complex), target=pc.get_target("clements-4"))
+    out = Pipeline((Probe(),)).run(state, ahead={0: futures})
+    assert events == ["ahead", "pass"] and out.records[0].name == "probe"
+    pool.shutdown()
+
+
+@pytest.mark.slow
+def test_ahead_of_time_compilation_changes_no_result(tmp_path):
+    """A fresh process's first compile with the programs compiled ahead of time and one without: the same
+    program to the last bit (the placeholders only compile; every number comes from the passes' own calls)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, photocomp as pc\n"
+            "from photocomp.compiler import driver\n"
+            "driver.AHEAD_MAX_WORK = int(sys.argv[1])\n"
+            "w = np.random.default_rng(81).standard_normal((20, 13))\n"
+            "p = pc.compile(w, 'clements-8')\n"
+            "np.save(sys.argv[2], p.dense)\n")
+    outs = []
+    for work in (driver.AHEAD_MAX_WORK, -1):
+        out = tmp_path / f"dense{work}.npy"
+        r = subprocess.run([sys.executable, "-c", code, str(work), str(out)], capture_output=True, text=True,
+                           timeout=600, env={**__import__("os").environ, "PHOTOCOMP_CACHE_DIR": ""})
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.append(np.load(out))
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -43,13 +43,16 @@ rounding) is refused with an :class:`~photocomp.core.errors.InvalidInputError`
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
 import os
+import threading
 import types
 from collections.abc import Callable
 
+import jax
 import numpy as np
 import numpy.typing as npt
 
@@ -405,6 +408,47 @@ def _summary(weights, dense, fidelity: float | None, e: int = 0) -> dict:
     return out
 
 
+# ---- ahead-of-time compilation --------------------------------------------------------------
+
+AHEAD_MAX_WORK = 16 * 64**3
+"""Largest ``n_tiles * K**3`` of a compile whose passes' programs are compiled ahead of time
+(:meth:`photocomp.compiler.pipeline.Pass.ahead`): their placeholder runs stay small next to the
+XLA compilation they overlap (larger problems are dominated by running the programs anyway)."""
+
+_ahead_lock = threading.Lock()
+_ahead_seen: set = set()
+
+
+@functools.lru_cache(maxsize=1)
+def _ahead_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Two threads: the XLA programs of later passes compile there while the first passes run."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="photocomp-ahead")
+
+
+def _circuit(pipe: Pipeline) -> str:
+    return "unitary" if any(p.name == "unitary" for p in pipe.passes) else "svd"
+
+
+def _start_ahead(pipe: Pipeline, target: Target, grid: TileGrid) -> dict[int, list[concurrent.futures.Future]]:
+    """Start the passes' ahead-of-time functions for ``grid``, once per process and (pass, target, grid shape);
+    the futures by pass index, for :meth:`Pipeline.run`. Nothing for problems above :data:`AHEAD_MAX_WORK`
+    or on a multi-process runtime."""
+    if grid.n_tiles * grid.tile**3 > AHEAD_MAX_WORK or jax.process_count() > 1:
+        return {}  # (a multi-process run gathers every program's outputs: one thread of collectives only)
+    circuit = _circuit(pipe)
+    out: dict[int, list[concurrent.futures.Future]] = {}
+    for i, p in enumerate(pipe.passes):
+        key = (p, target, circuit, grid.tile, grid.n_tiles)
+        with _ahead_lock:
+            if key in _ahead_seen:
+                continue
+            _ahead_seen.add(key)
+        fns = p.ahead(target, grid, circuit)
+        if fns:
+            out[i] = [_ahead_pool().submit(fn) for fn in fns]
+    return out
+
+
 # ---- joining strips ------------------------------------------------------------------------
 
 
@@ -563,7 +607,8 @@ def _compile(weights, target, pipeline, callback, progress) -> Program:
         if prefix:
             state = Pipeline(prefix).run(state, callback=hook)
         if len(strips) == 1:
-            state = Pipeline(suffix).run(state, callback=hook)
+            ahead = _start_ahead(pipe, tgt, TileGrid(out_dim=w.shape[0], in_dim=w.shape[1], tile=k)) if k else {}
+            state = Pipeline(suffix).run(state, callback=hook, ahead=ahead)
             phase_map = _restore_scale(state.require("phase_map", "clements"), e)
             summary = _summary(w, state.dense, _mesh_fidelity(state), e)
             dense = _restore_dense(state.dense, e)

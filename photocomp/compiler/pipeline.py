@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import contextlib
 import dataclasses
 import math
@@ -43,13 +44,13 @@ import numbers
 import re
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 from photocomp.compiler.state import CompileState
 from photocomp.core import registry
 from photocomp.core.errors import InvalidTypeError, PhotocompError, PipelineError, UnknownNameError
-from photocomp.core.ir import PassRecord
+from photocomp.core.ir import PassRecord, TileGrid
 from photocomp.core.registry import quote
 from photocomp.sim.devices import single_threaded_blas
 
@@ -92,6 +93,20 @@ class Pass(abc.ABC):
     @abc.abstractmethod
     def __call__(self, state: CompileState) -> tuple[CompileState, dict]:
         """Return the new state and a dict of metrics (floats/ints/strings)."""
+
+    def ahead(self, target, grid: TileGrid, circuit: str) -> tuple[Callable[[], object], ...]:
+        """Functions that run the XLA programs this pass will run on ``grid``'s tiles, on placeholder data.
+
+        ``circuit`` is ``"svd"`` or ``"unitary"``. :func:`photocomp.compile`
+        calls them in background threads, the first time a process compiles
+        such a grid, so that the programs compile while earlier passes run
+        (ahead-of-time compilation); :meth:`Pipeline.run` waits for them before
+        it runs the pass, which then finds its programs compiled. Their results
+        are discarded and their errors ignored (the pass raises its own).
+        Default: none.
+        """
+        return ()
+
     def spec(self) -> str:
         """This pass as pipeline-string text, e.g. ``quantize(bits=10)``."""
         if not dataclasses.is_dataclass(self):
@@ -234,18 +249,24 @@ class Pipeline:
     def __str__(self) -> str:
         return " | ".join(p.spec() for p in self.passes)
 
-    def run(self, state: CompileState, callback: Callable | None = None) -> CompileState:
+    def run(self, state: CompileState, callback: Callable | None = None, *,
+            ahead: Mapping[int, Sequence[concurrent.futures.Future]] | None = None) -> CompileState:
         """Run every pass, recording wall time and metrics.
         Args:
           state: the initial :class:`CompileState`.
           callback: optional ``callback(pass_, record, state)`` called after each pass
             (an instrumentation hook, e.g. for progress or logging).
+          ahead: futures of the :meth:`Pass.ahead` functions of pass ``i`` (its
+            index in :attr:`passes`), running elsewhere; the pass waits for them
+            first (inside its wall time), whatever their outcome.
         """
         # one BLAS thread for the passes (entered once for a run of passes, left for each callback)
         with contextlib.ExitStack() as limit:
             limited = False
-            for p in self.passes:
+            for i, p in enumerate(self.passes):
                 t0 = time.perf_counter()
+                if ahead and ahead.get(i):
+                    concurrent.futures.wait(ahead[i])
                 if not limited:
                     limit.enter_context(single_threaded_blas())
                     limited = True
