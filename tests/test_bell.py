@@ -173,7 +173,7 @@ def test_bell_chip_simulation_matches_the_float64_reference_with_random_heaters_
     np.testing.assert_allclose(got[0], _reference_tile(chip, s), atol=1e-12)
 
 
-@pytest.mark.parametrize("n", [5, 6])
+@pytest.mark.parametrize("n", [5])  # odd N: the sweep's other chain ends (even N: the simulation test's N = 4)
 def test_ideal_bell_chip_runs_the_program_exactly_and_settings_invert(n):
     for w in (np.random.default_rng(0).normal(size=(n, n - 1)), pc.haar_unitary(n, np.random.default_rng(2))):
         prog = pc.compile(w, f"bell-{n}")
@@ -194,6 +194,7 @@ def test_bell_chip_simulation_is_differentiable_in_every_heater_group():
     with jax.enable_x64(True):
         s0 = settings_from_program(prog.ideal_phase_map)
 
+        @jax.jit
         def loss(s):
             m = chip_tile_matrices(chip, s, with_gain=False)[0]
             return jax.numpy.sum(jax.numpy.abs(m - want) ** 2)
@@ -312,6 +313,7 @@ def test_bell_thermal_phase_map_moves_the_chip_exactly_like_its_waveguide_sectio
         np.testing.assert_allclose(got, want, atol=1e-12)
 
 
+@pytest.mark.slow  # ~25 s on two loaded cores: heater characterisation, probes and a twin fit
 def test_twin_of_a_bell_chip_fits_its_measurements():
     from photocomp.calibration.twin import fit_twin
 
