@@ -36,7 +36,13 @@ chain's ends, the mode ``N - 1`` one takes the remainder). What is left
 after the last column, plus ``D``, is the output layer. Every step is an
 identity, so the Bell phases reproduce ``U`` to rounding;
 :func:`clements_from_bell` is the inverse sweep (the screen push of
-:mod:`photocomp.sim.physical` for this cell).
+:mod:`photocomp.sim.physical` for this cell). Any cell's input and output
+phases are just more phases for the sweep, so :func:`bell_from_clements`
+also takes every cell's actual form (``cells=``: a cell with coupler errors
+is ``diag(e^{i alpha}, e^{i beta}) R(theta') diag(e^{i gamma}, e^{i eps})``
+up to its arms' common phase): local correction sweeps with the corrected
+cells, and the thermal model sweeps the phases of the waveguide sections
+between the columns onto the heaters (``wrap=False``, linear).
 
 Both sweeps are written once for an array module ``xp`` (``numpy``, the
 float64 reference, or ``jax.numpy``, which the compiler and the chip
