@@ -1,7 +1,11 @@
 """Every fenced code block of README.md runs as shown.
 
 Each ```python block runs on its own in a fresh interpreter, in an empty temporary folder, with
-``PHOTOCOMP_CACHE_DIR=""`` (no compilation cache written). Each ```bash block runs line by line in
+``PHOTOCOMP_CACHE_DIR=""`` (nothing written to a user's compilation cache). The blocks of one test
+process share one XLA compilation cache in a temporary folder of their own (JAX's
+``JAX_COMPILATION_CACHE_DIR``, every program cached), as a user's later runs share theirs: a block
+loads the programs an earlier block compiled instead of compiling them again, which changes no
+result (the cache keys on the program and the compiler options). Each ```bash block runs line by line in
 its own empty temporary folder, so its ``photocomp ...`` commands work on the files its earlier
 lines create; ``pip install`` lines and the set-up block at the top of the README are not run. Blocks
 in the languages of ``SHOWN_LANGS`` (a launcher's batch script, a Kubernetes manifest) are shown, not
@@ -19,12 +23,15 @@ Every block is its own test, named ``readme-line-N`` after the line of its openi
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -91,9 +98,22 @@ def _params():
         yield pytest.param(block, id=f"readme-line-{block.line}", marks=marks)
 
 
+_XLA_CACHE: list[str] = []  # this test process's compilation cache folder, made on first use
+
+
+def _xla_cache() -> str:
+    if not _XLA_CACHE:
+        _XLA_CACHE.append(tempfile.mkdtemp(prefix="photocomp-readme-xla-"))
+        atexit.register(shutil.rmtree, _XLA_CACHE[0], ignore_errors=True)
+    return _XLA_CACHE[0]
+
+
 def _env() -> dict:
     env = dict(os.environ)
-    env["PHOTOCOMP_CACHE_DIR"] = ""  # no compilation cache written by any block
+    env["PHOTOCOMP_CACHE_DIR"] = ""  # nothing written to the user's compilation cache
+    env["JAX_COMPILATION_CACHE_DIR"] = _xla_cache()  # shared by this process's blocks (module docstring)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     env["MPLBACKEND"] = "Agg"
     # `python` and `photocomp` in a bash block are this interpreter's (the environment under test)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
@@ -196,7 +216,9 @@ def test_a_failing_block_fails(tmp_path):
         run_block(Block(11, "bash", "photocomp inspect missing.phases.npz\n"), tmp_path)
     with pytest.raises(AssertionError, match="nothing to run"):
         run_block(Block(13, "bash", "pip install -e .\n"), tmp_path)
-    run_block(Block(15, "python", "import os\nassert os.environ['PHOTOCOMP_CACHE_DIR'] == ''\nopen('x', 'w')\n"), tmp_path)
+    run_block(Block(15, "python", "import os, tempfile\nassert os.environ['PHOTOCOMP_CACHE_DIR'] == ''\n"
+                                  "assert os.environ['JAX_COMPILATION_CACHE_DIR'].startswith(tempfile.gettempdir())\n"
+                                  "open('x', 'w')\n"), tmp_path)
     assert (tmp_path / "x").exists()  # the block ran in the folder given
 
 
