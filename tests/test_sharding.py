@@ -270,7 +270,7 @@ MODEL = textwrap.dedent(
 
     rng = np.random.default_rng(47)
     params = {f"Dense_{i}": {"kernel": rng.standard_normal(shape), "bias": rng.standard_normal(shape[1])}
-              for i, shape in enumerate(((20, 24), (24, 16), (16, 10)))}
+              for i, shape in enumerate(((16, 24), (24, 16), (16, 24)))}
     model = pc.compile_model(params, target="clements-8", power=False)
     out = {"devices": jax.device_count()}
     for layer in model:
@@ -284,13 +284,14 @@ MODEL = textwrap.dedent(
 
 
 def test_compile_model_on_two_devices_equals_one_device(tmp_path):
-    """compile_model of a three-layer model (9, 6 and 4 tiles of 8 x 8) with its tiles sharded over two host
-    devices gives every layer the phases and matrix of this process's compile (to 1e-12)."""
+    """compile_model of a three-layer model (6 tiles of 8 x 8 each: one shape of tile batch to compile) with its
+    tiles sharded over two host devices gives every layer the phases and matrix of this process's compile
+    (to 1e-12)."""
     out = tmp_path / "model2.npz"
     _python(MODEL, out, devices=2, timeout=300)
     rng = np.random.default_rng(47)
     params = {f"Dense_{i}": {"kernel": rng.standard_normal(shape), "bias": rng.standard_normal(shape[1])}
-              for i, shape in enumerate(((20, 24), (24, 16), (16, 10)))}
+              for i, shape in enumerate(((16, 24), (24, 16), (16, 24)))}
     model = pc.compile_model(params, target="clements-8", power=False)
     with np.load(out) as two:
         assert int(two["devices"]) == 2
@@ -304,4 +305,4 @@ def test_compile_model_on_two_devices_equals_one_device(tmp_path):
                 theirs = two[f"{layer.name}/{key}"]
                 assert theirs.shape == np.shape(mine), (layer.name, key)
                 np.testing.assert_allclose(theirs, np.asarray(mine), rtol=0, atol=1e-12, err_msg=f"{layer.name}/{key}")
-    assert [la.program.n_tiles for la in model] == [9, 6, 4]
+    assert [la.program.n_tiles for la in model] == [6, 6, 6]
