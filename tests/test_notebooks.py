@@ -114,6 +114,7 @@ def test_06_which_mesh(tmp_path, kernel_name):
     assert "the MZI mesh's corrected error grows with N at every sigma: True" in out
     assert "the three-splitter mesh's corrected error stays below 1e-12 at every N and sigma: True" in out
     assert "no three-splitter cell unreachable: True" in out
+    assert "the Bell mesh's corrected error and unreachable cells equal the MZI mesh's at every N and sigma: True" in out
     assert "model calibration of the three-splitter mesh beats the MZI mesh's: True" in out
     assert number(r"notebook runtime: ([\d.]+) s", out) < 900  # about 300 s on two cores
 
