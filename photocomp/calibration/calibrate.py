@@ -140,7 +140,8 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         return calibrate_twin(prog, box, optimizer=check_optimizer(method.optimizer), steps=method.steps,
                               tol=method.tol, patience=method.patience, progress=progress, seed=method.seed,
                               configs=method.configs, twin_steps=method.fit_steps, dac_bits=dac_bits,
-                              callback=callback, rounds=method.rounds)
+                              callback=callback, rounds=method.rounds, points_per_heater=method.points_per_heater,
+                              probe_shots=method.probe_shots, check_shots=method.check_shots)
     warm_start = method.warm_start if isinstance(method, Model) else "local"
     t0 = time.perf_counter()
     target_tiles = ideal_tiles(prog)

@@ -11,7 +11,7 @@ arguments (:func:`method_from_name`).
 Example:
   >>> import numpy as np, photocomp as pc
   >>> pc.Twin(configs=8, rounds=1, shots=100)
-  Twin(configs=8, fit_steps=300, rounds=1, shots=100, seed=0, optimizer=None, steps=300, tol=0.0001, patience=30)
+  Twin(configs=8, fit_steps=300, rounds=1, shots=100, seed=0, optimizer=None, steps=300, tol=0.0001, patience=30, points_per_heater=8, probe_shots=None, check_shots=None)
 """
 
 from __future__ import annotations
@@ -102,6 +102,20 @@ class Twin:
       seed: seed of the measurement noise and of the probe design (int >= 0).
       optimizer, steps, tol, patience: the calibration on the twin, as for
         :class:`Model`.
+      points_per_heater: drives per heater of the heater characterisation
+        (int >= 3); it costs ``points_per_heater * n_heaters`` readings and as
+        many configuration changes, whatever ``shots`` is.
+      probe_shots: shots per probe reading of the twin fit and of its
+        refinement rounds (int >= 1; None: ``shots``).
+      check_shots: shots per reading of the final measured check, which
+        phase-steps every tile at the calibrated and at the uncalibrated drives
+        (``2 x 4 K`` readings per tile and shot) and keeps the better (int >= 1;
+        None: ``shots``).
+
+    Readings are counted as the black box counts them: one input vector
+    detected once per shot. The defaults are those of the first twin; a
+    frugal twin (``points_per_heater=3`` and fewer probe and check shots,
+    see ``benchmarks/measurement_cost.py``) spends a fraction of the readings.
     """
 
     configs: int = 6
@@ -113,6 +127,9 @@ class Twin:
     steps: int = 300
     tol: float = 1e-4
     patience: int = 30
+    points_per_heater: int = 8
+    probe_shots: int | None = None
+    check_shots: int | None = None
 
     name = "twin"
 
@@ -122,6 +139,10 @@ class Twin:
         object.__setattr__(self, "rounds", check_int(self.rounds, "Twin.rounds", low=1))
         object.__setattr__(self, "shots", check_int(self.shots, "Twin.shots", low=1))
         object.__setattr__(self, "seed", check_int(self.seed, "Twin.seed", low=0))
+        object.__setattr__(self, "points_per_heater", check_int(self.points_per_heater, "Twin.points_per_heater", low=3))
+        for name in ("probe_shots", "check_shots"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_int(getattr(self, name), f"Twin.{name}", low=1))
         _check_search(self, "Twin")
 
 

@@ -93,6 +93,8 @@ class TwinFit:
       history: rms relative residual per step.
       wall_s: wall time (s).
       data: the probe data ``(drives (C, H), references (C, 4), read-outs (C, 4, K, K))``.
+      characterization_measurements: of ``measurements``, those the heater
+        characterisation used (``points_per_heater * n_heaters``).
     """
     chip: Chip
     residual: float
@@ -104,6 +106,7 @@ class TwinFit:
     history: np.ndarray
     wall_s: float
     data: tuple = dataclasses.field(default=(), repr=False)
+    characterization_measurements: int = 0
 
 
 def _template(target, n: int, circuit: str = "svd") -> Settings:
@@ -225,7 +228,7 @@ def _probe_drives(prior: Chip, operating, n_configs: int, rng) -> np.ndarray:
 
 def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None = None, steps: int = 200,
              optimizer=None, tol: float = 1e-6, patience: int = 20, seed: int = 0, progress: bool = False,
-             characterization: dict | None = None) -> TwinFit:
+             characterization: dict | None = None, points_per_heater: int | None = None) -> TwinFit:
     """Fit a digital twin of a black-box chip from probe measurements.
     Args:
       box: a :class:`~photocomp.hardware.detector.BlackBoxChip`; the twin is
@@ -233,8 +236,9 @@ def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None 
       operating_phases: ``(H,)`` heater phases (rad) of the program the twin
         will serve (flat heater order); default: all zero.
       configs: number of probe drive configurations (>= 1); each costs
-        ``4 K shots`` measurements.
-      shots: shots per reading (default: the box's).
+        ``4 K shots`` measurements (readings: one input vector detected once
+        per shot).
+      shots: shots per probe reading (int >= 1; default: the box's).
       steps, tol, patience: L-BFGS iterations and early stopping on the
         relative improvement of the misfit.
       optimizer: any ``optax.GradientTransformation`` (default ``optax.lbfgs()``).
@@ -242,6 +246,11 @@ def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None 
       progress: show a progress bar.
       characterization: keyword arguments for
         :meth:`~photocomp.hardware.detector.BlackBoxChip.characterize_heaters`.
+      points_per_heater: drives per heater of that characterisation (int >= 3;
+        default 8, or ``characterization``'s); it costs
+        ``points_per_heater * n_heaters`` measurements whatever ``shots`` is.
+        Fewer points leave the offsets and efficiencies of the prior
+        rougher, which the fit corrects.
 
     Returns:
       a :class:`TwinFit`.
@@ -253,6 +262,18 @@ def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None 
     tol = check_real(tol, "tol", low=0.0, high=1.0)
     patience = check_int(patience, "patience", low=1)
     seed = check_int(seed, "seed", low=0)
+    if shots is not None:
+        shots = check_int(shots, "shots", low=1)
+    if characterization is not None and not isinstance(characterization, dict):
+        raise InvalidTypeError(f"characterization must be a dict of characterize_heaters keyword arguments or None; "
+                               f"got {type(characterization).__name__}")
+    char = dict(characterization or {})
+    if points_per_heater is not None:
+        points_per_heater = check_int(points_per_heater, "points_per_heater", low=3)
+        if "points_per_heater" in char and char["points_per_heater"] != points_per_heater:
+            raise InvalidInputError(f"points_per_heater given twice: {points_per_heater} and characterization's "
+                                    f"{char['points_per_heater']!r:.40}; give it once")
+        char["points_per_heater"] = points_per_heater
 
     optimizer = check_optimizer(optimizer)
     t = box.target
@@ -265,7 +286,8 @@ def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None 
             raise InvalidInputError(f"operating_phases must be finite with shape ({h},); got shape {operating.shape}")
     t0 = time.perf_counter()
     used0 = box.measurements
-    offset, efficiency = box.characterize_heaters(**(characterization or {}))
+    offset, efficiency = box.characterize_heaters(**char)
+    characterized = box.measurements - used0
     prior = _prior_chip(t, offset, efficiency, box.circuit)
     drives = _probe_drives(prior, operating, configs, np.random.default_rng([seed, 0x7717]))
     refs, readings = _probe(box, drives, shots)
@@ -273,7 +295,8 @@ def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None 
     fit, info = _fit(prior, _template(t, configs, box.circuit), drives, refs, readings, optimizer, steps, tol, patience,
                      progress)
     return TwinFit(fit, info["residual"], info["residual_start"], measurements, configs, info["steps_run"],
-                   info["stopped"], info["history"], time.perf_counter() - t0, (drives, refs, readings))
+                   info["stopped"], info["history"], time.perf_counter() - t0, (drives, refs, readings),
+                   int(characterized))
 
 
 def _probe(box: BlackBoxChip, drives, shots):
@@ -308,7 +331,7 @@ def refine_twin(box: BlackBoxChip, fit: TwinFit, drives, *, shots: int | None = 
     return TwinFit(chip, info["residual"], info["residual_start"], fit.measurements + box.measurements - used0,
                    len(drives), fit.steps_run + info["steps_run"], info["stopped"],
                    np.concatenate([fit.history, info["history"]]), fit.wall_s + time.perf_counter() - t0,
-                   (drives, refs, readings))
+                   (drives, refs, readings), fit.characterization_measurements)
 
 
 def _fit_loss(z, prior: Chip, template: Settings, drives, refs, data, scale, p0, sc):
@@ -360,16 +383,17 @@ def twin_parameter_errors(twin: Chip, chip: Chip) -> dict:
 
 
 
-def _measured_error(box: BlackBoxChip, power, target_tiles) -> float:
+def _measured_error(box: BlackBoxChip, power, target_tiles, shots: int | None = None) -> float:
     """Matrix error (best real gain per tile) estimated from phase-stepped measurements of every tile."""
     with jax.enable_x64(True):
-        m = jnp.asarray(np.stack([measure_matrix(box, p) for p in np.atleast_2d(power)]))
+        m = jnp.asarray(np.stack([measure_matrix(box, p, shots=shots) for p in np.atleast_2d(power)]))
         err, _ = relative_error(jnp.asarray(target_tiles), m)
         return float(err)
 
 
 def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, progress, seed, configs,
-                   twin_steps, dac_bits, callback, rounds: int = 2):
+                   twin_steps, dac_bits, callback, rounds: int = 2, points_per_heater: int = 8,
+                   probe_shots: int | None = None, check_shots: int | None = None):
     """``calibrate(method="twin")``: fit a twin from measurements, calibrate on it, apply its drives.
     After the first calibration, each further round (``rounds``) probes
     the chip at the calibrated drives of every tile, refits the twin on all
@@ -378,6 +402,13 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
     The black box's hidden chip is used only to simulate the returned
     program (what the real chip would do with the applied drives) and to
     report the true errors; every decision is taken from measurements.
+
+    ``points_per_heater`` drives per heater characterise the heaters;
+    ``probe_shots`` (None: the box's shots) are the shots of the twin's probe
+    readings, first fit and refinement rounds alike; ``check_shots`` those of
+    the final measured check. The report's summary splits the readings:
+    ``readings_characterization``, ``readings_probes`` (first fit),
+    ``readings_refinement`` (later rounds) and ``readings_check``.
     """
     import types
 
@@ -388,7 +419,9 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
     ideal = ideal_settings(prog)
     before, _, _ = settings_error(chip, ideal, target_tiles)
     operating = np.asarray(flatten_heaters(ideal))[0]
-    fit = fit_twin(box, operating_phases=operating, configs=configs, steps=twin_steps, seed=seed, progress=progress)
+    fit = fit_twin(box, operating_phases=operating, configs=configs, shots=probe_shots, steps=twin_steps, seed=seed,
+                   progress=progress, points_per_heater=points_per_heater)
+    first_fit = fit.measurements
     twin = fit.chip
     t_cal = time.perf_counter()
     start, start_twin_err = local_settings(prog, twin, target_tiles)
@@ -399,7 +432,8 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
             break
         with jax.enable_x64(True):
             at = drive_map(twin, np.asarray(flatten_heaters(final)))
-        fit = refine_twin(box, fit, at, steps=max(twin_steps // 2, 1), optimizer=optimizer, progress=progress)
+        fit = refine_twin(box, fit, at, shots=probe_shots, steps=max(twin_steps // 2, 1), optimizer=optimizer,
+                          progress=progress)
         twin = fit.chip
         final, history, info = optimize(twin, final, target_tiles, optimizer, steps, tol, patience, progress,
                                          f"calibrate {prog.target.name} on twin", callback)
@@ -412,8 +446,10 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
             p = drive_map(twin, np.asarray(flatten_heaters(s)))
             return p if dac_bits is None else quantize_power(p, chip.target, dac_bits)
 
-        measured_after = _measured_error(box, power_of(final), target_tiles)
-        measured_fallback = _measured_error(box, power_of(ideal), target_tiles)
+        before_check = box.measurements
+        measured_after = _measured_error(box, power_of(final), target_tiles, check_shots)
+        measured_fallback = _measured_error(box, power_of(ideal), target_tiles, check_shots)
+        check_readings = box.measurements - before_check
     unquantized = quantized(twin, chip, final, target_tiles, None)[1] if dac_bits is not None else None
     kept = measured_after <= measured_fallback
     if not kept:
@@ -423,6 +459,9 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
         "method": "twin", "error_before": before, "error_after": after,
         "error_after_measured": measured_after if kept else measured_fallback,
         "measurements": int(measurements), "twin_measurements": int(fit.measurements),
+        "readings_characterization": int(fit.characterization_measurements),
+        "readings_probes": int(first_fit - fit.characterization_measurements),
+        "readings_refinement": int(fit.measurements - first_fit), "readings_check": int(check_readings),
         "twin_residual": fit.residual, "twin_configs": fit.configs, "twin_steps": fit.steps_run, "twin_rounds": rounds,
         "error_on_twin": float(np.min(history)) if len(history) else start_twin_err,
         "steps_run": info["steps_run"], "stopped": info["stopped"] if kept else
@@ -432,7 +471,8 @@ def calibrate_twin(prog, box: BlackBoxChip, *, optimizer, steps, tol, patience, 
     if unquantized is not None and kept:
         metrics["error_unquantized"] = unquantized
     records = (
-        PassRecord("twin-fit", f"twin(configs={configs}, steps={twin_steps})", fit.wall_s,
+        PassRecord("twin-fit", f"twin(configs={configs}, steps={twin_steps}, points_per_heater={points_per_heater})",
+                   fit.wall_s,
                    types.MappingProxyType({"residual": fit.residual, "measurements": fit.measurements})),
         PassRecord("twin-calibrate", f"model-on-twin(steps={steps})", cal_s,
                    types.MappingProxyType({"matrix_error": after, **info})),
