@@ -113,7 +113,9 @@ def _closure_optimize(chip, start, target_tiles, optimizer, steps):
         return np.asarray(best), history, info
 
 
-@pytest.mark.parametrize("circuit", ["svd", "unitary"])
+# the svd case (two meshes and attenuators, about 20 s of tracing both ways) runs with the slow tests; the
+# unitary case checks the same step fast
+@pytest.mark.parametrize("circuit", [pytest.param("svd", marks=pytest.mark.slow), "unitary"])
 def test_compile_once_step_equals_the_closure_step(circuit):
     """Same iterates, within float64 rounding, as the step with the chip baked in as constants (evaluated
     there with numpy: sin, cos and 10^x; here traced), over 12 L-BFGS steps."""

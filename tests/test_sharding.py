@@ -175,6 +175,7 @@ def _assert_same_program(a, b):
     np.testing.assert_allclose(a.dense, b.dense, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow  # tests/test_hardening_weights.py compiles in strips in the default suite
 def test_compile_in_strips_equals_one_piece(monkeypatch):
     w = random_matrix(np.random.default_rng(43), (61, 30), "complex")  # 8 x 4 tiles of 8, last row partial
     whole = pc.compile(w, "clements-8", PIPE)

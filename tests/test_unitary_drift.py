@@ -163,6 +163,7 @@ def test_study_runs_with_finite_errors(small, tmp_path):
     assert "(unitary circuit)" in figure(a, "drift").get_suptitle()
 
 
+@pytest.mark.slow  # tests/test_drift.py checks the same compensators on an svd chip in the default suite
 def test_compensators_reduce_the_error(small):
     chip, _, cal = small
     comps = ["none", "feedforward", pc.drift.ClosedLoop(interval_s=10.0),
