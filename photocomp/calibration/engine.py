@@ -362,20 +362,27 @@ def local_settings(prog: Program, chip: Chip, target_tiles: ArrayLike) -> tuple[
     if pm.v is None:
         s = Settings.unitary(pm.grid, lay, u_int, u_ext, u_out, f64(pm.gain), u_trim)
     else:
-        sigma = f64(pm.sigma)
-        a, b = f64(chip.coupler_in["att"]), f64(chip.coupler_out["att"])
-        att = _splitting_internal(np.cos(sigma) ** 2, a, b)
-        with jax.enable_x64(True):
-            amp = np.asarray(attenuator_amplitude(att, a, b, f64(chip.loss_db["att"])))
+        att, amp_phase = _local_attenuators(pm, chip)
         v_int, v_ext, v_out, v_trim = _local_mesh(
             lay, f64(pm.v.theta), f64(pm.v.phi), f64(pm.v.out_phase),
             f64(chip.coupler_in["v"]), f64(chip.coupler_out["v"]), f64(chip.loss_db["v"]), chip.cell_errors.get("v"),
         )
-        v_out = np.mod(v_out - np.angle(amp), 2 * np.pi)
-        s = Settings(pm.grid, lay, v_int, v_ext, v_out, np.mod(att, 2 * np.pi), u_int, u_ext, u_out, f64(pm.gain),
-                     v_trim, u_trim)
+        v_out = np.mod(v_out - amp_phase, 2 * np.pi)
+        s = Settings(pm.grid, lay, v_int, v_ext, v_out, att, u_int, u_ext, u_out, f64(pm.gain), v_trim, u_trim)
     err, g, _ = settings_error(chip, s, target_tiles)
     return s.replace(gain=g), err
+
+
+def _local_attenuators(pm, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
+    """The attenuator column of :func:`local_settings`: internal phases (wrapped) that give each cell the
+    program's transmission ``cos(sigma)^2`` with its couplers, and the phase the attenuator leaves on its
+    mode, which the V mesh's output phases take off."""
+    sigma = np.asarray(pm.sigma, dtype=np.float64)
+    a, b = np.asarray(chip.coupler_in["att"], np.float64), np.asarray(chip.coupler_out["att"], np.float64)
+    att = _splitting_internal(np.cos(sigma) ** 2, a, b)
+    with jax.enable_x64(True):
+        amp = np.asarray(attenuator_amplitude(att, a, b, np.asarray(chip.loss_db["att"], np.float64)))
+    return np.mod(att, 2 * np.pi), np.angle(amp)
 
 
 def _local_bell_settings(pm, chip: Chip, target_tiles) -> tuple[Settings, float]:
@@ -388,14 +395,10 @@ def _local_bell_settings(pm, chip: Chip, target_tiles) -> tuple[Settings, float]
     if pm.v is None:
         s = Settings.unitary(pm.grid, lay, u.pop("u_int"), None, u.pop("u_out"), f64(pm.gain), **u)
     else:
-        sigma = f64(pm.sigma)
-        a, b = f64(chip.coupler_in["att"]), f64(chip.coupler_out["att"])
-        att = _splitting_internal(np.cos(sigma) ** 2, a, b)
-        with jax.enable_x64(True):
-            amp = np.asarray(attenuator_amplitude(att, a, b, f64(chip.loss_db["att"])))
+        att, amp_phase = _local_attenuators(pm, chip)
         v = mesh("v", pm.v)
-        v["v_out"] = np.mod(v["v_out"] - np.angle(amp), 2 * np.pi)
-        s = Settings(pm.grid, lay, v.pop("v_int"), None, v.pop("v_out"), np.mod(att, 2 * np.pi), u.pop("u_int"),
+        v["v_out"] = np.mod(v["v_out"] - amp_phase, 2 * np.pi)
+        s = Settings(pm.grid, lay, v.pop("v_int"), None, v.pop("v_out"), att, u.pop("u_int"),
                      None, u.pop("u_out"), f64(pm.gain), **v, **u)
     err, g, _ = settings_error(chip, s, target_tiles)
     return s.replace(gain=g), err
