@@ -190,3 +190,57 @@ def test_cli_calibrate_twin(tmp_path, capsys):
     used = int(text.split("measurements used:")[1].split()[0])
     assert used > 0
     assert main(["calibrate", f, "--chip-seed", "2", "--method", "twin", "--shots", "0", "-q"]) == 2
+
+
+def test_frugal_twin_arguments_are_validated(chip4):
+    for kw, err, name in ((dict(points_per_heater=2), pc.InvalidInputError, "Twin.points_per_heater"),
+                          (dict(points_per_heater=3.5), pc.InvalidTypeError, "Twin.points_per_heater"),
+                          (dict(probe_shots=0), pc.InvalidInputError, "Twin.probe_shots"),
+                          (dict(check_shots="10"), pc.InvalidTypeError, "Twin.check_shots")):
+        with pytest.raises(err, match=name):
+            pc.Twin(**kw)
+    t = pc.Twin(points_per_heater=3, probe_shots=10, check_shots=5)
+    assert (t.points_per_heater, t.probe_shots, t.check_shots) == (3, 10, 5)
+    assert (pc.Twin().points_per_heater, pc.Twin().probe_shots, pc.Twin().check_shots) == (8, None, None)
+    box = pc.BlackBoxChip(chip4, seed=0)
+    with pytest.raises(pc.InvalidInputError, match="points_per_heater"):
+        fit_twin(box, points_per_heater=2, steps=0)
+    with pytest.raises(pc.InvalidInputError, match="points_per_heater given twice"):
+        fit_twin(box, points_per_heater=3, characterization={"points_per_heater": 4}, steps=0)
+    with pytest.raises(pc.InvalidTypeError, match="characterization"):
+        fit_twin(box, characterization=[("points_per_heater", 3)], steps=0)
+    with pytest.raises(pc.InvalidInputError, match="shots"):
+        fit_twin(box, shots=0, steps=0)
+    assert box.measurements == 0  # every check comes before the first measurement
+
+
+def test_frugal_fit_counts_characterisation_and_probe_readings():
+    chip = pc.fabricate("clements-4", seed=1, circuit="unitary")
+    box = pc.BlackBoxChip(chip, seed=0, shots=1000)  # probe shots given: the box's are not used
+    fit = fit_twin(box, configs=2, shots=20, points_per_heater=3, steps=20)
+    assert fit.characterization_measurements == 3 * chip.n_heaters
+    assert fit.measurements == box.ledger.readings == 3 * chip.n_heaters + 2 * 4 * 4 * 20  # 4 phase steps x K inputs
+    assert fit.residual < fit.residual_start / 2  # the rougher prior is still corrected
+
+
+@pytest.mark.slow  # about 25 s on two shared cores, most of it compiling
+def test_frugal_twin_spends_the_counted_readings_and_still_calibrates():
+    k, configs, points, probe_shots, check_shots, rounds = 4, 3, 3, 20, 5, 2
+    prog = pc.compile(pc.haar_unitary(k, np.random.default_rng(4)), "clements-4")
+    chip = pc.fabricate("clements-4", seed=1, circuit="unitary")
+    box = pc.BlackBoxChip(chip, seed=0, shots=1000)  # the box's own shots are not used: every knob is set
+    method = pc.Twin(configs=configs, rounds=rounds, fit_steps=40, steps=30, shots=1000, points_per_heater=points,
+                     probe_shots=probe_shots, check_shots=check_shots)
+    cal = pc.calibrate(prog, box, method, progress=False)
+    s = cal.report.summary
+    tiles = 1  # a 4 x 4 unitary is one tile of a clements-4 mesh
+    split = {"readings_characterization": points * chip.n_heaters,
+             "readings_probes": configs * 4 * k * probe_shots,  # 4 phase steps of the K unit inputs
+             "readings_refinement": (rounds - 1) * tiles * 4 * k * probe_shots,
+             "readings_check": 2 * tiles * 4 * k * check_shots}  # the calibrated and the uncalibrated drives
+    assert {name: s[name] for name in split} == split
+    assert s["measurements"] == box.ledger.readings == sum(split.values())
+    # one configuration change per characterisation point and per probed or checked drive setting
+    assert box.ledger.configurations == points * chip.n_heaters + configs + (rounds - 1) * tiles + 2 * tiles
+    assert s["error_after"] == pytest.approx(pc.error(cal, chip)["matrix_error"], rel=1e-9)
+    assert s["error_after"] < s["error_before"] / 2
