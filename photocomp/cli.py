@@ -761,8 +761,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         "a digital twin is fitted to its measurements; selfconfig: a one-tile unitary program is "
                         "configured from the chip's output powers alone; insitu: gradient steps on the measured "
                         "error, gradients by the parameter-shift rule; default %(default)s")
-    s.add_argument("--steps", type=_integer(0, 10**9), default=300,
-                   help="maximum optimisation steps (model, twin); default %(default)s")
+    s.add_argument("--steps", type=_integer(0, 10**9), default=None,
+                   help="maximum optimisation steps (model, twin, insitu); default: the method's own "
+                        "(photocomp.Model, photocomp.Twin, photocomp.InSitu)")
     s.add_argument("--shots", type=_integer(1, 10**9), default=1,
                    help="shots per black-box reading (twin, selfconfig, insitu); default %(default)s")
     s.add_argument("--seed", type=seed, default=0,

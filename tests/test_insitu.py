@@ -1,5 +1,7 @@
 """InSitu: measured parameter-shift gradients, calibration through the Instrument interface, faults, arguments."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,3 +160,20 @@ def test_bad_run_arguments():
         InSitu().run(prog, box, start_drives=[1.0, 2.0, 3.0])
     with pytest.raises(InvalidTypeError, match="heaters must be a tuple"):
         InSitu().run(prog, box, heaters=[1, 2])
+
+
+def test_cli_calibrate_insitu_takes_the_methods_own_step_limit(capsys, tmp_path):
+    """``photocomp calibrate --method insitu`` without ``--steps`` runs at most InSitu's own step limit (the
+    command's model/twin limit of 300 would ask for 300 measured Jacobians)."""
+    from conftest import run_cli
+
+    np.save(tmp_path / "u.npy", pc.haar_unitary(4, np.random.default_rng(5)))
+    code, _, err = run_cli(capsys, "compile", str(tmp_path / "u.npy"), "--target", "clements-4",
+                           "-o", str(tmp_path / "u.npz"), "-q")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "calibrate", str(tmp_path / "u.npz"), "--chip-seed", "3", "--method",
+                             "insitu", "--shots", "100", "-q", "-o", str(tmp_path / "u.cal.npz"))
+    assert code == 0, err
+    steps = int(re.search(r"^steps: (\d+)", out, re.M).group(1))
+    assert 1 <= steps <= InSitu().steps
+    assert (tmp_path / "u.cal.npz").is_file()
