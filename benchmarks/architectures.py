@@ -12,10 +12,13 @@ the three-splitter MZI adds a third coupler per cell. Reported per row
 (medians over the chip seeds):
 
 * cells, heaters, optical depth (cells on the longest path), phase-shifter
-  layers light crosses (``phase_layers`` of :func:`photocomp.cost`);
+  layers light crosses (``phase_layers`` of :func:`photocomp.cost`), and the
+  insertion loss of the worst path at the target's nominal component losses
+  (``insertion_loss_db`` of :func:`photocomp.cost` of the program compiled onto
+  the unmodified target: the chips of the table are lossless);
 * the uncorrected error (ideal settings on the chip);
 * the error after local (per-cell) correction, and the unreachable fraction
-  of cells with its floor;
+  of cells with the error clipping them leaves (``Reachability.clip_error``);
 * the error after model-based calibration (``--model``, slower);
 * drift sensitivity: the error 1 K of ambient warming, and 1 K of gradient
   across the modes, add to the locally corrected program (:func:`drift_sensitivity`).
@@ -59,7 +62,8 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
                                  mzi_loss_sigma_db=0.0)
     t0 = time.perf_counter()
     prog = pc.compile(pc.haar_unitary(n, np.random.default_rng(2026)), target)
-    uncal, local, unreach, floor, mod, drift = [], [], [], [], [], []
+    nominal = pc.cost(pc.compile(pc.haar_unitary(n, np.random.default_rng(2026)), f"{family}-{n}"))
+    uncal, local, unreach, clip, mod, drift = [], [], [], [], [], []
     for seed in seeds:
         chip = pc.fabricate(target, seed=seed, circuit=prog.circuit)
         uncal.append(error(prog, chip)["matrix_error"])
@@ -68,15 +72,15 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
         drift.append(drift_sensitivity(cal, chip, local[-1]))
         r = reachability(prog, chip)
         unreach.append(r.fraction)
-        floor.append(r.clip_error)
+        clip.append(r.clip_error)
         if model:
             cal = pc.calibrate(prog, chip, "model", progress=False, steps=steps)
             mod.append(error(cal, chip)["matrix_error"])
     chip = pc.fabricate(target, seed=seeds[0], circuit=prog.circuit)
     med = statistics.median
     return {"family": family, "n": n, "sigma": sigma, "cells": target.layout.n_mzi, "heaters": chip.n_heaters,
-            "depth": target.depth, "layers": pc.cost(prog).phase_layers, "uncal": med(uncal), "local": med(local), "unreach": med(unreach),
-            "floor": med(floor), "model": med(mod) if mod else None, "ambient": med(d[0] for d in drift),
+            "depth": target.depth, "layers": pc.cost(prog).phase_layers, "loss_db": nominal.insertion_loss_db,
+            "uncal": med(uncal), "local": med(local), "unreach": med(unreach), "clip": med(clip), "model": med(mod) if mod else None, "ambient": med(d[0] for d in drift),
             "gradient": med(d[1] for d in drift),
             "wall_s": time.perf_counter() - t0}
 
@@ -128,21 +132,22 @@ def main(argv: list[str] | None = None) -> int:
         f"on chips with coupler splitting-angle errors of standard deviation sigma and no losses; medians over "
         f"chip seeds {args.seeds}. Every architecture's chip of one seed has the same MZI couplers (the "
         "three-splitter MZI adds a third; the Bell mesh's symmetric cells have the same two). 'phase layers' "
-        "counts the phase-shifter layers light crosses. Errors are ||U - g U_chip||_F / ||U||_F with the best gain; "
-        "'unreachable' is the fraction of cells whose splitting their couplers cannot reach, 'floor' the error "
+        "counts the phase-shifter layers light crosses; 'worst path' is the insertion loss of the highest-loss "
+        "path at the target's nominal component losses. Errors are ||U - g U_chip||_F / ||U||_F with the best gain; "
+        "'unreachable' is the fraction of cells whose splitting their couplers cannot reach, 'clip error' the error "
         "those cells leave when everything else is perfect; '+1 K ambient' and '+1 K gradient' the error a die "
         "1 K warmer, or 1 K warmer on its last mode than on its first, adds to the locally corrected program "
         "(30 um RMS arm imbalance; the gradient's after the best phase per output, which a coherent receiver "
         "tracks).", "",
-        "| sigma (rad) | N | architecture | cells | heaters | depth | phase layers | uncorrected | local | unreachable "
-        "| floor |" + (" model |" if args.model else "") + " +1 K ambient | +1 K gradient | wall |",
-        "|--:|--:|:--|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if args.model else "") + "--:|--:|--:|",
+        "| sigma (rad) | N | architecture | cells | heaters | depth | phase layers | worst path (dB) | uncorrected "
+        "| local | unreachable | clip error |" + (" model |" if args.model else "") + " +1 K ambient | +1 K gradient | wall |",
+        "|--:|--:|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if args.model else "") + "--:|--:|--:|",
     ]
     for r in rows:
         model = f" {r['model']:.2e} |" if args.model else ""
         lines.append(f"| {r['sigma']:g} | {r['n']} | {r['family']} | {r['cells']} | {r['heaters']} | {r['depth']} | "
-                     f"{r['layers']} | "
-                     f"{r['uncal']:.3e} | {r['local']:.2e} | {r['unreach']:.3f} | {r['floor']:.2e} |{model} "
+                     f"{r['layers']} | {r['loss_db']:.2f} | "
+                     f"{r['uncal']:.3e} | {r['local']:.2e} | {r['unreach']:.3f} | {r['clip']:.2e} |{model} "
                      f"{r['ambient']:.2e} | {r['gradient']:.2e} | {r['wall_s']:.1f} s |")
     # the headline, computed: growth of the locally corrected error from the smallest to the largest N
     lines += ["", "Local-correction error, largest N over smallest N (per sigma):", "",
