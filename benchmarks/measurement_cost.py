@@ -14,11 +14,14 @@ the known-chip optimum). A reading is one input vector detected once per shot
 reading and one configuration change per point. Chip time is counted at
 ``pace-64``'s clock and heater settling time (:class:`photocomp.hardware.instrument.Ledger`).
 
-``twin-frugal`` is the twin with a budget: three characterisation points per
-heater instead of eight, two random probe configurations, a second round that
-probes the chip where the first calibration took it, and a tenth of the level's
-shots for the probes and a twentieth for the final measured check. The twin
-rows split their readings as characterisation / probes / refinement / check.
+``twin`` is :class:`photocomp.Twin` with its defaults (six probe
+configurations, two rounds, eight characterisation points per heater) but for
+its step counts. ``twin-frugal`` is the twin with a budget: three
+characterisation points per heater, one probe configuration (the program's
+operating point), three refinement rounds that each probe the chip where the
+last calibration took it, and a tenth of the level's shots for the probes and
+a twentieth for the final measured check. The twin rows split their readings
+as characterisation / probes / refinement / check.
 
 Usage::
 
@@ -56,8 +59,8 @@ def methods(shots: int, size: int) -> dict:
     twin_steps = 100 if size <= 8 else 300
     return {
         "selfconfig": pc.SelfConfig(shots=shots),
-        "twin": pc.Twin(shots=shots, rounds=1, fit_steps=twin_steps, steps=twin_steps),
-        "twin-frugal": pc.Twin(shots=shots, configs=2, rounds=2, fit_steps=twin_steps, steps=twin_steps,
+        "twin": pc.Twin(shots=shots, fit_steps=twin_steps, steps=twin_steps),
+        "twin-frugal": pc.Twin(shots=shots, configs=1, rounds=4, fit_steps=twin_steps, steps=twin_steps,
                                points_per_heater=3, probe_shots=max(shots // 10, 1), check_shots=max(shots // 20, 1)),
         "insitu": pc.InSitu(shots=shots),
     }
