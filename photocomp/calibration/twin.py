@@ -8,7 +8,8 @@ predicted read-outs to probe measurements with optax:
 
 1. Heater characterisation (:meth:`BlackBoxChip.characterize_heaters`) gives
    offsets and efficiencies to within its fit error; couplers start ideal
-   and losses at the target's nominal value.
+   and losses at the target's nominal value. It costs ``points_per_heater``
+   readings (and configuration changes) per heater, whatever the shots.
 2. Probe drives: the program's operating point, the operating point with
    random phase perturbations, and uniformly random phases -- so the twin is
    accurate where calibration will search and identifiable everywhere.
@@ -20,6 +21,11 @@ predicted read-outs to probe measurements with optax:
 4. The model's parameters are fitted to the raw intensities (least squares,
    L-BFGS by default) with the same differentiable chip simulation that
    calibration uses.
+
+A reading is what :class:`~photocomp.hardware.detector.BlackBoxChip` counts:
+one input vector detected once per shot. :func:`calibrate_twin` reports how
+many went to the characterisation, the first fit's probes, the refinement
+rounds and the final measured check (``readings_*`` in its summary).
 
 The thermal crosstalk between heaters is taken from the layout's nominal
 law (:mod:`photocomp.hardware.chip`), which is what fabricated chips follow here.
