@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import math
 import os
 import warnings
+import zipfile
 
 import jax
 import numpy as np
@@ -369,3 +371,22 @@ def test_inspect_prints_no_traceback_on_damaged_files(work, capsys):
         out = capsys.readouterr()
         assert "Traceback" not in out.out + out.err
         assert len(out.err.strip().splitlines()) == 1 and name in out.err
+
+
+def test_a_header_the_tokenizer_rejects_is_refused(work):
+    """A ``)`` of an .npy header's shape turned into ``(`` (one flipped bit): numpy's header parser then re-reads
+    the header with Python's tokenizer, which raises ``tokenize.TokenError`` (neither ValueError nor
+    SyntaxError). The file is refused with a PhaseMapFileError, as any other damaged header. The archive is
+    rewritten with the damaged member so its CRC is right and the header is what fails (a member over 4 KiB is
+    parsed before zipfile reaches its end and checks the CRC, as the byte-level fuzzing found)."""
+    folder, _, _, blob = work
+    out = folder / "token_mutant.npz"
+    with zipfile.ZipFile(io.BytesIO(blob)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = bytearray(src.read(info))
+            if info.filename == "__meta__.npy":
+                i = data.index(b")", data.index(b"'shape': ("))
+                data[i] ^= 1  # ')' -> '('
+            dst.writestr(info, bytes(data))
+    with pytest.raises(PhaseMapFileError, match=r"__meta__.* bad \.npy header"):
+        pc.load(out)

@@ -193,6 +193,7 @@ import math
 import os
 import re
 import stat
+import tokenize
 import zipfile
 from typing import Any, NoReturn
 
@@ -632,7 +633,8 @@ class _Reader:
                     self.fail(f"array {name!r} has .npy format version {version}; expected 1.0 or 2.0")
             except PhotocompError:
                 raise
-            except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError) as exc:
+            except (ValueError, TypeError, SyntaxError, tokenize.TokenError, OverflowError, MemoryError) as exc:
+                # TokenError: numpy re-reads a header that is no Python literal with the tokenizer
                 self.fail(f"array {name!r} has a bad .npy header: {_cut(str(exc), 160)}")
             header = f.tell()
             if dtype.kind != kind or dtype.itemsize != itemsize or dtype.fields is not None or dtype.shape != ():

@@ -57,6 +57,7 @@ import math
 import os
 import stat
 import tempfile
+import tokenize
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -359,7 +360,7 @@ def _read(zf: zipfile.ZipFile, tmp: str) -> tuple[dict, list[LayerEntry]]:
             _member(zf, b["file"], b["bytes"], b["sha256"], parts.append)
             try:
                 bias = np.load(io.BytesIO(b"".join(parts)), allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
+            except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # a damaged header
                 raise _Bad(f"layer {rec['name']!r} ({b['file']}): not a .npy array ({str(exc)[:100]})") from None
             if bias.dtype != np.float64 or bias.shape != (prog.shape[0],) or not np.all(np.isfinite(bias)):
                 raise _Bad(f"layer {rec['name']!r} ({b['file']}): the bias must be finite float64 of shape "
