@@ -162,6 +162,7 @@ def test_bad_run_arguments():
         InSitu().run(prog, box, heaters=[1, 2])
 
 
+@pytest.mark.slow  # a compile and an in-situ calibration through the command (about 15 s)
 def test_cli_calibrate_insitu_takes_the_methods_own_step_limit(capsys, tmp_path):
     """``photocomp calibrate --method insitu`` without ``--steps`` runs at most InSitu's own step limit (the
     command's model/twin limit of 300 would ask for 300 measured Jacobians)."""

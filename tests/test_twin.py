@@ -71,6 +71,7 @@ def test_heater_characterisation_is_seeded_and_counted(chip4):
         box.characterize_heaters(points_per_heater=2)
 
 
+@pytest.mark.slow  # test_frugal_fit_counts_characterisation_and_probe_readings fits a twin in the default suite
 def test_twin_fit_improves_on_the_prior_quickly(chip4):
     box = pc.BlackBoxChip(chip4, seed=0, noise=False)
     fit = fit_twin(box, configs=12, steps=300, tol=1e-12, patience=100)

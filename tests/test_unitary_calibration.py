@@ -182,6 +182,7 @@ def test_black_box_measures_a_unitary_chip(chip):
         box.measure(np.zeros(pc.fabricate(TARGET, SEED).n_heaters), np.eye(8))
 
 
+@pytest.mark.slow  # the twin's fit (tens of seconds); tests/test_twin.py fits one in the default suite
 def test_twin_of_a_unitary_chip_is_a_unitary_chip_and_learns_its_couplers(chip):
     gauge = _gauge(chip.target, "unitary")  # one mesh between the inputs and the reference: nothing is held
     assert {k: set(v) for k, v in gauge.items() if isinstance(v, dict)} == {
