@@ -178,13 +178,20 @@ def _fid(a, b):
     return np.abs(np.einsum("tij,tij->t", np.conj(a), b)) ** 2 / k**2
 
 
-@pytest.mark.parametrize("first, shape", [("svd", (11, 13)), ("unitary", (8, 8))])
-def test_check_tiles_matches_an_independent_rebuild(first, shape):
-    r = np.random.default_rng(74)
+def _compiled_with_states(first: str, shape, seed: int):
+    """An exact compile of a random matrix (``first``: svd or unitary program) with every pass's record and
+    state kept: ``(w, program, {pass name: (record, state)})``."""
+    r = np.random.default_rng(seed)
     w = r.standard_normal(shape) if first == "svd" else 2.0 * haar_unitary(8, r)
     seen = {}
     prog = pc.compile(w, "clements-4" if first == "svd" else "clements-8", EXACT.format(first=first),
                       callback=lambda p, rec, st: seen.setdefault(p.name, (rec, st)))
+    return w, prog, seen
+
+
+@pytest.mark.parametrize("first, shape", [("svd", (11, 13)), ("unitary", (8, 8))])
+def test_check_tiles_matches_an_independent_rebuild(first, shape):
+    w, prog, seen = _compiled_with_states(first, shape, 74)
     rec, st = seen["clements"]
     u, _, vh, _ = st.svd
     pm = st.phase_map
@@ -212,11 +219,7 @@ def test_one_tile_program_checks_the_decomposition(first, shape):
     fidelities and errors as an independent float64 rebuild gives them; the meshes are kept for the summary."""
     from photocomp.sim import ideal
 
-    r = np.random.default_rng(79)
-    w = r.standard_normal(shape) if first == "svd" else 2.0 * haar_unitary(8, r)
-    seen = {}
-    prog = pc.compile(w, "clements-4" if first == "svd" else "clements-8", EXACT.format(first=first),
-                      callback=lambda p, rec, st: seen.setdefault(p.name, (rec, st)))
+    w, prog, seen = _compiled_with_states(first, shape, 79)
     rec, st = seen["clements"]
     u, _, vh, _ = st.svd
     pm = st.phase_map
