@@ -145,6 +145,17 @@ def mesh_matrix_np(layout, theta, phi, out_phase) -> np.ndarray:
     return np.exp(1j * np.asarray(out_phase, dtype=np.float64))[:, None] * u
 
 
+def assert_same_fabrication(mzi_chip, other) -> None:
+    """``other`` (a chip of another cell, same target size and seed) drew the MZI chip's fabrication: the same
+    coupler errors and losses in every stage and the same offsets on the heaters both chips have (the MZI
+    chip's, which come first in the flat order)."""
+    for stage in ("v", "att", "u"):
+        np.testing.assert_array_equal(mzi_chip.coupler_in[stage], other.coupler_in[stage])
+        np.testing.assert_array_equal(mzi_chip.coupler_out[stage], other.coupler_out[stage])
+        np.testing.assert_array_equal(mzi_chip.loss_db[stage], other.loss_db[stage])
+    np.testing.assert_array_equal(mzi_chip.offset, other.offset[: mzi_chip.n_heaters])
+
+
 # ---- fixtures -------------------------------------------------------------------
 
 
