@@ -66,7 +66,7 @@ from photocomp.core.metrics import fidelity
 from photocomp.core.phases import MeshPhases
 from photocomp.core.validate import as_unitary_batch
 from photocomp.sim.devices import bucket, gather, pad_tiles, run_tiles, shard_map, spread, tile_chunk, tile_mesh
-from photocomp.sim.ideal import apply_meshes, tile_matrices_np
+from photocomp.sim.ideal import mesh_stack, tile_matrices_np
 
 __all__ = ["decompose", "clements", "reck", "decompose_many", "decompose_pair", "check_tiles"]
 
@@ -583,23 +583,9 @@ def _group_size(platform: str) -> int:
 
 def _mesh_chunk(*arrays, kind: str, n_meshes: int):
     """Rebuild a chunk of tiles' meshes from their phases: ``n_meshes`` triples (theta, phi, out_phase)
-    in, the mesh matrices (C, K, K) out, one per triple."""
+    in, the mesh matrices (C, K, K) out, one per triple (:func:`photocomp.sim.ideal.mesh_stack`)."""
     c, k = arrays[2].shape
-    lay = nulling_schedule(kind, k)["layout"]
-    if n_meshes * c * k * k * 16 > STACKED_MESH_BYTES:
-        eye = jnp.broadcast_to(jnp.eye(k, dtype=jnp.complex128), (c, k, k))
-        return tuple(apply_meshes(MeshPhases(lay, *arrays[3 * i:3 * i + 3]), eye) for i in range(n_meshes))
-    # the meshes of a tile share one layout: one stack of c * n_meshes meshes, one loop over the columns
-    phases = [jnp.concatenate(arrays[i::3]) for i in range(3)]
-    eye = jnp.broadcast_to(jnp.eye(k, dtype=jnp.complex128), (c * n_meshes, k, k))
-    out = apply_meshes(MeshPhases(lay, *phases), eye)
-    return tuple(out[i * c:(i + 1) * c] for i in range(n_meshes))
-
-
-STACKED_MESH_BYTES = 1 << 21
-"""Largest stack of rebuilt meshes (bytes of their matrices) that :func:`check_tiles` runs through one loop;
-larger ones run a loop per mesh. Measured on a 2-core CPU: the V and U meshes of a 256-mode tile (2 MiB)
-rebuild 5-30 % faster stacked, those of a 512-mode tile (8 MiB) about 25 % slower."""
+    return tuple(mesh_stack(nulling_schedule(kind, k)["layout"], arrays, c))
 
 
 def check_tiles(pm, vh, u, blocks=None, *, devices=None):

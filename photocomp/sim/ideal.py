@@ -28,7 +28,7 @@ from photocomp.sim.devices import run_tiles, tile_chunk
 from photocomp.sim.physical import fold_batches, ideal_coefficients, propagate_meshes, screen
 
 __all__ = ["forward", "tile_matrices", "program_matrix", "apply_meshes", "changed_tiles", "updated_program_matrix_np",
-           "updated_program_np", "tiles_and_meshes_np", "tile_matrices_np", "program_matrix_np"]
+           "updated_program_np", "tiles_and_meshes_np", "mesh_stack", "STACKED_MESH_BYTES", "tile_matrices_np", "program_matrix_np"]
 
 
 def _arrays(*leaves):
@@ -142,11 +142,12 @@ def program_matrix(pm: PhaseMap) -> jax.Array:
 
 
 STACKED_MESH_BYTES = 1 << 21
-"""Largest stack of a chunk's V and U mesh matrices (bytes) rebuilt through one loop over the mesh columns;
-larger ones run a loop per mesh (the same bound as :func:`photocomp.compiler.decompose.check_tiles`)."""
+"""Largest stack of a chunk's mesh matrices (bytes) rebuilt through one loop over the mesh columns
+(:func:`mesh_stack`); larger ones run a loop per mesh. Measured on a 2-core CPU: the V and U meshes of a
+256-mode tile (2 MiB) rebuild 5-30 % faster stacked, those of a 512-mode tile (8 MiB) about 25 % slower."""
 
 
-def _mesh_stack(layout, arrays, c: int):
+def mesh_stack(layout, arrays, c: int):
     """The mesh matrices (C, K, K) of ``len(arrays) // 3`` meshes per tile of one layout, given as triples
     (theta, phi, out_phase) of a chunk of ``c`` tiles; small stacks in one loop over the columns."""
     k = layout.n_modes
@@ -168,14 +169,14 @@ def _tiles_and_meshes_chunk(*arrays, v_layout, u_layout):
     output phase screens."""
     gain = arrays[-1]
     if v_layout is None:
-        (u_hat,) = _mesh_stack(u_layout, arrays[:3], gain.shape[0])
+        (u_hat,) = mesh_stack(u_layout, arrays[:3], gain.shape[0])
         return u_hat * gain[:, None, None], u_hat
     vt, vp, vo, sigma, ut, up, uo, _ = arrays
     if v_layout == u_layout:
-        v_hat, u_hat = _mesh_stack(u_layout, (vt, vp, vo, ut, up, uo), gain.shape[0])
+        v_hat, u_hat = mesh_stack(u_layout, (vt, vp, vo, ut, up, uo), gain.shape[0])
     else:  # not produced by the compiler
-        (v_hat,) = _mesh_stack(v_layout, (vt, vp, vo), gain.shape[0])
-        (u_hat,) = _mesh_stack(u_layout, (ut, up, uo), gain.shape[0])
+        (v_hat,) = mesh_stack(v_layout, (vt, vp, vo), gain.shape[0])
+        (u_hat,) = mesh_stack(u_layout, (ut, up, uo), gain.shape[0])
     scale = (gain[:, None] * jnp.cos(sigma)).astype(u_hat.dtype)
     return (u_hat * scale[:, None, :]) @ v_hat, v_hat, u_hat
 
