@@ -544,11 +544,21 @@ def _calibrate(args) -> int:
     if prog.calibrated:
         raise _Fail(f"file must hold an uncalibrated program; {_quote(args.file)} is calibrated for chip seed "
                     f"{prog.chip.seed}")
+    # flag -> the photocomp.Twin field it sets; left out, the field keeps photocomp.Twin's default
+    twin = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in _TWIN_FLAGS.items()}
+    given = [flag for flag, field in _TWIN_FLAGS.items() if twin[field] is not None]
+    if args.method != "twin" and given:
+        raise _Fail(f"{given[0]} applies to --method twin only; got --method {args.method}")
     chip = pc.fabricate(prog.target, seed=args.chip_seed, circuit=prog.circuit)
+    method: str | pc.Twin = args.method
+    settings = {"steps": args.steps, "shots": args.shots, "seed": args.seed}
+    if args.method == "twin":
+        chosen = {field: value for field, value in twin.items() if value is not None}
+        method = pc.Twin(shots=args.shots, seed=args.seed, **chosen,
+                         **({} if args.steps is None else {"steps": args.steps}))
+        settings = {}
     t0 = time.perf_counter()
-    cal = pc.calibrate(prog, chip, method=args.method, steps=args.steps, progress=_progress(args), shots=args.shots,
-                       seed=args.seed, dac_bits=args.dac_bits, twin_configs=args.twin_configs,
-                       twin_steps=args.twin_steps, twin_rounds=args.twin_rounds)
+    cal = pc.calibrate(prog, chip, method=method, progress=_progress(args), dac_bits=args.dac_bits, **settings)
     wall = time.perf_counter() - t0
     _write("-o/--output", out, lambda: cal.save(out))
     s = cal.report.summary
@@ -565,6 +575,12 @@ def _calibrate(args) -> int:
     print(f"time: {wall:.2f} s")
     print(f"wrote {_show(out)}")
     return 0
+
+
+_TWIN_FLAGS = {"--twin-configs": "configs", "--twin-steps": "fit_steps", "--twin-rounds": "rounds",
+               "--twin-points-per-heater": "points_per_heater", "--twin-probe-shots": "probe_shots",
+               "--twin-check-shots": "check_shots"}
+"""The twin's command-line flags and the :class:`photocomp.Twin` fields they set."""
 
 
 def _drift(args) -> int:
@@ -770,11 +786,22 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="seed of measurement noise and probes (twin, selfconfig, insitu); default %(default)s")
     s.add_argument("--dac-bits", type=_integer(1, 32), default=None,
                    help="quantize the final heater drives with a DAC of this many bits")
-    s.add_argument("--twin-configs", type=_integer(1, 10**6), default=6,
-                   help="probe drive configurations of the twin; default %(default)s")
-    s.add_argument("--twin-steps", type=_integer(0, 10**9), default=300, help="twin fitting steps; default %(default)s")
-    s.add_argument("--twin-rounds", type=_integer(1, 10**6), default=2,
-                   help="fit-calibrate rounds of the twin; default %(default)s")
+    # the twin's settings default to photocomp.Twin's (None here: a flag given with another method is refused)
+    s.add_argument("--twin-configs", type=_integer(1, 10**6), default=None,
+                   help="probe drive configurations of the twin; default photocomp.Twin().configs")
+    s.add_argument("--twin-steps", type=_integer(0, 10**9), default=None,
+                   help="twin fitting steps; default photocomp.Twin().fit_steps")
+    s.add_argument("--twin-rounds", type=_integer(1, 10**6), default=None,
+                   help="fit-calibrate rounds of the twin; default photocomp.Twin().rounds")
+    s.add_argument("--twin-points-per-heater", type=_integer(3, 10**6), default=None,
+                   help="drives per heater of the twin's heater characterisation; "
+                        "default photocomp.Twin().points_per_heater")
+    s.add_argument("--twin-probe-shots", type=_integer(1, 10**9), default=None,
+                   help="shots per probe reading of the twin fit and its refinements; default --shots")
+    s.add_argument("--twin-check-shots", type=_integer(1, 10**9), default=None,
+                   help="shots per reading of the twin's final measured check; default --shots. The frugal twin "
+                        "of benchmarks/measurement_cost.py: --twin-configs 1 --twin-rounds 4 "
+                        "--twin-points-per-heater 3, probe shots a tenth and check shots a twentieth of --shots")
     s.add_argument("-o", "--output", default=None, help="output file (.npz); default FILE.cal.npz")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _common(s)

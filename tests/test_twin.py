@@ -182,15 +182,32 @@ def test_cli_calibrate_twin(tmp_path, capsys):
     prog.save(f)
     out = str(tmp_path / "u.cal.npz")
     code = main(["calibrate", f, "--chip-seed", "2", "--method", "twin", "--shots", "10", "--steps", "20",
-                 "--twin-configs", "4", "--twin-steps", "30", "--twin-rounds", "1", "--dac-bits", "12", "-o", out, "-q"])
+                 "--twin-configs", "4", "--twin-steps", "30", "--twin-rounds", "1", "--twin-points-per-heater", "3",
+                 "--twin-probe-shots", "5", "--twin-check-shots", "2", "--dac-bits", "12", "-o", out, "-q"])
     text = capsys.readouterr().out
     assert code == 0
     assert "measurements used:" in text and "as measured" in text and "DAC quantization (12 bits)" in text
     cal = pc.load(out)
     assert cal.calibrated and cal.chip.seed == 2
     used = int(text.split("measurements used:")[1].split()[0])
-    assert used > 0
+    # every twin flag reached the method: the readings are those of its settings (one tile of K = 4 modes)
+    split = {"readings_characterization": 3 * cal.chip.n_heaters, "readings_probes": 4 * 4 * 4 * 5,
+             "readings_refinement": 0, "readings_check": 2 * 4 * 4 * 2}
+    assert {name: cal.report.summary[name] for name in split} == split
+    assert used == sum(split.values())
     assert main(["calibrate", f, "--chip-seed", "2", "--method", "twin", "--shots", "0", "-q"]) == 2
+
+
+@pytest.mark.parametrize("flag", ["--twin-configs", "--twin-points-per-heater", "--twin-probe-shots"])
+def test_cli_refuses_a_twin_flag_with_another_method(flag, tmp_path, capsys):
+    from photocomp.cli import main
+
+    f = str(tmp_path / "u.phases.npz")
+    pc.compile(pc.haar_unitary(4, np.random.default_rng(5)), target="clements-4").save(f)
+    out = tmp_path / "never.npz"
+    assert main(["calibrate", f, "--chip-seed", "2", "--method", "local", flag, "5", "-q", "-o", str(out)]) == 2
+    assert f"{flag} applies to --method twin only; got --method local" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_frugal_twin_arguments_are_validated(chip4):
