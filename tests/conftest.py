@@ -9,6 +9,8 @@ comes from ``numpy.random.default_rng(seed)`` with an explicit seed.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -17,6 +19,43 @@ import pytest
 # process and in subprocesses, which must neither write to the user's cache nor change JAX's configuration
 # for the tests after them. tests/test_cli.py turns the cache on explicitly where it tests it.
 os.environ["PHOTOCOMP_CACHE_DIR"] = ""
+
+# ---- one compilation cache for the test session ---------------------------------
+
+XLA_CACHE_ENV = "PHOTOCOMP_TEST_XLA_CACHE"
+"""Names the session's shared folder of compiled XLA programs; set it to an empty value for no cache."""
+_OWN_CACHE = pytest.StashKey[str]()  # the folder this process made and removes
+
+
+def pytest_configure(config):
+    """Keep the session's compiled XLA programs in one temporary folder, shared by the test processes.
+
+    Many tests compile the same programs (the same kernels at the same shapes, built for a new chip or in
+    another worker process); with JAX's persistent cache a process loads what another has compiled
+    instead of compiling it again. A cached program is the one the compiler would build (the cache keys on
+    the program and the compiler options), so no result changes. The folder is made by the controlling
+    process, inherited by the workers through the environment, and removed at the end. Only this test
+    process's JAX configuration is set: the commands the suite runs in subprocesses keep their own (see
+    tests/test_cli.py and tests/test_readme.py, which passes the folder to the README's blocks).
+    """
+    if not hasattr(config, "workerinput") and XLA_CACHE_ENV not in os.environ:
+        path = tempfile.mkdtemp(prefix="photocomp-tests-xla-")
+        os.environ[XLA_CACHE_ENV] = path
+        config.stash[_OWN_CACHE] = path
+    path = os.environ.get(XLA_CACHE_ENV)
+    if path:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def pytest_unconfigure(config):
+    path = config.stash.get(_OWN_CACHE, None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.environ.pop(XLA_CACHE_ENV, None)
+
 
 # ---- tolerances -----------------------------------------------------------------
 

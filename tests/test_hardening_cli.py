@@ -222,13 +222,15 @@ def test_compilation_cache_in_an_impossible_folder_stays_off(tmp_path):
 
     from photocomp.io.cache import enable_compilation_cache
 
-    before = jax.config.jax_compilation_cache_dir
-    if before:
-        pytest.skip("JAX has a cache folder already: enable_compilation_cache leaves it")
-    assert enable_compilation_cache(str(tmp_path / "bad\x00dir")) is None
-    (tmp_path / "file").write_text("")
-    assert enable_compilation_cache(tmp_path / "file" / "sub") is None  # a file where a folder should be
-    assert jax.config.jax_compilation_cache_dir == before
+    session = jax.config.jax_compilation_cache_dir  # the test session's (tests/conftest.py), if any
+    jax.config.update("jax_compilation_cache_dir", None)  # as in a process that has none
+    try:
+        assert enable_compilation_cache(str(tmp_path / "bad\x00dir")) is None
+        (tmp_path / "file").write_text("")
+        assert enable_compilation_cache(tmp_path / "file" / "sub") is None  # a file where a folder should be
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", session)
 
 
 @pytest.mark.parametrize("argv, expected", [

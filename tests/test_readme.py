@@ -2,8 +2,9 @@
 
 Each ```python block runs on its own in a fresh interpreter, in an empty temporary folder, with
 ``PHOTOCOMP_CACHE_DIR=""`` (nothing written to a user's compilation cache). The blocks of one test
-process share one XLA compilation cache in a temporary folder of their own (JAX's
-``JAX_COMPILATION_CACHE_DIR``, every program cached), as a user's later runs share theirs: a block
+process share one XLA compilation cache in a temporary folder (JAX's ``JAX_COMPILATION_CACHE_DIR``,
+every program cached; the test session's shared folder of tests/conftest.py when there is one), as a
+user's later runs share theirs: a block
 loads the programs an earlier block compiled instead of compiling them again, which changes no
 result (the cache keys on the program and the compiler options). Each ```bash block runs line by line in
 its own empty temporary folder, so its ``photocomp ...`` commands work on the files its earlier
@@ -35,6 +36,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import XLA_CACHE_ENV
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -102,6 +104,10 @@ _XLA_CACHE: list[str] = []  # this test process's compilation cache folder, made
 
 
 def _xla_cache() -> str:
+    """The session's shared folder (tests/conftest.py) when there is one, else a folder of this process's own."""
+    shared = os.environ.get(XLA_CACHE_ENV)
+    if shared:
+        return shared
     if not _XLA_CACHE:
         _XLA_CACHE.append(tempfile.mkdtemp(prefix="photocomp-readme-xla-"))
         atexit.register(shutil.rmtree, _XLA_CACHE[0], ignore_errors=True)
