@@ -19,7 +19,9 @@ pitch 50 um, MZI column pitch 300 um, drive limit 2.5 P_pi, 10-bit detector
 ADCs, 1e5 detected photons per unit power per shot, dark noise 1e-4.
 """
 
+from photocomp.core.bell import edge_count
 from photocomp.core.cell import get_cell
+from photocomp.core.layout import layout
 
 DEFAULTS = dict(
     wavelength_nm=1550.0,
@@ -46,6 +48,11 @@ DEFAULTS = dict(
 
 def component_count(size: int, cell: str = "mzi") -> int:
     """Approximate optical components of a 2-mesh SVD core: every mesh cell's components (an MZI: 2
-    couplers + 2 shifters), K attenuator MZIs (4 each) and K output shifters."""
-    per_cell = len(get_cell(cell).components)
-    return 2 * per_cell * (size * (size - 1) // 2) + 4 * size + size
+    couplers + 2 shifters), K attenuator MZIs (4 each) and K output shifters; a mesh of symmetric cells
+    (``"sweep"`` programming, :mod:`photocomp.core.bell`) adds its input phase layer (K shifters) and its
+    edge shifters beside the columns."""
+    c = get_cell(cell)
+    per_mesh = len(c.components) * (size * (size - 1) // 2)
+    if c.programming == "sweep":
+        per_mesh += size + edge_count(layout("clements", size, cell=c))
+    return 2 * per_mesh + 4 * size + size

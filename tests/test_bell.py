@@ -52,6 +52,8 @@ def test_sweep_cells_are_checked_and_refuse_per_cell_programming():
         BELL.ideal_settings(0.3, 0.1)
     with pytest.raises(InvalidInputError, match="Clements"):
         bell.sweep_structure(layout("reck", 4))
+    with pytest.raises(InvalidInputError, match="Target.mesh must be 'clements' with it; got 'reck'"):
+        dataclasses.replace(pc.get_target("bell-4"), mesh="reck")  # refused when made, not at fabricate
     with pytest.raises(InvalidTypeError, match="MeshLayout"):
         bell.sweep_structure("clements-4")
     with pytest.raises(InvalidInputError, match="missing"):
@@ -260,6 +262,14 @@ def test_cost_counts_the_bell_meshs_phase_layers_and_heaters():
     # one arm heater per cell on a path, plus the input and output layers (and any edge shifters it passes)
     assert bell_u.path_phase_shifters >= 6 + 2
     assert "heater energy" in str(bell_u)
+
+
+@pytest.mark.parametrize("n", [2, 3, 6, 9])
+def test_bell_component_count_adds_the_input_layer_and_edge_shifters_its_chip_has(n):
+    bell_t, mzi_t = pc.get_target(f"bell-{n}"), pc.get_target(f"clements-{n}")
+    extra_heaters = pc.fabricate(bell_t, seed=0).n_heaters - pc.fabricate(mzi_t, seed=0).n_heaters
+    # both cells have 2 couplers and 2 shifters; the Bell chip's other shifters are its extra heaters
+    assert bell_t.components - mzi_t.components == extra_heaters == 2 * (n + bell.edge_count(bell_t.layout))
 
 
 def test_bell_thermal_phase_map_moves_the_chip_exactly_like_its_waveguide_sections():

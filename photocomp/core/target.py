@@ -114,6 +114,10 @@ class Target:
             raise InvalidInputError(f"Target.dac_bits must be an int in [1, 32]; got {self.dac_bits!r}")
         if not isinstance(self.cell, str) or self.cell not in CELLS:
             raise UnknownNameError(f"Target.cell must be one of {sorted(CELLS)}; got {quote(self.cell)}")
+        if CELLS[self.cell].programming == "sweep" and self.mesh != "clements":
+            # the phase sweep of a symmetric cell (photocomp.core.bell) needs the Clements mesh's alternating columns
+            raise InvalidInputError(f"Target.cell {quote(self.cell)} is programmed by a phase sweep over a Clements "
+                                    f"mesh; Target.mesh must be 'clements' with it; got {quote(self.mesh)}")
         if self.detection not in _DETECTION:
             raise UnknownNameError(f"Target.detection must be one of {_DETECTION}; got {quote(self.detection)}")
         if isinstance(self.adc_bits, bool) or not isinstance(self.adc_bits, int) or not 1 <= self.adc_bits <= 32:
