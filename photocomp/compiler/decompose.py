@@ -128,13 +128,18 @@ def _rotate(cf, x0, x1):
 
 def _segments(n: int, batch: int = 1) -> list[int]:
     """Boundaries of the static stripe lengths: steps j in [b_s, b_{s+1}) touch n - b_s lines.
-    Up to eight lengths, each covering at least 32 lines for one unitary and
-    at least 8 lines for a batch of them on the trailing axis: a step of a
-    batch has ``batch`` times the arithmetic to cut, against the same cost of
-    one more loop to run and compile. ``benchmarks/decompositions.py``
-    measures the result.
+    Up to eight lengths, each covering at least ``max(8, min(32, 128 // batch))``
+    lines for a batch of ``batch`` unitaries on the trailing axis (32 up to a
+    batch of 4, 16 for 8, 8 from 16 on): a step of a batch has ``batch`` times
+    the arithmetic to cut, against the same cost of one more loop to run and
+    compile. Each length is one more loop body for XLA to compile, so a small
+    batch, whose run is short, takes few: the V and U meshes of one 64-mode
+    tile (a batch of 2) compile as 2 loops of each direction instead of 8, which
+    shortens a process's first compile by seconds and leaves the run time as it
+    was. ``benchmarks/decompositions.py`` (one unitary) and
+    ``benchmarks/end_to_end.py`` (first and warm compiles) measure the result.
     """
-    count = max(1, min(8, n // (32 if batch == 1 else 8)))
+    count = max(1, min(8, n // max(8, min(32, 128 // max(batch, 1)))))
     return [n * s // count for s in range(count + 1)]
 
 
