@@ -1,5 +1,8 @@
 """The networkx circuit view: structure, export, and an independent netlist simulation."""
 
+import subprocess
+import sys
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -87,3 +90,12 @@ def test_graph_bad_input(tmp_path):
         pc.circuit_graph(np.eye(2))
     with pytest.raises(pc.InvalidInputError, match="path"):
         pc.export_graph(prog.graph(), tmp_path / "c.txt")
+
+
+def test_networkx_is_imported_on_first_use():
+    """A compile needs no circuit graph: ``import photocomp`` leaves networkx (about 0.2 s) for the first graph."""
+    code = ("import sys, photocomp, photocomp.core.graph, photocomp.compiler.program; "
+            "print('networkx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-import networkx as nx
 import numpy as np
 import numpy.typing as npt
 
@@ -30,6 +29,9 @@ from photocomp.hardware.chip import Chip, group_size, heater_groups
 from photocomp.hardware.chipsim import Settings, chip_forward, chip_matrix, drive_map, flatten_heaters
 from photocomp.io.program_file import DETECTIONS, read_program, save_program
 from photocomp.sim import ideal as simulate
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["Program", "load"]
 

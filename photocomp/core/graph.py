@@ -36,9 +36,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import networkx as nx
 import numpy as np
 
 from photocomp.core.atomic import atomic_write
@@ -46,6 +45,9 @@ from photocomp.core.convention import CONVENTION_TAG
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import PhaseMap
 from photocomp.core.validate import check_int
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["circuit_graph", "optical_path_mm", "export_graph", "to_sax_netlist", "export_netlist", "NETLIST_MODELS"]
 
@@ -100,6 +102,8 @@ def circuit_graph(phase_map: PhaseMap | HasPhaseMap, tile: int = 0) -> nx.DiGrap
     if tile >= pm.n_tiles:
         raise InvalidInputError(f"tile must be in [0, {pm.n_tiles - 1}]; got {tile}")
     k = pm.grid.tile
+    import networkx as nx  # on first use: a compile needs no graph, and networkx takes ~0.2 s to import
+
     g = nx.DiGraph(tile=tile, n_tiles=pm.n_tiles, modes=k, mesh=pm.mesh_kind, circuit=pm.circuit)
     last = {}
     for m in range(k):
@@ -133,6 +137,8 @@ def optical_path_mm(graph: nx.DiGraph, column_pitch_um: float) -> float:
 
 def export_graph(graph: nx.DiGraph, path: str | os.PathLike) -> str:
     """Write ``graph`` as GraphML (``.graphml``) or node-link JSON (``.json``), atomically."""
+    import networkx as nx
+
     if not isinstance(graph, nx.Graph):
         raise InvalidTypeError(f"graph must be a networkx graph; got {type(graph).__name__}")
     if not isinstance(path, (str, os.PathLike)):
