@@ -181,3 +181,26 @@ def test_bad_cells_and_names_are_refused_with_the_argument_named():
     with pytest.raises(InvalidInputError, match="errors"):
         cell_coefficients(MZI3, {"internal": 0.0, "external": 0.0, "trim": 0.0}, {"coupler_x": 0.1}, 3,
                           dtype=np.complex128)
+
+
+def test_path_shifters_count_the_heaters_light_passes_from_each_input():
+    from photocomp.core.cell import BELL
+
+    counts = {c.name: (c.path_shifters(0), c.path_shifters(1)) for c in (MZI, MZI3, MZIX, BELL)}
+    assert counts == {"mzi": (2, 1), "mzi3": (3, 2), "mzix": (2, 1), "bell": (1, 1)}
+    # a crossing before the first coupler moves the light to the other arm's shifter
+    crossed = Cell("x", (Crossing(), Shifter("external"), Coupler("c"), Shifter("internal"), Coupler("d")),
+                   MZI.internal, MZI.screen)
+    assert (crossed.path_shifters(0), crossed.path_shifters(1)) == (1, 2)
+    with pytest.raises(pc.InvalidInputError, match=r"port must be .*got 2"):
+        MZI.path_shifters(2)
+
+
+def test_cost_counts_the_three_splitter_mzis_trim_on_the_worst_path():
+    u = pc.haar_unitary(6, np.random.default_rng(0))
+    mzi, mzi3 = (pc.cost(pc.compile(u, f"{fam}-6")) for fam in ("clements", "mzi3"))
+    t = pc.get_target("mzi3-6")
+    # one more heater per cell on the path: the worst path (through the most cells) gains one per cell
+    assert mzi3.path_phase_shifters - mzi.path_phase_shifters == mzi3.path_mzis == mzi.path_mzis
+    assert mzi3.insertion_loss_db - mzi.insertion_loss_db == pytest.approx(
+        mzi3.path_mzis * t.phase_shifter_loss_db, rel=1e-12)

@@ -28,15 +28,17 @@ screen. A program's tiles are settings of that core used one after another
 
 Insertion loss (dB). The worst (highest-loss) path from an input to an
 output of the circuit graph (:mod:`photocomp.core.graph`), counting for every
-element the light enters: an MZI adds ``mzi_loss_db`` plus
-``phase_shifter_loss_db`` for its internal heater (upper arm; every input
-reaches both arms) and another ``phase_shifter_loss_db`` for its external
-heater when entered at the upper input, which carries it; an attenuator
-adds ``mzi_loss_db + phase_shifter_loss_db``; an output shifter
-``phase_shifter_loss_db``. A Bell cell has one heater on each arm and none
-on its inputs (one ``phase_shifter_loss_db`` either way); its mesh's input
-layer and the edge shifters a path passes add one each. (The chip simulation applies only the MZI losses;
-this budget adds the heaters' own losses.)
+element the light enters: a mesh cell adds ``mzi_loss_db`` plus
+``phase_shifter_loss_db`` for every heater the light passes
+(:meth:`photocomp.core.cell.Cell.path_shifters`): an MZI's internal heater
+(every input reaches both arms) and its external heater when entered at the
+upper input, which carries it; a three-splitter MZI's trim as well; a Bell
+cell one (a heater on each arm, none on its inputs). An attenuator adds
+``mzi_loss_db + phase_shifter_loss_db``; an output shifter
+``phase_shifter_loss_db``; a Bell mesh's input layer and the edge shifters a
+path passes add one each. (The chip simulation applies only the cells'
+losses; this budget adds the heaters' own losses. A crossing, as in the
+MZI + crossing cell, adds nothing: the targets have no crossing loss.)
 
 Heater power (mW). Total electrical power of the core's heaters while one
 tile's settings are applied, averaged over tiles (``heater_power_mw``; every
@@ -264,8 +266,7 @@ def _element_loss(d: dict, dst_port: str, target) -> tuple[float, int, int]:
     """(loss dB, MZIs, phase shifters) of entering element ``d`` at ``dst_port``."""
     kind = d["kind"]
     if kind == "mzi":
-        sweep = target.layout.cell.programming == "sweep"
-        shifters = 2 if dst_port == "i0" and not sweep else 1
+        shifters = target.layout.cell.path_shifters(0 if dst_port == "i0" else 1)
         return target.mzi_loss_db + shifters * target.phase_shifter_loss_db, 1, shifters
     if kind == "attenuator":
         return target.mzi_loss_db + target.phase_shifter_loss_db, 1, 1

@@ -61,6 +61,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
+from photocomp.core.validate import check_int
 
 __all__ = ["Shifter", "Coupler", "Crossing", "Affine", "Cell", "MZI", "MZI3", "MZIX", "BELL", "CELLS", "PROGRAMMINGS",
            "get_cell"]
@@ -203,6 +204,30 @@ class Cell:
     def errors(self) -> tuple[str, ...]:
         """Error parameter names: the couplers' splitting-angle errors (rad), then ``"loss_db"``."""
         return self.couplers + ("loss_db",)
+
+    def path_shifters(self, port: int) -> int:
+        """Phase shifters light entering input ``port`` (0 upper, 1 lower) passes through the cell.
+
+        Before the first coupler light stays in its waveguide and meets only
+        that arm's shifters; after it, light is in both arms, and each stretch
+        between couplers (or after the last one) that holds a shifter on
+        either arm counts once (a crossing swaps arms and counts nothing).
+        The MZI: 2 from the upper input (external and internal), 1 from the
+        lower; the three-splitter MZI adds its trim; the symmetric cell: 1.
+        """
+        arm = ARMS[check_int(port, "port", low=0, high=1)]
+        count, split, stretch = 0, False, False
+        for c in self.components:
+            if isinstance(c, Coupler):
+                count, split, stretch = count + stretch, True, False
+            elif isinstance(c, Shifter):
+                if split:
+                    stretch = True
+                elif c.arm == arm:
+                    count += 1
+            elif not split:  # a crossing before the first coupler moves the light to the other arm
+                arm = ARMS[1 - ARMS.index(arm)]
+        return count + stretch
 
     def ideal_settings(self, theta: ArrayLike, chi: ArrayLike, xp: types.ModuleType = np) -> dict:
         """Heater phases (rad) that set the ideal cell to ``diag(screen) T(theta, chi)`` (``"screen"`` cells)."""
