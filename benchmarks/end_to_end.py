@@ -26,7 +26,10 @@ and with a warm cache (a temporary cache directory, filled by a first run
 whose times are shown too):
 
 * the interpreter alone (``python -c pass``, process wall time), the yardstick;
-* ``import photocomp``, timed inside the process;
+* ``import photocomp``, timed inside the process, and of it ``import ml_dtypes``
+  (a JAX dependency that registers its number types' loops with NumPy's
+  ufuncs; its version is named), timed after ``import numpy`` in a process of
+  its own;
 * ``import photocomp`` and a first ``pc.compile`` of a 64 x 64 real Gaussian
   matrix onto ``pace-64``, timed inside the process; the process turns the
   cache on the way a library user does, ``pc.enable_compilation_cache()``;
@@ -162,6 +165,14 @@ IMPORT_CHILD = textwrap.dedent("""\
     print(json.dumps({"import_s": time.perf_counter() - t0}))
 """)
 
+ML_DTYPES_CHILD = textwrap.dedent("""\
+    import json, time
+    import numpy
+    t0 = time.perf_counter()
+    import ml_dtypes
+    print(json.dumps({"import_s": time.perf_counter() - t0, "version": ml_dtypes.__version__}))
+""")
+
 COMPILE_CHILD = textwrap.dedent("""\
     import json, sys, time
     t0 = time.perf_counter()
@@ -219,6 +230,8 @@ def cold_sample(env: dict, cwd: str, seed: int, want_cache: str | None) -> dict:
     py = sys.executable
     s = {"python": run_child([py, "-c", "pass"], env, cwd)[0]}
     s["import"] = run_child([py, "-c", IMPORT_CHILD], env, cwd)[1]["import_s"]
+    # JAX imports ml_dtypes, whose import registers its number types' loops with NumPy's ufuncs
+    s["ml_dtypes"] = run_child([py, "-c", ML_DTYPES_CHILD], env, cwd)[1]["import_s"]
     _, d = run_child([py, "-c", COMPILE_CHILD, str(seed), str(COLD_N), COLD_TARGET], env, cwd)
     if d.get("cache") != want_cache:
         raise RuntimeError(f"the compile process used the cache {d.get('cache')!r}, not {want_cache!r}")
@@ -298,6 +311,8 @@ def cold_table(c: dict) -> list[str]:
         "|:--|--:|--:|--:|",
         row("interpreter start, `python -c pass` (process wall time)", "python"),
         row("`import photocomp` (in the process)", "import"),
+        row(f"of which `import ml_dtypes` {_ml_dtypes_version()} (a JAX dependency; after `import numpy`, in a "
+            "process of its own)", "ml_dtypes"),
         row(f"`import photocomp` + first `pc.compile` of a {COLD_N}x{COLD_N} real Gaussian matrix onto "
             f"`{COLD_TARGET}` (in the process)", "import_compile", "compile"),
         "| XLA programs that first `pc.compile` builds, of them read from the cache (XLA compile and cache "
@@ -306,6 +321,15 @@ def cold_table(c: dict) -> list[str]:
                      for d in (off, fill, warm)) + " |",
         row("`photocomp demo --quiet` (process wall time)", "demo"),
     ]
+
+
+def _ml_dtypes_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ml_dtypes")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def report(rows, cold, args, elapsed_s) -> list[str]:
