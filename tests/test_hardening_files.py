@@ -390,3 +390,23 @@ def test_a_header_the_tokenizer_rejects_is_refused(work):
             dst.writestr(info, bytes(data))
     with pytest.raises(PhaseMapFileError, match=r"__meta__.* bad \.npy header"):
         pc.load(out)
+
+
+def test_a_header_with_an_invalid_escape_is_refused_without_a_parser_warning(work):
+    """Damage that puts a backslash into an .npy header's dtype string (``'|u1'`` -> ``'\\o1'``): Python's
+    parser warns about the invalid escape while numpy reads the header. The file is refused as a bad header,
+    and the parser's warning does not reach the user."""
+    folder, _, _, blob = work
+    out = folder / "escape_mutant.npz"
+    with zipfile.ZipFile(io.BytesIO(blob)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "__meta__.npy":
+                assert b"'descr': '|u1'" in data
+                data = data.replace(b"'descr': '|u1'", b"'descr': '\\o1'", 1)
+            dst.writestr(info, data)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(PhaseMapFileError, match=r"__meta__.* bad \.npy header"):
+            pc.load(out)
+    assert [str(w.message) for w in seen] == []

@@ -194,7 +194,10 @@ import os
 import re
 import stat
 import tokenize
+import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import jax
@@ -569,6 +572,22 @@ class ProgramFile:
     settings: Any = None
 
 
+
+@contextmanager
+def quiet_npy_header() -> Iterator[None]:
+    """Parse an ``.npy`` header without the warnings Python's parser gives for a damaged one.
+
+    numpy reads the header as a Python literal; damage can turn it into a
+    string with an invalid escape (``'\\o'``), for which the parser warns
+    (DeprecationWarning, SyntaxWarning from Python 3.12) before the header is
+    refused or read. The reader reports the damage itself, so these warnings
+    are noise to the user.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", SyntaxWarning)
+        yield
+
 class _Reader:
     """One verified read of one file; every refusal names the path."""
 
@@ -625,12 +644,15 @@ class _Reader:
         with zf.open(info) as f:
             try:
                 version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    got_shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=_MAX_NPY_HEADER)
-                elif version == (2, 0):
-                    got_shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=_MAX_NPY_HEADER)
-                else:
-                    self.fail(f"array {name!r} has .npy format version {version}; expected 1.0 or 2.0")
+                with quiet_npy_header():
+                    if version == (1, 0):
+                        got_shape, fortran, dtype = np.lib.format.read_array_header_1_0(
+                            f, max_header_size=_MAX_NPY_HEADER)
+                    elif version == (2, 0):
+                        got_shape, fortran, dtype = np.lib.format.read_array_header_2_0(
+                            f, max_header_size=_MAX_NPY_HEADER)
+                    else:
+                        self.fail(f"array {name!r} has .npy format version {version}; expected 1.0 or 2.0")
             except PhotocompError:
                 raise
             except (ValueError, TypeError, SyntaxError, tokenize.TokenError, OverflowError, MemoryError) as exc:

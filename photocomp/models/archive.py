@@ -68,7 +68,7 @@ from photocomp.compiler.program import Program, load
 from photocomp.core.atomic import atomic_write, os_reason, quote_path
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PhaseMapFileError, PhotocompError
 from photocomp.core.version import __version__
-from photocomp.io.program_file import DuplicateKeyError, unique_keys
+from photocomp.io.program_file import DuplicateKeyError, quiet_npy_header, unique_keys
 from photocomp.models.layers import ACTIVATIONS, ConvSpec, parse_activation
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CONVENTION", "write_archive", "read_archive", "LayerEntry"]
@@ -359,7 +359,8 @@ def _read(zf: zipfile.ZipFile, tmp: str) -> tuple[dict, list[LayerEntry]]:
             b = rec["bias"]
             _member(zf, b["file"], b["bytes"], b["sha256"], parts.append)
             try:
-                bias = np.load(io.BytesIO(b"".join(parts)), allow_pickle=False)
+                with quiet_npy_header():
+                    bias = np.load(io.BytesIO(b"".join(parts)), allow_pickle=False)
             except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # a damaged header
                 raise _Bad(f"layer {rec['name']!r} ({b['file']}): not a .npy array ({str(exc)[:100]})") from None
             if bias.dtype != np.float64 or bias.shape != (prog.shape[0],) or not np.all(np.isfinite(bias)):
