@@ -572,7 +572,6 @@ class ProgramFile:
     settings: Any = None
 
 
-
 @contextmanager
 def quiet_npy_header() -> Iterator[None]:
     """Parse an ``.npy`` header without the warnings Python's parser gives for a damaged one.
@@ -587,6 +586,7 @@ def quiet_npy_header() -> Iterator[None]:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", SyntaxWarning)
         yield
+
 
 class _Reader:
     """One verified read of one file; every refusal names the path."""
