@@ -8,6 +8,8 @@ comes from ``numpy.random.default_rng(seed)`` with an explicit seed.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import tempfile
@@ -198,16 +200,56 @@ def assert_same_fabrication(mzi_chip, other) -> None:
 # ---- fixtures -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _release_compiled_programs():
-    """After each test module, drop JAX's compiled programs (and their buffers) so a worker's memory
-    does not grow with every module it has run; a module's own tests still share its compilations."""
-    yield
+# A worker process's resident memory above which the compiled programs are dropped after a test: XLA's CPU
+# executables take tens of MB each, and a module of parametrized tests compiles dozens. Two workers, each
+# held near this bound, plus a README block's or a command's subprocess stay inside CI's 3 GB budget.
+RELEASE_ABOVE_MB = 1150
+
+
+def _resident_mb() -> float | None:
+    """This process's resident memory in MiB (Linux's /proc), or None where that is not available."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _release_compiled_programs() -> None:
+    """Drop JAX's compiled programs (and their buffers) and hand the freed heap back to the system.
+
+    The session's on-disk compilation cache (``pytest_configure``) makes a later compilation of the same
+    program a read from disk, so this costs little time.
+    """
+    import gc
     import sys
 
     jax = sys.modules.get("jax")
-    if jax is not None:
-        jax.clear_caches()
+    if jax is None:
+        return
+    jax.clear_caches()
+    gc.collect()
+    try:  # glibc keeps freed memory in the process unless told; other C libraries have no malloc_trim
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_after_module():
+    """After each test module, drop JAX's compiled programs so a worker's memory does not grow with every
+    module it has run; a module's own tests still share its compilations."""
+    yield
+    _release_compiled_programs()
+
+
+@pytest.fixture(autouse=True)
+def _release_when_large():
+    """After a test that leaves the process above ``RELEASE_ABOVE_MB``, drop the compiled programs now."""
+    yield
+    rss = _resident_mb()
+    if rss is not None and rss > RELEASE_ABOVE_MB:
+        _release_compiled_programs()
 
 
 @pytest.fixture
