@@ -9,7 +9,7 @@ comes from ``numpy.random.default_rng(seed)`` with an explicit seed.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import gc
 import os
 import shutil
 import tempfile
@@ -219,9 +219,8 @@ def _release_compiled_programs() -> None:
     """Drop JAX's compiled programs (and their buffers) and hand the freed heap back to the system.
 
     The session's on-disk compilation cache (``pytest_configure``) makes a later compilation of the same
-    program a read from disk, so this costs little time.
+    program a read from disk instead of a compile (the default suite measured 8:44 against 8:00 without it).
     """
-    import gc
     import sys
 
     jax = sys.modules.get("jax")
@@ -230,7 +229,7 @@ def _release_compiled_programs() -> None:
     jax.clear_caches()
     gc.collect()
     try:  # glibc keeps freed memory in the process unless told; other C libraries have no malloc_trim
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+        ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError, TypeError):
         pass
 
