@@ -132,13 +132,20 @@ def _segments(n: int, batch: int = 1) -> list[int]:
     lines for a batch of ``batch`` unitaries on the trailing axis (32 up to a
     batch of 4, 16 for 8, 8 from 16 on): a step of a batch has ``batch`` times
     the arithmetic to cut, against the same cost of one more loop to run and
-    compile. Each length is one more loop body for XLA to compile, so a small
-    batch, whose run is short, takes few: the V and U meshes of one 64-mode
-    tile (a batch of 2) compile as 2 loops of each direction instead of 8, which
-    shortens a process's first compile by seconds and leaves the run time as it
-    was. ``benchmarks/decompositions.py`` (one unitary) and
+    compile. Each length is one more loop body for XLA to trace, lower and
+    compile, so a small problem, whose run is short, takes few, and one of at
+    most 128 lines in all (``n * batch <= 128``) takes one: the V and U meshes
+    of one 64-mode tile (a batch of 2) compile as one loop of each direction
+    (eight with no rule for small batches, two with the first rule alone),
+    which shortens a process's first compile and leaves the run time as it
+    was (measured on a 2-core CPU for that batch, one loop against two: trace
+    and lowering 0.30 s against 0.43 s, XLA compile 0.84 s against 1.25 s,
+    the run 2.3-2.5 ms either way).
+    ``benchmarks/decompositions.py`` (one unitary) and
     ``benchmarks/end_to_end.py`` (first and warm compiles) measure the result.
     """
+    if n * max(batch, 1) <= 128:
+        return [0, n]
     count = max(1, min(8, n // max(8, min(32, 128 // max(batch, 1)))))
     return [n * s // count for s in range(count + 1)]
 
