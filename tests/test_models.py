@@ -347,8 +347,12 @@ def test_load_model_bad_paths(tmp_path):
         pc.load_model(tmp_path / "missing.pcm")
     with pytest.raises(pc.InvalidTypeError, match="path must be a file path"):
         pc.load_model(3)  # type: ignore[arg-type]
-    with pytest.raises(pc.PhaseMapFileError, match="not a regular file"):
+    with pytest.raises(pc.PhaseMapFileError, match="which is a folder"):
         pc.load_model(tmp_path)
+    with pytest.raises(pc.PhaseMapFileError, match="got an empty path"):
+        pc.load_model("")
+    with pytest.raises(pc.PhaseMapFileError, match="which contains a NUL byte"):
+        pc.load_model(str(tmp_path / "m\x00.pcm"))
 
 
 # ---- bad models ------------------------------------------------------------------------------------------

@@ -217,7 +217,7 @@ from photocomp.core.version import __version__
 from photocomp.hardware.chip import TRIM_GROUPS, fabricate, heater_groups
 from photocomp.hardware.chipsim import Settings
 
-__all__ = ["unique_keys", "DuplicateKeyError", "FORMAT", "SCHEMA_VERSION", "READ_VERSIONS", "DETECTIONS", "UNITS", "PHASE_LIMIT", "ANGLE_TOLERANCE",
+__all__ = ["check_path", "check_existing_file", "unique_keys", "DuplicateKeyError", "FORMAT", "SCHEMA_VERSION", "READ_VERSIONS", "DETECTIONS", "UNITS", "PHASE_LIMIT", "ANGLE_TOLERANCE",
            "MAX_META_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "ProgramFile", "save_program", "read_program",
            "atomic_write_npz", "meta_digest", "chip_fingerprint", "check_program_arrays", "mesh_counts",
            "circuit_arrays"]
@@ -341,7 +341,14 @@ def mesh_counts(kind: str, n: int) -> tuple[int, int]:
     return n * (n - 1) // 2, ((n if n > 2 else 1) if kind == "clements" else 2 * n - 3)
 
 
-def _check_save_path(path) -> str:
+def check_path(path, *, load: bool) -> str:
+    """``path`` as a str, checked for a file to write (``load=False``) or to read (``load=True``).
+
+    Raises InvalidTypeError for anything but a str or os.PathLike giving a
+    str; an empty path or one with a NUL byte raises InvalidInputError when
+    writing and PhaseMapFileError when reading (every reader's error for a
+    file it cannot read).
+    """
     if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
         raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}")
     try:
@@ -350,27 +357,32 @@ def _check_save_path(path) -> str:
         raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}") from exc
     if not isinstance(path, str):
         raise InvalidTypeError(f"path must be a file path (str or os.PathLike giving a str); got {type(path).__name__}")
-    if not path:
-        raise InvalidInputError("path must name a file; got an empty path ''")
-    if "\0" in path:
-        raise InvalidInputError(f"path must not contain a NUL byte; got {quote_path(path)}")
+    if load:
+        if not path:
+            raise PhaseMapFileError("path must be an existing file; got an empty path ''")
+        if "\0" in path:
+            raise PhaseMapFileError(f"path must be an existing file; got {quote_path(path)}, which contains a NUL byte")
+    else:
+        if not path:
+            raise InvalidInputError("path must name a file; got an empty path ''")
+        if "\0" in path:
+            raise InvalidInputError(f"path must not contain a NUL byte; got {quote_path(path)}")
     return path
 
 
-def _check_load_path(path) -> str:
-    if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
-        raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}")
+def check_existing_file(path: str) -> None:
+    """Raise PhaseMapFileError unless ``path`` (checked by :func:`check_path`) is an existing regular file."""
+    q = quote_path(path)
     try:
-        path = os.fspath(path)
-    except TypeError as exc:
-        raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}") from exc
-    if not isinstance(path, str):
-        raise InvalidTypeError(f"path must be a file path (str or os.PathLike giving a str); got {type(path).__name__}")
-    if not path:
-        raise PhaseMapFileError("path must be an existing file; got an empty path ''")
-    if "\0" in path:
-        raise PhaseMapFileError(f"path must be an existing file; got {quote_path(path)}, which contains a NUL byte")
-    return path
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise PhaseMapFileError(f"path must be an existing file; got {q}: no such file") from None
+    except OSError as exc:
+        raise PhaseMapFileError(f"cannot read {q}: {os_reason(exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise PhaseMapFileError(f"path must be an existing file; got {q}, which is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise PhaseMapFileError(f"path must be an existing file; got {q}, which is not a regular file")
 
 
 # ---- value checks shared by reading and writing -------------------------------------------------------
@@ -458,7 +470,7 @@ def atomic_write_npz(path, arrays: dict, meta: dict) -> str:
         or ``path`` cannot name a file.
       PhaseMapFileError: the folder is missing or the write fails.
     """
-    path = _check_save_path(path)
+    path = check_path(path, load=False)
     meta = dict(meta)
     meta.pop("meta_sha256", None)
     meta["arrays"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype), "sha256": _sha256(v)} for k, v in arrays.items()}
@@ -486,7 +498,7 @@ def save_program(program: Any, path: str | os.PathLike) -> str:
       PhaseMapFileError: the folder is missing or the operating system refuses
         the write (permission, read-only file system, disk full).
     """
-    path = _check_save_path(path)
+    path = check_path(path, load=False)
     q = quote_path(path)
     pm: PhaseMap = program.phase_map
     target = program.target
@@ -917,18 +929,9 @@ def read_program(path: str | os.PathLike) -> ProgramFile:
         convention, too large for what it declares, or inconsistent; the
         message names the path and what was wrong.
     """
-    path = _check_load_path(path)
+    path = check_path(path, load=True)
+    check_existing_file(path)
     r = _Reader(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise PhaseMapFileError(f"path must be an existing file; got {r.q}: no such file") from None
-    except OSError as exc:
-        raise PhaseMapFileError(f"cannot read {r.q}: {os_reason(exc)}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise PhaseMapFileError(f"path must be an existing file; got {r.q}, which is a folder")
-    if not stat.S_ISREG(st.st_mode):
-        raise PhaseMapFileError(f"path must be an existing file; got {r.q}, which is not a regular file")
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size

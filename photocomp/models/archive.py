@@ -55,7 +55,6 @@ import io
 import json
 import math
 import os
-import stat
 import tempfile
 import tokenize
 import zipfile
@@ -68,7 +67,13 @@ from photocomp.compiler.program import Program, load
 from photocomp.core.atomic import atomic_write, os_reason, quote_path
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PhaseMapFileError, PhotocompError
 from photocomp.core.version import __version__
-from photocomp.io.program_file import DuplicateKeyError, quiet_npy_header, unique_keys
+from photocomp.io.program_file import (
+    DuplicateKeyError,
+    check_existing_file,
+    check_path,
+    quiet_npy_header,
+    unique_keys,
+)
 from photocomp.models.layers import ACTIVATIONS, ConvSpec, parse_activation
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CONVENTION", "write_archive", "read_archive", "LayerEntry"]
@@ -274,20 +279,9 @@ def read_archive(path: str | os.PathLike) -> tuple[dict, list[LayerEntry]]:
       PhaseMapFileError: missing, unreadable, not a model archive, tampered or inconsistent
         (the message names the file and what was wrong).
     """
-    if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
-        raise InvalidTypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__}")
-    path = os.fspath(path)
-    if not isinstance(path, str) or not path or "\0" in path:
-        raise PhaseMapFileError(f"path must be an existing file; got {quote_path(path)}")
+    path = check_path(path, load=True)
+    check_existing_file(path)
     q = quote_path(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise PhaseMapFileError(f"path must be an existing file; got {q}: no such file") from None
-    except OSError as exc:
-        raise PhaseMapFileError(f"cannot read {q}: {os_reason(exc)}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise PhaseMapFileError(f"path must be an existing file; got {q}, which is not a regular file")
     try:
         with open(path, "rb") as fh:
             if not fh.read(4).startswith(b"PK"):
