@@ -36,7 +36,11 @@ pipeline) in a fresh process, once per entry of ``--whole-devices`` (the
 number of JAX host devices the tiles are sharded over, set with
 ``--xla_force_host_platform_device_count``), and reports its wall time (jit
 compilation included: a first compile), the time of each pass, the peak
-resident memory of the process and the compiled matrix's error.
+resident memory of the process and the compiled matrix's error. Its table is a
+section of its own in benchmarks/README.md; ``--only whole-model`` runs only it,
+in the project's own environment (no peers needed)::
+
+    python benchmarks/decompositions.py --only whole-model --whole-model 4096 --whole-devices 1 2
 
 Usage (``benchmarks/run.sh`` builds an environment with the peers)::
 
@@ -69,6 +73,8 @@ import _report  # noqa: E402
 
 BEGIN = "<!-- decompositions:begin -->"
 END = "<!-- decompositions:end -->"
+WHOLE_BEGIN = "<!-- whole_model:begin -->"
+WHOLE_END = "<!-- whole_model:end -->"
 DASH = "—"
 
 # name -> (mesh family, is jit-compiled)
@@ -340,6 +346,7 @@ def _whole_child(conn, m, target, seed):
 
         w = np.random.default_rng([seed, m]).standard_normal((m, m))
         tgt = pc.get_target(target)
+        plan = memory_plan(w.shape, tgt.size)  # the plan the compile makes (the same memory is free)
         baseline = _rss_bytes()
         t = time.perf_counter()
         prog = pc.compile(w, tgt)
@@ -353,7 +360,8 @@ def _whole_child(conn, m, target, seed):
             "matrix_error": float(prog.report.summary["matrix_error"]),
             "fidelity": float(prog.report.summary.get("min_mesh_fidelity", float("nan"))),
             "tiles": prog.n_tiles,
-            "strips": len(memory_plan(w.shape, tgt.size).strips),
+            "strips": len(plan.strips),
+            "in_flight": plan.in_flight,
             "devices": jax.device_count(),
             "pipeline": prog.pipeline,
         }))
@@ -455,7 +463,7 @@ def speedup(results, name, sizes):
     return DASH
 
 
-def build_report(results, batched, args, names, whole=None) -> str:
+def build_report(results, batched, args, names) -> str:
     sizes = args.sizes
     lines = [
         "## Unitary decompositions",
@@ -543,42 +551,53 @@ def build_report(results, batched, args, names, whole=None) -> str:
         else:
             lines.append(f"| {name} | {DASH} | {DASH} |")
 
-    if whole:
-        m = args.whole_model
-        ok = [w for w in whole if w["status"] == "ok"]
-        lines += [
-            "",
-            f"Whole-model compile: a {m}×{m} real Gaussian matrix (seed {args.seed}) onto "
-            f"`{args.whole_target}` with `photocomp.compile` and the target's default pipeline"
-            + (f" (`{ok[0]['pipeline']}`)" if ok else "")
-            + ", one fresh process per row, timed once (a first compile: jit compilation "
-            "included). The tiles are sharded over the JAX host devices of the row. "
-            "Peak memory is the process's peak resident set (Python and JAX included; "
-            "the process held the stated baseline before compiling).",
-            "",
-        ]
-        passes = list(dict.fromkeys(spec for w in ok for spec, _ in w["passes"]))
-        header = ["devices", "tiles", "strips", "total"] + passes + ["peak memory", "baseline", "matrix error"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["--:"] * len(header)) + "|")
-        for w in whole:
-            if w["status"] != "ok":
-                lines.append(f"| {w['requested']} | {DASH} ({w['status']}: {w.get('why', '')}) |")
-                continue
-            times = dict(w["passes"])
-            row = [str(w["devices"]), str(w["tiles"]), str(w["strips"]), fmt_time(w["total"])]
-            row += [fmt_time(times[p]) if p in times else DASH for p in passes]
-            row += [f"{w['peak'] / 2**30:.2f} GiB", f"{w['baseline'] / 2**30:.2f} GiB", f"{w['matrix_error']:.2e}"]
-            lines.append("| " + " | ".join(row) + " |")
-
     lines.append("")
     lines.append(
         "Reproduce with `bash benchmarks/run.sh --sizes "
         + " ".join(str(n) for n in sizes)
-        + (f" --whole-model {args.whole_model} --whole-devices " + " ".join(str(d) for d in args.whole_devices)
-           if whole else "")
-        + "` (it builds `benchmarks/.venv` with the peers)."
+        + " --whole-model 0` (it builds `benchmarks/.venv` with the peers)."
     )
+    return "\n".join(lines)
+
+
+def build_whole_report(whole, args) -> str:
+    """The whole-model section: one row per entry of ``--whole-devices``, then the machine."""
+    m = args.whole_model
+    ok = [w for w in whole if w["status"] == "ok"]
+    lines = [
+        "## Whole-model compile",
+        "",
+        f"A {m}×{m} real Gaussian matrix (seed {args.seed}) onto "
+        f"`{args.whole_target}` with `photocomp.compile` and the target's default pipeline"
+        + (f" (`{ok[0]['pipeline']}`)" if ok else "")
+        + ", one fresh process per row, timed once (a first compile: jit compilation "
+        "included). The tiles are sharded over the JAX host devices of the row; the matrix is compiled "
+        "in strips of block rows (`photocomp.compiler.driver.memory_plan`), "
+        + (f"{ok[0]['in_flight']} at a time" if ok else "several at a time")
+        + " (`STRIPS_IN_FLIGHT`), so the passes' times, each summed over the strips, add up to more "
+        "than the total. Peak memory is the process's peak resident set (Python and JAX included; "
+        "the process held the stated baseline before compiling).",
+        "",
+    ]
+    passes = list(dict.fromkeys(spec for w in ok for spec, _ in w["passes"]))
+    header = ["devices", "tiles", "strips", "total"] + passes + ["peak memory", "baseline", "matrix error"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["--:"] * len(header)) + "|")
+    for w in whole:
+        if w["status"] != "ok":
+            lines.append(f"| {w['requested']} | {DASH} ({w['status']}: {w.get('why', '')}) |")
+            continue
+        times = dict(w["passes"])
+        row = [str(w["devices"]), str(w["tiles"]), str(w["strips"]), fmt_time(w["total"])]
+        row += [fmt_time(times[p]) if p in times else DASH for p in passes]
+        row += [f"{w['peak'] / 2**30:.2f} GiB", f"{w['baseline'] / 2**30:.2f} GiB", f"{w['matrix_error']:.2e}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Machine:", ""] + _report.machine_description(args.load_at_start) + [
+        "",
+        f"Reproduce with `python benchmarks/decompositions.py --only whole-model --seed {args.seed} "
+        f"--whole-model {m} --whole-target {args.whole_target} --whole-devices "
+        + " ".join(str(d) for d in args.whole_devices) + "` (the project's own environment; no peers).",
+    ]
     return "\n".join(lines)
 
 
@@ -733,11 +752,18 @@ def main(argv=None) -> int:
             else:
                 print(f"whole model on {devices} device(s): {r['status']} {r.get('why', '')}", file=sys.stderr)
 
-    report = build_report(results, batched, args, available, whole)
-    print(report)
-    if args.out:
-        write_section(args.out, report)
-        print(f"\nwrote {args.out}", file=sys.stderr)
+    if results or batched:
+        report = build_report(results, batched, args, available)
+        print(report)
+        if args.out:
+            write_section(args.out, report)
+            print(f"\nwrote {args.out}", file=sys.stderr)
+    if whole:
+        report = build_whole_report(whole, args)
+        print(report)
+        if args.out:
+            _report.write_section(args.out, report, WHOLE_BEGIN, WHOLE_END)
+            print(f"\nwrote {args.out}", file=sys.stderr)
     if args.plot:
         plot(args.plot, results, available, args.sizes)
         print(f"wrote {args.plot}", file=sys.stderr)

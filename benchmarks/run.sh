@@ -8,7 +8,9 @@
 # benchmarks/decompositions.py with the arguments given here, e.g.
 #
 #     bash benchmarks/run.sh --sizes 16 32 64 128 256 512 1024 \
-#         --whole-model 4096 --whole-devices 1 2 --plot benchmarks/decompositions.png
+#         --whole-model 0 --plot benchmarks/decompositions.png
+#
+# (the whole-model compile needs no peers: python benchmarks/decompositions.py --only whole-model)
 #
 # A peer that fails to install or import is reported and left out of the table.
 # Set PYTHON to choose the interpreter the environment is built from

@@ -17,6 +17,7 @@ No timings are asserted here; ``benchmarks/end_to_end.py`` measures them.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -90,6 +91,32 @@ def test_single_threaded_blas_limits_nests_and_restores():
         with single_threaded_blas():
             raise RuntimeError("inside")
     assert blas_threads() == before
+
+    # overlapping blocks in two threads (a compile's strips in flight): the first to end leaves the limit
+    # on while the other runs, the last restores; in either order of ending
+    for first_to_end in (0, 1):
+        entered = [threading.Event(), threading.Event()]
+        leave = [threading.Event(), threading.Event()]
+        seen = [None, None]
+
+        def worker(i, entered=entered, leave=leave, seen=seen):
+            with single_threaded_blas():
+                entered[i].set()
+                leave[i].wait(10)
+                seen[i] = blas_threads()
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for ev in entered:
+            assert ev.wait(10)
+        leave[first_to_end].set()
+        threads[first_to_end].join(10)
+        other = 1 - first_to_end
+        leave[other].set()
+        threads[other].join(10)
+        assert all(n == 1 for n in seen[other])  # still limited after the first block ended
+        assert blas_threads() == before
 
 
 # ---- the unitarity check, once -----------------------------------------------------------------------------

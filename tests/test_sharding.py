@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -179,9 +181,11 @@ def _assert_same_program(a, b):
 def test_compile_in_strips_equals_one_piece(monkeypatch):
     w = random_matrix(np.random.default_rng(43), (61, 30), "complex")  # 8 x 4 tiles of 8, last row partial
     whole = pc.compile(w, "clements-8", PIPE)
-    monkeypatch.setattr(compiler, "STRIP_BUDGET", 3 * 4 * compiler.TILE_COPIES * 16 * 8 * 8)  # 3 block rows
+    # 3 block rows per strip in flight: 3 strips, rounded up to 4 (whole rounds of two), of 2 block rows
+    monkeypatch.setattr(compiler, "STRIPS_IN_FLIGHT", 2)
+    monkeypatch.setattr(compiler, "STRIP_BUDGET", 2 * 3 * 4 * compiler.TILE_COPIES * 16 * 8 * 8)
     plan = compiler.memory_plan(w.shape, 8)
-    assert len(plan.strips) == 3 and plan.strips[-1][1] == 61
+    assert plan.strips == [(0, 16), (16, 32), (32, 48), (48, 61)] and plan.in_flight == 2
     parts = pc.compile(w, "clements-8", PIPE)
     _assert_same_program(parts, whole)
     assert [r.name for r in parts.report.records] == [r.name for r in whole.report.records]
@@ -199,7 +203,8 @@ def test_equal_strips_add_up_their_counts(monkeypatch):
     """Strips of equal size report the same counts per strip: the whole compile's counts are their sums."""
     w = np.random.default_rng(44).standard_normal((64, 16))  # 8 x 2 tiles of 8
     whole = pc.compile(w, "clements-8", PIPE)
-    monkeypatch.setattr(compiler, "STRIP_BUDGET", 2 * 2 * compiler.TILE_COPIES * 16 * 8 * 8)  # 2 block rows
+    monkeypatch.setattr(compiler, "STRIPS_IN_FLIGHT", 2)
+    monkeypatch.setattr(compiler, "STRIP_BUDGET", 2 * 2 * 2 * compiler.TILE_COPIES * 16 * 8 * 8)  # 2 block rows each
     assert len(compiler.memory_plan(w.shape, 8).strips) == 4
     parts = pc.compile(w, "clements-8", PIPE)
     for name in ("tile", "svd", "clements", "canonicalize", "quantize"):
@@ -212,12 +217,62 @@ def test_equal_strips_add_up_their_counts(monkeypatch):
 
 
 def test_strips_progress_and_callback(monkeypatch):
-    monkeypatch.setattr(compiler, "STRIP_BUDGET", 2 * 2 * compiler.TILE_COPIES * 16 * 8 * 8)  # 2 block rows
+    monkeypatch.setattr(compiler, "STRIPS_IN_FLIGHT", 2)
+    monkeypatch.setattr(compiler, "STRIP_BUDGET", 2 * 2 * 2 * compiler.TILE_COPIES * 16 * 8 * 8)  # 2 block rows each
     seen = []
     prog = pc.compile(np.ones((32, 16)), "clements-8", PIPE, callback=lambda p, rec, st: seen.append(p.name))
     assert seen.count("validate") == 1 and seen.count("svd") == 2  # validate once, the rest per strip
     assert prog.shape == (32, 16) and prog.n_tiles == 8
     np.testing.assert_allclose(prog.matrix(), prog.dense, rtol=0, atol=1e-12)  # the joined map runs as one
+
+
+def test_strips_in_flight_compile_the_same_program(monkeypatch):
+    """Strips run two at a time or one after the other give the same program bit for bit, and the
+    same report; the callback sees every strip's passes, one call at a time."""
+    w = np.random.default_rng(45).standard_normal((48, 20))  # 6 x 3 tiles of 8, last column partial
+    programs, calls = [], []
+    for flight in (1, 2):  # one block row per strip either way: the same strips, run differently
+        monkeypatch.setattr(compiler, "STRIPS_IN_FLIGHT", flight)
+        monkeypatch.setattr(compiler, "STRIP_BUDGET", flight * 3 * compiler.TILE_COPIES * 16 * 8 * 8)
+        plan = compiler.memory_plan(w.shape, 8)
+        assert plan.in_flight == flight and len(plan.strips) == 6
+        inside, most = [0], [0]
+        lock = threading.Lock()
+
+        def callback(p, rec, st, inside=inside, most=most, lock=lock):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.001)
+            with lock:
+                inside[0] -= 1
+
+        programs.append(pc.compile(w, "clements-8", PIPE, callback=callback))
+        calls.append(most[0])
+    one, two = programs
+    for name in ("v", "u"):
+        for field in ("theta", "phi", "out_phase"):
+            np.testing.assert_array_equal(getattr(getattr(two.phase_map, name), field),
+                                          getattr(getattr(one.phase_map, name), field))
+    np.testing.assert_array_equal(two.phase_map.sigma, one.phase_map.sigma)
+    np.testing.assert_array_equal(two.phase_map.gain, one.phase_map.gain)
+    np.testing.assert_array_equal(two.dense, one.dense)
+    assert two.report.summary == one.report.summary
+    for a, b in zip(one.report.records, two.report.records):
+        assert (a.name, dict(a.metrics)) == (b.name, dict(b.metrics))
+    assert calls == [1, 1]  # never two callbacks at once
+
+
+def test_memory_plan_strips_in_flight_share_the_budget():
+    per_row = compiler.TILE_COPIES * 16 * 64 * 64 * 64  # a block row of a 4096-wide matrix of 64 x 64 tiles
+    one = compiler.memory_plan((4096, 4096), 64, available=64 << 30, in_flight=1)
+    two = compiler.memory_plan((4096, 4096), 64, available=64 << 30, in_flight=2)
+    assert one.strip_rows * per_row <= compiler.STRIP_BUDGET and 2 * two.strip_rows * per_row <= compiler.STRIP_BUDGET
+    assert len(two.strips) % 2 == 0 and len({r1 - r0 for r0, r1 in two.strips}) == 1  # whole rounds, equal strips
+    assert two.peak_bytes - two.whole_bytes == 2 * two.strip_rows * per_row
+    assert compiler.memory_plan((64, 4096), 64, available=64 << 30, in_flight=2).strips == [(0, 64)]
+    with pytest.raises(InvalidInputError, match="in_flight must be an int >= 1; got 0"):
+        compiler.memory_plan((4096, 4096), 64, available=64 << 30, in_flight=0)
 
 
 def test_memory_plan_fails_early_with_the_size():

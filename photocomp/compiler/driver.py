@@ -93,7 +93,19 @@ complex128 K x K tile (blocks, SVD factors, decompositions, mesh rebuilds, the
 passes' simulations); measured with benchmarks/decompositions.py --whole-model."""
 
 STRIP_BUDGET = 1 << 31
-"""Most bytes given to one strip's working set (2 GiB), whatever memory is free."""
+"""Most bytes given to the working sets of the strips in flight together (2 GiB), whatever memory is free."""
+
+STRIPS_IN_FLIGHT = 2
+"""Strips of a compile in strips that run at once, each in a thread of its own: while the devices run
+one strip's programs (decomposition, mesh rebuilds, SVD), the host turns another's results into
+phases, quantizes and checks them, work that would otherwise leave a core idle. Measured with
+``benchmarks/decompositions.py --whole-model`` (see benchmarks/README.md). One on a multi-process
+runtime, whose collectives must come from one thread."""
+
+
+def strips_in_flight() -> int:
+    """:data:`STRIPS_IN_FLIGHT`, or 1 on a multi-process JAX runtime."""
+    return 1 if jax.process_count() > 1 else max(1, int(STRIPS_IN_FLIGHT))
 
 
 def available_memory() -> int | None:
@@ -120,12 +132,14 @@ class MemoryPlan:
       whole_bytes: estimated bytes of the whole-matrix arrays.
       tile_bytes: estimated working bytes per tile while a strip runs.
       available: bytes of memory available, or None when unknown.
+      in_flight: strips that run at once (:data:`STRIPS_IN_FLIGHT`).
     """
     grid: TileGrid
     strip_rows: int
     whole_bytes: int
     tile_bytes: int
     available: int | None
+    in_flight: int = 1
 
     @property
     def strips(self) -> list[tuple[int, int]]:
@@ -135,11 +149,13 @@ class MemoryPlan:
 
     @property
     def peak_bytes(self) -> int:
-        """Estimated peak: the whole-matrix arrays plus one strip's working set."""
-        return self.whole_bytes + self.strip_rows * self.grid.cols * self.tile_bytes
+        """Estimated peak: the whole-matrix arrays plus the working sets of the strips in flight."""
+        running = min(self.in_flight, len(self.strips))
+        return self.whole_bytes + running * self.strip_rows * self.grid.cols * self.tile_bytes
 
 
-def memory_plan(shape, tile: int, *, available: int | None = None, input_bytes: int = 0) -> MemoryPlan:
+def memory_plan(shape, tile: int, *, available: int | None = None, input_bytes: int = 0,
+                in_flight: int | None = None) -> MemoryPlan:
     """Plan the strips of a compile of an ``(M, N)`` matrix on ``tile`` x ``tile`` tiles.
     Args:
       shape: ``(M, N)`` of the weights.
@@ -148,10 +164,13 @@ def memory_plan(shape, tile: int, *, available: int | None = None, input_bytes: 
       input_bytes: bytes of a host copy of the input still to be made before
         its complex128 copy (weights that are not a numpy array), counted
         with the whole-matrix arrays.
+      in_flight: strips that run at once (default :func:`strips_in_flight`).
 
     Returns:
-      a :class:`MemoryPlan` with as many block rows per strip as fit in
-      ``min(available / 2, STRIP_BUDGET)`` next to the whole-matrix arrays.
+      a :class:`MemoryPlan` whose ``in_flight`` strips together fit in
+      ``min(available / 2, STRIP_BUDGET)`` next to the whole-matrix arrays,
+      in strips of equal size (the last may be smaller), as many as a
+      multiple of ``in_flight`` where there is more than one.
 
     Raises:
       InvalidInputError: if the whole-matrix arrays plus a single block row
@@ -164,9 +183,15 @@ def memory_plan(shape, tile: int, *, available: int | None = None, input_bytes: 
     per_row = per_tile * grid.cols
     avail = available_memory() if available is None else available
     budget = STRIP_BUDGET if avail is None else max(0, min(STRIP_BUDGET, (avail - whole) // 2))
-    rows = max(1, min(grid.rows, budget // per_row))
-    rows = -(-grid.rows // -(-grid.rows // rows))  # equal strips: one compiled program serves them all
-    plan = MemoryPlan(grid, rows, whole, per_tile, avail)
+    flight = strips_in_flight() if in_flight is None else int(in_flight)
+    if flight < 1:
+        raise InvalidInputError(f"in_flight must be an int >= 1; got {in_flight!r}")
+    rows = max(1, min(grid.rows, budget // flight // per_row))
+    count = -(-grid.rows // rows)
+    if count > 1:  # whole rounds of strips in flight
+        count = -(-count // flight) * flight
+    rows = -(-grid.rows // count)  # equal strips: one compiled program serves them all
+    plan = MemoryPlan(grid, rows, whole, per_tile, avail, flight)
     if avail is not None and whole + per_row > avail:
         need = whole + per_row
         raise InvalidInputError(
@@ -614,23 +639,51 @@ def _compile(weights, target, pipeline, callback, progress) -> Program:
             dense = _restore_dense(state.dense, e)
             return Program(tgt, phase_map, report(state.records, summary), str(pipe), state.detection, dense)
 
-        # strips of block rows, one after the other
+        # strips of block rows, plan.in_flight at once (in threads); results taken in order
         assert plan is not None  # only a memory plan cuts the matrix into strips
-        maps, denses, records, norms, fids, detection = [], [], [], [], [], "coherent"
-        for i, (r0, r1) in enumerate(strips):
-            where = f" (rows {r0}-{r1 - 1}, strip {i + 1}/{len(strips)})"
+        hook_lock, failed = threading.Lock(), threading.Event()
+
+        def run_strip(i, r0, r1):
+            if failed.is_set():  # an earlier strip failed: its error is the one raised (strips start in order)
+                raise concurrent.futures.CancelledError()
+            try:
+                return compile_strip(i, r0, r1)
+            except BaseException:
+                failed.set()
+                raise
+
+        def compile_strip(i, r0, r1):
+            label = f" (rows {r0}-{r1 - 1}, strip {i + 1}/{len(strips)})"
+
+            def strip_hook(p, rec, st):  # one callback at a time, from whichever strip's thread
+                nonlocal where
+                with hook_lock:
+                    where = label
+                    hook(p, rec, st)
+
             part = Pipeline(suffix).run(
-                CompileState(weights=w[r0:r1], target=tgt, provided=state.provided), callback=hook)
-            _restore_scale(part.require("phase_map", "clements"), e, r0 // plan.grid.tile)  # refuse early, before the next strip
-            maps.append(part.phase_map)
-            denses.append(np.asarray(part.dense))
-            records.append(part.records)
-            norms.append(np_norm(w[r0:r1]))
-            fid = _mesh_fidelity(part)
-            if fid is not None:
-                fids.append(fid)
-            detection = part.detection
-            del part
+                CompileState(weights=w[r0:r1], target=tgt, provided=state.provided), callback=strip_hook)
+            _restore_scale(part.require("phase_map", "clements"), e, r0 // plan.grid.tile)  # refuse early
+            return (part.phase_map, np.asarray(part.dense), part.records, np_norm(w[r0:r1]), _mesh_fidelity(part),
+                    part.detection)
+
+        maps, denses, records, norms, fids, detection = [], [], [], [], [], "coherent"
+        with concurrent.futures.ThreadPoolExecutor(max_workers=plan.in_flight,
+                                                   thread_name_prefix="photocomp-strip") as pool:
+            futures = [pool.submit(run_strip, i, r0, r1) for i, (r0, r1) in enumerate(strips)]
+            try:
+                for future in futures:
+                    strip_map, strip_dense, strip_records, norm, fid, detection = future.result()
+                    maps.append(strip_map)
+                    denses.append(strip_dense)
+                    records.append(strip_records)
+                    norms.append(norm)
+                    if fid is not None:
+                        fids.append(fid)
+            except BaseException:  # the first failing strip's error (Ctrl-C included): start no other
+                for future in futures:
+                    future.cancel()
+                raise
         grid = plan.grid
         dense = np.concatenate(denses)
         del denses

@@ -150,7 +150,9 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-_blas_depth = threading.local()
+_blas_lock = threading.Lock()
+_blas_users = 0  # blocks running, in every thread
+_blas_limit = contextlib.ExitStack()  # holds the limit while any block runs
 
 
 @contextlib.contextmanager
@@ -161,17 +163,25 @@ def single_threaded_blas() -> Iterator[None]:
     multi-threaded BLAS or LAPACK call only adds synchronisation, which on a
     loaded machine costs far more than the arithmetic; the tiles run in
     parallel across devices instead. The libraries are looked up once per
-    process (``threadpool_limits`` searches them on every call, about 2 ms),
-    and a nested block costs nothing.
+    process (``threadpool_limits`` searches them on every call, about 2 ms).
+    The limit is process-wide, as BLAS's thread count is: the first block to
+    start (in any thread) sets it, the last to end restores the libraries'
+    own settings, and nested or overlapping blocks cost nothing (a compile's
+    strips run in two threads at once).
     :meth:`photocomp.compiler.pipeline.Pipeline.run` runs every pass in it
     (not the callbacks).
     """
-    depth = getattr(_blas_depth, "n", 0)
-    ctl = _blas_controller() if depth == 0 else None
-    limit = ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()
-    _blas_depth.n = depth + 1
+    global _blas_users
+    with _blas_lock:
+        if _blas_users == 0:
+            ctl = _blas_controller()
+            if ctl is not None:
+                _blas_limit.enter_context(ctl.limit(limits=1, user_api="blas"))
+        _blas_users += 1
     try:
-        with limit:
-            yield
+        yield
     finally:
-        _blas_depth.n = depth
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.close()
