@@ -6,7 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from photocomp.compiler.decompose import decompose_many, decompose_pair
+from photocomp.compiler import driver
+from photocomp.compiler.decompose import decompose_many, decompose_pair, group_meshes
 from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import PipelineError
@@ -29,14 +30,22 @@ class _Decompose(Pass):
     kind = ""
 
     def ahead(self, target, grid: TileGrid, circuit: str):
-        """The decomposition kernel on identities and the tile program on zero phases, of ``grid``'s shapes."""
+        """The decomposition kernel on identities and the tile program on zero phases, of ``grid``'s shapes.
+
+        Each placeholder runs only where its work (tiles x K^3) is at most
+        :data:`photocomp.compiler.driver.AHEAD_MAX_WORK`. The kernel's runs on
+        at most one group of meshes (:func:`photocomp.compiler.decompose.group_meshes`):
+        every full group of a larger batch runs the program that one group compiles.
+        """
         if target.mesh != self.kind:
             return ()
         kind, k, t = self.kind, grid.tile, grid.n_tiles
         lay = layout(kind, k, cell=target.cell)
+        per_tile = 1 if circuit == "unitary" else 2  # meshes per tile
+        t_kernel = min(t, max(1, group_meshes() // per_tile))
 
         def kernel():
-            eye = np.repeat(np.eye(k, dtype=np.complex128)[None], t, axis=0)
+            eye = np.repeat(np.eye(k, dtype=np.complex128)[None], t_kernel, axis=0)
             return decompose_many(eye, kind) if circuit == "unitary" else decompose_pair(eye, eye, kind)
 
         def tiles():
@@ -46,7 +55,8 @@ class _Decompose(Pass):
                   else PhaseMap(grid=grid, v=zero, sigma=np.zeros((t, k)), u=zero, gain=gain))
             return placeholder_tiles(pm)
 
-        return kernel, tiles
+        limit = driver.AHEAD_MAX_WORK
+        return tuple(fn for fn, work in ((kernel, t_kernel * k**3), (tiles, t * k**3)) if work <= limit)
 
     def __call__(self, state: CompileState):
         if state.target.mesh != self.kind:

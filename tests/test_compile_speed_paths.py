@@ -400,6 +400,31 @@ def test_ahead_of_time_functions_start_once_per_grid(monkeypatch):
     assert pc.Pass.ahead(pipe.passes[0], tgt, grid, "svd") == ()
 
 
+def test_ahead_of_time_on_a_large_grid_runs_only_small_placeholders(monkeypatch):
+    """Above AHEAD_MAX_WORK a decomposition pass skips the tile program's placeholder (the whole grid) and
+    runs its kernel on one group of meshes, whose program every full group of the real run uses."""
+    import photocomp.passes.decompose as decompose_pass
+    from photocomp.compiler.decompose import group_meshes
+    from photocomp.core.ir import TileGrid
+
+    tgt = pc.get_target("clements-8")
+    clements = next(p for p in driver._resolve_pipeline(None, tgt).passes if p.name == "clements")
+    grid = TileGrid(out_dim=8 * 8, in_dim=5 * 8, tile=8)  # 40 tiles: 80 meshes, more than a group
+    half = group_meshes() // 2  # tiles of one group of V and U meshes
+    assert grid.n_tiles > half
+    monkeypatch.setattr(driver, "AHEAD_MAX_WORK", half * 8**3)  # one group's work, not the grid's
+    seen = []
+    real = decompose_pass.decompose_pair
+    monkeypatch.setattr(decompose_pass, "decompose_pair", lambda u, vh, kind: seen.append(len(u)) or real(u, vh, kind))
+    (kernel,) = clements.ahead(tgt, grid, "svd")
+    kernel()
+    assert seen == [half]
+    monkeypatch.setattr(driver, "AHEAD_MAX_WORK", half * 8**3 - 1)  # not even one group
+    assert clements.ahead(tgt, grid, "svd") == ()
+    monkeypatch.setattr(driver, "AHEAD_MAX_WORK", grid.n_tiles * 8**3)  # the whole grid: both placeholders
+    assert len(clements.ahead(tgt, grid, "svd")) == 2
+
+
 def test_a_pass_waits_for_its_ahead_of_time_functions(monkeypatch):
     """Pipeline.run waits for a pass's futures before it runs the pass; their errors are the pass's to raise."""
     import concurrent.futures

@@ -579,6 +579,14 @@ def _group_padding(count: int, group: int, nd: int) -> int:
     return count if count == group else bucket(count, nd)
 
 
+def group_meshes(devices=None) -> int:
+    """Unitaries per program :func:`decompose_many` dispatches on ``devices`` (default: all JAX devices)
+    with a batch of at least that many: every full group runs one compiled program, so decomposing one
+    group compiles what a batch of any size needs for its full groups."""
+    devices = tuple(jax.devices() if devices is None else devices)
+    return _group_size(devices[0].platform) * len(devices)
+
+
 def _group_size(platform: str) -> int:
     """Unitaries per dispatched program and device.
     On a CPU the host's share of a group (its phases, in NumPy) runs on

@@ -435,10 +435,12 @@ def _summary(weights, dense, fidelity: float | None, e: int = 0) -> dict:
 
 # ---- ahead-of-time compilation --------------------------------------------------------------
 
-AHEAD_MAX_WORK = 16 * 64**3
-"""Largest ``n_tiles * K**3`` of a compile whose passes' programs are compiled ahead of time
-(:meth:`photocomp.compiler.pipeline.Pass.ahead`): their placeholder runs stay small next to the
-XLA compilation they overlap (larger problems are dominated by running the programs anyway)."""
+AHEAD_MAX_WORK = 512 * 64**3
+"""Largest work (tiles x K^3) of a placeholder run a pass starts ahead of time
+(:meth:`photocomp.compiler.pipeline.Pass.ahead`): a decomposition pass runs the tile program on
+placeholders of the whole grid (of a strip, for a compile in strips) up to it, about 0.4 s of one
+CPU core at 512 tiles of 64 x 64, next to about a second of XLA compilation that it takes off the
+compile's path, and its kernel on one group of meshes (its program serves every full group)."""
 
 _ahead_lock = threading.Lock()
 _ahead_seen: set = set()
@@ -456,9 +458,9 @@ def _circuit(pipe: Pipeline) -> str:
 
 def _start_ahead(pipe: Pipeline, target: Target, grid: TileGrid) -> dict[int, list[concurrent.futures.Future]]:
     """Start the passes' ahead-of-time functions for ``grid``, once per process and (pass, target, grid shape);
-    the futures by pass index, for :meth:`Pipeline.run`. Nothing for problems above :data:`AHEAD_MAX_WORK`
-    or on a multi-process runtime."""
-    if grid.n_tiles * grid.tile**3 > AHEAD_MAX_WORK or jax.process_count() > 1:
+    the futures by pass index, for :meth:`Pipeline.run`. Each pass keeps its placeholders small next to
+    what they save (:data:`AHEAD_MAX_WORK`). Nothing on a multi-process runtime."""
+    if jax.process_count() > 1:
         return {}  # (a multi-process run gathers every program's outputs: one thread of collectives only)
     circuit = _circuit(pipe)
     out: dict[int, list[concurrent.futures.Future]] = {}
@@ -662,11 +664,15 @@ def _compile(weights, target, pipeline, callback, progress) -> Program:
                     hook(p, rec, st)
 
             part = Pipeline(suffix).run(
-                CompileState(weights=w[r0:r1], target=tgt, provided=state.provided), callback=strip_hook)
+                CompileState(weights=w[r0:r1], target=tgt, provided=state.provided), callback=strip_hook,
+                ahead=ahead)
             _restore_scale(part.require("phase_map", "clements"), e, r0 // plan.grid.tile)  # refuse early
             return (part.phase_map, np.asarray(part.dense), part.records, np_norm(w[r0:r1]), _mesh_fidelity(part),
                     part.detection)
 
+        # the programs of a strip's shape compile while the first strips' first passes run
+        ahead = _start_ahead(Pipeline(suffix), tgt, TileGrid(out_dim=strips[0][1] - strips[0][0], in_dim=w.shape[1],
+                                                             tile=plan.grid.tile))
         maps, denses, records, norms, fids, detection = [], [], [], [], [], "coherent"
         with concurrent.futures.ThreadPoolExecutor(max_workers=plan.in_flight,
                                                    thread_name_prefix="photocomp-strip") as pool:

@@ -103,6 +103,9 @@ class Pass(abc.ABC):
         (ahead-of-time compilation); :meth:`Pipeline.run` waits for them before
         it runs the pass, which then finds its programs compiled. Their results
         are discarded and their errors ignored (the pass raises its own).
+        It is asked for grids of any size: a pass keeps its placeholders small
+        next to the compilation they save (the decomposition passes run each
+        only up to :data:`photocomp.compiler.driver.AHEAD_MAX_WORK`).
         Default: none.
         """
         return ()
