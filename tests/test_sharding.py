@@ -271,8 +271,10 @@ def test_memory_plan_strips_in_flight_share_the_budget():
     assert len(two.strips) % 2 == 0 and len({r1 - r0 for r0, r1 in two.strips}) == 1  # whole rounds, equal strips
     assert two.peak_bytes - two.whole_bytes == 2 * two.strip_rows * per_row
     assert compiler.memory_plan((64, 4096), 64, available=64 << 30, in_flight=2).strips == [(0, 64)]
-    with pytest.raises(InvalidInputError, match="in_flight must be an int >= 1; got 0"):
+    with pytest.raises(InvalidInputError, match=r"in_flight must be an integer in \[1, inf\]; got 0"):
         compiler.memory_plan((4096, 4096), 64, available=64 << 30, in_flight=0)
+    with pytest.raises(pc.InvalidTypeError, match="in_flight must be an integer; got float 1.5"):
+        compiler.memory_plan((4096, 4096), 64, available=64 << 30, in_flight=1.5)
 
 
 def test_memory_plan_fails_early_with_the_size():

@@ -75,7 +75,7 @@ from photocomp.core.metrics import (
 )
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target, get_target
-from photocomp.core.validate import as_matrix, matrix_view
+from photocomp.core.validate import as_matrix, check_int, matrix_view
 from photocomp.sim.devices import single_threaded_blas
 
 __all__ = ["compile", "memory_plan"]
@@ -183,9 +183,7 @@ def memory_plan(shape, tile: int, *, available: int | None = None, input_bytes: 
     per_row = per_tile * grid.cols
     avail = available_memory() if available is None else available
     budget = STRIP_BUDGET if avail is None else max(0, min(STRIP_BUDGET, (avail - whole) // 2))
-    flight = strips_in_flight() if in_flight is None else int(in_flight)
-    if flight < 1:
-        raise InvalidInputError(f"in_flight must be an int >= 1; got {in_flight!r}")
+    flight = strips_in_flight() if in_flight is None else check_int(in_flight, "in_flight", low=1)
     rows = max(1, min(grid.rows, budget // flight // per_row))
     count = -(-grid.rows // rows)
     if count > 1:  # whole rounds of strips in flight
