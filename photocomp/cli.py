@@ -554,7 +554,7 @@ def _calibrate(args) -> int:
     settings = {"steps": args.steps, "shots": args.shots, "seed": args.seed}
     if args.method == "twin":
         chosen = {field: value for field, value in twin.items() if value is not None}
-        method = pc.Twin(shots=args.shots, seed=args.seed, **chosen,
+        method = pc.Twin(shots=1 if args.shots is None else args.shots, seed=args.seed, **chosen,
                          **({} if args.steps is None else {"steps": args.steps}))
         settings = {}
     t0 = time.perf_counter()
@@ -772,18 +772,20 @@ def _build_parser() -> argparse.ArgumentParser:
                        description="Calibrate a compiled phase-map file for a chip sampled from its target with --chip-seed.")
     s.add_argument("file", help="uncalibrated phase-map file")
     s.add_argument("--chip-seed", type=seed, required=True, help="seed of the fabricated chip (photocomp.fabricate)")
-    s.add_argument("--method", default="model", choices=["model", "local", "twin", "selfconfig", "insitu"],
+    s.add_argument("--method", default="model", choices=["model", "local", "twin", "selfconfig", "nullify", "insitu"],
                    help="model: chip errors known; local: analytic per-MZI correction; twin: the chip is a black box, "
                         "a digital twin is fitted to its measurements; selfconfig: a one-tile unitary program is "
-                        "configured from the chip's output powers alone; insitu: gradient steps on the measured "
-                        "error, gradients by the parameter-shift rule; default %(default)s")
+                        "configured from the chip's output powers alone; nullify: a one-tile unitary program is "
+                        "programmed column by column by nulling in-mesh power monitors; insitu: gradient steps on "
+                        "the measured error, gradients by the parameter-shift rule; default %(default)s")
     s.add_argument("--steps", type=_integer(0, 10**9), default=None,
                    help="maximum optimisation steps (model, twin, insitu); default: the method's own "
                         "(photocomp.Model, photocomp.Twin, photocomp.InSitu)")
-    s.add_argument("--shots", type=_integer(1, 10**9), default=1,
-                   help="shots per black-box reading (twin, selfconfig, insitu); default %(default)s")
+    s.add_argument("--shots", type=_integer(1, 10**9), default=None,
+                   help="shots per black-box reading (twin, selfconfig, nullify, insitu); default 1, for nullify "
+                        "photocomp.Nullify().shots")
     s.add_argument("--seed", type=seed, default=0,
-                   help="seed of measurement noise and probes (twin, selfconfig, insitu); default %(default)s")
+                   help="seed of measurement noise and probes (twin, selfconfig, nullify, insitu); default %(default)s")
     s.add_argument("--dac-bits", type=_integer(1, 32), default=None,
                    help="quantize the final heater drives with a DAC of this many bits")
     # the twin's settings default to photocomp.Twin's (None here: a flag given with another method is refused)

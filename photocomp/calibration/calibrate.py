@@ -4,7 +4,8 @@ Methods: ``"local"`` (analytic per-MZI correction), ``"model"`` (optax on the
 differentiable chip model, :mod:`photocomp.calibration.engine`) and
 ``"twin"`` (the chip as a black box, :mod:`photocomp.calibration.twin`) and
 ``"selfconfig"`` (measurement-only self-configuration of a unitary program,
-:mod:`photocomp.calibration.selfconfig`) and ``"insitu"`` (gradients of the
+:mod:`photocomp.calibration.selfconfig`) and ``"nullify"`` (a unitary program
+programmed by nulling in-mesh power monitors, :mod:`photocomp.calibration.nullify`) and ``"insitu"`` (gradients of the
 measured error by the parameter-shift rule, :mod:`photocomp.calibration.insitu`).
 """
 
@@ -35,6 +36,7 @@ from photocomp.calibration.methods import (
     Local,
     Method,
     Model,
+    Nullify,
     SelfConfig,
     Twin,
     as_method,
@@ -76,10 +78,12 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         chip) or :class:`~photocomp.calibration.selfconfig.SelfConfig`
         (a unitary program of one tile configured from the chip's output
         powers alone, through the :class:`~photocomp.hardware.instrument.Instrument`
-        interface) or :class:`~photocomp.calibration.insitu.InSitu` (any
+        interface) or :class:`~photocomp.calibration.nullify.Nullify` (a unitary program of one tile
+        programmed column by column by nulling the chip's in-mesh power monitors) or
+        :class:`~photocomp.calibration.insitu.InSitu` (any
         program, from measured parameter-shift gradients through the same
         interface), which holds the method's settings; or its name ``"local"``,
-        ``"model"`` (default), ``"twin"``, ``"selfconfig"`` or ``"insitu"``, whose settings are then the
+        ``"model"`` (default), ``"twin"``, ``"selfconfig"``, ``"nullify"`` or ``"insitu"``, whose settings are then the
         keyword arguments below (they must stay unset with a method object).
       optimizer: any ``optax.GradientTransformation``; default ``optax.lbfgs()``
         (line-search optimizers receive the objective through optax's
@@ -89,8 +93,8 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         relative improvement of the squared error by ``tol``.
       warm_start: ``"local"`` (default) or ``"ideal"`` settings to start from.
       progress: show a progress bar.
-      shots: shots per reading of the black-box measurements (twin, selfconfig).
-      seed: seed of the measurement noise and the probe design (twin, selfconfig).
+      shots: shots per reading of the black-box measurements (twin, selfconfig, nullify, insitu).
+      seed: seed of the measurement noise and the probe design (twin, selfconfig, nullify, insitu).
       twin_configs, twin_steps: probe drive configurations and fitting
         steps of the twin.
       twin_rounds: fit-calibrate rounds; each round after the first also
@@ -122,15 +126,17 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
     else:
         method = as_method(method)
         reject_loose_settings(method, loose)
-    if box is not None and not isinstance(method, (Twin, SelfConfig, InSitu)):
-        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin', 'selfconfig' or 'insitu' "
-                                f"(photocomp.Twin, photocomp.SelfConfig, photocomp.InSitu); got method={method.name!r}")
+    if box is not None and not isinstance(method, (Twin, SelfConfig, Nullify, InSitu)):
+        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin', 'selfconfig', 'nullify' "
+                                f"or 'insitu' (photocomp.Twin, photocomp.SelfConfig, photocomp.Nullify, photocomp.InSitu); "
+                                f"got method={method.name!r}")
     if dac_bits is not None:
         dac_bits = check_int(dac_bits, "dac_bits", low=1, high=32)
     if callback is not None and not callable(callback):
         raise InvalidTypeError(f"callback must be callable as callback(step, error); got {type(callback).__name__}")
-    if isinstance(method, (SelfConfig, InSitu)):
-        box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots)
+    if isinstance(method, (SelfConfig, Nullify, InSitu)):
+        monitors = method.monitor_fraction if isinstance(method, Nullify) else None
+        box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots, monitor_fraction=monitors)
         found = method.run(prog, box)
         if dac_bits is not None:
             found = dataclasses.replace(found, drives_mw=quantize_power(found.drives_mw, chip.target, dac_bits))

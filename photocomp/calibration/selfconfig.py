@@ -365,6 +365,76 @@ class _Session:
         return self.apply(p)
 
 
+def begin_unitary_run(cfg, program: Program, instrument: Instrument, start_drives: npt.ArrayLike | None,
+                      heaters: tuple[npt.ArrayLike, npt.ArrayLike] | None,
+                      what: str) -> tuple[Program, Instrument, _Session, np.ndarray, float, dict]:
+    """The checks and the start every measuring method of a one-tile unitary program shares.
+
+    Checks ``program`` and ``instrument`` (a unitary program of one full tile,
+    an instrument of its target and circuit), finds the heaters' offsets and
+    efficiencies (``heaters``, else the instrument's characterisation unless
+    ``start_drives`` is given), sets the start (``start_drives``, else the
+    program's ideal phases through the heater estimates and the nominal
+    crosstalk law) and measures its error, the reference every result is held
+    to. ``cfg`` carries ``shots``, ``phase_shots``, ``phase_rounds`` and
+    ``retries``. Returns ``(program, instrument, session, start drives,
+    measured start error, ledger snapshot before the characterisation)``.
+    """
+    program = check_program(program)
+    instrument = as_instrument(instrument)
+    tgt = program.target
+    check_instrument_target(program, instrument)
+    if program.circuit != "unitary" or instrument.circuit != "unitary":
+        raise MismatchError(f"program and instrument must both be of the unitary circuit (compile a unitary "
+                            f"matrix; photocomp.fabricate(target, seed, circuit='unitary')); got a "
+                            f"{program.circuit} program and a {instrument.circuit} instrument")
+    program.require_full_tiles(what)
+    if program.n_tiles != 1:
+        raise InvalidInputError(f"program must have one tile (a K x K unitary); got {program.n_tiles} tiles")
+    h = instrument.n_heaters
+    before = instrument.ledger.snapshot()  # a characterisation made here is part of the cost
+    offsets = np.zeros(h)
+    if heaters is not None:
+        offsets, eta = heater_estimates(heaters, h)
+    elif start_drives is None:
+        if not isinstance(instrument, HeaterCharacterizer):
+            raise InvalidInputError("start_drives or heaters must be given for an instrument without "
+                                    "characterize_heaters(); got neither")
+        offsets, eta = heater_estimates(tuple(instrument.characterize_heaters()), h)
+    else:
+        eta = np.ones(h)
+    if start_drives is None:
+        with jax.enable_x64(True):
+            phases = np.asarray(flatten_heaters(ideal_settings(program)))[0]
+        start = drive_map(_prior_chip(tgt, offsets, eta), phases)
+    else:
+        start = finite_array(start_drives, "start_drives", (h,), " mW")
+    tile = ideal_tiles(program)[0]
+    u = tile * math.sqrt(tgt.size) / np.linalg.norm(tile)
+    s = _Session(cfg, instrument, u, eta, program.phase_map.u)
+    start = s.apply(s.into_range(start, np.nonzero((start < 0) | (start > s.limit))[0]))
+    err_start = measured_error(instrument, start, u, shots=cfg.shots * cfg.phase_shots, retries=cfg.retries)
+    return program, instrument, s, start, err_start, before
+
+
+def end_error(cfg, s: _Session, p: np.ndarray) -> float:
+    """The measured matrix error at drives ``p`` (inf when the reads keep failing)."""
+    try:
+        return measured_error(s.ins, p, s.u, shots=cfg.shots * cfg.phase_shots, retries=cfg.retries)
+    except ReadFailed:
+        return math.inf
+
+
+def keep_better(s: _Session, start: np.ndarray, err_start: float, p: np.ndarray,
+                err: float) -> tuple[np.ndarray, float, str]:
+    """Drives ``p`` (measured ``err``) only if better than the start's; applies and returns
+    ``(drives, measured error, "configured" or "start")``."""
+    kept = "configured" if err < err_start else "start"
+    final = p if kept == "configured" else start
+    s.apply(final)
+    return np.asarray(final).copy(), min(err, err_start), kept
+
+
 @dataclasses.dataclass(frozen=True)
 class SelfConfig:
     """Column-by-column self-configuration of a unitary program from output powers (module docstring).
@@ -429,41 +499,9 @@ class SelfConfig:
             convert phase steps to drives (1 when only ``start_drives`` is given).
         """
         t0 = time.perf_counter()
-        program = check_program(program)
-        instrument = as_instrument(instrument)
+        program, instrument, s, start, err_start, before = begin_unitary_run(
+            self, program, instrument, start_drives, heaters, "SelfConfig.run")
         tgt = program.target
-        check_instrument_target(program, instrument)
-        if program.circuit != "unitary" or instrument.circuit != "unitary":
-            raise MismatchError(f"program and instrument must both be of the unitary circuit (compile a unitary "
-                                f"matrix; photocomp.fabricate(target, seed, circuit='unitary')); got a "
-                                f"{program.circuit} program and a {instrument.circuit} instrument")
-        program.require_full_tiles("SelfConfig.run")
-        if program.n_tiles != 1:
-            raise InvalidInputError(f"program must have one tile (a K x K unitary); got {program.n_tiles} tiles")
-        h = instrument.n_heaters
-        before = instrument.ledger.snapshot()  # a characterisation made here is part of the cost
-        offsets = np.zeros(h)
-        if heaters is not None:
-            offsets, eta = heater_estimates(heaters, h)
-        elif start_drives is None:
-            if not isinstance(instrument, HeaterCharacterizer):
-                raise InvalidInputError("start_drives or heaters must be given for an instrument without "
-                                        "characterize_heaters(); got neither")
-            offsets, eta = heater_estimates(tuple(instrument.characterize_heaters()), h)
-        else:
-            eta = np.ones(h)
-        if start_drives is None:
-            with jax.enable_x64(True):
-                phases = np.asarray(flatten_heaters(ideal_settings(program)))[0]
-            start = drive_map(_prior_chip(tgt, offsets, eta), phases)
-        else:
-            start = finite_array(start_drives, "start_drives", (h,), " mW")
-        tile = ideal_tiles(program)[0]
-        u = tile * math.sqrt(tgt.size) / np.linalg.norm(tile)
-        s = _Session(self, instrument, u, eta, program.phase_map.u)
-        start = s.apply(s.into_range(start, np.nonzero((start < 0) | (start > s.limit))[0]))
-        # the start's measured error: the reference every result is held to
-        err_start = measured_error(instrument, start, u, shots=self.shots * self.phase_shots, retries=self.retries)
         history = []
 
         def note() -> None:
@@ -504,22 +542,17 @@ class SelfConfig:
                 stopped = f"sweep {sweeps} lowered the measured infidelity by {gain:.2g} of itself < tol"
                 break
         p = s.output_phases(s.p, slices["u_out"])
-        try:
-            err = measured_error(instrument, p, u, shots=self.shots * self.phase_shots, retries=self.retries)
-        except ReadFailed:
-            err = math.inf
+        err = end_error(self, s, p)
         try:
             s.delivered()
-            note()
         except ReadFailed:
-            note()
-        kept = "configured" if err < err_start else "start"
-        final = p if kept == "configured" else start
-        s.apply(final)
+            pass
+        note()
+        final, err, kept = keep_better(s, start, err_start, p, err)
         spent = instrument.ledger.since(before)
         return SelfConfigResult(
-            drives_mw=np.asarray(final).copy(), start_drives_mw=np.asarray(start).copy(),
-            error_start_measured=err_start, error_measured=min(err, err_start), kept=kept, history=tuple(history),
+            drives_mw=final, start_drives_mw=np.asarray(start).copy(),
+            error_start_measured=err_start, error_measured=err, kept=kept, history=tuple(history),
             readings=int(spent["readings"]), configurations=int(spent["configurations"]),
             chip_time_s=float(spent["chip_time_s"]), faults=types.MappingProxyType(spent["faults"]),
             retries=int(spent["retries"]), skipped=s.skipped, sweeps_run=sweeps, stopped=stopped,

@@ -62,6 +62,7 @@ __all__ = [
     "chip_forward",
     "chip_tile_matrices",
     "chip_matrix",
+    "chip_column_fields",
     "best_gain",
     "flatten_heaters",
     "unflatten_heaters",
@@ -298,6 +299,58 @@ def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True, rever
     eye = jnp.broadcast_to(jnp.eye(k, dtype=dtype), (s.grid.n_tiles, k, k))
     z = _tile_apply(chip, s, eye, reverse_only)
     return z * jnp.asarray(s.gain)[:, None, None] if with_gain else z
+
+
+def _column_fields(lay: MeshLayout, coef, z):
+    """Fields ``(depth, N, B)`` after every column of a mesh of coefficients ``coef`` ``(4, n_mzi)``, fields ``z`` (N, B)."""
+    n = lay.n_modes
+    if lay.n_mzi == 0:
+        return z[None, :n]
+    top, index, valid = lay.column_slots
+    ident = jnp.asarray([1, 0, 0, 1], coef.dtype)[:, None, None]
+    cols = jnp.where(jnp.asarray(valid)[None], coef[:, jnp.asarray(index)], ident)  # (4, depth, width)
+    zp = jnp.concatenate([z, jnp.zeros((2,) + z.shape[1:], z.dtype)])
+
+    def column(f, col):
+        t, m = col
+        a, b = f[t], f[t + 1]
+        f = f.at[t].set(m[0][:, None] * a + m[1][:, None] * b)
+        f = f.at[t + 1].set(m[2][:, None] * a + m[3][:, None] * b)
+        return f, f[:n]
+
+    _, fields = jax.lax.scan(column, zp, (jnp.asarray(top), jnp.moveaxis(cols, 1, 0)))
+    return fields
+
+
+def chip_column_fields(chip: Chip, s: Settings, x: ArrayLike) -> jax.Array:
+    """Fields inside the chip's mesh(es) after every column, for the first tile of settings ``s``.
+
+    What in-mesh power monitors see (:meth:`photocomp.hardware.detector.BlackBoxChip.read_monitors`).
+
+    Args:
+      chip: the chip.
+      s: settings (only tile 0 is used).
+      x: input fields ``(K, B)``.
+
+    Returns:
+      ``(C, K, B)`` complex fields, ``C`` the mesh depth (unitary circuit) or
+      twice it (svd: the V mesh's columns, then the U mesh's, whose input has
+      passed V's output shifters and the attenuators). Output phase shifters
+      after the last column are not applied (they change no power).
+    """
+    lay = s.layout
+    x = jnp.asarray(x)
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(s.u_int).dtype))
+    x = x.astype(dtype)
+    p = {g: jnp.asarray(getattr(s, g))[0] for g in s.groups}
+    u, _ = _stage_mesh(chip, lay, "u", p, dtype=dtype)
+    if s.v_int is None:
+        return _column_fields(lay, u, x)
+    v, v_out = _stage_mesh(chip, lay, "v", p, dtype=dtype)
+    amp = attenuator_amplitude(p["att"], chip.coupler_in["att"], chip.coupler_out["att"], chip.loss_db["att"])
+    fv = _column_fields(lay, v, x)
+    between = (screen(v_out, dtype) * amp).astype(dtype)
+    return jnp.concatenate([fv, _column_fields(lay, u, between[:, None] * fv[-1])])
 
 
 def chip_matrix(chip: Chip, s: Settings) -> jax.Array:

@@ -35,14 +35,20 @@ import numpy as np
 import numpy.typing as npt
 from jax.typing import ArrayLike
 
-from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
 from photocomp.core.ir import TileGrid, circuit_stages
 from photocomp.core.layout import layout
 from photocomp.core.registry import quote
 from photocomp.core.target import Target
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import Chip, as_chip
-from photocomp.hardware.chipsim import Settings, chip_tile_matrices, realized_phases, unflatten_heaters
+from photocomp.hardware.chipsim import (
+    Settings,
+    chip_column_fields,
+    chip_tile_matrices,
+    realized_phases,
+    unflatten_heaters,
+)
 from photocomp.hardware.instrument import DriveRefused, Ledger
 
 __all__ = ["detect", "BlackBoxChip", "measure_matrix"]
@@ -93,6 +99,16 @@ def _tile_matrix_from_drives(chip: Chip, power):
 
 
 _tile_matrix_jit = jax.jit(_tile_matrix_from_drives)
+
+
+def _monitor_powers(chip: Chip, power, x):
+    """Exact powers ``(B, C, K)`` at the in-mesh monitors for heater powers ``power`` (H,) and inputs ``x`` (B, K)."""
+    template = drive_template(chip.target, 1, chip.circuit)
+    s = unflatten_heaters(template, realized_phases(chip, power)[None], chip.target)
+    return jnp.moveaxis(jnp.abs(chip_column_fields(chip, s, x.T)) ** 2, 2, 0)
+
+
+_monitor_powers_jit = jax.jit(_monitor_powers)
 
 
 def _as_drives(drives_mw, n_heaters: int, limit: float) -> tuple[np.ndarray, bool]:
@@ -148,6 +164,15 @@ class BlackBoxChip:
         heaters: 7 groups for an svd chip, 3 for a unitary one).
       seed: seed of the measurement noise (int in ``[0, 2**63 - 1]``).
       shots: default shots per reading.
+      noise: False for exact readings (tests, and bounds on what a method can reach).
+      monitor_fraction: in-mesh power monitors (:meth:`read_monitors`): the
+        fraction of the guided power each monitor detects (real in (0, 1]),
+        or None (default) for a chip with output detectors only. Monitors sit
+        on every waveguide after every column of the mesh(es); they are
+        modelled as taking no power from the mesh (transparent detectors; a
+        weak tap's insertion loss is the same on every path of the mesh, a
+        factor the gain absorbs), and ``monitor_fraction`` sets their shot
+        noise: a monitor counts that fraction of the photons.
 
     Example:
       >>> import numpy as np, photocomp as pc
@@ -155,8 +180,11 @@ class BlackBoxChip:
       >>> box.measure(np.zeros(box.n_heaters), np.eye(4)).shape
       (4, 4)
     """
-    def __init__(self, chip: Chip, seed: int = 0, shots: int = 1, *, noise: bool = True):
+    def __init__(self, chip: Chip, seed: int = 0, shots: int = 1, *, noise: bool = True,
+                 monitor_fraction: float | None = None):
         self._chip = as_chip(chip)
+        self.monitor_fraction = (None if monitor_fraction is None else
+                                 check_real(monitor_fraction, "monitor_fraction", low=0.0, high=1.0, low_open=True))
         self._key = jax.random.PRNGKey(check_int(seed, "seed", low=0, high=SEED_MAX))
         self.shots = check_int(shots, "shots", low=1)
         if not isinstance(noise, bool):
@@ -234,6 +262,51 @@ class BlackBoxChip:
     def read_temperatures(self) -> np.ndarray:
         """Temperatures of the chip's sensors: none on a simulated chip, so an empty ``(0,)`` array."""
         return np.zeros(0)
+
+    @property
+    def monitor_columns(self) -> int:
+        """Columns of in-mesh monitors (:meth:`read_monitors`): the mesh depth (twice it for an svd chip); 0 without."""
+        if self.monitor_fraction is None:
+            return 0
+        lay = layout(self.target.mesh, self.target.size, cell=self.target.cell)
+        return lay.depth * sum(stage != "att" for stage in circuit_stages(self.circuit))
+
+    def read_monitors(self, inputs: npt.ArrayLike, *, shots: int | None = None) -> np.ndarray:
+        """Detected powers at the in-mesh monitors for ``inputs`` at the applied drives (:meth:`set_drives`).
+
+        Args:
+          inputs: input fields ``(K,)`` or ``(B, K)``.
+          shots: shots per reading (default: the box's).
+
+        Returns:
+          float64 powers ``(C, K)`` or ``(B, C, K)`` (``C`` = :attr:`monitor_columns`;
+          entry ``[b, c, k]`` the power on waveguide k after column c), in units
+          of unit input power. Each monitor has its own receiver whose ADC
+          range is set to its brightest reading of the call (auto-ranging);
+          shot noise is that of ``monitor_fraction`` of the photons and the
+          dark noise the target's, on the detected power. All
+          monitors are read at once: adds ``B * shots`` readings.
+        """
+        if self.monitor_fraction is None:
+            raise MismatchError("read_monitors needs a chip with in-mesh monitors "
+                                "(BlackBoxChip(..., monitor_fraction=0.01)); this one has output detectors only")
+        if self._drives is None:
+            raise InvalidInputError("drives_mw must be set (set_drives) before read_monitors; got no drives yet")
+        shots = self.shots if shots is None else check_int(shots, "shots", low=1)
+        x = _as_inputs(inputs, self.target.size)
+        single = x.ndim == 1
+        x = x[None] if single else x
+        self._key, key = jax.random.split(self._key)
+        frac = float(self.monitor_fraction)
+        with jax.enable_x64(True):
+            power = _monitor_powers_jit(self._chip.unseeded(), jnp.asarray(self._drives),
+                                        jnp.asarray(x, dtype=jnp.complex128))
+            if self.noise:
+                fs = jnp.maximum(jnp.max(power, axis=0, keepdims=True), 1e-300) * frac / 0.8
+                power = detect(power * frac, self.target, key, shots=shots, full_scale=fs) / frac
+            out = np.asarray(power, dtype=np.float64)
+        self.ledger.add(readings=x.shape[0] * shots)
+        return out[0] if single else out
 
     def measure(self, drives_mw: npt.ArrayLike, inputs: npt.ArrayLike, *, shots: int | None = None,
                 reference: npt.ArrayLike | None = None, full_scale: str = "input") -> np.ndarray:

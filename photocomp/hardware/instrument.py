@@ -52,6 +52,7 @@ __all__ = [
     "set_drives_robust",
     "Instrument",
     "HeaterCharacterizer",
+    "MonitoredInstrument",
     "Ledger",
     "FaultyInstrument",
     "InstrumentFault",
@@ -254,6 +255,25 @@ class HeaterCharacterizer(Protocol):
         ...
 
 
+@runtime_checkable
+class MonitoredInstrument(Protocol):
+    """An instrument with power monitors inside the mesh (taps or transparent detectors after every column).
+
+    What Pai et al. 2020's parallel nullification and Miller's self-configuration
+    read (:mod:`photocomp.calibration.nullify`): the power on every waveguide
+    after every column of MZIs, all monitors at once.
+    """
+
+    @property
+    def monitor_columns(self) -> int:
+        """Columns of monitors (the mesh depth; twice it for an svd chip); 0 when the chip has none."""
+        ...
+
+    def read_monitors(self, inputs: npt.ArrayLike, *, shots: int | None = None) -> np.ndarray:
+        """Monitor powers ``(B, C, K)`` (or ``(C, K)``) for input fields ``(B, K)`` (or ``(K,)``); adds ``B * shots`` readings."""
+        ...
+
+
 def as_instrument(instrument: object, name: str = "instrument") -> Instrument:
     """``instrument`` if it implements :class:`Instrument`; else :class:`InvalidTypeError` naming ``name``."""
     if not isinstance(instrument, Instrument):
@@ -297,7 +317,7 @@ def set_drives_robust(instrument: Instrument, drives_mw: np.ndarray, limit_mw: n
 
 
 def read_robust(instrument: Instrument, inputs: npt.ArrayLike, *, shots: int | None = None,
-                reference: npt.ArrayLike | None = None, retries: int = 4) -> np.ndarray:
+                reference: npt.ArrayLike | None = None, retries: int = 4, monitors: bool = False) -> np.ndarray:
     """:meth:`Instrument.read` that gets past NaN readings, dropped bursts and saturated detectors.
 
     * a dropped burst (:class:`BurstDropped`) is read again;
@@ -308,9 +328,15 @@ def read_robust(instrument: Instrument, inputs: npt.ArrayLike, *, shots: int | N
 
     Each re-read counts one in the ledger's ``retries``. After ``retries``
     re-reads of one kind without success raises :class:`ReadFailed`. Inputs
-    are as for :meth:`Instrument.read`; returns the same shape.
+    are as for :meth:`Instrument.read`; returns the same shape. With
+    ``monitors=True`` it reads the in-mesh monitors instead
+    (:meth:`MonitoredInstrument.read_monitors`, no reference) and returns
+    their shape, ``(B, C, K)`` or ``(C, K)``.
     """
     retries = check_int(retries, "retries", low=0)
+    if monitors and reference is not None:
+        raise InvalidInputError("reference must be None when monitors=True (monitors see no reference beam); "
+                                "got a reference")
     x = np.asarray(inputs)
     single = x.ndim == 1
     x2 = x[None] if single else x
@@ -320,6 +346,9 @@ def read_robust(instrument: Instrument, inputs: npt.ArrayLike, *, shots: int | N
     def attempt(rows: np.ndarray, scale: float) -> np.ndarray:
         for tries in range(retries + 1):
             try:
+                if monitors:
+                    got = instrument.read_monitors(x2[rows] * scale, shots=shots)  # type: ignore[attr-defined]
+                    return np.asarray(got, dtype=np.float64).reshape(len(rows), -1)
                 r = ref[rows] * scale if ref is not None else None
                 return np.asarray(instrument.read(x2[rows] * scale, shots=shots, reference=r), dtype=np.float64)
             except BurstDropped:
@@ -335,7 +364,10 @@ def read_robust(instrument: Instrument, inputs: npt.ArrayLike, *, shots: int | N
         nan = ~np.all(np.isfinite(out), axis=1)
         sat = np.any(out >= ceiling, axis=1) & ~nan
         if not (nan.any() or sat.any()):
-            return (out / scale[:, None] ** 2)[0] if single else out / scale[:, None] ** 2
+            out = out / scale[:, None] ** 2
+            if monitors:
+                out = out.reshape(x2.shape[0], -1, x2.shape[-1])
+            return out[0] if single else out
         if tries == retries:
             break
         scale = np.where(sat, scale * 0.5, scale)
@@ -455,10 +487,26 @@ class FaultyInstrument:
     def read(self, inputs: npt.ArrayLike, *, shots: int | None = None,
              reference: npt.ArrayLike | None = None) -> np.ndarray:
         out = np.array(self._inner.read(inputs, shots=shots, reference=reference), dtype=np.float64)
+        return self._inject(out, np.ndim(inputs) == 1)
+
+    @property
+    def monitor_columns(self) -> int:
+        """The inner instrument's monitor columns (0 when it has no monitors)."""
+        return int(getattr(self._inner, "monitor_columns", 0))
+
+    def read_monitors(self, inputs: npt.ArrayLike, *, shots: int | None = None) -> np.ndarray:
+        """The inner instrument's monitor readings, with the same faults as :meth:`read` (per input vector)."""
+        if not isinstance(self._inner, MonitoredInstrument):
+            raise InvalidTypeError(f"inner instrument {type(self._inner).__name__} has no in-mesh monitors")
+        out = np.array(self._inner.read_monitors(inputs, shots=shots), dtype=np.float64)
+        return self._inject(out, np.ndim(inputs) == 1)
+
+    def _inject(self, out: np.ndarray, single: bool) -> np.ndarray:
+        """Faults drawn for one read: a dropped burst, NaN input vectors, saturated readings."""
         if self._drop_rate > 0 and self._rng.random() < self._drop_rate:
             self.ledger.fault("dropped")
             raise BurstDropped("read: the burst was dropped (no readings came back)")
-        rows = out.reshape(-1, out.shape[-1])
+        rows = out.reshape(1 if single else out.shape[0], -1)  # one row per input vector
         if self._nan_rate > 0:
             bad = self._rng.random(rows.shape[0]) < self._nan_rate
             rows[bad] = np.nan
