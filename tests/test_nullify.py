@@ -209,3 +209,25 @@ def test_calibrate_runs_nullify_by_name_and_object():
     assert s["measurements"] > 0 and s["chip_time_s"] > 0
     fewer = pc.calibrate(prog, chip, "nullify", shots=10, progress=False)
     assert fewer.report.summary["measurements"] < s["measurements"]
+
+
+def test_cli_calibrate_nullify_takes_the_methods_own_shots(capsys, tmp_path):
+    """``photocomp calibrate --method nullify`` reads its monitors at Nullify's own shots unless --shots is given."""
+    from conftest import run_cli
+
+    np.save(tmp_path / "u.npy", pc.haar_unitary(4, np.random.default_rng(5)))
+    code, _, err = run_cli(capsys, "compile", str(tmp_path / "u.npy"), "--target", "clements-4",
+                           "-o", str(tmp_path / "u.npz"), "-q")
+    assert code == 0, err
+    readings = {}
+    for extra in ((), ("--shots", "10")):
+        out_file = tmp_path / f"u{len(extra)}.cal.npz"
+        code, out, err = run_cli(capsys, "calibrate", str(tmp_path / "u.npz"), "--chip-seed", "1", "--method",
+                                 "nullify", *extra, "-q", "-o", str(out_file))
+        assert code == 0, err
+        readings[extra] = pc.load(out_file).report.summary["measurements"]
+        assert pc.load(out_file).report.summary["method"] == "nullify"
+    api = pc.calibrate(pc.load(tmp_path / "u.npz"), pc.fabricate("clements-4", 1, circuit="unitary"), "nullify",
+                       progress=False)
+    assert readings[()] == api.report.summary["measurements"]  # the command's default is Nullify's
+    assert readings[("--shots", "10")] < readings[()]

@@ -1,58 +1,73 @@
-"""Calibration by in-mesh nullification: Pai et al. 2020's parallel programming, and one node at a time.
+"""Calibration by in-mesh nullification: Pai et al. 2020's parallel programming, and one MZI at a time.
 
 :class:`Nullify` programs a one-tile unitary program into a chip through the
 :class:`~photocomp.hardware.instrument.Instrument` interface and the chip's
 in-mesh power monitors (:class:`~photocomp.hardware.instrument.MonitoredInstrument`:
 a monitor on every waveguide after every column of MZIs). It needs no model of
-the chip's couplers or losses; nothing of the hidden chip is read.
+the chip's couplers; nothing of the hidden chip is read.
 
 The principle (Miller's self-configuration, made parallel by Pai et al. 2020).
-Let ``P_c`` be the transfer of the ideal chip's columns ``0..c`` with the
-program's phases. Choose a field ``y_c`` after column c that is zero on one
-output port of every MZI of the column (its lower port here) and of unit
-modulus with a seeded random phase everywhere else, and send
-``x_c = P_c^† y_c / |P_c^† y_c|``. If columns ``0..c-1`` of the chip implement
-the ideal ones up to a diagonal phase screen (what each column's own tuning
-leaves), every MZI of column c sees the ideal pair of input fields up to
-phases, and nulling the power at its null-port monitor fixes its second row
-to be orthogonal to its inputs, hence the MZI itself up to the phases of its
-outputs. The chip's coupler errors, losses, heater offsets and crosstalk are
-compensated wherever the null is within the MZI's reach: the null is a
-property of the light, not of a model. After the last column the mesh is the
-program's unitary up to a diagonal phase screen, which the output heaters take
-off by phase stepping against a reference beam (as
+Let ``P_c`` be the transfer of the nominal chip's columns ``0..c`` with the
+program's phases. Choose a field ``y_c`` after column c that is zero on the
+lower output port of every MZI of the column and of unit modulus with a
+seeded random phase everywhere else, and send ``x_c = P_c^-1 y_c`` (the
+inverse, not the adjoint: the edge waveguides that pass a column without an
+MZI lose less light, so ``P_c`` is not unitary), normalised. If columns
+``0..c-1`` of the chip implement the nominal ones up to a diagonal phase
+screen (what each column's own tuning leaves), every MZI of column c sees its
+nominal pair of input fields up to phases, and nulling the power at its
+null-port monitor makes its lower row orthogonal to its inputs, hence the
+MZI its nominal self up to the phases of its outputs, whatever its couplers'
+errors, within the MZI's reach. After the last column the mesh is the
+program's unitary up to a phase screen, which the output heaters take off by
+phase stepping against a reference beam (as
 :class:`~photocomp.calibration.selfconfig.SelfConfig` does).
 
-Tuning one column. The power at a null port is a sinusoid in each heater
-phase of its MZI (the output field is affine in ``e^{i phase}`` of any one
-arm), ``A + B cos d + C sin d``; three readings at ``d = 0, ±2π/3`` determine
-it and the heater is set to the minimum, ``d* = atan2(C, B) + π``. The
-external heater (the relative input phase), then the internal one (the
-split), then any trim heaters of the cell
-(:attr:`photocomp.core.cell.Cell.trims`, e.g. the three-splitter MZI's) are
-set in turn, for up to ``rounds`` rounds, until no heater of the column moves
-more than ``tol`` rad. The fits use three readings of one input vector, so
-they never read the null itself: a 10-bit monitor resolves the minimum well
-below its quantisation step.
+Several inputs per column. The premise fails by a little wherever the MZIs
+already set are not exactly their nominal selves (the spread of MZI losses,
+which no phase can undo; monitor noise): an MZI nulling one input then
+absorbs the error that input brings, and the unitary MZI passes the opposite
+error on to its other port, so errors grow from column to column. Nulling
+the summed power of ``vectors`` inputs (``y_c`` with independent random
+phases) makes each MZI the least-squares compromise over inputs whose
+upstream errors differ, which stays near its nominal self. What remains
+still grows with the depth: ``benchmarks/nullification.py`` (table in
+``benchmarks/README.md``) measures the method against mesh size, monitor
+strength and the number of inputs, beside ``method="model"``.
+
+Tuning one column. The power at a null port is ``|A + B e^{ii} + C e^{ie} +
+D e^{i(e+i)}|^2`` in the MZI's external (e) and internal (i) heater phases: a
+trigonometric polynomial of nine terms, which a 3 x 3 grid of probes at
+``0, ±2π/3`` determines; its minimum is searched on a grid and refined, so the
+first round lands near the null from anywhere. Later rounds probe one heater
+at a time (``A + B cos d + C sin d`` through three probes, the
+best-conditioned fit) with steps that shrink to 0.6 rad and moves limited to
+the step, until no heater moved more than ``tol``; cells with trim heaters
+(:attr:`photocomp.core.cell.Cell.trims`) probe each trim heater the same way.
+A probe never reads the null itself, so a 10-bit monitor resolves the minimum
+well below its quantisation step. Every move holds the other heaters' phases
+under the nominal crosstalk law (the heater layout's, the same on every chip
+of a target): a heater's neighbours take ``-X`` of its phase change, and a
+drive that must jump a 2π branch has its changed crosstalk taken out too.
+Without this, probing a column's heaters moves its neighbours' phases and
+bends every fit by a fraction of the crosstalk.
 
 Schedules. ``"parallel"`` (Pai et al. 2020): the MZIs of a column do not
-interact, so every MZI of the column is probed at once (one configuration
-change moves all of the column's heaters of one kind), and the cost is
-proportional to the optical depth: ``passes x depth x rounds x 3 x kinds``
-configurations. ``"sequential"``: one MZI at a time, as Miller's progressive
-self-configuration tunes a mesh; the same inputs and fits, ``n_mzi / depth``
-times the configurations. Phase changes become drives with the heaters'
-estimated efficiencies; a heater's thermal crosstalk onto columns already set
-is taken out by a second pass (``passes``), which re-nulls every column.
+interact, so every MZI of the column is probed at once, and the configuration
+changes are proportional to the optical depth, about ``passes x depth x
+(9 + 6 (rounds - 1))``. ``"sequential"``: one MZI at a time, as Miller's
+progressive self-configuration tunes a mesh; the same inputs and fits, about
+``n_mzi / depth`` times the configuration changes. A second pass
+(``passes``) re-nulls every column from small steps.
 
 Start, guarantee, faults: as :class:`~photocomp.calibration.selfconfig.SelfConfig`:
 the start is the program's ideal phases through a heater characterisation;
 the matrix error is measured by phase stepping at the start and at the end
 and the start is returned if the end is not better; failed reads are retried
-(:func:`~photocomp.hardware.instrument.read_robust`), an MZI whose reads keep
-failing is skipped for that round, and refused drives are moved to another
-2π branch. Hamerly et al. 2022's diagonalisation-based configuration is not
-implemented here.
+(:func:`~photocomp.hardware.instrument.read_robust`), an MZI group whose
+reads keep failing is skipped for that round, and refused drives are moved to
+another 2π branch. Hamerly et al. 2022's diagonalisation-based configuration
+is not implemented here.
 """
 
 from __future__ import annotations
@@ -114,15 +129,20 @@ class NullifyResult(MeasuredRun):
         power the column's monitors saw, read after the column's last round.
       schedule: ``"parallel"`` or ``"sequential"``.
       passes_run: passes made through the mesh.
+      configured_drives_mw, configured_error_measured: the drives the
+        nulling ended at and their measured error, kept or not.
     """
 
     schedule: str
     passes_run: int
+    configured_drives_mw: np.ndarray
+    configured_error_measured: float
 
     method: ClassVar[str] = "nullify"
 
     def details(self) -> dict:
-        return {"schedule": self.schedule, "passes_run": self.passes_run}
+        return {"schedule": self.schedule, "passes_run": self.passes_run,
+                "configured_error_measured": self.configured_error_measured}
 
     def label(self) -> str:
         return f"nullify({self.schedule}, passes={self.passes_run})"
@@ -455,12 +475,14 @@ class Nullify:
         stopped = f"{passes} passes"
         p = s.output_phases(s.p, heater_slices(program.target, "unitary")["u_out"])
         err = end_error(self, s, p)
-        final, err, kept = keep_better(s, start, err_start, p, err)
+        configured = np.asarray(p, np.float64).copy()
+        final, err_kept, kept = keep_better(s, start, err_start, p, err)
         spent = instrument.ledger.since(before)
         return NullifyResult(
             drives_mw=final, start_drives_mw=np.asarray(start).copy(), error_start_measured=err_start,
-            error_measured=err, kept=kept, history=tuple(history), readings=int(spent["readings"]),
+            error_measured=err_kept, kept=kept, history=tuple(history), readings=int(spent["readings"]),
             configurations=int(spent["configurations"]), chip_time_s=float(spent["chip_time_s"]),
             faults=types.MappingProxyType(spent["faults"]), retries=int(spent["retries"]),
             skipped=s.skipped + nul.skipped, stopped=stopped, schedule=self.schedule, passes_run=passes,
+            configured_drives_mw=configured, configured_error_measured=err,
             wall_s=time.perf_counter() - t0)
