@@ -45,15 +45,15 @@ def main(argv=None) -> int:
                     help="monitor fractions of the noisy rows")
     ap.add_argument("--shots", type=int, default=pc.Nullify.shots)
     ap.add_argument("--one-input-sizes", type=int, nargs="*", default=[16],
-                    help="sizes that also get a row with one nulling input per column")
+                    help="sizes that also get rows with one nulling input per column")
     ap.add_argument("--chip-seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     load = _report.load_average()
     lines = ["## Calibration by in-mesh nullification", "",
              f"Haar-random unitary on `clements-N` (unitary circuit, chip seed {args.chip_seed}) programmed by "
-             f"`photocomp.Nullify` (parallel schedule, {pc.Nullify.passes} passes, "
-             f"{pc.Nullify.vectors} nulling inputs per column unless said) through a `BlackBoxChip` with in-mesh "
+             f"`photocomp.Nullify` (parallel schedule, {pc.Nullify.passes} passes, as many nulling inputs per "
+             "column as the mesh has modes unless the `inputs` column says otherwise) through a `BlackBoxChip` with in-mesh "
              f"monitors. `monitors`: exact, or detecting that fraction of the guided power at {args.shots} shots "
              "per reading. Error: true matrix error (best real gain) of the drives the nulling ended at; the method "
              "returns the start's drives when those measure no better (`kept`). Ratio: to `method=\"model\"`. "
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         chip = pc.fabricate(target, seed=args.chip_seed, circuit="unitary")
         ref = pc.calibrate(prog, chip, "model", progress=False).report.summary["error_after"]
         lines.append(f"| {n} | model (chip known) | - | - | {ref:.4f} | 1.00 | - | - | - | - | - |")
-        runs = [("exact", None, pc.Nullify.vectors)] + [(f"{f:g}", f, pc.Nullify.vectors) for f in args.fractions]
+        runs = [("exact", None, n)] + [(f"{f:g}", f, n) for f in args.fractions]
         if n in args.one_input_sizes:
             runs += [("exact", None, 1)] + [(f"{f:g}", f, 1) for f in args.fractions]
         for label, fraction, vectors in runs:

@@ -83,7 +83,7 @@ import numpy as np
 import numpy.typing as npt
 
 from photocomp.calibration.engine import MeasuredRun, check_program, ideal_settings
-from photocomp.calibration.selfconfig import _Session, begin_unitary_run, end_error, keep_better
+from photocomp.calibration.selfconfig import DriveSession, begin_unitary_run, end_error, keep_better
 from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidTypeError, MismatchError, UnknownNameError
 from photocomp.core.validate import check_int, check_real
@@ -220,7 +220,7 @@ def _fit_minimum(steps: list[np.ndarray], grid: list[tuple[int, ...]], power: np
 class _Nuller:
     """One run's nulling state: the session (drives, branches, reads), inputs, heaters and null ports per column."""
 
-    def __init__(self, cfg: Nullify, s: _Session, program: Program):
+    def __init__(self, cfg: Nullify, s: DriveSession, program: Program):
         self.cfg = cfg
         self.s = s
         lay = program.phase_map.u.layout
@@ -239,7 +239,8 @@ class _Nuller:
                                                  np.asarray(ideal.u_ext)[0], trims, dtype=np.complex128))
         top, index, valid = lay.column_slots
         rng = np.random.default_rng([cfg.seed, 0x9011])
-        modelled = np.stack([_nulling_inputs(coef, top, index, valid, lay.n_modes, rng) for _ in range(cfg.vectors)],
+        vectors = lay.n_modes if cfg.vectors is None else cfg.vectors
+        modelled = np.stack([_nulling_inputs(coef, top, index, valid, lay.n_modes, rng) for _ in range(vectors)],
                             axis=1)  # (depth, vectors, K)
         # per column: [(inputs (V, K), MZIs, null ports)], the MZIs of a group probed at once
         self.groups = [[(modelled[c], index[c][valid[c]], top[c][valid[c]] + 1)] for c in range(lay.depth)]
@@ -287,7 +288,7 @@ class _Nuller:
         """Drives ``p`` with heater phases moved (``[(heaters, rad), ...]``), the others held.
 
         A drive pushed out of ``[0, limit]`` takes another 2π branch
-        (:meth:`_Session.into_range`); the jump changes what that heater
+        (:meth:`DriveSession.into_range`); the jump changes what that heater
         gives its neighbours, which is compensated in turn (a few rounds).
         """
         q = p + self.drive_step(moves)
@@ -394,7 +395,8 @@ class Nullify:
         the heaters' crosstalk did to columns set before.
       rounds: largest number of rounds over a column's heaters per pass (int >= 1).
       tol: a column is done when no heater moved more than this (rad, real >= 0).
-      shots: shots per reading (int >= 1).
+      shots: shots per reading (int >= 1; a thousand shots take 1 us at a 1 GHz
+        clock, a third of a heater's settling).
       phase_shots: extra shots factor for the output-phase and error read-outs (int >= 1).
       phase_rounds: rounds of output-phase correction (int >= 0).
       retries: re-reads per fault before a read is given up (int >= 0).
@@ -402,10 +404,15 @@ class Nullify:
         noise when ``photocomp.calibrate`` builds the chip's box (int >= 0).
       monitor_fraction: the power fraction its monitors detect when
         ``photocomp.calibrate`` builds the box (real in (0, 1]).
+      vectors: nulling inputs per column whose summed null-port power is
+        nulled (int >= 1); None (default): as many as the mesh has modes.
+        More inputs keep the errors of MZIs set before from growing through
+        the depth (module docstring); each costs one reading per probe, not a
+        configuration change.
 
     Example:
       >>> Nullify(passes=1)
-      Nullify(schedule='parallel', passes=1, rounds=4, tol=0.001, shots=1, phase_shots=16, phase_rounds=3, retries=4, seed=0, monitor_fraction=0.01)
+      Nullify(schedule='parallel', passes=1, rounds=4, tol=0.001, shots=1000, phase_shots=1, phase_rounds=3, retries=4, seed=0, monitor_fraction=0.1, vectors=None)
     """
 
     schedule: str = "parallel"
@@ -418,7 +425,7 @@ class Nullify:
     retries: int = 4
     seed: int = 0
     monitor_fraction: float = DEFAULT_MONITOR_FRACTION
-    vectors: int = 6
+    vectors: int | None = None
 
     name = "nullify"
 
@@ -428,7 +435,9 @@ class Nullify:
                                    f"got {type(self.schedule).__name__}")
         if self.schedule not in SCHEDULES:
             raise UnknownNameError(f"Nullify.schedule must be one of {SCHEDULES}; got {self.schedule!r:.80}")
-        for name in ("passes", "rounds", "shots", "phase_shots", "vectors"):
+        if self.vectors is not None:
+            object.__setattr__(self, "vectors", check_int(self.vectors, "Nullify.vectors", low=1))
+        for name in ("passes", "rounds", "shots", "phase_shots"):
             object.__setattr__(self, name, check_int(getattr(self, name), f"Nullify.{name}", low=1))
         for name in ("phase_rounds", "retries", "seed"):
             object.__setattr__(self, name, check_int(getattr(self, name), f"Nullify.{name}", low=0))

@@ -204,8 +204,10 @@ def _prior_chip(target, offset, efficiency) -> Chip:
                 np.asarray(offset, np.float64), np.asarray(efficiency, np.float64), rows, cols, w, "unitary")
 
 
-class _Session:
-    """The state of one run: drives, per-heater limits, the instrument and its inputs."""
+class DriveSession:
+    """The state of one measuring run on a one-tile unitary program: drives, per-heater limits and 2π
+    branches, the instrument, the program's unitary and inputs, output-phase correction. Shared by
+    :class:`SelfConfig` and :class:`~photocomp.calibration.nullify.Nullify`."""
 
     def __init__(self, cfg: SelfConfig, instrument: Instrument, u: np.ndarray, efficiency: np.ndarray,
                  mesh: MeshPhases):
@@ -367,7 +369,7 @@ class _Session:
 
 def begin_unitary_run(cfg, program: Program, instrument: Instrument, start_drives: npt.ArrayLike | None,
                       heaters: tuple[npt.ArrayLike, npt.ArrayLike] | None,
-                      what: str) -> tuple[Program, Instrument, _Session, np.ndarray, float, dict]:
+                      what: str) -> tuple[Program, Instrument, DriveSession, np.ndarray, float, dict]:
     """The checks and the start every measuring method of a one-tile unitary program shares.
 
     Checks ``program`` and ``instrument`` (a unitary program of one full tile,
@@ -411,13 +413,13 @@ def begin_unitary_run(cfg, program: Program, instrument: Instrument, start_drive
         start = finite_array(start_drives, "start_drives", (h,), " mW")
     tile = ideal_tiles(program)[0]
     u = tile * math.sqrt(tgt.size) / np.linalg.norm(tile)
-    s = _Session(cfg, instrument, u, eta, program.phase_map.u)
+    s = DriveSession(cfg, instrument, u, eta, program.phase_map.u)
     start = s.apply(s.into_range(start, np.nonzero((start < 0) | (start > s.limit))[0]))
     err_start = measured_error(instrument, start, u, shots=cfg.shots * cfg.phase_shots, retries=cfg.retries)
     return program, instrument, s, start, err_start, before
 
 
-def end_error(cfg, s: _Session, p: np.ndarray) -> float:
+def end_error(cfg, s: DriveSession, p: np.ndarray) -> float:
     """The measured matrix error at drives ``p`` (inf when the reads keep failing)."""
     try:
         return measured_error(s.ins, p, s.u, shots=cfg.shots * cfg.phase_shots, retries=cfg.retries)
@@ -425,7 +427,7 @@ def end_error(cfg, s: _Session, p: np.ndarray) -> float:
         return math.inf
 
 
-def keep_better(s: _Session, start: np.ndarray, err_start: float, p: np.ndarray,
+def keep_better(s: DriveSession, start: np.ndarray, err_start: float, p: np.ndarray,
                 err: float) -> tuple[np.ndarray, float, str]:
     """Drives ``p`` (measured ``err``) only if better than the start's; applies and returns
     ``(drives, measured error, "configured" or "start")``."""
