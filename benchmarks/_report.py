@@ -6,6 +6,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
@@ -94,6 +95,16 @@ def write_section(path: Path, body: str, begin: str, end: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def reproduce_command(script: str, argv: list[str] | None) -> str:
+    """``python <script> <arguments>``: the command that reproduces a table, without its ``--out`` (where it was
+    written); ``argv`` None means the process's own arguments."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--out" in given:
+        i = given.index("--out")
+        given = given[:i] + given[i + 2:]
+    return " ".join(["python", script, *given])
 
 
 def finish(lines: list[str], load_at_start: float | None, reproduce: str, out: Path | None, begin: str,

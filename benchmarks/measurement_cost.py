@@ -118,12 +118,8 @@ def main(argv=None) -> int:
                 print(lines[-1], flush=True)
     lines += ["", "Readings and chip time include the heater characterisation every method starts from "
               "(8 configurations per heater; 3 for twin-frugal)."]
-    given = [a for a in (sys.argv[1:] if argv is None else argv)]
-    if "--out" in given:  # the command that reproduces the table, without where it was written
-        i = given.index("--out")
-        given = given[:i] + given[i + 2:]
-    return _report.finish(lines, load, " ".join(["python benchmarks/measurement_cost.py", *given]), args.out,
-                          BEGIN, END)
+    reproduce = _report.reproduce_command("benchmarks/measurement_cost.py", argv)
+    return _report.finish(lines, load, reproduce, args.out, BEGIN, END)
 
 
 if __name__ == "__main__":

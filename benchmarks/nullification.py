@@ -83,12 +83,8 @@ def main(argv=None) -> int:
             print(lines[-1], flush=True)
     lines += ["", "Readings and configuration changes include the heater characterisation (8 per heater) and the "
               "phase-stepped error measurements at the start and the end."]
-    given = [a for a in (sys.argv[1:] if argv is None else argv)]
-    if "--out" in given:  # the command that reproduces the table, without where it was written
-        i = given.index("--out")
-        given = given[:i] + given[i + 2:]
-    return _report.finish(lines, load, " ".join(["python benchmarks/nullification.py", *given]), args.out,
-                          BEGIN, END)
+    reproduce = _report.reproduce_command("benchmarks/nullification.py", argv)
+    return _report.finish(lines, load, reproduce, args.out, BEGIN, END)
 
 
 if __name__ == "__main__":
