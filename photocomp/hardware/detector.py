@@ -108,7 +108,17 @@ def _monitor_powers(chip: Chip, power, x):
     return jnp.moveaxis(jnp.abs(chip_column_fields(chip, s, x.T)) ** 2, 2, 0)
 
 
-_monitor_powers_jit = jax.jit(_monitor_powers)
+def _monitor_read(chip: Chip, power, x, key, frac, *, shots: int, noise: bool):
+    """Monitor readings ``(B, C, K)``: exact powers, or each monitor's detection of the fraction ``frac`` of
+    them over its own auto-ranged full scale (one compiled program for the field and the detection)."""
+    exact = _monitor_powers(chip, power, x)
+    if not noise:
+        return exact
+    fs = jnp.maximum(jnp.max(exact, axis=0, keepdims=True), 1e-300) * frac / 0.8
+    return detect(exact * frac, chip.target, key, shots=shots, full_scale=fs) / frac
+
+
+_monitor_read_jit = jax.jit(_monitor_read, static_argnames=("shots", "noise"))
 
 
 def _as_drives(drives_mw, n_heaters: int, limit: float) -> tuple[np.ndarray, bool]:
@@ -299,12 +309,9 @@ class BlackBoxChip:
         self._key, key = jax.random.split(self._key)
         frac = float(self.monitor_fraction)
         with jax.enable_x64(True):
-            power = _monitor_powers_jit(self._chip.unseeded(), jnp.asarray(self._drives),
-                                        jnp.asarray(x, dtype=jnp.complex128))
-            if self.noise:
-                fs = jnp.maximum(jnp.max(power, axis=0, keepdims=True), 1e-300) * frac / 0.8
-                power = detect(power * frac, self.target, key, shots=shots, full_scale=fs) / frac
-            out = np.asarray(power, dtype=np.float64)
+            out = np.asarray(_monitor_read_jit(self._chip.unseeded(), jnp.asarray(self._drives),
+                                               jnp.asarray(x, dtype=jnp.complex128), key, frac, shots=shots,
+                                               noise=self.noise), dtype=np.float64)
         self.ledger.add(readings=x.shape[0] * shots)
         return out[0] if single else out
 
