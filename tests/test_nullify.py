@@ -206,9 +206,7 @@ def test_calibrate_runs_nullify_by_name_and_object():
     s = by_name.report.summary
     assert s["method"] == "nullify" and s["schedule"] == "parallel" and s["passes_run"] == 2
     assert s["error_after"] < 0.5 * s["error_before"]
-    assert s["measurements"] > 0 and s["chip_time_s"] > 0
-    fewer = pc.calibrate(prog, chip, "nullify", shots=10, progress=False)
-    assert fewer.report.summary["measurements"] < s["measurements"]
+    assert s["measurements"] > 0 and s["chip_time_s"] > 0  # fewer shots: the command-line test below
 
 
 def test_cli_calibrate_nullify_takes_the_methods_own_shots(capsys, tmp_path):
