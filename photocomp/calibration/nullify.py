@@ -83,7 +83,7 @@ import numpy as np
 import numpy.typing as npt
 
 from photocomp.calibration.engine import MeasuredRun, check_program, ideal_settings
-from photocomp.calibration.selfconfig import DriveSession, begin_unitary_run, end_error, keep_better
+from photocomp.calibration.selfconfig import DriveSession, begin_unitary_run, end_error, fit_sinusoid, keep_better
 from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidTypeError, MismatchError, UnknownNameError
 from photocomp.core.validate import check_int, check_real
@@ -99,24 +99,17 @@ SCHEDULES = ("parallel", "sequential")
 DEFAULT_MONITOR_FRACTION = 0.1
 """Fraction of the guided power an in-mesh monitor detects when ``photocomp.calibrate`` builds the chip's box."""
 
-def _step(r: int) -> float:
-    """Probe step (rad) of round r: ``2π/3`` first (the fit finds the minimum from anywhere), then smaller.
-
-    Moving a heater also moves its neighbours' phases a little (thermal
-    crosstalk), so a probe follows a line that is not quite one heater's
-    axis and the power along it is not quite a sinusoid; a fit over a wide
-    step misplaces the minimum by a fraction of the crosstalk. Over a small
-    step the fit is the parabola through the minimum along the line, whose
-    fixed point is the true null.
-    """
-    return max(2 * math.pi / 3 * 0.5**r, _SMALLEST_STEP)
-
-
 _SMALLEST_STEP = 0.6
+"""Smallest probe step (rad): its power change, about ``|c|^2 h^2``, must stand above the monitors' noise."""
 
 _FINE_ROUND = 2
 """The round whose step later passes start at (:func:`_step` of it is the smallest step)."""
-"""Smallest probe step (rad): its power change, about ``|c|^2 h^2``, must stand above the monitors' noise."""
+
+
+def _step(r: int) -> float:
+    """Probe step (rad) of round r: ``2π/3`` first (the fit finds the minimum from anywhere), then halved
+    down to :data:`_SMALLEST_STEP` for the rounds near the null, whose fits are trusted within one step."""
+    return max(2 * math.pi / 3 * 0.5**r, _SMALLEST_STEP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,9 +179,7 @@ def _fit_minimum(steps: list[np.ndarray], grid: list[tuple[int, ...]], power: np
     """
     n = power.shape[1]
     if len(steps) == 1:
-        st = steps[0]
-        design = np.stack([np.ones_like(st), np.cos(st), np.sin(st)], axis=-1)  # (n, 3, 3)
-        a, b, c = np.linalg.solve(design, power.T[..., None])[..., 0].T
+        a, b, c = fit_sinusoid(steps[0], power.T)
         amp = np.hypot(b, c)
         best = np.where(amp > 1e-12 * np.maximum(np.abs(a), 1e-300),
                         np.mod(np.arctan2(c, b) + 2 * math.pi, 2 * math.pi) - math.pi, 0.0)
@@ -213,8 +204,6 @@ def _fit_minimum(steps: list[np.ndarray], grid: list[tuple[int, ...]], power: np
         center = np.stack([ge[np.arange(n), a_idx, 0], gi[np.arange(n), 0, b_idx]])
         span = 2 * span / (ax.size - 1)
     return center
-
-
 
 
 class _Nuller:
@@ -242,8 +231,8 @@ class _Nuller:
         vectors = lay.n_modes if cfg.vectors is None else cfg.vectors
         modelled = np.stack([_nulling_inputs(coef, top, index, valid, lay.n_modes, rng) for _ in range(vectors)],
                             axis=1)  # (depth, vectors, K)
-        # per column: [(inputs (V, K), MZIs, null ports)], the MZIs of a group probed at once
-        self.groups = [[(modelled[c], index[c][valid[c]], top[c][valid[c]] + 1)] for c in range(lay.depth)]
+        self.inputs = modelled  # column c's nulling inputs (V, K)
+        self.columns = [(index[c][valid[c]], top[c][valid[c]] + 1) for c in range(lay.depth)]  # (MZIs, null ports)
         self.xt_rows, self.xt_cols, self.xt_weight = crosstalk_matrix(tgt, heater_positions(tgt, "unitary"))
         self.skipped = 0
 
@@ -307,8 +296,8 @@ class _Nuller:
 
         A drive that jumps a whole period lands 2π off by the efficiency
         estimate's error and heats its neighbours differently, which would
-        bend the sinusoid; so each heater probes ``0, ±2π/3`` where its range
-        allows, else ``0, +2π/3, +4π/3`` or ``0, -2π/3, -4π/3``.
+        bend the sinusoid; so each heater probes ``0, ±h`` where its range
+        allows, else ``0, +h, +2h`` or ``0, -h, -2h``.
         """
         per = self.s.period(heaters)
         room_up = (self.s.limit[heaters] - p[heaters]) / per * 2 * math.pi  # phase left above, rad
@@ -365,24 +354,22 @@ class _Nuller:
         return moved
 
     def column(self, c: int, first: int = 0) -> float:
-        """Null column c, group by group (all of a group's MZIs at once or one at a time), starting at step
-        ``_step(first)``; returns its null fraction (the null ports' power over the column's, mean over
-        groups), read after it."""
-        fractions = []
-        for x, mzis, ports in self.groups[c]:
-            if self.cfg.schedule == "parallel":
-                self.tune(c, x, mzis, ports, first)
-            else:
-                for j in range(len(mzis)):
-                    self.tune(c, x, mzis[j:j + 1], ports[j:j + 1], first)
-            try:
-                r = self.read(c, x)
-            except ReadFailed:
-                continue
-            total = float(np.sum(r))
-            if total > 0:
-                fractions.append(float(np.sum(r[ports])) / total)
-        return float(np.mean(fractions)) if fractions else math.nan
+        """Null column c (all its MZIs at once or one at a time), starting at step ``_step(first)``; returns its
+        null fraction (the null ports' power over the column's), read after it."""
+        x = self.inputs[c]
+        mzis, ports = self.columns[c]
+        if self.cfg.schedule == "parallel":
+            self.tune(c, x, mzis, ports, first)
+        else:
+            for j in range(len(mzis)):
+                self.tune(c, x, mzis[j:j + 1], ports[j:j + 1], first)
+        try:
+            r = self.read(c, x)
+        except ReadFailed:
+            return math.nan
+        total = float(np.sum(r))
+        return float(np.sum(r[ports])) / total if total > 0 else math.nan
+
 
 @dataclasses.dataclass(frozen=True)
 class Nullify:
@@ -455,7 +442,7 @@ class Nullify:
           instrument: an :class:`~photocomp.hardware.instrument.Instrument` of the
             program's target and a ``"unitary"`` circuit with in-mesh monitors
             (:class:`~photocomp.hardware.instrument.MonitoredInstrument`, e.g.
-            ``photocomp.BlackBoxChip(chip, monitor_fraction=0.01)``).
+            ``photocomp.BlackBoxChip(chip, monitor_fraction=0.1)``).
           start_drives, heaters: as for :meth:`photocomp.SelfConfig.run`.
         """
         t0 = time.perf_counter()

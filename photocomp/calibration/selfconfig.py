@@ -204,6 +204,17 @@ def _prior_chip(target, offset, efficiency) -> Chip:
                 np.asarray(offset, np.float64), np.asarray(efficiency, np.float64), rows, cols, w, "unitary")
 
 
+def fit_sinusoid(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, c)`` of ``a + b cos d + c sin d`` through three readings ``values`` at phase steps ``steps``.
+
+    Both ``(..., 3)``: any leading axes are independent fits. The maximum is at
+    ``d = atan2(c, b)``, the minimum half a turn away.
+    """
+    design = np.stack([np.ones_like(steps), np.cos(steps), np.sin(steps)], axis=-1)  # (..., 3, 3)
+    a, b, c = np.moveaxis(np.linalg.solve(design, values[..., None])[..., 0], -1, 0)
+    return a, b, c
+
+
 class DriveSession:
     """The state of one measuring run on a one-tile unitary program: drives, per-heater limits and 2π
     branches, the instrument, the program's unitary and inputs, output-phase correction. Shared by
@@ -260,9 +271,7 @@ class DriveSession:
             self.skipped += 1
             self.p = self.apply(self.p)
             return
-        d = np.asarray(tried)
-        design = np.stack([np.ones(3), np.cos(d), np.sin(d)], axis=1)
-        a, b, c = np.linalg.solve(design, np.asarray(js))
+        a, b, c = fit_sinusoid(np.asarray(tried), np.asarray(js))
         if a + math.hypot(b, c) <= js[0]:
             self.p = self.apply(self.p)
             return
