@@ -231,7 +231,7 @@ def _with_cell(lay: MeshLayout, cell: Cell) -> MeshLayout:
     return dataclasses.replace(lay, cell=cell)
 
 
-def apply_columns(lay: MeshLayout, mats, out_phase, x):
+def apply_columns(lay: MeshLayout, mats, out_phase, x, *, every_column: bool = False):
     """Propagate fields through a mesh given every MZI's 2 x 2 transfer matrix.
     The one propagation loop shared by the ideal and the physical simulators:
     a ``lax.scan`` over the columns, each column's MZIs applied at once.
@@ -239,15 +239,19 @@ def apply_columns(lay: MeshLayout, mats, out_phase, x):
     Args:
       lay: the static layout.
       mats: ``(n_mzi, 2, 2)`` complex transfer matrices in layout order.
-      out_phase: ``(N,)`` output phase screen (rad).
+      out_phase: ``(N,)`` output phase screen (rad); unused with ``every_column``.
       x: fields ``(N,)`` or ``(N, B)``, already of the complex dtype to use.
+      every_column: return the fields after every column instead (what
+        in-mesh monitors see), without the output screen.
 
     Returns:
-      output fields, same shape as ``x``.
+      output fields, same shape as ``x``; with ``every_column``, ``(depth,) + x.shape``
+      (``(1,) + x.shape``, the input, for a mesh without MZIs).
     """
     n = lay.n_modes
     extra = x.shape[1:]
     xp = jnp.concatenate([x, jnp.zeros((2,) + extra, x.dtype)], 0)
+    fields = x[None]
     if lay.n_mzi:
         top, index, valid = lay.column_slots
         eye = jnp.eye(2, dtype=mats.dtype)
@@ -261,9 +265,11 @@ def apply_columns(lay: MeshLayout, mats, out_phase, x):
             g = lambda i, j: mm[:, i, j].reshape(shape)  # noqa: E731
             field = field.at[t].set(g(0, 0) * a + g(0, 1) * b)
             field = field.at[t + 1].set(g(1, 0) * a + g(1, 1) * b)
-            return field, None
+            return field, (field[:n] if every_column else None)
 
-        xp, _ = jax.lax.scan(column, xp, (jnp.asarray(top), col_mats))
+        xp, fields = jax.lax.scan(column, xp, (jnp.asarray(top), col_mats))
+    if every_column:
+        return fields
     screen = jnp.exp(1j * jnp.asarray(out_phase)).reshape((n,) + (1,) * len(extra))
     return screen * xp[:n]
 

@@ -33,7 +33,7 @@ from photocomp.core import convention
 from photocomp.core.bell import bell_from_clements, clements_from_bell
 from photocomp.core.errors import InvalidTypeError
 from photocomp.core.ir import PhaseMap, TileGrid
-from photocomp.core.layout import MeshLayout
+from photocomp.core.layout import MeshLayout, apply_columns
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target
 from photocomp.hardware.chip import Chip, heater_groups, heater_slices, nominal_chip
@@ -303,23 +303,8 @@ def chip_tile_matrices(chip: Chip, s: Settings, *, with_gain: bool = True, rever
 
 def _column_fields(lay: MeshLayout, coef, z):
     """Fields ``(depth, N, B)`` after every column of a mesh of coefficients ``coef`` ``(4, n_mzi)``, fields ``z`` (N, B)."""
-    n = lay.n_modes
-    if lay.n_mzi == 0:
-        return z[None, :n]
-    top, index, valid = lay.column_slots
-    ident = jnp.asarray([1, 0, 0, 1], coef.dtype)[:, None, None]
-    cols = jnp.where(jnp.asarray(valid)[None], coef[:, jnp.asarray(index)], ident)  # (4, depth, width)
-    zp = jnp.concatenate([z, jnp.zeros((2,) + z.shape[1:], z.dtype)])
-
-    def column(f, col):
-        t, m = col
-        a, b = f[t], f[t + 1]
-        f = f.at[t].set(m[0][:, None] * a + m[1][:, None] * b)
-        f = f.at[t + 1].set(m[2][:, None] * a + m[3][:, None] * b)
-        return f, f[:n]
-
-    _, fields = jax.lax.scan(column, zp, (jnp.asarray(top), jnp.moveaxis(cols, 1, 0)))
-    return fields
+    mats = jnp.moveaxis(coef, 0, -1).reshape(-1, 2, 2)  # (m00, m01, m10, m11) -> (n_mzi, 2, 2)
+    return apply_columns(lay, mats, None, z, every_column=True)
 
 
 def chip_column_fields(chip: Chip, s: Settings, x: ArrayLike) -> jax.Array:

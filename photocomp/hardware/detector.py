@@ -91,11 +91,15 @@ def drive_template(target: Target, n: int, circuit: str = "svd") -> Settings:
     return Settings(grid, lay, z, z, zk, zk, z, z, zk, gain)
 
 
+def _drive_settings(chip: Chip, power) -> Settings:
+    """One-tile settings (gain 1) of the phases ``chip``'s heaters produce at powers ``power`` (H,)."""
+    template = drive_template(chip.target, 1, chip.circuit)
+    return unflatten_heaters(template, realized_phases(chip, power)[None], chip.target)
+
+
 def _tile_matrix_from_drives(chip: Chip, power):
     """The (K, K) matrix, gain 1, ``chip`` implements with heater powers ``power`` (H,) of its circuit."""
-    template = drive_template(chip.target, 1, chip.circuit)
-    s = unflatten_heaters(template, realized_phases(chip, power)[None], chip.target)
-    return chip_tile_matrices(chip, s, with_gain=False)[0]
+    return chip_tile_matrices(chip, _drive_settings(chip, power), with_gain=False)[0]
 
 
 _tile_matrix_jit = jax.jit(_tile_matrix_from_drives)
@@ -103,9 +107,7 @@ _tile_matrix_jit = jax.jit(_tile_matrix_from_drives)
 
 def _monitor_powers(chip: Chip, power, x):
     """Exact powers ``(B, C, K)`` at the in-mesh monitors for heater powers ``power`` (H,) and inputs ``x`` (B, K)."""
-    template = drive_template(chip.target, 1, chip.circuit)
-    s = unflatten_heaters(template, realized_phases(chip, power)[None], chip.target)
-    return jnp.moveaxis(jnp.abs(chip_column_fields(chip, s, x.T)) ** 2, 2, 0)
+    return jnp.moveaxis(jnp.abs(chip_column_fields(chip, _drive_settings(chip, power), x.T)) ** 2, 2, 0)
 
 
 def _monitor_read(chip: Chip, power, x, key, frac, *, shots: int, noise: bool):
@@ -278,8 +280,7 @@ class BlackBoxChip:
         """Columns of in-mesh monitors (:meth:`read_monitors`): the mesh depth (twice it for an svd chip); 0 without."""
         if self.monitor_fraction is None:
             return 0
-        lay = layout(self.target.mesh, self.target.size, cell=self.target.cell)
-        return lay.depth * sum(stage != "att" for stage in circuit_stages(self.circuit))
+        return self.target.depth * sum(stage != "att" for stage in circuit_stages(self.circuit))
 
     def read_monitors(self, inputs: npt.ArrayLike, *, shots: int | None = None) -> np.ndarray:
         """Detected powers at the in-mesh monitors for ``inputs`` at the applied drives (:meth:`set_drives`).
@@ -299,7 +300,7 @@ class BlackBoxChip:
         """
         if self.monitor_fraction is None:
             raise MismatchError("read_monitors needs a chip with in-mesh monitors "
-                                "(BlackBoxChip(..., monitor_fraction=0.01)); this one has output detectors only")
+                                "(BlackBoxChip(..., monitor_fraction=0.1)); this one has output detectors only")
         if self._drives is None:
             raise InvalidInputError("drives_mw must be set (set_drives) before read_monitors; got no drives yet")
         shots = self.shots if shots is None else check_int(shots, "shots", low=1)
