@@ -47,6 +47,7 @@ def machine_description(load_at_start: float | None = None, dists=("jax", "jaxli
             versions.append(f"{dist} {v}")
     lines = [
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; JAX backend: {jax.default_backend()}",
+        *accelerator_lines(),
         f"- {platform.system()} {platform.release()}; " + ", ".join(versions),
         f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
     ]
@@ -58,6 +59,19 @@ def machine_description(load_at_start: float | None = None, dists=("jax", "jaxli
             "times are inflated and noisier)"
         )
     return lines
+
+
+def accelerator_lines() -> list[str]:
+    """One markdown bullet naming the accelerators JAX computes on (none on the CPU backend)."""
+    import jax
+
+    if jax.default_backend() == "cpu":
+        return []
+    kinds: dict[str, int] = {}
+    for d in jax.devices():
+        kinds[d.device_kind] = kinds.get(d.device_kind, 0) + 1
+    named = ", ".join(f"{n} × {kind}" for kind, n in kinds.items())
+    return [f"- accelerator: {named} (JAX platform {jax.devices()[0].platform})"]
 
 
 def write_section(path: Path, body: str, begin: str, end: str) -> None:
@@ -107,14 +121,24 @@ def reproduce_command(script: str, argv: list[str] | None) -> str:
     return " ".join(["python", script, *given])
 
 
+def out_name(out: Path | None) -> str:
+    """How a reproduce line names the file a table goes into: ``out`` as given (benchmarks/README.md without it)."""
+    if out is None:
+        return "benchmarks/README.md"
+    try:
+        return out.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:  # outside the working folder
+        return out.as_posix()
+
+
 def finish(lines: list[str], load_at_start: float | None, reproduce: str, out: Path | None, begin: str,
            end: str) -> int:
     """Close a report: the machine description and ``reproduce``, the command (without its ``--out``) that
-    writes it into benchmarks/README.md; print it, and write it into ``out`` between the markers when given.
+    writes it into ``out`` (benchmarks/README.md without it); print it, and write it into ``out`` between the markers when given.
     Returns the exit status (0)."""
     gap = [""] if lines and lines[-1] else []
     lines = lines + gap + ["Machine:", ""] + machine_description(load_at_start) + [
-        "", f"Reproduce with `{reproduce} --out benchmarks/README.md`."]
+        "", f"Reproduce with `{reproduce} --out {out_name(out)}`."]
     body = "\n".join(lines)
     print(body)
     if out is not None:

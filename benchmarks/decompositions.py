@@ -317,6 +317,8 @@ def _final(msg):
             "median": statistics.median(times),
             "first": payload["first"],
             "runs": len(payload["times"]) or 1,
+            # no timed call fitted the budget: the "median" is the first call, compilation included
+            "first_only": not payload["times"],
             "err": payload["err"],
         }
     if kind == "unavailable":
@@ -443,12 +445,17 @@ def cell(results, name, n):
     if r is None:
         return DASH
     if r["status"] == "ok":
-        return fmt_time(r["median"]) + (" (over budget)" if r.get("over_budget") else "")
+        return fmt_time(r["median"]) + (" (over budget)" if r.get("over_budget") else "") + first_only(r)
     if r["status"] in ("over", "skipped"):
         return f"{DASH} (skipped over budget)"
     if r["status"] == "unavailable":
         return f"{DASH} (not installed)"
     return f"{DASH} (failed)"
+
+
+def first_only(r) -> str:
+    """A cell's note when its time is the first call alone (compilation included): no timed call fitted."""
+    return " (first call only)" if r.get("first_only") else ""
 
 
 def speedup(results, name, sizes):
@@ -491,8 +498,8 @@ def build_report(results, batched, args, names) -> str:
     for name in names:
         row = [name] + [cell(results, name, n) for n in sizes]
         ok = [results[(name, n)] for n in sizes if results.get((name, n), {}).get("status") == "ok"]
-        if IMPLEMENTATIONS[name][1] and ok:
-            comp = [r["first"] - r["median"] for r in ok]
+        comp = [r["first"] - r["median"] for r in ok if not r.get("first_only")]
+        if IMPLEMENTATIONS[name][1] and comp:
             row.append(f"{min(comp):.2f}–{max(comp):.2f} s")
         else:
             row.append(DASH)
@@ -520,7 +527,8 @@ def build_report(results, batched, args, names) -> str:
         row = [name]
         for n in compile_sizes:
             r = results.get((name, n))
-            row.append(f"{r['first'] - r['median']:.2f} s" if r and r["status"] == "ok" else DASH)
+            timed = r and r["status"] == "ok" and not r.get("first_only")
+            row.append(f"{r['first'] - r['median']:.2f} s" if timed else DASH)
         lines.append("| " + " | ".join(row) + " |")
 
     nb = args.batch_n
@@ -541,22 +549,24 @@ def build_report(results, batched, args, names) -> str:
             r = (batched or {}).get((name, devices))
             label = f"{name} ({args.batch}×{nb}×{nb})" + (f", {devices} host devices" if devices > 1 else "")
             if r and r["status"] == "ok":
-                lines.append(f"| {label} | {args.batch / r['median']:.4g} | {fmt_err(r['err'])} |")
+                lines.append(f"| {label} | {args.batch / r['median']:.4g}{first_only(r)} | {fmt_err(r['err'])} |")
             else:
                 lines.append(f"| {label} | {DASH} | {DASH} |")
     for name in names:
         r = results.get((name, nb))
         if r and r["status"] == "ok":
-            lines.append(f"| {name} | {1.0 / r['median']:.4g} | {fmt_err(r['err'])} |")
+            lines.append(f"| {name} | {1.0 / r['median']:.4g}{first_only(r)} | {fmt_err(r['err'])} |")
         else:
             lines.append(f"| {name} | {DASH} | {DASH} |")
 
     lines.append("")
-    lines.append(
-        "Reproduce with `bash benchmarks/run.sh --sizes "
-        + " ".join(str(n) for n in sizes)
-        + " --whole-model 0` (it builds `benchmarks/.venv` with the peers)."
-    )
+    given = f"--sizes {' '.join(str(n) for n in sizes)} --repeats {args.repeats} --budget-s {args.budget_s:g}"
+    if args.only:  # photocomp alone needs no peers: the project's own environment runs it
+        lines.append(f"Reproduce with `python benchmarks/decompositions.py --only {' '.join(args.only)} {given} "
+                     f"--whole-model 0 --out {_report.out_name(args.out)}`.")
+    else:
+        lines.append(f"Reproduce with `bash benchmarks/run.sh {given} --whole-model 0` "
+                     "(it builds `benchmarks/.venv` with the peers).")
     return "\n".join(lines)
 
 
@@ -596,7 +606,8 @@ def build_whole_report(whole, args) -> str:
         "",
         f"Reproduce with `python benchmarks/decompositions.py --only whole-model --seed {args.seed} "
         f"--whole-model {m} --whole-target {args.whole_target} --whole-devices "
-        + " ".join(str(d) for d in args.whole_devices) + "` (the project's own environment; no peers).",
+        + " ".join(str(d) for d in args.whole_devices) + f" --out {_report.out_name(args.out)}` "
+        "(the project's own environment; no peers).",
     ]
     return "\n".join(lines)
 

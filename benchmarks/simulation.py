@@ -338,7 +338,8 @@ def main(argv=None) -> int:
     return _report.finish(
         lines, load0,
         f"python benchmarks/simulation.py --target {args.target} --seed {args.seed} --repeats {args.repeats} "
-        f"--steps {args.steps}", args.out, BEGIN, END)
+        f"--steps {args.steps}" + (" --no-reference-calibration" if args.no_reference_calibration else ""),
+        args.out, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,13 @@ from conftest import haar_unitary, mesh_matrix_np
 
 import photocomp as pc
 from photocomp.compiler import driver
-from photocomp.compiler.decompose import check_tiles, decompose_many, decompose_pair
+from photocomp.compiler.decompose import (
+    ACCELERATOR_MIN_BATCH,
+    check_tiles,
+    decompose_many,
+    decompose_pair,
+    kernel_devices,
+)
 from photocomp.core import metrics
 from photocomp.core.ir import PhaseMap
 from photocomp.core.phases import MeshPhases
@@ -333,6 +339,26 @@ def test_decompose_pair_equals_two_calls(tiles, n):
         assert len(got) == len(want)
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
+
+
+class _Accelerator:
+    """Stands in for an accelerator device: all :func:`kernel_devices` reads of one is its platform."""
+
+    platform = "gpu"
+
+
+def test_small_batches_leave_an_accelerator_for_the_host():
+    import jax
+
+    gpu = (_Accelerator(),)
+    host = tuple(jax.devices("cpu"))
+    assert kernel_devices(1, default=gpu) == host
+    assert kernel_devices(ACCELERATOR_MIN_BATCH - 1, default=gpu) == host
+    assert kernel_devices(ACCELERATOR_MIN_BATCH, default=gpu) == gpu
+    assert kernel_devices(1, devices=gpu) == gpu  # devices asked for are kept
+    assert kernel_devices(1, default=host) == host
+    # what decompose_many runs on here: the default devices, this machine's CPU
+    assert kernel_devices(1) == tuple(jax.devices())
 
 
 # ---- a unitary program's summary fidelity -------------------------------------------------------------------

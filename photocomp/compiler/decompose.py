@@ -68,7 +68,8 @@ from photocomp.core.validate import as_unitary_batch
 from photocomp.sim.devices import bucket, gather, pad_tiles, run_tiles, shard_map, spread, tile_chunk, tile_mesh
 from photocomp.sim.ideal import mesh_stack, tile_matrices_np
 
-__all__ = ["decompose", "clements", "reck", "decompose_many", "decompose_pair", "check_tiles"]
+__all__ = ["decompose", "clements", "reck", "decompose_many", "decompose_pair", "check_tiles", "kernel_devices",
+           "ACCELERATOR_MIN_BATCH"]
 
 
 # ---- one nulling step ---------------------------------------------------------------
@@ -517,8 +518,34 @@ def _sharded(kind: str, chunk: int, devices: tuple):
     return jax.jit(fn), mesh
 
 
+ACCELERATOR_MIN_BATCH = 256
+"""Fewest unitaries :func:`decompose_many` sends to an accelerator when no devices are given; smaller
+batches run on the host's CPU device. The kernel's steps are sequential and each is small, so an
+accelerator's time grows with the steps, not with the unitaries: one decomposition there takes tens of
+times longer than on one CPU core, while a batch of an accelerator's group (:func:`_group_size`) or more
+shares the steps (benchmarks/GPU.md has both). A compile's few tiles stay on the host."""
+
+
+def kernel_devices(batch: int, devices=None, *, default=None) -> tuple:
+    """The devices :func:`decompose_many` runs a batch of ``batch`` unitaries on.
+
+    ``devices`` given: those. Else JAX's default devices (``default``, for tests: a tuple that stands
+    in for ``jax.devices()``), except that a batch under :data:`ACCELERATOR_MIN_BATCH` on an
+    accelerator runs on the host's CPU devices, where the kernel's sequential steps are fast.
+    """
+    if devices is not None:
+        return tuple(devices)
+    devices = tuple(jax.devices() if default is None else default)
+    if devices[0].platform == "cpu" or batch >= ACCELERATOR_MIN_BATCH:
+        return devices
+    try:
+        return tuple(jax.devices("cpu"))
+    except RuntimeError:  # a runtime built without its CPU backend
+        return devices
+
+
 def decompose_many(u, kind: str, *, devices=None):
-    """Decompose a validated complex128 batch ``u`` (B, N, N) on ``devices`` (default: all).
+    """Decompose a validated complex128 batch ``u`` (B, N, N) on ``devices`` (default: :func:`kernel_devices`).
     Returns numpy float64 ``theta, phi`` (B, n_mzi) in layout order,
     ``out_phase`` (B, N) and the screen deviation (B,) (see
     :func:`_screen_deviation`). The batch is padded (its last unitary
@@ -530,7 +557,7 @@ def decompose_many(u, kind: str, *, devices=None):
     along the batch axis.
     """
     b, n = u.shape[0], u.shape[-1]
-    devices = tuple(jax.devices() if devices is None else devices)
+    devices = kernel_devices(b, devices)
     platform = devices[0].platform
     nd = len(devices) if b >= len(devices) else 1
     u = np.asarray(u, dtype=np.complex128)
@@ -568,7 +595,7 @@ def decompose_pair(u, vh, kind: str) -> tuple[tuple, tuple]:
     """
     u, vh = np.asarray(u), np.asarray(vh)
     t, n = u.shape[0], u.shape[-1]
-    if t == 1 and _chunk_size(n, 2, jax.devices()[0].platform) == 1:
+    if t == 1 and _chunk_size(n, 2, kernel_devices(2)[0].platform) == 1:
         return decompose_many(u, kind), decompose_many(vh, kind)
     out = decompose_many(np.concatenate([u, vh]), kind)
     return tuple(a[:t] for a in out), tuple(a[t:] for a in out)
