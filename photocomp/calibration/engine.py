@@ -254,6 +254,17 @@ def _bar_range(cell: Cell, errors: dict):
     return out[0], out[1]
 
 
+_PHASE_FIT_MIN_RATIO = 0.05
+"""Local correction fits an MZI's external phase to its wanted 2 x 2 only where the wanted minor amplitude
+(the smaller of ``|t00|`` and ``|t01|``) is at least this fraction of the device's at its corrected
+internal phase; elsewhere the external phase stays 0, as in the ideal settings. Such an MZI is clipped:
+its design wants (almost) no coupling and its couplers leak more than that. Its wanted cross term then
+comes from rounding (the ``quantize`` pass moves theta = 0 to the nearest DAC level), and fitting every
+leak's phase to those terms lined the leaks up. Zero-padded tiles' meshes are mostly such MZIs, and there
+the fit made local correction worse than none; with the phase left alone every tile gains and full tiles
+are as before (``tests/test_calibrate.py::test_local_correction_improves_zero_padded_tiles``)."""
+
+
 def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_errors=None):
     """Local correction of a stack of meshes (T, ...) sharing one chip stage.
 
@@ -292,10 +303,13 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_err
         tmat = mzi(th, ph, xp=np) * np.stack([np.exp(-1j * pa), np.exp(-1j * pb)], -1)[..., None, :]
         a00, a01, a10, a11 = amat[..., 0, 0], amat[..., 0, 1], amat[..., 1, 0], amat[..., 1, 1]
         t00, t01, t10, t11 = tmat[..., 0, 0], tmat[..., 0, 1], tmat[..., 1, 0], tmat[..., 1, 1]
-        # least-squares phases: chi from both columns' ratios, then the output screen
+        # least-squares phases: chi from both columns' ratios, then the output screen; chi stays 0 where the
+        # wanted minor amplitude is a small fraction of what the device leaks (_PHASE_FIT_MIN_RATIO)
         u = t00 * a01 * np.conj(t01 * a00) + t10 * a11 * np.conj(t11 * a10)
         mag = np.abs(u)
-        u = np.where(mag > 1e-300, u / np.where(mag > 0, mag, 1.0), 1.0)
+        wanted = np.minimum(np.abs(t00), np.abs(t01))
+        fit = (mag > 1e-300) & (wanted >= _PHASE_FIT_MIN_RATIO * np.minimum(np.abs(a00), np.abs(a01)))
+        u = np.where(fit, u / np.where(mag > 0, mag, 1.0), 1.0)
         d0 = _phase(a01 * np.conj(t01) + a00 * u * np.conj(t00))
         d1 = _phase(a11 * np.conj(t11) + a10 * u * np.conj(t10))
         internal[:, idx] = psi
