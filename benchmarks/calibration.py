@@ -1,7 +1,9 @@
 """Calibrate compiled programs on fabricated chips: error per method over chip seeds.
 
 For each case (a 64x64 Haar unitary and a 64x64 real Gaussian matrix, both
-compiled through the SVD pipeline onto the target without DAC quantization)
+compiled through the SVD pipeline onto the target without DAC quantization,
+and a 100x80 real Gaussian matrix, 2 x 2 tiles of which three are zero-padded,
+through the target's default pipeline)
 and each chip seed, report the matrix error against the ideal program of:
 
 * uncorrected: ideal settings (heater offsets compensated, coupler errors and
@@ -40,17 +42,22 @@ PIPELINE = "validate | tile | svd | clements | canonicalize | lower"
 
 
 def cases(n: int, seed: int) -> dict:
+    """``name: (matrix, pipeline)``: two full tiles without DAC rounding, and a non-square matrix of 2 x 2 tiles
+    (three of them zero-padded) through the target's default pipeline (``None``), DAC rounding included."""
     from photocomp.core.reference import haar_unitary
 
     rng = np.random.default_rng(seed)
+    rows, cols = n + n // 2 + 4, n + n // 4
     return {
-        f"{n}x{n} Haar unitary": haar_unitary(n, rng),
-        f"{n}x{n} real Gaussian": rng.normal(size=(n, n)),
+        f"{n}x{n} Haar unitary": (haar_unitary(n, rng), PIPELINE),
+        f"{n}x{n} real Gaussian": (rng.normal(size=(n, n)), PIPELINE),
+        f"{rows}x{cols} real Gaussian, 2 x 2 tiles (three zero-padded), the target's default pipeline":
+            (rng.normal(size=(rows, cols)), None),
     }
 
 
-def run_case(w, target: str, seeds, steps: int, twin: dict) -> list[dict]:
-    prog = pc.compile(w, target=target, pipeline=PIPELINE)
+def run_case(w, target: str, seeds, steps: int, twin: dict, pipeline: str | None = PIPELINE) -> list[dict]:
+    prog = pc.compile(w, target=target, **({} if pipeline is None else {"pipeline": pipeline}))
     rows = []
     for seed in seeds:
         chip = pc.fabricate(target, seed=seed)
@@ -122,7 +129,8 @@ def main(argv=None) -> int:
     target = pc.get_target(args.target)
     lines = ["## Calibration", "",
              f"Matrix error ‖W_ideal − W_chip‖_F / ‖W_ideal‖_F (best real gain per tile) of programs compiled onto "
-             f"`{target.name}` (`{PIPELINE}`), on chips sampled with `photocomp.fabricate` (coupler σ = "
+             f"`{target.name}` (`{PIPELINE}` for the full tiles; the target's default pipeline, with its DAC "
+             f"rounding, for the padded program), on chips sampled with `photocomp.fabricate` (coupler σ = "
              f"{target.coupler_sigma_rad} rad, MZI loss {target.mzi_loss_db} ± {target.mzi_loss_sigma_db} dB, "
              f"random heater offsets). Model calibration: `calibrate(method=\"model\", steps={args.steps})` with its "
              "defaults (L-BFGS, warm start from the local correction); its time includes JIT compilation. "
@@ -132,10 +140,10 @@ def main(argv=None) -> int:
              "then model calibration on the twin; a measurement counts one input vector read once per shot. The "
              "reachability estimate is the error left when every unreachable MZI is clipped to its nearest reachable "
              "splitting and everything else is perfect; global calibration can go below it.", ""]
-    for name, w in cases(target.size, args.case_seed).items():
+    for name, (w, pipeline) in cases(target.size, args.case_seed).items():
         print(name, flush=True)
         twin = {"shots": args.twin_shots, "twin_configs": args.twin_configs, "twin_steps": args.twin_steps}
-        lines += table(name, run_case(w, target.name, args.seeds, args.steps, twin))
+        lines += table(name, run_case(w, target.name, args.seeds, args.steps, twin, pipeline))
     return _report.finish(
         lines, load0,
         f"python benchmarks/calibration.py --target {target.name} --seeds {' '.join(map(str, args.seeds))} "

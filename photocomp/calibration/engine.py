@@ -432,11 +432,16 @@ class Reachability:
       fraction: unreachable fraction of all MZIs used (attenuators included).
       clip_error: matrix error (after the best gain per tile) of the ideal
         program with every unreachable MZI clipped to its nearest reachable
-        splitting and everything else perfect: what correcting each cell on
-        its own (local correction) is left with from those cells. It is not a
-        floor of calibration: a global calibration (model, twin, in situ)
-        compensates part of it with the neighbouring cells and can end below
-        it, and losses and the other errors of a chip come on top of it.
+        splitting, its programmed phases kept, and everything else perfect:
+        an estimate of what the unreachable cells cost. It is not a floor of
+        calibration: a global calibration (model, twin, in situ) compensates
+        part of it with the neighbouring cells and can end below it, and
+        losses and the other errors of a chip come on top of it. Nor is it
+        what local correction reaches: on zero-padded tiles, whose meshes are
+        mostly cells that want no coupling, clipping with the programmed
+        phases kept can cost more than no correction at all, while local
+        correction leaves those cells' external phases alone
+        (``_PHASE_FIT_MIN_RATIO``) and ends well below it.
     """
     v: np.ndarray
     u: np.ndarray
