@@ -34,20 +34,32 @@ def _scale_tiles(x: np.ndarray, e: np.ndarray) -> np.ndarray:
     return np.ldexp(np.asarray(x, np.float64), ee)
 
 
-def _svd_chunk(x):
-    """SVD of a chunk of tiles (C, K, K): u, normalised s, vh (complex), gain and the reconstruction error."""
+HOST_MAX_TILES = 16
+"""Most tiles the ``svd`` pass factors in NumPy on the host, one LAPACK call per tile; more run as one
+compiled program sharded across the JAX devices (:func:`photocomp.sim.devices.run_tiles`). A compile of a
+few tiles then builds no XLA program for its SVD: in a fresh process that program's compilation took
+longer than factoring the tiles (``benchmarks/end_to_end.py`` times the first compile)."""
+
+
+def _factors(xp, x, u, s, vh):
+    """The pass's outputs from an SVD of ``x`` (C, K, K), in NumPy or JAX (``xp``): u, normalised s, vh
+    (complex), gain and the reconstruction error; an all-zero tile gets gain 0 and identity factors."""
     k = x.shape[-1]
-    # One LAPACK call per tile: a batched call may hand its batch to XLA's shared CPU thread pool, which
-    # deadlocks when several host devices run chunks at once (seen with 2 devices from 64 tiles up).
-    u, s, vh = lax.map(jnp.linalg.svd, x)
-    err = jnp.max(jnp.abs((u * s[:, None, :]) @ vh - x), axis=(1, 2))
+    err = xp.max(xp.abs((u * s[:, None, :]) @ vh - x), axis=(1, 2))
     gain = s[:, 0]
     zero = (gain == 0)[:, None]
-    s_norm = jnp.where(zero, 0.0, s / jnp.where(zero, 1.0, gain[:, None]))
-    eye = jnp.eye(k, dtype=jnp.complex128)
-    u = jnp.where(zero[..., None], eye, u.astype(jnp.complex128))
-    vh = jnp.where(zero[..., None], eye, vh.astype(jnp.complex128))
+    s_norm = xp.where(zero, 0.0, s / xp.where(zero, 1.0, gain[:, None]))
+    eye = xp.eye(k, dtype=xp.complex128)
+    u = xp.where(zero[..., None], eye, u.astype(xp.complex128))
+    vh = xp.where(zero[..., None], eye, vh.astype(xp.complex128))
     return u, s_norm, vh, gain, err
+
+
+def _svd_chunk(x):
+    """SVD of a chunk of tiles (C, K, K) in JAX (:func:`_factors`)."""
+    # One LAPACK call per tile: a batched call may hand its batch to XLA's shared CPU thread pool, which
+    # deadlocks when several host devices run chunks at once (seen with 2 devices from 64 tiles up).
+    return _factors(jnp, x, *lax.map(jnp.linalg.svd, x))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +69,10 @@ class SVD(Pass):
     Passive optics can only attenuate, so each tile's singular values are
     divided by the largest one, sigma_max, which becomes the tile's
     electronic gain. An all-zero tile gets gain 0 and identity factors.
-    Computed in float64 with ``jax.numpy.linalg.svd``, the tiles sharded
-    across all JAX devices (real tiles use the real SVD, which is faster; the
-    factors are stored complex). Each tile is factored scaled by a power of
+    Computed in float64: up to :data:`HOST_MAX_TILES` tiles with
+    ``numpy.linalg.svd`` on the host, more with ``jax.numpy.linalg.svd``, the
+    tiles sharded across all JAX devices (real tiles use the real SVD, which
+    is faster; the factors are stored complex). Each tile is factored scaled by a power of
     two that brings its largest component to ``[0.5, 1)`` (exact), and its
     gain and reconstruction error are scaled back: tiles of any finite
     magnitude are factored as accurately as tiles near 1 (a gain beyond the
@@ -78,9 +91,12 @@ class SVD(Pass):
         e = tile_exponents(x)
         if e.any():
             x = _scale_tiles(x, -e)
-        chunk = min(16, 1 << (len(blocks) - 1).bit_length())
         with single_threaded_blas():
-            u, s_norm, vh, gain, err = run_tiles(_svd_chunk, [x], chunk=chunk)
+            if len(blocks) <= HOST_MAX_TILES:
+                u, s_norm, vh, gain, err = _factors(np, x, *np.linalg.svd(x))
+            else:
+                chunk = min(16, 1 << (len(blocks) - 1).bit_length())
+                u, s_norm, vh, gain, err = run_tiles(_svd_chunk, [x], chunk=chunk)
         if e.any():
             with np.errstate(over="ignore", under="ignore"):
                 gain = np.ldexp(np.asarray(gain, np.float64), e)

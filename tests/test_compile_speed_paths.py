@@ -278,22 +278,50 @@ def test_one_tile_program_checks_the_decomposition(first, shape):
         _fsum_norm(pm.grid.join(ref_tiles) - w) / _fsum_norm(w), rel=1e-6, abs=1e-15)
 
 
-def test_a_compile_and_its_reload_build_two_tile_programs(tmp_path):
-    """The tile programs a compile asks for (photocomp.sim.devices.run_tiles): the svd pass's and the one that
-    simulates tiles and meshes for the check, quantize and the summary; reloading the program and reading its
-    matrix asks for no new one, and the reloaded matrix is the compiled one to the last bit."""
+@pytest.mark.parametrize("shape, programs", [((10, 7), 1), ((20, 17), 2)])
+def test_a_compile_and_its_reload_build_few_tile_programs(tmp_path, shape, programs):
+    """The tile programs a compile asks for (photocomp.sim.devices.run_tiles): the one that simulates tiles
+    and meshes for the check, quantize and the summary, and the svd pass's above its HOST_MAX_TILES tiles
+    (6 and 25 tiles here); reloading the program and reading its matrix asks for no new one, and the
+    reloaded matrix is the compiled one to the last bit."""
+    from photocomp.passes.svd import HOST_MAX_TILES
     from photocomp.sim import devices
 
-    w = np.random.default_rng(80).standard_normal((10, 7))
+    w = np.random.default_rng(80).standard_normal(shape)
+    assert (math.ceil(shape[0] / 4) * math.ceil(shape[1] / 4) > HOST_MAX_TILES) == (programs == 2)
     pc.compile(w, "clements-4")  # other shapes compiled by earlier tests do not count
     devices._tile_program.cache_clear()
     prog = pc.compile(w, "clements-4")
-    assert devices._tile_program.cache_info().misses == 2
+    assert devices._tile_program.cache_info().misses == programs
     prog.save(tmp_path / "w.phases.npz")
     again = pc.load(tmp_path / "w.phases.npz")
     np.testing.assert_array_equal(again.dense, prog.dense)
     np.testing.assert_array_equal(again.matrix(), prog.dense)
-    assert devices._tile_program.cache_info().misses == 2
+    assert devices._tile_program.cache_info().misses == programs
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_host_and_device_svd_agree(dtype):
+    """The svd pass's two paths (NumPy on the host for few tiles, the sharded JAX program for many) give the
+    same factorisation to rounding: singular values, gains, reconstruction, and identity factors for an
+    all-zero tile. Singular vectors are compared through what is unique about them (u s v^H)."""
+    from photocomp.passes.svd import _factors, _svd_chunk
+    from photocomp.sim.devices import run_tiles
+
+    r = np.random.default_rng(81)
+    x = r.standard_normal((5, 8, 8)).astype(dtype)
+    if dtype == np.complex128:
+        x = x + 1j * r.standard_normal((5, 8, 8))
+    x[3] = 0
+    host = _factors(np, x, *np.linalg.svd(x))
+    dev = run_tiles(_svd_chunk, [x], chunk=8)
+    for i in (1, 3, 4):  # normalised s, gain, reconstruction error (u and vh: through the rebuild below)
+        np.testing.assert_allclose(dev[i], host[i], rtol=0, atol=1e-13)
+    for u, s_norm, vh, gain in ((host[0], host[1], host[2], host[3]), (dev[0], dev[1], dev[2], dev[3])):
+        rebuilt = (u * (s_norm * gain[:, None])[:, None, :]) @ vh
+        np.testing.assert_allclose(rebuilt, x, rtol=0, atol=1e-13)
+        np.testing.assert_array_equal(u[3], np.eye(8))
+        np.testing.assert_array_equal(vh[3], np.eye(8))
 
 
 @pytest.mark.parametrize("where", ["theta", "phi", "out_phase", "sigma"])
