@@ -142,10 +142,17 @@ def _segments(n: int, batch: int = 1) -> list[int]:
     was (measured on a 2-core CPU for that batch, one loop against two: trace
     and lowering 0.30 s against 0.43 s, XLA compile 0.84 s against 1.25 s,
     the run 2.3-2.5 ms either way).
+    Meshes of at most 64 modes take one up to 512 lines in all: a compile
+    of a few 64-mode tiles (``photocomp demo``'s four tiles decompose eight
+    meshes together) then compiles one loop of each direction instead of four,
+    which saves about as much compile time again, while a run of that batch
+    takes a few percent longer (at N = 128 the run lost a quarter, so larger
+    meshes keep their lengths).
     ``benchmarks/decompositions.py`` (one unitary) and
     ``benchmarks/end_to_end.py`` (first and warm compiles) measure the result.
     """
-    if n * max(batch, 1) <= 128:
+    lines = n * max(batch, 1)
+    if lines <= 128 or (n <= 64 and lines <= 512):
         return [0, n]
     count = max(1, min(8, n // max(8, min(32, 128 // max(batch, 1)))))
     return [n * s // count for s in range(count + 1)]
