@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 import importlib.metadata
 import os
@@ -67,11 +68,9 @@ def accelerator_lines() -> list[str]:
 
     if jax.default_backend() == "cpu":
         return []
-    kinds: dict[str, int] = {}
-    for d in jax.devices():
-        kinds[d.device_kind] = kinds.get(d.device_kind, 0) + 1
-    named = ", ".join(f"{n} × {kind}" for kind, n in kinds.items())
-    return [f"- accelerator: {named} (JAX platform {jax.devices()[0].platform})"]
+    devices = jax.devices()
+    named = ", ".join(f"{n} × {kind}" for kind, n in collections.Counter(d.device_kind for d in devices).items())
+    return [f"- accelerator: {named} (JAX platform {devices[0].platform})"]
 
 
 def write_section(path: Path, body: str, begin: str, end: str) -> None:

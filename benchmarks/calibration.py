@@ -57,7 +57,7 @@ def cases(n: int, seed: int) -> dict:
 
 
 def run_case(w, target: str, seeds, steps: int, twin: dict, pipeline: str | None = PIPELINE) -> list[dict]:
-    prog = pc.compile(w, target=target, **({} if pipeline is None else {"pipeline": pipeline}))
+    prog = pc.compile(w, target=target, pipeline=pipeline)
     rows = []
     for seed in seeds:
         chip = pc.fabricate(target, seed=seed)

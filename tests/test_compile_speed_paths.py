@@ -317,7 +317,7 @@ def test_host_and_device_svd_agree(dtype):
     dev = run_tiles(_svd_chunk, [x], chunk=8)
     for i in (1, 3, 4):  # normalised s, gain, reconstruction error (u and vh: through the rebuild below)
         np.testing.assert_allclose(dev[i], host[i], rtol=0, atol=1e-13)
-    for u, s_norm, vh, gain in ((host[0], host[1], host[2], host[3]), (dev[0], dev[1], dev[2], dev[3])):
+    for u, s_norm, vh, gain, _ in (host, dev):
         rebuilt = (u * (s_norm * gain[:, None])[:, None, :]) @ vh
         np.testing.assert_allclose(rebuilt, x, rtol=0, atol=1e-13)
         np.testing.assert_array_equal(u[3], np.eye(8))
