@@ -454,6 +454,30 @@ def test_ahead_of_time_functions_start_once_per_grid(monkeypatch):
     assert pc.Pass.ahead(pipe.passes[0], tgt, grid, "svd") == ()
 
 
+def test_blas_libraries_are_looked_up_before_ahead_of_time_threads_start(monkeypatch):
+    """The BLAS lookup of single_threaded_blas walks the loaded libraries under the dynamic loader's lock and
+    deadlocks against a thread importing an extension module: it is done before any ahead-of-time function
+    is submitted, not by the compile's first pass while those threads lower their programs."""
+    import concurrent.futures
+
+    from photocomp.core.ir import TileGrid
+    from photocomp.sim import devices
+
+    class Pool:  # runs nothing; records whether the lookup was done when each function was submitted
+        looked_up: list = []
+
+        def submit(self, fn):
+            self.looked_up.append(devices._blas_controller.cache_info().currsize == 1)
+            return concurrent.futures.Future()
+
+    monkeypatch.setattr(driver, "_ahead_seen", set())
+    monkeypatch.setattr(driver, "_ahead_pool", Pool)
+    devices._blas_controller.cache_clear()
+    tgt = pc.get_target("clements-8")
+    driver._start_ahead(driver._resolve_pipeline(None, tgt), tgt, TileGrid(out_dim=12, in_dim=9, tile=8))
+    assert Pool.looked_up == [True, True]
+
+
 def test_ahead_of_time_on_a_large_grid_runs_only_small_placeholders(monkeypatch):
     """Above AHEAD_MAX_WORK a decomposition pass skips the tile program's placeholder (the whole grid) and
     runs its kernel on one group of meshes, whose program every full group of the real run uses."""

@@ -76,7 +76,7 @@ from photocomp.core.metrics import (
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target, get_target
 from photocomp.core.validate import as_matrix, check_int, matrix_view
-from photocomp.sim.devices import single_threaded_blas
+from photocomp.sim.devices import prepare_blas_limits, single_threaded_blas
 
 __all__ = ["compile", "memory_plan"]
 
@@ -470,6 +470,7 @@ def _start_ahead(pipe: Pipeline, target: Target, grid: TileGrid) -> dict[int, li
             _ahead_seen.add(key)
         fns = p.ahead(target, grid, circuit)
         if fns:
+            prepare_blas_limits()  # before any thread starts: the lookup deadlocks against a thread's import
             out[i] = [_ahead_pool().submit(fn) for fn in fns]
     return out
 

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax import lax
 
-__all__ = ["run_tiles", "single_threaded_blas", "tile_chunk", "pad_tiles", "bucket", "device_tuple", "tile_mesh", "spread", "gather",
+__all__ = ["run_tiles", "single_threaded_blas", "prepare_blas_limits", "tile_chunk", "pad_tiles", "bucket", "device_tuple", "tile_mesh", "spread", "gather",
            "shard_map"]
 
 
@@ -148,6 +148,18 @@ def _blas_controller() -> Any:
     except ImportError:
         return None
     return ThreadpoolController()
+
+
+def prepare_blas_limits() -> None:
+    """Look up now the BLAS libraries :func:`single_threaded_blas` limits (once per process).
+
+    Call it before starting threads that may import extension modules. The lookup walks the loaded
+    libraries under the dynamic loader's lock and calls back into Python for each, while a thread that
+    imports an extension module holds the interpreter lock as it waits for the loader's: the two wait for
+    each other forever. (Seen: a compile's first ``single_threaded_blas`` in the main thread against its
+    ahead-of-time thread lowering a first program, which imports JAX's MLIR extension.)
+    """
+    _blas_controller()
 
 
 _blas_lock = threading.Lock()
