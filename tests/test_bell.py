@@ -234,6 +234,26 @@ def test_local_correction_of_the_bell_mesh_is_the_mzi_meshs():
             assert out["bell"][0] > 0 and out["bell"][2] == pytest.approx(out["bell"][1], rel=1e-6)
 
 
+def test_local_correction_of_padded_tiles_is_the_mzi_meshs_tile_by_tile():
+    """Zero-padded tiles are mostly cells that want no coupling, where local correction leaves the external
+    phase of a clipped cell alone (``_PHASE_FIT_MIN_RATIO``). The Bell mesh takes the MZI mesh's corrections
+    over exactly, that rule included: every tile's error equals the MZI mesh's and beats no correction (the
+    sweep with each cell's programmed phase lost to no correction on the padded tiles)."""
+    from photocomp.calibration.engine import ideal_settings, ideal_tiles, local_settings, settings_error
+
+    w = np.random.default_rng(0).normal(size=(30, 20))
+    per = {}
+    for fam in ("clements", "bell"):
+        prog = pc.compile(w, f"{fam}-16")
+        chip = pc.fabricate(f"{fam}-16", seed=0)
+        tiles = ideal_tiles(prog)
+        per[fam] = (settings_error(chip, ideal_settings(prog), tiles)[2],
+                    settings_error(chip, local_settings(prog, chip, tiles)[0], tiles)[2])
+    ideal, local = per["bell"]
+    assert np.all(local < 0.9 * ideal)
+    np.testing.assert_allclose(local, per["clements"][1], rtol=1e-9, atol=1e-13)
+
+
 def test_bell_program_calibrated_locally_saves_and_loads(tmp_path):
     w = np.random.default_rng(1).normal(size=(5, 6))
     prog = pc.compile(w, "bell-6")

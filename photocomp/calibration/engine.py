@@ -335,14 +335,42 @@ def _cell_form(delta, a_err, b_err):
             "eps": eps}
 
 
-def _local_bell(lay: MeshLayout, stage: str, theta, phi, out, c_in, c_out) -> dict:
-    """Local correction of a Bell mesh: every cell's arm difference gives its splitting with its couplers
-    (the MZI's closed form: the symmetric cell is an MZI whose internal phase is upper - lower), and the
-    phase sweep takes each corrected cell's own input and output phases (exact for every reachable cell)."""
-    delta = _splitting_internal(np.cos(theta) ** 2, c_in, c_out)
-    ph = bell_from_clements(lay, theta, phi, out, cells=_cell_form(delta, c_in, c_out))
+def _local_bell(lay: MeshLayout, stage: str, theta, phi, out, c_in, c_out, loss_db) -> dict:
+    """Local correction of a Bell mesh: the MZI mesh's (:func:`_local_mesh` with the same couplers), carried
+    over exactly. A Bell cell is an MZI whose internal phase is upper - lower and that has no external
+    heater, so every corrected MZI is written in its cell form (:func:`_cell_form`), its external phase and
+    the phases it leaves are pushed forward into the next column's mathematical phases and the output
+    screen (:func:`_push_phases`), and the phase sweep realises that mesh with the corrected cells. Both
+    meshes therefore get the same corrections, the rule for clipped cells (``_PHASE_FIT_MIN_RATIO``)
+    included."""
+    mzi_lay = dataclasses.replace(lay, cell=MZI)
+    psi, chi, out_phys, _ = _local_mesh(mzi_lay, theta, phi, out, c_in, c_out, loss_db)
+    form = _cell_form(psi, c_in, c_out)
+    phi_m, out_m = _push_phases(lay, chi, out_phys, form)
+    ph = bell_from_clements(lay, theta, phi_m, out_m, cells=form)
     return {f"{stage}_{g}": ph[k] for g, k in (("int", "internal"), ("low", "lower"), ("in", "input"),
                                                 ("edge", "edge"), ("out", "output"))}
+
+
+def _push_phases(lay: MeshLayout, chi, out_phys, form: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The mathematical phases ``(phi, out_phase)`` of a physical MZI mesh with external phases ``chi`` and
+    output phases ``out_phys`` whose cells have the forms ``form`` (:func:`_cell_form`): the mesh equals
+    the mathematical one with every cell's ``theta'`` (global phase aside). A cell with input phases
+    ``x`` (upper), ``y`` (lower) is ``diag(e^{i(a + y)}, e^{i(b + y)}) T(theta', x - y)`` (``a``, ``b``
+    its output phases), so a sweep column by column takes each cell's ``x - y`` as its ``phi`` and passes
+    ``a + y``, ``b + y`` on to the next column; the output screen takes what is left."""
+    top, index, valid = lay.column_slots
+    pending = np.zeros(np.shape(out_phys)[:-1] + (lay.n_modes,))
+    phi = np.zeros(np.shape(chi))
+    half = form["delta"] / 2
+    for c in range(lay.depth):
+        idx, k = index[c][valid[c]], top[c][valid[c]]
+        x = chi[..., idx] + pending[..., k]
+        y = form["eps"][..., idx] + pending[..., k + 1]
+        phi[..., idx] = x - y
+        pending[..., k] = half[..., idx] + form["alpha"][..., idx] + y
+        pending[..., k + 1] = half[..., idx] + form["beta"][..., idx] + y
+    return np.mod(phi, 2 * np.pi), np.mod(out_phys + pending, 2 * np.pi)
 
 
 def local_correction(prog: Program, chip: Chip) -> Settings:
@@ -404,7 +432,8 @@ def _local_bell_settings(pm, chip: Chip, target_tiles) -> tuple[Settings, float]
     lay = pm.layout
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
     mesh = lambda stage, mp: _local_bell(lay, stage, f64(mp.theta), f64(mp.phi), f64(mp.out_phase),  # noqa: E731
-                                         f64(chip.coupler_in[stage]), f64(chip.coupler_out[stage]))
+                                         f64(chip.coupler_in[stage]), f64(chip.coupler_out[stage]),
+                                         f64(chip.loss_db[stage]))
     u = mesh("u", pm.u)
     if pm.v is None:
         s = Settings.unitary(pm.grid, lay, u.pop("u_int"), None, u.pop("u_out"), f64(pm.gain), **u)
