@@ -624,6 +624,9 @@ def _compile(weights, target, pipeline, callback, progress) -> Program:
         if callback is not None:
             callback(p, _in_weight_units(p, rec, e), st)
 
+    # without a hook the passes run under one BLAS limit (Pipeline.run leaves it for every callback)
+    run_hook = hook if bar is not None or callback is not None else None
+
     def report(records, summary):
         records = tuple(_in_weight_units(p, r, e) for p, r in zip(pipe.passes, records))
         return CompileReport(records, types.MappingProxyType(summary))
@@ -631,10 +634,10 @@ def _compile(weights, target, pipeline, callback, progress) -> Program:
     try:
         state = CompileState(weights=w, target=tgt, provided=frozenset(INITIAL_PROPERTIES))
         if prefix:
-            state = Pipeline(prefix).run(state, callback=hook)
+            state = Pipeline(prefix).run(state, callback=run_hook)
         if len(strips) == 1:
             ahead = _start_ahead(pipe, tgt, TileGrid(out_dim=w.shape[0], in_dim=w.shape[1], tile=k)) if k else {}
-            state = Pipeline(suffix).run(state, callback=hook, ahead=ahead)
+            state = Pipeline(suffix).run(state, callback=run_hook, ahead=ahead)
             phase_map = _restore_scale(state.require("phase_map", "clements"), e)
             summary = _summary(w, state.dense, _mesh_fidelity(state), e)
             dense = _restore_dense(state.dense, e)
