@@ -603,3 +603,29 @@ def test_haar_sampled_phases_give_haar_unitaries(kind):
     se = np.sqrt((n - 1) / (n * n * (n + 1)) / b)  # std of Beta(1, N-1) / sqrt(b)
     np.testing.assert_allclose(p2.mean(axis=0), np.full((n, n), 1 / n), rtol=0, atol=5 * se)
     assert scipy.stats.kstest(p2[:, 0, 0], scipy.stats.beta(1, n - 1).cdf).pvalue > BOUND["ks_pvalue"]
+
+
+@pytest.mark.parametrize("kind", ["clements", "reck"])
+@pytest.mark.parametrize("n", [2, 5, 64, 128, 256, 300])
+def test_line_updates_counts_the_stripes_the_kernel_rotates(kind, n):
+    """Every step rotates at least the lines it must (a Clements step j of a sweep touches n - j lines, a
+    Reck step on row r the rows 0..r) and at most n; meshes small enough for one stripe length rotate n."""
+    from photocomp.compiler.decompose import line_updates
+
+    steps = n * (n - 1) // 2
+    if kind == "clements":
+        needed = sum(n - j for i in range(n - 1) for j in range(i + 1))
+    else:
+        needed = sum(r * (r + 1) for r in range(1, n))
+    got = line_updates(kind, n)
+    assert needed <= got <= steps * n
+    if n <= 128:  # one stripe length: every step rotates whole lines
+        assert got == steps * n
+    else:  # the stripes save work
+        assert got < steps * n
+    with pytest.raises(UnknownNameError, match="kind"):
+        line_updates("butterfly", n)
+    with pytest.raises(InvalidInputError, match="n must be"):
+        line_updates(kind, 0)
+    with pytest.raises(InvalidTypeError, match="batch must be"):
+        line_updates(kind, n, batch=1.5)

@@ -64,12 +64,12 @@ from photocomp.core.errors import InvalidInputError, UnknownNameError
 from photocomp.core.layout import MESH_KINDS, nulling_schedule
 from photocomp.core.metrics import fidelity
 from photocomp.core.phases import MeshPhases
-from photocomp.core.validate import as_unitary_batch
+from photocomp.core.validate import as_unitary_batch, check_int
 from photocomp.sim.devices import bucket, gather, pad_tiles, run_tiles, shard_map, spread, tile_chunk, tile_mesh
 from photocomp.sim.ideal import mesh_stack, tile_matrices_np
 
 __all__ = ["decompose", "clements", "reck", "decompose_many", "decompose_pair", "check_tiles", "kernel_devices",
-           "ACCELERATOR_MIN_BATCH"]
+           "ACCELERATOR_MIN_BATCH", "line_updates"]
 
 
 # ---- one nulling step ---------------------------------------------------------------
@@ -156,6 +156,24 @@ def _segments(n: int, batch: int = 1) -> list[int]:
         return [0, n]
     count = max(1, min(8, n // max(8, min(32, 128 // max(batch, 1)))))
     return [n * s // count for s in range(count + 1)]
+
+
+def line_updates(kind: str, n: int, batch: int = 1) -> int:
+    """Lines (pairs of entries) the nulling kernel rotates to decompose one ``n``-mode unitary in a batch of
+    ``batch``: every step rotates two lines of its stripe's static length (``_segments``), so the
+    kernel runs ``28 * line_updates`` real floating-point operations (two outputs of two complex products
+    and a complex sum each). ``benchmarks/kernel_roofline.py`` holds it against the machine's rate.
+    """
+    if kind not in MESH_KINDS:
+        raise UnknownNameError(f"kind must be one of {list(MESH_KINDS)}; got {kind!r}")
+    n, batch = check_int(n, "n", low=1), check_int(batch, "batch", low=1)
+    bounds = _segments(n, batch)
+    length = np.zeros(max(n, 1), dtype=np.int64)  # stripe length of position j (Clements) or q (Reck)
+    for s in range(len(bounds) - 1):
+        length[bounds[s]:bounds[s + 1]] = n - bounds[s]
+    if kind == "clements":  # sweep i has steps j = 0..i, step j rotates length[j] lines
+        return int(sum(np.sum(length[: i + 1]) for i in range(n - 1)))
+    return int(sum((n - 1 - q) * length[q] for q in range(n - 1)))  # Reck: row n-1-q has n-1-q steps
 
 
 def _own_buffer(u):
