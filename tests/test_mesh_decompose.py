@@ -201,11 +201,12 @@ def _reference_phases(u, kind):
 def _assert_same_phases(ph, theta, phi, out):
     """theta and output phases to ~1e-12; phi on the circle, weighted by sin(theta) (phi of a bar-state
     MZI is ill-conditioned: it multiplies only the nulled, ~0 entry). The moved phases sum rounding along
-    chains of up to N/2 MZIs, so the bound grows as N x 2e-14 past N = 50. At N = 256 the largest
-    difference depends on the rounding of the random unitary's QR, which differs between NumPy's bundled
-    LAPACK builds and the CPUs they dispatch for: 3.1e-12 with NumPy 2.0-2.2, 2.7e-12 with NumPy 2.4 on an
-    AMD EPYC, below 2.6e-12 on another x86 machine (bound: 5.1e-12)."""
-    tol = max(BOUND["reconstruction"], 2e-14 * ph.layout.n_modes)
+    chains of up to N/2 MZIs, so the bound grows as N x 4e-14 past N = 25. At N = 256 the largest
+    difference depends on the rounding of the random unitary's QR and of the kernel, which differ between
+    NumPy's bundled LAPACK builds, JAX releases and the CPUs they dispatch for: 3.1e-12 with NumPy 2.0-2.2,
+    2.7e-12 with NumPy 2.4 on an AMD EPYC, below 2.6e-12 on another x86 machine, 5.25e-12 (one entry of
+    32,640) with NumPy 2.0 and JAX 0.8 on a third (bound: 1.02e-11; a wrong phase is off by far more)."""
+    tol = max(BOUND["reconstruction"], 4e-14 * ph.layout.n_modes)
     np.testing.assert_allclose(ph.theta, theta, rtol=0, atol=tol)
     np.testing.assert_allclose(np.sin(ph.theta) * np.exp(1j * ph.phi), np.sin(theta) * np.exp(1j * phi),
                                rtol=0, atol=tol)
