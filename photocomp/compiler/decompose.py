@@ -168,12 +168,12 @@ def line_updates(kind: str, n: int, batch: int = 1) -> int:
         raise UnknownNameError(f"kind must be one of {list(MESH_KINDS)}; got {kind!r}")
     n, batch = check_int(n, "n", low=1), check_int(batch, "batch", low=1)
     bounds = _segments(n, batch)
-    length = np.zeros(max(n, 1), dtype=np.int64)  # stripe length of position j (Clements) or q (Reck)
+    length = np.zeros(n, dtype=np.int64)  # stripe length of position j (Clements) or q (Reck)
     for s in range(len(bounds) - 1):
         length[bounds[s]:bounds[s + 1]] = n - bounds[s]
-    if kind == "clements":  # sweep i has steps j = 0..i, step j rotates length[j] lines
-        return int(sum(np.sum(length[: i + 1]) for i in range(n - 1)))
-    return int(sum((n - 1 - q) * length[q] for q in range(n - 1)))  # Reck: row n-1-q has n-1-q steps
+    if kind == "clements":  # sweep i = 0..n-2 has steps j = 0..i, step j rotates length[j] lines
+        return int(np.cumsum(length)[: n - 1].sum())
+    return int(np.arange(n - 1, 0, -1) @ length[: n - 1])  # Reck: row n-1-q has n-1-q steps
 
 
 def _own_buffer(u):
