@@ -9,6 +9,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -71,6 +72,47 @@ def accelerator_lines() -> list[str]:
     devices = jax.devices()
     named = ", ".join(f"{n} × {kind}" for kind, n in collections.Counter(d.device_kind for d in devices).items())
     return [f"- accelerator: {named} (JAX platform {devices[0].platform})"]
+
+
+DASH = "—"
+MIN_TIMED = 3  # timed calls made even past the budget (a median of fewer says little)
+
+
+def fmt_time(s: float | None) -> str:
+    """Seconds as text in µs, ms or s (a dash for None)."""
+    if s is None:
+        return DASH
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s:.3g} s"
+
+
+def repeated(fn, *, repeats: int, warmup: int, budget_s: float) -> dict:
+    """Call ``fn()``: once untimed (the first call), up to ``warmup`` untimed calls within a quarter of the
+    budget, then up to ``repeats`` timed calls while their total stays within the budget (``MIN_TIMED`` at
+    least).
+    Returns the first call's seconds, the timed seconds and the timed calls' results."""
+    t = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t
+    spent = last = first
+    for _ in range(warmup):
+        if spent + last > budget_s / 4:
+            break
+        t = time.perf_counter()
+        fn()
+        last = time.perf_counter() - t
+        spent += last
+    times, results = [], []
+    while len(times) < repeats and (len(times) < MIN_TIMED or spent + last <= budget_s):
+        t = time.perf_counter()
+        results.append(fn())
+        last = time.perf_counter() - t
+        times.append(last)
+        spent += last
+    return {"first": first, "times": times, "results": results}
 
 
 def write_section(path: Path, body: str, begin: str, end: str) -> None:

@@ -70,12 +70,12 @@ from photocomp.core import reference  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
+from _report import DASH, fmt_time  # noqa: E402
 
 BEGIN = "<!-- decompositions:begin -->"
 END = "<!-- decompositions:end -->"
 WHOLE_BEGIN = "<!-- whole_model:begin -->"
 WHOLE_END = "<!-- whole_model:end -->"
-DASH = "—"
 
 # name -> (mesh family, is jit-compiled)
 IMPLEMENTATIONS = {
@@ -416,14 +416,6 @@ def measure_whole(m, target, *, seed, devices, timeout_s):
 # --------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------
-
-
-def fmt_time(s: float) -> str:
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:.3g} ms"
-    return f"{s:.3g} s"
 
 
 def fmt_err(e: float) -> str:

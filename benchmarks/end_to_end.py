@@ -18,7 +18,7 @@ Warm compile (in this process, after a first call and warm-up calls):
 Each measurement makes one first call (jit compilation, untimed), up to
 ``--warmup`` untimed calls within a quarter of ``--budget-s``, then up to
 ``--repeats`` timed calls, which stop once their total would pass the budget
-(after ``MIN_TIMED`` = 3 timed calls at least, or ``--repeats`` if fewer).
+(after ``_report.MIN_TIMED`` = 3 timed calls at least, or ``--repeats`` if fewer).
 
 Cold start (each sample a fresh ``sys.executable`` process, median over
 ``--cold-repeats``), with the compilation cache off (``PHOTOCOMP_CACHE_DIR=""``)
@@ -63,6 +63,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
+from _report import MIN_TIMED, fmt_time, repeated  # noqa: E402
 
 import photocomp as pc  # noqa: E402
 from photocomp.compiler.decompose import decompose_many  # noqa: E402
@@ -70,13 +71,11 @@ from photocomp.io.cache import CACHE_ENV  # noqa: E402
 
 BEGIN = "<!-- end_to_end:begin -->"
 END = "<!-- end_to_end:end -->"
-DASH = "—"
 SIZES = [64, 128, 256, 512, 1024]
 QUICK_SIZES = [64, 128]
 COLD_TARGET = "pace-64"
 COLD_N = 64
 CHILD_TIMEOUT_S = 600.0
-MIN_TIMED = 3  # timed calls made even past the budget (a median of fewer says little)
 KINDS = (("gaussian", "real Gaussian", "svd", 2), ("haar", "Haar unitary", "unitary", 1))
 
 
@@ -84,43 +83,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def fmt_time(s: float | None) -> str:
-    if s is None:
-        return DASH
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:.3g} ms"
-    return f"{s:.3g} s"
-
-
 # ---- warm: in this process ------------------------------------------------------------------------
-
-
-def repeated(fn, *, repeats: int, warmup: int, budget_s: float) -> dict:
-    """Call ``fn()``: once untimed (the first call), up to ``warmup`` untimed calls within a quarter of the
-    budget, then up to ``repeats`` timed calls while their total stays within the budget (``MIN_TIMED`` at
-    least).
-    Returns the first call's seconds, the timed seconds and the timed calls' results."""
-    t = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t
-    spent = last = first
-    for _ in range(warmup):
-        if spent + last > budget_s / 4:
-            break
-        t = time.perf_counter()
-        fn()
-        last = time.perf_counter() - t
-        spent += last
-    times, results = [], []
-    while len(times) < repeats and (len(times) < MIN_TIMED or spent + last <= budget_s):
-        t = time.perf_counter()
-        results.append(fn())
-        last = time.perf_counter() - t
-        times.append(last)
-        spent += last
-    return {"first": first, "times": times, "results": results}
 
 
 def test_matrix(kind: str, n: int, seed: int) -> np.ndarray:

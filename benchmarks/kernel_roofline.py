@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
 import jax  # noqa: E402
+from _report import fmt_time, repeated  # noqa: E402
 
 import photocomp as pc  # noqa: E402
 from photocomp.compiler.decompose import decompose_many, line_updates  # noqa: E402
@@ -42,32 +42,14 @@ GEMM_N = 512
 GOAL = {256: 10e-3}  # issue goal: Clements at N = 256 within 10 ms
 
 
-def timed(fn, repeats: int, warmup: int, budget_s: float) -> tuple[float, int]:
-    """Median wall time of ``fn()`` after one untimed first call and ``warmup`` untimed calls; the timed
-    calls stop once their total passes ``budget_s`` (three at least)."""
-    fn()
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    while len(times) < repeats and (len(times) < 3 or sum(times) < budget_s):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times)
-
-
 def gemm_rate(repeats: int) -> float:
     """Floating-point operations per second of a complex128 matrix product on one BLAS thread."""
     rng = np.random.default_rng(0)
     a = rng.normal(size=(GEMM_N, GEMM_N)) + 1j * rng.normal(size=(GEMM_N, GEMM_N))
     b = rng.normal(size=(GEMM_N, GEMM_N)) + 1j * rng.normal(size=(GEMM_N, GEMM_N))
     with single_threaded_blas():
-        t, _ = timed(lambda: a @ b, repeats, 2, 10.0)
-    return 8 * GEMM_N**3 / t
-
-
-def fmt_time(s: float) -> str:
-    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+        r = repeated(lambda: a @ b, repeats=repeats, warmup=2, budget_s=10.0)
+    return 8 * GEMM_N**3 / statistics.median(r["times"])
 
 
 def main(argv=None) -> int:
@@ -88,8 +70,9 @@ def main(argv=None) -> int:
     rows = []
     for n in args.sizes:
         u = pc.haar_unitary(n, np.random.default_rng(args.seed))
-        t, count = timed(lambda u=u: jax.block_until_ready(decompose_many(u[None], "clements")),
-                         args.repeats, args.warmup, args.budget_s)
+        r = repeated(lambda u=u: jax.block_until_ready(decompose_many(u[None], "clements")),
+                     repeats=args.repeats, warmup=args.warmup, budget_s=args.budget_s)
+        t, count = statistics.median(r["times"]), len(r["times"])
         flops = FLOPS_PER_LINE * line_updates("clements", n)
         rate = flops / t
         goal = f"≤ {fmt_time(GOAL[n])}" if n in GOAL else ""
