@@ -1,13 +1,17 @@
-"""``clements`` / ``reck``: decompose every tile's U and V^H (after ``unitary``: its one U) into MZI phases."""
+"""``clements`` / ``reck``: decompose every tile's U and V^H (after ``unitary``: its one U) into MZI phases;
+``butterfly``: fit them (:mod:`photocomp.compiler.fit`)."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 from photocomp.compiler import driver
+from photocomp.compiler.canonical import canonicalize_mesh
 from photocomp.compiler.decompose import decompose_many, decompose_pair, group_meshes
+from photocomp.compiler.fit import FIT_RESTARTS, FIT_STEPS, fit_meshes
 from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import PipelineError
@@ -16,6 +20,7 @@ from photocomp.core.layout import layout
 from photocomp.core.metrics import fidelity
 from photocomp.core.phases import MeshPhases
 from photocomp.core.registry import quote
+from photocomp.core.validate import check_int
 from photocomp.sim import ideal
 
 # bound here: ahead-of-time placeholder runs stay out of counts of ideal.tiles_and_meshes_np
@@ -67,13 +72,10 @@ class _Decompose(Pass):
         u, s_norm, vh, gain = state.require("svd", "svd")
         grid: TileGrid = state.require("grid", "tile")
         lay = layout(self.kind, u.shape[-1], cell=state.target.cell)
-        # every stack runs sharded across all JAX devices, in cache-sized chunks
         if vh is None:  # the unitary pass: one mesh per tile
-            pm = PhaseMap.unitary(grid, MeshPhases(lay, *decompose_many(u, self.kind)[:3]), gain)
+            pm = PhaseMap.unitary(grid, self._meshes(lay, u), gain)
         else:
-            u_out, v_out = decompose_pair(u, vh, self.kind)
-            u_ph = MeshPhases(lay, *u_out[:3])
-            v_ph = MeshPhases(lay, *v_out[:3])
+            u_ph, v_ph = self._meshes(lay, u, vh)
             sigma = np.arccos(np.clip(s_norm, 0.0, 1.0))
             pm = PhaseMap(grid=grid, v=v_ph, sigma=sigma, u=u_ph, gain=gain)
         # rebuild every mesh from its phases: fidelities, the tile matrices and the compiled matrix's error,
@@ -91,6 +93,15 @@ class _Decompose(Pass):
         }
         # the rebuilt program matrix is kept for the next pass that needs it (canonicalize's "before")
         return state.replace(phase_map=pm, matrix=pm.grid.join(tiles), meshes=(v_hat, u_hat)), metrics
+
+
+    def _meshes(self, lay, u, vh=None):
+        """The phases of the meshes realising ``u`` (and ``vh``): one MeshPhases, or ``(U's, V's)``."""
+        # every stack runs sharded across all JAX devices, in cache-sized chunks
+        if vh is None:
+            return MeshPhases(lay, *decompose_many(u, self.kind)[:3])
+        u_out, v_out = decompose_pair(u, vh, self.kind)
+        return MeshPhases(lay, *u_out[:3]), MeshPhases(lay, *v_out[:3])
 
 
 def _tile_errors(grid: TileGrid, blocks, tiles: np.ndarray) -> np.ndarray:
@@ -123,3 +134,48 @@ class Reck(_Decompose):
 
     name = "reck"
     kind = "reck"
+
+
+@dataclasses.dataclass(frozen=True)
+class Butterfly(_Decompose):
+    """Fit every tile's U and V^H (after ``unitary``: its one U) with a butterfly mesh (log2 K columns).
+
+    A butterfly has (K / 2) log2 K MZIs, too few to reach every unitary, so
+    its phases are fitted (:func:`photocomp.compiler.fit.fit_meshes`: L-BFGS
+    from ``restarts`` random starts drawn from ``seed``, ``steps`` steps
+    each) and then brought to canonical ranges. The report's
+    ``min_mesh_fidelity`` and ``matrix_error`` say how close the best fit
+    found comes: a butterfly realises its own family exactly and a generic
+    matrix only approximately.
+
+    Args:
+      seed: seed of the ``jax.random`` key of the random starts.
+      restarts: random starts per mesh (the best is kept).
+      steps: L-BFGS steps per start.
+    """
+
+    seed: int = 0
+    restarts: int = FIT_RESTARTS
+    steps: int = FIT_STEPS
+
+    name = "butterfly"
+    kind = "butterfly"
+
+    def __post_init__(self):
+        check_int(self.seed, "butterfly seed", low=0, high=2**32 - 1)
+        check_int(self.restarts, "butterfly restarts", low=1, high=1024)
+        check_int(self.steps, "butterfly steps", low=1, high=100_000)
+
+    def ahead(self, target, grid: TileGrid, circuit: str):
+        return ()  # the fit compiles per mesh size on its first use
+
+    def _meshes(self, lay, u, vh=None):
+        stack = u if vh is None else np.concatenate([u, vh])
+        key = jax.random.key(self.seed)
+        theta, phi, out, _ = fit_meshes(lay, stack, key=key, restarts=self.restarts, steps=self.steps)
+        theta, phi, out = canonicalize_mesh(lay, theta, phi, out)
+        meshes = MeshPhases(lay, theta, phi, out)
+        if vh is None:
+            return meshes
+        t = len(u)
+        return (MeshPhases(lay, theta[:t], phi[:t], out[:t]), MeshPhases(lay, theta[t:], phi[t:], out[t:]))

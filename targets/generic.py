@@ -1,6 +1,7 @@
 """Generic meshes of any size: ``clements-N`` and ``reck-N`` (MZI cells), ``mzi3-N``, ``mzix-N`` and ``bell-N``
 (Clements meshes of three-splitter MZIs, of MZIs with a crossing and of symmetric MZIs; see
-:mod:`photocomp.core.cell` and :mod:`photocomp.core.bell`)."""
+:mod:`photocomp.core.cell` and :mod:`photocomp.core.bell`), and ``butterfly-N`` (N a power of two; a
+non-universal butterfly mesh programmed by fitting)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _generic(family: str, mesh: str, cell: str, size, overrides: dict, what: str
     size = _check_size(size, family)
     params = _params(family, overrides)
     return Target(
-        name=f"{family}-{size}", mesh=mesh, size=size, components=component_count(size, cell), cell=cell,
+        name=f"{family}-{size}", mesh=mesh, size=size, components=component_count(size, cell, mesh), cell=cell,
         description=f"generic {size}x{size} {what}, default physics", **params,
     )
 
@@ -102,3 +103,25 @@ def bell(size: int, **overrides: object) -> Target:
       (8, ('internal', 'lower'))
     """
     return _generic("bell", "clements", "bell", size, overrides, "Clements mesh of symmetric MZIs (Bell & Walmsley)")
+
+
+def butterfly(size: int, **overrides: object) -> Target:
+    """A butterfly (FFT) mesh of N = 2^m modes: m columns of N / 2 MZIs, column ``s`` on modes ``(n, n + 2^s)``.
+
+    (N / 2) log2 N MZIs per mesh instead of N (N - 1) / 2, and an optical
+    depth of log2 N instead of N, at the price of universality: the mesh
+    reaches only its own family of unitaries, so the compiler fits its
+    phases (the ``butterfly`` pass, :mod:`photocomp.compiler.fit`) and
+    reports how close the fit comes. Its pairs are not adjacent: on a planar
+    chip column ``s`` routes its waveguides through crossings, which the
+    chip model does not count (an ideal crossing).
+
+    Example:
+      >>> t = butterfly(16)
+      >>> (t.depth, t.n_mzi)
+      (4, 32)
+    """
+    size = _check_size(size, "butterfly")
+    if size & (size - 1):
+        raise InvalidInputError(f"target butterfly-N: mesh size N must be a power of two; got {size}")
+    return _generic("butterfly", "butterfly", "mzi", size, overrides, "butterfly mesh")

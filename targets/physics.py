@@ -46,13 +46,14 @@ DEFAULTS = dict(
 )
 
 
-def component_count(size: int, cell: str = "mzi") -> int:
+def component_count(size: int, cell: str = "mzi", mesh: str = "clements") -> int:
     """Approximate optical components of a 2-mesh SVD core: every mesh cell's components (an MZI: 2
-    couplers + 2 shifters), K attenuator MZIs (4 each) and K output shifters; a mesh of symmetric cells
+    couplers + 2 shifters; K (K - 1) / 2 cells per Clements or Reck mesh, (K / 2) log2 K per butterfly,
+    whose waveguide crossings are not counted), K attenuator MZIs (4 each) and K output shifters; a mesh of symmetric cells
     (``"sweep"`` programming, :mod:`photocomp.core.bell`) adds its input phase layer (K shifters) and its
     edge shifters beside the columns."""
     c = get_cell(cell)
-    per_mesh = len(c.components) * (size * (size - 1) // 2)
+    per_mesh = len(c.components) * layout(mesh, size).n_mzi
     if c.programming == "sweep":
         per_mesh += size + edge_count(layout("clements", size, cell=c))
     return 2 * per_mesh + 4 * size + size

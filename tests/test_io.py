@@ -418,7 +418,7 @@ def test_metadata_digest_is_over_the_parsed_record(saved, tmp_path):
         ("grid.tile", True, r"field 'grid\.tile' must be an integer .*; got boolean True"),
         ("detection", "bogus", r"field 'detection' must be one of \('coherent', 'intensity'\); got string 'bogus'"),
         ("detection", None, r"field 'detection' must be one of .*; got null None"),
-        ("mesh.kind", "butterfly", r"field 'mesh\.kind' must be one of \('clements', 'reck'\)"),
+        ("mesh.kind", "crossbar", r"field 'mesh\.kind' must be one of \('clements', 'reck', 'butterfly'\)"),
         ("mesh.n_mzi", 7, r"a clements mesh of 4 modes has 6 MZIs in 4 columns; the metadata says 7 in 4"),
         ("target.wavelength_nm", "1550", r"field 'target\.wavelength_nm' must be a finite number; got string '1550'"),
         ("target.size", 4.0, r"field 'target\.size' must be an integer; got number 4\.0"),
@@ -968,7 +968,8 @@ def test_tile_grid_bounds():
         TileGrid(4, 4, 4.0)
 
 
-@pytest.mark.parametrize("target", ["clements-2", "reck-2", "reck-3", "clements-3", "reck-5"])
+@pytest.mark.parametrize("target", ["clements-2", "reck-2", "reck-3", "clements-3", "reck-5", "butterfly-2",
+                                    "butterfly-8"])
 def test_small_and_reck_meshes_round_trip(tmp_path, target):
     """The closed forms the reader checks before building a layout hold for every mesh kind and size."""
     t, pm = _hand(target, theta=0.7)
@@ -980,8 +981,8 @@ def test_small_and_reck_meshes_round_trip(tmp_path, target):
         assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind", ["clements", "reck"])
+@pytest.mark.parametrize("kind", ["clements", "reck", "butterfly"])
 def test_mesh_counts_closed_forms_match_the_layouts(kind):
-    for n in range(2, 41):
+    for n in ((2, 4, 8, 16, 32, 64, 1024) if kind == "butterfly" else range(2, 41)):
         lay = pc.layout(kind, n)
         assert pio.mesh_counts(kind, n) == (lay.n_mzi, lay.depth), n

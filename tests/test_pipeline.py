@@ -300,6 +300,7 @@ def pass_inputs():
     unitary = _states("clements-4", FULL.format(mesh="clements").replace("| svd |", "| unitary |"), u3)
     states["unitary"] = unitary["unitary"]
     states["clements"] = unitary["clements"]  # the decomposition's unitary branch (its svd branch: reck)
+    states["butterfly"] = _states("butterfly-4", FULL.format(mesh="butterfly"))["butterfly"]
     return states
 
 

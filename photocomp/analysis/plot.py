@@ -219,10 +219,12 @@ def _draw_mesh(fig, source, tile=None):
     ax.add_collection(LineCollection(wires, colors="0.75", linewidths=0.8, zorder=1))
     theta_norm = Normalize(0.0, np.pi / 2)
     phase_norm = Normalize(0.0, 2 * np.pi)
-    mzis = [(d["x"], d["mode"], d["theta"]) for _, d in g.nodes(data=True) if d["kind"] == "mzi"]
-    bars = LineCollection([((x, n), (x, n + 1)) for x, n, _ in mzis], cmap=_THETA_CMAP, norm=theta_norm,
+    mzis = [(d["x"], d["mode"], d["lower"], d["theta"]) for _, d in g.nodes(data=True) if d["kind"] == "mzi"]
+    # a butterfly's MZIs on (n, n + d), d > 1, would overlap in their column: spread them over half a column
+    mzis = [(x + (0.5 * (n % (n2 - n)) / (n2 - n) - 0.25 if n2 - n > 1 else 0.0), n, n2, th) for x, n, n2, th in mzis]
+    bars = LineCollection([((x, n), (x, n2)) for x, n, n2, _ in mzis], cmap=_THETA_CMAP, norm=theta_norm,
                           linewidths=max(1.5, 60.0 / max(k, 1)), zorder=2)
-    bars.set_array(np.asarray([th for _, _, th in mzis]))
+    bars.set_array(np.asarray([th for *_, th in mzis]))
     ax.add_collection(bars)
     size = max(4.0, 400.0 / max(k, 1))
     att = [(d["x"], d["mode"], d["sigma"]) for _, d in g.nodes(data=True) if d["kind"] == "attenuator"]

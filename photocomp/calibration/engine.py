@@ -283,7 +283,7 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_err
                   **{k: np.asarray(v) for k, v in (cell_errors or {}).items()}}
     for c in range(lay.depth):
         idx = index[c][valid[c]]
-        k = top[c][valid[c]]
+        k, k2 = top[c][valid[c]], lay.column_bottoms[c][valid[c]]
         a_err, b_err = c_in[idx], c_out[idx]
         th, ph = theta[:, idx], phi[:, idx]
         if cell == MZI:
@@ -299,7 +299,7 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_err
             amat = _cell_core(cell, psi, {h: split[h] for h, _ in cell.trims},
                               {n: e[None, :] for n, e in errs.items()}) * amp_loss[idx][:, None, None]
         # wanted: device = D_new @ T(theta, phi) @ diag(e^{-i pa}, e^{-i pb})
-        pa, pb = screen[:, k], screen[:, k + 1]
+        pa, pb = screen[:, k], screen[:, k2]
         tmat = mzi(th, ph, xp=np) * np.stack([np.exp(-1j * pa), np.exp(-1j * pb)], -1)[..., None, :]
         a00, a01, a10, a11 = amat[..., 0, 0], amat[..., 0, 1], amat[..., 1, 0], amat[..., 1, 1]
         t00, t01, t10, t11 = tmat[..., 0, 0], tmat[..., 0, 1], tmat[..., 1, 0], tmat[..., 1, 1]
@@ -315,7 +315,7 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_err
         internal[:, idx] = psi
         external[:, idx] = _phase(u)
         screen[:, k] = d0
-        screen[:, k + 1] = d1
+        screen[:, k2] = d1
     out_phys = np.mod(out - screen, 2 * np.pi)
     flat_trims = np.mod(np.concatenate([trims[h] for h, _ in cell.trims], axis=-1), 2 * np.pi) if cell.trims else None
     return np.mod(internal, 2 * np.pi), np.mod(external, 2 * np.pi), out_phys, flat_trims

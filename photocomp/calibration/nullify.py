@@ -141,7 +141,7 @@ class NullifyResult(MeasuredRun):
         return f"nullify({self.schedule}, passes={self.passes_run})"
 
 
-def _nulling_inputs(coef: np.ndarray, top: np.ndarray, index: np.ndarray, valid: np.ndarray, n: int,
+def _nulling_inputs(coef: np.ndarray, top: np.ndarray, bottom: np.ndarray, index: np.ndarray, valid: np.ndarray, n: int,
                     rng: np.random.Generator) -> np.ndarray:
     """Inputs ``(depth, N)``: row c sends the ideal columns ``0..c`` to a field zero on every column-c MZI's lower port.
 
@@ -153,14 +153,14 @@ def _nulling_inputs(coef: np.ndarray, top: np.ndarray, index: np.ndarray, valid:
     out = np.zeros((depth, n), complex)
     for c in range(depth):
         y = np.exp(2j * np.pi * rng.random(n))
-        y[top[c][valid[c]] + 1] = 0.0
+        y[bottom[c][valid[c]]] = 0.0
         for cc in range(c, -1, -1):  # x = C_0^-1 ... C_c^-1 y
-            t = top[cc][valid[cc]]
+            t, t2 = top[cc][valid[cc]], bottom[cc][valid[cc]]
             m = coef[:, index[cc][valid[cc]]]
             det = m[0] * m[3] - m[1] * m[2]
-            a, b = y[t].copy(), y[t + 1].copy()
+            a, b = y[t].copy(), y[t2].copy()
             y[t] = (m[3] * a - m[1] * b) / det
-            y[t + 1] = (m[0] * b - m[2] * a) / det
+            y[t2] = (m[0] * b - m[2] * a) / det
         out[c] = y / np.linalg.norm(y)
     return out
 
@@ -227,12 +227,13 @@ class _Nuller:
             coef = np.asarray(stage_coefficients(nominal_chip(tgt, "unitary"), lay, "u", np.asarray(ideal.u_int)[0],
                                                  np.asarray(ideal.u_ext)[0], trims, dtype=np.complex128))
         top, index, valid = lay.column_slots
+        bottom = lay.column_bottoms
         rng = np.random.default_rng([cfg.seed, 0x9011])
         vectors = lay.n_modes if cfg.vectors is None else cfg.vectors
-        modelled = np.stack([_nulling_inputs(coef, top, index, valid, lay.n_modes, rng) for _ in range(vectors)],
+        modelled = np.stack([_nulling_inputs(coef, top, bottom, index, valid, lay.n_modes, rng) for _ in range(vectors)],
                             axis=1)  # (depth, vectors, K)
         self.inputs = modelled  # column c's nulling inputs (V, K)
-        self.columns = [(index[c][valid[c]], top[c][valid[c]] + 1) for c in range(lay.depth)]  # (MZIs, null ports)
+        self.columns = [(index[c][valid[c]], bottom[c][valid[c]]) for c in range(lay.depth)]  # (MZIs, null ports)
         self.xt_rows, self.xt_cols, self.xt_weight = crosstalk_matrix(tgt, heater_positions(tgt, "unitary"))
         self.skipped = 0
 

@@ -158,15 +158,15 @@ def _gauge(target, circuit: str = "svd") -> dict:
         n = max(sl.stop for sl in heater_slices(target, circuit).values())
         return {"coupler_in": {"u": np.ones(m)}, "coupler_out": {"u": np.ones(m)}, "loss_db": {"u": np.ones(m)},
                 "offset": np.ones(n), "efficiency": np.ones(n), "cell_errors": cell}
-    pairs, cols = np.asarray(lay.pairs), np.asarray(lay.columns)
+    pairs, lower, cols = lay.pair_array, lay.lower_array, lay.column_array
     first = np.full(k, np.iinfo(np.int64).max)
     last = np.full(k, -1)
-    for n, c in zip(pairs, cols):
-        first[n] = min(first[n], c); first[n + 1] = min(first[n + 1], c)  # noqa: E702
-        last[n] = max(last[n], c); last[n + 1] = max(last[n + 1], c)  # noqa: E702
+    for n, n2, c in zip(pairs, lower, cols):
+        first[n] = min(first[n], c); first[n2] = min(first[n2], c)  # noqa: E702
+        last[n] = max(last[n], c); last[n2] = max(last[n2], c)  # noqa: E702
     u_first_upper = cols == first[pairs]
-    u_first_both = u_first_upper & (cols == first[pairs + 1])
-    v_last_both = (cols == last[pairs]) & (cols == last[pairs + 1])
+    u_first_both = u_first_upper & (cols == first[lower])
+    v_last_both = (cols == last[pairs]) & (cols == last[lower])
     sl = heater_slices(target)
     offset = np.ones(max(g.stop for g in sl.values()))
     if lay.cell.programming == "sweep":  # the Bell chip: its U input layer sits in that stretch, on every mode

@@ -74,9 +74,9 @@ def _canonicalize(lay: MeshLayout, theta, phi, out):
     top, index, valid = lay.column_slots
     for c in range(lay.depth):
         idx = index[c][valid[c]]
-        k = top[c][valid[c]]
+        k, k2 = top[c][valid[c]], lay.column_bottoms[c][valid[c]]
         a = screen[..., k]
-        b = screen[..., k + 1]
+        b = screen[..., k2]
         ph = phi[..., idx] + a - b  # absorb the input screen; e^{ib} is common
         common = b
         th = np.mod(theta[..., idx], _TWO_PI)
@@ -89,5 +89,5 @@ def _canonicalize(lay: MeshLayout, theta, phi, out):
         theta[..., idx] = th
         phi[..., idx] = _wrap(ph)
         screen[..., k] = common
-        screen[..., k + 1] = common + np.where(mirror, np.pi, 0.0)
+        screen[..., k2] = common + np.where(mirror, np.pi, 0.0)
     return theta, phi, _wrap(out + screen)

@@ -61,7 +61,7 @@ import numpy.typing as npt
 from jax import lax
 
 from photocomp.core.errors import InvalidInputError, UnknownNameError
-from photocomp.core.layout import MESH_KINDS, nulling_schedule
+from photocomp.core.layout import DECOMPOSED_KINDS, nulling_schedule
 from photocomp.core.metrics import fidelity
 from photocomp.core.phases import MeshPhases
 from photocomp.core.validate import as_unitary_batch, check_int
@@ -164,8 +164,8 @@ def line_updates(kind: str, n: int, batch: int = 1) -> int:
     kernel runs ``28 * line_updates`` real floating-point operations (two outputs of two complex products
     and a complex sum each). ``benchmarks/kernel_roofline.py`` holds it against the machine's rate.
     """
-    if kind not in MESH_KINDS:
-        raise UnknownNameError(f"kind must be one of {list(MESH_KINDS)}; got {kind!r}")
+    if kind not in DECOMPOSED_KINDS:
+        raise UnknownNameError(f"kind must be one of {list(DECOMPOSED_KINDS)}; got {kind!r}")
     n, batch = check_int(n, "n", low=1), check_int(batch, "batch", low=1)
     bounds = _segments(n, batch)
     length = np.zeros(n, dtype=np.int64)  # stripe length of position j (Clements) or q (Reck)
@@ -736,8 +736,8 @@ def decompose(unitary: npt.ArrayLike, kind: str = "clements", *, check: bool = T
       >>> ph.layout.n_mzi
       6
     """
-    if kind not in MESH_KINDS:
-        raise UnknownNameError(f"kind must be one of {MESH_KINDS}; got {kind!r}")
+    if kind not in DECOMPOSED_KINDS:
+        raise UnknownNameError(f"kind must be one of {DECOMPOSED_KINDS}; got {kind!r}")
     u, batched = as_unitary_batch(unitary, "unitary", check=False)
     lay = nulling_schedule(kind, u.shape[-1])["layout"]
     theta, phi, out, dev = decompose_many(u, kind)

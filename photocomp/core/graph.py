@@ -10,7 +10,7 @@ Nodes (string ids, GraphML-safe):
 
 * ``in:m`` / ``out:m`` – input / output ports (``kind="port_in"/"port_out"``).
 * ``V:c:n`` / ``U:c:n`` – the MZI of the V / U mesh in column c on modes
-  (n, n+1) (``kind="mzi"``, attributes ``theta``, ``phi`` in rad).
+  (n, lower mode; n + 1 except in a butterfly) (``kind="mzi"``, attributes ``lower``, ``theta``, ``phi`` in rad).
 * ``Vout:m`` / ``Uout:m`` – output phase shifters (``kind="phase"``, ``phase``).
 * ``S:m`` – attenuator MZI on mode m (``kind="attenuator"``, ``sigma``).
 
@@ -63,15 +63,15 @@ def _mesh(g, stage, mp, tile, last, x0):
     lay = mp.layout
     theta = np.asarray(mp.theta)[tile]
     phi = np.asarray(mp.phi)[tile]
-    for i, (n, c) in enumerate(zip(lay.pairs, lay.columns)):
+    for i, (n, n2, c) in enumerate(zip(lay.pairs, lay.lower_array.tolist(), lay.columns)):
         node = f"{stage}:{c}:{n}"
-        g.add_node(node, kind="mzi", stage=stage, column=int(c), mode=int(n),
-                   theta=float(theta[i]), phi=float(phi[i]), x=float(x0 + c), y=float(n) + 0.5)
-        for port, m in ((0, n), (1, n + 1)):
+        g.add_node(node, kind="mzi", stage=stage, column=int(c), mode=int(n), lower=int(n2),
+                   theta=float(theta[i]), phi=float(phi[i]), x=float(x0 + c), y=(n + n2) / 2)
+        for port, m in ((0, n), (1, n2)):
             src, sport = last[m]
             g.add_edge(src, node, mode=int(m), src_port=sport, dst_port=f"i{port}")
         last[n] = (node, "o0")
-        last[n + 1] = (node, "o1")
+        last[n2] = (node, "o1")
     x = x0 + lay.depth
     out = np.asarray(mp.out_phase)[tile]
     for m in range(lay.n_modes):

@@ -1,14 +1,20 @@
-"""Static mesh layouts (Clements rectangular, Reck triangular) and their simulation.
+"""Static mesh layouts (Clements rectangular, Reck triangular, butterfly) and their simulation.
 
 A :class:`MeshLayout` is hashable structure: the number of modes, the kind,
-and for every MZI the upper mode of the pair it acts on and its column. MZIs
-are stored column by column (the order light meets them), upper mode
-ascending inside a column. jit caches key on the layout; phases are data.
+and for every MZI the upper mode of the pair it acts on, its lower mode and
+its column. MZIs are stored column by column (the order light meets them),
+upper mode ascending inside a column. jit caches key on the layout; phases
+are data.
 
-Layouts are derived from the nulling order of the decompositions by
-as-soon-as-possible scheduling, then checked against the closed forms
-(Clements: N(N-1)/2 MZIs, depth N, pair n in column c iff n = c mod 2;
-Reck: N(N-1)/2 MZIs, depth 2N-3).
+Clements and Reck layouts are derived from the nulling order of the
+decompositions by as-soon-as-possible scheduling, then checked against the
+closed forms (Clements: N(N-1)/2 MZIs, depth N, pair n in column c iff
+n = c mod 2; Reck: N(N-1)/2 MZIs, depth 2N-3); their MZIs act on adjacent
+modes ``(n, n + 1)``. A butterfly layout (N = 2^m modes) has m columns of
+N / 2 MZIs; column ``s`` pairs mode ``n`` with ``n + 2^s`` for every ``n``
+whose bit ``s`` is 0 (the radix-2 FFT's pattern, :func:`butterfly_pairs`).
+It has (N / 2) log2 N MZIs, so it is not universal: it is programmed by
+fitting (:mod:`photocomp.compiler.fit`).
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from photocomp.core.cell import MZI, Cell, get_cell
 from photocomp.core.convention import mzi
 from photocomp.core.errors import InvalidInputError, UnknownNameError
 
-__all__ = ["MESH_KINDS", "MeshLayout", "layout", "apply_mesh", "mesh_unitary", "nulling_levels"]
+__all__ = ["MESH_KINDS", "DECOMPOSED_KINDS", "MeshLayout", "layout", "apply_mesh", "mesh_unitary",
+           "nulling_levels", "butterfly_pairs"]
 
-MESH_KINDS = ("clements", "reck")
+MESH_KINDS = ("clements", "reck", "butterfly")
+DECOMPOSED_KINDS = ("clements", "reck")  # the universal meshes, programmed by an exact decomposition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +49,15 @@ class MeshLayout:
       cell: the device on every pair (:class:`photocomp.core.cell.Cell`;
         default the convention's MZI). The mathematical mesh is the same for
         every cell; the cell decides the physical form, its heaters and errors.
+      lower: lower mode of each MZI (tuple of int, each above its upper
+        mode), or ``()`` for adjacent pairs ``(n, n + 1)`` (Clements, Reck).
     """
     kind: str
     n_modes: int
     pairs: tuple
     columns: tuple
     cell: Cell = MZI
+    lower: tuple = ()
 
     @property
     def n_mzi(self) -> int:
@@ -63,6 +74,23 @@ class MeshLayout:
     @functools.cached_property
     def column_array(self) -> np.ndarray:
         return np.asarray(self.columns, dtype=np.int32)
+
+    @property
+    def adjacent(self) -> bool:
+        """Whether every MZI acts on adjacent modes ``(n, n + 1)``."""
+        return not self.lower
+
+    @functools.cached_property
+    def lower_array(self) -> np.ndarray:
+        """Lower mode of each MZI (int32, ``pair_array + 1`` for adjacent pairs)."""
+        return np.asarray(self.lower, dtype=np.int32) if self.lower else self.pair_array + 1
+
+    @functools.cached_property
+    def column_bottoms(self) -> np.ndarray:
+        """Lower mode of every slot of :attr:`column_slots`, shape ``(depth, width)``: padding slots point
+        at the dummy mode N + 1 (with ``top`` at N)."""
+        top, index, valid = self.column_slots
+        return np.where(valid, self.lower_array[index] if self.n_mzi else top + 1, self.n_modes + 1).astype(np.int32)
 
     @functools.cached_property
     def column_slots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,7 +116,7 @@ class MeshLayout:
         return top, index, valid
 
     def __hash__(self):  # explicit: cached_property adds instance attributes
-        return hash((self.kind, self.n_modes, self.pairs, self.columns, self.cell))
+        return hash((self.kind, self.n_modes, self.pairs, self.columns, self.cell, self.lower))
 
     def __eq__(self, other):
         return isinstance(other, MeshLayout) and (
@@ -97,7 +125,8 @@ class MeshLayout:
             self.pairs,
             self.columns,
             self.cell,
-        ) == (other.kind, other.n_modes, other.pairs, other.columns, other.cell)
+            self.lower,
+        ) == (other.kind, other.n_modes, other.pairs, other.columns, other.cell, other.lower)
 
 
 def _check_n(n) -> int:
@@ -120,6 +149,8 @@ def nulling_schedule(kind: str, n: int):
       ``slot``: position of the resulting MZI in the layout's ``pairs``.
     and ``layout``: the :class:`MeshLayout`.
     """
+    if kind not in DECOMPOSED_KINDS:
+        raise UnknownNameError(f"mesh kind must be one of {DECOMPOSED_KINDS} to have a nulling order; got {kind!r}")
     left_list: list[bool] = []
     k_list: list[int] = []
     target_list: list[int] = []
@@ -221,9 +252,40 @@ def layout(kind: str, n_modes: int, cell: str | Cell = MZI) -> MeshLayout:
     """
     if kind not in MESH_KINDS:
         raise UnknownNameError(f"mesh kind must be one of {MESH_KINDS}; got {kind!r}")
-    lay = nulling_schedule(kind, _check_n(n_modes))["layout"]
+    n = _check_n(n_modes)
+    lay = _butterfly(n) if kind == "butterfly" else nulling_schedule(kind, n)["layout"]
     cell = get_cell(cell)
     return lay if cell == MZI else _with_cell(lay, cell)
+
+
+def butterfly_pairs(n_modes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(upper, lower, column)`` of every MZI of the ``n_modes``-mode butterfly, in layout order.
+
+    Column ``s`` (``s = 0 .. log2 N - 1``) holds the N / 2 MZIs on ``(n, n + 2^s)`` for every ``n``
+    whose bit ``s`` is 0, ``n`` ascending.
+
+    Example:
+      >>> [p.tolist() for p in butterfly_pairs(4)]
+      [[0, 2, 0, 1], [1, 3, 2, 3], [0, 0, 1, 1]]
+    """
+    n = _check_n(n_modes)
+    if n < 2 or n & (n - 1):
+        raise InvalidInputError(f"a butterfly mesh needs a power of two >= 2 modes; got n_modes={n}")
+    modes = np.arange(n)
+    upper, lower, column = [], [], []
+    for s in range(n.bit_length() - 1):
+        top = modes[(modes >> s) & 1 == 0]
+        upper.append(top)
+        lower.append(top + (1 << s))
+        column.append(np.full(len(top), s))
+    return tuple(np.concatenate(a).astype(np.int32) for a in (upper, lower, column))  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=64)
+def _butterfly(n: int) -> MeshLayout:
+    upper, lower, column = butterfly_pairs(n)
+    return MeshLayout(kind="butterfly", n_modes=n, pairs=tuple(upper.tolist()), columns=tuple(column.tolist()),
+                      lower=tuple(lower.tolist()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -259,15 +321,15 @@ def apply_columns(lay: MeshLayout, mats, out_phase, x, *, every_column: bool = F
         shape = (-1,) + (1,) * len(extra)
 
         def column(field, col):
-            t, mm = col
+            t, t2, mm = col
             a = field[t]
-            b = field[t + 1]
+            b = field[t2]
             g = lambda i, j: mm[:, i, j].reshape(shape)  # noqa: E731
             field = field.at[t].set(g(0, 0) * a + g(0, 1) * b)
-            field = field.at[t + 1].set(g(1, 0) * a + g(1, 1) * b)
+            field = field.at[t2].set(g(1, 0) * a + g(1, 1) * b)
             return field, (field[:n] if every_column else None)
 
-        xp, fields = jax.lax.scan(column, xp, (jnp.asarray(top), col_mats))
+        xp, fields = jax.lax.scan(column, xp, (jnp.asarray(top), jnp.asarray(lay.column_bottoms), col_mats))
     if every_column:
         return fields
     screen = jnp.exp(1j * jnp.asarray(out_phase)).reshape((n,) + (1,) * len(extra))

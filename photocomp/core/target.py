@@ -45,7 +45,7 @@ class Target:
     """A programmable photonic chip family.
     Attributes:
       name: registry name, e.g. ``"pace-64"``.
-      mesh: ``"clements"`` or ``"reck"``.
+      mesh: ``"clements"``, ``"reck"`` or ``"butterfly"`` (K a power of two).
       size: K, the number of optical modes; matrices are tiled onto K x K blocks.
       wavelength_nm: operating wavelength (nm).
       dn_dt_per_k: thermo-optic coefficient of the waveguide (1/K).
@@ -114,6 +114,8 @@ class Target:
             raise InvalidInputError(f"Target.dac_bits must be an int in [1, 32]; got {self.dac_bits!r}")
         if not isinstance(self.cell, str) or self.cell not in CELLS:
             raise UnknownNameError(f"Target.cell must be one of {sorted(CELLS)}; got {quote(self.cell)}")
+        if self.mesh == "butterfly" and self.size & (self.size - 1):
+            raise InvalidInputError(f"Target.size must be a power of two for a butterfly mesh; got {self.size}")
         if CELLS[self.cell].programming == "sweep" and self.mesh != "clements":
             # the phase sweep of a symmetric cell (photocomp.core.bell) needs the Clements mesh's alternating columns
             raise InvalidInputError(f"Target.cell {quote(self.cell)} is programmed by a phase sweep over a Clements "
@@ -145,8 +147,8 @@ class Target:
 
     @property
     def n_mzi(self) -> int:
-        """MZIs in one mesh: K (K - 1) / 2."""
-        return self.size * (self.size - 1) // 2
+        """MZIs in one mesh: K (K - 1) / 2 for Clements and Reck, (K / 2) log2 K for a butterfly."""
+        return self.layout.n_mzi
 
     @property
     def layout(self) -> MeshLayout:

@@ -521,13 +521,13 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
         p_trim = pos[sl[f"{name}_trim"]].reshape(trims, lay.n_mzi, 2) if trims else np.zeros((0, lay.n_mzi, 2))
         d_trim = np.zeros((trims, lay.n_mzi, n_fields))
         imb = np.asarray(imbalance_um[name], dtype=np.float64)
-        pairs, cols = lay.pair_array, lay.column_array
+        pairs, lower, cols = lay.pair_array, lay.lower_array, lay.column_array
         for c in range(lay.depth):
             sel = np.flatnonzero(cols == c)
-            top = pairs[sel]
+            top, bottom = pairs[sel], lower[sel]
             t_iu, t_il = temp(p_int[sel]), temp(p_int[sel] + below)
             t_eu, t_el = temp(p_ext[sel]), temp(p_ext[sel] + below)
-            a, b = screen[top], screen[top + 1]
+            a, b = screen[top], screen[bottom]
             d_ext[sel] = a - b + kappa * half * (t_eu - t_el)
             d_int[sel] = kappa * ((half + imb[sel, None]) * t_iu - half * t_il)
             common = b + kappa * half * (t_el + t_il)
@@ -535,7 +535,7 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
                 t_tu, t_tl = temp(p_trim[j, sel]), temp(p_trim[j, sel] + below)
                 d_trim[j, sel] = kappa * half * (t_tu - t_tl)
                 common = common + kappa * half * t_tl
-            free = np.setdiff1d(np.arange(n), np.concatenate([top, top + 1]))
+            free = np.setdiff1d(np.arange(n), np.concatenate([top, bottom]))
             if free.size:
                 x_in = np.column_stack([np.full(free.size, (x0 + c - 0.5) * px), modes_y[free]])
                 x_arm = np.column_stack([np.full(free.size, (x0 + c) * px), modes_y[free]])
@@ -544,7 +544,7 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
                     x_trim = np.column_stack([np.full(free.size, (x0 + c + 0.25 * (j + 1)) * px), modes_y[free]])
                     screen[free] += kappa * half * temp(x_trim)
             screen[top] = common
-            screen[top + 1] = common
+            screen[bottom] = common
         out[sl[f"{name}_int"]] = d_int
         out[sl[f"{name}_ext"]] = d_ext
         if trims:

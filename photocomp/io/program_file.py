@@ -46,7 +46,8 @@ unitary) tile ``t`` has one mesh, stored as the U mesh, and no attenuators::
 the U mesh with its screen implementing the unitary ``W_t / gain[t]``
 (``gain[t]`` its scale). A mesh ``M(theta, phi)`` applies its MZIs column by
 column, column 0 first (column 0 is the input side, where light enters);
-MZI ``j`` acts on modes ``(mode_pairs[j], mode_pairs[j] + 1)`` with the
+MZI ``j`` acts on modes ``(mode_pairs[j], mode_pairs[j] + 1)`` (in a
+``butterfly`` mesh on ``(mode_pairs[j], mode_pairs[j] + 2^columns[j])``) with the
 convention's 2 x 2 matrix (:mod:`photocomp.core.convention`, tag
 ``clements2016-eq1``)::
 
@@ -336,8 +337,12 @@ def chip_fingerprint(chip) -> str:
 def mesh_counts(kind: str, n: int) -> tuple[int, int]:
     """``(n_mzi, depth)`` of a ``kind`` mesh on ``n >= 2`` modes, in closed form (no layout is built).
 
-    ``n_mzi = n (n - 1) / 2``; depth ``n`` for Clements (1 for ``n = 2``), ``2 n - 3`` for Reck.
+    ``n_mzi = n (n - 1) / 2``; depth ``n`` for Clements (1 for ``n = 2``), ``2 n - 3`` for Reck. A
+    butterfly (``n`` a power of two): ``(n / 2) log2 n`` MZIs in ``log2 n`` columns.
     """
+    if kind == "butterfly":
+        m = n.bit_length() - 1
+        return n // 2 * m, m
     return n * (n - 1) // 2, ((n if n > 2 else 1) if kind == "clements" else 2 * n - 3)
 
 
@@ -388,9 +393,10 @@ def check_existing_file(path: str) -> None:
 # ---- value checks shared by reading and writing -------------------------------------------------------
 
 
-def _expected_shapes(n_tiles: int, k: int, calibrated: bool, circuit: str = "svd", cell: str = "mzi") -> dict:
+def _expected_shapes(n_tiles: int, k: int, calibrated: bool, circuit: str = "svd", cell: str = "mzi",
+                     mesh: str = "clements") -> dict:
     """``{array: shape}`` of a ``circuit`` program's arrays, with the closed-form MZI count."""
-    m = k * (k - 1) // 2
+    m = mesh_counts(mesh, k)[0]
     per_mzi = {"v_theta", "v_phi", "u_theta", "u_phi", *(f"cal_{g}" for g in _MZI_GROUPS)}
     n_trims = len(get_cell(cell).trims)
     edges = edge_count(mesh_layout("clements", k)) if get_cell(cell).programming == "sweep" else 0
@@ -535,7 +541,8 @@ def save_program(program: Any, path: str | os.PathLike) -> str:
             arrays[f"cal_{g}"] = np.asarray(getattr(s, g), dtype=np.float64)
         arrays["drives_mw"] = np.asarray(program.drives(), dtype=np.float64)
         chip_meta = {"seed": int(program.chip.seed), "fingerprint": chip_fingerprint(program.chip)}
-    shapes = _expected_shapes(pm.grid.n_tiles, pm.grid.tile, program.chip is not None, circuit, target.cell)
+    shapes = _expected_shapes(pm.grid.n_tiles, pm.grid.tile, program.chip is not None, circuit, target.cell,
+                              target.mesh)
     arrays = {name: arrays[name] for name in shapes}  # the schema's order
     for name, a in arrays.items():
         if a.shape != shapes[name]:
@@ -966,7 +973,7 @@ def _read(r: _Reader, zf: zipfile.ZipFile, file_size: int) -> ProgramFile:
     circuit = r.circuit(meta, version)
     pipeline, detection, report = r.other_fields(meta, version)
     chip_meta = r.chip(meta.get("chip"))
-    shapes = _expected_shapes(grid.n_tiles, k, chip_meta is not None, circuit, target.cell)
+    shapes = _expected_shapes(grid.n_tiles, k, chip_meta is not None, circuit, target.cell, target.mesh)
     records = r.array_records(meta["arrays"], shapes, circuit)
     if set(members) != set(shapes):
         r.fail(f"array set {sorted(members)} differs from its record {sorted(records)} ("

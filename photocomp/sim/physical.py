@@ -38,7 +38,9 @@ shifters are folded into the inputs of the cells they feed
 ``sin``/``cos`` as a vectorised polynomial (:func:`sincos`; XLA's are scalar
 library calls on CPU) and a chip's constant errors evaluated with numpy at
 trace time. Batches of fields with shared settings go through the tiles'
-matrices instead of being propagated (:func:`fold_batches`). Callers that
+matrices instead of being propagated (:func:`fold_batches`). A layout whose
+pairs are not adjacent (a butterfly) runs a column scan with gathers instead
+(``_propagate_gathered``). Callers that
 only take reverse-mode gradients (calibration, twin fitting) can ask for
 ``reverse_only``: the gradient then sweeps one N x N matrix back through the
 steps by similarity transforms instead of propagating the fields' adjoint
@@ -71,7 +73,7 @@ __all__ = ["mesh_to_physical", "mesh_from_physical", "apply_physical_mesh", "phy
 
 def _columns(lay: MeshLayout):
     top, index, valid = lay.column_slots
-    return jnp.asarray(top), jnp.asarray(index), jnp.asarray(valid)
+    return jnp.asarray(top), jnp.asarray(lay.column_bottoms), jnp.asarray(index), jnp.asarray(valid)
 
 
 def _sweep(lay: MeshLayout, theta, ext, to_physical: bool):
@@ -82,7 +84,7 @@ def _sweep(lay: MeshLayout, theta, ext, to_physical: bool):
     screen = jnp.zeros((n + 2,), dtype=theta.dtype if lay.n_mzi else jnp.float32)
     if lay.n_mzi == 0:
         return ext, screen[:n]
-    top, index, valid = _columns(lay)
+    top, bottom, index, valid = _columns(lay)
     # padding slots write to a dummy element n_mzi, never onto a real MZI
     index = jnp.where(valid, index, lay.n_mzi)
     theta = jnp.concatenate([theta, jnp.zeros((1,), theta.dtype)])
@@ -92,20 +94,20 @@ def _sweep(lay: MeshLayout, theta, ext, to_physical: bool):
 
     def column(carry, col):
         scr, new_ext = carry
-        t, idx, ok = col
+        t, t2, idx, ok = col
         a = scr[t]
-        b = scr[t + 1]
+        b = scr[t2]
         th = theta[idx]
         # math phi = chi + a - b  <=>  chi = phi - a + b
         val = ext[idx] + sign * (a - b)
         new_ext = new_ext.at[idx].set(val)
         # the cell leaves the screen (alpha(theta), beta(theta)) on its outputs
         top_phase = jnp.where(ok, alpha(th) + b, scr[t])
-        bot_phase = jnp.where(ok, beta(th) + b, scr[t + 1])
-        scr = scr.at[t].set(top_phase).at[t + 1].set(bot_phase)
+        bot_phase = jnp.where(ok, beta(th) + b, scr[t2])
+        scr = scr.at[t].set(top_phase).at[t2].set(bot_phase)
         return (scr, new_ext), None
 
-    (screen, new_ext), _ = jax.lax.scan(column, (screen, jnp.zeros_like(ext)), (top, index, valid))
+    (screen, new_ext), _ = jax.lax.scan(column, (screen, jnp.zeros_like(ext)), (top, bottom, index, valid))
     return new_ext[:-1], screen[:n]
 
 
@@ -680,6 +682,8 @@ def propagate_meshes(lay: MeshLayout, coefs, diagonals, x, *, reverse_only: bool
         raise ValueError(f"need {len(coefs) - 1} diagonals between {len(coefs)} meshes; got {len(diagonals)}")
     shape = x.shape
     x = x.reshape(n, -1)
+    if not lay.adjacent:
+        return _propagate_gathered(lay, coefs, diagonals, x).reshape(shape)
     steps = [_steps(lay, c) for c in coefs]
     if steps[0][0].shape[0] == 0:  # no MZIs: only the diagonals act
         for d in diagonals:
@@ -703,6 +707,32 @@ def propagate_meshes(lay: MeshLayout, coefs, diagonals, x, *, reverse_only: bool
         a, b = _scan_steps(ce, co, xp[0::2], xp[1::2])
     y = jnp.stack([a, b], 1).reshape(n + pad, -1)[:n]
     return y.reshape(shape)
+
+
+def _propagate_gathered(lay: MeshLayout, coefs, diagonals, x):
+    """:func:`propagate_meshes` for a layout whose MZIs are not all on adjacent modes (a butterfly):
+    one ``lax.scan`` over the columns per mesh, each column's pairs gathered and scattered back. Its
+    depth is small (log2 N for a butterfly), so plain autodiff of the scan serves every derivative."""
+    n, m = lay.n_modes, lay.n_mzi
+    slots, index, valid = lay.column_slots
+    top = jnp.asarray(slots)
+    bottom = jnp.asarray(lay.column_bottoms)
+    at = jnp.asarray(np.where(valid, index, m))  # slot m: the identity
+    ident = jnp.asarray(np.array([1, 0, 0, 1]), dtype=x.dtype)[:, None]
+    x = jnp.concatenate([x, jnp.zeros((2, x.shape[1]), x.dtype)], 0)  # dummy modes n, n + 1 for padding
+
+    def column(field, col):
+        t, t2, c = col
+        a, b = field[t], field[t2]
+        field = field.at[t].set(c[0][:, None] * a + c[1][:, None] * b)
+        return field.at[t2].set(c[2][:, None] * a + c[3][:, None] * b), None
+
+    for k, coef in enumerate(coefs):
+        if k:
+            x = x.at[:n].multiply(diagonals[k - 1].reshape(n, 1))
+        full = jnp.concatenate([coef, ident], axis=1)[:, at]  # (4, depth, width)
+        x, _ = jax.lax.scan(column, x, (top, bottom, jnp.moveaxis(full, 1, 0)))
+    return x[:n]
 
 
 def _with_screen(lay: MeshLayout, y, out_phase):

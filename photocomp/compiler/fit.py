@@ -1,0 +1,226 @@
+"""Programming a mesh by fitting: the phases of a non-universal mesh (a butterfly) closest to a unitary.
+
+A mesh with fewer than N (N - 1) / 2 MZIs cannot reach every unitary, so it
+has no exact decomposition; :func:`fit_meshes` finds the settings whose
+unitary is closest to the target in the Frobenius norm and reports how close
+that is. With the mesh's own unitary ``M(theta, phi)`` (output screen
+aside), the best output screen has a closed form, ``out_j = arg <M_j, U_j>``
+row by row, so the fit minimises over ``(theta, phi)`` alone
+(variable projection)::
+
+    ||U - diag(e^{i out}) M||_F^2,  computed as a sum of squared residuals
+
+with L-BFGS (``optax.lbfgs``), all meshes and starts in one vmapped, jitted
+loop in float64; each mesh keeps its best start.
+
+The first start of a butterfly is its recursive factorization
+(:func:`butterfly_factor`): a butterfly of N modes is its last column of
+2 x 2 cells on ``(i, i + N/2)`` times two butterflies of N/2 modes side by
+side, so row ``i`` of ``U``'s left half and row ``i + N/2`` are both
+multiples of row ``i`` of the upper half-size butterfly ``B1`` (the right
+half likewise of ``B2``). Each row of ``B1`` is taken as the principal right
+singular vector of those two rows, ``B1`` and ``B2`` are made unitary (polar
+factor), the 2 x 2 cells are their overlaps with ``U`` made unitary, and the
+same step recurses into ``B1`` and ``B2``. For a unitary of the butterfly's
+own family every step is exact, so the fit starts at the answer (to ~1e-14,
+``tests/test_butterfly.py``); for any other unitary it is a good start. The
+other starts are random, drawn from an explicit PRNG key.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from photocomp.core.errors import InvalidInputError, InvalidTypeError
+from photocomp.core.layout import MeshLayout
+from photocomp.sim.physical import ideal_coefficients, propagate_meshes
+
+__all__ = ["fit_meshes", "butterfly_factor", "FIT_RESTARTS", "FIT_STEPS"]
+
+FIT_RESTARTS = 4  # random starts per mesh
+FIT_STEPS = 400  # L-BFGS steps per start
+
+
+def _polar(x: np.ndarray) -> np.ndarray:
+    """The unitary polar factor of each matrix of ``x`` (the nearest unitary in the Frobenius norm)."""
+    w, _, vh = np.linalg.svd(x, full_matrices=False)
+    return w @ vh
+
+
+def _butterfly_cells(u: np.ndarray) -> list[np.ndarray]:
+    """The 2 x 2 unitary cells of the butterfly factorization of ``u`` (B, N, N): one ``(B, N/2, 2, 2)``
+    array per column, cells in layout order (upper mode ascending)."""
+    b, n = u.shape[0], u.shape[-1]
+    if n == 2:
+        return [_polar(u)[:, None]]
+    h = n // 2
+    top, bottom = u[:, :h], u[:, h:]
+    halves = []
+    for lo, hi in ((0, h), (h, n)):
+        rows = np.stack([top[:, :, lo:hi], bottom[:, :, lo:hi]], axis=2)  # (B, h, 2, h): rows i and i + h
+        _, _, vh = np.linalg.svd(rows, full_matrices=False)
+        halves.append(_polar(vh[:, :, 0, :]))  # row i of the half-size butterfly, made unitary
+    b1, b2 = halves
+    cells = np.empty((b, h, 2, 2), dtype=np.complex128)
+    for r, rows in enumerate((top, bottom)):
+        cells[:, :, r, 0] = np.sum(np.conj(b1) * rows[:, :, :h], axis=-1)
+        cells[:, :, r, 1] = np.sum(np.conj(b2) * rows[:, :, h:], axis=-1)
+    inner = _butterfly_cells(np.concatenate([b1, b2]))  # both halves as one batch
+    return [np.concatenate([c[:b], c[b:]], axis=1) for c in inner] + [_polar(cells)]
+
+
+def _cells_to_phases(lay: MeshLayout, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(theta, phi, out_phase)`` of a mesh of unitary 2 x 2 cells (B, n_mzi, 2, 2) in layout order.
+
+    Each cell ``G`` with the phases ``x``, ``y`` pending on its input modes is written as
+    ``G diag(e^{ix}, e^{iy}) = diag(e^{ip}, e^{iq}) T(theta, phi)``; ``p``, ``q`` are pushed on to the
+    next cells and what is left after the last column is the output screen."""
+    pending = np.zeros((cells.shape[0], lay.n_modes))
+    theta = np.zeros(cells.shape[:2])
+    phi = np.zeros(cells.shape[:2])
+    up, low, cols = lay.pair_array, lay.lower_array, lay.column_array
+    tiny = 1e-12
+    for c in range(lay.depth):
+        idx = np.flatnonzero(cols == c)
+        g = cells[:, idx] * np.exp(1j * np.stack([pending[:, up[idx]], pending[:, low[idx]]], -1))[:, :, None, :]
+        # T(theta, phi) = [[e^{i phi} cos, -sin], [e^{i phi} sin, cos]]
+        crossed = np.abs(g[..., 0, 1]) > tiny  # sin theta > 0: p from column 1, else from column 0 with phi = 0
+        p = np.where(crossed, np.angle(-g[..., 0, 1]), np.angle(g[..., 0, 0]))
+        ph = np.where(crossed & (np.abs(g[..., 0, 0]) > tiny), np.angle(g[..., 0, 0]) - p, 0.0)
+        ph = np.where(crossed & (np.abs(g[..., 0, 0]) <= tiny), np.angle(g[..., 1, 0]) - np.angle(g[..., 1, 1]), ph)
+        q = np.where(np.abs(g[..., 1, 1]) > tiny, np.angle(g[..., 1, 1]), np.angle(g[..., 1, 0]) - ph)
+        theta[:, idx] = np.arccos(np.clip(np.abs(g[..., 0, 0]), 0.0, 1.0))
+        phi[:, idx] = ph
+        pending[:, up[idx]], pending[:, low[idx]] = p, q
+    return theta, phi, pending
+
+
+def butterfly_factor(u) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The recursive factorization of unitaries onto the butterfly of their size (see the module docstring).
+
+    Exact for a unitary of the butterfly's own family; for any other, a good start for
+    :func:`fit_meshes`. Args: ``u`` ``(B, N, N)``, N a power of two. Returns float64
+    ``theta, phi`` (B, (N/2) log2 N) in the layout order of ``layout("butterfly", N)`` and
+    ``out_phase`` (B, N).
+    """
+    from photocomp.core.layout import layout
+
+    arr = np.asarray(u, dtype=np.complex128)
+    lay = layout("butterfly", arr.shape[-1])
+    return _cells_to_phases(lay, np.concatenate(_butterfly_cells(arr), axis=1))
+
+
+def _mesh(lay: MeshLayout, theta, phi, dtype):
+    """The mesh's unitary without its output screen."""
+    eye = jnp.eye(lay.n_modes, dtype=dtype)
+    return propagate_meshes(lay, [ideal_coefficients(theta, phi, dtype=dtype)], [], eye)
+
+
+def _screened(m, u):
+    """``diag(e^{i out}) m`` with the best output screen for ``u``: ``out_j = arg <m_j, u_j>``."""
+    r = jnp.sum(jnp.conj(m) * u, axis=1)
+    mag = jnp.abs(r)
+    return jnp.where(mag > 0, r / jnp.where(mag > 0, mag, 1.0), 1.0)[:, None] * m
+
+
+def _loss(params, lay: MeshLayout, u):
+    """``||U - U_hat||_F^2`` at the best output screen, summed as residuals (no cancellation near 0; by the
+    envelope theorem its gradient needs no derivative of the screen, which is optimal)."""
+    d = u - _screened(_mesh(lay, params[0], params[1], u.dtype), u)
+    return jnp.sum(d.real**2 + d.imag**2)
+
+
+@functools.partial(jax.jit, static_argnames=("lay", "steps"))
+def _fit(u, start, *, lay: MeshLayout, steps: int):
+    """L-BFGS from ``start`` (2, n_mzi) on one unitary ``u``; returns the best ``(params, loss)`` seen."""
+    import optax
+
+    opt = optax.lbfgs(linesearch=optax.scale_by_backtracking_linesearch(max_backtracking_steps=20,
+                                                                        store_grad=True))
+    value_fn = functools.partial(_loss, lay=lay, u=u)
+    value_and_grad = optax.value_and_grad_from_state(value_fn)
+
+    def step(_, carry):
+        p, state, best, best_loss = carry
+        loss, grad = value_and_grad(p, state=state)
+        better = loss < best_loss
+        best = jnp.where(better, p, best)
+        best_loss = jnp.where(better, loss, best_loss)
+        updates, state = opt.update(grad, state, p, value=loss, grad=grad, value_fn=value_fn)
+        return optax.apply_updates(p, updates), state, best, best_loss
+
+    init = (start, opt.init(start), start, jnp.asarray(jnp.inf, start.dtype))
+    p, _, best, best_loss = jax.lax.fori_loop(0, steps, step, init)
+    last = value_fn(p)
+    return jnp.where(last < best_loss, p, best), jnp.minimum(last, best_loss)
+
+
+@functools.partial(jax.jit, static_argnames=("lay", "steps"))
+def _fit_all(u, starts, *, lay: MeshLayout, steps: int):
+    """``_fit`` over meshes ``u`` (B, N, N) and starts (B, R, 2, n_mzi): every start of every mesh at once."""
+    per_start = jax.vmap(functools.partial(_fit, lay=lay, steps=steps), in_axes=(None, 0))
+    return jax.vmap(per_start)(u, starts)
+
+
+def fit_meshes(lay: MeshLayout, u, *, key: jax.Array, restarts: int = FIT_RESTARTS,
+               steps: int = FIT_STEPS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The settings of ``lay`` closest to each unitary of ``u`` (B, N, N), fitted by L-BFGS.
+
+    Args:
+      lay: the mesh layout (any kind; the point is the non-universal ones).
+      u: unitaries, shape ``(B, N, N)`` or ``(N, N)`` with ``N = lay.n_modes``.
+      key: a ``jax.random`` key; the random starts are drawn from it, so the
+        result is reproducible.
+      restarts: starts per unitary (the best is kept), >= 1; a butterfly's
+        first start is :func:`butterfly_factor`, the others are random.
+      steps: L-BFGS steps per start, >= 1.
+
+    Returns:
+      numpy float64 ``theta, phi`` (B, n_mzi), ``out_phase`` (B, N) and the
+      fit error ``||U - U_hat||_F / sqrt(N)`` (B,) (without a batch axis for
+      one ``(N, N)`` unitary).
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from photocomp.core.layout import layout
+      >>> theta, phi, out, err = fit_meshes(layout("butterfly", 4), np.eye(4), key=jax.random.key(0))
+      >>> bool(err < 1e-10)
+      True
+    """
+    if not isinstance(lay, MeshLayout):
+        raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
+    for name, v in (("restarts", restarts), ("steps", steps)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidInputError(f"{name} must be an int >= 1; got {v!r}")
+    arr = np.asarray(u, dtype=np.complex128)
+    single = arr.ndim == 2
+    arr = arr[None] if single else arr
+    n = lay.n_modes
+    if arr.ndim != 3 or arr.shape[1:] != (n, n):
+        raise InvalidInputError(f"u must have shape (B, {n}, {n}) or ({n}, {n}) for a {n}-mode mesh; "
+                                f"got {np.shape(u)}")
+    if not np.all(np.isfinite(arr)):
+        raise InvalidInputError("u must be finite")
+    b, m = arr.shape[0], lay.n_mzi
+    with jax.enable_x64(True):
+        k_theta, k_phi = jax.random.split(key)
+        starts = jnp.stack([jax.random.uniform(k_theta, (b, restarts, m), jnp.float64, 0.0, np.pi / 2),
+                            jax.random.uniform(k_phi, (b, restarts, m), jnp.float64, 0.0, 2 * np.pi)], axis=2)
+        if lay.kind == "butterfly":  # the first start: the recursive factorization
+            theta0, phi0, _ = butterfly_factor(arr)
+            starts = starts.at[:, 0].set(jnp.stack([jnp.asarray(theta0), jnp.asarray(phi0)], axis=1))
+        params, loss = _fit_all(jnp.asarray(arr), starts, lay=lay, steps=steps)
+        best = jnp.argmin(loss, axis=1)
+        params = jnp.take_along_axis(params, best[:, None, None, None], axis=1)[:, 0]
+        mesh = np.asarray(jax.vmap(lambda t, p: _mesh(lay, t, p, jnp.complex128))(params[:, 0], params[:, 1]))
+        theta, phi = np.asarray(params[:, 0]), np.asarray(params[:, 1])
+    out = np.mod(np.angle(np.sum(np.conj(mesh) * arr, axis=2)), 2 * np.pi)
+    u_hat = np.exp(1j * out)[:, :, None] * mesh
+    err = np.linalg.norm(arr - u_hat, axis=(1, 2)) / np.sqrt(n)
+    if single:
+        return theta[0], phi[0], out[0], err[0]
+    return theta, phi, out, err
