@@ -2,7 +2,8 @@
 
 For every architecture (``clements-N``: MZI cells; ``mzi3-N``: three-splitter
 MZI cells; ``mzix-N``: MZI + crossing cells; ``bell-N``: symmetric MZI cells
-with input, edge and output phase layers, Bell & Walmsley 2021), size N and coupler
+with input, edge and output phase layers, Bell & Walmsley 2021; ``butterfly-N``:
+the FFT-pattern mesh, N a power of two, not universal), size N and coupler
 splitting-angle error sigma, a Haar-random N x N unitary (seed 2026) is
 compiled onto the target (a unitary program: one mesh, no attenuators) and
 run on chips fabricated with ``coupler_sigma_rad = sigma`` and lossless
@@ -23,7 +24,10 @@ the three-splitter MZI adds a third coupler per cell. Reported per row
 * drift sensitivity: the error 1 K of ambient warming, and 1 K of gradient
   across the modes, add to the locally corrected program (:func:`drift_sensitivity`).
 
-Errors are ``||U - g U_chip||_F / ||U||_F`` with the best gain. The headline
+Errors are ``||U - g U_chip||_F / ||U||_F`` with the best gain, ``U`` the compiled
+program's matrix; the "compiled" column is the error of that program against
+the Haar unitary itself (the DAC quantization for the universal meshes, the fit's error
+for a butterfly, which reaches only its own family). The headline
 of Hamerly et al., Nat. Commun. 13, 6831 (2022): after correction the MZI
 mesh's error grows with N, the three-splitter mesh's does not.
 
@@ -54,14 +58,21 @@ from photocomp.hardware.chipsim import chip_tile_matrices, flatten_heaters, unfl
 
 BEGIN = "<!-- architectures:begin -->"
 END = "<!-- architectures:end -->"
-FAMILIES = ("clements", "mzi3", "mzix", "bell")
+FAMILIES = ("clements", "mzi3", "mzix", "bell", "butterfly")
+
+
+def available(family: str, n: int) -> bool:
+    """Whether ``family`` has an ``n``-mode mesh (a butterfly needs a power of two)."""
+    return family != "butterfly" or (n >= 2 and n & (n - 1) == 0)
 
 
 def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps: int) -> dict:
     target = dataclasses.replace(pc.get_target(f"{family}-{n}"), coupler_sigma_rad=sigma, mzi_loss_db=0.0,
                                  mzi_loss_sigma_db=0.0)
     t0 = time.perf_counter()
-    prog = pc.compile(pc.haar_unitary(n, np.random.default_rng(2026)), target)
+    u = pc.haar_unitary(n, np.random.default_rng(2026))
+    prog = pc.compile(u, target)
+    compiled = float(np.linalg.norm(np.asarray(prog.matrix()) - u) / np.linalg.norm(u))
     nominal = pc.cost(pc.compile(pc.haar_unitary(n, np.random.default_rng(2026)), f"{family}-{n}"))
     uncal, local, unreach, clip, mod, drift = [], [], [], [], [], []
     for seed in seeds:
@@ -78,7 +89,7 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
             mod.append(error(cal, chip)["matrix_error"])
     chip = pc.fabricate(target, seed=seeds[0], circuit=prog.circuit)
     med = statistics.median
-    return {"family": family, "n": n, "sigma": sigma, "cells": target.layout.n_mzi, "heaters": chip.n_heaters,
+    return {"family": family, "n": n, "sigma": sigma, "compiled": compiled, "cells": target.layout.n_mzi, "heaters": chip.n_heaters,
             "depth": target.depth, "layers": pc.cost(prog).phase_layers, "loss_db": nominal.insertion_loss_db,
             "uncal": med(uncal), "local": med(local), "unreach": med(unreach), "clip": med(clip), "model": med(mod) if mod else None, "ambient": med(d[0] for d in drift),
             "gradient": med(d[1] for d in drift),
@@ -125,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     load0 = _report.load_average()
     rows = [row(f, n, s, args.seeds, args.model, args.steps)
-            for s in args.sigmas for n in args.sizes for f in FAMILIES]
+            for s in args.sigmas for n in args.sizes for f in FAMILIES if available(f, n)]
     lines = [
         "## Architectures: which mesh should I build?", "",
         f"A Haar-random unitary (seed 2026) compiled onto each architecture (a unitary program, one mesh) and run "
         f"on chips with coupler splitting-angle errors of standard deviation sigma and no losses; medians over "
         f"chip seeds {args.seeds}. Every architecture's chip of one seed has the same MZI couplers (the "
-        "three-splitter MZI adds a third; the Bell mesh's symmetric cells have the same two). 'phase layers' "
+        "three-splitter MZI adds a third; the Bell mesh's symmetric cells have the same two). 'compiled' is the "
+        "error of the compiled program against the unitary (DAC quantization; a butterfly reaches only its own "
+        "family, so also the fit's error); the chip errors are against the compiled program. 'phase layers' "
         "counts the phase-shifter layers light crosses; 'worst path' is the insertion loss of the highest-loss "
         "path at the target's nominal component losses. Errors are ||U - g U_chip||_F / ||U||_F with the best gain; "
         "'unreachable' is the fraction of cells whose splitting their couplers cannot reach, 'clip error' the error "
@@ -139,13 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         "1 K warmer, or 1 K warmer on its last mode than on its first, adds to the locally corrected program "
         "(30 um RMS arm imbalance; the gradient's after the best phase per output, which a coherent receiver "
         "tracks).", "",
-        "| sigma (rad) | N | architecture | cells | heaters | depth | phase layers | worst path (dB) | uncorrected "
+        "| sigma (rad) | N | architecture | compiled | cells | heaters | depth | phase layers | worst path (dB) | uncorrected "
         "| local | unreachable | clip error |" + (" model |" if args.model else "") + " +1 K ambient | +1 K gradient | wall |",
-        "|--:|--:|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if args.model else "") + "--:|--:|--:|",
+        "|--:|--:|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if args.model else "") + "--:|--:|--:|",
     ]
     for r in rows:
         model = f" {r['model']:.2e} |" if args.model else ""
-        lines.append(f"| {r['sigma']:g} | {r['n']} | {r['family']} | {r['cells']} | {r['heaters']} | {r['depth']} | "
+        lines.append(f"| {r['sigma']:g} | {r['n']} | {r['family']} | {r['compiled']:.1e} | {r['cells']} | "
+                     f"{r['heaters']} | {r['depth']} | "
                      f"{r['layers']} | {r['loss_db']:.2f} | "
                      f"{r['uncal']:.3e} | {r['local']:.2e} | {r['unreach']:.3f} | {r['clip']:.2e} |{model} "
                      f"{r['ambient']:.2e} | {r['gradient']:.2e} | {r['wall_s']:.1f} s |")
@@ -156,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for f in FAMILIES:
             errs = [r["local"] for r in rows if r["family"] == f and r["sigma"] == s]
-            cells.append(f"{errs[-1]:.2e} / {errs[0]:.2e}")
+            cells.append(f"{errs[-1]:.2e} / {errs[0]:.2e}" if errs else "-")
         lines.append(f"| {s:g} | " + " | ".join(cells) + " |")
     reproduce = ("python benchmarks/architectures.py --sizes " + " ".join(map(str, args.sizes)) + " --sigmas "
                  + " ".join(f"{s:g}" for s in args.sigmas) + " --seeds " + " ".join(map(str, args.seeds))

@@ -142,7 +142,8 @@ class Butterfly(_Decompose):
 
     A butterfly has (K / 2) log2 K MZIs, too few to reach every unitary, so
     its phases are fitted (:func:`photocomp.compiler.fit.fit_meshes`: L-BFGS
-    from ``restarts`` random starts drawn from ``seed``, ``steps`` steps
+    from ``restarts`` starts, the first the butterfly's recursive factorization
+    and the others random, drawn from ``seed``; ``steps`` steps
     each) and then brought to canonical ranges. The report's
     ``min_mesh_fidelity`` and ``matrix_error`` say how close the best fit
     found comes: a butterfly realises its own family exactly and a generic
@@ -150,7 +151,7 @@ class Butterfly(_Decompose):
 
     Args:
       seed: seed of the ``jax.random`` key of the random starts.
-      restarts: random starts per mesh (the best is kept).
+      restarts: starts per mesh (the best is kept).
       steps: L-BFGS steps per start.
     """
 

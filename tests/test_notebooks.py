@@ -116,6 +116,8 @@ def test_06_which_mesh(tmp_path, kernel_name):
     assert "no three-splitter cell unreachable: True" in out
     assert "the Bell mesh's corrected error and unreachable cells equal the MZI mesh's at every N and sigma: True" in out
     assert "model calibration of the three-splitter mesh beats the MZI mesh's: True" in out
+    assert "the butterfly compiles its own family exactly (without DACs): True" in out
+    assert "a Haar unitary is beyond it: True" in out
     assert number(r"notebook runtime: ([\d.]+) s", out) < 900  # about 300 s on two cores
 
 

@@ -41,7 +41,9 @@ from photocomp.sim.physical import ideal_coefficients, propagate_meshes
 
 __all__ = ["fit_meshes", "butterfly_factor", "FIT_RESTARTS", "FIT_STEPS"]
 
-FIT_RESTARTS = 4  # random starts per mesh
+# starts per mesh: a butterfly's first is its factorization, which more random starts improved by
+# 0.3 % at most on Haar unitaries (N = 8 ... 64, 8 starts), at 3x the time
+FIT_RESTARTS = 1
 FIT_STEPS = 400  # L-BFGS steps per start
 
 
