@@ -21,7 +21,7 @@ ADCs, 1e5 detected photons per unit power per shot, dark noise 1e-4.
 
 from photocomp.core.bell import edge_count
 from photocomp.core.cell import get_cell
-from photocomp.core.layout import layout
+from photocomp.core.layout import layout, mesh_counts
 
 DEFAULTS = dict(
     wavelength_nm=1550.0,
@@ -53,7 +53,7 @@ def component_count(size: int, cell: str = "mzi", mesh: str = "clements") -> int
     (``"sweep"`` programming, :mod:`photocomp.core.bell`) adds its input phase layer (K shifters) and its
     edge shifters beside the columns."""
     c = get_cell(cell)
-    per_mesh = len(c.components) * layout(mesh, size).n_mzi
+    per_mesh = len(c.components) * mesh_counts(mesh, size)[0]
     if c.programming == "sweep":
         per_mesh += size + edge_count(layout("clements", size, cell=c))
     return 2 * per_mesh + 4 * size + size

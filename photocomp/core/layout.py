@@ -32,7 +32,7 @@ from photocomp.core.convention import mzi
 from photocomp.core.errors import InvalidInputError, UnknownNameError
 
 __all__ = ["MESH_KINDS", "DECOMPOSED_KINDS", "MeshLayout", "layout", "apply_mesh", "mesh_unitary",
-           "nulling_levels", "butterfly_pairs"]
+           "nulling_levels", "butterfly_pairs", "mesh_counts"]
 
 MESH_KINDS = ("clements", "reck", "butterfly")
 DECOMPOSED_KINDS = ("clements", "reck")  # the universal meshes, programmed by an exact decomposition
@@ -256,6 +256,18 @@ def layout(kind: str, n_modes: int, cell: str | Cell = MZI) -> MeshLayout:
     lay = _butterfly(n) if kind == "butterfly" else nulling_schedule(kind, n)["layout"]
     cell = get_cell(cell)
     return lay if cell == MZI else _with_cell(lay, cell)
+
+
+def mesh_counts(kind: str, n: int) -> tuple[int, int]:
+    """``(n_mzi, depth)`` of a ``kind`` mesh on ``n >= 2`` modes, in closed form (no layout is built).
+
+    ``n_mzi = n (n - 1) / 2``; depth ``n`` for Clements (1 for ``n = 2``), ``2 n - 3`` for Reck. A
+    butterfly (``n`` a power of two): ``(n / 2) log2 n`` MZIs in ``log2 n`` columns.
+    """
+    if kind == "butterfly":
+        m = n.bit_length() - 1
+        return n // 2 * m, m
+    return n * (n - 1) // 2, ((n if n > 2 else 1) if kind == "clements" else 2 * n - 3)
 
 
 def butterfly_pairs(n_modes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

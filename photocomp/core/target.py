@@ -23,7 +23,7 @@ from importlib import metadata
 from photocomp.core import registry
 from photocomp.core.cell import CELLS
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
-from photocomp.core.layout import MESH_KINDS, MeshLayout, layout
+from photocomp.core.layout import MESH_KINDS, MeshLayout, layout, mesh_counts
 from photocomp.core.registry import quote
 
 __all__ = ["Target", "get_target", "available_targets", "SIZE_RANGE", "GROUP_INDEX", "SPEED_OF_LIGHT_M_S"]
@@ -148,7 +148,7 @@ class Target:
     @property
     def n_mzi(self) -> int:
         """MZIs in one mesh: K (K - 1) / 2 for Clements and Reck, (K / 2) log2 K for a butterfly."""
-        return self.layout.n_mzi
+        return mesh_counts(self.mesh, self.size)[0]
 
     @property
     def layout(self) -> MeshLayout:

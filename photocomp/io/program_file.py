@@ -210,7 +210,7 @@ from photocomp.core.bell import edge_count
 from photocomp.core.cell import get_cell
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PhaseMapFileError, PhotocompError
 from photocomp.core.ir import CIRCUITS, CompileReport, PhaseMap, TileGrid, circuit_stages
-from photocomp.core.layout import MESH_KINDS
+from photocomp.core.layout import MESH_KINDS, mesh_counts
 from photocomp.core.layout import layout as mesh_layout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target
@@ -332,18 +332,6 @@ def chip_fingerprint(chip) -> str:
     for leaf in jax.tree_util.tree_leaves(chip):
         h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
     return h.hexdigest()
-
-
-def mesh_counts(kind: str, n: int) -> tuple[int, int]:
-    """``(n_mzi, depth)`` of a ``kind`` mesh on ``n >= 2`` modes, in closed form (no layout is built).
-
-    ``n_mzi = n (n - 1) / 2``; depth ``n`` for Clements (1 for ``n = 2``), ``2 n - 3`` for Reck. A
-    butterfly (``n`` a power of two): ``(n / 2) log2 n`` MZIs in ``log2 n`` columns.
-    """
-    if kind == "butterfly":
-        m = n.bit_length() - 1
-        return n // 2 * m, m
-    return n * (n - 1) // 2, ((n if n > 2 else 1) if kind == "clements" else 2 * n - 3)
 
 
 def check_path(path, *, load: bool) -> str:
