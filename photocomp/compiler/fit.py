@@ -37,6 +37,7 @@ import numpy as np
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.layout import MeshLayout
+from photocomp.sim.devices import bucket, pad_tiles
 from photocomp.sim.physical import ideal_coefficients, propagate_meshes
 
 __all__ = ["fit_meshes", "butterfly_factor", "FIT_RESTARTS", "FIT_STEPS"]
@@ -168,6 +169,20 @@ def _fit_all(u, starts, *, lay: MeshLayout, steps: int):
     return jax.vmap(per_start)(u, starts)
 
 
+@functools.partial(jax.jit, static_argnames=("size", "restarts", "m"))
+def _random_starts(key, *, size: int, restarts: int, m: int):
+    """Random starts (size, restarts, 2, m): theta uniform in [0, pi/2], phi in [0, 2 pi)."""
+    k_theta, k_phi = jax.random.split(key)
+    return jnp.stack([jax.random.uniform(k_theta, (size, restarts, m), jnp.float64, 0.0, np.pi / 2),
+                      jax.random.uniform(k_phi, (size, restarts, m), jnp.float64, 0.0, 2 * np.pi)], axis=2)
+
+
+@functools.partial(jax.jit, static_argnames=("lay",))
+def _meshes(params, *, lay: MeshLayout):
+    """The meshes' unitaries without output screens, of parameters (B, 2, n_mzi)."""
+    return jax.vmap(lambda p: _mesh(lay, p[0], p[1], jnp.complex128))(params)
+
+
 def fit_meshes(lay: MeshLayout, u, *, key: jax.Array, restarts: int = FIT_RESTARTS,
                steps: int = FIT_STEPS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The settings of ``lay`` closest to each unitary of ``u`` (B, N, N), fitted by L-BFGS.
@@ -207,19 +222,19 @@ def fit_meshes(lay: MeshLayout, u, *, key: jax.Array, restarts: int = FIT_RESTAR
                                 f"got {np.shape(u)}")
     if not np.all(np.isfinite(arr)):
         raise InvalidInputError("u must be finite")
-    b, m = arr.shape[0], lay.n_mzi
+    b = arr.shape[0]
+    # the batch padded to a bucketed size (the last mesh repeated), so that programs of different tile
+    # counts share a few compiled programs
+    size = bucket(b, 1)
     with jax.enable_x64(True):
-        k_theta, k_phi = jax.random.split(key)
-        starts = jnp.stack([jax.random.uniform(k_theta, (b, restarts, m), jnp.float64, 0.0, np.pi / 2),
-                            jax.random.uniform(k_phi, (b, restarts, m), jnp.float64, 0.0, 2 * np.pi)], axis=2)
+        starts = np.array(_random_starts(key, size=size, restarts=restarts, m=lay.n_mzi))
         if lay.kind == "butterfly":  # the first start: the recursive factorization
             theta0, phi0, _ = butterfly_factor(arr)
-            starts = starts.at[:, 0].set(jnp.stack([jnp.asarray(theta0), jnp.asarray(phi0)], axis=1))
-        params, loss = _fit_all(jnp.asarray(arr), starts, lay=lay, steps=steps)
-        best = jnp.argmin(loss, axis=1)
-        params = jnp.take_along_axis(params, best[:, None, None, None], axis=1)[:, 0]
-        mesh = np.asarray(jax.vmap(lambda t, p: _mesh(lay, t, p, jnp.complex128))(params[:, 0], params[:, 1]))
-        theta, phi = np.asarray(params[:, 0]), np.asarray(params[:, 1])
+            starts[:b, 0, 0], starts[:b, 0, 1] = theta0, phi0
+        params, loss = _fit_all(jnp.asarray(pad_tiles(arr, size)), jnp.asarray(starts), lay=lay, steps=steps)
+        params = np.asarray(params)[np.arange(size), np.argmin(np.asarray(loss), axis=1)]  # (size, 2, m)
+        mesh = np.asarray(_meshes(jnp.asarray(params), lay=lay))[:b]
+        theta, phi = params[:b, 0], params[:b, 1]
     out = np.mod(np.angle(np.sum(np.conj(mesh) * arr, axis=2)), 2 * np.pi)
     u_hat = np.exp(1j * out)[:, :, None] * mesh
     err = np.linalg.norm(arr - u_hat, axis=(1, 2)) / np.sqrt(n)
