@@ -40,7 +40,7 @@ from photocomp.core.layout import MeshLayout
 from photocomp.sim.devices import bucket, pad_tiles
 from photocomp.sim.physical import ideal_coefficients, propagate_meshes
 
-__all__ = ["fit_meshes", "butterfly_factor", "FIT_RESTARTS", "FIT_STEPS"]
+__all__ = ["fit_meshes", "fit_svd_tiles", "butterfly_factor", "FIT_RESTARTS", "FIT_STEPS"]
 
 # starts per mesh: a butterfly's first is its factorization, which more random starts improved by
 # 0.3 % at most on Haar unitaries (N = 8 ... 64, 8 starts), at 3x the time
@@ -137,29 +137,35 @@ def _loss(params, lay: MeshLayout, u):
     return jnp.sum(d.real**2 + d.imag**2)
 
 
-@functools.partial(jax.jit, static_argnames=("lay", "steps"))
-def _fit(u, start, *, lay: MeshLayout, steps: int):
-    """L-BFGS from ``start`` (2, n_mzi) on one unitary ``u``; returns the best ``(params, loss)`` seen."""
+def _lbfgs(value_fn, start, steps: int):
+    """``steps`` L-BFGS steps on ``value_fn`` from the pytree ``start`` (traced, inside a jit); returns the
+    best ``(params, value)`` seen."""
     import optax
 
     opt = optax.lbfgs(linesearch=optax.scale_by_backtracking_linesearch(max_backtracking_steps=20,
                                                                         store_grad=True))
-    value_fn = functools.partial(_loss, lay=lay, u=u)
     value_and_grad = optax.value_and_grad_from_state(value_fn)
+    pick = lambda better, a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(better, x, y), a, b)  # noqa: E731
 
     def step(_, carry):
         p, state, best, best_loss = carry
         loss, grad = value_and_grad(p, state=state)
         better = loss < best_loss
-        best = jnp.where(better, p, best)
+        best = pick(better, p, best)
         best_loss = jnp.where(better, loss, best_loss)
         updates, state = opt.update(grad, state, p, value=loss, grad=grad, value_fn=value_fn)
         return optax.apply_updates(p, updates), state, best, best_loss
 
-    init = (start, opt.init(start), start, jnp.asarray(jnp.inf, start.dtype))
+    dtype = jax.tree_util.tree_leaves(start)[0].dtype
+    init = (start, opt.init(start), start, jnp.asarray(jnp.inf, dtype))
     p, _, best, best_loss = jax.lax.fori_loop(0, steps, step, init)
     last = value_fn(p)
-    return jnp.where(last < best_loss, p, best), jnp.minimum(last, best_loss)
+    return pick(last < best_loss, p, best), jnp.minimum(last, best_loss)
+
+
+def _fit(u, start, *, lay: MeshLayout, steps: int):
+    """L-BFGS from ``start`` (2, n_mzi) on one unitary ``u``; returns the best ``(params, loss)`` seen."""
+    return _lbfgs(functools.partial(_loss, lay=lay, u=u), start, steps)
 
 
 @functools.partial(jax.jit, static_argnames=("lay", "steps"))
@@ -241,3 +247,67 @@ def fit_meshes(lay: MeshLayout, u, *, key: jax.Array, restarts: int = FIT_RESTAR
     if single:
         return theta[0], phi[0], out[0], err[0]
     return theta, phi, out, err
+
+
+def _tile_loss(p, lay: MeshLayout, w, mask):
+    """``||mask (W - U_hat diag(s e^{i a}) V_hat)||_F^2`` at the best output screen of the U mesh."""
+    mu = _mesh(lay, p["u"][0], p["u"][1], w.dtype)
+    mv = _mesh(lay, p["v"][0], p["v"][1], w.dtype)
+    m = mu @ ((p["s"] * jnp.exp(1j * p["a"]))[:, None] * mv)
+    d = mask * (w - _screened(mask * m, w))
+    return jnp.sum(d.real**2 + d.imag**2)
+
+
+@functools.partial(jax.jit, static_argnames=("lay", "steps"))
+def _refine_tiles(w, mask, start, *, lay: MeshLayout, steps: int):
+    """:func:`_lbfgs` of :func:`_tile_loss` over tiles ``w`` (B, K, K) from ``start`` (a dict of (B, ...))."""
+    def one(wt, mt, st):
+        return _lbfgs(functools.partial(_tile_loss, lay=lay, w=wt, mask=mt), st, steps)
+
+    return jax.vmap(one)(w, mask, start)
+
+
+def fit_svd_tiles(lay: MeshLayout, w, mask, u_start, v_start, s, a, *, steps: int = FIT_STEPS) -> dict:
+    """Refine an SVD tile program on a non-universal mesh by fitting the whole tile at once.
+
+    Fitting ``U`` and ``V^H`` separately (:func:`fit_meshes`) approximates each
+    factor but not their product, whose error is what counts; this fits the
+    tiles ``w`` (B, K, K) directly, ``w ~ U_hat diag(s e^{i a}) V_hat``, over
+    the U and V meshes' phases, the amplitudes ``s`` and the phases ``a``
+    between them (the V mesh's output screen), with the U mesh's output
+    screen in closed form, counting only the entries where ``mask`` is 1 (a
+    tile's unpadded part). Starts from the separate fits.
+
+    Args:
+      lay: the mesh layout.
+      w: target tiles (B, K, K) complex; mask: (B, K, K) of 0/1.
+      u_start, v_start: ``(theta, phi)`` pairs of (B, n_mzi) arrays of the U and V meshes.
+      s, a: (B, K) amplitudes and phases between the meshes.
+      steps: L-BFGS steps.
+
+    Returns:
+      ``{"u": (theta, phi, out_phase), "v": (theta, phi, out_phase), "s": (B, K) amplitudes >= 0,
+      "error": (B,) ||mask (w - w_hat)||_F}``, numpy float64; signs of the amplitudes are moved
+      into the V mesh's output phases.
+    """
+    arr = np.asarray(w, dtype=np.complex128)
+    b = arr.shape[0]
+    size = bucket(b, 1)
+    pad = lambda x: jnp.asarray(pad_tiles(np.asarray(x, dtype=np.float64), size))  # noqa: E731
+    with jax.enable_x64(True):
+        start = {"u": jnp.stack([pad(u_start[0]), pad(u_start[1])], axis=1),
+                 "v": jnp.stack([pad(v_start[0]), pad(v_start[1])], axis=1), "s": pad(s), "a": pad(a)}
+        p, _ = _refine_tiles(jnp.asarray(pad_tiles(arr, size)), jnp.asarray(pad_tiles(np.asarray(mask, np.float64),
+                                                                                    size)).astype(jnp.complex128),
+                             start, lay=lay, steps=steps)
+        p = {k: np.asarray(v)[:b] for k, v in p.items()}
+        mu = np.asarray(_meshes(jnp.asarray(p["u"]), lay=lay))
+        mv = np.asarray(_meshes(jnp.asarray(p["v"]), lay=lay))
+    amp, a = p["s"], p["a"] + np.where(p["s"] < 0, np.pi, 0.0)
+    mid = np.abs(amp) * np.exp(1j * a)
+    m = np.einsum("bij,bj,bjk->bik", mu, mid, mv)
+    mk = np.asarray(mask, dtype=np.float64)
+    out_u = np.mod(np.angle(np.sum(np.conj(mk * m) * arr, axis=2)), 2 * np.pi)
+    err = np.linalg.norm(mk * (arr - np.exp(1j * out_u)[:, :, None] * m), axis=(1, 2))
+    return {"u": (p["u"][:, 0], p["u"][:, 1], out_u), "v": (p["v"][:, 0], p["v"][:, 1], np.mod(a, 2 * np.pi)),
+            "s": np.abs(amp), "error": err}
