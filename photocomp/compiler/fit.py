@@ -22,8 +22,8 @@ half likewise of ``B2``). Each row of ``B1`` is taken as the principal right
 singular vector of those two rows, ``B1`` and ``B2`` are made unitary (polar
 factor), the 2 x 2 cells are their overlaps with ``U`` made unitary, and the
 same step recurses into ``B1`` and ``B2``. For a unitary of the butterfly's
-own family every step is exact, so the fit starts at the answer (to ~1e-14,
-``tests/test_butterfly.py``); for any other unitary it is a good start. The
+own family every step is exact, so the fit starts at the answer
+(``tests/test_butterfly.py``); for any other unitary it is a good start. The
 other starts are random, drawn from an explicit PRNG key.
 """
 
@@ -42,8 +42,8 @@ from photocomp.sim.physical import ideal_coefficients, propagate_meshes
 
 __all__ = ["fit_meshes", "fit_svd_tiles", "butterfly_factor", "FIT_RESTARTS", "FIT_STEPS"]
 
-# starts per mesh: a butterfly's first is its factorization, which more random starts improved by
-# 0.3 % at most on Haar unitaries (N = 8 ... 64, 8 starts), at 3x the time
+# starts per mesh: a butterfly's first is its factorization; further random starts improved fits of
+# Haar unitaries (N = 8 ... 64) only marginally, at several times the time
 FIT_RESTARTS = 1
 FIT_STEPS = 400  # L-BFGS steps per start
 
