@@ -113,8 +113,9 @@ def butterfly(size: int, **overrides: object) -> Target:
     reaches only its own family of unitaries, so the compiler fits its
     phases (the ``butterfly`` pass, :mod:`photocomp.compiler.fit`) and
     reports how close the fit comes. Its pairs are not adjacent: on a planar
-    chip column ``s`` routes its waveguides through crossings, which the
-    chip model does not count (an ideal crossing).
+    chip column ``s`` routes its waveguides through crossings
+    (:func:`photocomp.core.layout.planar_crossings`), which the cost report's
+    loss budget counts and the chip simulation treats as ideal.
 
     Example:
       >>> t = butterfly(16)

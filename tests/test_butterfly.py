@@ -16,7 +16,7 @@ from photocomp.compiler.fit import butterfly_factor, fit_meshes, fit_svd_tiles
 from photocomp.core.convention import mzi
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError
 from photocomp.core.graph import to_sax_netlist
-from photocomp.core.layout import butterfly_pairs, layout, mesh_unitary
+from photocomp.core.layout import butterfly_pairs, layout, mesh_unitary, planar_crossings
 from photocomp.hardware.chip import nominal_chip
 from photocomp.sim.physical import mesh_to_physical, physical_mesh_unitary
 
@@ -204,3 +204,31 @@ def test_svd_tiles_are_fitted_as_a_whole_not_factor_by_factor():
     err = prog.report["butterfly"].metrics["matrix_error"]
     assert err == pytest.approx(np.linalg.norm(np.asarray(prog.matrix()) - w) / np.linalg.norm(w), rel=1e-9)
     assert err < 0.75 * sep_err  # the pass fits the tile scaled to unit gain: another run, a like result
+
+
+@pytest.mark.parametrize("n", [2, 8, 32])
+def test_planar_crossings_are_the_inversions_of_each_columns_shuffle(n):
+    """Bringing every pair of a column side by side on a planar chip: the crossings of a waveguide are the
+    waveguides whose order against it the interleaving reverses (counted here by brute force)."""
+    lay = layout("butterfly", n)
+    got = planar_crossings(lay)
+    assert got.shape == (lay.depth, n) and not planar_crossings(layout("clements", n)).any()
+    for c in range(lay.depth):
+        up, low = lay.pair_array[lay.column_array == c], lay.lower_array[lay.column_array == c]
+        order = np.ravel(np.column_stack([up, low]))  # the waveguides side by side, pair after pair
+        place = np.empty(n, int)
+        place[order] = np.arange(n)
+        for q in range(n):
+            inversions = sum((q < r) != (place[q] < place[r]) for r in range(n) if r != q)
+            assert got[c, q] == inversions, (c, q)
+
+
+def test_cost_budgets_the_butterflys_routing_crossings():
+    prog = pc.compile(_family_member(8, np.random.default_rng(4)), "butterfly-8",
+                      pipeline="validate | tile | unitary | butterfly | canonicalize | lower")
+    c = pc.cost(prog)
+    t = prog.target
+    routing = planar_crossings(t.layout)
+    assert c.path_crossings > 0 and c.path_crossings <= 2 * routing.max(axis=1).sum()
+    assert c.insertion_loss_db == pytest.approx(c.path_mzis * t.mzi_loss_db + c.path_phase_shifters
+                                                * t.phase_shifter_loss_db + c.path_crossings * t.crossing_loss_db)

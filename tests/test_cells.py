@@ -196,6 +196,16 @@ def test_path_shifters_count_the_heaters_light_passes_from_each_input():
         MZI.path_shifters(2)
 
 
+def test_cost_counts_the_crossing_of_every_mzi_crossing_cell_on_the_worst_path():
+    u = pc.haar_unitary(6, np.random.default_rng(0))
+    mzi, mzix = (pc.cost(pc.compile(u, f"{fam}-6")) for fam in ("clements", "mzix"))
+    t = pc.get_target("mzix-6")
+    assert mzi.path_crossings == 0 and mzix.path_crossings == mzix.path_mzis == mzi.path_mzis
+    assert mzix.insertion_loss_db - mzi.insertion_loss_db == pytest.approx(mzix.path_crossings * t.crossing_loss_db,
+                                                                           rel=1e-12)
+    assert f"{mzix.path_crossings} crossings)" in str(mzix) and "crossings" not in str(mzi)
+
+
 def test_cost_counts_the_three_splitter_mzis_trim_on_the_worst_path():
     u = pc.haar_unitary(6, np.random.default_rng(0))
     mzi, mzi3 = (pc.cost(pc.compile(u, f"{fam}-6")) for fam in ("clements", "mzi3"))

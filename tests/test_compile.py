@@ -542,7 +542,7 @@ def test_target_argument_type(bad):
         ("heater_p_pi_mw", -1.0), ("heater_tau_us", -3.0), ("v_pi", 0.0), ("clock_ghz", -1.0),
         ("wavelength_nm", -1550.0), ("dn_dt_per_k", -1e-4), ("crosstalk", -0.01),
         ("phase_shifter_loss_db", -0.2), ("mzi_loss_db", -0.2), ("mzi_loss_sigma_db", -0.1),
-        ("coupler_sigma_rad", -0.03), ("crosstalk", 0.5), ("coupler_sigma_rad", 1.0),
+        ("crossing_loss_db", -0.1), ("coupler_sigma_rad", -0.03), ("crosstalk", 0.5), ("coupler_sigma_rad", 1.0),
         ("dac_bits", 0), ("dac_bits", 33), ("size", 1), ("size", 5000),
         ("mode_pitch_um", -50.0), ("photons_per_shot", 0.0), ("dark_noise", -1e-4), ("adc_bits", 0),
     ],

@@ -36,9 +36,11 @@ upper input, which carries it; a three-splitter MZI's trim as well; a Bell
 cell one (a heater on each arm, none on its inputs). An attenuator adds
 ``mzi_loss_db + phase_shifter_loss_db``; an output shifter
 ``phase_shifter_loss_db``; a Bell mesh's input layer and the edge shifters a
-path passes add one each. (The chip simulation applies only the cells'
-losses; this budget adds the heaters' own losses. A crossing, as in the
-MZI + crossing cell, adds nothing: the targets have no crossing loss.)
+path passes add one each. A waveguide crossing adds ``crossing_loss_db``: the
+one in an MZI + crossing cell, and those a butterfly's planar routing puts on
+every path to and from its long pairs (:func:`photocomp.core.layout.planar_crossings`).
+(The chip simulation applies only the cells' losses; this budget adds the
+heaters' and the crossings' own losses.)
 
 Heater power (mW). Total electrical power of the core's heaters while one
 tile's settings are applied, averaged over tiles (``heater_power_mw``; every
@@ -104,8 +106,10 @@ from photocomp.calibration.engine import error
 from photocomp.compiler.program import Program
 from photocomp.core.bell import phase_layers as phase_layer_count
 from photocomp.core.bell import sweep_structure
+from photocomp.core.cell import Crossing
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.graph import optical_path_mm
+from photocomp.core.layout import planar_crossings
 from photocomp.core.target import GROUP_INDEX, SPEED_OF_LIGHT_M_S
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import heater_slices
@@ -137,6 +141,7 @@ class Cost:
       phase_layers: phase-shifter layers along the light.
       path_mzis: MZIs (attenuator included) on the worst-loss path.
       path_phase_shifters: heaters the worst-loss path passes.
+      path_crossings: waveguide crossings on the worst-loss path.
       insertion_loss_db: loss of the worst path (dB).
       heater_power_mw: heater power while a tile is applied, mean over tiles (mW).
       heater_power_max_mw: the same, largest tile (mW).
@@ -177,6 +182,7 @@ class Cost:
     phase_layers: int
     path_mzis: int
     path_phase_shifters: int
+    path_crossings: int
     insertion_loss_db: float
     heater_power_mw: float
     heater_power_max_mw: float
@@ -217,7 +223,8 @@ class Cost:
             ("phase shifters", f"{self.phase_shifters} in the core; {self.phase_settings} settings over all tiles"),
             ("optical depth", f"{self.depth} MZI columns"),
             ("insertion loss", f"{self.insertion_loss_db:.2f} dB worst path "
-                               f"({self.path_mzis} MZIs, {self.path_phase_shifters} phase shifters)"),
+                               f"({self.path_mzis} MZIs, {self.path_phase_shifters} phase shifters"
+                               + (f", {self.path_crossings} crossings)" if self.path_crossings else ")")),
             ("heater power", f"{_si(self.heater_power_mw * 1e-3, 'W')} mean per tile, "
                              f"{_si(self.heater_power_max_mw * 1e-3, 'W')} max ({self.power_source})"),
             ("", ""),
@@ -300,8 +307,24 @@ def phase_layers(target, circuit: str) -> int:
     return per_mesh if circuit == "unitary" else 2 * per_mesh + 1
 
 
-def worst_path(graph, target) -> tuple[float, int, int]:
-    """(insertion loss dB, MZIs, phase shifters) of the highest-loss input-to-output path of a circuit graph."""
+def _crossings(graph, u, v, mode: int, target) -> int:
+    """Waveguide crossings on the graph edge ``u -> v`` (mode ``mode``): the crossing inside a cell the light
+    leaves (an MZI + crossing cell), and the planar routing after the column it leaves and before the
+    column it enters (:func:`photocomp.core.layout.planar_crossings`)."""
+    lay = target.layout
+    routing = planar_crossings(lay)
+    n = 0
+    du, dv = graph.nodes[u], graph.nodes[v]
+    if du["kind"] == "mzi":
+        n += sum(isinstance(c, Crossing) for c in lay.cell.components) + int(routing[du["column"], mode])
+    if dv["kind"] == "mzi":
+        n += int(routing[dv["column"], mode])
+    return n
+
+
+def worst_path(graph, target) -> tuple[float, int, int, int]:
+    """(insertion loss dB, MZIs, phase shifters, crossings) of the highest-loss input-to-output path of a
+    circuit graph."""
     import networkx as nx
 
     layers = _layer_shifters(graph, target)
@@ -311,11 +334,13 @@ def worst_path(graph, target) -> tuple[float, int, int]:
         # a Bell mesh's input-layer and edge shifters on this waveguide
         x_u, x_v = graph.nodes[u]["x"], graph.nodes[v]["x"]
         extra = sum(x_u < x < x_v for x in layers.get(e["mode"], ()))
-        g.add_edge(u, v, loss_db=loss + extra * target.phase_shifter_loss_db, mzis=mz, shifters=ps + extra)
+        cross = _crossings(graph, u, v, e["mode"], target)
+        g.add_edge(u, v, loss_db=loss + extra * target.phase_shifter_loss_db + cross * target.crossing_loss_db,
+                   mzis=mz, shifters=ps + extra, crossings=cross)
     path = nx.dag_longest_path(g, weight="loss_db", default_weight=0)
     edges = [g.edges[a, b] for a, b in zip(path[:-1], path[1:])]
     return (float(sum(e["loss_db"] for e in edges)), int(sum(e["mzis"] for e in edges)),
-            int(sum(e["shifters"] for e in edges)))
+            int(sum(e["shifters"] for e in edges)), int(sum(e["crossings"] for e in edges)))
 
 
 def heater_powers(prog: Program) -> tuple[np.ndarray, str]:
@@ -377,7 +402,7 @@ def cost(prog: Program, *, batch: int = 1, group_index: float = GROUP_INDEX) -> 
     shifters = sum(g.stop - g.start for g in heater_slices(t, prog.circuit).values())
 
     graph = prog.graph(0)
-    loss, path_mzis, path_ps = worst_path(graph, t)
+    loss, path_mzis, path_ps, path_cross = worst_path(graph, t)
     path_mm = optical_path_mm(graph, t.column_pitch_um)
 
     power, power_source = heater_powers(prog)
@@ -412,6 +437,7 @@ def cost(prog: Program, *, batch: int = 1, group_index: float = GROUP_INDEX) -> 
         phase_layers=phase_layers(t, prog.circuit),
         path_mzis=path_mzis,
         path_phase_shifters=path_ps,
+        path_crossings=path_cross,
         insertion_loss_db=loss,
         heater_power_mw=mean_power,
         heater_power_max_mw=float(per_tile.max()),

@@ -32,7 +32,7 @@ from photocomp.core.convention import mzi
 from photocomp.core.errors import InvalidInputError, UnknownNameError
 
 __all__ = ["MESH_KINDS", "DECOMPOSED_KINDS", "MeshLayout", "layout", "apply_mesh", "mesh_unitary",
-           "nulling_levels", "butterfly_pairs", "mesh_counts"]
+           "nulling_levels", "butterfly_pairs", "mesh_counts", "planar_crossings"]
 
 MESH_KINDS = ("clements", "reck", "butterfly")
 DECOMPOSED_KINDS = ("clements", "reck")  # the universal meshes, programmed by an exact decomposition
@@ -291,6 +291,32 @@ def butterfly_pairs(n_modes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lower.append(top + (1 << s))
         column.append(np.full(len(top), s))
     return tuple(np.concatenate(a).astype(np.int32) for a in (upper, lower, column))  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=64)
+def planar_crossings(lay: MeshLayout) -> np.ndarray:
+    """Waveguide crossings each mode passes on a planar chip to reach its MZI of every column, ``(depth, N)``.
+
+    Zero for adjacent pairs. A butterfly's column ``s`` pairs ``n`` with ``n + d`` (``d = 2^s``): in
+    each group of ``2d`` modes the waveguides are interleaved (a perfect shuffle) so that pairs sit side
+    by side, and taken back to mode order after the column. The waveguide at place ``r < d`` of its
+    group crosses ``r`` others, the one at ``d + r`` crosses ``d - 1 - r``; entry ``[s, q]`` is that
+    count, met once before the column and once after it.
+
+    Example:
+      >>> planar_crossings(layout("butterfly", 8))[2].tolist()
+      [0, 1, 2, 3, 3, 2, 1, 0]
+    """
+    out = np.zeros((lay.depth, lay.n_modes), dtype=np.int64)
+    if lay.adjacent:
+        return out
+    q = np.arange(lay.n_modes)
+    for c in range(lay.depth):
+        idx = np.flatnonzero(lay.column_array == c)
+        d = int(lay.lower_array[idx[0]] - lay.pair_array[idx[0]])
+        r = q % (2 * d)
+        out[c] = np.where(r < d, r, 2 * d - 1 - r)
+    return out
 
 
 @functools.lru_cache(maxsize=64)

@@ -60,6 +60,8 @@ class Target:
       dac_bits: resolution of the phase-drive DACs (bits).
       clock_ghz: modulation / detection clock (GHz).
       detection: ``"coherent"`` (field read-out) or ``"intensity"``.
+      crossing_loss_db: insertion loss of a waveguide crossing (dB): the MZI + crossing cell's, and the
+        planar routing of a butterfly's long pairs (counted in the cost report's loss budget).
       heater_efficiency_sigma: relative spread of heater efficiency (phase per mW) across a chip.
       mode_pitch_um: waveguide (mode) pitch on the die (um).
       column_pitch_um: MZI column pitch along the light (um).
@@ -86,6 +88,7 @@ class Target:
     phase_shifter_loss_db: float = 0.23
     mzi_loss_db: float = 0.2
     mzi_loss_sigma_db: float = 0.05
+    crossing_loss_db: float = 0.18
     coupler_sigma_rad: float = 0.03
     dac_bits: int = 12
     clock_ghz: float = 1.0
@@ -126,7 +129,8 @@ class Target:
             raise InvalidInputError(f"Target.adc_bits must be an int in [1, 32]; got {self.adc_bits!r}")
         positive = ("wavelength_nm", "dn_dt_per_k", "heater_p_pi_mw", "heater_tau_us", "v_pi", "clock_ghz",
                     "mode_pitch_um", "column_pitch_um", "photons_per_shot")
-        nonneg = ("crosstalk", "phase_shifter_loss_db", "mzi_loss_db", "mzi_loss_sigma_db", "coupler_sigma_rad",
+        nonneg = ("crosstalk", "phase_shifter_loss_db", "mzi_loss_db", "mzi_loss_sigma_db", "crossing_loss_db",
+                  "coupler_sigma_rad",
                   "heater_efficiency_sigma", "dark_noise")
         for f in positive + nonneg:
             v = getattr(self, f)
