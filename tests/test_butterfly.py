@@ -131,6 +131,13 @@ def test_fit_rejects_bad_input():
         fit_meshes(lay, np.eye(4), key=jax.random.key(0), restarts=0)
     with pytest.raises(InvalidTypeError, match="lay must be a MeshLayout"):
         fit_meshes("butterfly", np.eye(4), key=jax.random.key(0))
+    with pytest.raises(InvalidInputError, match="at least one unitary"):
+        fit_meshes(lay, np.zeros((0, 4, 4)), key=jax.random.key(0))
+    z = np.zeros((1, 4))
+    with pytest.raises(InvalidInputError, match=r"mask must have shape \(1, 4, 4\)"):
+        fit_svd_tiles(lay, np.eye(4)[None], np.ones((4, 4)), (z, z), (z, z), z, z)
+    with pytest.raises(InvalidInputError, match=r"w must have shape \(B, 4, 4\)"):
+        fit_svd_tiles(lay, np.eye(3)[None], np.ones((1, 3, 3)), (z, z), (z, z), z, z)
     with pytest.raises(PipelineError, match="butterfly restarts must be an integer in"):
         pc.Pipeline.parse("validate | tile | svd | butterfly(restarts=0)")
     with pytest.raises(PipelineError, match="builds a butterfly mesh but target 'clements-8'"):

@@ -25,6 +25,11 @@ same step recurses into ``B1`` and ``B2``. For a unitary of the butterfly's
 own family every step is exact, so the fit starts at the answer
 (``tests/test_butterfly.py``); for any other unitary it is a good start. The
 other starts are random, drawn from an explicit PRNG key.
+
+An SVD tile ``W = U S V^H`` on two such meshes is not well served by fitting
+``U`` and ``V^H`` one by one: the product of two approximations can be far
+from ``W``. :func:`fit_svd_tiles` starts from those fits and refines every
+tile as a whole (both meshes, the amplitudes and the phases between them).
 """
 
 from __future__ import annotations
@@ -229,6 +234,8 @@ def fit_meshes(lay: MeshLayout, u, *, key: jax.Array, restarts: int = FIT_RESTAR
     if not np.all(np.isfinite(arr)):
         raise InvalidInputError("u must be finite")
     b = arr.shape[0]
+    if b == 0:
+        raise InvalidInputError(f"u must hold at least one unitary; got shape {arr.shape}")
     # the batch padded to a bucketed size (the last mesh repeated), so that programs of different tile
     # counts share a few compiled programs
     size = bucket(b, 1)
@@ -290,8 +297,20 @@ def fit_svd_tiles(lay: MeshLayout, w, mask, u_start, v_start, s, a, *, steps: in
       "error": (B,) ||mask (w - w_hat)||_F}``, numpy float64; signs of the amplitudes are moved
       into the V mesh's output phases.
     """
+    if not isinstance(lay, MeshLayout):
+        raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
     arr = np.asarray(w, dtype=np.complex128)
+    n, m = lay.n_modes, lay.n_mzi
+    if arr.ndim != 3 or arr.shape[1:] != (n, n) or arr.shape[0] == 0:
+        raise InvalidInputError(f"w must have shape (B, {n}, {n}) with B >= 1; got {arr.shape}")
     b = arr.shape[0]
+    for name, x, shape in (("mask", mask, (b, n, n)), ("u_start[0]", u_start[0], (b, m)),
+                           ("u_start[1]", u_start[1], (b, m)), ("v_start[0]", v_start[0], (b, m)),
+                           ("v_start[1]", v_start[1], (b, m)), ("s", s, (b, n)), ("a", a, (b, n))):
+        if np.shape(x) != shape:
+            raise InvalidInputError(f"{name} must have shape {shape}; got {np.shape(x)}")
+    if not (np.all(np.isfinite(arr)) and np.all(np.isfinite(s)) and np.all(np.isfinite(a))):
+        raise InvalidInputError("w, s and a must be finite")
     size = bucket(b, 1)
     pad = lambda x: jnp.asarray(pad_tiles(np.asarray(x, dtype=np.float64), size))  # noqa: E731
     with jax.enable_x64(True):
