@@ -1,5 +1,6 @@
 """Phase-map files: round trip, atomic writes, and every way a file can be refused."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -986,3 +987,20 @@ def test_mesh_counts_closed_forms_match_the_layouts(kind):
     for n in ((2, 4, 8, 16, 32, 64, 1024) if kind == "butterfly" else range(2, 41)):
         lay = pc.layout(kind, n)
         assert pio.mesh_counts(kind, n) == (lay.n_mzi, lay.depth), n
+
+
+def test_targets_keep_their_optional_fields_only_where_they_differ_from_the_defaults(prog, saved, tmp_path):
+    """Files of default-physics targets carry no ``crossing_loss_db`` (they read the same in versions before the
+    field existed); a target with another crossing loss writes and reads it back; a stored value of the wrong
+    type is refused."""
+    meta, arrays = _read(saved)
+    assert "crossing_loss_db" not in meta["target"] and "cell" not in meta["target"]
+    assert pc.load(saved).target.crossing_loss_db == pc.get_target("clements-4").crossing_loss_db
+    lossy = dataclasses.replace(prog.target, crossing_loss_db=0.04)
+    path = pc.Program(lossy, prog.phase_map, prog.report, prog.pipeline).save(tmp_path / "lossy.npz")
+    assert _read(path)[0]["target"]["crossing_loss_db"] == 0.04
+    assert pc.load(path).target == lossy
+    bad = tmp_path / "bad.npz"
+    _write(bad, _edit(meta, "target.crossing_loss_db", "0.1"), arrays, rehash=True)
+    with pytest.raises(PhaseMapFileError, match=r"target\.crossing_loss_db"):
+        pc.load(bad)

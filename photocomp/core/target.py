@@ -194,11 +194,13 @@ class Target:
         )
 
     def to_dict(self) -> dict:
-        """Plain-JSON form, stored in phase-map files (``cell`` only when it is not the default MZI, so that
-        files of MZI targets read the same in every version)."""
+        """Plain-JSON form, stored in phase-map files. ``cell`` and ``crossing_loss_db`` are written only
+        when they differ from their defaults (:data:`OPTIONAL_FIELDS`), so that files of targets that keep
+        them read the same in every version, those written before the fields existed included."""
         data = dataclasses.asdict(self)
-        if data["cell"] == "mzi":
-            del data["cell"]
+        for name, default in OPTIONAL_FIELDS.items():
+            if data[name] == default and type(data[name]) is type(default):
+                del data[name]
         return data
 
     @classmethod
@@ -212,6 +214,10 @@ class Target:
             raise InvalidInputError(f"target has unknown fields {extra}; expected a subset of {sorted(fields)}")
         return cls(**data)
 
+
+OPTIONAL_FIELDS = {f.name: f.default for f in dataclasses.fields(Target) if f.name in ("cell", "crossing_loss_db")}
+"""Target fields a stored target may leave out (then their defaults): added after the file format's
+fields, and written only when they differ from these defaults (:meth:`Target.to_dict`)."""
 
 _GROUP = "photocomp.targets"
 _FAMILY = re.compile(r"(?P<family>[a-z][a-z0-9_]*)-(?P<size>[0-9]+)", re.ASCII)

@@ -213,7 +213,7 @@ from photocomp.core.ir import CIRCUITS, CompileReport, PhaseMap, TileGrid, circu
 from photocomp.core.layout import MESH_KINDS, mesh_counts
 from photocomp.core.layout import layout as mesh_layout
 from photocomp.core.phases import MeshPhases
-from photocomp.core.target import Target
+from photocomp.core.target import OPTIONAL_FIELDS, Target
 from photocomp.core.version import __version__
 from photocomp.hardware.chip import TRIM_GROUPS, fabricate, heater_groups
 from photocomp.hardware.chipsim import Settings
@@ -757,8 +757,9 @@ class _Reader:
         unknown = sorted(set(record) - set(fields))
         if unknown:
             self.fail(f"metadata field 'target' has unknown fields {_short(unknown)}")
-        # ``cell`` is written only for targets of a cell other than the MZI (Target.to_dict)
-        missing = sorted(set(fields) - set(record) - {"cell"})
+        # ``cell`` and ``crossing_loss_db`` are written only where they differ from their defaults
+        # (Target.to_dict, OPTIONAL_FIELDS)
+        missing = sorted(set(fields) - set(record) - set(OPTIONAL_FIELDS))
         if missing and version >= 2:
             self.fail(f"metadata field 'target' lacks the fields {_short(missing)}")
         for name, value in record.items():
