@@ -50,7 +50,9 @@ __all__ = ["fit_meshes", "fit_svd_tiles", "butterfly_factor", "FIT_RESTARTS", "F
 # starts per mesh: a butterfly's first is its factorization; further random starts improved fits of
 # Haar unitaries (N = 8 ... 64) only marginally, at several times the time
 FIT_RESTARTS = 1
-FIT_STEPS = 400  # L-BFGS steps per start
+FIT_STEPS = 400  # L-BFGS steps per start, at most
+FIT_TOL = 1e-6  # a step improves the best value when it lowers it by this fraction ...
+FIT_PATIENCE = 20  # ... and a fit stops after this many steps in a row without one
 
 
 def _polar(x: np.ndarray) -> np.ndarray:
@@ -143,8 +145,9 @@ def _loss(params, lay: MeshLayout, u):
 
 
 def _lbfgs(value_fn, start, steps: int):
-    """``steps`` L-BFGS steps on ``value_fn`` from the pytree ``start`` (traced, inside a jit); returns the
-    best ``(params, value)`` seen."""
+    """At most ``steps`` L-BFGS steps on ``value_fn`` from the pytree ``start`` (traced, inside a jit); stops
+    early once :data:`FIT_PATIENCE` steps in a row bring no relative improvement of :data:`FIT_TOL` on the
+    best value (under ``vmap``: once every member has). Returns the best ``(params, value)`` seen."""
     import optax
 
     opt = optax.lbfgs(linesearch=optax.scale_by_backtracking_linesearch(max_backtracking_steps=20,
@@ -152,18 +155,23 @@ def _lbfgs(value_fn, start, steps: int):
     value_and_grad = optax.value_and_grad_from_state(value_fn)
     pick = lambda better, a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(better, x, y), a, b)  # noqa: E731
 
-    def step(_, carry):
-        p, state, best, best_loss = carry
+    def more(carry):
+        i, stall = carry[0], carry[-1]
+        return (i < steps) & (stall < FIT_PATIENCE)
+
+    def step(carry):
+        i, p, state, best, best_loss, stall = carry
         loss, grad = value_and_grad(p, state=state)
         better = loss < best_loss
+        stall = jnp.where(loss < best_loss * (1 - FIT_TOL), 0, stall + 1)
         best = pick(better, p, best)
         best_loss = jnp.where(better, loss, best_loss)
         updates, state = opt.update(grad, state, p, value=loss, grad=grad, value_fn=value_fn)
-        return optax.apply_updates(p, updates), state, best, best_loss
+        return i + 1, optax.apply_updates(p, updates), state, best, best_loss, stall
 
     dtype = jax.tree_util.tree_leaves(start)[0].dtype
-    init = (start, opt.init(start), start, jnp.asarray(jnp.inf, dtype))
-    p, _, best, best_loss = jax.lax.fori_loop(0, steps, step, init)
+    init = (0, start, opt.init(start), start, jnp.asarray(jnp.inf, dtype), 0)
+    _, p, _, best, best_loss, _ = jax.lax.while_loop(more, step, init)
     last = value_fn(p)
     return pick(last < best_loss, p, best), jnp.minimum(last, best_loss)
 
