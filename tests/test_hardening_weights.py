@@ -73,10 +73,14 @@ def tile_norms2(w) -> list:
 
 
 def assert_report_is_true(prog, w):
-    """Every float in the report is finite; the summary's matrix_error is the exact error of the program."""
+    """Every float in the report is finite, but validate's norm of weights whose norm exceeds the largest float64
+    (documented: inf exactly then); the summary's matrix_error is the exact error of the program."""
     for rec in prog.report.records:
         for key, v in rec.metrics.items():
             if isinstance(v, float):
+                if (rec.name, key) == ("validate", "norm") and math.isinf(v):
+                    assert math.isinf(math.hypot(*np.abs(np.asarray(w)).ravel().tolist())), (rec.name, key, v)
+                    continue
                 assert math.isfinite(v), (rec.name, key, v)
     s = prog.report.summary
     assert all(math.isfinite(v) for v in s.values()), dict(s)
