@@ -92,29 +92,30 @@ class _Decompose(Pass):
         # the rebuilt program matrix is kept for the next pass that needs it (canonicalize's "before")
         return state.replace(phase_map=pm, matrix=pm.grid.join(tiles), meshes=(v_hat, u_hat)), metrics
 
-
+    # every stack below runs sharded across all JAX devices, in cache-sized chunks
     def _svd_program(self, lay, grid: TileGrid, u, s_norm, vh, gain) -> PhaseMap:
         """The phase map of the tiles ``gain u diag(s_norm) vh``: each factor's mesh, the attenuators."""
-        u_ph, v_ph = self._meshes(lay, u, vh)
-        sigma = np.arccos(np.clip(s_norm, 0.0, 1.0))
-        return PhaseMap(grid=grid, v=v_ph, sigma=sigma, u=u_ph, gain=gain)
-
-    def _meshes(self, lay, u, vh=None):
-        """The phases of the meshes realising ``u`` (and ``vh``): one MeshPhases, or ``(U's, V's)``."""
-        # every stack runs sharded across all JAX devices, in cache-sized chunks
-        if vh is None:
-            return MeshPhases(lay, *decompose_many(u, self.kind)[:3])
         u_out, v_out = decompose_pair(u, vh, self.kind)
-        return MeshPhases(lay, *u_out[:3]), MeshPhases(lay, *v_out[:3])
+        sigma = np.arccos(np.clip(s_norm, 0.0, 1.0))
+        return PhaseMap(grid=grid, v=MeshPhases(lay, *v_out[:3]), sigma=sigma, u=MeshPhases(lay, *u_out[:3]),
+                        gain=gain)
+
+    def _meshes(self, lay, u) -> MeshPhases:
+        """The phases of the meshes realising the unitaries ``u`` (a unitary program's tiles)."""
+        return MeshPhases(lay, *decompose_many(u, self.kind)[:3])
+
+
+def _unpadded(grid: TileGrid) -> np.ndarray:
+    """Boolean (T, K, K): where each tile holds entries of the matrix (not zero padding)."""
+    rows, cols = grid.extent()
+    i = np.arange(grid.tile)
+    return (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
 
 
 def _tile_errors(grid: TileGrid, blocks, tiles: np.ndarray) -> np.ndarray:
     """Per tile the squared Frobenius error of ``tiles`` against ``blocks`` over the unpadded part,
     so that ``sqrt(sum)`` is ``||W - W_hat||_F``."""
-    rows, cols = grid.extent()
-    i = np.arange(grid.tile)
-    mask = (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
-    d = np.where(mask, np.asarray(blocks, np.complex128) - tiles, 0.0)
+    d = np.where(_unpadded(grid), np.asarray(blocks, np.complex128) - tiles, 0.0)
     return np.einsum("tij,tij->t", d.real, d.real) + np.einsum("tij,tij->t", d.imag, d.imag)
 
 
@@ -180,13 +181,11 @@ class Butterfly(_Decompose):
     def _svd_program(self, lay, grid: TileGrid, u, s_norm, vh, gain) -> PhaseMap:
         """Each factor fitted alone, then every tile refined as a whole (:func:`photocomp.compiler.fit.fit_svd_tiles`):
         the product of two separately fitted factors is far from the tile (``tests/test_butterfly.py``)."""
-        u_ph, v_ph = self._meshes(lay, u, vh)
-        rows, cols = grid.extent()
-        i = np.arange(grid.tile)
-        mask = (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
+        t = len(u)
+        theta, phi, out = self._fit(lay, np.concatenate([u, vh]))
         w = np.einsum("tij,tj,tjk->tik", np.asarray(u, np.complex128), np.asarray(s_norm, np.float64),
                       np.asarray(vh, np.complex128))
-        fit = fit_svd_tiles(lay, w, mask, (u_ph.theta, u_ph.phi), (v_ph.theta, v_ph.phi), s_norm, v_ph.out_phase,
+        fit = fit_svd_tiles(lay, w, _unpadded(grid), (theta[:t], phi[:t]), (theta[t:], phi[t:]), s_norm, out[t:],
                             steps=self.steps)
         scale = fit["s"].max(axis=1)
         live = scale > 0  # a zero tile keeps its zero gain
@@ -195,13 +194,11 @@ class Butterfly(_Decompose):
         v_ph = MeshPhases(lay, *canonicalize_mesh(lay, *fit["v"]))
         return PhaseMap(grid=grid, v=v_ph, sigma=sigma, u=u_ph, gain=np.asarray(gain) * np.where(live, scale, 1.0))
 
-    def _meshes(self, lay, u, vh=None):
-        stack = u if vh is None else np.concatenate([u, vh])
-        key = jax.random.key(self.seed)
-        theta, phi, out, _ = fit_meshes(lay, stack, key=key, restarts=self.restarts, steps=self.steps)
-        theta, phi, out = canonicalize_mesh(lay, theta, phi, out)
-        meshes = MeshPhases(lay, theta, phi, out)
-        if vh is None:
-            return meshes
-        t = len(u)
-        return (MeshPhases(lay, theta[:t], phi[:t], out[:t]), MeshPhases(lay, theta[t:], phi[t:], out[t:]))
+    def _fit(self, lay, stack):
+        """Canonical ``(theta, phi, out_phase)`` of the meshes fitted to the unitaries ``stack``."""
+        theta, phi, out, _ = fit_meshes(lay, stack, key=jax.random.key(self.seed), restarts=self.restarts,
+                                        steps=self.steps)
+        return canonicalize_mesh(lay, theta, phi, out)
+
+    def _meshes(self, lay, u) -> MeshPhases:
+        return MeshPhases(lay, *self._fit(lay, u))
