@@ -41,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
-from photocomp.core.layout import MeshLayout
+from photocomp.core.layout import MeshLayout, layout
+from photocomp.core.validate import check_int
 from photocomp.sim.devices import bucket, pad_tiles
 from photocomp.sim.physical import ideal_coefficients, propagate_meshes
 
@@ -117,8 +118,6 @@ def butterfly_factor(u) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``theta, phi`` (B, (N/2) log2 N) in the layout order of ``layout("butterfly", N)`` and
     ``out_phase`` (B, N).
     """
-    from photocomp.core.layout import layout
-
     arr = np.asarray(u, dtype=np.complex128)
     lay = layout("butterfly", arr.shape[-1])
     return _cells_to_phases(lay, np.concatenate(_butterfly_cells(arr), axis=1))
@@ -128,6 +127,11 @@ def _mesh(lay: MeshLayout, theta, phi, dtype):
     """The mesh's unitary without its output screen."""
     eye = jnp.eye(lay.n_modes, dtype=dtype)
     return propagate_meshes(lay, [ideal_coefficients(theta, phi, dtype=dtype)], [], eye)
+
+
+def _screen_phases(m: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """NumPy form of :func:`_screened`'s closed form: the output phases ``arg <m_j, u_j>`` (B, N) in [0, 2 pi)."""
+    return np.mod(np.angle(np.sum(np.conj(m) * u, axis=-1)), 2 * np.pi)
 
 
 def _screened(m, u):
@@ -229,9 +233,7 @@ def fit_meshes(lay: MeshLayout, u, *, key: jax.Array, restarts: int = FIT_RESTAR
     """
     if not isinstance(lay, MeshLayout):
         raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
-    for name, v in (("restarts", restarts), ("steps", steps)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise InvalidInputError(f"{name} must be an int >= 1; got {v!r}")
+    restarts, steps = check_int(restarts, "restarts", low=1), check_int(steps, "steps", low=1)
     arr = np.asarray(u, dtype=np.complex128)
     single = arr.ndim == 2
     arr = arr[None] if single else arr
@@ -256,7 +258,7 @@ def fit_meshes(lay: MeshLayout, u, *, key: jax.Array, restarts: int = FIT_RESTAR
         params = np.asarray(params)[np.arange(size), np.argmin(np.asarray(loss), axis=1)]  # (size, 2, m)
         mesh = np.asarray(_meshes(jnp.asarray(params), lay=lay))[:b]
         theta, phi = params[:b, 0], params[:b, 1]
-    out = np.mod(np.angle(np.sum(np.conj(mesh) * arr, axis=2)), 2 * np.pi)
+    out = _screen_phases(mesh, arr)
     u_hat = np.exp(1j * out)[:, :, None] * mesh
     err = np.linalg.norm(arr - u_hat, axis=(1, 2)) / np.sqrt(n)
     if single:
@@ -334,7 +336,7 @@ def fit_svd_tiles(lay: MeshLayout, w, mask, u_start, v_start, s, a, *, steps: in
     mid = np.abs(amp) * np.exp(1j * a)
     m = np.einsum("bij,bj,bjk->bik", mu, mid, mv)
     mk = np.asarray(mask, dtype=np.float64)
-    out_u = np.mod(np.angle(np.sum(np.conj(mk * m) * arr, axis=2)), 2 * np.pi)
+    out_u = _screen_phases(mk * m, arr)
     err = np.linalg.norm(mk * (arr - np.exp(1j * out_u)[:, :, None] * m), axis=(1, 2))
     return {"u": (p["u"][:, 0], p["u"][:, 1], out_u), "v": (p["v"][:, 0], p["v"][:, 1], np.mod(a, 2 * np.pi)),
             "s": np.abs(amp), "error": err}
