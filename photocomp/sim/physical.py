@@ -66,7 +66,7 @@ from photocomp.core import convention
 from photocomp.core.bell import fold_targets
 from photocomp.core.cell import MZI, Cell, Coupler, Shifter
 from photocomp.core.errors import InvalidInputError
-from photocomp.core.layout import MeshLayout
+from photocomp.core.layout import MeshLayout, apply_columns
 
 __all__ = ["mesh_to_physical", "mesh_from_physical", "apply_physical_mesh", "physical_mesh_unitary"]
 
@@ -710,29 +710,17 @@ def propagate_meshes(lay: MeshLayout, coefs, diagonals, x, *, reverse_only: bool
 
 
 def _propagate_gathered(lay: MeshLayout, coefs, diagonals, x):
-    """:func:`propagate_meshes` for a layout whose MZIs are not all on adjacent modes (a butterfly):
-    one ``lax.scan`` over the columns per mesh, each column's pairs gathered and scattered back. Its
-    depth is small (log2 N for a butterfly), so plain autodiff of the scan serves every derivative."""
-    n, m = lay.n_modes, lay.n_mzi
-    slots, index, valid = lay.column_slots
-    top = jnp.asarray(slots)
-    bottom = jnp.asarray(lay.column_bottoms)
-    at = jnp.asarray(np.where(valid, index, m))  # slot m: the identity
-    ident = jnp.asarray(np.array([1, 0, 0, 1]), dtype=x.dtype)[:, None]
-    x = jnp.concatenate([x, jnp.zeros((2, x.shape[1]), x.dtype)], 0)  # dummy modes n, n + 1 for padding
-
-    def column(field, col):
-        t, t2, c = col
-        a, b = field[t], field[t2]
-        field = field.at[t].set(c[0][:, None] * a + c[1][:, None] * b)
-        return field.at[t2].set(c[2][:, None] * a + c[3][:, None] * b), None
-
+    """:func:`propagate_meshes` for a layout whose MZIs are not all on adjacent modes (a butterfly): each
+    mesh through :func:`photocomp.core.layout.apply_columns` (a column scan that gathers each column's
+    pairs), the diagonals between them. Its depth is small (log2 N for a butterfly), so plain autodiff
+    of the scan serves every derivative."""
+    n = lay.n_modes
+    no_screen = jnp.zeros((n,), _real_dtype(x.dtype))
     for k, coef in enumerate(coefs):
         if k:
-            x = x.at[:n].multiply(diagonals[k - 1].reshape(n, 1))
-        full = jnp.concatenate([coef, ident], axis=1)[:, at]  # (4, depth, width)
-        x, _ = jax.lax.scan(column, x, (top, bottom, jnp.moveaxis(full, 1, 0)))
-    return x[:n]
+            x = diagonals[k - 1].reshape(n, 1) * x
+        x = apply_columns(lay, coef.T.reshape(-1, 2, 2), no_screen, x)  # (m00, m01, m10, m11) row by row
+    return x
 
 
 def _with_screen(lay: MeshLayout, y, out_phase):
