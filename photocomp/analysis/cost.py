@@ -307,16 +307,14 @@ def phase_layers(target, circuit: str) -> int:
     return per_mesh if circuit == "unitary" else 2 * per_mesh + 1
 
 
-def _crossings(graph, u, v, mode: int, target) -> int:
-    """Waveguide crossings on the graph edge ``u -> v`` (mode ``mode``): the crossing inside a cell the light
-    leaves (an MZI + crossing cell), and the planar routing after the column it leaves and before the
-    column it enters (:func:`photocomp.core.layout.planar_crossings`)."""
-    lay = target.layout
-    routing = planar_crossings(lay)
+def _crossings(graph, u, v, mode: int, routing: np.ndarray, in_cell: int) -> int:
+    """Waveguide crossings on the graph edge ``u -> v`` (mode ``mode``): ``in_cell`` inside a cell the light
+    leaves (an MZI + crossing cell's), and the planar routing ``routing`` (:func:`photocomp.core.layout.planar_crossings`)
+    after the column it leaves and before the column it enters."""
     n = 0
     du, dv = graph.nodes[u], graph.nodes[v]
     if du["kind"] == "mzi":
-        n += sum(isinstance(c, Crossing) for c in lay.cell.components) + int(routing[du["column"], mode])
+        n += in_cell + int(routing[du["column"], mode])
     if dv["kind"] == "mzi":
         n += int(routing[dv["column"], mode])
     return n
@@ -328,13 +326,15 @@ def worst_path(graph, target) -> tuple[float, int, int, int]:
     import networkx as nx
 
     layers = _layer_shifters(graph, target)
+    routing = planar_crossings(target.layout)
+    in_cell = sum(isinstance(c, Crossing) for c in target.layout.cell.components)
     g = nx.DiGraph()
     for u, v, e in graph.edges(data=True):
         loss, mz, ps = _element_loss(graph.nodes[v], e["dst_port"], target)
         # a Bell mesh's input-layer and edge shifters on this waveguide
         x_u, x_v = graph.nodes[u]["x"], graph.nodes[v]["x"]
         extra = sum(x_u < x < x_v for x in layers.get(e["mode"], ()))
-        cross = _crossings(graph, u, v, e["mode"], target)
+        cross = _crossings(graph, u, v, e["mode"], routing, in_cell)
         g.add_edge(u, v, loss_db=loss + extra * target.phase_shifter_loss_db + cross * target.crossing_loss_db,
                    mzis=mz, shifters=ps + extra, crossings=cross)
     path = nx.dag_longest_path(g, weight="loss_db", default_weight=0)
