@@ -100,59 +100,81 @@ class _Interrupted(BaseException):
 
 
 class _Sigint:
-    """The command's SIGINT handler: raises :class:`_Interrupted` once; later signals are only noted.
+    """The command's SIGINT handler: raises :class:`_Interrupted`, and makes sure the interrupt arrives.
 
-    A signal handler runs wherever the interpreter happens to be, also inside
-    a garbage-collector callback or a ``__del__`` (JAX has both), where an
-    exception cannot propagate: Python prints "Exception ignored ..." and
-    carries on. :meth:`unraisable` (installed as ``sys.unraisablehook``
-    while the command runs) catches that case silently and raises the
-    interrupt again as soon as the interpreter is back in ordinary code.
+    A signal handler runs wherever the interpreter happens to be, and an
+    exception it raises is not always delivered:
+
+    * inside a garbage-collector callback or a ``__del__`` (JAX has both) it
+      cannot propagate: Python passes it to ``sys.unraisablehook`` and carries
+      on. :meth:`unraisable` (installed while the command runs) takes it there
+      silently, where printing it would show "Exception ignored ...";
+    * inside ``compile()`` of a module's source (an import of a module with no
+      up-to-date bytecode) CPython 3.11 now and then drops it altogether, so the
+      command ran on to its end.
+
+    So after the first raise a watchdog thread sends the interrupt again
+    (``_thread.interrupt_main``), at first after 2 ms and then at doubling
+    intervals up to :attr:`RESEND_S` seconds, until the command has taken it
+    (:meth:`finish`). The handler raises only where the
+    interrupt is not already on its way: never inside the unraisable hook, and
+    never while the main thread is handling an :class:`_Interrupted` (an
+    ``except`` or ``finally`` clause, a context manager's ``__exit__``), so a
+    resent or second Ctrl-C never interrupts the clean-up of the first (a
+    temporary file being removed).
     """
 
+    RESEND_S = 0.1
+
     def __init__(self) -> None:
-        self.armed = True
         self.hit = False
         self.done = False
         self.in_hook = False
         self.previous_hook = sys.unraisablehook
-        self.retries: list[threading.Thread] = []
+        self.watchdog: threading.Thread | None = None
 
     def __call__(self, signum, frame):
         self.hit = True
-        # never inside the hook below: an exception there is printed as "Exception ignored ..."
-        if self.armed and not self.in_hook:
-            self.armed = False  # a second Ctrl-C must not interrupt the clean-up of the first
-            raise _Interrupted
+        if self.done or self.in_hook or _handling_interrupt():
+            return
+        if self.watchdog is None:
+            self.watchdog = threading.Thread(target=self._resend, name="photocomp-sigint", daemon=True)
+            self.watchdog.start()
+        raise _Interrupted
 
     def unraisable(self, info) -> None:
         if isinstance(info.exc_value, (_Interrupted, KeyboardInterrupt)):
-            self.in_hook = True
-            try:
-                if not self.done and len(self.retries) < 100:
-                    self.armed = True
-                    # from another thread, so that it arrives once this callback has returned
-                    retry = threading.Thread(target=self._retry, daemon=True)
-                    self.retries.append(retry)
-                    retry.start()
-            finally:
-                self.in_hook = False
-            return
-        self.previous_hook(info)
+            return  # dropped here; the watchdog sends it again once the interpreter is back in ordinary code
+        self.in_hook = True
+        try:
+            self.previous_hook(info)
+        finally:
+            self.in_hook = False
 
-    def _retry(self) -> None:
-        time.sleep(0.002)
-        while self.in_hook and not self.done:  # a busy machine can still be starting this thread
-            time.sleep(0.001)
-        if not self.done:
-            _thread.interrupt_main()
+    def _resend(self) -> None:
+        wait = 0.002  # soon after a drop in a gc callback, then less often: doubling up to RESEND_S
+        while not self.done:
+            time.sleep(wait)
+            wait = min(2 * wait, self.RESEND_S)
+            if not self.done:
+                _thread.interrupt_main()
 
     def finish(self) -> None:
         """Stop raising: from now on a Ctrl-C is only noted."""
         self.done = True
-        self.armed = False
-        for retry in self.retries:
-            retry.join()
+        if self.watchdog is not None and self.watchdog is not threading.current_thread():
+            self.watchdog.join()
+
+
+def _handling_interrupt() -> bool:
+    """Whether the calling thread is inside the handling of an :class:`_Interrupted` (its context chain too)."""
+    exc: BaseException | None = sys.exc_info()[1]
+    seen = 0
+    while exc is not None and seen < 100:
+        if isinstance(exc, _Interrupted):
+            return True
+        exc, seen = exc.__context__, seen + 1
+    return False
 
 
 def _quote(value) -> str:
@@ -926,14 +948,17 @@ def main(argv: list[str] | None = None) -> int:
     SIGINT handler is restored and the code returned.
     """
     handler = _Sigint()
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, handler) if main_thread else None
     process = argv is None
-    if main_thread:
-        sys.unraisablehook = handler.unraisable
-    interrupted = False
+    main_thread = threading.current_thread() is threading.main_thread()
+    installed, previous = False, None
+    code, interrupted = 1, False
     try:
-        try:
+        try:  # the handler is installed inside: a Ctrl-C landing during the installation is ours too
+            # not where SIGINT is ignored (a job started in the background by a script): it stays ignored
+            if main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                installed, previous = True, signal.getsignal(signal.SIGINT)
+                signal.signal(signal.SIGINT, handler)
+                sys.unraisablehook = handler.unraisable
             code = _run(sys.argv[1:] if argv is None else list(argv))
         finally:
             handler.finish()
@@ -944,9 +969,9 @@ def main(argv: list[str] | None = None) -> int:
         _err("photocomp: interrupted")
     if process:
         _flush_and_exit(code)
-    if main_thread:
+    if installed:
         sys.unraisablehook = handler.previous_hook
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
     return code
 
 
