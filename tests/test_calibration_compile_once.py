@@ -153,3 +153,48 @@ def test_twin_fit_equals_the_closure_fit(monkeypatch):
     np.testing.assert_allclose(fit.history, ref.history, rtol=1e-9, atol=0)
     for x, y in zip(jax.tree_util.tree_leaves(fit.chip), jax.tree_util.tree_leaves(ref.chip)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-9)
+
+
+@pytest.mark.slow  # the twin's fit (tens of seconds); run by .ci/run with the slow tests
+def test_twin_rounds_reuse_the_fitting_step():
+    """Each round after the first probes the chip where calibration took it (one configuration per tile, two
+    here); the configurations are padded to a few batch sizes, so rounds whose counts share one (5 and 7
+    here) reuse the compiled fit, where each round used to compile its own."""
+    prog = _program(0)
+    assert prog.n_tiles == 2
+    pc.calibrate(prog, pc.fabricate(TARGET, 0), pc.Twin(configs=3, fit_steps=3, rounds=2, steps=3), progress=False)
+    with compilations() as compiled:
+        cal = pc.calibrate(prog, pc.fabricate(TARGET, 1), pc.Twin(configs=3, fit_steps=3, rounds=3, steps=3),
+                           progress=False)
+    assert compiled == []
+    assert cal.report.summary["twin_configs"] == 7
+
+
+def test_twin_loss_ignores_the_padding():
+    """The fit's loss over configurations padded to a batch size (weight 0) is the mean over the real ones."""
+    prog = _program(0)
+    box = pc.BlackBoxChip(pc.fabricate(TARGET, 2), seed=1)
+    prior = pc.fabricate(TARGET, 3)
+    operating = np.asarray(flatten_heaters(engine.ideal_settings(prog)))[0]
+    drives = twin._probe_drives(prior, operating, 3, np.random.default_rng(0))
+    refs, readings = twin._probe(box, drives, None)
+
+    def loss(n_pad):
+        c = len(drives) + n_pad
+        pad = [np.concatenate([a, np.repeat(a[-1:], n_pad, axis=0)]) for a in (drives, refs, readings)]
+        with jax.enable_x64(True):
+            data = jnp.asarray(pad[2])
+            scale = jnp.sqrt(jnp.mean(data**2, axis=(1, 2, 3), keepdims=True))
+            p0 = twin._params_of(prior)
+            sc = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                        twin._scales(prior.target, twin._gauge(prior.target, prior.circuit)))
+            z = jax.tree_util.tree_map(lambda a: jnp.full_like(a, 0.1), p0)
+            weight = jnp.asarray(np.arange(c) < len(drives), jnp.float64)
+            template = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                              twin._template(prior.target, c, prior.circuit))
+            return float(twin._fit_loss(z, prior.unseeded(), template, jnp.asarray(pad[0]), jnp.asarray(pad[1]),
+                                        data, scale, weight, p0, sc))
+
+    whole = loss(0)
+    assert whole > 0
+    np.testing.assert_allclose([loss(1), loss(5)], whole, rtol=1e-12, atol=0)

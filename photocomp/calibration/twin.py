@@ -81,6 +81,7 @@ from photocomp.hardware.detector import (
     measure_matrix,
     reference_amplitude,
 )
+from photocomp.sim.devices import bucket, pad_tiles
 
 __all__ = ["TwinFit", "fit_twin", "refine_twin", "twin_parameter_errors"]
 
@@ -298,8 +299,7 @@ def fit_twin(box, *, operating_phases=None, configs: int = 6, shots: int | None 
     drives = _probe_drives(prior, operating, configs, np.random.default_rng([seed, 0x7717]))
     refs, readings = _probe(box, drives, shots)
     measurements = box.measurements - used0
-    fit, info = _fit(prior, _template(t, configs, box.circuit), drives, refs, readings, optimizer, steps, tol, patience,
-                     progress)
+    fit, info = _fit(prior, drives, refs, readings, optimizer, steps, tol, patience, progress)
     return TwinFit(fit, info["residual"], info["residual_start"], measurements, configs, info["steps_run"],
                    info["stopped"], info["history"], time.perf_counter() - t0, (drives, refs, readings),
                    int(characterized))
@@ -332,24 +332,37 @@ def refine_twin(box: BlackBoxChip, fit: TwinFit, drives, *, shots: int | None = 
     drives = np.concatenate([old_drives, np.atleast_2d(drives)])
     refs = np.concatenate([old_refs, new_refs])
     readings = np.concatenate([old_readings, new_readings])
-    chip, info = _fit(fit.chip, _template(box.target, len(drives), box.circuit), drives, refs, readings, optimizer,
-                      steps, tol, patience, progress)
+    chip, info = _fit(fit.chip, drives, refs, readings, optimizer, steps, tol, patience, progress)
     return TwinFit(chip, info["residual"], info["residual_start"], fit.measurements + box.measurements - used0,
                    len(drives), fit.steps_run + info["steps_run"], info["stopped"],
                    np.concatenate([fit.history, info["history"]]), fit.wall_s + time.perf_counter() - t0,
                    (drives, refs, readings), fit.characterization_measurements)
 
 
-def _fit_loss(z, prior: Chip, template: Settings, drives, refs, data, scale, p0, sc):
-    """The twin's misfit: read-outs predicted with parameters ``p0 + sc * z`` against the measured ``data``.
+def _fit_loss(z, prior: Chip, template: Settings, drives, refs, data, scale, weight, p0, sc):
+    """The twin's misfit: read-outs predicted with parameters ``p0 + sc * z`` against the measured ``data``,
+    the mean over the configurations whose ``weight`` is 1 (the others pad the batch).
     Module-level, with every array an argument, so the compiled fitting step serves every fit of one shape."""
     params = jax.tree_util.tree_map(lambda a, b, c: a + b * c, p0, sc, z)
     pred = _predict(_chip_of(params, prior), template, drives, refs)
-    return jnp.mean(((pred - data) / scale) ** 2)
+    per_config = jnp.mean(((pred - data) / scale) ** 2, axis=(1, 2, 3))
+    return jnp.sum(per_config * weight) / jnp.sum(weight)
 
 
-def _fit(prior: Chip, template: Settings, drives, refs, readings, optimizer, steps, tol, patience, progress):
+def _fit(prior: Chip, drives, refs, readings, optimizer, steps, tol, patience, progress):
+    """Fit the twin's parameters to the read-outs of the configurations ``drives`` (C, H), starting at ``prior``.
+
+    The configurations are padded (repeating the last, with weight 0) to the
+    batch sizes of :func:`photocomp.sim.devices.bucket`, so the rounds of a
+    calibration, which add configurations one at a time, reuse a few compiled
+    fitting steps instead of compiling one per round.
+    """
+    c = len(drives)
+    size = bucket(c, 1)
+    drives, refs, readings = (pad_tiles(np.asarray(a), size) for a in (drives, refs, readings))
+    template = _template(prior.target, size, prior.circuit)
     with jax.enable_x64(True):
+        weight = jnp.asarray(np.arange(size) < c, jnp.float64)
         data = jnp.asarray(readings)
         # each configuration's read-outs are weighted by their own rms (receivers auto-range per read-out)
         scale = jnp.sqrt(jnp.mean(data**2, axis=(1, 2, 3), keepdims=True))
@@ -359,7 +372,7 @@ def _fit(prior: Chip, template: Settings, drives, refs, readings, optimizer, ste
                                     _scales(prior.target, _gauge(prior.target, prior.circuit)))
         z0 = jax.tree_util.tree_map(jnp.zeros_like, p0)
         template = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), template)
-        args = (prior.unseeded(), template, jnp.asarray(drives), jnp.asarray(refs), data, scale, p0, sc)
+        args = (prior.unseeded(), template, jnp.asarray(drives), jnp.asarray(refs), data, scale, weight, p0, sc)
         best, history, info = minimize(_fit_loss, z0, extra_args_optimizer(optimizer), steps, tol, patience, progress,
                                        "fit twin", args=args)
         best = jax.tree_util.tree_map(lambda a, b, c: np.asarray(a + b * c, dtype=np.float64), p0, sc, best)
