@@ -162,7 +162,7 @@ class _Sigint:
     def finish(self) -> None:
         """Stop raising: from now on a Ctrl-C is only noted."""
         self.done = True
-        if self.watchdog is not None and self.watchdog is not threading.current_thread():
+        if self.watchdog is not None:
             self.watchdog.join()
 
 
@@ -954,9 +954,11 @@ def main(argv: list[str] | None = None) -> int:
     code, interrupted = 1, False
     try:
         try:  # the handler is installed inside: a Ctrl-C landing during the installation is ours too
-            # not where SIGINT is ignored (a job started in the background by a script): it stays ignored
-            if main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-                installed, previous = True, signal.getsignal(signal.SIGINT)
+            if main_thread:
+                previous = signal.getsignal(signal.SIGINT)
+                # not where SIGINT is ignored (a job started in the background by a script): it stays ignored
+                installed = previous is not signal.SIG_IGN
+            if installed:
                 signal.signal(signal.SIGINT, handler)
                 sys.unraisablehook = handler.unraisable
             code = _run(sys.argv[1:] if argv is None else list(argv))
@@ -971,7 +973,7 @@ def main(argv: list[str] | None = None) -> int:
         _flush_and_exit(code)
     if installed:
         sys.unraisablehook = handler.previous_hook
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
     return code
 
 

@@ -174,27 +174,17 @@ def test_twin_loss_ignores_the_padding():
     """The fit's loss over configurations padded to a batch size (weight 0) is the mean over the real ones."""
     prog = _program(0)
     box = pc.BlackBoxChip(pc.fabricate(TARGET, 2), seed=1)
-    prior = pc.fabricate(TARGET, 3)
     operating = np.asarray(flatten_heaters(engine.ideal_settings(prog)))[0]
-    drives = twin._probe_drives(prior, operating, 3, np.random.default_rng(0))
-    refs, readings = twin._probe(box, drives, None)
+    fit = twin.fit_twin(box, operating_phases=operating, configs=3, steps=1, seed=0)
+    drives, refs, readings = fit.data
+    assert len(drives) == 3
 
-    def loss(n_pad):
-        c = len(drives) + n_pad
-        pad = [np.concatenate([a, np.repeat(a[-1:], n_pad, axis=0)]) for a in (drives, refs, readings)]
+    def loss(size):
         with jax.enable_x64(True):
-            data = jnp.asarray(pad[2])
-            scale = jnp.sqrt(jnp.mean(data**2, axis=(1, 2, 3), keepdims=True))
-            p0 = twin._params_of(prior)
-            sc = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
-                                        twin._scales(prior.target, twin._gauge(prior.target, prior.circuit)))
-            z = jax.tree_util.tree_map(lambda a: jnp.full_like(a, 0.1), p0)
-            weight = jnp.asarray(np.arange(c) < len(drives), jnp.float64)
-            template = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
-                                              twin._template(prior.target, c, prior.circuit))
-            return float(twin._fit_loss(z, prior.unseeded(), template, jnp.asarray(pad[0]), jnp.asarray(pad[1]),
-                                        data, scale, weight, p0, sc))
+            args = twin._fit_args(fit.chip, drives, refs, readings, size)
+            z = jax.tree_util.tree_map(lambda a: jnp.full_like(a, 0.1), args[-2])
+            return float(twin._fit_loss(z, *args))
 
-    whole = loss(0)
+    whole = loss(3)
     assert whole > 0
-    np.testing.assert_allclose([loss(1), loss(5)], whole, rtol=1e-12, atol=0)
+    np.testing.assert_allclose([loss(4), loss(8)], whole, rtol=1e-12, atol=0)

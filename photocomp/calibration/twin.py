@@ -349,30 +349,36 @@ def _fit_loss(z, prior: Chip, template: Settings, drives, refs, data, scale, wei
     return jnp.sum(per_config * weight) / jnp.sum(weight)
 
 
+def _fit_args(prior: Chip, drives, refs, readings, size: int) -> tuple:
+    """:func:`_fit_loss`'s arguments after ``z``, the configurations padded to ``size`` (repeating the last,
+    with weight 0). Call under ``jax.enable_x64(True)``."""
+    c = len(drives)
+    drives, refs, readings = (pad_tiles(np.asarray(a), size) for a in (drives, refs, readings))
+    template = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                      _template(prior.target, size, prior.circuit))
+    data = jnp.asarray(readings)
+    # each configuration's read-outs are weighted by their own rms (receivers auto-range per read-out)
+    scale = jnp.sqrt(jnp.mean(data**2, axis=(1, 2, 3), keepdims=True))
+    weight = jnp.asarray(np.arange(size) < c, jnp.float64)
+    p0 = _params_of(prior)
+    # fit normalised deviations z from the prior: p = p0 + scale * z (scale 0 where the gauge holds p)
+    sc = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                _scales(prior.target, _gauge(prior.target, prior.circuit)))
+    return prior.unseeded(), template, jnp.asarray(drives), jnp.asarray(refs), data, scale, weight, p0, sc
+
+
 def _fit(prior: Chip, drives, refs, readings, optimizer, steps, tol, patience, progress):
     """Fit the twin's parameters to the read-outs of the configurations ``drives`` (C, H), starting at ``prior``.
 
-    The configurations are padded (repeating the last, with weight 0) to the
-    batch sizes of :func:`photocomp.sim.devices.bucket`, so the rounds of a
-    calibration, which add configurations one at a time, reuse a few compiled
+    The configurations are padded to the batch sizes of
+    :func:`photocomp.sim.devices.bucket` (:func:`_fit_args`), so the rounds of
+    a calibration, which add a few configurations each, reuse a few compiled
     fitting steps instead of compiling one per round.
     """
-    c = len(drives)
-    size = bucket(c, 1)
-    drives, refs, readings = (pad_tiles(np.asarray(a), size) for a in (drives, refs, readings))
-    template = _template(prior.target, size, prior.circuit)
     with jax.enable_x64(True):
-        weight = jnp.asarray(np.arange(size) < c, jnp.float64)
-        data = jnp.asarray(readings)
-        # each configuration's read-outs are weighted by their own rms (receivers auto-range per read-out)
-        scale = jnp.sqrt(jnp.mean(data**2, axis=(1, 2, 3), keepdims=True))
-        p0 = _params_of(prior)
-        # fit normalised deviations z from the prior: p = p0 + scale * z (scale 0 where the gauge holds p)
-        sc = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
-                                    _scales(prior.target, _gauge(prior.target, prior.circuit)))
+        args = _fit_args(prior, drives, refs, readings, bucket(len(drives), 1))
+        p0, sc = args[-2:]
         z0 = jax.tree_util.tree_map(jnp.zeros_like, p0)
-        template = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), template)
-        args = (prior.unseeded(), template, jnp.asarray(drives), jnp.asarray(refs), data, scale, weight, p0, sc)
         best, history, info = minimize(_fit_loss, z0, extra_args_optimizer(optimizer), steps, tol, patience, progress,
                                        "fit twin", args=args)
         best = jax.tree_util.tree_map(lambda a, b, c: np.asarray(a + b * c, dtype=np.float64), p0, sc, best)
