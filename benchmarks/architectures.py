@@ -68,7 +68,7 @@ def available(family: str, n: int) -> bool:
 
 def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps: int) -> dict:
     target = dataclasses.replace(pc.get_target(f"{family}-{n}"), coupler_sigma_rad=sigma, mzi_loss_db=0.0,
-                                 mzi_loss_sigma_db=0.0)
+                                 mzi_loss_sigma_db=0.0, crossing_loss_db=0.0)
     t0 = time.perf_counter()
     u = pc.haar_unitary(n, np.random.default_rng(2026))
     prog = pc.compile(u, target)

@@ -115,7 +115,8 @@ def butterfly(size: int, **overrides: object) -> Target:
     reports how close the fit comes. Its pairs are not adjacent: on a planar
     chip column ``s`` routes its waveguides through crossings
     (:func:`photocomp.core.layout.planar_crossings`), which the cost report's
-    loss budget counts and the chip simulation treats as ideal.
+    loss budget counts and the chip simulation makes lose ``crossing_loss_db``
+    each: unevenly across the modes, an error no calibration removes.
 
     Example:
       >>> t = butterfly(16)

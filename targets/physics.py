@@ -16,7 +16,8 @@
 
 The crossing loss is that measured for a CMOS-compatible silicon crossing (0.18 +- 0.03 dB
 across an 8-inch wafer); the lowest-loss published crossings lose about 0.04 dB. The cost
-report's loss budget counts it; the chip simulation, like for heaters, does not.
+report's loss budget counts it, and the chip simulation applies it (the nominal value on every
+chip); heaters' own losses are in the budget only.
 
 Assumptions of the chip model (not in the published table; documented here so
 they can be changed in one place): heater efficiency spread 5 %, waveguide

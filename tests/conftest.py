@@ -197,6 +197,21 @@ def assert_same_fabrication(mzi_chip, other) -> None:
     np.testing.assert_array_equal(mzi_chip.offset, other.offset[: mzi_chip.n_heaters])
 
 
+def lossless_nominal(prog):
+    """``(program, chip)``: ``prog`` moved onto its target with lossless waveguide crossings, and that target's
+    nominal chip for the program's circuit with lossless MZIs: an ideal chip, which runs the compiled program
+    exactly."""
+    import dataclasses
+
+    import photocomp as pc
+    from photocomp.hardware.chip import nominal_chip
+
+    target = dataclasses.replace(prog.target, crossing_loss_db=0.0)
+    moved = pc.Program(target, prog.phase_map, prog.report, prog.pipeline, prog.detection)
+    chip = nominal_chip(target, prog.circuit)
+    return moved, dataclasses.replace(chip, loss_db={k: np.zeros_like(v) for k, v in chip.loss_db.items()})
+
+
 # ---- fixtures -------------------------------------------------------------------
 
 

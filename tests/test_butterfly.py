@@ -17,10 +17,10 @@ from photocomp.core.convention import mzi
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError
 from photocomp.core.graph import to_sax_netlist
 from photocomp.core.layout import butterfly_pairs, layout, mesh_unitary, planar_crossings
-from photocomp.hardware.chip import nominal_chip
 from photocomp.sim.physical import mesh_to_physical, physical_mesh_unitary
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import lossless_nominal  # noqa: E402
 from test_netlist import simulate_json_netlist  # noqa: E402
 
 
@@ -159,9 +159,7 @@ def test_whole_flow_on_a_butterfly_chip(tmp_path):
     w = np.random.default_rng(0).normal(size=(8, 6))
     prog = pc.compile(w, "butterfly-8")
     assert prog.report["butterfly"].metrics["matrix_error"] > 0.05  # a generic matrix is beyond a butterfly's reach
-    ideal = nominal_chip(prog.target, prog.circuit)
-    ideal = dataclasses.replace(ideal, loss_db={k: np.zeros_like(v) for k, v in ideal.loss_db.items()})
-    assert error(prog, ideal)["matrix_error"] < 1e-12  # the chip runs the compiled (fitted) program exactly
+    assert error(*lossless_nominal(prog))["matrix_error"] < 1e-12  # an ideal chip runs the fitted program exactly
     chip = pc.fabricate("butterfly-8", seed=3)
     before = error(prog, chip)["matrix_error"]
     reach = reachability(prog, chip)
@@ -180,13 +178,20 @@ def test_whole_flow_on_a_butterfly_chip(tmp_path):
 
 def test_measurement_calibrations_run_on_a_butterfly_chip():
     """Nullification and in-situ gradients talk to the chip through the instrument interface only; both
-    reach each MZI's two (non-adjacent) modes from the layout."""
+    reach each MZI's two (non-adjacent) modes from the layout. The routing crossings' uneven loss is an
+    error no phase undoes: both end near model-based calibration, which knows the chip, and far below the
+    start; with lossless crossings all three go much lower."""
     prog = pc.compile(pc.haar_unitary(8, np.random.default_rng(2)), "butterfly-8")
     chip = pc.fabricate("butterfly-8", seed=3, circuit="unitary")
-    before = error(prog, chip)["matrix_error"]
-    for method in ("nullify", "insitu"):
-        cal = pc.calibrate(prog, chip, method, progress=False)
-        assert error(cal, chip)["matrix_error"] < before / 3, method
+    lossless, _ = lossless_nominal(prog)
+    lossless_chip = pc.fabricate(lossless.target, seed=3, circuit="unitary")
+    for p, c in ((prog, chip), (lossless, lossless_chip)):
+        before = error(p, c)["matrix_error"]
+        model = error(pc.calibrate(p, c, "model", progress=False), c)["matrix_error"]
+        for method in ("nullify", "insitu"):
+            got = error(pc.calibrate(p, c, method, progress=False), c)["matrix_error"]
+            assert got < 1.3 * model and got < before / 1.5, (method, p.target.crossing_loss_db)
+    assert model < 0.4 * error(pc.calibrate(prog, chip, "model", progress=False), chip)["matrix_error"]
 
 
 def test_svd_tiles_are_fitted_as_a_whole_not_factor_by_factor():
@@ -239,3 +244,24 @@ def test_cost_budgets_the_butterflys_routing_crossings():
     assert c.path_crossings > 0 and c.path_crossings <= 2 * routing.max(axis=1).sum()
     assert c.insertion_loss_db == pytest.approx(c.path_mzis * t.mzi_loss_db + c.path_phase_shifters
                                                 * t.phase_shifter_loss_db + c.path_crossings * t.crossing_loss_db)
+
+
+def test_the_routing_crossings_lose_light_unevenly_on_the_chip():
+    """An ideal butterfly chip runs its program exactly only with lossless crossings: with lossy ones the modes
+    of a column cross unequal numbers of waveguides, and no phase undoes the uneven loss. Adjacent layouts and
+    lossless crossings have no routing."""
+    from photocomp.hardware.chipsim import routing_amplitudes
+
+    prog = pc.compile(_family_member(8, np.random.default_rng(5)), "butterfly-8",
+                      pipeline="validate | tile | unitary | butterfly | canonicalize | lower")
+    lossless, chip = lossless_nominal(prog)
+    assert error(lossless, chip)["matrix_error"] < 1e-12
+    lossy_target = dataclasses.replace(lossless.target, crossing_loss_db=prog.target.crossing_loss_db)
+    lossy = pc.Program(lossy_target, prog.phase_map, prog.report, prog.pipeline, prog.detection)
+    lossy_chip = dataclasses.replace(chip, target=lossy_target)
+    assert error(lossy, lossy_chip)["matrix_error"] > 0.01
+    top, bottom = routing_amplitudes(prog.target.layout, prog.target.crossing_loss_db)
+    assert top.shape == bottom.shape == (prog.target.n_mzi,) and np.all((top <= 1) & (bottom <= 1))
+    assert np.ptp(np.concatenate([top, bottom])) > 0  # uneven
+    assert routing_amplitudes(prog.target.layout, 0.0) is None
+    assert routing_amplitudes(layout("clements", 8), 0.18) is None

@@ -116,8 +116,14 @@ def test_06_which_mesh(tmp_path, kernel_name):
     assert "no three-splitter cell unreachable: True" in out
     assert "the Bell mesh's corrected error and unreachable cells equal the MZI mesh's at every N and sigma: True" in out
     assert "model calibration of the three-splitter mesh beats the MZI mesh's: True" in out
+    assert "the MZI + crossing mesh, its crossings lossy, ends above the MZI mesh: True" in out
     assert "the butterfly compiles its own family exactly (without DACs): True" in out
     assert "a Haar unitary is beyond it: True" in out
+    # the butterfly's planar crossings lose light unevenly (docs/design.md §3.4 quotes both outcomes)
+    assert "the butterfly's calibrated error grows with the crossing loss: True" in out
+    assert "the Clements chip is the same at every crossing loss: True" in out
+    assert "with 0.04 dB crossings the calibrated butterfly beats the calibrated Clements mesh on its own family: True" in out
+    assert "with 0.18 dB crossings the calibrated butterfly beats the calibrated Clements mesh on its own family: False" in out
     assert number(r"notebook runtime: ([\d.]+) s", out) < 900  # about 300 s on two cores
 
 

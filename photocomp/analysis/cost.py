@@ -39,8 +39,9 @@ cell one (a heater on each arm, none on its inputs). An attenuator adds
 path passes add one each. A waveguide crossing adds ``crossing_loss_db``: the
 one in an MZI + crossing cell, and those a butterfly's planar routing puts on
 every path to and from its long pairs (:func:`photocomp.core.layout.planar_crossings`).
-(The chip simulation applies only the cells' losses; this budget adds the
-heaters' and the crossings' own losses.)
+(The chip simulation applies the cells' and the crossings' losses,
+:func:`photocomp.hardware.chipsim.stage_coefficients`; this budget adds the
+heaters' own losses.)
 
 Heater power (mW). Total electrical power of the core's heaters while one
 tile's settings are applied, averaged over tiles (``heater_power_mw``; every

@@ -61,7 +61,8 @@ class Target:
       clock_ghz: modulation / detection clock (GHz).
       detection: ``"coherent"`` (field read-out) or ``"intensity"``.
       crossing_loss_db: insertion loss of a waveguide crossing (dB): the MZI + crossing cell's, and the
-        planar routing of a butterfly's long pairs (counted in the cost report's loss budget).
+        planar routing of a butterfly's long pairs (counted in the cost report's loss budget and, the
+        same on every chip, in the chip simulation).
       heater_efficiency_sigma: relative spread of heater efficiency (phase per mW) across a chip.
       mode_pitch_um: waveguide (mode) pitch on the die (um).
       column_pitch_um: MZI column pitch along the light (um).

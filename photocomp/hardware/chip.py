@@ -9,7 +9,10 @@ component has
 * coupler splitting-angle errors, one per coupler of the target's cell (two per
   MZI: ``coupler_in``, ``coupler_out``; a three-splitter MZI also
   ``coupler_mid``, kept in :attr:`Chip.cell_errors`), ``N(0, coupler_sigma_rad)``;
-* insertion loss per MZI, ``N(mzi_loss_db, mzi_loss_sigma_db)`` clipped at 0;
+* insertion loss per MZI, ``N(mzi_loss_db, mzi_loss_sigma_db)`` clipped at 0
+  (waveguide crossings, a cell's own and a butterfly's planar routing, lose
+  the target's nominal ``crossing_loss_db`` each on every chip:
+  :func:`photocomp.hardware.chipsim.stage_coefficients`);
 * a static phase offset per phase shifter, uniform on [0, 2 pi) as on real chips;
 * a heater efficiency per phase shifter, ``N(1, heater_efficiency_sigma)``;
 * thermal crosstalk between heaters, from their positions on the die (the

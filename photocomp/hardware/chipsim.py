@@ -22,6 +22,7 @@ tiles (tiles are time-multiplexed on one core).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +32,10 @@ from jax.typing import ArrayLike
 
 from photocomp.core import convention
 from photocomp.core.bell import bell_from_clements, clements_from_bell
+from photocomp.core.cell import Crossing
 from photocomp.core.errors import InvalidTypeError
 from photocomp.core.ir import PhaseMap, TileGrid
-from photocomp.core.layout import MeshLayout, apply_columns
+from photocomp.core.layout import MeshLayout, apply_columns, planar_crossings
 from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target
 from photocomp.hardware.chip import Chip, heater_groups, heater_slices, nominal_chip
@@ -59,6 +61,7 @@ __all__ = [
     "ideal_trims",
     "trim_settings",
     "stage_coefficients",
+    "routing_amplitudes",
     "chip_forward",
     "chip_tile_matrices",
     "chip_matrix",
@@ -240,10 +243,41 @@ def program_from_settings(s: Settings) -> PhaseMap:
 def stage_coefficients(chip: Chip, lay: MeshLayout, stage: str, internal, external, trims=None, *, dtype):
     """2 x 2 coefficients ``(4, n_mzi)`` of mesh ``stage`` (``"v"`` or ``"u"``) of the chip: its couplers,
     losses and the cell's other coupler errors, with the heaters' phases (trims: a flat trim group or None).
+
+    Waveguide crossings lose ``chip.target.crossing_loss_db`` each: a cell's own crossings (the MZI +
+    crossing cell's, which both arms pass) add to its insertion loss, and the planar routing of a layout
+    with non-adjacent pairs (a butterfly) scales each cell's ports by :func:`routing_amplitudes`.
     For the Bell cell see :func:`_stage_mesh`."""
-    return physical_coefficients(lay, internal, external, chip.coupler_in[stage], chip.coupler_out[stage],
-                                 chip.loss_db[stage], dtype=dtype, trims=trim_settings(lay, trims),
+    loss = chip.loss_db[stage]
+    own = sum(isinstance(c, Crossing) for c in lay.cell.components)
+    if own and chip.target.crossing_loss_db:
+        loss = loss + own * chip.target.crossing_loss_db
+    coef = physical_coefficients(lay, internal, external, chip.coupler_in[stage], chip.coupler_out[stage],
+                                 loss, dtype=dtype, trims=trim_settings(lay, trims),
                                  errors=chip.cell_errors.get(stage) or None)
+    route = routing_amplitudes(lay, chip.target.crossing_loss_db)
+    if route is None:
+        return coef
+    top, bottom = route
+    return coef * jnp.asarray(np.stack([top * top, top * bottom, bottom * top, bottom * bottom]), dtype=coef.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def routing_amplitudes(lay: MeshLayout, crossing_loss_db: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Field amplitudes the planar routing leaves on each cell's upper and lower port, ``(n_mzi,)`` each, or None.
+
+    None for adjacent pairs (no routing) or lossless crossings. Otherwise the light of mode ``q`` passes
+    ``planar_crossings(lay)[c, q]`` crossings on its way into the cell of column ``c`` and as many on its
+    way back to mode order (:func:`photocomp.core.layout.planar_crossings`), so a cell's transfer element
+    from port ``j`` to port ``i`` is scaled by ``a_i a_j`` with ``a = 10^(-crossing_loss_db * crossings / 20)``
+    (every mode of a butterfly's column passes one of its cells, so the routing is all folded into them).
+    """
+    if lay.adjacent or not crossing_loss_db or not lay.n_mzi:
+        return None
+    counts = planar_crossings(lay)
+    amp = 10.0 ** (-float(crossing_loss_db) * counts / 20.0)
+    cols = lay.column_array
+    return amp[cols, lay.pair_array], amp[cols, lay.lower_array]
 
 
 def _stage_mesh(chip: Chip, lay: MeshLayout, stage: str, p: dict, *, dtype):
