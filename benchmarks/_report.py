@@ -133,6 +133,12 @@ def write_section(path: Path, body: str, begin: str, end: str) -> None:
             "Scripts that time photocomp against public peers. Each script rewrites "
             "only its own section of this file, between its markers.\n\n" + section + "\n"
         )
+    replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def replace_atomically(path: Path, write) -> None:
+    """Create or replace ``path`` whole: ``write(tmp)`` fills a temporary file in its folder, which is then
+    renamed over it (with ``path``'s permissions, or a new file's); nothing half-written is left behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         mode = path.stat().st_mode & 0o777
@@ -141,15 +147,20 @@ def write_section(path: Path, body: str, begin: str, end: str) -> None:
         os.umask(umask)
         mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        write(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Save a matplotlib figure to ``path`` atomically, in the format its suffix names."""
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi))
 
 
 def reproduce_command(script: str, argv: list[str] | None) -> str:

@@ -33,8 +33,8 @@ mesh's error grows with N, the three-splitter mesh's does not.
 
 Usage::
 
-    python benchmarks/architectures.py --sizes 8 16 32 64 --sigmas 0.02 0.05 0.08 --seeds 0 1 2 \
-        --out benchmarks/README.md
+    python benchmarks/architectures.py --sizes 16 32 64 128 --sigmas 0.01 0.03 0.06 0.1 --seeds 0 1 2 \
+        --model --out benchmarks/README.md --plot benchmarks/architectures.png
 """
 
 from __future__ import annotations
@@ -96,6 +96,46 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
             "wall_s": time.perf_counter() - t0}
 
 
+PLOT_FLOOR = 1e-16
+"""Errors below this (rounding) are drawn at it on the figure's log scale."""
+COLOURS = {"clements": "tab:blue", "mzi3": "tab:green", "mzix": "tab:orange", "bell": "tab:red",
+           "butterfly": "tab:purple"}
+
+
+def plot(path: Path, rows: list[dict], sigmas: list[float], model: bool) -> None:
+    """Error after local correction (and model calibration) against N, one panel per sigma: Hamerly et al.'s
+    headline as curves (the MZI meshes' errors grow with N, the three-splitter mesh's stays at rounding)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sigmas), figsize=(4.2 * len(sigmas), 4), sharey=True, squeeze=False)
+    for ax, sigma in zip(axes[0], sigmas):
+        for fam in FAMILIES:
+            pts = sorted((r["n"], r["local"], r["model"]) for r in rows if r["family"] == fam and r["sigma"] == sigma)
+            if not pts:
+                continue
+            n = [p[0] for p in pts]
+            ax.plot(n, [max(p[1], PLOT_FLOOR) for p in pts], "-o", color=COLOURS[fam], label=f"{fam} local")
+            if model:
+                ax.plot(n, [max(p[2], PLOT_FLOOR) for p in pts], "--s", color=COLOURS[fam], alpha=0.7,
+                        label=f"{fam} model")
+        ax.set_xscale("log", base=2)
+        sizes = sorted({r["n"] for r in rows if r["sigma"] == sigma})
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
+        ax.set_yscale("log")
+        ax.set_xlabel("N (modes)")
+        ax.set_title(f"sigma = {sigma:g} rad")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("error after correction")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    _report.save_figure(fig, path)
+    plt.close(fig)
+
+
 def drift_sensitivity(cal, chip, fresh: float) -> tuple[float, float]:
     """Error 1 K adds to a calibrated program: ``(ambient, gradient)``.
 
@@ -133,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="store_true", help="also run model-based calibration (slower)")
     ap.add_argument("--steps", type=int, default=300, help="model calibration steps")
     ap.add_argument("--out", type=Path, default=None, help="write the table into this markdown file")
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="draw the corrected errors against N into this image (a PNG beside --out, linked from it)")
     args = ap.parse_args(argv)
     load0 = _report.load_average()
     rows = [row(f, n, s, args.seeds, args.model, args.steps)
@@ -175,6 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     reproduce = ("python benchmarks/architectures.py --sizes " + " ".join(map(str, args.sizes)) + " --sigmas "
                  + " ".join(f"{s:g}" for s in args.sigmas) + " --seeds " + " ".join(map(str, args.seeds))
                  + (f" --model --steps {args.steps}" if args.model else ""))
+    if args.plot is not None:
+        plot(args.plot, rows, args.sigmas, args.model)
+        link = args.plot.name if args.out is not None and args.plot.parent.resolve() == args.out.parent.resolve() \
+            else args.plot.as_posix()
+        lines += ["", f"![corrected error against N, per sigma]({link})", "",
+                  f"The figure ({link}): the medians above, after local correction (solid)"
+                  + (" and model calibration (dashed)" if args.model else "") + " against N, one panel per sigma; "
+                  f"errors below {PLOT_FLOOR:g} (rounding) are drawn at {PLOT_FLOOR:g}."]
+        reproduce += f" --plot {_report.out_name(args.plot)}"
     return _report.finish(lines, load0, reproduce, args.out, BEGIN, END)
 
 

@@ -632,8 +632,7 @@ def plot(path: Path, results, names, sizes) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    _report.save_figure(fig, path)
     plt.close(fig)
 
 
