@@ -174,6 +174,31 @@ def test_generic_reachability_agrees_with_the_mzi_closed_form():
     assert np.all(lo3 <= lo + 1e-9) and np.all(hi3 >= hi - 1e-9)
 
 
+def test_three_splitter_range_and_search_agree_with_brute_force():
+    """At sigma = 0.1 rad the searches for a three-splitter cell's splitting range and for a wanted splitting
+    once stopped short: the range's ends about 1e-4 of bar power inside the true ones (cells near full cross
+    called unreachable that local correction reached), and a few splittings in range missed by 1e-3 rad."""
+    from photocomp.calibration.engine import _bar, _cell_core, _cell_split, _split_angle
+
+    rng = np.random.default_rng(11)
+    n = 400
+    errs = {k: rng.normal(0, 0.1, n) for k in ("coupler_in", "coupler_out", "coupler_mid")}
+    lo, hi = _theta_bounds(errs["coupler_in"], errs["coupler_out"], MZI3, {"coupler_mid": errs["coupler_mid"]})
+    # brute force on a fine grid of the internal and trim phases, for the first 40 cells
+    grid = np.linspace(0, 2 * np.pi, 241, endpoint=False)
+    internal, trim = (a.ravel()[None, :] for a in np.meshgrid(grid, grid, indexing="ij"))
+    few = {k: v[:40, None] for k, v in errs.items()}
+    bar = _bar(_cell_core(MZI3, internal, {"trim": trim}, few))
+    assert np.all(np.cos(hi[:40]) ** 2 <= bar.min(axis=1) + 1e-12)  # the range is at least as wide
+    assert np.all(np.cos(lo[:40]) ** 2 >= bar.max(axis=1) - 1e-12)
+    # wanted splittings anywhere in range, 1e-5 rad from its ends included, are reached to rounding
+    theta = np.concatenate([rng.uniform(lo, hi), lo + 1e-5, hi - 1e-5])
+    cells = {k: np.tile(v, 3) for k, v in errs.items()}
+    split = _cell_split(MZI3, np.cos(theta)[None, :] ** 2, cells)
+    got = _split_angle(_cell_core(MZI3, split["internal"], {"trim": split["trim"]}, {k: v[None] for k, v in cells.items()}))
+    np.testing.assert_allclose(got[0], theta, atol=1e-10)
+
+
 def test_local_correction_sets_trims_that_a_loaded_program_keeps(tmp_path):
     w = np.random.default_rng(1).normal(size=(5, 6))
     prog = pc.compile(w, "mzi3-6")

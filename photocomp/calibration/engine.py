@@ -214,23 +214,71 @@ def _cell_split(cell: Cell, bar_power, errors: dict):
     """Heater phases (internal and trims, each ``(T, n)``) giving each cell the bar power ``bar_power`` (T, n)
     with its coupler errors (``(n,)`` each), or the nearest reachable one: the best point of a grid search
     (trims at their ideal phase where that reaches it), refined by a pattern search and minimum-norm Newton
-    steps on all its heaters."""
+    steps on all its heaters (:func:`_split_from`). A cell whose splitting angle still misses by more than
+    ``_SPLIT_TOL`` is searched again from its next best grid points (up to ``_SPLIT_STARTS`` in all), and
+    keeps the closest result: the Newton steps can end on a ridge of the heater space from which the wanted
+    splitting is out of their reach, though another start reaches it."""
+    bar_power = np.asarray(bar_power, dtype=np.float64)
+    want = np.arccos(np.sqrt(np.clip(bar_power, 0.0, 1.0)))
+    names = ("internal",) + tuple(h for h, _ in cell.trims)
+    out = _split_from(cell, bar_power, errors, 0)
+    errs = {k: np.asarray(v)[None, :] for k, v in errors.items()}
+    miss = np.abs(_split_angle(_cell_core(cell, out["internal"], {h: out[h] for h in names[1:]}, errs)) - want)
+    for start in range(1, _SPLIT_STARTS):
+        t_idx, n_idx = np.nonzero(miss > _SPLIT_TOL)
+        if not len(t_idx):
+            break
+        sub_errs = {k: np.asarray(v)[n_idx] for k, v in errors.items()}
+        alt = _split_from(cell, bar_power[t_idx, n_idx][None, :], sub_errs, start)
+        alt_miss = np.abs(_split_angle(_cell_core(cell, alt["internal"], {h: alt[h] for h in names[1:]},
+                                                  {k: v[None, :] for k, v in sub_errs.items()}))[0]
+                          - want[t_idx, n_idx])
+        better = alt_miss < miss[t_idx, n_idx]
+        for h in names:
+            out[h][t_idx[better], n_idx[better]] = alt[h][0, better]
+        miss[t_idx[better], n_idx[better]] = alt_miss[better]
+    return out
+
+
+_SPLIT_STARTS = 4
+_SPLIT_TOL = 1e-12  # rad of splitting angle
+
+
+def _split_from(cell: Cell, bar_power, errors: dict, start: int):
+    """:func:`_cell_split` from one grid point per cell: ``start`` 0, the best (preferring the trims' ideal
+    phases); later starts, the best point of the trim setting that ranks ``start``-th by its best point (so that
+    each start is in another part of the heater space), or for a cell without trims its ``start``-th best
+    point."""
     grid, bar = _cell_candidates(cell, errors)  # (n, G)
     miss = np.abs(bar[None, :, :] - bar_power[:, :, None])  # (T, n, G)
     # prefer the trims' ideal phases: they keep the cell's phase response closest to the design
     ideal = np.ones(bar.shape[-1], dtype=bool)
     for h, phase in cell.trims:
         ideal &= grid[h] == phase
-    best = np.argmin(miss + 1e-3 * ~ideal, axis=-1)
+    ranked = miss + 1e-3 * ~ideal
+    if start == 0:
+        best = np.argmin(ranked, axis=-1)
+    elif not cell.trims:
+        best = np.argsort(ranked, axis=-1)[..., start]
+    else:
+        _, key = np.unique(np.stack([grid[h] for h, _ in cell.trims], -1), axis=0, return_inverse=True)
+        key = key.reshape(-1)
+        n_keys = int(key.max()) + 1
+        per_key = np.full(miss.shape[:-1] + (n_keys,), np.inf)
+        for k in range(n_keys):
+            per_key[..., k] = miss[..., key == k].min(axis=-1)
+        chosen = np.argsort(per_key, axis=-1)[..., min(start, n_keys - 1)]  # (T, n)
+        best = np.argmin(np.where(key == chosen[..., None], miss, np.inf), axis=-1)
     out = {h: grid[h][best] for h in ("internal",) + tuple(h for h, _ in cell.trims)}
     out = _refine(cell, errors, out, lambda b: np.abs(b - bar_power[..., None]))
     errs = {k: np.asarray(v)[None, :] for k, v in errors.items()}
     names = ("internal",) + tuple(h for h, _ in cell.trims)
-    bar_of = lambda p: _bar(_cell_core(cell, p["internal"], {h: p[h] for h in names[1:]}, errs))  # noqa: E731
-    step = 1e-6
-    for _ in range(12):  # minimum-norm Newton steps on all the cell's heaters (derivatives by central differences)
-        miss = bar_of(out) - bar_power
-        grad = [(bar_of({**out, h: out[h] + step}) - bar_of({**out, h: out[h] - step})) / (2 * step) for h in names]
+    angle_of = lambda p: _split_angle(_cell_core(cell, p["internal"], {h: p[h] for h in names[1:]}, errs))  # noqa: E731
+    want = np.arccos(np.sqrt(np.clip(bar_power, 0.0, 1.0)))
+    step = 1e-7
+    for _ in range(_SPLIT_NEWTON_STEPS):  # minimum-norm Newton steps on all the cell's heaters (central differences)
+        miss = angle_of(out) - want
+        grad = [(angle_of({**out, h: out[h] + step}) - angle_of({**out, h: out[h] - step})) / (2 * step) for h in names]
         norm2 = sum(g**2 for g in grad)
         scale = np.where(norm2 > 1e-12, miss / np.where(norm2 > 0, norm2, 1.0), 0.0)
         for h, g in zip(names, grad):
@@ -238,20 +286,67 @@ def _cell_split(cell: Cell, bar_power, errors: dict):
     return out
 
 
+_SPLIT_NEWTON_STEPS = 24
+
+
+def _split_angle(core):
+    """The splitting angle ``atan2(|cross|, |bar|)`` of light entering the upper port (rad, in [0, pi/2]):
+    ``arccos(sqrt(bar power))``, computed from both amplitudes so that it is as well conditioned near full bar
+    and full cross as in between."""
+    return np.arctan2(np.abs(core[..., 1, 0]), np.abs(core[..., 0, 0]))
+
+
 def _bar_range(cell: Cell, errors: dict):
-    """Smallest and largest bar power ``(n,)`` each cell reaches with its coupler errors (grid search, then
-    a pattern search from the best grid points)."""
+    """Smallest and largest bar power ``(n,)`` each cell reaches with its coupler errors: a grid search, a
+    pattern search from the best grid points, then Gauss-Newton steps (:func:`_null_element`) that drive the
+    element setting the extreme (the bar amplitude for the smallest, the cross amplitude for the largest)
+    towards zero; each extreme is the best bar power any of them found."""
     grid, bar = _cell_candidates(cell, errors)
     names = ("internal",) + tuple(h for h, _ in cell.trims)
+    errs = {k: np.asarray(v)[None, :] for k, v in errors.items()}
+
+    def bar_at(p):
+        return _bar(_cell_core(cell, p["internal"], {h: p[h] for h in names[1:]}, errs))[0]
+
     out = []
-    for sign, pick in ((1.0, np.argmin), (-1.0, np.argmax)):
+    for sign, pick, row in ((1.0, np.argmin, 0), (-1.0, np.argmax, 1)):
         best = pick(bar, axis=-1)
         point = {h: grid[h][best][None, :] for h in names}
         point = _refine(cell, errors, point, lambda b, sign=sign: sign * b)
-        errs = {k: np.asarray(v)[None, :] for k, v in errors.items()}
-        value = _bar(_cell_core(cell, point["internal"], {h: point[h] for h in names[1:]}, errs))[0]
-        out.append(value)
+        found = bar_at(point)
+        polished = bar_at(_null_element(cell, errs, point, row))
+        out.append(np.where(sign * polished < sign * found, polished, found))
     return out[0], out[1]
+
+
+def _null_element(cell: Cell, errs: dict, point: dict, row: int, steps: int = 20) -> dict:
+    """Gauss-Newton on the heaters (internal and trims) towards ``core[row, 0] = 0`` for every cell: the bar
+    amplitude (``row`` 0) or the cross amplitude (``row`` 1) of light entering the upper port.
+
+    The bar power is quadratic in the distance to its zero, so a search on it stalls about the square root of
+    its resolution away (about 1e-4 in bar power, a few 1e-3 rad of splitting angle near full bar or cross);
+    the complex element itself has a simple zero, which these steps reach quadratically where the cell can
+    reach it, and approach in the least-squares sense where it cannot. Steps are the minimum-norm solutions of
+    the linearised real and imaginary parts (derivatives by central differences), each limited to 0.05 rad.
+    """
+    names = ("internal",) + tuple(h for h, _ in cell.trims)
+    point = {h: np.array(point[h], dtype=np.float64) for h in names}
+    h_fd = 1e-7
+
+    def element(p):
+        core = _cell_core(cell, p["internal"], {h: p[h] for h in names[1:]}, errs)
+        g = core[..., row, 0] / np.sqrt(np.maximum(np.sum(np.abs(core[..., :, 0]) ** 2, -1), 1e-300))
+        return np.stack([g.real, g.imag], -1)  # (..., 2)
+
+    for _ in range(steps):
+        r = element(point)
+        jac = np.stack([(element({**point, h: point[h] + h_fd}) - element({**point, h: point[h] - h_fd})) / (2 * h_fd)
+                        for h in names], -1)  # (..., 2, H)
+        step = -np.einsum("...hr,...r->...h", np.linalg.pinv(jac, rcond=1e-10), r)
+        step = np.clip(step, -0.05, 0.05)
+        for j, h in enumerate(names):
+            point[h] = point[h] + step[..., j]
+    return point
 
 
 _PHASE_FIT_MIN_RATIO = 0.05
