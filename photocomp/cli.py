@@ -166,6 +166,21 @@ class _Sigint:
             self.watchdog.join()
 
 
+_active: list[_Sigint] = []  # the handler of the command running in this process (main thread only)
+
+
+def _stop_if_interrupted() -> None:
+    """Raise :class:`_Interrupted` where the running command has received a Ctrl-C that has not stopped it yet.
+
+    An interrupt dropped where Python cannot raise it is sent again, but on a
+    loaded machine the resend can come after the command's last step; every
+    output is written after this check, so a command that was interrupted
+    writes nothing, however late the interrupt would have arrived.
+    """
+    if _active and _active[-1].hit and not _active[-1].done:
+        raise _Interrupted
+
+
 def _handling_interrupt() -> bool:
     """Whether the calling thread is inside the handling of an :class:`_Interrupted` (its context chain too)."""
     exc: BaseException | None = sys.exc_info()[1]
@@ -309,9 +324,11 @@ def _write(flag: str, path: str, write, inputs: tuple = ()):
     The failure is an ``OSError``, or a photocomp error caused by one (the
     atomic writer names the path and keeps the ``OSError`` as its cause); one
     about reading an input (its file name is one of ``inputs``) is left alone.
+    Nothing is written once the command has received a Ctrl-C (:func:`_stop_if_interrupted`).
     """
     from photocomp.core.errors import PhotocompError
 
+    _stop_if_interrupted()
     try:
         return write()
     except (OSError, PhotocompError) as exc:
@@ -959,11 +976,14 @@ def main(argv: list[str] | None = None) -> int:
                 # not where SIGINT is ignored (a job started in the background by a script): it stays ignored
                 installed = previous is not signal.SIG_IGN
             if installed:
+                _active.append(handler)
                 signal.signal(signal.SIGINT, handler)
                 sys.unraisablehook = handler.unraisable
             code = _run(sys.argv[1:] if argv is None else list(argv))
         finally:
             handler.finish()
+            if handler in _active:
+                _active.remove(handler)
     except (_Interrupted, KeyboardInterrupt):
         interrupted = True
     if interrupted or handler.hit:

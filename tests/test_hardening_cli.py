@@ -336,6 +336,35 @@ def test_interrupt_inside_a_gc_callback_is_not_lost(inputs, out, monkeypatch):
     assert leftovers(out) == []
 
 
+def test_an_interrupt_not_yet_raised_stops_the_command_before_it_writes(inputs, out, monkeypatch):
+    """On a loaded machine the resend of a dropped interrupt can come after the command's last step: the
+    command checks for a received interrupt before it writes anything (here the resend never comes)."""
+    from photocomp import cli
+
+    monkeypatch.setattr(cli._Sigint, "_resend", lambda self: None)
+    real = pc.calibrate
+
+    def callback(phase, info):
+        if phase == "start":
+            _thread.interrupt_main()
+            for _ in range(10_000):  # the handler runs here, inside the callback, where Python drops it
+                pass
+
+    def calibrate(*args, **kwargs):
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(callback)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pc, "calibrate", calibrate)
+    code, stdout, err = run("calibrate", inputs / "prog.npz", "--chip-seed", "5", "--method", "local", "-q",
+                            "-o", out / "c.npz")
+    assert (code, err) == (130, "photocomp: interrupted\n")
+    assert leftovers(out) == [] and cli._active == []
+
+
 def test_interrupt_dropped_by_the_interpreter_is_sent_again(inputs, out, monkeypatch):
     """CPython 3.11 now and then drops a signal handler's exception raised while ``compile()`` turns a module's
     source into bytecode (an import of a module with no up-to-date bytecode): the command ran on to its end.
