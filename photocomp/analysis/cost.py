@@ -107,7 +107,6 @@ from photocomp.calibration.engine import error
 from photocomp.compiler.program import Program
 from photocomp.core.bell import phase_layers as phase_layer_count
 from photocomp.core.bell import sweep_structure
-from photocomp.core.cell import Crossing
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.graph import optical_path_mm
 from photocomp.core.layout import planar_crossings
@@ -328,7 +327,7 @@ def worst_path(graph, target) -> tuple[float, int, int, int]:
 
     layers = _layer_shifters(graph, target)
     routing = planar_crossings(target.layout)
-    in_cell = sum(isinstance(c, Crossing) for c in target.layout.cell.components)
+    in_cell = target.layout.cell.crossings
     g = nx.DiGraph()
     for u, v, e in graph.edges(data=True):
         loss, mz, ps = _element_loss(graph.nodes[v], e["dst_port"], target)

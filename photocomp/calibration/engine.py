@@ -176,6 +176,16 @@ def _cell_core(cell: Cell, internal, trims: dict, errors: dict):
     return cell.transfer(settings, errors)
 
 
+def _searched_heaters(cell: Cell) -> tuple[str, ...]:
+    """The heaters a cell's splitting is searched over: ``"internal"`` and its trims."""
+    return ("internal",) + tuple(h for h, _ in cell.trims)
+
+
+def _core_at(cell: Cell, point: dict, errors: dict):
+    """:func:`_cell_core` at the heater phases ``point`` (``"internal"`` and every trim heater)."""
+    return _cell_core(cell, point["internal"], {h: point[h] for h, _ in cell.trims}, errors)
+
+
 def _bar(core):
     m = np.abs(core[..., :, 0]) ** 2
     return m[..., 0] / np.maximum(m.sum(-1), 1e-300)
@@ -196,14 +206,14 @@ def _cell_candidates(cell: Cell, errors: dict):
 def _refine(cell: Cell, errors: dict, point: dict, objective, rounds: int = 12) -> dict:
     """Pattern search around ``point`` (heater -> ``(T, n)``) minimising ``objective(bar)`` per cell: a
     5-point stencil per heater (internal and trims), the step shrinking 2.5x per round from the grid's."""
-    names = ("internal",) + tuple(h for h, _ in cell.trims)
+    names = _searched_heaters(cell)
     steps = np.array([2 * np.pi / _GRID_INTERNAL] + [2 * np.pi / _GRID_TRIM] * len(cell.trims))
     stencil = np.stack([a.ravel() for a in np.meshgrid(*[np.arange(-2, 3)] * len(names), indexing="ij")], -1)
     errs = {k: np.asarray(v)[None, :, None] for k, v in errors.items()}
     point = {h: np.asarray(point[h], dtype=np.float64) for h in names}
     for _ in range(rounds):
         cand = {h: point[h][..., None] + stencil[:, j] * steps[j] for j, h in enumerate(names)}
-        value = objective(_bar(_cell_core(cell, cand["internal"], {h: cand[h] for h in names[1:]}, errs)))
+        value = objective(_bar(_core_at(cell, cand, errs)))
         best = np.argmin(value, axis=-1)[..., None]
         point = {h: np.take_along_axis(cand[h], best, -1)[..., 0] for h in names}
         steps = steps / 2.5
@@ -219,19 +229,18 @@ def _cell_split(cell: Cell, bar_power, errors: dict):
     keeps the closest result: the Newton steps can end on a ridge of the heater space from which the wanted
     splitting is out of their reach, though another start reaches it."""
     bar_power = np.asarray(bar_power, dtype=np.float64)
-    want = np.arccos(np.sqrt(np.clip(bar_power, 0.0, 1.0)))
-    names = ("internal",) + tuple(h for h, _ in cell.trims)
+    want = _bar_angle(bar_power)
+    names = _searched_heaters(cell)
     out = _split_from(cell, bar_power, errors, 0)
     errs = {k: np.asarray(v)[None, :] for k, v in errors.items()}
-    miss = np.abs(_split_angle(_cell_core(cell, out["internal"], {h: out[h] for h in names[1:]}, errs)) - want)
+    miss = np.abs(_split_angle(_core_at(cell, out, errs)) - want)
     for start in range(1, _SPLIT_STARTS):
         t_idx, n_idx = np.nonzero(miss > _SPLIT_TOL)
         if not len(t_idx):
             break
         sub_errs = {k: np.asarray(v)[n_idx] for k, v in errors.items()}
         alt = _split_from(cell, bar_power[t_idx, n_idx][None, :], sub_errs, start)
-        alt_miss = np.abs(_split_angle(_cell_core(cell, alt["internal"], {h: alt[h] for h in names[1:]},
-                                                  {k: v[None, :] for k, v in sub_errs.items()}))[0]
+        alt_miss = np.abs(_split_angle(_core_at(cell, alt, {k: v[None, :] for k, v in sub_errs.items()}))[0]
                           - want[t_idx, n_idx])
         better = alt_miss < miss[t_idx, n_idx]
         for h in names:
@@ -269,12 +278,11 @@ def _split_from(cell: Cell, bar_power, errors: dict, start: int):
             per_key[..., k] = miss[..., key == k].min(axis=-1)
         chosen = np.argsort(per_key, axis=-1)[..., min(start, n_keys - 1)]  # (T, n)
         best = np.argmin(np.where(key == chosen[..., None], miss, np.inf), axis=-1)
-    out = {h: grid[h][best] for h in ("internal",) + tuple(h for h, _ in cell.trims)}
-    out = _refine(cell, errors, out, lambda b: np.abs(b - bar_power[..., None]))
+    names = _searched_heaters(cell)
+    out = _refine(cell, errors, {h: grid[h][best] for h in names}, lambda b: np.abs(b - bar_power[..., None]))
     errs = {k: np.asarray(v)[None, :] for k, v in errors.items()}
-    names = ("internal",) + tuple(h for h, _ in cell.trims)
-    angle_of = lambda p: _split_angle(_cell_core(cell, p["internal"], {h: p[h] for h in names[1:]}, errs))  # noqa: E731
-    want = np.arccos(np.sqrt(np.clip(bar_power, 0.0, 1.0)))
+    angle_of = lambda p: _split_angle(_core_at(cell, p, errs))  # noqa: E731
+    want = _bar_angle(bar_power)
     step = 1e-7
     for _ in range(_SPLIT_NEWTON_STEPS):  # minimum-norm Newton steps on all the cell's heaters (central differences)
         miss = angle_of(out) - want
@@ -287,6 +295,11 @@ def _split_from(cell: Cell, bar_power, errors: dict, start: int):
 
 
 _SPLIT_NEWTON_STEPS = 24
+
+
+def _bar_angle(bar_power):
+    """The splitting angle (rad) of a bar power: ``arccos(sqrt(bar))``."""
+    return np.arccos(np.sqrt(np.clip(bar_power, 0.0, 1.0)))
 
 
 def _split_angle(core):
@@ -302,11 +315,11 @@ def _bar_range(cell: Cell, errors: dict):
     element setting the extreme (the bar amplitude for the smallest, the cross amplitude for the largest)
     towards zero; each extreme is the best bar power any of them found."""
     grid, bar = _cell_candidates(cell, errors)
-    names = ("internal",) + tuple(h for h, _ in cell.trims)
+    names = _searched_heaters(cell)
     errs = {k: np.asarray(v)[None, :] for k, v in errors.items()}
 
     def bar_at(p):
-        return _bar(_cell_core(cell, p["internal"], {h: p[h] for h in names[1:]}, errs))[0]
+        return _bar(_core_at(cell, p, errs))[0]
 
     out = []
     for sign, pick, row in ((1.0, np.argmin, 0), (-1.0, np.argmax, 1)):
@@ -329,12 +342,12 @@ def _null_element(cell: Cell, errs: dict, point: dict, row: int, steps: int = 20
     reach it, and approach in the least-squares sense where it cannot. Steps are the minimum-norm solutions of
     the linearised real and imaginary parts (derivatives by central differences), each limited to 0.05 rad.
     """
-    names = ("internal",) + tuple(h for h, _ in cell.trims)
+    names = _searched_heaters(cell)
     point = {h: np.array(point[h], dtype=np.float64) for h in names}
     h_fd = 1e-7
 
     def element(p):
-        core = _cell_core(cell, p["internal"], {h: p[h] for h in names[1:]}, errs)
+        core = _core_at(cell, p, errs)
         g = core[..., row, 0] / np.sqrt(np.maximum(np.sum(np.abs(core[..., :, 0]) ** 2, -1), 1e-300))
         return np.stack([g.real, g.imag], -1)  # (..., 2)
 
@@ -590,7 +603,7 @@ def _theta_bounds(a, b, cell: Cell = MZI, other: dict | None = None):
     if cell == MZI:
         return np.abs(a - b), np.pi / 2 - np.abs(a + b)
     low, high = _bar_range(cell, {"coupler_in": a, "coupler_out": b, **(other or {})})
-    return np.arccos(np.sqrt(np.clip(high, 0.0, 1.0))), np.arccos(np.sqrt(np.clip(low, 0.0, 1.0)))
+    return _bar_angle(high), _bar_angle(low)
 
 
 def reachability(prog: Program, chip: Chip) -> Reachability:

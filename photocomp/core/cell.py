@@ -201,6 +201,11 @@ class Cell:
         return tuple(c.error for c in self.components if isinstance(c, Coupler))
 
     @property
+    def crossings(self) -> int:
+        """Waveguide crossings in the cell (both arms pass each)."""
+        return sum(isinstance(c, Crossing) for c in self.components)
+
+    @property
     def errors(self) -> tuple[str, ...]:
         """Error parameter names: the couplers' splitting-angle errors (rad), then ``"loss_db"``."""
         return self.couplers + ("loss_db",)

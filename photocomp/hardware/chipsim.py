@@ -32,7 +32,6 @@ from jax.typing import ArrayLike
 
 from photocomp.core import convention
 from photocomp.core.bell import bell_from_clements, clements_from_bell
-from photocomp.core.cell import Crossing
 from photocomp.core.errors import InvalidTypeError
 from photocomp.core.ir import PhaseMap, TileGrid
 from photocomp.core.layout import MeshLayout, apply_columns, planar_crossings
@@ -249,7 +248,7 @@ def stage_coefficients(chip: Chip, lay: MeshLayout, stage: str, internal, extern
     with non-adjacent pairs (a butterfly) scales each cell's ports by :func:`routing_amplitudes`.
     For the Bell cell see :func:`_stage_mesh`."""
     loss = chip.loss_db[stage]
-    own = sum(isinstance(c, Crossing) for c in lay.cell.components)
+    own = lay.cell.crossings
     if own and chip.target.crossing_loss_db:
         loss = loss + own * chip.target.crossing_loss_db
     coef = physical_coefficients(lay, internal, external, chip.coupler_in[stage], chip.coupler_out[stage],
