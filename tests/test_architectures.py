@@ -11,7 +11,17 @@ import pytest
 from conftest import assert_same_fabrication, lossless_nominal
 
 import photocomp as pc
-from photocomp.calibration.engine import _theta_bounds, error, ideal_tiles, local_settings, reachability
+from photocomp.calibration.engine import (
+    _bar,
+    _cell_core,
+    _cell_split,
+    _split_angle,
+    _theta_bounds,
+    error,
+    ideal_tiles,
+    local_settings,
+    reachability,
+)
 from photocomp.core.cell import MZI, MZI3
 from photocomp.core.errors import InvalidInputError, UnknownNameError
 from photocomp.hardware.chip import heater_slices
@@ -178,8 +188,6 @@ def test_three_splitter_range_and_search_agree_with_brute_force():
     """At sigma = 0.1 rad the searches for a three-splitter cell's splitting range and for a wanted splitting
     once stopped short: the range's ends about 1e-4 of bar power inside the true ones (cells near full cross
     called unreachable that local correction reached), and a few splittings in range missed by 1e-3 rad."""
-    from photocomp.calibration.engine import _bar, _cell_core, _cell_split, _split_angle
-
     rng = np.random.default_rng(11)
     n = 400
     errs = {k: rng.normal(0, 0.1, n) for k in ("coupler_in", "coupler_out", "coupler_mid")}

@@ -17,6 +17,7 @@ from photocomp.core.convention import mzi
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, PipelineError
 from photocomp.core.graph import to_sax_netlist
 from photocomp.core.layout import butterfly_pairs, layout, mesh_unitary, planar_crossings
+from photocomp.hardware.chipsim import routing_amplitudes
 from photocomp.sim.physical import mesh_to_physical, physical_mesh_unitary
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -250,8 +251,6 @@ def test_the_routing_crossings_lose_light_unevenly_on_the_chip():
     """An ideal butterfly chip runs its program exactly only with lossless crossings: with lossy ones the modes
     of a column cross unequal numbers of waveguides, and no phase undoes the uneven loss. Adjacent layouts and
     lossless crossings have no routing."""
-    from photocomp.hardware.chipsim import routing_amplitudes
-
     prog = pc.compile(_family_member(8, np.random.default_rng(5)), "butterfly-8",
                       pipeline="validate | tile | unitary | butterfly | canonicalize | lower")
     lossless, chip = lossless_nominal(prog)

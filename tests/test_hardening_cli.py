@@ -303,10 +303,10 @@ def test_interrupt_in_process_stops_a_calibration(inputs, out):
     assert signal.getsignal(signal.SIGINT) is before_handler and sys.unraisablehook is before_hook
 
 
-def test_interrupt_inside_a_gc_callback_is_not_lost(inputs, out, monkeypatch):
-    """A signal handler runs wherever the interpreter is; in a garbage-collector callback (JAX registers one)
-    an exception is printed as "Exception ignored ..." and dropped, and the command carried on."""
-    seen = []
+def _interrupt_in_a_gc_callback(monkeypatch) -> list[str]:
+    """Make ``pc.calibrate`` start with a collection whose callback receives a Ctrl-C (the handler runs there,
+    where Python drops its exception); returns the list the names of the exceptions seen there go into."""
+    seen: list[str] = []
     real = pc.calibrate
 
     def callback(phase, info):
@@ -329,6 +329,13 @@ def test_interrupt_inside_a_gc_callback_is_not_lost(inputs, out, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pc, "calibrate", calibrate)
+    return seen
+
+
+def test_interrupt_inside_a_gc_callback_is_not_lost(inputs, out, monkeypatch):
+    """A signal handler runs wherever the interpreter is; in a garbage-collector callback (JAX registers one)
+    an exception is printed as "Exception ignored ..." and dropped, and the command carried on."""
+    seen = _interrupt_in_a_gc_callback(monkeypatch)
     code, stdout, err = run("calibrate", inputs / "prog.npz", "--chip-seed", "5", "--method", "local", "-q",
                             "-o", out / "c.npz")
     assert seen == ["_Interrupted"]  # raised inside the callback, where Python drops it ...
@@ -339,28 +346,11 @@ def test_interrupt_inside_a_gc_callback_is_not_lost(inputs, out, monkeypatch):
 def test_an_interrupt_not_yet_raised_stops_the_command_before_it_writes(inputs, out, monkeypatch):
     """On a loaded machine the resend of a dropped interrupt can come after the command's last step: the
     command checks for a received interrupt before it writes anything (here the resend never comes)."""
-    from photocomp import cli
-
     monkeypatch.setattr(cli._Sigint, "_resend", lambda self: None)
-    real = pc.calibrate
-
-    def callback(phase, info):
-        if phase == "start":
-            _thread.interrupt_main()
-            for _ in range(10_000):  # the handler runs here, inside the callback, where Python drops it
-                pass
-
-    def calibrate(*args, **kwargs):
-        gc.callbacks.append(callback)
-        try:
-            gc.collect()
-        finally:
-            gc.callbacks.remove(callback)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pc, "calibrate", calibrate)
+    seen = _interrupt_in_a_gc_callback(monkeypatch)
     code, stdout, err = run("calibrate", inputs / "prog.npz", "--chip-seed", "5", "--method", "local", "-q",
                             "-o", out / "c.npz")
+    assert seen == ["_Interrupted"]
     assert (code, err) == (130, "photocomp: interrupted\n")
     assert leftovers(out) == [] and cli._active == []
 
