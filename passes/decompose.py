@@ -1,5 +1,5 @@
 """``clements`` / ``reck``: decompose every tile's U and V^H (after ``unitary``: its one U) into MZI phases;
-``butterfly``: fit them (:mod:`photocomp.compiler.fit`)."""
+``butterfly`` and ``fldzhyan``: fit them (:mod:`photocomp.compiler.fit`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from photocomp.compiler import driver
 from photocomp.compiler.canonical import canonicalize_mesh
 from photocomp.compiler.decompose import decompose_many, decompose_pair, group_meshes
-from photocomp.compiler.fit import FIT_RESTARTS, FIT_STEPS, fit_meshes, fit_svd_tiles
+from photocomp.compiler.fit import FIT_RESTARTS, FIT_STEPS, FLDZHYAN_RESTARTS, FLDZHYAN_STEPS, fit_meshes, fit_svd_tiles
 from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.errors import PipelineError
@@ -171,9 +171,9 @@ class Butterfly(_Decompose):
     kind = "butterfly"
 
     def __post_init__(self):
-        check_int(self.seed, "butterfly seed", low=0, high=2**32 - 1)
-        check_int(self.restarts, "butterfly restarts", low=1, high=1024)
-        check_int(self.steps, "butterfly steps", low=1, high=100_000)
+        check_int(self.seed, f"{self.name} seed", low=0, high=2**32 - 1)
+        check_int(self.restarts, f"{self.name} restarts", low=1, high=1024)
+        check_int(self.steps, f"{self.name} steps", low=1, high=100_000)
 
     def ahead(self, target, grid: TileGrid, circuit: str):
         return ()  # the fit compiles per mesh size on its first use
@@ -202,3 +202,29 @@ class Butterfly(_Decompose):
 
     def _meshes(self, lay, u) -> MeshPhases:
         return MeshPhases(lay, *self._fit(lay, u))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fldzhyan(Butterfly):
+    """Fit every tile's meshes on Fldzhyan's layout: 2K brick columns of static couplers, one phase each.
+
+    The layout has exactly K^2 phases (K (K - 1) external, K output), but no
+    decomposition: its phases are fitted as the butterfly's are (every start
+    random, drawn from ``seed``), and an SVD program's tiles are refined as a
+    whole. Fits of Haar-random unitaries are exact (to rounding) at small K
+    from a few starts and come short of exact ever more as K grows, where
+    L-BFGS stalls in local minima (``tests/test_fldzhyan.py`` and
+    ``docs/design.md`` have the numbers); ``matrix_error`` reports it.
+
+    Args:
+      seed: seed of the ``jax.random`` key of the random starts.
+      restarts: starts per mesh (the best is kept).
+      steps: L-BFGS steps per start.
+    """
+
+    seed: int = 0
+    restarts: int = FLDZHYAN_RESTARTS
+    steps: int = FLDZHYAN_STEPS
+
+    name = "fldzhyan"
+    kind = "fldzhyan"

@@ -30,9 +30,10 @@ def _quantize_theta(theta, bits, scheme):
 
 
 def _quantize_mesh(mp: MeshPhases, bits, scheme) -> MeshPhases:
+    fixed = mp.layout.cell.programming == "fixed"  # a static coupler's splitting has no heater to quantize
     return MeshPhases(
         mp.layout,
-        _quantize_theta(mp.theta, bits, scheme),
+        mp.theta if fixed else _quantize_theta(mp.theta, bits, scheme),
         quantize_phase(mp.phi, bits, scheme),
         quantize_phase(mp.out_phase, bits, scheme),
     )

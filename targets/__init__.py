@@ -6,6 +6,6 @@ own targets the same way from a separate package.
 """
 
 from photocomp.targets.chips import pace_64, tianshu_128
-from photocomp.targets.generic import bell, butterfly, clements, mzi3, mzix, reck
+from photocomp.targets.generic import bell, butterfly, clements, fldzhyan, mzi3, mzix, reck
 
-__all__ = ["clements", "reck", "mzi3", "mzix", "bell", "butterfly", "pace_64", "tianshu_128"]
+__all__ = ["clements", "reck", "mzi3", "mzix", "bell", "butterfly", "fldzhyan", "pace_64", "tianshu_128"]

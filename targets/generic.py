@@ -1,7 +1,8 @@
 """Generic meshes of any size: ``clements-N`` and ``reck-N`` (MZI cells), ``mzi3-N``, ``mzix-N`` and ``bell-N``
 (Clements meshes of three-splitter MZIs, of MZIs with a crossing and of symmetric MZIs; see
 :mod:`photocomp.core.cell` and :mod:`photocomp.core.bell`), and ``butterfly-N`` (N a power of two; a
-non-universal butterfly mesh programmed by fitting)."""
+non-universal butterfly mesh programmed by fitting) and ``fldzhyan-N`` (Fldzhyan's error-tolerant layout of
+static couplers, programmed by fitting)."""
 
 from __future__ import annotations
 
@@ -127,3 +128,22 @@ def butterfly(size: int, **overrides: object) -> Target:
     if size & (size - 1):
         raise InvalidInputError(f"target butterfly-N: mesh size N must be a power of two; got {size}")
     return _generic("butterfly", "butterfly", "mzi", size, overrides, "butterfly mesh")
+
+
+def fldzhyan(size: int, **overrides: object) -> Target:
+    """Fldzhyan, Saygin & Kulik's error-tolerant layout (Opt. Lett. 45, 2632 (2020)): 2N brick columns of
+    single static couplers, each after one phase shifter, and the output phase layer.
+
+    Its N (N - 1) cells have no internal heater (:data:`photocomp.core.cell.FLDZHYAN`): the splitting of
+    every coupler is fixed, and the N^2 phases are fitted (the ``fldzhyan`` pass,
+    :mod:`photocomp.compiler.fit`). It has the same N (N - 1) couplers and N (N - 1) heaters as a Clements
+    mesh of MZIs, arranged so that no heater sets a splitting. A coupler error is a different fixed splitting,
+    which the fit on the chip model (model calibration) takes into account: the layout tolerates splitting
+    errors an MZI mesh cannot correct.
+
+    Example:
+      >>> t = fldzhyan(8)
+      >>> (t.depth, t.n_mzi, t.layout.cell.heaters)
+      (16, 56, ('external',))
+    """
+    return _generic("fldzhyan", "fldzhyan", "fldzhyan", size, overrides, "Fldzhyan mesh of static couplers")

@@ -419,7 +419,7 @@ def test_metadata_digest_is_over_the_parsed_record(saved, tmp_path):
         ("grid.tile", True, r"field 'grid\.tile' must be an integer .*; got boolean True"),
         ("detection", "bogus", r"field 'detection' must be one of \('coherent', 'intensity'\); got string 'bogus'"),
         ("detection", None, r"field 'detection' must be one of .*; got null None"),
-        ("mesh.kind", "crossbar", r"field 'mesh\.kind' must be one of \('clements', 'reck', 'butterfly'\)"),
+        ("mesh.kind", "crossbar", r"field 'mesh\.kind' must be one of \('clements', 'reck', 'butterfly', 'fldzhyan'\)"),
         ("mesh.n_mzi", 7, r"a clements mesh of 4 modes has 6 MZIs in 4 columns; the metadata says 7 in 4"),
         ("target.wavelength_nm", "1550", r"field 'target\.wavelength_nm' must be a finite number; got string '1550'"),
         ("target.size", 4.0, r"field 'target\.size' must be an integer; got number 4\.0"),
@@ -888,8 +888,9 @@ def test_save_os_failure_late_leaves_no_temp_file_and_keeps_the_old_one(prog, sa
 
 def _hand(target="clements-4", theta=0.5, gain=1.0, **replace):
     t = pc.get_target(target)
-    lay = pc.layout(t.mesh, t.size)
+    lay = pc.layout(t.mesh, t.size, cell=t.cell)
     k, m = t.size, lay.n_mzi
+    theta = np.pi / 4 if t.mesh == "fldzhyan" else theta  # static couplers: theta is theirs
     mp = MeshPhases(lay, np.full((1, m), theta), np.zeros((1, m)), np.zeros((1, k)))
     pm = PhaseMap(TileGrid(k, k, k), mp, np.full((1, k), 0.3), mp, np.full(1, gain)).replace(**replace)
     return t, pm
@@ -970,7 +971,7 @@ def test_tile_grid_bounds():
 
 
 @pytest.mark.parametrize("target", ["clements-2", "reck-2", "reck-3", "clements-3", "reck-5", "butterfly-2",
-                                    "butterfly-8"])
+                                    "butterfly-8", "fldzhyan-2", "fldzhyan-5"])
 def test_small_and_reck_meshes_round_trip(tmp_path, target):
     """The closed forms the reader checks before building a layout hold for every mesh kind and size."""
     t, pm = _hand(target, theta=0.7)
@@ -982,7 +983,7 @@ def test_small_and_reck_meshes_round_trip(tmp_path, target):
         assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind", ["clements", "reck", "butterfly"])
+@pytest.mark.parametrize("kind", ["clements", "reck", "butterfly", "fldzhyan"])
 def test_mesh_counts_closed_forms_match_the_layouts(kind):
     for n in ((2, 4, 8, 16, 32, 64, 1024) if kind == "butterfly" else range(2, 41)):
         lay = pc.layout(kind, n)

@@ -301,6 +301,7 @@ def pass_inputs():
     states["unitary"] = unitary["unitary"]
     states["clements"] = unitary["clements"]  # the decomposition's unitary branch (its svd branch: reck)
     states["butterfly"] = _states("butterfly-4", FULL.format(mesh="butterfly"))["butterfly"]
+    states["fldzhyan"] = _states("fldzhyan-4", FULL.format(mesh="fldzhyan"))["fldzhyan"]
     return states
 
 

@@ -28,7 +28,9 @@ screen. A program's tiles are settings of that core used one after another
 
 Insertion loss (dB). The worst (highest-loss) path from an input to an
 output of the circuit graph (:mod:`photocomp.core.graph`), counting for every
-element the light enters: a mesh cell adds ``mzi_loss_db`` plus
+element the light enters: a mesh cell adds ``mzi_loss_db`` (half of it for
+a cell of Fldzhyan's layout, one coupler and one shifter:
+:func:`photocomp.hardware.chip.cell_loss_scale`) plus
 ``phase_shifter_loss_db`` for every heater the light passes
 (:meth:`photocomp.core.cell.Cell.path_shifters`): an MZI's internal heater
 (every input reaches both arms) and its external heater when entered at the
@@ -112,7 +114,7 @@ from photocomp.core.graph import optical_path_mm
 from photocomp.core.layout import planar_crossings
 from photocomp.core.target import GROUP_INDEX, SPEED_OF_LIGHT_M_S
 from photocomp.core.validate import check_int, check_real
-from photocomp.hardware.chip import heater_slices
+from photocomp.hardware.chip import cell_loss_scale, heater_slices
 from photocomp.hardware.chipsim import nominal_drives
 
 __all__ = ["Cost", "cost", "worst_path", "heater_powers", "phase_layers", "GROUP_INDEX", "SPEED_OF_LIGHT_M_S"]
@@ -274,7 +276,8 @@ def _element_loss(d: dict, dst_port: str, target) -> tuple[float, int, int]:
     kind = d["kind"]
     if kind == "mzi":
         shifters = target.layout.cell.path_shifters(0 if dst_port == "i0" else 1)
-        return target.mzi_loss_db + shifters * target.phase_shifter_loss_db, 1, shifters
+        return target.mzi_loss_db * cell_loss_scale(target.layout.cell) + shifters * target.phase_shifter_loss_db, 1, \
+            shifters
     if kind == "attenuator":
         return target.mzi_loss_db + target.phase_shifter_loss_db, 1, 1
     if kind == "phase":

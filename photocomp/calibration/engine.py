@@ -173,6 +173,8 @@ _GRID_TRIM = 16  # trim-heater phases searched per trim
 def _cell_core(cell: Cell, internal, trims: dict, errors: dict):
     """The cell without its external heater (that heater is first in every built-in cell), ``S + (2, 2)``."""
     settings = {"internal": internal, "external": np.zeros(np.shape(internal)), **trims}
+    if "internal" not in cell.heaters:  # a fixed-splitting cell: its coupler(s) alone
+        del settings["internal"]
     return cell.transfer(settings, errors)
 
 
@@ -378,7 +380,9 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_err
 
     Returns ``(internal, external, out, trims)`` with ``trims`` the flat trim
     group (T, n_mzi * n_trims) or None. The MZI's splitting has a closed form;
-    another cell's is searched (:func:`_cell_split`), trims included.
+    another cell's is searched (:func:`_cell_split`), trims included. A
+    fixed-splitting cell (Fldzhyan's) keeps its coupler's splitting (its
+    ``internal`` is ``(T, 0)``); its phases are fitted like every cell's.
     """
     cell = lay.cell
     internal = np.zeros_like(theta)
@@ -394,7 +398,11 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_err
         k, k2 = top[c][valid[c]], lay.column_bottoms[c][valid[c]]
         a_err, b_err = c_in[idx], c_out[idx]
         th, ph = theta[:, idx], phi[:, idx]
-        if cell == MZI:
+        if cell.programming == "fixed":  # nothing sets a static coupler's splitting: only the phases are fitted
+            psi = np.zeros_like(th)
+            errs = {name: errors_all[name][idx][None, :] for name in cell.couplers}
+            amat = _cell_core(cell, psi, {}, errs) * amp_loss[idx][:, None, None]
+        elif cell == MZI:
             psi = _splitting_internal(np.cos(th) ** 2, a_err, b_err)
             # A = B(b) P(psi) B(a) (times loss): the device is A @ diag(e^{i chi}, 1)
             amat = physical_mzi(psi, 0.0, a_err, b_err, xp=np) * amp_loss[idx][:, None, None]
@@ -425,6 +433,8 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_err
         screen[:, k] = d0
         screen[:, k2] = d1
     out_phys = np.mod(out - screen, 2 * np.pi)
+    if cell.programming == "fixed":
+        internal = internal[:, :0]  # no internal heaters
     flat_trims = np.mod(np.concatenate([trims[h] for h, _ in cell.trims], axis=-1), 2 * np.pi) if cell.trims else None
     return np.mod(internal, 2 * np.pi), np.mod(external, 2 * np.pi), out_phys, flat_trims
 

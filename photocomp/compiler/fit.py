@@ -40,18 +40,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from photocomp.core.cell import FIXED_THETA
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.layout import MeshLayout, layout
 from photocomp.core.validate import check_int
 from photocomp.sim.devices import bucket, pad_tiles
 from photocomp.sim.physical import ideal_coefficients, propagate_meshes
 
-__all__ = ["fit_meshes", "fit_svd_tiles", "butterfly_factor", "FIT_RESTARTS", "FIT_STEPS"]
+__all__ = ["fit_meshes", "fit_svd_tiles", "butterfly_factor", "FIT_RESTARTS", "FIT_STEPS", "FLDZHYAN_RESTARTS",
+           "FLDZHYAN_STEPS"]
 
 # starts per mesh: a butterfly's first is its factorization; further random starts improved fits of
 # Haar unitaries (N = 8 ... 64) only marginally, at several times the time
 FIT_RESTARTS = 1
 FIT_STEPS = 400  # L-BFGS steps per start, at most
+# Fldzhyan's layout has no factorization to start from, and its fits stall in local minima: from random starts,
+# several of them and longer runs (Haar unitaries of 4 and 8 modes then fit to rounding)
+FLDZHYAN_RESTARTS = 4
+FLDZHYAN_STEPS = 2000
 FIT_TOL = 1e-6  # a step improves the best value when it lowers it by this fraction ...
 FIT_PATIENCE = 20  # ... and a fit stops after this many steps in a row without one
 
@@ -124,9 +130,17 @@ def butterfly_factor(u) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _mesh(lay: MeshLayout, theta, phi, dtype):
-    """The mesh's unitary without its output screen."""
+    """The mesh's unitary without its output screen (a fixed-splitting cell's ``theta`` is its coupler's)."""
+    if lay.cell.programming == "fixed":
+        theta = jnp.full_like(phi, FIXED_THETA)
     eye = jnp.eye(lay.n_modes, dtype=dtype)
     return propagate_meshes(lay, [ideal_coefficients(theta, phi, dtype=dtype)], [], eye)
+
+
+def _fixed(lay: MeshLayout, theta: np.ndarray) -> np.ndarray:
+    """``theta``, or :data:`~photocomp.core.cell.FIXED_THETA` everywhere for a fixed-splitting cell (the fit
+    leaves its unused ``theta`` parameters at their starts)."""
+    return np.full_like(theta, FIXED_THETA) if lay.cell.programming == "fixed" else theta
 
 
 def _screen_phases(m: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -257,7 +271,7 @@ def fit_meshes(lay: MeshLayout, u, *, key: jax.Array, restarts: int = FIT_RESTAR
         params, loss = _fit_all(jnp.asarray(pad_tiles(arr, size)), jnp.asarray(starts), lay=lay, steps=steps)
         params = np.asarray(params)[np.arange(size), np.argmin(np.asarray(loss), axis=1)]  # (size, 2, m)
         mesh = np.asarray(_meshes(jnp.asarray(params), lay=lay))[:b]
-        theta, phi = params[:b, 0], params[:b, 1]
+        theta, phi = _fixed(lay, params[:b, 0]), params[:b, 1]
     out = _screen_phases(mesh, arr)
     u_hat = np.exp(1j * out)[:, :, None] * mesh
     err = np.linalg.norm(arr - u_hat, axis=(1, 2)) / np.sqrt(n)
@@ -338,5 +352,6 @@ def fit_svd_tiles(lay: MeshLayout, w, mask, u_start, v_start, s, a, *, steps: in
     mk = np.asarray(mask, dtype=np.float64)
     out_u = _screen_phases(mk * m, arr)
     err = np.linalg.norm(mk * (arr - np.exp(1j * out_u)[:, :, None] * m), axis=(1, 2))
-    return {"u": (p["u"][:, 0], p["u"][:, 1], out_u), "v": (p["v"][:, 0], p["v"][:, 1], np.mod(a, 2 * np.pi)),
+    return {"u": (_fixed(lay, p["u"][:, 0]), p["u"][:, 1], out_u),
+            "v": (_fixed(lay, p["v"][:, 0]), p["v"][:, 1], np.mod(a, 2 * np.pi)),
             "s": np.abs(amp), "error": err}

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from photocomp.core.atomic import quote_path
+from photocomp.core.cell import FIXED_THETA
 from photocomp.core.errors import (
     InvalidInputError,
     InvalidTypeError,
@@ -87,6 +88,13 @@ def _check_structure(target: Target, pm: PhaseMap) -> None:
     for name, (a, shape) in shapes.items():
         if tuple(np.shape(a)) != shape:
             raise InvalidInputError(f"phase_map.{name} must have shape {shape} (n_tiles, ...); got {tuple(np.shape(a))}")
+    if lay.cell.programming == "fixed":  # a static coupler's splitting is its own: theta can only be pi/4
+        for name, mp in meshes:
+            theta = np.asarray(mp.theta, dtype=np.float64)
+            if theta.size and not np.allclose(theta, FIXED_THETA, rtol=0.0, atol=1e-12):
+                worst = float(theta.flat[np.argmax(np.abs(theta - FIXED_THETA))])
+                raise InvalidInputError(f"phase_map.{name}.theta must be pi/4 everywhere on target "
+                                        f"{target.name!r} (static couplers); got {worst!r}")
 
 
 def _check_settings(pm: PhaseMap, s) -> None:

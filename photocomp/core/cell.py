@@ -43,7 +43,17 @@ The built-in cells (:data:`CELLS`):
   ``phi`` by itself, so its programming is not per cell: it is the
   ``"sweep"`` programming of :mod:`photocomp.core.bell` (an input phase
   layer, edge shifters beside the columns and the output layer take the
-  mesh's phases), and :attr:`Cell.internal` and :attr:`Cell.screen` are None.
+  mesh's phases), and :attr:`Cell.internal` and :attr:`Cell.screen` are None;
+* ``"fldzhyan"`` (:data:`FLDZHYAN`): the building block of Fldzhyan, Saygin
+  & Kulik (Opt. Lett. 45, 2632 (2020)): one shifter on the upper input and
+  one *static* coupler, no internal heater. Its splitting is fixed by the
+  coupler, ``theta = pi/4`` (:data:`FIXED_THETA`) plus the coupler's
+  splitting-angle error, so its programming is ``"fixed"``: the ideal cell is
+  ``diag(e^{-i pi/2}, 1) T(pi/4, external + pi/2)``, a screen like the
+  MZI's, but only ``phi`` is free. A mesh of such cells (the
+  ``"fldzhyan"`` layout, :mod:`photocomp.core.layout`) is programmed by
+  fitting its external phases (:mod:`photocomp.compiler.fit`), and a coupler
+  error is a different fixed splitting that the fit on the chip absorbs.
 
 :meth:`Cell.transfer` is the float64 reference (a product of the components'
 2 x 2 matrices); the simulation engine evaluates the same product as
@@ -63,13 +73,17 @@ from jax.typing import ArrayLike
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.core.validate import check_int
 
-__all__ = ["Shifter", "Coupler", "Crossing", "Affine", "Cell", "MZI", "MZI3", "MZIX", "BELL", "CELLS", "PROGRAMMINGS",
-           "get_cell"]
+__all__ = ["Shifter", "Coupler", "Crossing", "Affine", "Cell", "MZI", "MZI3", "MZIX", "BELL", "FLDZHYAN", "CELLS",
+           "PROGRAMMINGS", "FIXED_THETA", "get_cell"]
 
 ARMS = ("upper", "lower")
-PROGRAMMINGS = ("screen", "sweep")
+PROGRAMMINGS = ("screen", "sweep", "fixed")
 """How a cell is programmed: ``"screen"``, per cell with its output screen pushed on (every cell with an
-external heater); ``"sweep"``, the global phase sweep of :mod:`photocomp.core.bell` (the symmetric cell)."""
+external and an internal heater); ``"sweep"``, the global phase sweep of :mod:`photocomp.core.bell` (the
+symmetric cell); ``"fixed"``, per cell like ``"screen"`` but with the splitting fixed at :data:`FIXED_THETA`
+(a static coupler and an external heater only)."""
+FIXED_THETA = math.pi / 4
+"""The splitting angle ``theta`` (rad) of a ``"fixed"`` cell: its static 50:50 coupler."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,10 +135,10 @@ class Cell:
       name: the cell's name.
       components: the physical form, in the order light meets the components.
       internal: the internal heater's ideal phase as a function of theta
-        (None for a ``"sweep"`` cell).
+        (None for a ``"sweep"`` or ``"fixed"`` cell).
       screen: the output phases ``(alpha, beta)`` on the upper and lower mode
         that the ideal programmed cell leaves, as functions of theta (None
-        for a ``"sweep"`` cell).
+        for a ``"sweep"`` cell; constants for a ``"fixed"`` one).
       external_offset: the external heater's phase minus ``chi`` (rad).
       trims: ideal phases of the heaters other than internal and external,
         as ``((heater, phase), ...)``.
@@ -163,6 +177,9 @@ class Cell:
         if self.programming == "sweep":
             self._check_sweep()
             return
+        if self.programming == "fixed":
+            self._check_fixed()
+            return
         if "internal" not in heaters or "external" not in heaters:
             raise InvalidInputError(f"cell {self.name!r} must have heaters named 'internal' and 'external'; "
                                     f"got {heaters}")
@@ -189,6 +206,18 @@ class Cell:
                 f"cell {self.name!r}: a 'sweep' cell must be Coupler, Shifter('internal'), "
                 f"Shifter('lower', arm='lower'), Coupler with no trims, internal, screen or external offset; "
                 f"got components {self.components!r}")
+
+    def _check_fixed(self) -> None:
+        """A ``"fixed"`` cell is an upper ``external`` shifter and one coupler, with a constant output screen."""
+        form = tuple((type(c).__name__, getattr(c, "arm", None)) for c in self.components)
+        if form != (("Shifter", "upper"), ("Coupler", None)) or self.heaters != ("external",) or self.trims \
+                or self.internal is not None or not (
+                    isinstance(self.screen, tuple) and len(self.screen) == 2
+                    and all(isinstance(a, Affine) and a.slope == 0 for a in self.screen)):
+            raise InvalidInputError(
+                f"cell {self.name!r}: a 'fixed' cell must be Shifter('external'), Coupler with no trims or "
+                f"internal heater and a constant screen (two Affine of slope 0); got components "
+                f"{self.components!r}, internal {self.internal!r}, screen {self.screen!r}")
 
     @property
     def heaters(self) -> tuple[str, ...]:
@@ -235,11 +264,13 @@ class Cell:
         return count + stretch
 
     def ideal_settings(self, theta: ArrayLike, chi: ArrayLike, xp: types.ModuleType = np) -> dict:
-        """Heater phases (rad) that set the ideal cell to ``diag(screen) T(theta, chi)`` (``"screen"`` cells)."""
+        """Heater phases (rad) that set the ideal cell to ``diag(screen) T(theta, chi)`` (``"screen"`` and
+        ``"fixed"`` cells; a fixed cell has no internal heater and ``theta`` is :data:`FIXED_THETA`)."""
         internal = self._screen_programmed("ideal_settings").internal
-        assert internal is not None
         theta = xp.asarray(theta)
-        out = {"internal": internal(theta), "external": xp.asarray(chi) + self.external_offset}
+        out = {"external": xp.asarray(chi) + self.external_offset}
+        if internal is not None:
+            out["internal"] = internal(theta)
         for heater, phase in self.trims:
             out[heater] = phase + 0.0 * theta
         return out
@@ -252,7 +283,7 @@ class Cell:
         return scr[0](theta), scr[1](theta)
 
     def _screen_programmed(self, what: str) -> Cell:
-        if self.programming != "screen":
+        if self.programming == "sweep":
             raise InvalidInputError(f"Cell.{what} needs a cell programmed per cell ('screen'); the {self.name!r} "
                                     f"cell is programmed by a {self.programming!r} (photocomp.core.bell)")
         return self
@@ -332,6 +363,16 @@ MZIX = Cell(
 )
 """MZI plus crossing: to realise ``T(theta, .)`` its MZI is set to ``pi/2 - theta``."""
 
+FLDZHYAN = Cell(
+    name="fldzhyan",
+    components=(Shifter("external"), Coupler("coupler_in")),
+    internal=None,
+    screen=(Affine(0.0, -_PI / 2), Affine(0.0, 0.0)),
+    external_offset=-_PI / 2,
+    programming="fixed",
+)
+"""Fldzhyan's block: ``B(in) P(external) = diag(e^{-i pi/2}, 1) T(pi/4 + coupler_in, external + pi/2)``."""
+
 BELL = Cell(
     name="bell",
     components=(Coupler("coupler_in"), Shifter("internal"), Shifter("lower", arm="lower"), Coupler("coupler_out")),
@@ -341,7 +382,7 @@ BELL = Cell(
 )
 """Symmetric MZI (Bell & Walmsley 2021): ``B(out) diag(e^{i internal}, e^{i lower}) B(in)``, no external heater."""
 
-CELLS: dict[str, Cell] = {c.name: c for c in (MZI, MZI3, MZIX, BELL)}
+CELLS: dict[str, Cell] = {c.name: c for c in (MZI, MZI3, MZIX, BELL, FLDZHYAN)}
 """The built-in cells by name."""
 
 

@@ -14,7 +14,13 @@ modes ``(n, n + 1)``. A butterfly layout (N = 2^m modes) has m columns of
 N / 2 MZIs; column ``s`` pairs mode ``n`` with ``n + 2^s`` for every ``n``
 whose bit ``s`` is 0 (the radix-2 FFT's pattern, :func:`butterfly_pairs`).
 It has (N / 2) log2 N MZIs, so it is not universal: it is programmed by
-fitting (:mod:`photocomp.compiler.fit`).
+fitting (:mod:`photocomp.compiler.fit`). A Fldzhyan layout (Fldzhyan, Saygin
+& Kulik, Opt. Lett. 45, 2632 (2020)) is the Clements brick continued to 2N
+columns of cells on adjacent pairs, column ``c`` on the pairs ``n = c (mod
+2)``: N (N - 1) cells. Its cell is a single static coupler after one phase
+shifter (:data:`photocomp.core.cell.FLDZHYAN`), whose splitting is fixed, so
+the N (N - 1) external phases and N output phases, N^2 in all, are the
+parameters; they are fitted too.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from photocomp.core.errors import InvalidInputError, UnknownNameError
 __all__ = ["MESH_KINDS", "DECOMPOSED_KINDS", "MeshLayout", "layout", "apply_mesh", "mesh_unitary",
            "nulling_levels", "butterfly_pairs", "mesh_counts", "planar_crossings"]
 
-MESH_KINDS = ("clements", "reck", "butterfly")
+MESH_KINDS = ("clements", "reck", "butterfly", "fldzhyan")
 DECOMPOSED_KINDS = ("clements", "reck")  # the universal meshes, programmed by an exact decomposition
 
 
@@ -253,7 +259,8 @@ def layout(kind: str, n_modes: int, cell: str | Cell = MZI) -> MeshLayout:
     if kind not in MESH_KINDS:
         raise UnknownNameError(f"mesh kind must be one of {MESH_KINDS}; got {kind!r}")
     n = _check_n(n_modes)
-    lay = _butterfly(n) if kind == "butterfly" else nulling_schedule(kind, n)["layout"]
+    builders = {"butterfly": _butterfly, "fldzhyan": _fldzhyan}
+    lay = builders[kind](n) if kind in builders else nulling_schedule(kind, n)["layout"]
     cell = get_cell(cell)
     return lay if cell == MZI else _with_cell(lay, cell)
 
@@ -262,11 +269,14 @@ def mesh_counts(kind: str, n: int) -> tuple[int, int]:
     """``(n_mzi, depth)`` of a ``kind`` mesh on ``n >= 2`` modes, in closed form (no layout is built).
 
     ``n_mzi = n (n - 1) / 2``; depth ``n`` for Clements (1 for ``n = 2``), ``2 n - 3`` for Reck. A
-    butterfly (``n`` a power of two): ``(n / 2) log2 n`` MZIs in ``log2 n`` columns.
+    butterfly (``n`` a power of two): ``(n / 2) log2 n`` MZIs in ``log2 n`` columns. Fldzhyan:
+    ``n (n - 1)`` cells in ``2 n`` columns (2 for ``n = 2``).
     """
     if kind == "butterfly":
         m = n.bit_length() - 1
         return n // 2 * m, m
+    if kind == "fldzhyan":
+        return n * (n - 1), (2 * n if n > 2 else 2)
     return n * (n - 1) // 2, ((n if n > 2 else 1) if kind == "clements" else 2 * n - 3)
 
 
@@ -324,6 +334,16 @@ def _butterfly(n: int) -> MeshLayout:
     upper, lower, column = butterfly_pairs(n)
     return MeshLayout(kind="butterfly", n_modes=n, pairs=tuple(upper.tolist()), columns=tuple(column.tolist()),
                       lower=tuple(lower.tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _fldzhyan(n: int) -> MeshLayout:
+    """2N brick columns, column ``c`` on the adjacent pairs ``n = c (mod 2)``; empty columns (N = 2) dropped."""
+    cols = [list(range(c % 2, n - 1, 2)) for c in range(2 * n)]
+    cols = [c for c in cols if c]
+    pairs = tuple(p for c in cols for p in c)
+    columns = tuple(i for i, c in enumerate(cols) for _ in c)
+    return MeshLayout(kind="fldzhyan", n_modes=n, pairs=pairs, columns=columns)
 
 
 @functools.lru_cache(maxsize=64)

@@ -45,7 +45,8 @@ class Target:
     """A programmable photonic chip family.
     Attributes:
       name: registry name, e.g. ``"pace-64"``.
-      mesh: ``"clements"``, ``"reck"`` or ``"butterfly"`` (K a power of two).
+      mesh: ``"clements"``, ``"reck"``, ``"butterfly"`` (K a power of two) or ``"fldzhyan"`` (with the
+        ``"fldzhyan"`` cell only).
       size: K, the number of optical modes; matrices are tiled onto K x K blocks.
       wavelength_nm: operating wavelength (nm).
       dn_dt_per_k: thermo-optic coefficient of the waveguide (1/K).
@@ -73,7 +74,7 @@ class Target:
       components: approximate number of optical components (for reports).
       description: one line for ``photocomp targets``.
       cell: the two-mode device on every mesh position, a name in
-        :data:`photocomp.core.cell.CELLS` (``"mzi"``, ``"mzi3"``, ``"mzix"``).
+        :data:`photocomp.core.cell.CELLS` (``"mzi"``, ``"mzi3"``, ``"mzix"``, ``"bell"``, ``"fldzhyan"``).
         The mathematical mesh and its decomposition are the same for every
         cell; the cell decides the chip's physical form, heaters and errors.
     """
@@ -124,6 +125,10 @@ class Target:
             # the phase sweep of a symmetric cell (photocomp.core.bell) needs the Clements mesh's alternating columns
             raise InvalidInputError(f"Target.cell {quote(self.cell)} is programmed by a phase sweep over a Clements "
                                     f"mesh; Target.mesh must be 'clements' with it; got {quote(self.mesh)}")
+        if (CELLS[self.cell].programming == "fixed") != (self.mesh == "fldzhyan"):
+            # the fixed-splitting cell needs the doubled brick to be universal, and that brick is built of it
+            raise InvalidInputError(f"Target.cell 'fldzhyan' (a fixed-splitting cell) and Target.mesh 'fldzhyan' "
+                                    f"go together; got cell {quote(self.cell)} on mesh {quote(self.mesh)}")
         if self.detection not in _DETECTION:
             raise UnknownNameError(f"Target.detection must be one of {_DETECTION}; got {quote(self.detection)}")
         if isinstance(self.adc_bits, bool) or not isinstance(self.adc_bits, int) or not 1 <= self.adc_bits <= 32:
@@ -152,7 +157,8 @@ class Target:
 
     @property
     def n_mzi(self) -> int:
-        """MZIs in one mesh: K (K - 1) / 2 for Clements and Reck, (K / 2) log2 K for a butterfly."""
+        """Cells in one mesh: K (K - 1) / 2 for Clements and Reck, (K / 2) log2 K for a butterfly, K (K - 1)
+        for Fldzhyan's layout."""
         return mesh_counts(self.mesh, self.size)[0]
 
     @property

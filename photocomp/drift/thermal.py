@@ -514,7 +514,9 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
         if lay.cell.programming == "sweep":
             bell_stage(name, x0, screen)
             return
-        p_int, p_ext = pos[sl[f"{name}_int"]], pos[sl[f"{name}_ext"]]
+        fixed = "internal" not in lay.cell.heaters  # a fixed-splitting cell: input section and coupler only
+        p_ext = pos[sl[f"{name}_ext"]]
+        p_int = p_ext if fixed else pos[sl[f"{name}_int"]]
         d_int = np.zeros((lay.n_mzi, n_fields))
         d_ext = np.zeros((lay.n_mzi, n_fields))
         # trim sections (a cell with trims): arms as long as the internal heater's, a quarter column on
@@ -525,12 +527,14 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
         for c in range(lay.depth):
             sel = np.flatnonzero(cols == c)
             top, bottom = pairs[sel], lower[sel]
-            t_iu, t_il = temp(p_int[sel]), temp(p_int[sel] + below)
             t_eu, t_el = temp(p_ext[sel]), temp(p_ext[sel] + below)
             a, b = screen[top], screen[bottom]
             d_ext[sel] = a - b + kappa * half * (t_eu - t_el)
-            d_int[sel] = kappa * ((half + imb[sel, None]) * t_iu - half * t_il)
-            common = b + kappa * half * (t_el + t_il)
+            common = b + kappa * half * t_el
+            if not fixed:
+                t_iu, t_il = temp(p_int[sel]), temp(p_int[sel] + below)
+                d_int[sel] = kappa * ((half + imb[sel, None]) * t_iu - half * t_il)
+                common = common + kappa * half * t_il
             for j in range(trims):
                 t_tu, t_tl = temp(p_trim[j, sel]), temp(p_trim[j, sel] + below)
                 d_trim[j, sel] = kappa * half * (t_tu - t_tl)
@@ -539,13 +543,14 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
             if free.size:
                 x_in = np.column_stack([np.full(free.size, (x0 + c - 0.5) * px), modes_y[free]])
                 x_arm = np.column_stack([np.full(free.size, (x0 + c) * px), modes_y[free]])
-                screen[free] += kappa * half * (temp(x_in) + temp(x_arm))
+                screen[free] += kappa * half * (temp(x_in) + (0.0 if fixed else temp(x_arm)))
                 for j in range(trims):  # the trim sections' length, at the trims' position
                     x_trim = np.column_stack([np.full(free.size, (x0 + c + 0.25 * (j + 1)) * px), modes_y[free]])
                     screen[free] += kappa * half * temp(x_trim)
             screen[top] = common
             screen[bottom] = common
-        out[sl[f"{name}_int"]] = d_int
+        if not fixed:
+            out[sl[f"{name}_int"]] = d_int
         out[sl[f"{name}_ext"]] = d_ext
         if trims:
             out[sl[f"{name}_trim"]] = d_trim.reshape(trims * lay.n_mzi, n_fields)

@@ -9,7 +9,8 @@ component has
 * coupler splitting-angle errors, one per coupler of the target's cell (two per
   MZI: ``coupler_in``, ``coupler_out``; a three-splitter MZI also
   ``coupler_mid``, kept in :attr:`Chip.cell_errors`), ``N(0, coupler_sigma_rad)``;
-* insertion loss per MZI, ``N(mzi_loss_db, mzi_loss_sigma_db)`` clipped at 0
+* insertion loss per MZI, ``N(mzi_loss_db, mzi_loss_sigma_db)`` clipped at 0,
+  halved for the cells of Fldzhyan's layout (:func:`cell_loss_scale`)
   (waveguide crossings, a cell's own and a butterfly's planar routing, lose
   the target's nominal ``crossing_loss_db`` each on every chip:
   :func:`photocomp.hardware.chipsim.stage_coefficients`);
@@ -65,7 +66,7 @@ from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target, get_target
 from photocomp.core.validate import check_int
 
-__all__ = ["Chip", "fabricate", "nominal_chip", "HEATER_GROUPS", "TRIM_GROUPS", "BELL_GROUPS", "heater_groups",
+__all__ = ["Chip", "fabricate", "nominal_chip", "cell_loss_scale", "HEATER_GROUPS", "TRIM_GROUPS", "BELL_GROUPS", "heater_groups",
            "group_size", "heater_positions"]
 
 HEATER_GROUPS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out")
@@ -83,6 +84,7 @@ def heater_groups(circuit: str = "svd", cell: str | Cell = MZI) -> tuple[str, ..
     A chip of the symmetric (``"sweep"``) cell has, per mesh stage, ``_int``
     (upper arm) and ``_low`` (lower arm) in place of the MZI's ``_int`` and
     ``_ext``, and its input layers and edge shifters (``_in``, ``_edge``) last.
+    A chip of a fixed-splitting cell (Fldzhyan's) has no ``_int`` groups.
     """
     stages = circuit_stages(circuit)  # a typed error for an unknown circuit
     c = get_cell(cell)
@@ -90,6 +92,8 @@ def heater_groups(circuit: str = "svd", cell: str | Cell = MZI) -> tuple[str, ..
         base = tuple(g.replace("_ext", "_low") for g in _GROUPS[circuit])
         return base + tuple(g for s in stages if s in BELL_GROUPS for g in BELL_GROUPS[s])
     trims = tuple(TRIM_GROUPS[s] for s in stages if s in TRIM_GROUPS) if c.trims else ()
+    if c.programming == "fixed":  # a static coupler's cell has no internal heater
+        return tuple(g for g in _GROUPS[circuit] if not g.endswith("_int"))
     return _GROUPS[circuit] + trims
 
 
@@ -101,6 +105,12 @@ def group_size(group: str, lay: MeshLayout) -> int:
     if group.endswith("_edge"):
         return edge_count(lay)
     return lay.n_mzi if group.endswith(("_int", "_ext", "_low")) else lay.n_modes
+
+
+def cell_loss_scale(cell: str | Cell) -> float:
+    """A mesh cell's insertion loss in units of the target's ``mzi_loss_db``: 1, but 1/2 for a fixed-splitting
+    cell (Fldzhyan's: one coupler and one shifter, half an MZI's components)."""
+    return 0.5 if get_cell(cell).programming == "fixed" else 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +241,8 @@ def heater_positions(target: Target, circuit: str = "svd") -> np.ndarray:
         if sweep:  # symmetric cell: a heater on each arm, a quarter mode pitch either side of the node
             points += [(x, y - 0.25) for x, y in mz] + [(x, y + 0.25) for x, y in mz]
         else:
-            points += mz  # internal heaters
+            if "internal" in lay.cell.heaters:  # a fixed-splitting cell has none
+                points += mz  # internal heaters
             points += [(x - 0.5, y - 0.5) for x, y in mz]  # external heaters, upper input arm
         points += [xy(f"{stage}out:{q}") for q in range(k)]
         if stage == "V":
@@ -305,6 +316,8 @@ def fabricate(target: str | Target = "pace-64", seed: int = 0, circuit: str = "s
     c_in = {s: rng.normal(0.0, t.coupler_sigma_rad, n) for s, n in sizes.items()}
     c_out = {s: rng.normal(0.0, t.coupler_sigma_rad, n) for s, n in sizes.items()}
     loss = {s: np.clip(rng.normal(t.mzi_loss_db, t.mzi_loss_sigma_db, n), 0.0, None) for s, n in sizes.items()}
+    for s in ("v", "u"):
+        loss[s] = loss[s] * cell_loss_scale(lay.cell)
     every = heater_slices(t)
     n_mzi_heaters = every["u_out"].stop  # the heaters an MZI chip has, drawn first
     n_heaters = max(sl.stop for sl in every.values())
@@ -329,7 +342,8 @@ def nominal_chip(target: Target, circuit: str = "svd") -> Chip:
     efficiency, nominal losses, the layout's crosstalk (what cost reports drive)."""
     chip = fabricate(target, 0, circuit=circuit)
     zeros = {k: np.zeros_like(np.asarray(v)) for k, v in chip.coupler_in.items()}
-    loss = {k: np.full_like(np.asarray(v), target.mzi_loss_db) for k, v in chip.loss_db.items()}
+    loss = {k: np.full_like(np.asarray(v), target.mzi_loss_db * (cell_loss_scale(target.layout.cell) if k != "att"
+                                                                 else 1.0)) for k, v in chip.loss_db.items()}
     cell = {s: {c: np.zeros_like(np.asarray(v)) for c, v in d.items()} for s, d in chip.cell_errors.items()}
     return dataclasses.replace(chip, coupler_in=zeros, coupler_out=dict(zeros), loss_db=loss, cell_errors=cell,
                                offset=np.zeros_like(np.asarray(chip.offset)),

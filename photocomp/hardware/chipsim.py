@@ -288,7 +288,7 @@ def _stage_mesh(chip: Chip, lay: MeshLayout, stage: str, p: dict, *, dtype):
                                         p[f"{stage}_edge"], chip.coupler_in[stage], chip.coupler_out[stage],
                                         chip.loss_db[stage], dtype=dtype)
         return coef, p[f"{stage}_out"] + extra
-    coef = stage_coefficients(chip, lay, stage, p[f"{stage}_int"], p[f"{stage}_ext"], p.get(f"{stage}_trim"),
+    coef = stage_coefficients(chip, lay, stage, p.get(f"{stage}_int"), p[f"{stage}_ext"], p.get(f"{stage}_trim"),
                               dtype=dtype)
     return coef, p[f"{stage}_out"]
 

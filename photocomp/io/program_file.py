@@ -119,7 +119,8 @@ U external, U output, then the cell's extra groups (trims: ``cal_v_trim``,
 ``cal_u_trim``). A chip of the symmetric (Bell) cell stores ``cal_<s>_low``
 (lower-arm heaters, (T, n_mzi)) in place of ``cal_<s>_ext``, and adds the
 input layers ``cal_<s>_in`` (T, K) and edge shifters ``cal_<s>_edge`` (T, E)
-(:mod:`photocomp.core.bell`). The chip is not stored: it is re-sampled on load from
+(:mod:`photocomp.core.bell`). A chip of Fldzhyan's layout (static couplers) has no
+internal heaters and stores no ``cal_<s>_int``. The chip is not stored: it is re-sampled on load from
 the target, the seed and the circuit (``fabricate(target, seed,
 circuit=circuit)``; a ``unitary`` chip holds only its ``"u"`` stage's
 couplers and losses and the offsets and efficiencies of its own heaters) and
@@ -1006,5 +1007,8 @@ def _read(r: _Reader, zf: zipfile.ZipFile, file_size: int) -> ProgramFile:
     cal = {g: arrays[f"cal_{g}"] for g in heater_groups(circuit, target.cell) + ("gain",)}
     if lay.cell.programming == "sweep":  # the Bell chip has no external heaters (Settings: v_ext, u_ext None)
         cal = {"u_ext": None, **({"v_ext": None} if circuit == "svd" else {}), **cal}
+    if lay.cell.programming == "fixed":  # a fixed-splitting cell has no internal heaters (Settings: (T, 0))
+        none = np.zeros((grid.n_tiles, 0))
+        cal = {"u_int": none, **({"v_int": none} if circuit == "svd" else {}), **cal}
     settings = Settings(grid, lay, **cal) if circuit == "svd" else Settings.unitary(grid, lay, **cal)
     return ProgramFile(target, pm, report, pipeline, detection, chip=chip, settings=settings)

@@ -64,7 +64,7 @@ from jax.typing import ArrayLike
 
 from photocomp.core import convention
 from photocomp.core.bell import fold_targets
-from photocomp.core.cell import MZI, Cell, Coupler, Shifter
+from photocomp.core.cell import FIXED_THETA, MZI, Cell, Coupler, Shifter
 from photocomp.core.errors import InvalidInputError
 from photocomp.core.layout import MeshLayout, apply_columns
 
@@ -113,7 +113,7 @@ def _sweep(lay: MeshLayout, theta, ext, to_physical: bool):
 
 def _screen_cell(cell: Cell) -> Cell:
     """``cell``, if it is programmed per cell (an output screen pushed on); a typed error otherwise."""
-    if cell.programming != "screen":
+    if cell.programming == "sweep":
         raise InvalidInputError(f"the per-cell screen sweep needs a cell programmed per cell; the {cell.name!r} "
                                 f"cell is programmed by a {cell.programming!r} (photocomp.core.bell)")
     return cell
@@ -137,7 +137,8 @@ def mesh_to_physical(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike,
 
     Returns:
       the internal heaters' phases (for the MZI ``2 theta + pi``; in general
-      the layout's cell's :attr:`~photocomp.core.cell.Cell.internal`), the
+      the layout's cell's :attr:`~photocomp.core.cell.Cell.internal`;
+      ``batch + (0,)`` for a fixed-splitting cell, which has none), the
       external phases with the pushed screens absorbed, and the physical
       output phases, all wrapped to [0, 2 pi). A cell's trim heaters sit at
       their constant ideal phases (:attr:`~photocomp.core.cell.Cell.trims`).
@@ -147,7 +148,7 @@ def mesh_to_physical(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike,
     def one(t, p, o):
         ext, screen = _sweep(lay, t, p, to_physical=True)
         return (
-            convention.wrap_phase(cell.internal(t)),
+            convention.wrap_phase(cell.internal(t)) if cell.internal is not None else t[:0],
             convention.wrap_phase(ext + cell.external_offset),
             convention.wrap_phase(o - screen),
         )
@@ -157,12 +158,16 @@ def mesh_to_physical(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike,
 
 def mesh_from_physical(lay: MeshLayout, internal: ArrayLike, external: ArrayLike,
                        out_phase: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Inverse of :func:`mesh_to_physical`: mathematical ``(theta, phi, out_phase)``."""
+    """Inverse of :func:`mesh_to_physical`: mathematical ``(theta, phi, out_phase)`` (a fixed-splitting cell's
+    ``theta`` is :data:`~photocomp.core.cell.FIXED_THETA`; its ``internal`` is ignored)."""
 
     cell = _screen_cell(lay.cell)
 
     def one(i, e, o):
-        theta = (i - cell.internal.offset) / cell.internal.slope
+        if cell.internal is None:
+            theta = jnp.full(jnp.shape(e), FIXED_THETA, jnp.result_type(e, jnp.float32))
+        else:
+            theta = (i - cell.internal.offset) / cell.internal.slope
         phi, screen = _sweep(lay, theta, e - cell.external_offset, to_physical=False)
         return theta, convention.wrap_phase(phi), convention.wrap_phase(o + screen)
 
@@ -333,7 +338,9 @@ def physical_coefficients(lay: MeshLayout, internal, external, coupler_in=0.0, c
     if cell != MZI or trims or errors:
         settings = {h: p for h, p in cell.trims}
         settings.update(trims or {})
-        settings.update(internal=internal, external=external)
+        settings["external"] = external
+        if "internal" in cell.heaters:  # a fixed-splitting cell has none
+            settings["internal"] = internal
         errs = {k: v for k, v in (("coupler_in", coupler_in), ("coupler_out", coupler_out)) if k in cell.couplers}
         errs.update(errors or {})
         errs["loss_db"] = loss_db
