@@ -165,7 +165,7 @@ def mesh_from_physical(lay: MeshLayout, internal: ArrayLike, external: ArrayLike
 
     def one(i, e, o):
         if cell.internal is None:
-            theta = jnp.full(jnp.shape(e), FIXED_THETA, jnp.result_type(e, jnp.float32))
+            theta = jnp.full_like(e, FIXED_THETA)
         else:
             theta = (i - cell.internal.offset) / cell.internal.slope
         phi, screen = _sweep(lay, theta, e - cell.external_offset, to_physical=False)
