@@ -3,7 +3,9 @@
 For every architecture (``clements-N``: MZI cells; ``mzi3-N``: three-splitter
 MZI cells; ``mzix-N``: MZI + crossing cells; ``bell-N``: symmetric MZI cells
 with input, edge and output phase layers, Bell & Walmsley 2021; ``butterfly-N``:
-the FFT-pattern mesh, N a power of two, not universal), size N and coupler
+the FFT-pattern mesh, N a power of two, not universal; ``fldzhyan-N``: Fldzhyan
+et al. 2020's 2N brick columns of static couplers, programmed by fitting, up to
+:data:`FLDZHYAN_MAX` modes), size N and coupler
 splitting-angle error sigma, a Haar-random N x N unitary (seed 2026) is
 compiled onto the target (a unitary program: one mesh, no attenuators) and
 run on chips fabricated with ``coupler_sigma_rad = sigma`` and lossless
@@ -22,12 +24,18 @@ the three-splitter MZI adds a third coupler per cell. Reported per row
   of cells with the error clipping them leaves (``Reachability.clip_error``);
 * the error after model-based calibration (``--model``, slower);
 * drift sensitivity: the error 1 K of ambient warming, and 1 K of gradient
-  across the modes, add to the locally corrected program (:func:`drift_sensitivity`).
+  across the modes, add to the locally corrected program (:func:`drift_sensitivity`;
+  for Fldzhyan's layout, whose local correction corrects nothing, to the
+  model-calibrated one when ``--model`` is given).
 
 Errors are ``||U - g U_chip||_F / ||U||_F`` with the best gain, ``U`` the compiled
 program's matrix; the "compiled" column is the error of that program against
 the Haar unitary itself (the DAC quantization for the universal meshes, the fit's error
-for a butterfly, which reaches only its own family). The headline
+for a butterfly, which reaches only its own family, and for Fldzhyan's layout, whose fit
+stalls in local minima from about 12 modes on). Fldzhyan's cells have no adjustable
+splitting: local correction only sets their phases, every cell with a coupler error is
+unreachable on its own, and only model calibration (a fit on the chip) uses the layout's
+tolerance of coupler errors. The headline
 of Hamerly et al., Nat. Commun. 13, 6831 (2022): after correction the MZI
 mesh's error grows with N, the three-splitter mesh's does not.
 
@@ -58,11 +66,16 @@ from photocomp.hardware.chipsim import chip_tile_matrices, flatten_heaters, unfl
 
 BEGIN = "<!-- architectures:begin -->"
 END = "<!-- architectures:end -->"
-FAMILIES = ("clements", "mzi3", "mzix", "bell", "butterfly")
+FAMILIES = ("clements", "mzi3", "mzix", "bell", "butterfly", "fldzhyan")
+FLDZHYAN_MAX = 32
+"""Largest Fldzhyan layout in the table: its fit is far from exact beyond, and takes minutes per mesh."""
 
 
 def available(family: str, n: int) -> bool:
-    """Whether ``family`` has an ``n``-mode mesh (a butterfly needs a power of two)."""
+    """Whether ``family`` has an ``n``-mode mesh in the table (a butterfly needs a power of two; Fldzhyan's
+    layout stops at :data:`FLDZHYAN_MAX`)."""
+    if family == "fldzhyan":
+        return n <= FLDZHYAN_MAX
     return family != "butterfly" or (n >= 2 and n & (n - 1) == 0)
 
 
@@ -80,13 +93,16 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
         uncal.append(error(prog, chip)["matrix_error"])
         cal = pc.calibrate(prog, chip, "local", progress=False)
         local.append(error(cal, chip)["matrix_error"])
-        drift.append(drift_sensitivity(cal, chip, local[-1]))
         r = reachability(prog, chip)
         unreach.append(r.fraction)
         clip.append(r.clip_error)
         if model:
-            cal = pc.calibrate(prog, chip, "model", progress=False, steps=steps)
-            mod.append(error(cal, chip)["matrix_error"])
+            fitted = pc.calibrate(prog, chip, "model", progress=False, steps=steps)
+            mod.append(error(fitted, chip)["matrix_error"])
+        if family == "fldzhyan" and model:  # its local correction corrects nothing: drift from the fitted program
+            drift.append(drift_sensitivity(fitted, chip, mod[-1]))
+        else:
+            drift.append(drift_sensitivity(cal, chip, local[-1]))
     chip = pc.fabricate(target, seed=seeds[0], circuit=prog.circuit)
     med = statistics.median
     return {"family": family, "n": n, "sigma": sigma, "compiled": compiled, "cells": target.layout.n_mzi, "heaters": chip.n_heaters,
@@ -99,7 +115,7 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
 PLOT_FLOOR = 1e-16
 """Errors below this (rounding) are drawn at it on the figure's log scale."""
 COLOURS = {"clements": "tab:blue", "mzi3": "tab:green", "mzix": "tab:orange", "bell": "tab:red",
-           "butterfly": "tab:purple"}
+           "butterfly": "tab:purple", "fldzhyan": "tab:brown"}
 
 
 def plot(path: Path, rows: list[dict], sigmas: list[float], model: bool) -> None:
@@ -186,14 +202,17 @@ def main(argv: list[str] | None = None) -> int:
         f"chip seeds {args.seeds}. Every architecture's chip of one seed has the same MZI couplers (the "
         "three-splitter MZI adds a third; the Bell mesh's symmetric cells have the same two). 'compiled' is the "
         "error of the compiled program against the unitary (DAC quantization; a butterfly reaches only its own "
-        "family, so also the fit's error); the chip errors are against the compiled program. 'phase layers' "
+        "family, so also the fit's error, as does Fldzhyan's layout of static couplers, fitted up to "
+        f"N = {FLDZHYAN_MAX}); the chip errors are against the compiled program. Fldzhyan's cells cannot "
+        "change their splitting: local correction only sets their phases, every cell with a coupler error is "
+        "unreachable on its own, and only model calibration fits the layout to its chip. 'phase layers' "
         "counts the phase-shifter layers light crosses; 'worst path' is the insertion loss of the highest-loss "
         "path at the target's nominal component losses. Errors are ||U - g U_chip||_F / ||U||_F with the best gain; "
         "'unreachable' is the fraction of cells whose splitting their couplers cannot reach, 'clip error' the error "
         "those cells leave when everything else is perfect; '+1 K ambient' and '+1 K gradient' the error a die "
         "1 K warmer, or 1 K warmer on its last mode than on its first, adds to the locally corrected program "
         "(30 um RMS arm imbalance; the gradient's after the best phase per output, which a coherent receiver "
-        "tracks).", "",
+        "tracks)" + ("; for Fldzhyan's layout to the model-calibrated program" if args.model else "") + ".", "",
         "| sigma (rad) | N | architecture | compiled | cells | heaters | depth | phase layers | worst path (dB) | uncorrected "
         "| local | unreachable | clip error |" + (" model |" if args.model else "") + " +1 K ambient | +1 K gradient | wall |",
         "|--:|--:|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if args.model else "") + "--:|--:|--:|",

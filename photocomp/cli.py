@@ -414,7 +414,8 @@ def _print_targets(args) -> int:
         t = get_target(name.replace("<N>", "64"))
         shown = name if "<N>" in name else t.name
         size = "N" if "<N>" in name else str(t.size)
-        mzis = ("N/2 log2N" if t.mesh == "butterfly" else "N(N-1)/2") if "<N>" in name else str(t.n_mzi)
+        closed = {"butterfly": "N/2 log2N", "fldzhyan": "N(N-1)"}.get(t.mesh, "N(N-1)/2")
+        mzis = closed if "<N>" in name else str(t.n_mzi)
         desc = t.description.replace("64x64", "NxN") if "<N>" in name else t.description
         print(f"{shown:<14} {t.mesh:<9} {size:>5} {mzis:>9} {t.dac_bits:>4} {t.clock_ghz:>5.1f}GHz  {desc}")
     return 0

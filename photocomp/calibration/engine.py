@@ -40,7 +40,7 @@ from jax.typing import ArrayLike
 
 from photocomp.compiler.program import Program
 from photocomp.core.bell import bell_from_clements
-from photocomp.core.cell import MZI, Cell
+from photocomp.core.cell import FIXED_THETA, MZI, Cell
 from photocomp.core.convention import mzi, physical_mzi
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
 from photocomp.core.ir import CompileReport, PassRecord, TileGrid
@@ -609,7 +609,13 @@ class Reachability:
 def _theta_bounds(a, b, cell: Cell = MZI, other: dict | None = None):
     """Reachable theta interval of every cell with coupler errors ``a`` (in), ``b`` (out) and ``other``
     (the cell's other couplers): for the MZI ``[|a - b|, pi/2 - |a + b|]``; another cell's from the bar
-    powers a grid search reaches (:func:`_bar_range`; theta = arccos(sqrt(bar)))."""
+    powers a grid search reaches (:func:`_bar_range`; theta = arccos(sqrt(bar))). A fixed-splitting cell
+    (Fldzhyan's) reaches the one splitting of its coupler, ``pi/4 + a``: on a chip with coupler errors
+    every such cell is "unreachable" on its own, and only a fit of the whole mesh (model calibration)
+    takes the errors into account."""
+    if cell.programming == "fixed":
+        theta = FIXED_THETA + np.asarray(a)
+        return theta, theta
     if cell == MZI:
         return np.abs(a - b), np.pi / 2 - np.abs(a + b)
     low, high = _bar_range(cell, {"coupler_in": a, "coupler_out": b, **(other or {})})

@@ -1,4 +1,5 @@
-"""Programming a mesh by fitting: the phases of a non-universal mesh (a butterfly) closest to a unitary.
+"""Programming a mesh by fitting: the phases of a mesh without a decomposition (a butterfly, Fldzhyan's layout)
+closest to a unitary.
 
 A mesh with fewer than N (N - 1) / 2 MZIs cannot reach every unitary, so it
 has no exact decomposition; :func:`fit_meshes` finds the settings whose
@@ -25,6 +26,17 @@ same step recurses into ``B1`` and ``B2``. For a unitary of the butterfly's
 own family every step is exact, so the fit starts at the answer
 (``tests/test_butterfly.py``); for any other unitary it is a good start. The
 other starts are random, drawn from an explicit PRNG key.
+
+Fldzhyan's layout (:func:`photocomp.targets.fldzhyan`) has exactly N^2 phases
+and no factorization to start from: every start is random, and its cells'
+``theta`` is their couplers' fixed :data:`~photocomp.core.cell.FIXED_THETA`
+(only ``phi`` and the output screen are fitted). Its loss landscape has local
+minima: from a few starts Haar-random unitaries of a few modes fit to
+rounding, while from about 12 modes on every start tried stalls near an
+error of 1e-2 (Levenberg-Marquardt steps, and a continuation along the
+geodesic from a start's own unitary, stall as well), so the pass takes
+:data:`FLDZHYAN_RESTARTS` starts of :data:`FLDZHYAN_STEPS` steps and reports
+the error it reaches (``benchmarks/architectures.py`` has the numbers).
 
 An SVD tile ``W = U S V^H`` on two such meshes is not well served by fitting
 ``U`` and ``V^H`` one by one: the product of two approximations can be far

@@ -36,7 +36,11 @@ s_{n+1})``:
 * the common part ``s_{n+1} + k l (dT_in,lower + dT_lower)`` leaves on both
   outputs (a phase on both arms commutes with the couplers),
 
-with ``k = 2 pi (dn/dT) / lambda`` and ``l`` half a column pitch. Modes
+with ``k = 2 pi (dn/dT) / lambda`` and ``l`` half a column pitch. A cell of
+Fldzhyan's layout (a shifter and one static coupler, no internal arms) has only
+the input section: its external heater absorbs ``s_n - s_{n+1} + k [(l + dL)
+dT_in,upper - l dT_in,lower]`` (the arms between the couplers before it and its
+own are the unequal ones) and ``s_{n+1} + k l dT_in,lower`` leaves. Modes
 that pass a column without an MZI gain ``k l`` times the temperatures of
 both sections; output shifters absorb the screen that reaches them. This
 push of phase screens is exact, so the thermal state moves the chip exactly
@@ -530,6 +534,8 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
             t_eu, t_el = temp(p_ext[sel]), temp(p_ext[sel] + below)
             a, b = screen[top], screen[bottom]
             d_ext[sel] = a - b + kappa * half * (t_eu - t_el)
+            if fixed:  # its two input arms, from the couplers before it, are the ones of unequal length
+                d_ext[sel] += kappa * imb[sel, None] * t_eu
             common = b + kappa * half * t_el
             if not fixed:
                 t_iu, t_il = temp(p_int[sel]), temp(p_int[sel] + below)
