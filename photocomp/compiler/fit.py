@@ -66,9 +66,10 @@ __all__ = ["fit_meshes", "fit_svd_tiles", "butterfly_factor", "FIT_RESTARTS", "F
 # Haar unitaries (N = 8 ... 64) only marginally, at several times the time
 FIT_RESTARTS = 1
 FIT_STEPS = 400  # L-BFGS steps per start, at most
-# Fldzhyan's layout has no factorization to start from, and its fits stall in local minima: from random starts,
-# several of them and longer runs (Haar unitaries of 4 and 8 modes then fit to rounding)
-FLDZHYAN_RESTARTS = 4
+# Fldzhyan's layout has no factorization to start from, and its fits stall in local minima: many random starts
+# (run at once, so they cost less than their number) and longer runs; with 4 starts, Haar unitaries of 6 and
+# 8 modes already stalled now and then (notebook 06, section 7, has the fits of these defaults)
+FLDZHYAN_RESTARTS = 16
 FLDZHYAN_STEPS = 2000
 FIT_TOL = 1e-6  # a step improves the best value when it lowers it by this fraction ...
 FIT_PATIENCE = 20  # ... and a fit stops after this many steps in a row without one
