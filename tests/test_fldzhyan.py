@@ -15,7 +15,7 @@ from photocomp.calibration.engine import error
 from photocomp.compiler.fit import fit_meshes
 from photocomp.core.cell import FIXED_THETA, FLDZHYAN, Affine, Cell, Coupler, Shifter
 from photocomp.core.convention import mzi
-from photocomp.core.errors import InvalidInputError
+from photocomp.core.errors import InvalidInputError, MismatchError
 from photocomp.core.layout import layout, mesh_counts, mesh_unitary
 from photocomp.hardware.chip import heater_groups, nominal_chip
 
@@ -167,3 +167,19 @@ def test_large_coupler_errors_are_fitted_away_better_than_on_an_mzi_mesh():
                                ["matrix_error"] for chip in (pc.fabricate(t, seed=s, circuit="unitary")
                                                              for s in (0, 1))])
     assert ends["fldzhyan"] < ends["clements"] / 1.5, ends
+
+
+@pytest.mark.slow  # ~40 s: a measuring self-configuration, in-situ gradients and the twin on a 4-mode chip
+def test_measurement_methods_on_static_couplers():
+    """Nullification needs a heater that sets each splitting, so it refuses; self-configuration (phases only,
+    a static coupler's theta moves nothing), in-situ gradients and the twin end no worse than the start, and
+    the gradient-based ones well below it."""
+    prog = pc.compile(pc.haar_unitary(4, np.random.default_rng(3)), "fldzhyan-4")
+    chip = pc.fabricate("fldzhyan-4", seed=1, circuit="unitary")
+    with pytest.raises(MismatchError, match="a static coupler without one"):
+        pc.calibrate(prog, chip, "nullify", progress=False)
+    start = error(prog, chip)["matrix_error"]
+    ends = {m: error(pc.calibrate(prog, chip, m, progress=False), chip)["matrix_error"]
+            for m in ("selfconfig", "insitu", "twin")}
+    assert all(e <= start * (1 + 1e-9) for e in ends.values()), (start, ends)
+    assert ends["insitu"] < start / 2 and ends["twin"] < start / 2, (start, ends)

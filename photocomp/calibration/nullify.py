@@ -439,7 +439,8 @@ class Nullify:
 
         Args:
           program: a compiled unitary program of one tile at the target's size,
-            on a mesh whose cell has an external heater (not the Bell cell).
+            on a mesh whose cell has an external and an internal heater (not the Bell
+            cell, not Fldzhyan's static couplers).
           instrument: an :class:`~photocomp.hardware.instrument.Instrument` of the
             program's target and a ``"unitary"`` circuit with in-mesh monitors
             (:class:`~photocomp.hardware.instrument.MonitoredInstrument`, e.g.
@@ -452,6 +453,10 @@ class Nullify:
         if lay.cell.programming == "sweep":
             raise MismatchError(f"Nullify needs MZIs with an external heater; target {program.target.name!r} has "
                                 f"the {lay.cell.name!r} cell (programmed by a global sweep)")
+        if lay.cell.programming == "fixed":
+            raise MismatchError(f"Nullify sets each cell's splitting with its internal heater; target "
+                                f"{program.target.name!r} has the {lay.cell.name!r} cell, a static coupler without "
+                                f"one (calibrate it with 'model', 'twin' or 'insitu')")
         instrument = as_instrument(instrument)
         depth = lay.depth
         columns = instrument.monitor_columns if isinstance(instrument, MonitoredInstrument) else 0

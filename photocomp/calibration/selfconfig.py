@@ -28,7 +28,8 @@ The outputs are affine in ``e^{i phi}`` and in ``(cos theta, sin theta)``, so
 J is a sinusoid in phi and in 2 theta, ``J = a + b cos d + c sin d``: three
 readings of J (the present phases and ``d = ±2π/3``) determine it, and the
 phase is set to its maximum, ``d* = atan2(c, b)``. The mesh is swept column by
-column in the order light meets it (each MZI's phi, then its theta), for up
+column in the order light meets it (each MZI's phi, then its theta; a static
+coupler of Fldzhyan's layout has only its phi), for up
 to ``sweeps`` sweeps, until a sweep lowers the measured infidelity ``1 - J/P``
 (``P`` the total power the outputs received, so the chip's mean loss does not
 count) by less than ``tol`` of itself. After every sweep that raised J a
@@ -527,9 +528,11 @@ class SelfConfig:
         stopped, sweeps = f"{self.sweeps} sweeps", 0
         for sweep in range(self.sweeps):
             at_start = s.state()
+            fixed = s.lay.cell.programming == "fixed"  # a static coupler's theta moves no heater
             for mzi in range(s.lay.n_mzi):  # the layout lists MZIs column by column, in the order light meets them
                 s.update_virtual(1, mzi)
-                s.update_virtual(0, mzi)
+                if not fixed:
+                    s.update_virtual(0, mzi)
             sweeps = sweep + 1
             j = s.delivered()
             if self.pattern and j > j_prev:
