@@ -55,7 +55,8 @@ class Target:
       v_pi: heater voltage for a pi phase shift (V); phase = pi (V / v_pi)^2.
       crosstalk: nearest-neighbour thermal crosstalk (fraction of phase).
       phase_shifter_loss_db: insertion loss of one phase shifter (dB).
-      mzi_loss_db: mean insertion loss of one MZI (dB).
+      mzi_loss_db: mean insertion loss of one MZI (dB); a cell of Fldzhyan's layout, one coupler and
+        one shifter, loses half of it.
       mzi_loss_sigma_db: spread (std) of MZI insertion loss across a chip (dB).
       coupler_sigma_rad: std of the coupler splitting-angle error (rad).
       dac_bits: resolution of the phase-drive DACs (bits).
