@@ -210,19 +210,14 @@ class Fldzhyan(Butterfly):
 
     The layout has exactly K^2 phases (K (K - 1) external, K output), but no
     decomposition: its phases are fitted as the butterfly's are (every start
-    random, drawn from ``seed``), and an SVD program's tiles are refined as a
-    whole. Fits of Haar-random unitaries are exact (to rounding) at small K
-    from a few starts and come short of exact ever more as K grows, where
-    L-BFGS stalls in local minima (``tests/test_fldzhyan.py`` and
-    ``docs/design.md`` have the numbers); ``matrix_error`` reports it.
-
-    Args:
-      seed: seed of the ``jax.random`` key of the random starts.
-      restarts: starts per mesh (the best is kept).
-      steps: L-BFGS steps per start.
+    random), and an SVD program's tiles are refined as a whole. Haar-random
+    unitaries of a few modes fit to rounding; from about a dozen modes on the
+    fits stall in local minima (notebook 06, section 7, has the numbers), and
+    ``matrix_error`` reports what was reached. The arguments are the
+    butterfly pass's, with :data:`~photocomp.compiler.fit.FLDZHYAN_RESTARTS`
+    starts of :data:`~photocomp.compiler.fit.FLDZHYAN_STEPS` steps by default.
     """
 
-    seed: int = 0
     restarts: int = FLDZHYAN_RESTARTS
     steps: int = FLDZHYAN_STEPS
 

@@ -124,6 +124,12 @@ def test_06_which_mesh(tmp_path, kernel_name):
     assert "the Clements chip is the same at every crossing loss: True" in out
     assert "with 0.04 dB crossings the calibrated butterfly beats the calibrated Clements mesh on its own family: True" in out
     assert "with 0.18 dB crossings the calibrated butterfly beats the calibrated Clements mesh on its own family: False" in out
+    # Fldzhyan's layout: its fit, and its tolerance of large coupler errors (docs/design.md §3.4 quotes these)
+    assert "every Haar unitary of 4 modes fitted to rounding: True" in out
+    assert "at 12 modes every fit stalls above 1e-4: True" in out
+    assert "the fit on the chip beats the MZI mesh's calibration at sigma = 0.2 rad: True" in out
+    assert "and at sigma = 0.05 rad: False" in out
+    assert "the three-splitter mesh is exact (below 1e-12) at every sigma: True" in out
     assert number(r"notebook runtime: ([\d.]+) s", out) < 900  # about 300 s on two cores
 
 
