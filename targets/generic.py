@@ -138,8 +138,9 @@ def fldzhyan(size: int, **overrides: object) -> Target:
     every coupler is fixed, and the N^2 phases are fitted (the ``fldzhyan`` pass,
     :mod:`photocomp.compiler.fit`). It has the same N (N - 1) couplers and N (N - 1) heaters as a Clements
     mesh of MZIs, arranged so that no heater sets a splitting. A coupler error is a different fixed splitting,
-    which the fit on the chip model (model calibration) takes into account: the layout tolerates splitting
-    errors an MZI mesh cannot correct.
+    which the fit on the chip model (model calibration) takes into account: where the fit is exact (a few
+    modes) the layout tolerates splitting errors an MZI mesh cannot correct; from about a dozen modes on the
+    fit stalls in local minima (notebook 06, section 7).
 
     Example:
       >>> t = fldzhyan(8)
