@@ -398,17 +398,16 @@ def _local_mesh(lay: MeshLayout, theta, phi, out, c_in, c_out, loss_db, cell_err
         k, k2 = top[c][valid[c]], lay.column_bottoms[c][valid[c]]
         a_err, b_err = c_in[idx], c_out[idx]
         th, ph = theta[:, idx], phi[:, idx]
-        if cell.programming == "fixed":  # nothing sets a static coupler's splitting: only the phases are fitted
-            psi = np.zeros_like(th)
-            errs = {name: errors_all[name][idx][None, :] for name in cell.couplers}
-            amat = _cell_core(cell, psi, {}, errs) * amp_loss[idx][:, None, None]
-        elif cell == MZI:
+        if cell == MZI:
             psi = _splitting_internal(np.cos(th) ** 2, a_err, b_err)
             # A = B(b) P(psi) B(a) (times loss): the device is A @ diag(e^{i chi}, 1)
             amat = physical_mzi(psi, 0.0, a_err, b_err, xp=np) * amp_loss[idx][:, None, None]
         else:
             errs = {name: errors_all[name][idx] for name in cell.couplers}
-            split = _cell_split(cell, np.cos(th) ** 2, errs)
+            if cell.programming == "fixed":  # nothing sets a static coupler's splitting: only the phases are fitted
+                split = {"internal": np.zeros_like(th)}
+            else:
+                split = _cell_split(cell, np.cos(th) ** 2, errs)
             psi = split["internal"]
             for h, _ in cell.trims:
                 trims[h][:, idx] = split[h]

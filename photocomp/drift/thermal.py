@@ -520,7 +520,7 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
             return
         fixed = "internal" not in lay.cell.heaters  # a fixed-splitting cell: input section and coupler only
         p_ext = pos[sl[f"{name}_ext"]]
-        p_int = p_ext if fixed else pos[sl[f"{name}_int"]]
+        p_int = None if fixed else pos[sl[f"{name}_int"]]
         d_int = np.zeros((lay.n_mzi, n_fields))
         d_ext = np.zeros((lay.n_mzi, n_fields))
         # trim sections (a cell with trims): arms as long as the internal heater's, a quarter column on

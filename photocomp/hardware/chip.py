@@ -113,6 +113,11 @@ def cell_loss_scale(cell: str | Cell) -> float:
     return 0.5 if get_cell(cell).programming == "fixed" else 1.0
 
 
+def _stage_loss_scale(cell: Cell, stage: str) -> float:
+    """:func:`cell_loss_scale` for the mesh stages' cells; 1 for the attenuators (MZIs on every chip)."""
+    return cell_loss_scale(cell) if stage in ("v", "u") else 1.0
+
+
 @dataclasses.dataclass(frozen=True)
 class Chip:
     """A fabricated chip (see the module docstring).
@@ -316,8 +321,7 @@ def fabricate(target: str | Target = "pace-64", seed: int = 0, circuit: str = "s
     c_in = {s: rng.normal(0.0, t.coupler_sigma_rad, n) for s, n in sizes.items()}
     c_out = {s: rng.normal(0.0, t.coupler_sigma_rad, n) for s, n in sizes.items()}
     loss = {s: np.clip(rng.normal(t.mzi_loss_db, t.mzi_loss_sigma_db, n), 0.0, None) for s, n in sizes.items()}
-    for s in ("v", "u"):
-        loss[s] = loss[s] * cell_loss_scale(lay.cell)
+    loss = {s: v * _stage_loss_scale(lay.cell, s) for s, v in loss.items()}
     every = heater_slices(t)
     n_mzi_heaters = every["u_out"].stop  # the heaters an MZI chip has, drawn first
     n_heaters = max(sl.stop for sl in every.values())
@@ -342,8 +346,8 @@ def nominal_chip(target: Target, circuit: str = "svd") -> Chip:
     efficiency, nominal losses, the layout's crosstalk (what cost reports drive)."""
     chip = fabricate(target, 0, circuit=circuit)
     zeros = {k: np.zeros_like(np.asarray(v)) for k, v in chip.coupler_in.items()}
-    loss = {k: np.full_like(np.asarray(v), target.mzi_loss_db * (cell_loss_scale(target.layout.cell) if k != "att"
-                                                                 else 1.0)) for k, v in chip.loss_db.items()}
+    loss = {k: np.full_like(np.asarray(v), target.mzi_loss_db * _stage_loss_scale(target.layout.cell, k))
+            for k, v in chip.loss_db.items()}
     cell = {s: {c: np.zeros_like(np.asarray(v)) for c, v in d.items()} for s, d in chip.cell_errors.items()}
     return dataclasses.replace(chip, coupler_in=zeros, coupler_out=dict(zeros), loss_db=loss, cell_errors=cell,
                                offset=np.zeros_like(np.asarray(chip.offset)),
