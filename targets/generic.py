@@ -2,7 +2,8 @@
 (Clements meshes of three-splitter MZIs, of MZIs with a crossing and of symmetric MZIs; see
 :mod:`photocomp.core.cell` and :mod:`photocomp.core.bell`), and ``butterfly-N`` (N a power of two; a
 non-universal butterfly mesh programmed by fitting) and ``fldzhyan-N`` (Fldzhyan's error-tolerant layout of
-static couplers, programmed by fitting)."""
+static couplers, programmed by fitting), and ``crossbar-N`` (a fan-out / weight / fan-in core, one weight cell
+per matrix entry; :mod:`photocomp.core.crossbar`)."""
 
 from __future__ import annotations
 
@@ -148,3 +149,25 @@ def fldzhyan(size: int, **overrides: object) -> Target:
       (16, 56, ('external',))
     """
     return _generic("fldzhyan", "fldzhyan", "fldzhyan", size, overrides, "Fldzhyan mesh of static couplers")
+
+
+def crossbar(size: int, **overrides: object) -> Target:
+    """A fan-out / weight / fan-in crossbar of N inputs and N outputs (:mod:`photocomp.core.crossbar`).
+
+    Every input is split N ways by a tree of splitters, every matrix entry
+    has its own weight cell (an MZI after a phase shifter), and every output
+    gathers its N weighted copies through a tree of combiners onto a balanced
+    pair of detectors (coherent read-out, so signed and complex weights need
+    no second crossbar). It programs any matrix in closed form, one cell per
+    entry (the ``crossbar`` pass); light crosses one cell instead of a mesh's
+    N to 2N + 1 columns, and an ideal tile loses a factor N of amplitude in
+    its trees (a crossbar tile computes ``W x / N``), which its gain restores
+    electronically. Cells err independently, so calibration is per cell
+    (:func:`photocomp.calibration.engine.local_correction`).
+
+    Example:
+      >>> t = crossbar(8)
+      >>> (t.n_mzi, t.depth, t.components)
+      (64, 1, 400)
+    """
+    return _generic("crossbar", "crossbar", "mzi", size, overrides, "fan-out / weight / fan-in crossbar")

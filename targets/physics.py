@@ -27,6 +27,7 @@ ADCs, 1e5 detected photons per unit power per shot, dark noise 1e-4.
 
 from photocomp.core.bell import edge_count
 from photocomp.core.cell import get_cell
+from photocomp.core.crossbar import crossbar_counts
 from photocomp.core.layout import layout, mesh_counts
 
 DEFAULTS = dict(
@@ -58,9 +59,24 @@ def component_count(size: int, cell: str = "mzi", mesh: str = "clements") -> int
     couplers + 2 shifters; K (K - 1) / 2 cells per Clements or Reck mesh, (K / 2) log2 K per butterfly,
     whose waveguide crossings are not counted here), K attenuator MZIs (4 each) and K output shifters; a mesh of symmetric cells
     (``"sweep"`` programming, :mod:`photocomp.core.bell`) adds its input phase layer (K shifters) and its
-    edge shifters beside the columns."""
+    edge shifters beside the columns. A crossbar: :func:`crossbar_components`."""
     c = get_cell(cell)
+    if mesh == "crossbar":
+        return crossbar_components(size)
     per_mesh = len(c.components) * mesh_counts(mesh, size)[0]
     if c.programming == "sweep":
         per_mesh += size + edge_count(layout("clements", size, cell=c))
     return 2 * per_mesh + 4 * size + size
+
+
+def crossbar_components(size: int) -> int:
+    """Optical components of a ``size x size`` crossbar core (:mod:`photocomp.core.crossbar`): its weight
+    MZIs (2 couplers + 2 shifters each), the splitters and combiners of its fan-out and fan-in trees, one
+    phase reference per output and a balanced pair of detectors per output.
+
+    Example:
+      >>> crossbar_components(64)
+      24640
+    """
+    n = crossbar_counts(size)
+    return 4 * n["cells"] + n["splitters"] + size + n["detectors"]

@@ -41,6 +41,11 @@ cell one (a heater on each arm, none on its inputs). An attenuator adds
 path passes add one each. A waveguide crossing adds ``crossing_loss_db``: the
 one in an MZI + crossing cell, and those a butterfly's planar routing puts on
 every path to and from its long pairs (:func:`photocomp.core.layout.planar_crossings`).
+A crossbar's weight cell (:mod:`photocomp.core.crossbar`) adds ``mzi_loss_db``
+and two shifters' loss (its internal heater and its input shifter); its
+splitters and combiners add no excess loss here, and the ``1 / K`` of the
+power its fan-in trees radiate is the circuit's, not a component's (the
+core's line in the table states it).
 (The chip simulation applies the cells' and the crossings' losses,
 :func:`photocomp.hardware.chipsim.stage_coefficients`; this budget adds the
 heaters' own losses.)
@@ -129,7 +134,7 @@ class Cost:
 
     Attributes:
       target: target name.
-      circuit: the program's circuit, ``"svd"`` or ``"unitary"``.
+      circuit: the program's circuit, ``"svd"``, ``"unitary"`` or ``"crossbar"``.
       shape: (M, N) of the program's matrix.
       n_tiles: tiles (settings of the core used in turn).
       batch: input vectors streamed per tile setting.
@@ -253,6 +258,10 @@ class Cost:
         """What the core's MZIs are, in words."""
         if self.circuit == "unitary":
             return f"one mesh of {self.mzis_per_mesh}, no attenuators"
+        if self.circuit == "crossbar":
+            k = math.isqrt(self.mzis)
+            return (f"weight cells, one per entry; {2 * k * (k - 1)} splitters and combiners in the fan-out and "
+                    f"fan-in trees, whose combining passes 1/{k} of the power ({10 * math.log10(k):.1f} dB)")
         return f"{self.mzis_per_mesh} per mesh + {self.mzis - 2 * self.mzis_per_mesh} attenuators"
 
 
@@ -278,8 +287,9 @@ def _element_loss(d: dict, dst_port: str, target) -> tuple[float, int, int]:
         shifters = target.layout.cell.path_shifters(0 if dst_port == "i0" else 1)
         return target.mzi_loss_db * cell_loss_scale(target.layout.cell) + shifters * target.phase_shifter_loss_db, 1, \
             shifters
-    if kind == "attenuator":
-        return target.mzi_loss_db + target.phase_shifter_loss_db, 1, 1
+    if kind in ("attenuator", "weight"):  # an MZI with one heated arm and, a crossbar's, its input shifter
+        return target.mzi_loss_db + target.phase_shifter_loss_db * (1 if kind == "attenuator" else 2), 1, \
+            1 if kind == "attenuator" else 2
     if kind == "phase":
         return target.phase_shifter_loss_db, 0, 1
     return 0.0, 0, 0
@@ -305,6 +315,8 @@ def _layer_shifters(graph, target) -> dict:
 def phase_layers(target, circuit: str) -> int:
     """Phase-shifter layers light crosses in a ``circuit`` core of ``target`` (see the module docstring)."""
     lay = target.layout
+    if lay.crossbar:  # the input shifter, the internal heater, the output's phase reference
+        return 3
     per_mesh = (phase_layer_count(lay) if lay.cell.programming == "sweep"
                 else len(lay.cell.heaters) * lay.depth + 1)
     return per_mesh if circuit == "unitary" else 2 * per_mesh + 1

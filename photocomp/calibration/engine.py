@@ -56,13 +56,15 @@ from photocomp.hardware.chipsim import (
     flatten_heaters,
     realized_phases,
     settings_from_program,
+    stage_coefficients,
     unflatten_heaters,
 )
 from photocomp.hardware.dac import quantize_power
 from photocomp.sim.devices import gather, pad_tiles, spread, tile_mesh
 from photocomp.sim.ideal import tile_matrices_np
 
-__all__ = ["error", "better_per_tile", "local_correction", "reachability", "Reachability", "check_program", "ideal_tiles",
+__all__ = ["error", "better_per_tile", "local_correction", "reachability", "Reachability", "crossbar_cells",
+           "CrossbarCells", "check_program", "ideal_tiles",
            "ideal_settings", "relative_error", "settings_error", "local_settings", "check_optimizer", "minimize",
            "optimize", "quantized", "MeasuredRun", "finite_array", "heater_estimates", "check_instrument_target"]
 
@@ -514,6 +516,12 @@ def local_settings(prog: Program, chip: Chip, target_tiles: ArrayLike) -> tuple[
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
     if lay.cell.programming == "sweep":
         return _local_bell_settings(pm, chip, target_tiles)
+    if lay.crossbar:
+        cells = crossbar_cells(pm, chip)
+        s = Settings.unitary(pm.grid, lay, cells.internal, cells.external, f64(ideal_settings_of(pm).u_out),
+                             f64(pm.gain))
+        err, g, _ = settings_error(chip, s, target_tiles)
+        return s.replace(gain=g), err
     u_int, u_ext, u_out, u_trim = _local_mesh(
         lay, f64(pm.u.theta), f64(pm.u.phi), f64(pm.u.out_phase),
         f64(chip.coupler_in["u"]), f64(chip.coupler_out["u"]), f64(chip.loss_db["u"]), chip.cell_errors.get("u"),
@@ -530,6 +538,73 @@ def local_settings(prog: Program, chip: Chip, target_tiles: ArrayLike) -> tuple[
         s = Settings(pm.grid, lay, v_int, v_ext, v_out, att, u_int, u_ext, u_out, f64(pm.gain), v_trim, u_trim)
     err, g, _ = settings_error(chip, s, target_tiles)
     return s.replace(gain=g), err
+
+
+def ideal_settings_of(pm) -> Settings:
+    """:func:`photocomp.hardware.chipsim.settings_from_program` of a phase map, in float64 numpy."""
+    with jax.enable_x64(True):
+        s = settings_from_program(pm)
+        return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), s)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossbarCells:
+    """Per-cell correction of a crossbar program on a chip (:func:`crossbar_cells`), arrays ``(T, K^2)``.
+    Attributes:
+      internal, external: the heaters' phases (rad, wrapped) that give every cell its share of the tile.
+      unreachable: cells of the matrix (not padding) whose wanted amplitude lies below their extinction floor.
+      scale: ``(T,)`` the common amplitude scale ``c`` of each tile (cell ``(i, j)`` is set to ``c w_ij``).
+      amplitude: the cells' amplitudes as set, ``max(c |w_ij|, floor_ij)`` (path and loss included).
+    """
+    internal: np.ndarray
+    external: np.ndarray
+    unreachable: np.ndarray
+    scale: np.ndarray
+    amplitude: np.ndarray
+
+
+def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
+    """Closed-form correction of every weight cell of a crossbar program for the chip's known errors.
+
+    A cell's element, path included, is ``m(internal) = P e^{i internal} - Q`` (times ``e^{i external}``):
+    ``P`` and ``Q`` come from the chip's coefficients at internal 0 and pi, so they carry the cell's
+    couplers, its loss and its fan-out and fan-in amplitudes. Its amplitude ranges over
+    ``[||P| - |Q||, |P| + |Q|]``. Each tile takes the largest scale ``c`` at which every cell reaches
+    ``c |w_ij|`` (the weakest path sets it; the gain restores it), every cell's internal phase then gives
+    that amplitude exactly (the branch of the ideal ``[pi, 2 pi]``), clipped to its floor where below, and
+    its input shifter the entry's phase less the output's phase reference. Cells err independently, so
+    this is exact for every reachable cell, whatever the size.
+    """
+    lay = pm.layout
+    k, t = lay.n_modes, pm.n_tiles
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    with jax.enable_x64(True):
+        zeros = jnp.zeros(k * k, jnp.float64)
+        at0 = np.asarray(stage_coefficients(chip, lay, "u", zeros, zeros, dtype=jnp.complex128)[0])
+        at_pi = np.asarray(stage_coefficients(chip, lay, "u", zeros + np.pi, zeros, dtype=jnp.complex128)[0])
+    p, q = (at0 - at_pi) / 2, -(at0 + at_pi) / 2
+    hi, lo = np.abs(p) + np.abs(q), np.abs(np.abs(p) - np.abs(q))
+    w = np.cos(f64(pm.u.theta)) * np.exp(1j * f64(pm.u.phi))  # (T, K^2), the program's cells
+    rows, cols = pm.grid.extent()
+    i, j = np.divmod(np.arange(k * k), k)
+    used = (i[None, :] < rows[:, None]) & (j[None, :] < cols[:, None])
+    mag = np.where(used, np.abs(w), 0.0)
+    with np.errstate(divide="ignore"):
+        ratio = np.where(mag > 0, hi[None, :] / np.where(mag > 0, mag, 1.0), np.inf)
+    scale = ratio.min(axis=1)
+    scale = np.where(np.isfinite(scale), scale, 0.0)
+    want = np.minimum(scale[:, None] * mag, hi[None, :])
+    unreachable = used & (want < lo[None, :] * (1 - 1e-12))
+    amp = np.maximum(want, lo[None, :])
+    rho = np.abs(p * np.conj(q))
+    chi = np.angle(p * np.conj(q))
+    cos_arg = (np.abs(p) ** 2 + np.abs(q) ** 2 - amp**2) / (2 * np.where(rho > 0, rho, 1.0))
+    internal = 2 * np.pi - np.arccos(np.clip(cos_arg, -1.0, 1.0)) - chi  # cos(internal + chi) = cos_arg
+    m = p * np.exp(1j * internal) - q
+    out = f64(ideal_settings_of(pm).u_out)  # (T, K): each output's phase reference
+    external = np.angle(w) - out[:, i] - np.angle(m)
+    wrap = lambda a: np.mod(a, 2 * np.pi)  # noqa: E731
+    return CrossbarCells(wrap(internal), wrap(external), unreachable, scale, amp)
 
 
 def _local_attenuators(pm, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
@@ -631,9 +706,11 @@ def reachability(prog: Program, chip: Chip) -> Reachability:
     chip.check_target(prog.target, circuit=prog.circuit)
     pm = prog.ideal_phase_map
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    none = np.zeros((pm.n_tiles, 0), dtype=bool)
+    if pm.layout.crossbar:
+        return _crossbar_reachability(pm, chip, none)
     angles = {"u": f64(pm.u.theta)} if pm.v is None else {"v": f64(pm.v.theta), "u": f64(pm.u.theta),
                                                           "att": f64(pm.sigma)}
-    none = np.zeros((pm.n_tiles, 0), dtype=bool)
     masks, clipped = {"v": none, "att": none}, {}
     for stage, th in angles.items():
         # attenuators are MZIs on every chip; a symmetric cell splits as an MZI at internal = upper - lower
@@ -654,6 +731,26 @@ def reachability(prog: Program, chip: Chip) -> Reachability:
     total = sum(m.size for m in masks.values())
     frac = float(sum(m.sum() for m in masks.values()) / total) if total else 0.0
     return Reachability(masks["v"], masks["u"], masks["att"], frac, floor)
+
+
+def _crossbar_reachability(pm, chip: Chip, none: np.ndarray) -> Reachability:
+    """:func:`reachability` of a crossbar: the cells of the matrix whose share of the tile lies below their
+    extinction floor at the tile's largest common scale (:func:`crossbar_cells`; a crossbar's top end is
+    always reached, the gain takes the scale), and the error of setting every cell below its floor to it
+    (the zero padding's too, which the error counts) with everything else exact: what local correction
+    reaches on the chip model."""
+    cells = crossbar_cells(pm, chip)
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    scale = np.where(cells.scale > 0, cells.scale, 1.0)[:, None]
+    clipped = cells.amplitude / scale
+    clip_pm = pm.replace(u=MeshPhases(pm.u.layout, np.arccos(np.clip(clipped, 0.0, 1.0)), f64(pm.u.phi),
+                                      f64(pm.u.out_phase)), gain=np.ones_like(f64(pm.gain)))
+    with jax.enable_x64(True):
+        err = float(relative_error(jnp.asarray(tile_matrices_np(pm)), jnp.asarray(tile_matrices_np(clip_pm)))[0])
+    rows, cols = pm.grid.extent()
+    used = int(np.sum(rows * cols))
+    frac = float(cells.unreachable.sum() / used) if used else 0.0
+    return Reachability(none, cells.unreachable, none, frac, err)
 
 
 # ---- calibration -----------------------------------------------------------------

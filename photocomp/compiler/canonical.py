@@ -9,6 +9,8 @@ unitary is unchanged (to rounding). Identities, with T from
     T(theta, phi) diag(e^{ia}, e^{ib}) = e^{ib} T(theta, phi + a - b)   (input screen)
     T(theta + pi, phi)  = -T(theta, phi)
     T(pi - theta, phi)  = diag(1, -1) T(theta, phi - pi)
+
+A crossbar's weight cells are independent (:func:`_canonicalize_cells`).
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ def canonicalize_mesh(lay: MeshLayout, theta: npt.ArrayLike, phi: npt.ArrayLike,
 
 def _canonicalize(lay: MeshLayout, theta, phi, out):
     """:func:`canonicalize_mesh` of meshes ``(B, ...)`` given as fresh float64 arrays (updated in place)."""
+    if lay.crossbar:
+        return _canonicalize_cells(theta, phi, out)
     screen = np.zeros(out.shape, dtype=np.float64)  # pending phases on every mode
     top, index, valid = lay.column_slots
     for c in range(lay.depth):
@@ -91,3 +95,14 @@ def _canonicalize(lay: MeshLayout, theta, phi, out):
         screen[..., k] = common
         screen[..., k2] = common + np.where(mirror, np.pi, 0.0)
     return theta, phi, _wrap(out + screen)
+
+
+def _canonicalize_cells(theta, phi, out):
+    """A crossbar's independent weight cells ``e^{i phi} cos theta`` (:mod:`photocomp.core.crossbar`): a
+    negative cosine is a phase pi, so theta folds into [0, pi/2] by ``arccos |cos theta|`` and phi takes
+    the sign; nothing is pushed."""
+    th = np.mod(theta, _TWO_PI)
+    c = np.cos(th)
+    ok = th <= np.pi / 2
+    new = np.where(ok, th, np.arccos(np.clip(np.abs(c), 0.0, 1.0)))
+    return new, _wrap(phi + np.where(~ok & (c < 0), np.pi, 0.0)), _wrap(out)

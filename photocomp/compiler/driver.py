@@ -451,7 +451,8 @@ def _ahead_pool() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def _circuit(pipe: Pipeline) -> str:
-    return "unitary" if any(p.name == "unitary" for p in pipe.passes) else "svd"
+    names = {p.name for p in pipe.passes}
+    return "crossbar" if "crossbar" in names else ("unitary" if "unitary" in names else "svd")
 
 
 def _start_ahead(pipe: Pipeline, target: Target, grid: TileGrid) -> dict[int, list[concurrent.futures.Future]]:
@@ -604,7 +605,7 @@ def _compile(weights, target, pipeline, callback, progress) -> Program:
     e = power_of_two_exponent(w) if needs_scaling(w) else 0
     if e:
         scale_by_power_of_two(w, -e, out=w)
-    if pipeline is None and _fits_unitary(w, k):
+    if pipeline is None and "unitary" in tgt.circuits and _fits_unitary(w, k):
         pipe = _resolve_pipeline(_parse_preset(tgt.default_pipeline("unitary")), tgt)
     strips = plan.strips if plan is not None else [(0, w.shape[0])]
     prefix, suffix = (pipe.passes[:split], pipe.passes[split:]) if len(strips) > 1 else ((), pipe.passes)

@@ -14,6 +14,15 @@ Nodes (string ids, GraphML-safe):
 * ``Vout:m`` / ``Uout:m`` – output phase shifters (``kind="phase"``, ``phase``).
 * ``S:m`` – attenuator MZI on mode m (``kind="attenuator"``, ``sigma``).
 
+A crossbar's core (:mod:`photocomp.core.crossbar`) has instead, per input
+``j``, the splitters ``F:j:n`` of its fan-out tree (``kind="splitter"``,
+``alpha`` the design splitting angle; ports ``i``, ``o0``/``o1``), the
+weight cells ``X:i:j`` (``kind="weight"``, ``theta``, ``phi``), per output
+``i`` the combiners ``C:i:n`` of its fan-in tree (``kind="combiner"``; ports
+``i0``/``i1``, ``o``) and its phase reference ``Uout:i``. Edges carry the
+input (fan-out) or output (fan-in) index as ``mode``; ``y`` places cell
+``(i, j)`` at ``i + j / K``.
+
 Edges are waveguides, directed along the light, with ``mode`` and the
 ``src_port``/``dst_port`` names (``o0``/``o1`` upper/lower output, ``i0``/``i1``
 inputs, ``o``/``i`` for single-mode elements). Every node has layout
@@ -42,6 +51,7 @@ import numpy as np
 
 from photocomp.core.atomic import atomic_write
 from photocomp.core.convention import CONVENTION_TAG
+from photocomp.core.crossbar import tree_structure
 from photocomp.core.errors import InvalidInputError, InvalidTypeError
 from photocomp.core.ir import PhaseMap
 from photocomp.core.validate import check_int
@@ -83,6 +93,78 @@ def _mesh(g, stage, mp, tile, last, x0):
     return x + 1
 
 
+def _tree_edges(k: int) -> tuple[list[tuple[int, str, int]], list[tuple[int, str, int]]]:
+    """A ``k``-leaf splitter tree's internal edges ``(node, port, child node)`` and its leaf edges
+    ``(node, port, leaf)``, from :func:`photocomp.core.crossbar.tree_structure`."""
+    _, node, lower, valid = tree_structure(k)
+    inner, leaves = set(), set()
+    for leaf in range(k):
+        path = [(int(n), "o1" if lw else "o0") for n, lw, ok in zip(node[leaf], lower[leaf], valid[leaf]) if ok]
+        for (n, port), (child, _) in zip(path, path[1:]):
+            inner.add((n, port, child))
+        leaves.add((*path[-1], leaf))
+    return sorted(inner), sorted(leaves)
+
+
+def _crossbar(g, mp, tile, last) -> int:
+    """A crossbar's fan-out trees, weight cells, fan-in trees and output phase references
+    (:mod:`photocomp.core.crossbar`); returns the next free x."""
+    k = mp.layout.n_modes
+    theta = np.asarray(mp.theta)[tile]
+    phi = np.asarray(mp.phi)[tile]
+    out = np.asarray(mp.out_phase)[tile]
+    alpha, node, _, valid = tree_structure(k)
+    depth = node.shape[1]
+    level = {0: 0}
+    for leaf in range(k):
+        for d in range(depth):
+            if valid[leaf, d]:
+                level[int(node[leaf, d])] = d
+    inner, leaves = _tree_edges(k)
+    span = {}  # every tree node's leaves, for its y
+    for leaf in range(k):
+        for n, ok in zip(node[leaf], valid[leaf]):
+            if ok:
+                span.setdefault(int(n), []).append(leaf)
+    x_cells = depth
+    for j in range(k):  # fan-out of input j: leaf i feeds cell (i, j)
+        for n in range(k - 1):
+            y = float(np.mean([i + j / k for i in span[n]]))
+            g.add_node(f"F:{j}:{n}", kind="splitter", input=j, alpha=float(alpha[n]), x=float(level[n]), y=y)
+        if k > 1:
+            src, sport = last[j]
+            g.add_edge(src, f"F:{j}:0", mode=j, src_port=sport, dst_port="i")
+        for n, port, child in inner:
+            g.add_edge(f"F:{j}:{n}", f"F:{j}:{child}", mode=j, src_port=port, dst_port="i")
+    for i in range(k):
+        for j in range(k):
+            c = i * k + j
+            g.add_node(f"X:{i}:{j}", kind="weight", row=i, col=j, theta=float(theta[c]), phi=float(phi[c]),
+                       x=float(x_cells), y=i + j / k)
+    for j in range(k):
+        if k > 1:
+            for n, port, leaf in leaves:
+                g.add_edge(f"F:{j}:{n}", f"X:{leaf}:{j}", mode=j, src_port=port, dst_port="i")
+        else:
+            src, sport = last[j]
+            g.add_edge(src, f"X:0:{j}", mode=j, src_port=sport, dst_port="i")
+    x_out = x_cells + depth + 1
+    for i in range(k):  # fan-in of output i: leaf j gathers cell (i, j); the tree mirrored
+        for n in range(k - 1):
+            y = float(np.mean([i + j / k for j in span[n]]))
+            g.add_node(f"C:{i}:{n}", kind="combiner", output=i, alpha=float(alpha[n]), x=float(x_cells + depth - level[n]),
+                       y=y)
+        for n, port, child in inner:
+            g.add_edge(f"C:{i}:{child}", f"C:{i}:{n}", mode=i, src_port="o", dst_port="i" + port[1])
+        for n, port, leaf in leaves:
+            g.add_edge(f"X:{i}:{leaf}", f"C:{i}:{n}", mode=i, src_port="o", dst_port="i" + port[1])
+        node_out = f"Uout:{i}"
+        g.add_node(node_out, kind="phase", stage="U", mode=i, phase=float(out[i]), x=float(x_out), y=float(i))
+        g.add_edge(f"C:{i}:0" if k > 1 else f"X:{i}:0", node_out, mode=i, src_port="o", dst_port="i")
+        last[i] = (node_out, "o")
+    return x_out + 1
+
+
 def circuit_graph(phase_map: PhaseMap | HasPhaseMap, tile: int = 0) -> nx.DiGraph:
     """The circuit of one tile as a directed graph (see the module docstring).
     Args:
@@ -110,7 +192,9 @@ def circuit_graph(phase_map: PhaseMap | HasPhaseMap, tile: int = 0) -> nx.DiGrap
         g.add_node(f"in:{m}", kind="port_in", mode=m, x=-1.0, y=float(m))
         last[m] = (f"in:{m}", "o")
     x = 0
-    if pm.v is not None:
+    if pm.u.layout.crossbar:
+        x = _crossbar(g, pm.u, tile, last)
+    elif pm.v is not None:
         x = _mesh(g, "V", pm.v, tile, last, 0)
         sigma = np.asarray(pm.sigma)[tile]
         for m in range(k):
@@ -121,7 +205,8 @@ def circuit_graph(phase_map: PhaseMap | HasPhaseMap, tile: int = 0) -> nx.DiGrap
             g.add_edge(src, node, mode=m, src_port=sport, dst_port="i")
             last[m] = (node, "o")
         x += 1
-    x = _mesh(g, "U", pm.u, tile, last, x)
+    if not pm.u.layout.crossbar:
+        x = _mesh(g, "U", pm.u, tile, last, x)
     for m in range(k):
         g.add_node(f"out:{m}", kind="port_out", mode=m, gain=float(np.asarray(pm.gain)[tile]), x=float(x), y=float(m))
         src, sport = last[m]
@@ -176,6 +261,24 @@ NETLIST_MODELS = {
         "settings": {"sigma": "rad"},
         "transfer": "o = cos(sigma) i",
     },
+    "splitter": {
+        "inputs": ["i"],
+        "outputs": ["o0", "o1"],
+        "settings": {"alpha": "rad"},
+        "transfer": "[o0, o1] = [cos(alpha), sin(alpha)] i (a Y-junction of a crossbar's fan-out tree)",
+    },
+    "combiner": {
+        "inputs": ["i0", "i1"],
+        "outputs": ["o"],
+        "settings": {"alpha": "rad"},
+        "transfer": "o = cos(alpha) i0 + sin(alpha) i1 (a splitter run backwards; the rest radiates)",
+    },
+    "weight": {
+        "inputs": ["i"],
+        "outputs": ["o"],
+        "settings": {"theta": "rad", "phi": "rad"},
+        "transfer": "o = exp(i phi) cos(theta) i (a crossbar's weight MZI, upper input to upper output)",
+    },
     "gain": {
         "inputs": ["i"],
         "outputs": ["o"],
@@ -189,7 +292,8 @@ Transmission only runs from inputs to outputs (no reflections); in SAX terms
 ``S[(input, output)]`` is the transfer coefficient and every other entry is 0.
 """
 
-_COMPONENT = {"mzi": "mzi", "phase": "phase_shifter", "attenuator": "attenuator", "port_out": "gain"}
+_COMPONENT = {"mzi": "mzi", "phase": "phase_shifter", "attenuator": "attenuator", "port_out": "gain",
+              "splitter": "splitter", "combiner": "combiner", "weight": "weight"}
 
 
 def _instance(node: str, d: dict) -> str:
@@ -233,8 +337,10 @@ def to_sax_netlist(program: PhaseMap | HasPhaseMap, tile: int = 0) -> dict:
         if kind == "port_in":
             continue
         name = _instance(node, d)
-        if kind == "mzi":
+        if kind in ("mzi", "weight"):
             settings = {"theta": d["theta"], "phi": d["phi"]}
+        elif kind in ("splitter", "combiner"):
+            settings = {"alpha": d["alpha"]}
         elif kind == "phase":
             settings = {"phase": d["phase"]}
         elif kind == "attenuator":

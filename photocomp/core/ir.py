@@ -7,7 +7,10 @@
   - ``"svd"``: a V mesh (implements V^H, met first), a column of attenuator
     MZIs realising the normalised singular values, a U mesh, a gain;
   - ``"unitary"``: one mesh (stored as ``u``) with its output screen, a gain
-    (a tile that is a scaled unitary needs no second mesh and no attenuators).
+    (a tile that is a scaled unitary needs no second mesh and no attenuators);
+  - ``"crossbar"``: the weight cells of a fan-out / weight / fan-in core
+    (:mod:`photocomp.core.crossbar`), stored as ``u`` on a crossbar layout,
+    and a gain.
 * :class:`PassRecord`, :class:`CompileReport` – what the pass manager records.
 
 What flows between passes is :class:`photocomp.compiler.state.CompileState`.
@@ -34,12 +37,13 @@ from photocomp.core.phases import MeshPhases
 __all__ = ["TileGrid", "PhaseMap", "PassRecord", "CompileReport", "CIRCUITS", "circuit_stages"]
 
 #: Program circuits: the stages every tile runs, in the order light meets them.
-CIRCUITS = ("svd", "unitary")
-_STAGES = {"svd": ("v", "att", "u"), "unitary": ("u",)}
+CIRCUITS = ("svd", "unitary", "crossbar")
+_STAGES = {"svd": ("v", "att", "u"), "unitary": ("u",), "crossbar": ("u",)}
 
 
 def circuit_stages(circuit: str) -> tuple[str, ...]:
-    """The stages of a circuit in light order: ``"v"``/``"u"`` meshes, ``"att"`` the attenuator column."""
+    """The stages of a circuit in light order: ``"v"``/``"u"`` meshes, ``"att"`` the attenuator column (a
+    crossbar's one stage, its weight cells, is stored as ``"u"``)."""
     try:
         return _STAGES[circuit]
     except (KeyError, TypeError):
@@ -159,7 +163,9 @@ class PhaseMap:
         singular value (for a unitary program, the scale of its unitary).
 
     Tile ``t`` implements ``gain[t] U_t diag(cos sigma_t) V_t^H`` (``svd``) or
-    ``gain[t] U_t`` (``unitary``), each mesh with its output screen. Fields
+    ``gain[t] U_t`` (``unitary``), each mesh with its output screen; a
+    ``crossbar`` tile ``gain[t] diag(e^{i out}) W_t / K`` with ``W_t[i, j]``
+    the weight cell ``e^{i phi} cos theta`` of cell ``i K + j``. Fields
     are not checked here (JAX rebuilds pytrees with placeholder leaves); a
     :class:`~photocomp.compiler.program.Program` checks them against its target.
     """
@@ -171,13 +177,15 @@ class PhaseMap:
 
     @classmethod
     def unitary(cls, grid: TileGrid, u: MeshPhases, gain: Any) -> PhaseMap:
-        """A unitary program: one mesh ``u`` and a gain per tile."""
+        """A unitary program: one mesh ``u`` and a gain per tile (on a crossbar layout, a crossbar program)."""
         return cls(grid, None, None, u, gain)
 
     @property
     def circuit(self) -> str:
-        """``"svd"`` or ``"unitary"`` (:data:`CIRCUITS`)."""
-        return "unitary" if self.v is None else "svd"
+        """``"svd"``, ``"unitary"`` or ``"crossbar"`` (:data:`CIRCUITS`)."""
+        if self.v is None:
+            return "crossbar" if self.u.layout.crossbar else "unitary"
+        return "svd"
 
     @property
     def stages(self) -> tuple[str, ...]:

@@ -21,6 +21,15 @@ columns of cells on adjacent pairs, column ``c`` on the pairs ``n = c (mod
 shifter (:data:`photocomp.core.cell.FLDZHYAN`), whose splitting is fixed, so
 the N (N - 1) external phases and N output phases, N^2 in all, are the
 parameters; they are fitted too.
+
+A crossbar layout (:mod:`photocomp.core.crossbar`) is no mesh: its K^2 cells
+are the weight cells of a fan-out / weight / fan-in core, cell ``i K + j``
+carrying input ``j`` to output ``i`` (``pairs`` holds the output row, every
+cell sits in column 0). Its cells are MZIs used from one input port to one
+output port; the layout's simulations take each cell's upper-to-upper
+element ``e^{i phi} cos theta`` as the weight, times the ``1 / K`` of an
+ideal fan-out and fan-in (:func:`crossbar_apply`). Nothing that walks mesh
+columns applies to it: :attr:`MeshLayout.column_slots` refuses it.
 """
 
 from __future__ import annotations
@@ -38,9 +47,9 @@ from photocomp.core.convention import mzi
 from photocomp.core.errors import InvalidInputError, UnknownNameError
 
 __all__ = ["MESH_KINDS", "DECOMPOSED_KINDS", "MeshLayout", "layout", "apply_mesh", "mesh_unitary",
-           "nulling_levels", "butterfly_pairs", "mesh_counts", "planar_crossings"]
+           "nulling_levels", "butterfly_pairs", "mesh_counts", "planar_crossings", "crossbar_apply"]
 
-MESH_KINDS = ("clements", "reck", "butterfly", "fldzhyan")
+MESH_KINDS = ("clements", "reck", "butterfly", "fldzhyan", "crossbar")
 DECOMPOSED_KINDS = ("clements", "reck")  # the universal meshes, programmed by an exact decomposition
 
 
@@ -80,6 +89,11 @@ class MeshLayout:
     @functools.cached_property
     def column_array(self) -> np.ndarray:
         return np.asarray(self.columns, dtype=np.int32)
+
+    @property
+    def crossbar(self) -> bool:
+        """Whether this is a crossbar's array of weight cells (no mesh: see the module docstring)."""
+        return self.kind == "crossbar"
 
     @property
     def adjacent(self) -> bool:
@@ -259,7 +273,7 @@ def layout(kind: str, n_modes: int, cell: str | Cell = MZI) -> MeshLayout:
     if kind not in MESH_KINDS:
         raise UnknownNameError(f"mesh kind must be one of {MESH_KINDS}; got {kind!r}")
     n = _check_n(n_modes)
-    builders = {"butterfly": _butterfly, "fldzhyan": _fldzhyan}
+    builders = {"butterfly": _butterfly, "fldzhyan": _fldzhyan, "crossbar": _crossbar}
     lay = builders[kind](n) if kind in builders else nulling_schedule(kind, n)["layout"]
     cell = get_cell(cell)
     return lay if cell == MZI else _with_cell(lay, cell)
@@ -270,8 +284,11 @@ def mesh_counts(kind: str, n: int) -> tuple[int, int]:
 
     ``n_mzi = n (n - 1) / 2``; depth ``n`` for Clements (1 for ``n = 2``), ``2 n - 3`` for Reck. A
     butterfly (``n`` a power of two): ``(n / 2) log2 n`` MZIs in ``log2 n`` columns. Fldzhyan:
-    ``n (n - 1)`` cells in ``2 n`` columns (2 for ``n = 2``).
+    ``n (n - 1)`` cells in ``2 n`` columns (2 for ``n = 2``). A crossbar: ``n^2`` weight cells, all in one
+    column.
     """
+    if kind == "crossbar":
+        return n * n, 1
     if kind == "butterfly":
         m = n.bit_length() - 1
         return n // 2 * m, m
@@ -347,6 +364,22 @@ def _fldzhyan(n: int) -> MeshLayout:
 
 
 @functools.lru_cache(maxsize=64)
+def _crossbar(n: int) -> MeshLayout:
+    """N^2 weight cells in one column, cell ``i N + j`` on output row ``i`` (``pairs``) and input ``j``."""
+    rows = tuple(i for i in range(n) for _ in range(n))
+    return MeshLayout(kind="crossbar", n_modes=n, pairs=rows, columns=(0,) * (n * n))
+
+
+def crossbar_apply(lay: MeshLayout, m00, x):
+    """A crossbar's fields ``(N,)`` or ``(N, B)`` at its outputs (no output screen): ``(W / N) x`` with
+    ``W[i, j] = m00[i N + j]``, every cell's upper-to-upper element, and ``1 / N`` the amplitude an ideal
+    fan-out and fan-in leave on every path (:mod:`photocomp.core.crossbar`)."""
+    n = lay.n_modes
+    w = m00.reshape(n, n)
+    return (w @ x) * jnp.asarray(1.0 / n, dtype=jnp.real(w).dtype)
+
+
+@functools.lru_cache(maxsize=64)
 def _with_cell(lay: MeshLayout, cell: Cell) -> MeshLayout:
     return dataclasses.replace(lay, cell=cell)
 
@@ -370,6 +403,11 @@ def apply_columns(lay: MeshLayout, mats, out_phase, x, *, every_column: bool = F
     """
     n = lay.n_modes
     extra = x.shape[1:]
+    if lay.crossbar:  # one column of weight cells in parallel
+        y = crossbar_apply(lay, mats[:, 0, 0], x)
+        if every_column:
+            return y[None]
+        return jnp.exp(1j * jnp.asarray(out_phase)).reshape((n,) + (1,) * len(extra)) * y
     xp = jnp.concatenate([x, jnp.zeros((2,) + extra, x.dtype)], 0)
     fields = x[None]
     if lay.n_mzi:

@@ -45,8 +45,9 @@ class Target:
     """A programmable photonic chip family.
     Attributes:
       name: registry name, e.g. ``"pace-64"``.
-      mesh: ``"clements"``, ``"reck"``, ``"butterfly"`` (K a power of two) or ``"fldzhyan"`` (with the
-        ``"fldzhyan"`` cell only).
+      mesh: ``"clements"``, ``"reck"``, ``"butterfly"`` (K a power of two), ``"fldzhyan"`` (with the
+        ``"fldzhyan"`` cell only) or ``"crossbar"`` (a fan-out / weight / fan-in core of MZI weight cells,
+        :mod:`photocomp.core.crossbar`).
       size: K, the number of optical modes; matrices are tiled onto K x K blocks.
       wavelength_nm: operating wavelength (nm).
       dn_dt_per_k: thermo-optic coefficient of the waveguide (1/K).
@@ -130,6 +131,10 @@ class Target:
             # the fixed-splitting cell needs the doubled brick to be universal, and that brick is built of it
             raise InvalidInputError(f"Target.cell 'fldzhyan' (a fixed-splitting cell) and Target.mesh 'fldzhyan' "
                                     f"go together; got cell {quote(self.cell)} on mesh {quote(self.mesh)}")
+        if self.mesh == "crossbar" and self.cell != "mzi":
+            # a crossbar's weight cells are MZIs used as amplitude modulators (photocomp.core.crossbar)
+            raise InvalidInputError(f"Target.mesh 'crossbar' has MZI weight cells; Target.cell must be 'mzi' "
+                                    f"with it; got {quote(self.cell)}")
         if self.detection not in _DETECTION:
             raise UnknownNameError(f"Target.detection must be one of {_DETECTION}; got {quote(self.detection)}")
         if isinstance(self.adc_bits, bool) or not isinstance(self.adc_bits, int) or not 1 <= self.adc_bits <= 32:
@@ -159,7 +164,7 @@ class Target:
     @property
     def n_mzi(self) -> int:
         """Cells in one mesh: K (K - 1) / 2 for Clements and Reck, (K / 2) log2 K for a butterfly, K (K - 1)
-        for Fldzhyan's layout."""
+        for Fldzhyan's layout; a crossbar's K^2 weight cells."""
         return mesh_counts(self.mesh, self.size)[0]
 
     @property
@@ -187,17 +192,28 @@ class Target:
         ns = path_mm * 1e-3 * group_index / SPEED_OF_LIGHT_M_S * 1e9
         return ns, max(1, math.ceil(ns * self.clock_ghz))
 
-    def default_pipeline(self, circuit: str = "svd") -> str:
+    @property
+    def circuits(self) -> tuple[str, ...]:
+        """The program circuits this target runs: ``("crossbar",)`` for a crossbar, else ``("svd", "unitary")``."""
+        return ("crossbar",) if self.mesh == "crossbar" else ("svd", "unitary")
+
+    def default_pipeline(self, circuit: str | None = None) -> str:
         """Preset pipeline string for this target (DAC bits from the target).
 
         ``circuit``: ``"svd"`` (any matrix; two meshes and attenuators per
-        tile) or ``"unitary"`` (scaled unitary tiles; one mesh per tile).
+        tile) or ``"unitary"`` (scaled unitary tiles; one mesh per tile) on a
+        mesh; ``"crossbar"`` (any matrix, one weight cell per entry) on a
+        crossbar. Default: the first of :attr:`circuits`.
         """
-        factor = {"svd": "svd", "unitary": "unitary"}.get(circuit) if isinstance(circuit, str) else None
-        if factor is None:
-            raise InvalidInputError(f"circuit must be 'svd' or 'unitary'; got {quote(circuit)}")
+        if circuit is None:
+            circuit = self.circuits[0]
+        if not isinstance(circuit, str) or circuit not in self.circuits:
+            raise InvalidInputError(f"circuit must be one of {self.circuits} on target {self.name!r}; "
+                                    f"got {quote(circuit)}")
+        if circuit == "crossbar":
+            return f"validate | tile | crossbar | canonicalize | quantize(bits={self.dac_bits}) | lower"
         return (
-            f"validate | tile | {factor} | {self.mesh} | canonicalize | "
+            f"validate | tile | {circuit} | {self.mesh} | canonicalize | "
             f"quantize(bits={self.dac_bits}) | lower"
         )
 

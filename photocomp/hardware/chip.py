@@ -37,6 +37,11 @@ and (for the heaters both have) offsets as the MZI chip of its seed would, so
 architectures compare on the same fabrication; a cell's other errors are drawn
 after them.
 
+A crossbar chip (:mod:`photocomp.core.crossbar`) has K^2 weight MZIs with the
+errors above (coupler errors bound a cell's extinction), the splitting errors
+of its 2K splitter trees (``N(0, coupler_sigma_rad)`` each, :data:`TREE_ERRORS`),
+and its heaters on a grid (:func:`_crossbar_positions`).
+
 The unitary chip of a seed is the svd chip of that seed without its V mesh and
 attenuators: its U mesh has the same couplers, losses, offsets and
 efficiencies (its crosstalk follows from its own, shorter die), so the two
@@ -66,12 +71,17 @@ from photocomp.core.phases import MeshPhases
 from photocomp.core.target import Target, get_target
 from photocomp.core.validate import check_int
 
-__all__ = ["Chip", "fabricate", "nominal_chip", "cell_loss_scale", "HEATER_GROUPS", "TRIM_GROUPS", "BELL_GROUPS", "heater_groups",
+__all__ = ["Chip", "fabricate", "nominal_chip", "cell_loss_scale", "HEATER_GROUPS", "TRIM_GROUPS", "BELL_GROUPS", "TREE_ERRORS",
+           "heater_groups",
            "group_size", "heater_positions"]
 
 HEATER_GROUPS = ("v_int", "v_ext", "v_out", "att", "u_int", "u_ext", "u_out")
 """Heater groups of an ``svd`` chip, in flat order (:func:`heater_groups` for any circuit)."""
-_GROUPS = {"svd": HEATER_GROUPS, "unitary": ("u_int", "u_ext", "u_out")}
+_GROUPS = {"svd": HEATER_GROUPS, "unitary": ("u_int", "u_ext", "u_out"), "crossbar": ("u_int", "u_ext", "u_out")}
+TREE_ERRORS = ("fan_out", "fan_in")
+"""A crossbar chip's splitter-tree errors, kept in ``cell_errors["u"]``: ``fan_out`` ``(K (K - 1),)`` the splitting
+angles of input ``j``'s tree at ``[j (K - 1):(j + 1) (K - 1)]``, ``fan_in`` likewise per output
+(:mod:`photocomp.core.crossbar`)."""
 TRIM_GROUPS = {"v": "v_trim", "u": "u_trim"}
 """The trim heater group of each mesh stage (cells with trims only)."""
 BELL_GROUPS = {"v": ("v_in", "v_edge"), "u": ("u_in", "u_edge")}
@@ -126,10 +136,12 @@ class Chip:
       seed: the sampling seed (static).
       coupler_in, coupler_out: splitting-angle errors (rad) of the first and
         second coupler of every MZI, dict of arrays keyed by stage
-        (``"v"``, ``"att"``, ``"u"``; a unitary chip only ``"u"``).
+        (``"v"``, ``"att"``, ``"u"``; a unitary or crossbar chip only ``"u"``:
+        a crossbar's are its weight cells').
       loss_db: insertion loss (dB) of every MZI, same keys.
       cell_errors: splitting-angle errors of the cell's other couplers,
-        ``{stage: {coupler: array}}`` for the mesh stages (empty for the MZI).
+        ``{stage: {coupler: array}}`` for the mesh stages (empty for the MZI);
+        a crossbar chip's splitter trees (:data:`TREE_ERRORS`).
       offset: static phase offset (rad) of every heater, ``(H,)`` flat order.
       efficiency: relative heater efficiency, ``(H,)``.
       xt_rows, xt_cols, xt_weight: crosstalk as a sparse matrix: heater
@@ -205,9 +217,10 @@ jax.tree_util.register_dataclass(
 )
 
 
-def heater_slices(target: Target, circuit: str = "svd") -> dict[str, slice]:
-    """``{group: slice}`` into a ``circuit`` chip's flat heater vector."""
+def heater_slices(target: Target, circuit: str | None = None) -> dict[str, slice]:
+    """``{group: slice}`` into a ``circuit`` chip's flat heater vector (default circuit: the target's first)."""
     lay = target.layout
+    circuit = target.circuits[0] if circuit is None else circuit
     out: dict[str, slice] = {}
     start = 0
     for g in heater_groups(circuit, lay.cell):
@@ -217,19 +230,22 @@ def heater_slices(target: Target, circuit: str = "svd") -> dict[str, slice]:
     return out
 
 
-def heater_positions(target: Target, circuit: str = "svd") -> np.ndarray:
+def heater_positions(target: Target, circuit: str | None = None) -> np.ndarray:
     """(H, 2) heater positions (um) of a ``circuit`` chip in flat heater order, from the circuit graph's layout.
 
     The internal heater of an MZI sits at its node's (x, y); the external
     heater half a column earlier on the upper input arm; a trim heater a
     quarter column later on the upper arm (several trims: further quarter
-    columns); output shifters and attenuators at their nodes. A symmetric
+    columns); output shifters and attenuators at their nodes. A crossbar: :func:`_crossbar_positions`. A symmetric
     (Bell) cell's arm heaters sit a quarter mode pitch above and below its
     node; its mesh's input layer half a column before the first column, its
     edge shifters on their modes in their column.
     """
     lay = target.layout
     k, m = target.size, lay.n_mzi
+    if lay.crossbar:
+        return _crossbar_positions(target)
+    circuit = target.circuits[0] if circuit is None else circuit
     zeros = MeshPhases(lay, np.zeros((1, m)), np.zeros((1, m)), np.zeros((1, k)))
     grid = TileGrid(k, k, k)
     if circuit_stages(circuit) == ("u",):
@@ -259,6 +275,18 @@ def heater_positions(target: Target, circuit: str = "svd") -> np.ndarray:
             trims += [(x0 - 0.5, float(q)) for q in range(k)]
             trims += [(x0 + c, float(q)) for c, q in sweep_structure(lay).edges]
     pos = np.asarray(points + trims, dtype=np.float64)
+    return pos * np.array([target.column_pitch_um, target.mode_pitch_um])
+
+
+def _crossbar_positions(target: Target) -> np.ndarray:
+    """(H, 2) heater positions (um) of a crossbar chip: weight cell ``(i, j)`` in column ``j``, two mode
+    pitches per row ``i`` (an MZI is two waveguides wide), its internal heater at ``(j, 2 i)``, its input
+    shifter half a column earlier on the upper arm; output ``i``'s phase reference a column after the array."""
+    k = target.size
+    i, j = np.divmod(np.arange(k * k), k)
+    cells = np.stack([j, 2.0 * i], axis=1).astype(np.float64)
+    outputs = np.stack([np.full(k, float(k)), 2.0 * np.arange(k)], axis=1)
+    pos = np.concatenate([cells, cells - 0.5, outputs])
     return pos * np.array([target.column_pitch_um, target.mode_pitch_um])
 
 
@@ -293,7 +321,35 @@ def crosstalk_matrix(target: Target, pos: np.ndarray) -> tuple[np.ndarray, np.nd
     return rows.astype(np.int32), cols.astype(np.int32), weight
 
 
-def fabricate(target: str | Target = "pace-64", seed: int = 0, circuit: str = "svd") -> Chip:
+def _check_circuit(t: Target, circuit) -> str:
+    """``circuit`` (default: the target's first, :attr:`~photocomp.core.target.Target.circuits`) if ``t`` runs it,
+    else a typed error."""
+    if circuit is None:
+        return t.circuits[0]
+    circuit_stages(circuit)  # a typed error for an unknown circuit
+    if circuit not in t.circuits:
+        raise MismatchError(f"circuit must be one of {t.circuits} on target {t.name!r}; got {circuit!r}")
+    return circuit
+
+
+def _fabricate_crossbar(t: Target, seed: int) -> Chip:
+    """A crossbar chip (:mod:`photocomp.core.crossbar`): its weight MZIs' couplers, losses, heaters, and the
+    splitting errors of its fan-out and fan-in trees (:data:`TREE_ERRORS`)."""
+    rng = np.random.default_rng([seed, t.size, 0x5EED])
+    k = t.size
+    m = k * k
+    c_in = {"u": rng.normal(0.0, t.coupler_sigma_rad, m)}
+    c_out = {"u": rng.normal(0.0, t.coupler_sigma_rad, m)}
+    loss = {"u": np.clip(rng.normal(t.mzi_loss_db, t.mzi_loss_sigma_db, m), 0.0, None)}
+    n = max(sl.stop for sl in heater_slices(t, "crossbar").values())
+    offset = rng.uniform(0.0, 2 * np.pi, n)
+    eff = np.clip(rng.normal(1.0, t.heater_efficiency_sigma, n), 0.5, 1.5)
+    trees = {name: rng.normal(0.0, t.coupler_sigma_rad, k * (k - 1)) for name in TREE_ERRORS}
+    rows, cols, w = crosstalk_matrix(t, heater_positions(t, "crossbar"))
+    return Chip(t, seed, c_in, c_out, loss, offset, eff, rows, cols, w, "crossbar", {"u": trees})
+
+
+def fabricate(target: str | Target = "pace-64", seed: int = 0, circuit: str | None = None) -> Chip:
     """Sample a chip from a target's fabrication statistics.
 
     Args:
@@ -301,7 +357,8 @@ def fabricate(target: str | Target = "pace-64", seed: int = 0, circuit: str = "s
       seed: explicit seed (int >= 0); the same seed gives the same chip.
       circuit: the program circuit the chip is built for: ``"svd"`` (V mesh,
         attenuators, U mesh) or ``"unitary"`` (one mesh; the same components
-        as the svd chip's U mesh of this seed).
+        as the svd chip's U mesh of this seed) on a mesh target, ``"crossbar"``
+        on a crossbar; default the target's first (``"svd"`` on a mesh).
 
     Example:
       >>> import photocomp as pc
@@ -313,6 +370,9 @@ def fabricate(target: str | Target = "pace-64", seed: int = 0, circuit: str = "s
     """
     t = get_target(target)
     seed = check_int(seed, "seed", low=0)
+    circuit = _check_circuit(t, circuit)
+    if circuit == "crossbar":
+        return _fabricate_crossbar(t, seed)
     stages = circuit_stages(circuit)
     rng = np.random.default_rng([seed, t.size, 0x5EED])
     lay = t.layout
@@ -341,10 +401,11 @@ def fabricate(target: str | Target = "pace-64", seed: int = 0, circuit: str = "s
 
 
 @functools.lru_cache(maxsize=8)
-def nominal_chip(target: Target, circuit: str = "svd") -> Chip:
+def nominal_chip(target: Target, circuit: str | None = None) -> Chip:
     """The target's ``circuit`` chip without fabrication errors: no coupler errors or offsets, unit heater
     efficiency, nominal losses, the layout's crosstalk (what cost reports drive)."""
     chip = fabricate(target, 0, circuit=circuit)
+    circuit = chip.circuit
     zeros = {k: np.zeros_like(np.asarray(v)) for k, v in chip.coupler_in.items()}
     loss = {k: np.full_like(np.asarray(v), target.mzi_loss_db * _stage_loss_scale(target.layout.cell, k))
             for k, v in chip.loss_db.items()}

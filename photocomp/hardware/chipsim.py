@@ -32,6 +32,7 @@ from jax.typing import ArrayLike
 
 from photocomp.core import convention
 from photocomp.core.bell import bell_from_clements, clements_from_bell
+from photocomp.core.crossbar import tree_amplitudes
 from photocomp.core.errors import InvalidTypeError
 from photocomp.core.ir import PhaseMap, TileGrid
 from photocomp.core.layout import MeshLayout, apply_columns, planar_crossings
@@ -121,8 +122,10 @@ class Settings:
 
     @property
     def circuit(self) -> str:
-        """``"svd"`` or ``"unitary"``."""
-        return "unitary" if self.v_int is None else "svd"
+        """``"svd"``, ``"unitary"`` or ``"crossbar"`` (a crossbar's settings are unitary-shaped on its layout)."""
+        if self.v_int is None:
+            return "crossbar" if self.layout.crossbar else "unitary"
+        return "svd"
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -247,6 +250,8 @@ def stage_coefficients(chip: Chip, lay: MeshLayout, stage: str, internal, extern
     crossing cell's, which both arms pass) add to its insertion loss, and the planar routing of a layout
     with non-adjacent pairs (a butterfly) scales each cell's ports by :func:`routing_amplitudes`.
     For the Bell cell see :func:`_stage_mesh`."""
+    if lay.crossbar:
+        return _crossbar_coefficients(chip, lay, internal, external, dtype=dtype)
     loss = chip.loss_db[stage]
     own = lay.cell.crossings
     if own and chip.target.crossing_loss_db:
@@ -259,6 +264,23 @@ def stage_coefficients(chip: Chip, lay: MeshLayout, stage: str, internal, extern
         return coef
     top, bottom = route
     return coef * jnp.asarray(np.stack([top * top, top * bottom, bottom * top, bottom * bottom]), dtype=coef.dtype)
+
+
+def _crossbar_coefficients(chip: Chip, lay: MeshLayout, internal, external, *, dtype):
+    """A crossbar's weight cells as coefficients ``(4, K^2)``: each MZI with its couplers and loss, scaled by
+    its path's fan-out and fan-in amplitudes relative to an ideal tree's ``1 / sqrt(K)`` each (so an ideal
+    chip's cells are the mathematical ones; :func:`photocomp.core.layout.crossbar_apply` adds the ``1 / K``)."""
+    k = lay.n_modes
+    coef = physical_coefficients(lay, internal, external, chip.coupler_in["u"], chip.coupler_out["u"],
+                                 chip.loss_db["u"], dtype=dtype)
+    trees = chip.cell_errors.get("u") or {}
+    rdtype = jnp.real(coef).dtype
+    scale = np.sqrt(k)
+    fan_out = tree_amplitudes(k, as_real(trees.get("fan_out", jnp.zeros(k * (k - 1))), rdtype).reshape(k, k - 1))
+    fan_in = tree_amplitudes(k, as_real(trees.get("fan_in", jnp.zeros(k * (k - 1))), rdtype).reshape(k, k - 1))
+    # cell i K + j: input j's fan-out leaf i, output i's fan-in leaf j
+    path = (fan_out.T * fan_in * (scale * scale)).reshape(-1)
+    return coef * path.astype(coef.dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -357,6 +379,9 @@ def chip_column_fields(chip: Chip, s: Settings, x: ArrayLike) -> jax.Array:
       after the last column are not applied (they change no power).
     """
     lay = s.layout
+    if lay.crossbar:
+        raise InvalidTypeError("chip_column_fields needs a mesh chip: a crossbar's weight cells act in parallel, "
+                               "its fields inside are each cell's input and output (photocomp.core.crossbar)")
     x = jnp.asarray(x)
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(s.u_int).dtype))
     x = x.astype(dtype)

@@ -133,7 +133,8 @@ One JSON object (at most ``MAX_META_BYTES`` bytes, nesting depth at most
 
 * ``format``: ``"photocomp.phasemap"``; ``schema_version``: ``3`` (int);
   ``convention``: ``"clements2016-eq1"``.
-* ``circuit``: ``"svd"`` or ``"unitary"``, the program circuit; it decides
+* ``circuit``: ``"svd"``, ``"unitary"`` or ``"crossbar"`` (a crossbar target's weight cells, stored
+  as the ``u`` arrays: ``mesh.kind`` ``"crossbar"``), the program circuit; it decides
   which arrays the file holds (see Arrays) and which chip a calibrated
   program is re-sampled as.
 * ``phase_ranges``: ``{"theta": [0, pi/2], "phi": [0, 2 pi]}`` (the
@@ -985,12 +986,15 @@ def _read(r: _Reader, zf: zipfile.ZipFile, file_size: int) -> ProgramFile:
         check_program_arrays(arrays, target)
     except InvalidInputError as exc:
         r.fail(str(exc))
+    if (circuit == "crossbar") != (kind == "crossbar"):
+        r.fail(f"circuit {circuit!r} does not fit mesh {kind!r}: a crossbar mesh runs the crossbar circuit, "
+               f"and only it")
     # the arrays are real and of the size a K-mode mesh needs: the layout can be built now
     lay = mesh_layout(kind, k, cell=target.cell)
     if not np.array_equal(arrays["mode_pairs"], lay.pair_array) or not np.array_equal(arrays["columns"], lay.column_array):
         r.fail(f"mode pairs/columns disagree with the {lay.kind} layout of {lay.n_modes} modes")
     u = MeshPhases(lay, arrays["u_theta"], arrays["u_phi"], arrays["u_out_phase"])
-    if circuit == "unitary":
+    if circuit in ("unitary", "crossbar"):  # one stage, stored as u
         pm = PhaseMap.unitary(grid, u, arrays["gain"])
     else:
         v = MeshPhases(lay, arrays["v_theta"], arrays["v_phi"], arrays["v_out_phase"])

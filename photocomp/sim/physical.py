@@ -62,11 +62,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from photocomp.core import convention
+from photocomp.core import convention, crossbar
 from photocomp.core.bell import fold_targets
 from photocomp.core.cell import FIXED_THETA, MZI, Cell, Coupler, Shifter
 from photocomp.core.errors import InvalidInputError
-from photocomp.core.layout import MeshLayout, apply_columns
+from photocomp.core.layout import MeshLayout, apply_columns, crossbar_apply
 
 __all__ = ["mesh_to_physical", "mesh_from_physical", "apply_physical_mesh", "physical_mesh_unitary"]
 
@@ -143,6 +143,10 @@ def mesh_to_physical(lay: MeshLayout, theta: ArrayLike, phi: ArrayLike,
       output phases, all wrapped to [0, 2 pi). A cell's trim heaters sit at
       their constant ideal phases (:attr:`~photocomp.core.cell.Cell.trims`).
     """
+    if lay.crossbar:  # independent weight cells: nothing to push (photocomp.core.crossbar)
+        internal, external = crossbar.cell_to_physical(theta, phi)
+        return (convention.wrap_phase(internal), convention.wrap_phase(external),
+                convention.wrap_phase(jnp.asarray(out_phase)))
     cell = _screen_cell(lay.cell)
 
     def one(t, p, o):
@@ -161,6 +165,9 @@ def mesh_from_physical(lay: MeshLayout, internal: ArrayLike, external: ArrayLike
     """Inverse of :func:`mesh_to_physical`: mathematical ``(theta, phi, out_phase)`` (a fixed-splitting cell's
     ``theta`` is :data:`~photocomp.core.cell.FIXED_THETA`; its ``internal`` is ignored)."""
 
+    if lay.crossbar:
+        theta, phi = crossbar.cell_from_physical(internal, external)
+        return theta, convention.wrap_phase(phi), convention.wrap_phase(jnp.asarray(out_phase))
     cell = _screen_cell(lay.cell)
 
     def one(i, e, o):
@@ -689,6 +696,10 @@ def propagate_meshes(lay: MeshLayout, coefs, diagonals, x, *, reverse_only: bool
         raise ValueError(f"need {len(coefs) - 1} diagonals between {len(coefs)} meshes; got {len(diagonals)}")
     shape = x.shape
     x = x.reshape(n, -1)
+    if lay.crossbar:  # one stage of weight cells, no diagonals (photocomp.core.crossbar)
+        if len(coefs) != 1:
+            raise ValueError(f"a crossbar has one stage of weight cells; got {len(coefs)} coefficient arrays")
+        return crossbar_apply(lay, coefs[0][0], x).reshape(shape)
     if not lay.adjacent:
         return _propagate_gathered(lay, coefs, diagonals, x).reshape(shape)
     steps = [_steps(lay, c) for c in coefs]
