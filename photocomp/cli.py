@@ -414,7 +414,7 @@ def _print_targets(args) -> int:
         t = get_target(name.replace("<N>", "64"))
         shown = name if "<N>" in name else t.name
         size = "N" if "<N>" in name else str(t.size)
-        closed = {"butterfly": "N/2 log2N", "fldzhyan": "N(N-1)"}.get(t.mesh, "N(N-1)/2")
+        closed = {"butterfly": "N/2 log2N", "fldzhyan": "N(N-1)", "crossbar": "N^2"}.get(t.mesh, "N(N-1)/2")
         mzis = closed if "<N>" in name else str(t.n_mzi)
         desc = t.description.replace("64x64", "NxN") if "<N>" in name else t.description
         print(f"{shown:<14} {t.mesh:<9} {size:>5} {mzis:>9} {t.dac_bits:>4} {t.clock_ghz:>5.1f}GHz  {desc}")

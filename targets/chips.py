@@ -27,7 +27,10 @@ def pace_64() -> Target:
     cells, two trees of 64 x 63 splitters and combiners and 64 to 128
     detectors make 12,288 to 12,352 parts with one-component weight cells,
     24,576 to 24,640 with MZI weight cells, which brackets 16,000 without
-    settling it), its DAC resolution (12 bits here), heater power and
+    settling it; the ``crossbar-64`` target models the MZI-cell crossbar,
+    24,640 components by :func:`photocomp.targets.physics.crossbar_components`,
+    8,640 more than the published count against this core's 448, so no
+    ``pace-64-crossbar`` is offered), its DAC resolution (12 bits here), heater power and
     time constant, losses and coupler statistics. Results on ``pace-64``
     are for this model, not measurements of the real chip.
     """

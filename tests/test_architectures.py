@@ -254,3 +254,16 @@ def test_pace_64_docstring_arithmetic():
     for cell_parts in (1, 4):
         low, high = k + cell_parts * k * k + trees + k, k + cell_parts * k * k + trees + 2 * k
         assert f"{low:,} to {high:,}" in doc
+
+
+def test_pace_64_docstring_compares_the_crossbar_target():
+    """The crossbar-64 count pace-64's docstring quotes is the crossbar target's, and the Clements core is nearer
+    PACE's published "more than 16,000 components"."""
+    from photocomp.targets.physics import crossbar_components
+
+    doc = " ".join(pace_64.__doc__.split())
+    crossbar = pc.get_target("crossbar-64").components
+    assert crossbar == crossbar_components(64) and f"crossbar-64`` target models the MZI-cell crossbar, {crossbar:,}" in doc
+    core = 4 * (2 * (64 * 63 // 2) + 64) + 64
+    assert f"{crossbar - 16_000:,} more than the published count against this core's {core - 16_000:,}" in doc
+    assert abs(core - 16_000) < abs(crossbar - 16_000)

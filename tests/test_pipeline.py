@@ -302,6 +302,7 @@ def pass_inputs():
     states["clements"] = unitary["clements"]  # the decomposition's unitary branch (its svd branch: reck)
     states["butterfly"] = _states("butterfly-4", FULL.format(mesh="butterfly"))["butterfly"]
     states["fldzhyan"] = _states("fldzhyan-4", FULL.format(mesh="fldzhyan"))["fldzhyan"]
+    states["crossbar"] = _states("crossbar-4", FULL.replace("| svd | {mesh} |", "| crossbar |"))["crossbar"]
     return states
 
 

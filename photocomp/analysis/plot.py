@@ -181,6 +181,11 @@ def _draw_phases(fig, source, tile=None):
             panels += [(f"{stage} theta", mp.theta[t], _THETA_CMAP, half_pi), (f"{stage} phi", mp.phi[t], _PHASE_CMAP, two_pi)]
         for col, (name, values, cmap, vmax) in enumerate(panels):
             ax = fig.add_subplot(grid[row, col])
+            if lay.crossbar:  # the weight cells as the matrix they realise: row = output, column = input
+                _image(fig, ax, np.asarray(values).reshape(lay.n_modes, lay.n_modes), cmap=cmap, vmin=0.0,
+                       vmax=vmax, title=f"tile {t}: weight cells {name[2:]}", xlabel="input j",
+                       ylabel="output i", colorbar=row == 0)
+                continue
             _image(fig, ax, _mesh_grid(lay, values), cmap=cmap, vmin=0.0, vmax=vmax,
                    title=f"tile {t}: {name}", xlabel="column", ylabel="upper mode", colorbar=row == 0)
     if svd:
@@ -194,10 +199,13 @@ def _draw_phases(fig, source, tile=None):
     _integer_ticks(ax)
     ax.set_title("electronic gain per tile", fontsize=9)
     ax.set_xlabel("tile", fontsize=8)
-    ax.set_ylabel("gain (tile's largest singular value)" if svd else "gain (scale of the tile's unitary)", fontsize=8)
+    ax.set_ylabel("gain (tile's largest singular value)" if svd else
+                  ("gain (K x the tile's largest entry)" if lay.crossbar else "gain (scale of the tile's unitary)"),
+                  fontsize=8)
     ax.tick_params(labelsize=7)
     shown = "all tiles" if len(tiles) == pm.n_tiles else f"tiles {tiles} of {pm.n_tiles}"
-    circuit = "" if svd else "\nunitary circuit: one mesh (U) per tile, no V mesh or attenuators"
+    circuit = "" if svd else ("\ncrossbar circuit: one weight cell e^{i phi} cos(theta) per entry" if lay.crossbar
+                              else "\nunitary circuit: one mesh (U) per tile, no V mesh or attenuators")
     fig.suptitle(f"{prog.target.name}: phase map of a {prog.shape[0]}x{prog.shape[1]} program ({shown}){circuit}",
                  fontsize=10)
 
@@ -211,6 +219,9 @@ def _draw_mesh(fig, source, tile=None):
 
     prog = _program(source)
     tile = _check_tile(tile, prog.n_tiles) or 0
+    if prog.phase_map.layout.crossbar:
+        _draw_crossbar(fig, prog, tile)
+        return
     g = prog.graph(tile)
     k = g.graph["modes"]
     ax = fig.add_subplot(1, 1, 1)
@@ -252,6 +263,23 @@ def _draw_mesh(fig, source, tile=None):
               else "\n(unitary circuit: one mesh (U), no V mesh or attenuators)")
     ax.set_title(f"{prog.target.name}: {g.graph['mesh']} circuit of tile {tile} of {prog.n_tiles} {stages}",
                  fontsize=10)
+
+
+def _draw_crossbar(fig, prog, tile: int) -> None:
+    """A crossbar's circuit: its weight array as the tile's matrix, amplitude and phase of every cell
+    (the trees are the same in every program, :mod:`photocomp.core.crossbar`)."""
+    mp = prog.phase_map.u
+    k = mp.layout.n_modes
+    theta = np.asarray(mp.theta)[tile].reshape(k, k)
+    phi = np.asarray(mp.phi)[tile].reshape(k, k)
+    for col, (data, cmap, vmax, name, label) in enumerate((
+            (np.cos(theta), "viridis", 1.0, "amplitude cos(theta)", ""),
+            (phi, _PHASE_CMAP, 2 * np.pi, "phase phi", "rad"))):
+        ax = fig.add_subplot(1, 2, col + 1)
+        _image(fig, ax, data, cmap=cmap, vmin=0.0, vmax=vmax, title=f"weight cells: {name}", xlabel="input j",
+               ylabel="output i", label=label)
+    fig.suptitle(f"{prog.target.name}: crossbar circuit of tile {tile} of {prog.n_tiles} (fan-out trees, "
+                 f"{k}x{k} weight cells, fan-in trees onto balanced detectors)", fontsize=10)
 
 
 # ---- calibration --------------------------------------------------------------------

@@ -576,7 +576,7 @@ def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
     this is exact for every reachable cell, whatever the size.
     """
     lay = pm.layout
-    k, t = lay.n_modes, pm.n_tiles
+    k = lay.n_modes
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
     with jax.enable_x64(True):
         zeros = jnp.zeros(k * k, jnp.float64)

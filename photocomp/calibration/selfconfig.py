@@ -396,6 +396,11 @@ def begin_unitary_run(cfg, program: Program, instrument: Instrument, start_drive
     instrument = as_instrument(instrument)
     tgt = program.target
     check_instrument_target(program, instrument)
+    if program.circuit == "crossbar":
+        raise MismatchError(f"{what} configures a mesh cell by cell through its neighbours; a crossbar's weight "
+                            f"cells are independent: calibrate it with method 'local' (its closed-form per-cell "
+                            f"correction), 'model', 'twin' or 'insitu'; got a crossbar program on "
+                            f"{tgt.name!r}")
     if program.circuit != "unitary" or instrument.circuit != "unitary":
         raise MismatchError(f"program and instrument must both be of the unitary circuit (compile a unitary "
                             f"matrix; photocomp.fabricate(target, seed, circuit='unitary')); got a "

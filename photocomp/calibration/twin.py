@@ -42,6 +42,7 @@ from measured component parameters.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import jax
@@ -61,6 +62,7 @@ from photocomp.calibration.engine import (
     settings_error,
 )
 from photocomp.core.convention import phase_difference
+from photocomp.core.crossbar import crossbar_counts
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
 from photocomp.core.ir import CompileReport, PassRecord, circuit_stages
 from photocomp.core.validate import check_int, check_real
@@ -156,9 +158,16 @@ def _gauge(target, circuit: str = "svd") -> dict:
     k, m = target.size, lay.n_mzi
     cell = {s: {c: np.ones(m) for c in _other_couplers(lay)} for s in circuit_stages(circuit) if s != "att"}
     if circuit_stages(circuit) == ("u",):
-        n = max(sl.stop for sl in heater_slices(target, circuit).values())
+        sl = heater_slices(target, circuit)
+        n = max(g.stop for g in sl.values())
+        offset = np.ones(n)
+        if lay.crossbar:
+            # only the sum of a cell's input offset and its output's reference offset matters: the references
+            # are held; a path's tree amplitudes scale its cell like its loss, which takes them (no tree
+            # parameters are fitted)
+            offset[sl["u_out"]] = 0.0
         return {"coupler_in": {"u": np.ones(m)}, "coupler_out": {"u": np.ones(m)}, "loss_db": {"u": np.ones(m)},
-                "offset": np.ones(n), "efficiency": np.ones(n), "cell_errors": cell}
+                "offset": offset, "efficiency": np.ones(n), "cell_errors": cell}
     pairs, lower, cols = lay.pair_array, lay.lower_array, lay.column_array
     first = np.full(k, np.iinfo(np.int64).max)
     last = np.full(k, -1)
@@ -189,6 +198,9 @@ def _scales(target, gauge: dict) -> dict:
     """Typical size of each parameter's deviation from the prior, times its gauge mask."""
     c = max(float(target.coupler_sigma_rad), 1e-3)
     l = max(float(target.mzi_loss_sigma_db), 1e-3)
+    if target.layout.crossbar:  # a cell's loss also carries its path's tree imbalance: 2 trees of `depth` splitters
+        depth = crossbar_counts(target.size)["tree_depth"]
+        l = math.hypot(l, 20 / math.log(10) * c * math.sqrt(2 * depth))
     e = max(float(target.heater_efficiency_sigma), 1e-3)
     return {
         "coupler_in": {s: c * g for s, g in gauge["coupler_in"].items()},

@@ -230,7 +230,8 @@ class Program:
 
     @property
     def n_mzi(self) -> int:
-        """MZIs used: per tile two meshes and one attenuator column (``svd``) or one mesh (``unitary``)."""
+        """MZIs used: per tile two meshes and one attenuator column (``svd``), one mesh (``unitary``) or the
+        weight cells (``crossbar``)."""
         pm = self.phase_map
         return pm.n_tiles * pm.n_mzi_per_tile
 

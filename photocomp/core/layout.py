@@ -120,6 +120,9 @@ class MeshLayout:
         point at the dummy modes N, N+1), ``index`` the MZI's position in
         ``pairs`` (padding: 0) and ``valid`` a boolean mask.
         """
+        if self.crossbar:
+            raise InvalidInputError("a crossbar layout has no mesh columns to walk: its weight cells act in "
+                                    "parallel (photocomp.core.crossbar)")
         depth = self.depth
         counts = np.bincount(self.column_array, minlength=depth) if depth else np.zeros(0, int)
         width = int(counts.max()) if depth else 0

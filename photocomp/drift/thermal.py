@@ -464,7 +464,9 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
         stages: ``"v"``, ``"att"``, ``"u"`` (``svd``) or ``"u"`` (``unitary``).
       temperature: ``f(xy) -> (P, B)``: temperature change (K) of ``B`` fields
         at positions ``xy`` (P, 2) um.
-      circuit: the chip's circuit, ``"svd"`` or ``"unitary"``; ``H`` is its heater count.
+      circuit: the chip's circuit, ``"svd"``, ``"unitary"`` or ``"crossbar"``; ``H`` is its heater count.
+        A crossbar's weight cell: its internal heater sees its arms' difference, its input shifter the
+        path's common phase (input section and reference arm), each output reference its section.
     """
     stages = circuit_stages(circuit)
     if not isinstance(imbalance_um, dict) or set(imbalance_um) != set(stages):
@@ -484,6 +486,16 @@ def thermal_phase_map(target: Target, imbalance_um: dict, temperature: Callable[
     modes_y = np.arange(n) * py
 
     trims = len(lay.cell.trims)
+    if lay.crossbar:  # independent weight cells (photocomp.core.crossbar)
+        p_int, p_ext = pos[sl["u_int"]], pos[sl["u_ext"]]
+        imb = np.asarray(imbalance_um["u"], dtype=np.float64)
+        t_l = temp(p_int + below)
+        # the internal heater sees the arms' difference; the input shifter carries the path's common phase:
+        # its input section and the reference (lower) arm; the output reference its own section
+        out[sl["u_int"]] = kappa * ((half + imb[:, None]) * temp(p_int) - half * t_l)
+        out[sl["u_ext"]] = kappa * half * (temp(p_ext) + t_l)
+        out[sl["u_out"]] = kappa * px * temp(pos[sl["u_out"]])
+        return out
 
     def bell_stage(name, x0, screen):
         """A Bell mesh: arm sections onto the arm heaters, the phases between columns by the Bell sweep."""
