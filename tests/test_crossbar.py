@@ -194,7 +194,7 @@ def test_bad_crossbar_input_is_refused():
     with pytest.raises(PipelineError, match="is a crossbar chip"):
         pc.compile(np.eye(4), t, pipeline="validate | tile | svd | clements | lower")
     with pytest.raises(InvalidInputError, match="no mesh columns"):
-        t.layout.column_slots
+        _ = t.layout.column_slots
 
 
 def test_netlist_of_a_crossbar_computes_its_tile():

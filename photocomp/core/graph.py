@@ -121,7 +121,7 @@ def _crossbar(g, mp, tile, last) -> int:
             if valid[leaf, d]:
                 level[int(node[leaf, d])] = d
     inner, leaves = _tree_edges(k)
-    span = {}  # every tree node's leaves, for its y
+    span: dict[int, list[int]] = {}  # every tree node's leaves, for its y
     for leaf in range(k):
         for n, ok in zip(node[leaf], valid[leaf]):
             if ok:
