@@ -5,7 +5,9 @@ MZI cells; ``mzix-N``: MZI + crossing cells; ``bell-N``: symmetric MZI cells
 with input, edge and output phase layers, Bell & Walmsley 2021; ``butterfly-N``:
 the FFT-pattern mesh, N a power of two, not universal; ``fldzhyan-N``: Fldzhyan
 et al. 2020's 2N brick columns of static couplers, programmed by fitting, up to
-:data:`FLDZHYAN_MAX` modes), size N and coupler
+:data:`FLDZHYAN_MAX` modes; ``crossbar-N``: no mesh, a fan-out / weight / fan-in
+core of N^2 weight MZIs between splitter trees, :mod:`photocomp.core.crossbar`,
+whose unitary program is its crossbar program), size N and coupler
 splitting-angle error sigma, a Haar-random N x N unitary (seed 2026) is
 compiled onto the target (a unitary program: one mesh, no attenuators) and
 run on chips fabricated with ``coupler_sigma_rad = sigma`` and lossless
@@ -35,7 +37,10 @@ for a butterfly, which reaches only its own family, and for Fldzhyan's layout, w
 stalls in local minima from about 12 modes on). Fldzhyan's cells have no adjustable
 splitting: local correction only sets their phases, every cell with a coupler error is
 unreachable on its own, and only model calibration (a fit on the chip) uses the layout's
-tolerance of coupler errors. The headline
+tolerance of coupler errors. A crossbar's cells err independently: its local
+correction is exact for every cell that reaches its share of the tile, and its
+unreachable cells are the small entries below their cell's extinction floor
+(the trees' splitting errors are on its chips too). The headline
 of Hamerly et al., Nat. Commun. 13, 6831 (2022): after correction the MZI
 mesh's error grows with N, the three-splitter mesh's does not.
 
@@ -66,7 +71,7 @@ from photocomp.hardware.chipsim import chip_tile_matrices, flatten_heaters, unfl
 
 BEGIN = "<!-- architectures:begin -->"
 END = "<!-- architectures:end -->"
-FAMILIES = ("clements", "mzi3", "mzix", "bell", "butterfly", "fldzhyan")
+FAMILIES = ("clements", "mzi3", "mzix", "bell", "butterfly", "fldzhyan", "crossbar")
 FLDZHYAN_MAX = 32
 """Largest Fldzhyan layout in the table: its fit is far from exact beyond, and takes minutes per mesh."""
 
@@ -115,7 +120,7 @@ def row(family: str, n: int, sigma: float, seeds: list[int], model: bool, steps:
 PLOT_FLOOR = 1e-16
 """Errors below this (rounding) are drawn at it on the figure's log scale."""
 COLOURS = {"clements": "tab:blue", "mzi3": "tab:green", "mzix": "tab:orange", "bell": "tab:red",
-           "butterfly": "tab:purple", "fldzhyan": "tab:brown"}
+           "butterfly": "tab:purple", "fldzhyan": "tab:brown", "crossbar": "tab:gray"}
 
 
 def plot(path: Path, rows: list[dict], sigmas: list[float], model: bool) -> None:
@@ -156,14 +161,15 @@ def drift_sensitivity(cal, chip, fresh: float) -> tuple[float, float]:
     """Error 1 K adds to a calibrated program: ``(ambient, gradient)``.
 
     Ambient: the whole die 1 K warmer (differential phases come from the arms' length imbalance).
-    Gradient: 0 K at mode 0 to 1 K at mode N - 1, the error taken after the best phase per output (a
+    Gradient: 0 K at mode 0 to 1 K at mode N - 1 (a crossbar: its first to last row of cells), the error taken after the best phase per output (a
     gradient across the modes delays each output's light differently along its whole path; a coherent
     receiver tracking its reference removes that, so the error left is what the mesh's mixing lost).
     Both with the best complex gain (the drift studies' error) and 30 um RMS arm-length imbalance (the default ``ThermalProcess``'s); each is
     ``sqrt(max(e^2 - e_fresh^2, 0))``.
     """
     t = chip.target
-    height = (t.size - 1) * t.mode_pitch_um
+    # a mesh's modes, a crossbar's rows of weight cells (two mode pitches each): 1 K from the first to the last
+    height = (t.size - 1) * t.mode_pitch_um * (2 if t.layout.crossbar else 1)
     fields = lambda xy: np.column_stack([np.ones(len(xy)), xy[:, 1] / height])  # noqa: E731  (P, 2) K
     shift = pc.drift.thermal_phase_map(t, pc.drift.sample_imbalance(chip, 30.0), fields, circuit=chip.circuit)
     s = cal.settings
@@ -205,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         "family, so also the fit's error, as does Fldzhyan's layout of static couplers, fitted up to "
         f"N = {FLDZHYAN_MAX}); the chip errors are against the compiled program. Fldzhyan's cells cannot "
         "change their splitting: local correction only sets their phases, every cell with a coupler error is "
-        "unreachable on its own, and only model calibration fits the layout to its chip. 'phase layers' "
+        "unreachable on its own, and only model calibration fits the layout to its chip. A crossbar is no mesh: "
+        "N^2 weight cells between splitter trees, one cell per entry of the unitary, whose 'depth' is its one "
+        "column of cells (its trees add no phase). 'phase layers' "
         "counts the phase-shifter layers light crosses; 'worst path' is the insertion loss of the highest-loss "
         "path at the target's nominal component losses. Errors are ||U - g U_chip||_F / ||U||_F with the best gain; "
         "'unreachable' is the fraction of cells whose splitting their couplers cannot reach, 'clip error' the error "

@@ -14,7 +14,7 @@ from photocomp.core.ir import PhaseMap, TileGrid
 from photocomp.core.layout import layout
 from photocomp.core.phases import MeshPhases
 from photocomp.core.registry import quote
-from photocomp.passes.decompose import _tile_errors
+from photocomp.passes.decompose import tile_errors
 from photocomp.sim import ideal
 
 
@@ -46,7 +46,7 @@ class Crossbar(Pass):
         lay = layout("crossbar", grid.tile)
         pm = PhaseMap.unitary(grid, MeshPhases(lay, theta, phi, np.zeros((grid.n_tiles, grid.tile))), gain)
         tiles, _, u_hat = ideal.tiles_and_meshes_np(pm)
-        err = float(np.sqrt(_tile_errors(grid, blocks, tiles).sum()))
+        err = float(np.sqrt(tile_errors(grid, blocks, tiles).sum()))
         norm = float(np.linalg.norm(state.weights))
         metrics = {
             "matrix_error": err / norm if norm > 0 else err,

@@ -81,7 +81,7 @@ class _Decompose(Pass):
         tiles, v_hat, u_hat = ideal.tiles_and_meshes_np(pm)
         fid_u = np.asarray(fidelity(np.asarray(u, np.complex128), u_hat))
         fid_v = None if vh is None or v_hat is None else np.asarray(fidelity(np.asarray(vh, np.complex128), v_hat))
-        err = float(np.sqrt(_tile_errors(grid, state.require("blocks", "tile"), tiles).sum()))
+        err = float(np.sqrt(tile_errors(grid, state.require("blocks", "tile"), tiles).sum()))
         norm = float(np.linalg.norm(state.weights))
         metrics = {
             "min_mesh_fidelity": float(fid_u.min() if fid_v is None else min(fid_v.min(), fid_u.min())),
@@ -112,7 +112,7 @@ def _unpadded(grid: TileGrid) -> np.ndarray:
     return (i[None, :, None] < rows[:, None, None]) & (i[None, None, :] < cols[:, None, None])
 
 
-def _tile_errors(grid: TileGrid, blocks, tiles: np.ndarray) -> np.ndarray:
+def tile_errors(grid: TileGrid, blocks, tiles: np.ndarray) -> np.ndarray:
     """Per tile the squared Frobenius error of ``tiles`` against ``blocks`` over the unpadded part,
     so that ``sqrt(sum)`` is ``||W - W_hat||_F``."""
     d = np.where(_unpadded(grid), np.asarray(blocks, np.complex128) - tiles, 0.0)

@@ -140,9 +140,10 @@ def test_per_cell_correction_is_exact_where_the_cells_reach():
     assert before > 0.02 and error(local, chip)["matrix_error"] < 1e-12
 
 
-def test_unreachable_cells_are_those_below_their_extinction_floor():
-    """Small entries of a Gaussian matrix fall below a cell's floor; the mask agrees with a brute-force sweep
-    of every cell's internal phase, and local correction reaches exactly the clip error."""
+def test_unreachable_cells_are_those_outside_their_range():
+    """Small entries of a Gaussian matrix fall below a cell's floor (and the tile's best scale may clip its
+    brightest cells); the mask agrees with a brute-force sweep of every cell's internal phase, and local
+    correction reaches exactly the clip error, which model calibration does not beat by more than 1e-3."""
     w = np.random.default_rng(3).normal(size=(8, 8))
     prog = pc.compile(w, pc.get_target("crossbar-8").__class__(
         **{**pc.get_target("crossbar-8").to_dict(), "coupler_sigma_rad": 0.08}), pipeline=EXACT)
@@ -157,16 +158,18 @@ def test_unreachable_cells_are_those_below_their_extinction_floor():
         amp = np.stack([np.abs(np.asarray(pc.hardware.chipsim.stage_coefficients(
             chip, lay, "u", np.full(k * k, p), np.zeros(k * k), dtype=np.complex128)[0])) for p in psi[::20]])
     lo, hi = amp.min(axis=0), amp.max(axis=0)
-    want = cells.scale[0] * np.abs(np.cos(prog.phase_map.u.theta[0]))
-    assert np.all(want <= hi * (1 + 1e-6))  # the tile's scale fits its weakest path's top
-    brute = want < lo * (1 - 1e-4)
-    clear = (want < lo * (1 - 1e-3)) | (want > lo * (1 + 1e-3))  # cells not within the grid's resolution
+    mag = np.abs(np.cos(prog.phase_map.u.theta[0]))
+    want = cells.scale[0] * mag
+    assert cells.scale[0] >= np.min(hi / mag) * (1 - 1e-6)  # at least the scale at which every cell reaches its top
+    brute = (want < lo * (1 - 1e-4)) | (want > hi * (1 + 1e-4))
+    # cells not within the grid's resolution of an end
+    clear = (np.abs(want / lo - 1) > 1e-3) & (np.abs(want / hi - 1) > 1e-3)
     np.testing.assert_array_equal(reach.u[0][clear], brute[clear])
     assert 0 < reach.count < 64 and reach.fraction == pytest.approx(reach.count / 64)
     local = pc.calibrate(prog, chip, method="local")
     assert error(local, chip)["matrix_error"] == pytest.approx(reach.clip_error, rel=1e-9)
     model = pc.calibrate(prog, chip, method="model", steps=60, progress=False)
-    assert error(model, chip)["matrix_error"] <= reach.clip_error * (1 + 1e-9)
+    assert reach.clip_error * (1 - 1e-3) <= error(model, chip)["matrix_error"] <= reach.clip_error * (1 + 1e-9)
 
 
 def test_mesh_only_methods_refuse_a_crossbar_with_a_typed_error():
@@ -183,9 +186,9 @@ def test_bad_crossbar_input_is_refused():
     t = pc.get_target("crossbar-4")
     with pytest.raises(InvalidInputError, match="Target.cell must be 'mzi'"):
         pc.Target(**{**t.to_dict(), "cell": "mzi3"})
-    with pytest.raises(MismatchError, match=r"circuit must be one of \('crossbar',\)"):
+    with pytest.raises(InvalidInputError, match=r"circuit must be one of \('crossbar',\)"):
         pc.fabricate(t, seed=0, circuit="svd")
-    with pytest.raises(MismatchError, match=r"circuit must be one of \('svd', 'unitary'\)"):
+    with pytest.raises(InvalidInputError, match=r"circuit must be one of \('svd', 'unitary'\)"):
         pc.fabricate("clements-4", seed=0, circuit="crossbar")
     with pytest.raises(InvalidInputError, match="circuit must be one of"):
         t.default_pipeline("unitary")

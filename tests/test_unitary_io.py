@@ -204,7 +204,7 @@ def test_tampered_circuit_field_is_refused(files, tmp_path):
         pc.load(path)
     for value, shown in (("bogus", "string 'bogus'"), (None, "null None"), (["unitary"], "array"), (1, "integer 1")):
         _write(path, {**meta, "circuit": value}, arrays, digest=True)
-        with pytest.raises(PhaseMapFileError, match=r"field 'circuit' must be one of \('svd', 'unitary'\); got "
+        with pytest.raises(PhaseMapFileError, match=r"field 'circuit' must be one of \('svd', 'unitary', 'crossbar'\); got "
                                                     + shown):
             pc.load(path)
     _write(path, {k: v for k, v in meta.items() if k != "circuit"}, arrays, digest=True)

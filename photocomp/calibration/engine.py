@@ -552,9 +552,10 @@ class CrossbarCells:
     """Per-cell correction of a crossbar program on a chip (:func:`crossbar_cells`), arrays ``(T, K^2)``.
     Attributes:
       internal, external: the heaters' phases (rad, wrapped) that give every cell its share of the tile.
-      unreachable: cells of the matrix (not padding) whose wanted amplitude lies below their extinction floor.
+      unreachable: cells of the matrix (not padding) whose share ``c |w_ij|`` lies outside their range: below
+        their extinction floor, or above their top where the tile's scale is set past the weakest path's.
       scale: ``(T,)`` the common amplitude scale ``c`` of each tile (cell ``(i, j)`` is set to ``c w_ij``).
-      amplitude: the cells' amplitudes as set, ``max(c |w_ij|, floor_ij)`` (path and loss included).
+      amplitude: the cells' amplitudes as set, ``c |w_ij|`` clipped into their range (path and loss included).
     """
     internal: np.ndarray
     external: np.ndarray
@@ -569,10 +570,11 @@ def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
     A cell's element, path included, is ``m(internal) = P e^{i internal} - Q`` (times ``e^{i external}``):
     ``P`` and ``Q`` come from the chip's coefficients at internal 0 and pi, so they carry the cell's
     couplers, its loss and its fan-out and fan-in amplitudes. Its amplitude ranges over
-    ``[||P| - |Q||, |P| + |Q|]``. Each tile takes the largest scale ``c`` at which every cell reaches
-    ``c |w_ij|`` (the weakest path sets it; the gain restores it), every cell's internal phase then gives
-    that amplitude exactly (the branch of the ideal ``[pi, 2 pi]``), clipped to its floor where below, and
-    its input shifter the entry's phase less the output's phase reference. Cells err independently, so
+    ``[||P| - |Q||, |P| + |Q|]``. Each tile takes a scale ``c`` (the gain restores it) and sets every cell
+    to ``c |w_ij|`` clipped into its range: its internal phase gives that amplitude exactly (the branch of the
+    ideal ``[pi, 2 pi]``), its input shifter the entry's phase less the output's phase reference. The scale
+    is the one of :func:`_crossbar_scales`' candidates, from the largest at which every cell reaches its
+    top (the weakest path's) up, whose clipped cells leave the least error. Cells err independently, so
     this is exact for every reachable cell, whatever the size.
     """
     lay = pm.layout
@@ -589,13 +591,10 @@ def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
     i, j = np.divmod(np.arange(k * k), k)
     used = (i[None, :] < rows[:, None]) & (j[None, :] < cols[:, None])
     mag = np.where(used, np.abs(w), 0.0)
-    with np.errstate(divide="ignore"):
-        ratio = np.where(mag > 0, hi[None, :] / np.where(mag > 0, mag, 1.0), np.inf)
-    scale = ratio.min(axis=1)
-    scale = np.where(np.isfinite(scale), scale, 0.0)
-    want = np.minimum(scale[:, None] * mag, hi[None, :])
-    unreachable = used & (want < lo[None, :] * (1 - 1e-12))
-    amp = np.maximum(want, lo[None, :])
+    scale = _crossbar_scales(mag, lo, hi)
+    want = scale[:, None] * mag
+    unreachable = used & ((want < lo[None, :] * (1 - 1e-12)) | (want > hi[None, :] * (1 + 1e-12)))
+    amp = np.clip(want, lo[None, :], hi[None, :])
     rho = np.abs(p * np.conj(q))
     chi = np.angle(p * np.conj(q))
     cos_arg = (np.abs(p) ** 2 + np.abs(q) ** 2 - amp**2) / (2 * np.where(rho > 0, rho, 1.0))
@@ -605,6 +604,35 @@ def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
     external = np.angle(w) - out[:, i] - np.angle(m)
     wrap = lambda a: np.mod(a, 2 * np.pi)  # noqa: E731
     return CrossbarCells(wrap(internal), wrap(external), unreachable, scale, amp)
+
+
+CROSSBAR_SCALES = 48
+"""Scales a crossbar tile's correction tries (:func:`_crossbar_scales`): from the largest at which every cell
+reaches its top to 4 times it, geometrically."""
+
+
+def _crossbar_scales(mag: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per tile the scale ``c`` whose cells, set to ``clip(c |w|, lo, hi)`` with their phases exact, leave the
+    least matrix error after the best gain: ``sum |w|^2 - (sum |w| a)^2 / sum a^2`` with ``a`` the clipped
+    amplitudes over ``c``. Candidates: :data:`CROSSBAR_SCALES` from ``min hi / |w|`` (nothing clipped at the
+    top) to 4 times it; a larger scale dims fewer cells below their floor and clips the brightest. An all-zero
+    tile gets 0."""
+    with np.errstate(divide="ignore"):
+        ratio = np.where(mag > 0, hi[None, :] / np.where(mag > 0, mag, 1.0), np.inf)
+    first = ratio.min(axis=1)
+    live = np.isfinite(first)
+    first = np.where(live, first, 1.0)
+    best = first.copy()
+    best_err = np.full(len(mag), np.inf)
+    for f in np.geomspace(1.0, 4.0, CROSSBAR_SCALES):
+        c = first * f
+        a = np.clip(c[:, None] * mag, lo[None, :], hi[None, :]) / c[:, None]
+        num = np.sum(mag * a, axis=1)
+        err = np.sum(mag**2, axis=1) - num**2 / np.sum(a**2, axis=1)
+        better = err < best_err * (1 - 1e-12)  # ties keep the smaller scale (the first, unclipped at the top)
+        best = np.where(better, c, best)
+        best_err = np.where(better, err, best_err)
+    return np.where(live, best, 0.0)
 
 
 def _local_attenuators(pm, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
@@ -741,12 +769,14 @@ def _crossbar_reachability(pm, chip: Chip, none: np.ndarray) -> Reachability:
     reaches on the chip model."""
     cells = crossbar_cells(pm, chip)
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    k = pm.grid.tile
+    # the cells as set, relative to the tile's scale (a floor can exceed full transmission there: no theta
+    # reaches it, so the tiles are built from the amplitudes), with the program's phases
     scale = np.where(cells.scale > 0, cells.scale, 1.0)[:, None]
-    clipped = cells.amplitude / scale
-    clip_pm = pm.replace(u=MeshPhases(pm.u.layout, np.arccos(np.clip(clipped, 0.0, 1.0)), f64(pm.u.phi),
-                                      f64(pm.u.out_phase)), gain=np.ones_like(f64(pm.gain)))
+    clipped = (cells.amplitude / scale * np.exp(1j * f64(pm.u.phi))).reshape(-1, k, k)
+    clipped = np.exp(1j * f64(pm.u.out_phase))[:, :, None] * clipped / k
     with jax.enable_x64(True):
-        err = float(relative_error(jnp.asarray(tile_matrices_np(pm)), jnp.asarray(tile_matrices_np(clip_pm)))[0])
+        err = float(relative_error(jnp.asarray(tile_matrices_np(pm)), jnp.asarray(clipped))[0])
     rows, cols = pm.grid.extent()
     used = int(np.sum(rows * cols))
     frac = float(cells.unreachable.sum() / used) if used else 0.0

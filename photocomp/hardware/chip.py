@@ -63,7 +63,7 @@ import numpy as np
 
 from photocomp.core.bell import edge_count, sweep_structure
 from photocomp.core.cell import MZI, Cell, get_cell
-from photocomp.core.errors import InvalidTypeError, MismatchError
+from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
 from photocomp.core.graph import circuit_graph
 from photocomp.core.ir import PhaseMap, TileGrid, circuit_stages
 from photocomp.core.layout import MeshLayout
@@ -328,7 +328,7 @@ def _check_circuit(t: Target, circuit) -> str:
         return t.circuits[0]
     circuit_stages(circuit)  # a typed error for an unknown circuit
     if circuit not in t.circuits:
-        raise MismatchError(f"circuit must be one of {t.circuits} on target {t.name!r}; got {circuit!r}")
+        raise InvalidInputError(f"circuit must be one of {t.circuits} on target {t.name!r}; got {circuit!r}")
     return circuit
 
 
