@@ -6,7 +6,8 @@ strings can name them.
 """
 
 from photocomp.passes.canonicalize import Canonicalize
-from photocomp.passes.decompose import Butterfly, Clements, Reck
+from photocomp.passes.crossbar import Crossbar
+from photocomp.passes.decompose import Butterfly, Clements, Fldzhyan, Reck
 from photocomp.passes.lower import Lower
 from photocomp.passes.presets import preset
 from photocomp.passes.quantize import Quantize
@@ -15,4 +16,5 @@ from photocomp.passes.tile import Tile
 from photocomp.passes.unitary import Unitary
 from photocomp.passes.validate import Validate
 
-__all__ = ["Validate", "Tile", "SVD", "Unitary", "Clements", "Reck", "Butterfly", "Canonicalize", "Quantize", "Lower", "preset"]
+__all__ = ["Validate", "Tile", "SVD", "Unitary", "Clements", "Reck", "Butterfly", "Fldzhyan", "Crossbar", "Canonicalize",
+           "Quantize", "Lower", "preset"]

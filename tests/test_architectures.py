@@ -4,6 +4,7 @@ through compile, chip model, reachability, local / model calibration, drift, cos
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -267,3 +268,5 @@ def test_pace_64_docstring_compares_the_crossbar_target():
     core = 4 * (2 * (64 * 63 // 2) + 64) + 64
     assert f"{crossbar - 16_000:,} more than the published count against this core's {core - 16_000:,}" in doc
     assert abs(core - 16_000) < abs(crossbar - 16_000)
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert f"`crossbar-64` has {crossbar:,} components against the Clements core's {core:,}" in readme
