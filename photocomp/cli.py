@@ -502,6 +502,8 @@ def _circuit(circuit: str) -> str:
     """A program circuit in words."""
     if circuit == "unitary":
         return "unitary (one mesh per tile; no V mesh, no attenuators)"
+    if circuit == "crossbar":
+        return "crossbar (fan-out trees, one weight cell per entry, fan-in trees per tile)"
     return f"{circuit} (V mesh, attenuator column, U mesh per tile)"
 
 
@@ -536,7 +538,9 @@ def _inspect(args) -> int:
         ("tiles", f"{pm.n_tiles} ({pm.grid.rows}x{pm.grid.cols} of {pm.grid.tile}x{pm.grid.tile})"),
         ("circuit", _circuit(prog.circuit)),
     ]
-    if pm.v is None:
+    if pm.layout.crossbar:
+        rows.append(("MZIs", f"{prog.n_mzi} ({pm.layout.n_mzi} weight cells per tile)"))
+    elif pm.v is None:
         rows.append(("MZIs", f"{prog.n_mzi} ({pm.layout.n_mzi} per tile: one mesh, no attenuators)"))
     else:
         rows.append(("MZIs", f"{prog.n_mzi} ({pm.layout.n_mzi} per mesh, 2 meshes + {pm.grid.tile} attenuators per tile)"))
@@ -547,7 +551,7 @@ def _inspect(args) -> int:
     ]
     if pm.v is not None:
         rows.append(("V mesh phases", _phase_stats(pm.v)))
-    rows.append(("U mesh phases", _phase_stats(pm.u)))
+    rows.append(("weight cells" if pm.layout.crossbar else "U mesh phases", _phase_stats(pm.u)))
     if pm.sigma is not None:
         rows.append(("attenuators", f"sigma [{np.min(pm.sigma):.4f}, {np.max(pm.sigma):.4f}] rad"))
     rows.append(("gains", f"[{np.min(pm.gain):.4g}, {np.max(pm.gain):.4g}]"))

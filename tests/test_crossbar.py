@@ -289,3 +289,39 @@ def test_black_box_methods_improve_a_crossbar():
     insitu = pc.calibrate(prog, chip, method=pc.InSitu(steps=10))
     assert error(twin, chip)["matrix_error"] < before / 2
     assert error(insitu, chip)["matrix_error"] < before
+
+
+def test_cli_and_figures_of_a_crossbar(capsys, tmp_path):
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from conftest import run_cli
+    from photocomp.analysis.plot import figure
+
+    np.save(tmp_path / "w.npy", np.random.default_rng(0).normal(size=(10, 12)))
+    code, out, err = run_cli(capsys, "compile", str(tmp_path / "w.npy"), "--target", "crossbar-8", "-o",
+                             str(tmp_path / "p.npz"))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "inspect", str(tmp_path / "p.npz"))
+    assert code == 0, err
+    rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in out.strip().splitlines())
+    assert rows["circuit"].startswith("crossbar (fan-out trees, one weight cell per entry")
+    assert rows["MZIs"] == "256 (64 weight cells per tile)" and rows["weight cells"].startswith("theta [")
+    code, out, err = run_cli(capsys, "calibrate", str(tmp_path / "p.npz"), "--chip-seed", "3", "--method", "local",
+                             "-o", str(tmp_path / "c.npz"))
+    assert code == 0, err
+    cal = pc.load(tmp_path / "c.npz")
+    assert cal.calibrated and cal.chip.circuit == "crossbar"
+    code, out, err = run_cli(capsys, "targets")
+    assert re.search(r"crossbar-<N>\s+crossbar\s+N\s+N\^2", out)
+    # figures: the weight cells drawn as the tile's matrix
+    titles = [ax.get_title() for ax in figure(cal, "phases").axes]
+    assert "tile 0: weight cells theta" in titles and "tile 0: weight cells phi" in titles
+    mesh = figure(cal, "mesh")
+    assert [ax.get_xlabel() for ax in mesh.axes[:1]] == ["input j"]
+    assert "crossbar circuit of tile 0 of 4" in mesh._suptitle.get_text()
+    calib = figure(cal, "calibration", tile=0)
+    assert any(ax.get_title() == "weight cells: unreachable in tile 0" and ax.get_xlabel() == "input j"
+               for ax in calib.axes)

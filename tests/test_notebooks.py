@@ -130,6 +130,10 @@ def test_06_which_mesh(tmp_path, kernel_name):
     assert "the fit on the chip beats the MZI mesh's calibration at sigma = 0.2 rad: True" in out
     assert "and at sigma = 0.05 rad: False" in out
     assert "the three-splitter mesh is exact (below 1e-12) at every sigma: True" in out
+    # the crossbar: per-cell correction below the MZI mesh's, growing more slowly; model ends where local does
+    assert "the crossbar's local error is below the Clements mesh's at every point: True" in out
+    assert "from N = 8 to 48 it grows by a smaller factor at every sigma: True" in out
+    assert "model calibration within 1e-3 of local correction: True" in out
     assert number(r"notebook runtime: ([\d.]+) s", out) < 900  # about 300 s on two cores
 
 

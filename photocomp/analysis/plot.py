@@ -131,7 +131,10 @@ def _check_tile(tile, n_tiles: int):
 
 
 def _mesh_grid(layout, values) -> np.ndarray:
-    """(N - 1, depth) image of per-MZI ``values``: row = upper mode, column = MZI column; NaN where no MZI."""
+    """(N - 1, depth) image of per-MZI ``values``: row = upper mode, column = MZI column; NaN where no MZI.
+    A crossbar's cells: the (N, N) matrix they realise, row = output, column = input."""
+    if layout.crossbar:
+        return np.asarray(values, dtype=np.float64).reshape(layout.n_modes, layout.n_modes)
     grid = np.full((max(layout.n_modes - 1, 1), max(layout.depth, 1)), np.nan)
     grid[layout.pair_array, layout.column_array] = np.asarray(values, dtype=np.float64)
     return grid
@@ -182,8 +185,7 @@ def _draw_phases(fig, source, tile=None):
         for col, (name, values, cmap, vmax) in enumerate(panels):
             ax = fig.add_subplot(grid[row, col])
             if lay.crossbar:  # the weight cells as the matrix they realise: row = output, column = input
-                _image(fig, ax, np.asarray(values).reshape(lay.n_modes, lay.n_modes), cmap=cmap, vmin=0.0,
-                       vmax=vmax, title=f"tile {t}: weight cells {name[2:]}", xlabel="input j",
+                _image(fig, ax, _mesh_grid(lay, values), cmap=cmap, vmin=0.0, vmax=vmax, title=f"tile {t}: weight cells {name[2:]}", xlabel="input j",
                        ylabel="output i", colorbar=row == 0)
                 continue
             _image(fig, ax, _mesh_grid(lay, values), cmap=cmap, vmin=0.0, vmax=vmax,
@@ -367,18 +369,21 @@ def _draw_calibration(fig, source, tile=None):
         what = f"tiles (count of {prog.n_tiles})"
     pick = (lambda m: m[tile].astype(float)) if tile is not None else (lambda m: m.sum(axis=0).astype(float))
     vmax = 1.0 if tile is not None else float(prog.n_tiles)
-    meshes = (("V mesh", reach.v), ("U mesh", reach.u)) if svd else (("U mesh (the only mesh)", reach.u),)
+    meshes = (("V mesh", reach.v), ("U mesh", reach.u)) if svd else (
+        ("weight cells" if lay.crossbar else "U mesh (the only mesh)", reach.u),)
+    axes = ("input j", "output i") if lay.crossbar else ("column", "upper mode")
     for col, (name, mask) in enumerate(meshes):
         ax = fig.add_subplot(grid[1, col] if svd else grid[1, :])
         _image(fig, ax, _mesh_grid(lay, pick(np.asarray(mask))), cmap="Reds", vmin=0.0, vmax=vmax,
-               title=f"{name}: unreachable in {what}", xlabel="column", ylabel="upper mode", label="count")
+               title=f"{name}: unreachable in {what}", xlabel=axes[0], ylabel=axes[1], label="count")
     if svd:
         ax = fig.add_subplot(grid[1, 2])
         att = reach.att[tile][None, :] if tile is not None else reach.att
         _image(fig, ax, att.astype(float), cmap="Reds", vmin=0.0, vmax=1.0,
                title="attenuators: unreachable", xlabel="mode", ylabel="tile" if tile is None else "",
                label="unreachable")
-    circuit = "" if svd else "\nunitary circuit: one mesh (U), no V mesh or attenuators"
+    circuit = "" if svd else ("\ncrossbar circuit: one weight cell per entry" if lay.crossbar
+                              else "\nunitary circuit: one mesh (U), no V mesh or attenuators")
     fig.suptitle(f"{prog.target.name}: calibration on chip seed {chip.seed}; unreachable MZIs "
                  f"{reach.count} ({100 * reach.fraction:.2f} %), clipping them {reach.clip_error:.2e}{circuit}", fontsize=10)
 
