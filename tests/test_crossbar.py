@@ -298,6 +298,7 @@ def test_cli_and_figures_of_a_crossbar(capsys, tmp_path):
 
     matplotlib.use("Agg")
     from conftest import run_cli
+
     from photocomp.analysis.plot import figure
 
     np.save(tmp_path / "w.npy", np.random.default_rng(0).normal(size=(10, 12)))
