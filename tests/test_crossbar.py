@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 
 import jax
 import networkx as nx
@@ -22,21 +23,24 @@ EXACT = "validate | tile | crossbar | canonicalize | lower"
 
 
 def _tree_reference(k: int, errors: np.ndarray) -> np.ndarray:
-    """Leaf amplitudes of a k-leaf splitter tree, by recursion over the subtrees (breadth-first node numbers)."""
+    """Leaf amplitudes of a k-leaf splitter tree: the tree built by recursion, its splitters numbered and
+    their amplitudes multiplied in breadth-first order from a queue."""
+    def build(leaves):
+        if len(leaves) == 1:
+            return leaves[0]
+        up = (len(leaves) + 1) // 2
+        return (np.arctan(np.sqrt((len(leaves) - up) / up)), build(leaves[:up]), build(leaves[up:]))
+
     amp = np.ones(k)
-    level, index = [(0, k)], 0
-    while level:
-        nxt = []
-        for lo, n in level:
-            if n < 2:
-                continue
-            up = (n + 1) // 2
-            alpha = np.arctan(np.sqrt((n - up) / up)) + errors[index]
-            amp[lo:lo + up] *= np.cos(alpha)
-            amp[lo + up:lo + n] *= np.sin(alpha)
-            index += 1
-            nxt += [(lo, up), (lo + up, n - up)]
-        level = nxt
+    queue, index = deque([(build(list(range(k))), 1.0)]), 0
+    while queue:
+        node, factor = queue.popleft()
+        if isinstance(node, int):
+            amp[node] = factor
+            continue
+        alpha = node[0] + errors[index]
+        index += 1
+        queue.extend([(node[1], factor * np.cos(alpha)), (node[2], factor * np.sin(alpha))])
     return amp
 
 
