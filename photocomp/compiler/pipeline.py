@@ -97,7 +97,7 @@ class Pass(abc.ABC):
     def ahead(self, target, grid: TileGrid, circuit: str) -> tuple[Callable[[], object], ...]:
         """Functions that run the XLA programs this pass will run on ``grid``'s tiles, on placeholder data.
 
-        ``circuit`` is ``"svd"`` or ``"unitary"``. :func:`photocomp.compile`
+        ``circuit`` is ``"svd"``, ``"unitary"`` or ``"crossbar"``. :func:`photocomp.compile`
         calls them in background threads, the first time a process compiles
         such a grid, so that the programs compile while earlier passes run
         (ahead-of-time compilation); :meth:`Pipeline.run` waits for them before

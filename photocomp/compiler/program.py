@@ -225,7 +225,8 @@ class Program:
 
     @property
     def circuit(self) -> str:
-        """The program's circuit: ``"svd"`` (V mesh, attenuators, U mesh) or ``"unitary"`` (one mesh)."""
+        """The program's circuit: ``"svd"`` (V mesh, attenuators, U mesh), ``"unitary"`` (one mesh) or ``"crossbar"``
+        (one weight cell per entry, :mod:`photocomp.core.crossbar`)."""
         return self.phase_map.circuit
 
     @property

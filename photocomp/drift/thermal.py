@@ -405,7 +405,7 @@ class ThermalDie:
       centre, extent: die centre and extent ``(W_x, W_y)`` (um).
       phase_per_k: ``(H, 3)`` heater phase shift (rad) per kelvin of ambient,
         x gradient and y gradient (:func:`thermal_phase_map`).
-      circuit: the chip's circuit, ``"svd"`` or ``"unitary"``.
+      circuit: the chip's circuit, ``"svd"``, ``"unitary"`` or ``"crossbar"``.
     """
 
     target: Target

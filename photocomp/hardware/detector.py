@@ -224,7 +224,7 @@ class BlackBoxChip:
 
     @property
     def circuit(self) -> str:
-        """The hidden chip's circuit (``"svd"`` or ``"unitary"``), which a chip's owner knows."""
+        """The hidden chip's circuit (``"svd"``, ``"unitary"`` or ``"crossbar"``), which a chip's owner knows."""
         return self._chip.circuit
 
     @property

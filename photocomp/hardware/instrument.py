@@ -204,7 +204,7 @@ class Instrument(Protocol):
 
     @property
     def circuit(self) -> str:
-        """The chip's circuit, ``"svd"`` or ``"unitary"`` (``docs/design.md`` §3.6)."""
+        """The chip's circuit, ``"svd"``, ``"unitary"`` or ``"crossbar"`` (``docs/design.md`` §3.6)."""
         ...
 
     @property
