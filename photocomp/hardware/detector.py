@@ -204,6 +204,8 @@ class BlackBoxChip:
         self.noise = noise
         self.ledger = Ledger.for_target(self._chip.target)
         self._drives: np.ndarray | None = None
+        # the largest output amplitude per unit input amplitude: a crossbar's fan-in passes at most 1/sqrt(K)
+        self._carry = 1.0 / np.sqrt(self._chip.target.size) if self._chip.target.layout.crossbar else 1.0
 
     @property
     def measurements(self) -> int:
@@ -333,7 +335,9 @@ class BlackBoxChip:
 
           full_scale: the detectors' range: ``"input"`` (default) spans the
             largest power the outputs could carry, ``(|x| + max|reference|)^2``
-            per input vector; ``"auto"`` sets the gain so that the brightest
+            per input vector (a crossbar's outputs carry at most ``|x|^2 / K``
+            of it, :mod:`photocomp.core.crossbar`: ``(|x| / sqrt(K) +
+            max|reference|)^2``); ``"auto"`` sets the gain so that the brightest
             output of the call sits at 80 % of full scale (per tile setting;
             auto-ranging receivers; use it when the mesh's loss leaves the
             outputs far below the input power).
@@ -373,7 +377,8 @@ class BlackBoxChip:
             if full_scale == "auto":
                 fs = jnp.maximum(jnp.max(intensity), 1e-300) / 0.8
             else:
-                amp = np.sqrt(np.sum(np.abs(x) ** 2, axis=1, keepdims=True)) + np.max(np.abs(ref), axis=-1, keepdims=True)
+                amp = np.sqrt(np.sum(np.abs(x) ** 2, axis=1, keepdims=True)) * self._carry + \
+                    np.max(np.abs(ref), axis=-1, keepdims=True)
                 fs = jnp.asarray(amp**2)
             if self.noise:
                 return np.asarray(detect(intensity, t, key, shots=shots, full_scale=fs))
