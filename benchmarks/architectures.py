@@ -48,6 +48,10 @@ Usage::
 
     python benchmarks/architectures.py --sizes 16 32 64 128 --sigmas 0.01 0.03 0.06 0.1 --seeds 0 1 2 \
         --model --out benchmarks/README.md --plot benchmarks/architectures.png
+
+The whole table keeps every XLA program it compiles, and by its end the process holds nearly as
+many memory maps as Linux's default ``vm.max_map_count`` (65,530) allows; past it LLVM stops the run
+with "Cannot allocate memory". Raise the limit (``sysctl vm.max_map_count=262144``) or run fewer sizes.
 """
 
 from __future__ import annotations
