@@ -149,8 +149,14 @@ def error(prog: Program, chip: Chip) -> dict:
 
 
 def ideal_settings(prog: Program) -> Settings:
+    """The program's ideal settings (:func:`ideal_settings_of` its ideal phase map)."""
+    return ideal_settings_of(prog.ideal_phase_map)
+
+
+def ideal_settings_of(pm) -> Settings:
+    """:func:`photocomp.hardware.chipsim.settings_from_program` of a phase map, in float64 numpy."""
     with jax.enable_x64(True):
-        s = settings_from_program(prog.ideal_phase_map)
+        s = settings_from_program(pm)
         return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), s)
 
 
@@ -518,8 +524,7 @@ def local_settings(prog: Program, chip: Chip, target_tiles: ArrayLike) -> tuple[
         return _local_bell_settings(pm, chip, target_tiles)
     if lay.crossbar:
         cells = crossbar_cells(pm, chip)
-        s = Settings.unitary(pm.grid, lay, cells.internal, cells.external, f64(ideal_settings_of(pm).u_out),
-                             f64(pm.gain))
+        s = Settings.unitary(pm.grid, lay, cells.internal, cells.external, cells.output, f64(pm.gain))
         err, g, _ = settings_error(chip, s, target_tiles)
         return s.replace(gain=g), err
     u_int, u_ext, u_out, u_trim = _local_mesh(
@@ -540,13 +545,6 @@ def local_settings(prog: Program, chip: Chip, target_tiles: ArrayLike) -> tuple[
     return s.replace(gain=g), err
 
 
-def ideal_settings_of(pm) -> Settings:
-    """:func:`photocomp.hardware.chipsim.settings_from_program` of a phase map, in float64 numpy."""
-    with jax.enable_x64(True):
-        s = settings_from_program(pm)
-        return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float64), s)
-
-
 @dataclasses.dataclass(frozen=True)
 class CrossbarCells:
     """Per-cell correction of a crossbar program on a chip (:func:`crossbar_cells`), arrays ``(T, K^2)``.
@@ -556,12 +554,14 @@ class CrossbarCells:
         their extinction floor, or above their top where the tile's scale is set past the weakest path's.
       scale: ``(T,)`` the common amplitude scale ``c`` of each tile (cell ``(i, j)`` is set to ``c w_ij``).
       amplitude: the cells' amplitudes as set, ``c |w_ij|`` clipped into their range (path and loss included).
+      output: ``(T, K)`` the outputs' phase references (rad), the program's, which the input shifters allow for.
     """
     internal: np.ndarray
     external: np.ndarray
     unreachable: np.ndarray
     scale: np.ndarray
     amplitude: np.ndarray
+    output: np.ndarray
 
 
 def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
@@ -603,7 +603,7 @@ def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
     out = f64(ideal_settings_of(pm).u_out)  # (T, K): each output's phase reference
     external = np.angle(w) - out[:, i] - np.angle(m)
     wrap = lambda a: np.mod(a, 2 * np.pi)  # noqa: E731
-    return CrossbarCells(wrap(internal), wrap(external), unreachable, scale, amp)
+    return CrossbarCells(wrap(internal), wrap(external), unreachable, scale, amp, out)
 
 
 CROSSBAR_SCALES = 48

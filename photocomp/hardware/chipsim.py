@@ -275,11 +275,10 @@ def _crossbar_coefficients(chip: Chip, lay: MeshLayout, internal, external, *, d
                                  chip.loss_db["u"], dtype=dtype)
     trees = chip.cell_errors.get("u") or {}
     rdtype = jnp.real(coef).dtype
-    scale = np.sqrt(k)
     fan_out = tree_amplitudes(k, as_real(trees.get("fan_out", jnp.zeros(k * (k - 1))), rdtype).reshape(k, k - 1))
     fan_in = tree_amplitudes(k, as_real(trees.get("fan_in", jnp.zeros(k * (k - 1))), rdtype).reshape(k, k - 1))
-    # cell i K + j: input j's fan-out leaf i, output i's fan-in leaf j
-    path = (fan_out.T * fan_in * (scale * scale)).reshape(-1)
+    # cell i K + j: input j's fan-out leaf i, output i's fan-in leaf j, each relative to 1 / sqrt(K)
+    path = (fan_out.T * fan_in * k).reshape(-1)
     return coef * path.astype(coef.dtype)
 
 
