@@ -59,9 +59,9 @@ def test_twin_object_equals_the_name_with_the_same_settings(small):
     ({"method": "model", "patience": 0}, r"^patience must be"),
     ({"method": "model", "warm_start": "cold"}, r"^warm_start must be one of \('local', 'ideal'\); got 'cold'"),
     ({"method": "model", "optimizer": "adam"}, r"^optimizer must be an optax.GradientTransformation"),
-    ({"method": "annealing"}, r"^method must be one of \('model', 'local', 'twin', 'selfconfig', 'nullify', 'insitu'\) or a method object"),
+    ({"method": "annealing"}, r"^method must be one of \('model', 'local', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'insitu'\) or a method object"),
     ({"method": "x" * 10_000}, r"^method must be one of"),
-    ({"method": 3}, r"^method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'insitu' or a method object"),
+    ({"method": 3}, r"^method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'insitu' or a method object"),
     ({"method": pc.Model(), "steps": 3}, r"calibrate got method=Model\(\.\.\.\) and also steps: give these settings "
                                          r"to the method object"),
     ({"method": pc.Local(), "twin_configs": 3, "seed": 1}, r"and also seed, twin_configs"),

@@ -5,8 +5,10 @@ differentiable chip model, :mod:`photocomp.calibration.engine`) and
 ``"twin"`` (the chip as a black box, :mod:`photocomp.calibration.twin`) and
 ``"selfconfig"`` (measurement-only self-configuration of a unitary program,
 :mod:`photocomp.calibration.selfconfig`) and ``"nullify"`` (a unitary program
-programmed by nulling in-mesh power monitors, :mod:`photocomp.calibration.nullify`) and ``"insitu"`` (gradients of the
-measured error by the parameter-shift rule, :mod:`photocomp.calibration.insitu`).
+programmed by nulling in-mesh power monitors, :mod:`photocomp.calibration.nullify`) and ``"diagonalize"`` (a
+unitary program on a triangular mesh configured chain by chain from its output powers,
+:mod:`photocomp.calibration.diagonalize`) and ``"insitu"`` (gradients of the measured error by the parameter-shift
+rule, :mod:`photocomp.calibration.insitu`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from photocomp.calibration.engine import (
 )
 from photocomp.calibration.methods import (
     METHOD_NAMES,
+    Diagonalize,
     InSitu,
     Local,
     Method,
@@ -80,10 +83,13 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         powers alone, through the :class:`~photocomp.hardware.instrument.Instrument`
         interface) or :class:`~photocomp.calibration.nullify.Nullify` (a unitary program of one tile
         programmed column by column by nulling the chip's in-mesh power monitors) or
+        :class:`~photocomp.calibration.diagonalize.Diagonalize` (a unitary program of one tile on a
+        triangular mesh, configured chain by chain from the chip's output powers) or
         :class:`~photocomp.calibration.insitu.InSitu` (any
         program, from measured parameter-shift gradients through the same
         interface), which holds the method's settings; or its name ``"local"``,
-        ``"model"`` (default), ``"twin"``, ``"selfconfig"``, ``"nullify"`` or ``"insitu"``, whose settings are then the
+        ``"model"`` (default), ``"twin"``, ``"selfconfig"``, ``"nullify"``, ``"diagonalize"`` or ``"insitu"``, whose
+        settings are then the
         keyword arguments below (they must stay unset with a method object).
       optimizer: any ``optax.GradientTransformation``; default ``optax.lbfgs()``
         (line-search optimizers receive the objective through optax's
@@ -93,8 +99,8 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         relative improvement of the squared error by ``tol``.
       warm_start: ``"local"`` (default) or ``"ideal"`` settings to start from.
       progress: show a progress bar.
-      shots: shots per reading of the black-box measurements (twin, selfconfig, nullify, insitu).
-      seed: seed of the measurement noise and the probe design (twin, selfconfig, nullify, insitu).
+      shots: shots per reading of the black-box measurements (twin, selfconfig, nullify, diagonalize, insitu).
+      seed: seed of the measurement noise and the probe design (twin, selfconfig, nullify, diagonalize, insitu).
       twin_configs, twin_steps: probe drive configurations and fitting
         steps of the twin.
       twin_rounds: fit-calibrate rounds; each round after the first also
@@ -126,15 +132,15 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
     else:
         method = as_method(method)
         reject_loose_settings(method, loose)
-    if box is not None and not isinstance(method, (Twin, SelfConfig, Nullify, InSitu)):
-        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin', 'selfconfig', 'nullify' "
-                                f"or 'insitu' (photocomp.Twin, photocomp.SelfConfig, photocomp.Nullify, photocomp.InSitu); "
-                                f"got method={method.name!r}")
+    if box is not None and not isinstance(method, (Twin, SelfConfig, Nullify, Diagonalize, InSitu)):
+        raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin', 'selfconfig', 'nullify', "
+                                f"'diagonalize' or 'insitu' (photocomp.Twin, photocomp.SelfConfig, photocomp.Nullify, "
+                                f"photocomp.Diagonalize, photocomp.InSitu); got method={method.name!r}")
     if dac_bits is not None:
         dac_bits = check_int(dac_bits, "dac_bits", low=1, high=32)
     if callback is not None and not callable(callback):
         raise InvalidTypeError(f"callback must be callable as callback(step, error); got {type(callback).__name__}")
-    if isinstance(method, (SelfConfig, Nullify, InSitu)):
+    if isinstance(method, (SelfConfig, Nullify, Diagonalize, InSitu)):
         monitors = method.monitor_fraction if isinstance(method, Nullify) else None
         box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots, monitor_fraction=monitors)
         found = method.run(prog, box)

@@ -1,11 +1,12 @@
 """Calibration methods as values: :class:`Local`, :class:`Model`, :class:`Twin`,
-:class:`~photocomp.calibration.selfconfig.SelfConfig`, :class:`~photocomp.calibration.nullify.Nullify`
-and :class:`~photocomp.calibration.insitu.InSitu`.
+:class:`~photocomp.calibration.selfconfig.SelfConfig`, :class:`~photocomp.calibration.nullify.Nullify`,
+:class:`~photocomp.calibration.diagonalize.Diagonalize` and :class:`~photocomp.calibration.insitu.InSitu`.
 
 A method object holds a method's settings and checks them when it is built,
 like the drift compensators of :mod:`photocomp.drift` and optax's
 transformations: ``pc.calibrate(prog, chip, pc.Model(optimizer=optax.adam(1e-2),
-steps=500))``. The strings ``"local"``, ``"model"``, ``"twin"``, ``"selfconfig"``, ``"nullify"`` and ``"insitu"`` still work
+steps=500))``. The strings ``"local"``, ``"model"``, ``"twin"``, ``"selfconfig"``, ``"nullify"``, ``"diagonalize"`` and
+``"insitu"`` still work
 and build the same objects from :func:`photocomp.calibrate`'s keyword
 arguments (:func:`method_from_name`).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from photocomp.calibration.diagonalize import Diagonalize
 from photocomp.calibration.engine import check_optimizer
 from photocomp.calibration.insitu import InSitu
 from photocomp.calibration.nullify import Nullify
@@ -27,9 +29,9 @@ from photocomp.calibration.selfconfig import SelfConfig
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.core.validate import check_int, check_real
 
-__all__ = ["Local", "Model", "Twin", "SelfConfig", "Nullify", "InSitu", "Method", "METHOD_NAMES", "method_from_name", "as_method", "reject_loose_settings"]
+__all__ = ["Local", "Model", "Twin", "SelfConfig", "Nullify", "Diagonalize", "InSitu", "Method", "METHOD_NAMES", "method_from_name", "as_method", "reject_loose_settings"]
 
-METHOD_NAMES = ("model", "local", "twin", "selfconfig", "nullify", "insitu")
+METHOD_NAMES = ("model", "local", "twin", "selfconfig", "nullify", "diagonalize", "insitu")
 _WARM_STARTS = ("local", "ideal")
 
 
@@ -148,7 +150,7 @@ class Twin:
         _check_search(self, "Twin")
 
 
-Method = Local | Model | Twin | SelfConfig | Nullify | InSitu
+Method = Local | Model | Twin | SelfConfig | Nullify | Diagonalize | InSitu
 
 
 def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patience=None, warm_start="local",
@@ -163,14 +165,17 @@ def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patie
     if not isinstance(method, str) or method not in METHOD_NAMES:
         raise UnknownNameError(
             f"method must be one of {METHOD_NAMES} or a method object (photocomp.Local(), photocomp.Model(...), "
-            f"photocomp.Twin(...), photocomp.SelfConfig(...), photocomp.Nullify(...), photocomp.InSitu(...)); "
-            f"got {method!r:.80}"
+            f"photocomp.Twin(...), photocomp.SelfConfig(...), photocomp.Nullify(...), photocomp.Diagonalize(...), "
+            f"photocomp.InSitu(...)); got {method!r:.80}"
         )
     if method == "local":
         return Local()
     if method == "nullify":  # its own shots unless given: a monitor read is cheap beside a heater's settling
         return Nullify(shots=Nullify.shots if shots is None else check_int(shots, "shots", low=1),
                        seed=check_int(seed, "seed", low=0))
+    if method == "diagonalize":  # its own shots unless given, as nullify
+        return Diagonalize(shots=Diagonalize.shots if shots is None else check_int(shots, "shots", low=1),
+                           seed=check_int(seed, "seed", low=0))
     shots = 1 if shots is None else shots
     if method == "selfconfig":
         return SelfConfig(shots=check_int(shots, "shots", low=1), seed=check_int(seed, "seed", low=0))
@@ -201,12 +206,12 @@ def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patie
 
 def as_method(method) -> Method:
     """A method object as given, or :class:`InvalidTypeError` naming ``method``."""
-    if isinstance(method, (Local, Model, Twin, SelfConfig, Nullify, InSitu)):
+    if isinstance(method, (Local, Model, Twin, SelfConfig, Nullify, Diagonalize, InSitu)):
         return method
     raise InvalidTypeError(
-        f"method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'insitu' or a method object "
-        f"(photocomp.Local(), photocomp.Model(...), photocomp.Twin(...), photocomp.SelfConfig(...), "
-        f"photocomp.Nullify(...), photocomp.InSitu(...)); "
+        f"method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'insitu' or a method "
+        f"object (photocomp.Local(), photocomp.Model(...), photocomp.Twin(...), photocomp.SelfConfig(...), "
+        f"photocomp.Nullify(...), photocomp.Diagonalize(...), photocomp.InSitu(...)); "
         f"got {type(method).__name__}"
     )
 

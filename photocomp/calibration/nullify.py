@@ -91,7 +91,7 @@ from photocomp.hardware.chip import crosstalk_matrix, heater_positions, heater_s
 from photocomp.hardware.chipsim import stage_coefficients
 from photocomp.hardware.instrument import Instrument, MonitoredInstrument, ReadFailed, as_instrument, read_robust
 
-__all__ = ["Nullify", "NullifyResult", "SCHEDULES", "DEFAULT_MONITOR_FRACTION"]
+__all__ = ["Nullify", "NullifyResult", "SCHEDULES", "DEFAULT_MONITOR_FRACTION", "FINE_ROUND", "HeaterMoves"]
 
 SCHEDULES = ("parallel", "sequential")
 """How :class:`Nullify` walks a column: all its MZIs at once (Pai et al. 2020), or one at a time."""
@@ -102,7 +102,7 @@ DEFAULT_MONITOR_FRACTION = 0.1
 _SMALLEST_STEP = 0.6
 """Smallest probe step (rad): its power change, about ``|c|^2 h^2``, must stand above the monitors' noise."""
 
-_FINE_ROUND = 2
+FINE_ROUND = 2
 """The round whose step later passes start at (:func:`_step` of it is the smallest step)."""
 
 
@@ -206,41 +206,35 @@ def _fit_minimum(steps: list[np.ndarray], grid: list[tuple[int, ...]], power: np
     return center
 
 
-class _Nuller:
-    """One run's nulling state: the session (drives, branches, reads), inputs, heaters and null ports per column."""
+class HeaterMoves:
+    """Moves of chosen heaters' phases that hold every other heater's phase under the nominal crosstalk law.
 
-    def __init__(self, cfg: Nullify, s: DriveSession, program: Program):
-        self.cfg = cfg
+    Shared by the methods that tune MZIs' heaters through an instrument
+    (:class:`Nullify`, :class:`~photocomp.calibration.diagonalize.Diagonalize`):
+    ``cfg`` is the method (``rounds``, ``tol``, ``shots``, ``retries``), ``s``
+    the run's :class:`~photocomp.calibration.selfconfig.DriveSession`. A
+    subclass says what to read (:meth:`values`); :meth:`tune` minimises it.
+    """
+
+    def __init__(self, cfg, s: DriveSession, program: Program):
+        self.cfg = cfg  # carries rounds, tol, shots and retries
         self.s = s
-        lay = program.phase_map.u.layout
         tgt = program.target
+        self.xt_rows, self.xt_cols, self.xt_weight = crosstalk_matrix(tgt, heater_positions(tgt, "unitary"))
+        lay = program.phase_map.u.layout
         sl = heater_slices(tgt, "unitary")
         m = lay.n_mzi
         kinds = [np.arange(sl["u_ext"].start, sl["u_ext"].start + m), np.arange(sl["u_int"].start, sl["u_int"].start + m)]
         if lay.cell.trims:
             start = sl["u_trim"].start
             kinds += [np.arange(start + j * m, start + (j + 1) * m) for j in range(len(lay.cell.trims))]
-        self.kinds = np.stack(kinds)  # (kinds, n_mzi) heater index of each MZI
-        ideal = ideal_settings(program)
-        trims = None if ideal.u_trim is None else np.asarray(ideal.u_trim)[0]
-        with jax.enable_x64(True):
-            coef = np.asarray(stage_coefficients(nominal_chip(tgt, "unitary"), lay, "u", np.asarray(ideal.u_int)[0],
-                                                 np.asarray(ideal.u_ext)[0], trims, dtype=np.complex128))
-        top, index, valid = lay.column_slots
-        bottom = lay.column_bottoms
-        rng = np.random.default_rng([cfg.seed, 0x9011])
-        vectors = lay.n_modes if cfg.vectors is None else cfg.vectors
-        modelled = np.stack([_nulling_inputs(coef, top, bottom, index, valid, lay.n_modes, rng) for _ in range(vectors)],
-                            axis=1)  # (depth, vectors, K)
-        self.inputs = modelled  # column c's nulling inputs (V, K)
-        self.columns = [(index[c][valid[c]], bottom[c][valid[c]]) for c in range(lay.depth)]  # (MZIs, null ports)
-        self.xt_rows, self.xt_cols, self.xt_weight = crosstalk_matrix(tgt, heater_positions(tgt, "unitary"))
+        self.kinds = np.stack(kinds)  # (kinds, n_mzi) heater index of each MZI: external, internal, trims
         self.skipped = 0
 
-    def read(self, c: int, x: np.ndarray) -> np.ndarray:
-        """Monitor powers ``(K,)`` after column c, summed over the inputs ``x`` ``(V, K)``."""
-        r = read_robust(self.s.ins, x, shots=self.cfg.shots, retries=self.cfg.retries, monitors=True)
-        return np.asarray(r)[:, c].sum(axis=0)
+    def values(self, key, x: np.ndarray) -> np.ndarray:
+        """What :meth:`tune` minimises, ``(n,)`` one value per tuned MZI, read for inputs ``x`` (``key``: the
+        subclass's choice of what to read)."""
+        raise NotImplementedError
 
     def drive_step(self, moves: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Drive changes ``(H,)`` (mW) that move the phases of the given heaters by the given amounts (rad) and
@@ -310,21 +304,21 @@ class _Nuller:
         steps[down] = [0.0, -h, -2 * h]
         return steps
 
-    def probe(self, c: int, x: np.ndarray, ports: np.ndarray, base: np.ndarray, heaters: list[np.ndarray],
+    def probe(self, key, x: np.ndarray, base: np.ndarray, heaters: list[np.ndarray],
               steps: list[np.ndarray], grid: list[tuple[int, ...]]) -> np.ndarray:
-        """Null-port powers ``(len(grid), n)``: for each grid point, heater group g moved by ``steps[g][:, k_g]``."""
+        """:meth:`values` ``(len(grid), n)``: for each grid point, heater group g moved by ``steps[g][:, k_g]``."""
         s = self.s
         power = []
         for point in grid:
             q = base + self.drive_step([(hs, st[:, k]) for hs, st, k in zip(heaters, steps, point)])
             s.apply(np.clip(q, 0.0, s.limit))  # the steps keep the probed heaters in range (probe_steps)
-            power.append(self.read(c, x)[ports])
+            power.append(self.values(key, x))
         return np.asarray(power)
 
-    def tune(self, c: int, x: np.ndarray, mzis: np.ndarray, ports: np.ndarray, first: int = 0) -> float:
-        """Up to ``rounds`` rounds over the heaters of MZIs ``mzis`` of column c, the first with step
-        ``_step(first)``: the external and internal heaters jointly (a 3 x 3 grid of probes), then each
-        trim heater (3 probes); returns the largest move of the last round."""
+    def tune(self, key, x: np.ndarray, mzis: np.ndarray, first: int = 0) -> float:
+        """Up to ``rounds`` rounds over the heaters of MZIs ``mzis``, minimising :meth:`values` of ``key``
+        for inputs ``x``, the first with step ``_step(first)``: the external and internal heaters jointly (a
+        3 x 3 grid of probes), then each trim heater (3 probes); returns the largest move of the last round."""
         s = self.s
         moved = math.inf
         for r in range(first, first + self.cfg.rounds):
@@ -342,7 +336,7 @@ class _Nuller:
                     steps = [self.probe_steps(base, hs, h) for hs in group]
                     grid: list[tuple[int, ...]] = ([(k, m) for k in range(3) for m in range(3)] if len(group) == 2
                                                    else [(k,) for k in range(3)])
-                    power = self.probe(c, x, ports, base, list(group), steps, grid)
+                    power = self.probe(key, x, base, list(group), steps, grid)
                 except ReadFailed:
                     self.skipped += len(mzis)
                     s.p = s.apply(base)
@@ -354,16 +348,48 @@ class _Nuller:
                 break
         return moved
 
+
+class _Nuller(HeaterMoves):
+    """One run's nulling state: the session (drives, branches, reads), inputs, heaters and null ports per column."""
+
+    def __init__(self, cfg: Nullify, s: DriveSession, program: Program):
+        super().__init__(cfg, s, program)
+        lay = program.phase_map.u.layout
+        tgt = program.target
+        ideal = ideal_settings(program)
+        trims = None if ideal.u_trim is None else np.asarray(ideal.u_trim)[0]
+        with jax.enable_x64(True):
+            coef = np.asarray(stage_coefficients(nominal_chip(tgt, "unitary"), lay, "u", np.asarray(ideal.u_int)[0],
+                                                 np.asarray(ideal.u_ext)[0], trims, dtype=np.complex128))
+        top, index, valid = lay.column_slots
+        bottom = lay.column_bottoms
+        rng = np.random.default_rng([cfg.seed, 0x9011])
+        vectors = lay.n_modes if cfg.vectors is None else cfg.vectors
+        modelled = np.stack([_nulling_inputs(coef, top, bottom, index, valid, lay.n_modes, rng) for _ in range(vectors)],
+                            axis=1)  # (depth, vectors, K)
+        self.inputs = modelled  # column c's nulling inputs (V, K)
+        self.columns = [(index[c][valid[c]], bottom[c][valid[c]]) for c in range(lay.depth)]  # (MZIs, null ports)
+
+    def read(self, c: int, x: np.ndarray) -> np.ndarray:
+        """Monitor powers ``(K,)`` after column c, summed over the inputs ``x`` ``(V, K)``."""
+        r = read_robust(self.s.ins, x, shots=self.cfg.shots, retries=self.cfg.retries, monitors=True)
+        return np.asarray(r)[:, c].sum(axis=0)
+
+    def values(self, key, x: np.ndarray) -> np.ndarray:
+        """The null ports' powers of column ``c``, ``key = (c, ports)``."""
+        c, ports = key
+        return self.read(c, x)[ports]
+
     def column(self, c: int, first: int = 0) -> float:
         """Null column c (all its MZIs at once or one at a time), starting at step ``_step(first)``; returns its
         null fraction (the null ports' power over the column's), read after it."""
         x = self.inputs[c]
         mzis, ports = self.columns[c]
         if self.cfg.schedule == "parallel":
-            self.tune(c, x, mzis, ports, first)
+            self.tune((c, ports), x, mzis, first)
         else:
             for j in range(len(mzis)):
-                self.tune(c, x, mzis[j:j + 1], ports[j:j + 1], first)
+                self.tune((c, ports[j:j + 1]), x, mzis[j:j + 1], first)
         try:
             r = self.read(c, x)
         except ReadFailed:
@@ -470,7 +496,7 @@ class Nullify:
         s.p = start
         passes = 0
         for k in range(self.passes):  # a later pass starts near the nulls: small steps only
-            fractions = [nul.column(c, first=0 if k == 0 else _FINE_ROUND) for c in range(depth)]
+            fractions = [nul.column(c, first=0 if k == 0 else FINE_ROUND) for c in range(depth)]
             passes += 1
             spent = instrument.ledger.since(before)
             history.append((int(spent["readings"]), float(spent["chip_time_s"]), float(np.nanmean(fractions))))
