@@ -1,4 +1,4 @@
-"""The benchmark scripts' shared writer (``benchmarks/_report.py``) and the architectures figure."""
+"""The benchmark scripts' shared writer (``benchmarks/_report.py``), the architectures figure and the measurement-cost goal and figure."""
 
 from __future__ import annotations
 
@@ -38,3 +38,37 @@ def test_the_architectures_figure_is_drawn_from_the_rows(tmp_path):
     architectures.plot(out, rows, [0.03, 0.06], model=True)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]
+
+
+def _cost_row(target, method, shots, error, readings, model=0.05):
+    return {"target": target, "method": method, "shots": shots, "error": error, "readings": readings,
+            "chip_s": readings * 1e-9, "model": model, "split": "-", "wall_s": 1.0}
+
+
+def test_the_measurement_cost_goal_takes_the_fewest_readings_within_the_ratio():
+    import measurement_cost as mc
+
+    rows = [_cost_row("clements-64", "twin", 1000, 0.06, 2_340_000),
+            _cost_row("clements-64", "twin-frugal", 100, 0.0588, 25_100),
+            _cost_row("clements-64", "nullify", 100, 0.2, 10_000),  # fewer readings, but 4x the model: not it
+            _cost_row("clements-16", "twin-frugal", 100, 0.05, 100)]
+    line = mc.goal_line(rows)
+    assert "twin-frugal at 100 shots: 1.18x with 25,100 readings" in line and line.endswith("| yes |")
+    rows[1]["readings"] = 300_000
+    assert mc.goal_line(rows).endswith("| no |")
+    assert mc.goal_line(rows[2:3]).endswith("no method reached 1.5x | no |")
+    assert "not run" in mc.goal_line(rows[3:])
+    assert mc.ratio(0.01, 0.0) == "-" and mc.ratio(0.03, 0.02) == "1.50"
+
+
+def test_the_measurement_cost_figure_is_drawn_from_the_rows(tmp_path):
+    pytest.importorskip("matplotlib")
+    import measurement_cost as mc
+
+    rows = [_cost_row(t, m, s, 0.05 * (1 + 1 / s) if t != "crossbar-4" else 0.0, 1000 * s,
+                      model=0.05 if t != "crossbar-4" else 0.0)
+            for t in ("clements-8", "crossbar-4") for m in mc.METHODS for s in (100, 1000)]
+    out = tmp_path / "cost.png"
+    mc.plot(out, rows)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cost.png"]
