@@ -6,7 +6,8 @@ in-mesh power monitors (:class:`~photocomp.hardware.instrument.MonitoredInstrume
 a monitor on every waveguide after every column of MZIs). It needs no model of
 the chip's couplers; nothing of the hidden chip is read.
 
-The principle (Miller's self-configuration, made parallel by Pai et al. 2020).
+The principle (Miller's self-configuration with inputs computed from the network,
+D. A. B. Miller, Opt. Express 25, 29233 (2017), made parallel by Pai et al. 2020).
 Let ``P_c`` be the transfer of the nominal chip's columns ``0..c`` with the
 program's phases. Choose a field ``y_c`` after column c that is zero on the
 lower output port of every MZI of the column and of unit modulus with a
@@ -56,7 +57,7 @@ Schedules. ``"parallel"`` (Pai et al. 2020): the MZIs of a column do not
 interact, so every MZI of the column is probed at once, and the configuration
 changes are proportional to the optical depth, about ``passes x depth x
 (9 + 6 (rounds - 1))``. ``"sequential"``: one MZI at a time, as Miller's
-progressive self-configuration tunes a mesh; the same inputs and fits, about
+progressive (2013) and direct (2017) self-configuration tune a mesh; the same inputs and fits, about
 ``n_mzi / depth`` times the configuration changes. A second pass
 (``passes``) re-nulls every column from small steps.
 
@@ -66,8 +67,8 @@ the matrix error is measured by phase stepping at the start and at the end
 and the start is returned if the end is not better; failed reads are retried
 (:func:`~photocomp.hardware.instrument.read_robust`), an MZI group whose
 reads keep failing is skipped for that round, and refused drives are moved to
-another 2π branch. Hamerly et al. 2022's diagonalisation-based configuration
-is not implemented here.
+another 2π branch. A triangular mesh can be configured without monitors, from
+its outputs: :class:`~photocomp.calibration.diagonalize.Diagonalize`.
 """
 
 from __future__ import annotations

@@ -66,8 +66,11 @@ in the result.
 
 What this method is not: Pai et al. 2020's parallel nullification and
 Miller's direct self-configuration null one output of each MZI using power
-monitors inside the mesh; this chip has detectors only at its outputs, so the
-whole mesh is the monitor and the heaters are set one at a time.
+monitors inside the mesh (:class:`~photocomp.calibration.nullify.Nullify`, for
+a chip that has them); this method reads the outputs only, so the whole mesh
+is the monitor and the heaters are set one at a time. On a triangular mesh the
+outputs alone suffice for a null per MZI
+(:class:`~photocomp.calibration.diagonalize.Diagonalize`).
 """
 
 from __future__ import annotations
