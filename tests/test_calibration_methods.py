@@ -62,6 +62,9 @@ def test_twin_object_equals_the_name_with_the_same_settings(small):
     ({"method": "annealing"}, r"^method must be one of \('model', 'local', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'insitu'\) or a method object"),
     ({"method": "x" * 10_000}, r"^method must be one of"),
     ({"method": 3}, r"^method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'insitu' or a method object"),
+    ({"method": "diagonalize", "steps": 5}, r"^steps apply to the optimising methods \('model', 'twin', 'insitu'\); "
+                                            r"method='diagonalize' takes none of them"),
+    ({"method": "local", "tol": 0.1, "patience": 3}, r"^tol, patience apply to the optimising methods"),
     ({"method": pc.Model(), "steps": 3}, r"calibrate got method=Model\(\.\.\.\) and also steps: give these settings "
                                          r"to the method object"),
     ({"method": pc.Local(), "twin_configs": 3, "seed": 1}, r"and also seed, twin_configs"),

@@ -168,6 +168,11 @@ def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patie
             f"photocomp.Twin(...), photocomp.SelfConfig(...), photocomp.Nullify(...), photocomp.Diagonalize(...), "
             f"photocomp.InSitu(...)); got {method!r:.80}"
         )
+    search = [k for k, v in (("optimizer", optimizer), ("steps", steps), ("tol", tol), ("patience", patience))
+              if v is not None]
+    if method in ("local", "selfconfig", "nullify", "diagonalize") and search:
+        raise InvalidInputError(f"{', '.join(search)} apply to the optimising methods ('model', 'twin', 'insitu'); "
+                                f"method={method!r} takes none of them")
     if method == "local":
         return Local()
     if method == "nullify":  # its own shots unless given: a monitor read is cheap beside a heater's settling
