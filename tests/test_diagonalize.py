@@ -66,10 +66,10 @@ def test_it_corrects_coupler_errors():
     target = dataclasses.replace(pc.get_target("reck-6"), mzi_loss_sigma_db=0.0, mzi_loss_db=0.0)
     prog = _program(6, 3, target)
     chip = pc.fabricate(target, seed=2, circuit="unitary")
-    res = Diagonalize().run(prog, pc.BlackBoxChip(chip, noise=False))
+    res = Diagonalize(rounds=4).run(prog, pc.BlackBoxChip(chip, noise=False))  # noise-free, more rounds refine
     start, end = chip_error(prog, chip, res.start_drives_mw), chip_error(prog, chip, res.drives_mw)
     assert res.kept == "configured" and start > 0.1
-    assert end < 2e-3  # measured: 5.4e-4 (model calibration: rounding)
+    assert end < 2e-3  # measured: 5.4e-4 with four rounds, 1.8e-3 with the default two (model calibration: rounding)
     assert res.error_measured == pytest.approx(end, rel=1e-6)  # phase stepping without noise is exact
     assert res.passes_run == 1 and len(res.history) == 2 and res.history[1][2] < 0.1 * res.history[0][2]
 
@@ -80,7 +80,7 @@ def test_on_a_default_chip_it_comes_near_the_model():
     model = pc.calibrate(prog, chip, "model", progress=False).report.summary["error_after"]
     res = Diagonalize(shots=100).run(prog, pc.BlackBoxChip(chip, seed=4))
     end = chip_error(prog, chip, res.drives_mw)
-    assert end <= 1.3 * model  # measured without noise: 0.0488 against 0.0415
+    assert end <= 1.3 * model  # measured without noise: 0.0491 against 0.0415
     assert end < 0.5 * chip_error(prog, chip, res.start_drives_mw)
     assert res.chip_time_s == pytest.approx(res.configurations * chip.target.heater_tau_us * 1e-6
                                             + res.readings / (chip.target.clock_ghz * 1e9), rel=1e-9)
