@@ -80,7 +80,7 @@ def run_case(w, target: str, seeds, steps: int, twin: dict, pipeline: str | None
             "uncorrected": pc.error(prog, chip)["matrix_error"],
             "local": local.report.summary["error_after"],
             "model": s["error_after"],
-            "floor": reach.floor,
+            "clip": reach.clip_error,
             "unreachable": reach.fraction,
             "local_s": t_local,
             "model_s": t_model,
@@ -89,7 +89,7 @@ def run_case(w, target: str, seeds, steps: int, twin: dict, pipeline: str | None
         })
         print(f"  seed {seed}: uncorrected {rows[-1]['uncorrected']:.3e} local {rows[-1]['local']:.3e} "
               f"model {rows[-1]['model']:.3e} ({t_model:.1f} s, {rows[-1]['steps']} steps) twin {tw['error_after']:.3e} "
-              f"({t_twin:.1f} s, {tw['measurements']} measurements) floor~{reach.floor:.3e}",
+              f"({t_twin:.1f} s, {tw['measurements']} measurements) clip error~{reach.clip_error:.3e}",
               flush=True)
     return rows
 
@@ -102,14 +102,14 @@ def table(name: str, rows: list[dict]) -> list[str]:
     for r in rows:
         out.append(f"| {r['seed']} | {r['uncorrected']:.3e} | {r['local']:.3e} | {r['model']:.3e} | "
                    f"{r['model'] / r['local']:.2f} | {r['twin']:.3e} | {r['twin'] / r['model']:.2f} | "
-                   f"{r['floor']:.3e} | {100 * r['unreachable']:.1f} % | "
+                   f"{r['clip']:.3e} | {100 * r['unreachable']:.1f} % | "
                    f"{r['local_s']:.2g} s | {r['model_s']:.1f} s ({r['steps']}) | {r['twin_s']:.1f} s | "
                    f"{r['twin_measurements']:,} |")
-    keys = ("uncorrected", "local", "model", "twin", "floor", "local_s", "model_s", "twin_s", "twin_measurements")
+    keys = ("uncorrected", "local", "model", "twin", "clip", "local_s", "model_s", "twin_s", "twin_measurements")
     med = {k: statistics.median(r[k] for r in rows) for k in keys}
     out.append(f"| **median** | {med['uncorrected']:.3e} | {med['local']:.3e} | {med['model']:.3e} | "
                f"{med['model'] / med['local']:.2f} | {med['twin']:.3e} | {med['twin'] / med['model']:.2f} | "
-               f"{med['floor']:.3e} | | {med['local_s']:.2g} s | {med['model_s']:.1f} s | {med['twin_s']:.1f} s | "
+               f"{med['clip']:.3e} | | {med['local_s']:.2g} s | {med['model_s']:.1f} s | {med['twin_s']:.1f} s | "
                f"{med['twin_measurements']:,.0f} |")
     return out + [""]
 

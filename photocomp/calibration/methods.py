@@ -29,9 +29,11 @@ from photocomp.calibration.selfconfig import SelfConfig
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.core.validate import check_int, check_real
 
-__all__ = ["Local", "Model", "Twin", "SelfConfig", "Nullify", "Diagonalize", "InSitu", "Method", "METHOD_NAMES", "method_from_name", "as_method", "reject_loose_settings"]
+__all__ = ["Local", "Model", "Twin", "SelfConfig", "Nullify", "Diagonalize", "InSitu", "Method", "METHOD_NAMES", "OPTIMISING", "method_from_name", "as_method", "reject_loose_settings"]
 
 METHOD_NAMES = ("model", "local", "twin", "selfconfig", "nullify", "diagonalize", "insitu")
+OPTIMISING = ("model", "twin", "insitu")
+"""The methods that take an optimiser's settings (``optimizer``, ``steps``, ``tol``, ``patience``)."""
 _WARM_STARTS = ("local", "ideal")
 
 
@@ -170,8 +172,8 @@ def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patie
         )
     search = [k for k, v in (("optimizer", optimizer), ("steps", steps), ("tol", tol), ("patience", patience))
               if v is not None]
-    if method in ("local", "selfconfig", "nullify", "diagonalize") and search:
-        raise InvalidInputError(f"{', '.join(search)} apply to the optimising methods ('model', 'twin', 'insitu'); "
+    if method not in OPTIMISING and search:
+        raise InvalidInputError(f"{', '.join(search)} apply to the optimising methods {OPTIMISING}; "
                                 f"method={method!r} takes none of them")
     if method == "local":
         return Local()

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from photocomp.calibration.calibrate import METHODS, calibrate
+from photocomp.calibration.methods import OPTIMISING
 from photocomp.core.convention import phase_difference
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.core.registry import quote
@@ -503,7 +504,7 @@ class Recalibrate:
     Attributes:
       interval_s: time between recalibrations (s).
       method: :func:`photocomp.calibration.calibrate` method (``"model"`` or ``"local"``).
-      steps: optimisation steps (model method).
+      steps: optimisation steps (the optimising methods, :data:`OPTIMISING`; the others take none).
       characterisation_points: readings per heater of the re-characterisation.
     """
     interval_s: float = 900.0
@@ -535,7 +536,8 @@ class Recalibrate:
                 if plan.faults is not None:
                     plan.faults("recalibrate", tj, None)
                 chip_now = drifted_chip(plan.chip, shift)
-                new = calibrate(plan.program, chip_now, self.method, steps=self.steps, progress=False)
+                steps = self.steps if self.method in OPTIMISING else None  # the other methods take none
+                new = calibrate(plan.program, chip_now, self.method, steps=steps, progress=False)
                 drives = new.drives()
                 if not np.all(np.isfinite(drives)):
                     raise FloatingPointError("non-finite drives")
