@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from photocomp.analysis.cost import Cost, cost
 from photocomp.calibration.calibrate import calibrate
 from photocomp.calibration.engine import Reachability, error, local_correction, reachability
-from photocomp.calibration.methods import Diagonalize, InSitu, Local, Model, Nullify, SelfConfig, Twin
+from photocomp.calibration.methods import Cells, Diagonalize, InSitu, Local, Model, Nullify, SelfConfig, Twin
 from photocomp.compiler.decompose import clements, decompose, reck
 from photocomp.compiler.driver import compile
 from photocomp.compiler.pipeline import Pass, Pipeline, available_passes, parse_pipeline
@@ -67,6 +67,7 @@ __all__ = [
     "SelfConfig",
     "Nullify",
     "Diagonalize",
+    "Cells",
     "InSitu",
     "error",
     "local_correction",

@@ -178,7 +178,7 @@ def test_calibrate_runs_selfconfig_by_name_object_and_black_box(case4, clean_run
 
 def test_calibrate_selfconfig_refuses_what_it_cannot_do(case4):
     prog, chip = case4
-    with pytest.raises(pc.InvalidInputError, match="'twin', 'selfconfig', 'nullify', 'diagonalize' or 'insitu'"):
+    with pytest.raises(pc.InvalidInputError, match="'twin', 'selfconfig', 'nullify', 'diagonalize', 'cells' or 'insitu'"):
         pc.calibrate(prog, pc.BlackBoxChip(chip, seed=0), "model", progress=False)
     with pytest.raises(pc.InvalidInputError, match="SelfConfig|method object"):
         pc.calibrate(prog, chip, pc.SelfConfig(), shots=4, progress=False)

@@ -7,7 +7,8 @@ differentiable chip model, :mod:`photocomp.calibration.engine`) and
 :mod:`photocomp.calibration.selfconfig`) and ``"nullify"`` (a unitary program
 programmed by nulling in-mesh power monitors, :mod:`photocomp.calibration.nullify`) and ``"diagonalize"`` (a
 unitary program on a triangular mesh configured chain by chain from its output powers,
-:mod:`photocomp.calibration.diagonalize`) and ``"insitu"`` (gradients of the measured error by the parameter-shift
+:mod:`photocomp.calibration.diagonalize`) and ``"cells"`` (a crossbar's cells read at once and set in closed
+form, :mod:`photocomp.calibration.cells`) and ``"insitu"`` (gradients of the measured error by the parameter-shift
 rule, :mod:`photocomp.calibration.insitu`).
 """
 
@@ -34,6 +35,7 @@ from photocomp.calibration.engine import (
 )
 from photocomp.calibration.methods import (
     METHOD_NAMES,
+    Cells,
     Diagonalize,
     InSitu,
     Local,
@@ -85,10 +87,13 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         programmed column by column by nulling the chip's in-mesh power monitors) or
         :class:`~photocomp.calibration.diagonalize.Diagonalize` (a unitary program of one tile on a
         triangular mesh, configured chain by chain from the chip's output powers) or
+        :class:`~photocomp.calibration.cells.Cells` (a crossbar program, every weight cell's
+        response read at once and set in closed form) or
         :class:`~photocomp.calibration.insitu.InSitu` (any
         program, from measured parameter-shift gradients through the same
         interface), which holds the method's settings; or its name ``"local"``,
-        ``"model"`` (default), ``"twin"``, ``"selfconfig"``, ``"nullify"``, ``"diagonalize"`` or ``"insitu"``, whose
+        ``"model"`` (default), ``"twin"``, ``"selfconfig"``, ``"nullify"``, ``"diagonalize"``, ``"cells"`` or ``"insitu"``,
+        whose
         settings are then the
         keyword arguments below (they must stay unset with a method object).
       optimizer: any ``optax.GradientTransformation``; default ``optax.lbfgs()``
@@ -99,8 +104,8 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         relative improvement of the squared error by ``tol``.
       warm_start: ``"local"`` (default) or ``"ideal"`` settings to start from.
       progress: show a progress bar.
-      shots: shots per reading of the black-box measurements (twin, selfconfig, nullify, diagonalize, insitu).
-      seed: seed of the measurement noise and the probe design (twin, selfconfig, nullify, diagonalize, insitu).
+      shots: shots per reading of the black-box measurements (twin, selfconfig, nullify, diagonalize, cells, insitu).
+      seed: seed of the measurement noise and the probe design (twin, selfconfig, nullify, diagonalize, cells, insitu).
       twin_configs, twin_steps: probe drive configurations and fitting
         steps of the twin.
       twin_rounds: fit-calibrate rounds; each round after the first also
@@ -132,15 +137,16 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
     else:
         method = as_method(method)
         reject_loose_settings(method, loose)
-    if box is not None and not isinstance(method, (Twin, SelfConfig, Nullify, Diagonalize, InSitu)):
+    if box is not None and not isinstance(method, (Twin, SelfConfig, Nullify, Diagonalize, Cells, InSitu)):
         raise InvalidInputError(f"a BlackBoxChip can only be calibrated with method='twin', 'selfconfig', 'nullify', "
-                                f"'diagonalize' or 'insitu' (photocomp.Twin, photocomp.SelfConfig, photocomp.Nullify, "
-                                f"photocomp.Diagonalize, photocomp.InSitu); got method={method.name!r}")
+                                f"'diagonalize', 'cells' or 'insitu' (photocomp.Twin, photocomp.SelfConfig, "
+                                f"photocomp.Nullify, photocomp.Diagonalize, photocomp.Cells, photocomp.InSitu); "
+                                f"got method={method.name!r}")
     if dac_bits is not None:
         dac_bits = check_int(dac_bits, "dac_bits", low=1, high=32)
     if callback is not None and not callable(callback):
         raise InvalidTypeError(f"callback must be callable as callback(step, error); got {type(callback).__name__}")
-    if isinstance(method, (SelfConfig, Nullify, Diagonalize, InSitu)):
+    if isinstance(method, (SelfConfig, Nullify, Diagonalize, Cells, InSitu)):
         monitors = method.monitor_fraction if isinstance(method, Nullify) else None
         box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots, monitor_fraction=monitors)
         found = method.run(prog, box)

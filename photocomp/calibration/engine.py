@@ -63,7 +63,7 @@ from photocomp.hardware.dac import quantize_power
 from photocomp.sim.devices import gather, pad_tiles, spread, tile_mesh
 from photocomp.sim.ideal import tile_matrices_np
 
-__all__ = ["error", "better_per_tile", "local_correction", "reachability", "Reachability", "crossbar_cells",
+__all__ = ["error", "better_per_tile", "local_correction", "reachability", "Reachability", "crossbar_cells", "crossbar_scales",
            "CrossbarCells", "check_program", "ideal_tiles",
            "ideal_settings", "relative_error", "settings_error", "local_settings", "check_optimizer", "minimize",
            "optimize", "quantized", "MeasuredRun", "finite_array", "heater_estimates", "check_instrument_target"]
@@ -573,7 +573,7 @@ def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
     ``[||P| - |Q||, |P| + |Q|]``. Each tile takes a scale ``c`` (the gain restores it) and sets every cell
     to ``c |w_ij|`` clipped into its range: its internal phase gives that amplitude exactly (the branch of the
     ideal ``[pi, 2 pi]``), its input shifter the entry's phase less the output's phase reference. The scale
-    is the one of :func:`_crossbar_scales`' candidates, from the largest at which every cell reaches its
+    is the one of :func:`crossbar_scales`' candidates, from the largest at which every cell reaches its
     top (the weakest path's) up, whose clipped cells leave the least error. Cells err independently, so
     this is exact for every reachable cell, whatever the size.
     """
@@ -591,7 +591,7 @@ def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
     i, j = np.divmod(np.arange(k * k), k)
     used = (i[None, :] < rows[:, None]) & (j[None, :] < cols[:, None])
     mag = np.where(used, np.abs(w), 0.0)
-    scale = _crossbar_scales(mag, lo, hi)
+    scale = crossbar_scales(mag, lo, hi)
     want = scale[:, None] * mag
     unreachable = used & ((want < lo[None, :] * (1 - 1e-12)) | (want > hi[None, :] * (1 + 1e-12)))
     amp = np.clip(want, lo[None, :], hi[None, :])
@@ -607,11 +607,11 @@ def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
 
 
 CROSSBAR_SCALES = 48
-"""Scales a crossbar tile's correction tries (:func:`_crossbar_scales`): from the largest at which every cell
+"""Scales a crossbar tile's correction tries (:func:`crossbar_scales`): from the largest at which every cell
 reaches its top to 4 times it, geometrically."""
 
 
-def _crossbar_scales(mag: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def crossbar_scales(mag: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Per tile the scale ``c`` whose cells, set to ``clip(c |w|, lo, hi)`` with their phases exact, leave the
     least matrix error after the best gain: ``sum |w|^2 - (sum |w| a)^2 / sum a^2`` with ``a`` the clipped
     amplitudes over ``c``. Candidates: :data:`CROSSBAR_SCALES` from ``min hi / |w|`` (nothing clipped at the

@@ -96,7 +96,7 @@ from photocomp.core.target import Target
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import crosstalk_matrix, heater_positions
 from photocomp.hardware.chipsim import flatten_heaters
-from photocomp.hardware.detector import PHASE_STEPS
+from photocomp.hardware.detector import PHASE_STEPS, reference_amplitude
 from photocomp.hardware.instrument import (
     HeaterCharacterizer,
     Instrument,
@@ -106,7 +106,8 @@ from photocomp.hardware.instrument import (
     set_drives_robust,
 )
 
-__all__ = ["InSitu", "InSituResult", "HeaterModel", "GRADIENTS", "SOLVERS", "read_matrix", "measured_gradient"]
+__all__ = ["InSitu", "InSituResult", "HeaterModel", "PhaseSession", "GRADIENTS", "SOLVERS", "read_matrix", "measured_gradient",
+           "gain_residual"]
 
 GRADIENTS = ("shift", "spsa")
 """Gradient estimators of :class:`InSitu`: the parameter-shift rule per heater, or SPSA."""
@@ -187,7 +188,7 @@ def read_matrix(instrument: Instrument, amplitude: float, *, shots: int | None =
     return y.T
 
 
-def _residual(tile: np.ndarray, m: np.ndarray) -> tuple[float, float, np.ndarray]:
+def gain_residual(tile: np.ndarray, m: np.ndarray) -> tuple[float, float, np.ndarray]:
     """``(||T - g M||^2, g, R = T - g M)`` with the best real gain g."""
     den = float(np.sum(np.abs(m) ** 2))
     g = float(np.real(np.vdot(m, tile))) / den if den > 0 else 0.0
@@ -195,7 +196,7 @@ def _residual(tile: np.ndarray, m: np.ndarray) -> tuple[float, float, np.ndarray
     return float(np.sum(np.abs(r) ** 2)), g, r
 
 
-class _Session:
+class PhaseSession:
     """One run's state: the instrument, the heater model, per-heater limits and what was skipped."""
 
     def __init__(self, instrument: Instrument, model: HeaterModel, shots: int | None, retries: int):
@@ -223,16 +224,16 @@ class _Session:
         return read_matrix(self.ins, self.amplitude, shots=shots or self.shots, retries=self.retries)
 
 
-def _gradient(s: _Session, phases: np.ndarray, tile: np.ndarray, norm: float, kind: str, rng, spsa_step: float,
+def _gradient(s: PhaseSession, phases: np.ndarray, tile: np.ndarray, norm: float, kind: str, rng, spsa_step: float,
               solver: str = "optax", damping: float = 0.0, m0: np.ndarray | None = None):
     """``(measured E^2 contribution, dE^2/dphi (H,))`` of one tile at ``phases`` (centre ``m0`` if measured);
     for Gauss-Newton minus the step instead of the gradient."""
     m0 = s.matrix(phases) if m0 is None else m0
-    loss, g, r = _residual(tile, m0)  # the centre: the error the search tracks
+    loss, g, r = gain_residual(tile, m0)  # the centre: the error the search tracks
     if kind == "spsa":
         delta = rng.choice([-1.0, 1.0], size=phases.shape)
-        lp = _residual(tile, s.matrix(phases + spsa_step * delta))[0]
-        lm = _residual(tile, s.matrix(phases - spsa_step * delta))[0]
+        lp = gain_residual(tile, s.matrix(phases + spsa_step * delta))[0]
+        lm = gain_residual(tile, s.matrix(phases - spsa_step * delta))[0]
         return loss / norm, (lp - lm) / (2 * spsa_step * norm) * delta
     jac = np.zeros((phases.size,) + tile.shape, np.complex128)
     for h in range(phases.size):
@@ -285,20 +286,16 @@ def measured_gradient(instrument: Instrument, phases: npt.ArrayLike, target: npt
         raise InvalidInputError(f"target must be finite with shape ({k}, {k}); got shape {u.shape}")
     offsets, eta = heater_estimates(heaters, h)
     shots = None if shots is None else check_int(shots, "shots", low=1)
-    s = _Session(instrument, HeaterModel.build(instrument.target, instrument.circuit, offsets, eta), shots,
+    s = PhaseSession(instrument, HeaterModel.build(instrument.target, instrument.circuit, offsets, eta), shots,
                  check_int(retries, "retries", low=0))
     if amplitude is None:
         s.apply(phi)
-        s.amplitude = _amplitude(read_robust(instrument, np.eye(k), shots=shots, retries=s.retries), k)
+        s.amplitude = reference_amplitude(read_robust(instrument, np.eye(k), shots=shots, retries=s.retries), k)
     else:
         s.amplitude = check_real(amplitude, "amplitude", low=0.0, low_open=True)
     norm = float(np.sum(np.abs(u) ** 2))
     e2, grad = _gradient(s, phi, u, norm, "shift", None, 0.0)
     return math.sqrt(max(e2, 0.0)), grad
-
-
-def _amplitude(readings: np.ndarray, k: int) -> float:
-    return float(max(np.sqrt(np.mean(np.clip(readings, 0.0, None))), 1e-6 / np.sqrt(k)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -443,7 +440,7 @@ class InSitu:
             heaters = tuple(instrument.characterize_heaters())  # type: ignore[assignment]
         offsets, eta = heater_estimates(heaters, h)
         model = HeaterModel.build(tgt, program.circuit, offsets, eta)
-        s = _Session(instrument, model, self.shots, self.retries)
+        s = PhaseSession(instrument, model, self.shots, self.retries)
         if start_drives is None:
             with jax.enable_x64(True):
                 ideal = np.asarray(flatten_heaters(ideal_settings(program)), np.float64)
@@ -456,11 +453,11 @@ class InSitu:
         tiles = ideal_tiles(program).astype(np.complex128)
         norm = float(np.sum(np.abs(tiles) ** 2))
         start = np.stack([s.apply(p) for p in start])
-        s.amplitude = _amplitude(read_robust(instrument, np.eye(k), shots=self.shots, retries=self.retries), k)
+        s.amplitude = reference_amplitude(read_robust(instrument, np.eye(k), shots=self.shots, retries=self.retries), k)
         check = self.shots * self.check_shots
 
         def tile_losses(phases: np.ndarray, shots: int) -> np.ndarray:
-            return np.array([_residual(t, s.matrix(p, shots))[0] for t, p in zip(tiles, phases)])
+            return np.array([gain_residual(t, s.matrix(p, shots))[0] for t, p in zip(tiles, phases)])
 
         start_losses = tile_losses(start, check)
         opt = optax.adam(self.learning_rate) if self.optimizer is None else check_optimizer(self.optimizer)
@@ -476,7 +473,7 @@ class InSitu:
             try:
                 centres = [s.matrix(p) for p in phi]
                 if self.solver == "gauss-newton":
-                    err = math.sqrt(sum(_residual(t, c)[0] for t, c in zip(tiles, centres)) / norm)
+                    err = math.sqrt(sum(gain_residual(t, c)[0] for t, c in zip(tiles, centres)) / norm)
                     if accepted is not None and err > accepted[1]:  # worse: back, with 10x the damping
                         damping = damping * 10
                         move = np.stack([np.clip(_lm_step(n, damping), -MAX_STEP, MAX_STEP) for n in accepted[2]])

@@ -1,12 +1,13 @@
 """Calibration methods as values: :class:`Local`, :class:`Model`, :class:`Twin`,
 :class:`~photocomp.calibration.selfconfig.SelfConfig`, :class:`~photocomp.calibration.nullify.Nullify`,
-:class:`~photocomp.calibration.diagonalize.Diagonalize` and :class:`~photocomp.calibration.insitu.InSitu`.
+:class:`~photocomp.calibration.diagonalize.Diagonalize`, :class:`~photocomp.calibration.cells.Cells` and
+:class:`~photocomp.calibration.insitu.InSitu`.
 
 A method object holds a method's settings and checks them when it is built,
 like the drift compensators of :mod:`photocomp.drift` and optax's
 transformations: ``pc.calibrate(prog, chip, pc.Model(optimizer=optax.adam(1e-2),
-steps=500))``. The strings ``"local"``, ``"model"``, ``"twin"``, ``"selfconfig"``, ``"nullify"``, ``"diagonalize"`` and
-``"insitu"`` still work
+steps=500))``. The strings ``"local"``, ``"model"``, ``"twin"``, ``"selfconfig"``, ``"nullify"``, ``"diagonalize"``,
+``"cells"`` and ``"insitu"`` still work
 and build the same objects from :func:`photocomp.calibrate`'s keyword
 arguments (:func:`method_from_name`).
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from photocomp.calibration.cells import Cells
 from photocomp.calibration.diagonalize import Diagonalize
 from photocomp.calibration.engine import check_optimizer
 from photocomp.calibration.insitu import InSitu
@@ -29,9 +31,9 @@ from photocomp.calibration.selfconfig import SelfConfig
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, UnknownNameError
 from photocomp.core.validate import check_int, check_real
 
-__all__ = ["Local", "Model", "Twin", "SelfConfig", "Nullify", "Diagonalize", "InSitu", "Method", "METHOD_NAMES", "OPTIMISING", "method_from_name", "as_method", "reject_loose_settings"]
+__all__ = ["Local", "Model", "Twin", "SelfConfig", "Nullify", "Diagonalize", "Cells", "InSitu", "Method", "METHOD_NAMES", "OPTIMISING", "method_from_name", "as_method", "reject_loose_settings"]
 
-METHOD_NAMES = ("model", "local", "twin", "selfconfig", "nullify", "diagonalize", "insitu")
+METHOD_NAMES = ("model", "local", "twin", "selfconfig", "nullify", "diagonalize", "cells", "insitu")
 OPTIMISING = ("model", "twin", "insitu")
 """The methods that take an optimiser's settings (``optimizer``, ``steps``, ``tol``, ``patience``)."""
 _WARM_STARTS = ("local", "ideal")
@@ -152,7 +154,7 @@ class Twin:
         _check_search(self, "Twin")
 
 
-Method = Local | Model | Twin | SelfConfig | Nullify | Diagonalize | InSitu
+Method = Local | Model | Twin | SelfConfig | Nullify | Diagonalize | Cells | InSitu
 
 
 def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patience=None, warm_start="local",
@@ -168,11 +170,11 @@ def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patie
         raise UnknownNameError(
             f"method must be one of {METHOD_NAMES} or a method object (photocomp.Local(), photocomp.Model(...), "
             f"photocomp.Twin(...), photocomp.SelfConfig(...), photocomp.Nullify(...), photocomp.Diagonalize(...), "
-            f"photocomp.InSitu(...)); got {method!r:.80}"
+            f"photocomp.Cells(...), photocomp.InSitu(...)); got {method!r:.80}"
         )
     search = [k for k, v in (("optimizer", optimizer), ("steps", steps), ("tol", tol), ("patience", patience))
               if v is not None]
-    if method not in OPTIMISING and search:
+    if method not in OPTIMISING and search:  # e.g. local, selfconfig, nullify, diagonalize, cells
         raise InvalidInputError(f"{', '.join(search)} apply to the optimising methods {OPTIMISING}; "
                                 f"method={method!r} takes none of them")
     if method == "local":
@@ -183,6 +185,9 @@ def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patie
     if method == "diagonalize":  # its own shots unless given, as nullify
         return Diagonalize(shots=Diagonalize.shots if shots is None else check_int(shots, "shots", low=1),
                            seed=check_int(seed, "seed", low=0))
+    if method == "cells":  # its own shots unless given: a crossbar's detectors see 1/K^2 of a probe
+        return Cells(shots=Cells.shots if shots is None else check_int(shots, "shots", low=1),
+                     seed=check_int(seed, "seed", low=0))
     shots = 1 if shots is None else shots
     if method == "selfconfig":
         return SelfConfig(shots=check_int(shots, "shots", low=1), seed=check_int(seed, "seed", low=0))
@@ -213,12 +218,12 @@ def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patie
 
 def as_method(method) -> Method:
     """A method object as given, or :class:`InvalidTypeError` naming ``method``."""
-    if isinstance(method, (Local, Model, Twin, SelfConfig, Nullify, Diagonalize, InSitu)):
+    if isinstance(method, (Local, Model, Twin, SelfConfig, Nullify, Diagonalize, Cells, InSitu)):
         return method
     raise InvalidTypeError(
-        f"method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'insitu' or a method "
-        f"object (photocomp.Local(), photocomp.Model(...), photocomp.Twin(...), photocomp.SelfConfig(...), "
-        f"photocomp.Nullify(...), photocomp.Diagonalize(...), photocomp.InSitu(...)); "
+        f"method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'cells', 'insitu' or a "
+        f"method object (photocomp.Local(), photocomp.Model(...), photocomp.Twin(...), photocomp.SelfConfig(...), "
+        f"photocomp.Nullify(...), photocomp.Diagonalize(...), photocomp.Cells(...), photocomp.InSitu(...)); "
         f"got {type(method).__name__}"
     )
 

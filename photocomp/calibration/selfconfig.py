@@ -401,8 +401,9 @@ def begin_unitary_run(cfg, program: Program, instrument: Instrument, start_drive
     check_instrument_target(program, instrument)
     if program.circuit == "crossbar":
         raise MismatchError(f"{what} configures a mesh cell by cell through its neighbours; a crossbar's weight "
-                            f"cells are independent: calibrate it with method 'local' (its closed-form per-cell "
-                            f"correction), 'model', 'twin' or 'insitu'; got a crossbar program on "
+                            f"cells are independent: calibrate it with method 'cells' (every cell read at once through "
+                            f"the instrument), 'local' (its closed-form per-cell correction), 'model', 'twin' or "
+                            f"'insitu'; got a crossbar program on "
                             f"{tgt.name!r}")
     if program.circuit != "unitary" or instrument.circuit != "unitary":
         raise MismatchError(f"program and instrument must both be of the unitary circuit (compile a unitary "
