@@ -10,11 +10,13 @@ measurement method that applies calibrates the program through a
   power monitors tapping a tenth of the guided power (the only method here that needs them);
 - ``diagonalize`` (:class:`photocomp.Diagonalize`): a triangular (Reck) mesh configured chain by
   chain from its output powers (the Reck targets only);
+- ``cells`` (:class:`photocomp.Cells`): a crossbar's weight cells read at once and set in closed
+  form (the crossbar only);
 - ``insitu`` (:class:`photocomp.InSitu`): Gauss-Newton on the measured parameter-shift Jacobian;
 - ``twin`` (:class:`photocomp.Twin`) and ``twin-frugal`` (the twin with a budget, below).
 
 A crossbar takes no ``selfconfig`` or ``nullify`` (they walk a mesh's columns; both
-refuse it), and only a Reck mesh takes ``diagonalize``. The table gives the true matrix error reached, the readings and
+refuse it), only a Reck mesh takes ``diagonalize`` and only a crossbar ``cells``. The table gives the true matrix error reached, the readings and
 the chip time the instrument's ledger counted (configuration changes x heater
 settling + readings / clock), and the ratio to the model-based error
 (``method="model"``: the known-chip optimum). A reading is one input vector
@@ -60,11 +62,13 @@ from photocomp.hardware.instrument import Ledger  # noqa: E402
 
 BEGIN = "<!-- measurement-cost:begin -->"
 END = "<!-- measurement-cost:end -->"
-METHODS = ("selfconfig", "nullify", "diagonalize", "insitu", "twin", "twin-frugal")
+METHODS = ("selfconfig", "nullify", "diagonalize", "cells", "insitu", "twin", "twin-frugal")
 MESH_ONLY = ("selfconfig", "nullify")
 """Methods that walk a mesh's columns; a crossbar refuses them."""
 TRIANGLE_ONLY = ("diagonalize",)
 """Methods for a triangular (Reck) mesh alone."""
+CROSSBAR_ONLY = ("cells",)
+"""Methods for a crossbar alone."""
 TARGETS = ("clements-8", "clements-16", "clements-32", "clements-64", "reck-8", "reck-16", "reck-32", "mzi3-16",
            "crossbar-16")
 MONITOR_FRACTION = 0.1
@@ -76,7 +80,7 @@ ROUNDING = 1e-9
 """Model-based errors below this are rounding (a small crossbar's cells all reach their weights): no ratio to them."""
 PLOT_FLOOR = 1e-6
 """Errors below this are drawn at it on the figure's log scale."""
-MARKERS = {"selfconfig": "v", "nullify": "s", "diagonalize": "P", "insitu": "^", "twin": "o", "twin-frugal": "D"}
+MARKERS = {"selfconfig": "v", "nullify": "s", "diagonalize": "P", "cells": "X", "insitu": "^", "twin": "o", "twin-frugal": "D"}
 
 
 def methods(shots: int, size: int) -> dict:
@@ -86,6 +90,7 @@ def methods(shots: int, size: int) -> dict:
         "selfconfig": pc.SelfConfig(shots=shots),
         "nullify": pc.Nullify(shots=shots),
         "diagonalize": pc.Diagonalize(shots=shots),
+        "cells": pc.Cells(shots=shots),
         "insitu": pc.InSitu(shots=shots),
         "twin": pc.Twin(shots=shots, fit_steps=twin_steps, steps=twin_steps),
         "twin-frugal": pc.Twin(shots=shots, configs=1, rounds=4, fit_steps=twin_steps, steps=twin_steps,
@@ -103,7 +108,8 @@ def chosen(target: str, size: int, args) -> list[str]:
     """The methods run on ``target``: by its size, less those its mesh refuses."""
     names = args.methods if size <= args.all_methods_max else args.large_methods
     kind = pc.get_target(target).mesh
-    return [m for m in names if not (kind == "crossbar" and m in MESH_ONLY) and not (kind != "reck" and m in TRIANGLE_ONLY)]
+    return [m for m in names if not (kind == "crossbar" and m in MESH_ONLY) and not (kind != "reck" and m in TRIANGLE_ONLY)
+            and not (kind != "crossbar" and m in CROSSBAR_ONLY)]
 
 
 def run_one(prog, chip, name: str, shots: int, size: int, pace: Ledger) -> dict:
@@ -179,7 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shots", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="methods run on targets of up to --all-methods-max modes")
-    ap.add_argument("--large-methods", nargs="+", choices=METHODS, default=["nullify", "diagonalize", "twin", "twin-frugal"],
+    ap.add_argument("--large-methods", nargs="+", choices=METHODS, default=["nullify", "diagonalize", "cells", "twin", "twin-frugal"],
                     help="methods run on larger targets")
     ap.add_argument("--all-methods-max", type=int, default=16)
     ap.add_argument("--chip-seed", type=int, default=1)
@@ -200,7 +206,7 @@ def main(argv=None) -> int:
              f"{CLOCK_TARGET}'s clock: configuration changes x {pace.settle_s * 1e6:g} us heater settling + readings "
              f"at {clock.clock_ghz:g} GHz (the ledger's counts). `nullify` alone reads in-mesh monitors (tapping "
              f"{MONITOR_FRACTION:g} of the guided power); a crossbar refuses `selfconfig` and `nullify`, and only a "
-             "Reck mesh takes `diagonalize`. Methods "
+             "Reck mesh takes `diagonalize` and only a crossbar `cells`. Methods "
              f"above {args.all_methods_max} modes: {', '.join(args.large_methods)}. Twin readings split as "
              "characterisation / probes / refinement / check.", "",
              "| target | method | shots | error | / model | readings | twin readings | chip time | wall |",
@@ -225,8 +231,8 @@ def main(argv=None) -> int:
                              f"{r['readings']:.3g} | {r['split']} | {r['chip_s'] * 1e3:.1f} ms | {r['wall_s']:.0f} s |")
                 print(lines[-1], flush=True)
     lines += ["", "Readings and chip time include the heater characterisation every method starts from "
-              "(8 configurations per heater; 3 for twin-frugal) and, for `selfconfig`, `nullify`, `diagonalize` and "
-              "`insitu`, "
+              "(8 configurations per heater; 3 for twin-frugal) and, for `selfconfig`, `nullify`, `diagonalize`, "
+              "`cells` and `insitu`, "
               "the phase-stepped error measurements at the start and the end.", "",
               "| goal | measured | met |", "|:--|:--|:--|", goal_line(rows), "",
               f"The whole run took {(time.perf_counter() - t_start) / 60:.1f} min."]
