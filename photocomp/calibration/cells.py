@@ -53,28 +53,21 @@ import time
 import types
 from typing import ClassVar
 
-import jax
 import numpy as np
 import numpy.typing as npt
 
 from photocomp.calibration.engine import (
     MeasuredRun,
-    check_instrument_target,
     check_program,
     crossbar_scales,
-    finite_array,
-    heater_estimates,
-    ideal_settings,
     ideal_tiles,
 )
-from photocomp.calibration.insitu import HeaterModel, PhaseSession, gain_residual
+from photocomp.calibration.insitu import begin_phase_run, gain_residual
 from photocomp.compiler.program import Program
-from photocomp.core.errors import InvalidInputError, MismatchError
+from photocomp.core.errors import MismatchError
 from photocomp.core.validate import check_int
 from photocomp.hardware.chip import heater_slices
-from photocomp.hardware.chipsim import flatten_heaters
-from photocomp.hardware.detector import reference_amplitude
-from photocomp.hardware.instrument import HeaterCharacterizer, Instrument, ReadFailed, as_instrument, read_robust
+from photocomp.hardware.instrument import Instrument, ReadFailed
 
 __all__ = ["Cells", "CellsResult", "cell_responses", "cell_moves"]
 
@@ -205,43 +198,18 @@ class Cells:
         """
         t0 = time.perf_counter()
         program = check_program(program)
-        instrument = as_instrument(instrument)
         tgt = program.target
         if program.circuit != "crossbar":
             raise MismatchError(f"Cells reads a crossbar's cells one entry each; a {program.circuit} program on "
                                 f"{tgt.name!r} has entries that mix many cells (calibrate it by measurement with "
                                 f"'nullify', 'selfconfig', 'diagonalize', 'insitu' or 'twin')")
-        check_instrument_target(program, instrument)
-        if instrument.circuit != program.circuit:
-            raise MismatchError(f"instrument must be a chip of the program's {program.circuit} circuit; got one of "
-                                f"the {instrument.circuit} circuit")
-        program.require_full_tiles("Cells.run")
-        h, k, n_tiles = instrument.n_heaters, tgt.size, program.n_tiles
-        before = instrument.ledger.snapshot()  # a characterisation made here is part of the cost
-        if heaters is None:
-            if not isinstance(instrument, HeaterCharacterizer):
-                raise InvalidInputError("heaters must be given for an instrument without characterize_heaters(); "
-                                        "got None")
-            heaters = tuple(instrument.characterize_heaters())  # type: ignore[assignment]
-        offsets, eta = heater_estimates(heaters, h)
-        model = HeaterModel.build(tgt, program.circuit, offsets, eta)
-        s = PhaseSession(instrument, model, self.shots, self.retries)
-        if start_drives is None:
-            with jax.enable_x64(True):
-                ideal = np.asarray(flatten_heaters(ideal_settings(program)), np.float64)
-            start = np.stack([model.into_range(p, s.limit) for p in ideal])
-        else:
-            p = np.asarray(start_drives, dtype=np.float64) if not isinstance(start_drives, (str, bytes)) else None
-            if p is not None and p.shape == (h,) and n_tiles == 1:
-                p = p[None]
-            start = model.phases(finite_array(p if p is not None else start_drives, "start_drives", (n_tiles, h)))
+        program, instrument, s, start, before = begin_phase_run(program, instrument, start_drives, heaters,
+                                                                self.shots, self.retries, "Cells.run")
+        h, n_tiles, model = instrument.n_heaters, program.n_tiles, s.model
         sl = heater_slices(tgt, "crossbar")
         internal, external = np.arange(h)[sl["u_int"]], np.arange(h)[sl["u_ext"]]
         tiles = ideal_tiles(program).astype(np.complex128)
         norm = float(np.sum(np.abs(tiles) ** 2))
-        start = np.stack([s.apply(p) for p in start])
-        s.amplitude = reference_amplitude(read_robust(instrument, np.eye(k), shots=self.shots, retries=self.retries),
-                                          k)
         check = self.shots * self.check_shots
         steps = 2 * math.pi * np.arange(self.probes) / self.probes
         start_losses = np.array([gain_residual(t, s.matrix(p, check))[0] for t, p in zip(tiles, start)])

@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import types
 from typing import ClassVar
 
 import jax
@@ -82,12 +81,12 @@ import numpy.typing as npt
 
 from photocomp.calibration.engine import MeasuredRun, ideal_settings
 from photocomp.calibration.nullify import HeaterMoves
-from photocomp.calibration.selfconfig import DriveSession, begin_unitary_run, end_error, keep_better
+from photocomp.calibration.selfconfig import DriveSession, begin_unitary_run, finish_unitary_run
 from photocomp.compiler.program import Program
 from photocomp.core.errors import MismatchError
 from photocomp.core.layout import nulling_schedule
 from photocomp.core.validate import check_int, check_real
-from photocomp.hardware.chip import heater_slices, nominal_chip
+from photocomp.hardware.chip import nominal_chip
 from photocomp.hardware.chipsim import stage_coefficients
 from photocomp.hardware.instrument import Instrument, ReadFailed, read_robust
 
@@ -276,15 +275,6 @@ class Diagonalize:
                 chains.chain(index)
             passes += 1
             note()
-        p = s.output_phases(s.p, heater_slices(program.target, "unitary")["u_out"])
-        err = end_error(self, s, p)
-        configured = np.asarray(p, np.float64).copy()
-        final, err_kept, kept = keep_better(s, start, err_start, p, err)
-        spent = instrument.ledger.since(before)
-        return DiagonalizeResult(
-            drives_mw=final, start_drives_mw=np.asarray(start).copy(), error_start_measured=err_start,
-            error_measured=err_kept, kept=kept, history=tuple(history), readings=int(spent["readings"]),
-            configurations=int(spent["configurations"]), chip_time_s=float(spent["chip_time_s"]),
-            faults=types.MappingProxyType(spent["faults"]), retries=int(spent["retries"]),
-            skipped=s.skipped + chains.skipped, stopped=f"{passes} passes", passes_run=passes,
-            configured_drives_mw=configured, configured_error_measured=err, wall_s=time.perf_counter() - t0)
+        return DiagonalizeResult(**finish_unitary_run(self, s, program, start, err_start, before, t0),
+                                 history=tuple(history), skipped=s.skipped + chains.skipped,
+                                 stopped=f"{passes} passes", passes_run=passes)

@@ -107,7 +107,7 @@ from photocomp.hardware.instrument import (
 )
 
 __all__ = ["InSitu", "InSituResult", "HeaterModel", "PhaseSession", "GRADIENTS", "SOLVERS", "read_matrix", "measured_gradient",
-           "gain_residual"]
+           "gain_residual", "begin_phase_run"]
 
 GRADIENTS = ("shift", "spsa")
 """Gradient estimators of :class:`InSitu`: the parameter-shift rule per heater, or SPSA."""
@@ -298,6 +298,51 @@ def measured_gradient(instrument: Instrument, phases: npt.ArrayLike, target: npt
     return math.sqrt(max(e2, 0.0)), grad
 
 
+def begin_phase_run(program: Program, instrument: Instrument, start_drives: npt.ArrayLike | None,
+                    heaters: tuple[npt.ArrayLike, npt.ArrayLike] | None, shots: int, retries: int,
+                    what: str) -> tuple[Program, Instrument, PhaseSession, np.ndarray, dict]:
+    """The checks and the start the methods that set realised heater phases share (:class:`InSitu`,
+    :class:`~photocomp.calibration.cells.Cells`).
+
+    Checks ``program`` and ``instrument`` (full tiles, an instrument of the program's target and
+    circuit), finds the heaters' offsets and efficiencies (``heaters``, else the instrument's
+    characterisation), sets the start (``start_drives``, ``(n_tiles, n_heaters)`` or ``(n_heaters,)``
+    for one tile, else the program's ideal phases) on every tile and matches the reference amplitude to
+    the start's outputs. Returns ``(program, instrument, session, start phases (n_tiles, H), ledger
+    snapshot before the characterisation)``.
+    """
+    program = check_program(program)
+    instrument = as_instrument(instrument)
+    tgt = program.target
+    check_instrument_target(program, instrument)
+    if instrument.circuit != program.circuit:
+        raise MismatchError(f"instrument must be a chip of the program's {program.circuit} circuit; got one of "
+                            f"the {instrument.circuit} circuit")
+    program.require_full_tiles(what)
+    h, k, n_tiles = instrument.n_heaters, tgt.size, program.n_tiles
+    before = instrument.ledger.snapshot()  # a characterisation made here is part of the cost
+    if heaters is None:
+        if not isinstance(instrument, HeaterCharacterizer):
+            raise InvalidInputError("heaters must be given for an instrument without characterize_heaters(); "
+                                    "got None")
+        heaters = tuple(instrument.characterize_heaters())  # type: ignore[assignment]
+    offsets, eta = heater_estimates(heaters, h)
+    model = HeaterModel.build(tgt, program.circuit, offsets, eta)
+    s = PhaseSession(instrument, model, shots, retries)
+    if start_drives is None:
+        with jax.enable_x64(True):
+            ideal = np.asarray(flatten_heaters(ideal_settings(program)), np.float64)
+        start = np.stack([model.into_range(p, s.limit) for p in ideal])
+    else:
+        p = np.asarray(start_drives, dtype=np.float64) if not isinstance(start_drives, (str, bytes)) else None
+        if p is not None and p.shape == (h,) and n_tiles == 1:
+            p = p[None]
+        start = model.phases(finite_array(p if p is not None else start_drives, "start_drives", (n_tiles, h)))
+    start = np.stack([s.apply(p) for p in start])
+    s.amplitude = reference_amplitude(read_robust(instrument, np.eye(k), shots=shots, retries=retries), k)
+    return program, instrument, s, start, before
+
+
 @dataclasses.dataclass(frozen=True)
 class InSituResult(MeasuredRun):
     """What :meth:`InSitu.run` found and what it cost (:class:`~photocomp.calibration.engine.MeasuredRun`).
@@ -423,37 +468,11 @@ class InSitu:
         import optax
 
         t0 = time.perf_counter()
-        program = check_program(program)
-        instrument = as_instrument(instrument)
-        tgt = program.target
-        check_instrument_target(program, instrument)
-        if instrument.circuit != program.circuit:
-            raise MismatchError(f"instrument must be a chip of the program's {program.circuit} circuit; got one of "
-                                f"the {instrument.circuit} circuit")
-        program.require_full_tiles("InSitu.run")
-        h, k, n_tiles = instrument.n_heaters, tgt.size, program.n_tiles
-        before = instrument.ledger.snapshot()  # a characterisation made here is part of the cost
-        if heaters is None:
-            if not isinstance(instrument, HeaterCharacterizer):
-                raise InvalidInputError("heaters must be given for an instrument without characterize_heaters(); "
-                                        "got None")
-            heaters = tuple(instrument.characterize_heaters())  # type: ignore[assignment]
-        offsets, eta = heater_estimates(heaters, h)
-        model = HeaterModel.build(tgt, program.circuit, offsets, eta)
-        s = PhaseSession(instrument, model, self.shots, self.retries)
-        if start_drives is None:
-            with jax.enable_x64(True):
-                ideal = np.asarray(flatten_heaters(ideal_settings(program)), np.float64)
-            start = np.stack([model.into_range(p, s.limit) for p in ideal])
-        else:
-            p = np.asarray(start_drives, dtype=np.float64) if not isinstance(start_drives, (str, bytes)) else None
-            if p is not None and p.shape == (h,) and n_tiles == 1:
-                p = p[None]
-            start = model.phases(finite_array(p if p is not None else start_drives, "start_drives", (n_tiles, h)))
+        program, instrument, s, start, before = begin_phase_run(program, instrument, start_drives, heaters,
+                                                                self.shots, self.retries, "InSitu.run")
+        model, n_tiles = s.model, program.n_tiles
         tiles = ideal_tiles(program).astype(np.complex128)
         norm = float(np.sum(np.abs(tiles) ** 2))
-        start = np.stack([s.apply(p) for p in start])
-        s.amplitude = reference_amplitude(read_robust(instrument, np.eye(k), shots=self.shots, retries=self.retries), k)
         check = self.shots * self.check_shots
 
         def tile_losses(phases: np.ndarray, shots: int) -> np.ndarray:

@@ -76,7 +76,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import types
 from typing import ClassVar
 
 import jax
@@ -84,7 +83,7 @@ import numpy as np
 import numpy.typing as npt
 
 from photocomp.calibration.engine import MeasuredRun, check_program, ideal_settings
-from photocomp.calibration.selfconfig import DriveSession, begin_unitary_run, end_error, fit_sinusoid, keep_better
+from photocomp.calibration.selfconfig import DriveSession, begin_unitary_run, finish_unitary_run, fit_sinusoid
 from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidTypeError, MismatchError, UnknownNameError
 from photocomp.core.validate import check_int, check_real
@@ -501,17 +500,6 @@ class Nullify:
             passes += 1
             spent = instrument.ledger.since(before)
             history.append((int(spent["readings"]), float(spent["chip_time_s"]), float(np.nanmean(fractions))))
-        stopped = f"{passes} passes"
-        p = s.output_phases(s.p, heater_slices(program.target, "unitary")["u_out"])
-        err = end_error(self, s, p)
-        configured = np.asarray(p, np.float64).copy()
-        final, err_kept, kept = keep_better(s, start, err_start, p, err)
-        spent = instrument.ledger.since(before)
-        return NullifyResult(
-            drives_mw=final, start_drives_mw=np.asarray(start).copy(), error_start_measured=err_start,
-            error_measured=err_kept, kept=kept, history=tuple(history), readings=int(spent["readings"]),
-            configurations=int(spent["configurations"]), chip_time_s=float(spent["chip_time_s"]),
-            faults=types.MappingProxyType(spent["faults"]), retries=int(spent["retries"]),
-            skipped=s.skipped + nul.skipped, stopped=stopped, schedule=self.schedule, passes_run=passes,
-            configured_drives_mw=configured, configured_error_measured=err,
-            wall_s=time.perf_counter() - t0)
+        return NullifyResult(**finish_unitary_run(self, s, program, start, err_start, before, t0),
+                             history=tuple(history), skipped=s.skipped + nul.skipped, stopped=f"{passes} passes",
+                             schedule=self.schedule, passes_run=passes)

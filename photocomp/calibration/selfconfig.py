@@ -112,7 +112,7 @@ from photocomp.hardware.instrument import (
 )
 from photocomp.sim.physical import mesh_to_physical
 
-__all__ = ["SelfConfig", "SelfConfigResult", "chip_error", "measured_error"]
+__all__ = ["SelfConfig", "SelfConfigResult", "chip_error", "measured_error", "finish_unitary_run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -454,6 +454,26 @@ def keep_better(s: DriveSession, start: np.ndarray, err_start: float, p: np.ndar
     final = p if kept == "configured" else start
     s.apply(final)
     return np.asarray(final).copy(), min(err, err_start), kept
+
+
+def finish_unitary_run(cfg, s: DriveSession, program: Program, start: np.ndarray, err_start: float,
+                       before: dict, t0: float) -> dict:
+    """The end the configuring methods share (:class:`~photocomp.calibration.nullify.Nullify`,
+    :class:`~photocomp.calibration.diagonalize.Diagonalize`): the output phases taken off, the error
+    measured, the better of the start and the configured drives kept. Returns the
+    :class:`~photocomp.calibration.engine.MeasuredRun` fields it knows, and the configured drives and
+    their measured error (``configured_drives_mw``, ``configured_error_measured``)."""
+    p = s.output_phases(s.p, heater_slices(program.target, "unitary")["u_out"])
+    err = end_error(cfg, s, p)
+    configured = np.asarray(p, np.float64).copy()
+    final, err_kept, kept = keep_better(s, start, err_start, p, err)
+    spent = s.ins.ledger.since(before)
+    return {"drives_mw": final, "start_drives_mw": np.asarray(start).copy(), "error_start_measured": err_start,
+            "error_measured": err_kept, "kept": kept, "readings": int(spent["readings"]),
+            "configurations": int(spent["configurations"]), "chip_time_s": float(spent["chip_time_s"]),
+            "faults": types.MappingProxyType(spent["faults"]), "retries": int(spent["retries"]),
+            "configured_drives_mw": configured, "configured_error_measured": err,
+            "wall_s": time.perf_counter() - t0}
 
 
 @dataclasses.dataclass(frozen=True)
