@@ -244,10 +244,12 @@ class DriveSession:
         self.p = np.zeros(instrument.n_heaters)
 
     def physical(self, v: np.ndarray) -> np.ndarray:
-        """Flat physical phases ``(H,)`` of the ideal chip for virtual phases ``v`` (theta; phi)."""
+        """Flat physical phases ``(H,)`` of the ideal chip for virtual phases ``v`` (theta; phi); 0 for trim heaters."""
         with jax.enable_x64(True):
             parts = _to_physical(self.lay, v[0], v[1], self.out)
-            return np.concatenate([np.asarray(a, np.float64) for a in parts])
+            flat = np.concatenate([np.asarray(a, np.float64) for a in parts])
+        # a cell's trim heaters come last (heater_slices) and stay where they are: no virtual phase moves them
+        return np.concatenate([flat, np.zeros(self.ins.n_heaters - flat.size)])
 
     def follow(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(drives, physical phases)`` for virtual phases ``v``: the present drives moved by the phase change."""
