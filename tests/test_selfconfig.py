@@ -43,6 +43,16 @@ def test_self_configuration_lowers_the_true_error(case4, clean_run):
     assert [h[0] for h in res.history] == sorted(h[0] for h in res.history)
 
 
+def test_a_mesh_with_trim_heaters_is_configured_its_trims_held():
+    """A three-splitter cell's trim heater has no virtual phase: it stays where the start put it."""
+    prog = pc.compile(haar_unitary(4, np.random.default_rng(3)), "mzi3-4")
+    chip = pc.fabricate("mzi3-4", seed=1, circuit="unitary")
+    res = SelfConfig(shots=100).run(prog, pc.BlackBoxChip(chip, seed=0, shots=100))
+    trims = pc.hardware.chip.heater_slices(prog.target, "unitary")["u_trim"]
+    np.testing.assert_array_equal(res.drives_mw[trims], res.start_drives_mw[trims])
+    assert chip_error(prog, chip, res.drives_mw) < 0.5 * chip_error(prog, chip, res.start_drives_mw)  # 0.100 -> 0.037
+
+
 def test_same_seeds_give_the_same_configuration(case4, clean_run):
     prog, chip = case4
     again = SelfConfig().run(prog, pc.BlackBoxChip(chip, seed=0))
