@@ -34,6 +34,14 @@ with measured ``A`` and ``B`` instead of the chip's known errors; a second
 round (``rounds``) measures again where the first left the tile and takes out
 what the efficiency estimates made of the steps.
 
+Where it stops. The steps, and the crosstalk compensation between a cell's
+two heaters, are made with the characterised efficiencies, and their errors
+bend the measured responses in a way more shots do not remove: on a default
+16-mode crossbar it ends at about 2.4 times the model-based error whatever the
+shots, where the twin (:class:`photocomp.Twin`), which fits the heaters with
+everything else, comes within a few percent for twice the readings
+(``benchmarks/measurement_cost.py``). With exact heater estimates it is exact.
+
 Cost. Per tile and round, ``probes`` configurations of ``3 K`` readings (times
 the shots) and one setting; the start and the end are read with
 ``check_shots`` times the shots, and per tile the better is returned (never
@@ -153,7 +161,7 @@ class Cells:
     Attributes:
       rounds: measure-and-set rounds per tile (int >= 1). One is the default: on a
         16 x 16 crossbar a second round changed the error by less than the
-        shot noise's spread (without noise it took 0.0272 to 0.0269).
+        shot noise's spread.
       probes: internal-phase steps read per round, spread evenly over a turn (int >= 3).
       shots: shots per reading (int >= 1). A unit probe reaches each of a
         K-input crossbar's detectors with about 1/K^2 of its power, so the
