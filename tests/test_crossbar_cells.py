@@ -109,7 +109,7 @@ def test_run_refuses_what_it_cannot_do(case):
     mesh = pc.compile(haar_unitary(4, np.random.default_rng(0)), "clements-4")
     box = pc.BlackBoxChip(pc.fabricate("clements-4", 1, circuit="unitary"))
     with pytest.raises(pc.MismatchError, match="Cells reads a crossbar's cells.*unitary program on 'clements-4'.*"
-                                               "'diagonalize'"):
+                                               "'nullify', 'selfconfig', 'insitu' or 'twin'"):
         Cells().run(mesh, box)
     with pytest.raises(pc.InvalidTypeError, match="prog must be a photocomp.Program"):
         Cells().run(np.eye(8), pc.BlackBoxChip(chip))
@@ -127,5 +127,8 @@ def test_calibrate_runs_it_by_name_and_object(case):
     assert s["method"] == "cells" and s["rounds_run"] == 1
     assert s["error_after"] < 0.25 * s["error_before"]
     mesh = pc.compile(haar_unitary(4, np.random.default_rng(0)), "clements-4")
-    with pytest.raises(pc.MismatchError, match="'selfconfig', 'diagonalize', 'insitu' or 'twin'"):
+    with pytest.raises(pc.MismatchError, match="'selfconfig', 'insitu' or 'twin'"):
         pc.calibrate(mesh, pc.fabricate("clements-4", 1, circuit="unitary"), "cells", progress=False)
+    reck = pc.compile(haar_unitary(4, np.random.default_rng(0)), "reck-4")
+    with pytest.raises(pc.MismatchError, match="'selfconfig', 'diagonalize', 'insitu' or 'twin'"):
+        pc.calibrate(reck, pc.fabricate("reck-4", 1, circuit="unitary"), "cells", progress=False)

@@ -116,7 +116,7 @@ def test_run_refuses_what_it_cannot_do():
     with pytest.raises(pc.MismatchError, match="triangular \\(Reck\\) mesh.*'clements-4' is a clements mesh.*'nullify'"):
         Diagonalize().run(clements, box)
     crossbar = pc.compile(np.eye(4), "crossbar-4")
-    with pytest.raises(pc.MismatchError, match="'crossbar-4' is a crossbar mesh"):
+    with pytest.raises(pc.MismatchError, match="'crossbar-4' is a crossbar mesh.*'cells', 'insitu' or 'twin'"):
         Diagonalize().run(crossbar, pc.BlackBoxChip(pc.fabricate("crossbar-4", 1)))
     svd = pc.compile(np.arange(16.0).reshape(4, 4), "reck-4")
     with pytest.raises(pc.MismatchError, match="unitary circuit"):

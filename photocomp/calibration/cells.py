@@ -208,9 +208,10 @@ class Cells:
         program = check_program(program)
         tgt = program.target
         if program.circuit != "crossbar":
+            others = "'nullify', 'selfconfig', " + ("'diagonalize', " if tgt.mesh == "reck" else "")
             raise MismatchError(f"Cells reads a crossbar's cells one entry each; a {program.circuit} program on "
                                 f"{tgt.name!r} has entries that mix many cells (calibrate it by measurement with "
-                                f"'nullify', 'selfconfig', 'diagonalize', 'insitu' or 'twin')")
+                                f"{others}'insitu' or 'twin')")
         program, instrument, s, start, before = begin_phase_run(program, instrument, start_drives, heaters,
                                                                 self.shots, self.retries, "Cells.run")
         h, n_tiles, model = instrument.n_heaters, program.n_tiles, s.model

@@ -249,10 +249,12 @@ class Diagonalize:
         if isinstance(program, Program):  # the mesh checked first; begin_unitary_run checks the rest
             lay = program.target.layout
             if lay.kind != "reck" or lay.cell.heaters != ("external", "internal"):
+                others = ("'cells', 'insitu' or 'twin'" if lay.kind == "crossbar"
+                          else "'nullify', 'selfconfig', 'insitu' or 'twin'")
                 raise MismatchError(
                     f"Diagonalize configures a triangular (Reck) mesh of MZIs from its output powers; target "
                     f"{program.target.name!r} is a {lay.kind} mesh of {lay.cell.name!r} cells (calibrate it by "
-                    f"measurement with 'nullify', 'selfconfig', 'insitu' or 'twin')")
+                    f"measurement with {others})")
         program, instrument, s, start, err_start, before = begin_unitary_run(
             self, program, instrument, start_drives, heaters, "Diagonalize.run")
         chains = _Chains(self, s, program)
