@@ -66,8 +66,8 @@ import numpy.typing as npt
 
 from photocomp.calibration.engine import (
     MeasuredRun,
+    cell_amplitudes,
     check_program,
-    crossbar_scales,
     ideal_tiles,
 )
 from photocomp.calibration.insitu import begin_phase_run, gain_residual
@@ -134,21 +134,15 @@ def cell_moves(a: np.ndarray, b: np.ndarray, want: np.ndarray) -> tuple[np.ndarr
       where there is none), the input-phase moves ``arg w - arg(A + B e^{i d})``
       (0 where ``w = 0``) and which entries of ``w != 0`` were clipped. The
       scale c is :func:`~photocomp.calibration.engine.crossbar_scales`'s for the
-      measured ranges.
+      measured ranges (:func:`~photocomp.calibration.engine.cell_amplitudes`).
     """
-    na, nb = np.abs(a), np.abs(b)
-    lo, hi = np.abs(nb - na), nb + na
     mag = np.abs(want)
-    c = float(crossbar_scales(mag.ravel()[None], lo.ravel(), hi.ravel())[0])
-    amp = np.clip(c * mag, lo, hi)
-    unreachable = (mag > 0) & ((c * mag < lo * (1 - 1e-12)) | (c * mag > hi * (1 + 1e-12)))
-    rho = na * nb
-    chi = np.angle(b) - np.angle(a)
-    cos_arg = np.clip((amp**2 - na**2 - nb**2) / (2 * np.where(rho > 0, rho, 1.0)), -1.0, 1.0)
-    half = np.arccos(cos_arg)  # d + chi = ±half
+    # the element a + b e^{id} is p e^{id} - q with p = b, q = -a: the known-chip correction's solve
+    _, _, unreachable, half, chi = cell_amplitudes(b.ravel(), -a.ravel(), mag.ravel()[None], mag.ravel()[None] > 0)
+    unreachable, half, chi = unreachable.reshape(mag.shape), half.reshape(mag.shape), chi.reshape(mag.shape)
     wrap = lambda x: np.mod(x + np.pi, 2 * np.pi) - np.pi  # noqa: E731
     plus, minus = wrap(half - chi), wrap(-half - chi)
-    d = np.where(rho > 0, np.where(np.abs(plus) <= np.abs(minus), plus, minus), 0.0)
+    d = np.where(np.abs(a * b) > 0, np.where(np.abs(plus) <= np.abs(minus), plus, minus), 0.0)
     m = a + b * np.exp(1j * d)
     e = np.where(mag > 0, wrap(np.angle(want) - np.angle(m)), 0.0)
     return d, e, unreachable

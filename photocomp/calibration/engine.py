@@ -63,7 +63,7 @@ from photocomp.hardware.dac import quantize_power
 from photocomp.sim.devices import gather, pad_tiles, spread, tile_mesh
 from photocomp.sim.ideal import tile_matrices_np
 
-__all__ = ["error", "better_per_tile", "local_correction", "reachability", "Reachability", "crossbar_cells", "crossbar_scales",
+__all__ = ["error", "better_per_tile", "local_correction", "reachability", "Reachability", "crossbar_cells", "crossbar_scales", "cell_amplitudes",
            "CrossbarCells", "check_program", "ideal_tiles",
            "ideal_settings", "relative_error", "settings_error", "local_settings", "check_optimizer", "minimize",
            "optimize", "quantized", "MeasuredRun", "finite_array", "heater_estimates", "check_instrument_target"]
@@ -585,12 +585,36 @@ def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
         at0 = np.asarray(stage_coefficients(chip, lay, "u", zeros, zeros, dtype=jnp.complex128)[0])
         at_pi = np.asarray(stage_coefficients(chip, lay, "u", zeros + np.pi, zeros, dtype=jnp.complex128)[0])
     p, q = (at0 - at_pi) / 2, -(at0 + at_pi) / 2
-    hi, lo = np.abs(p) + np.abs(q), np.abs(np.abs(p) - np.abs(q))
     w = np.cos(f64(pm.u.theta)) * np.exp(1j * f64(pm.u.phi))  # (T, K^2), the program's cells
     rows, cols = pm.grid.extent()
     i, j = np.divmod(np.arange(k * k), k)
     used = (i[None, :] < rows[:, None]) & (j[None, :] < cols[:, None])
-    mag = np.where(used, np.abs(w), 0.0)
+    scale, amp, unreachable, half, chi = cell_amplitudes(p, q, np.where(used, np.abs(w), 0.0), used)
+    internal = 2 * np.pi - half - chi  # the root -chi - half, on the ideal's branch
+    m = p * np.exp(1j * internal) - q
+    out = f64(ideal_settings_of(pm).u_out)  # (T, K): each output's phase reference
+    external = np.angle(w) - out[:, i] - np.angle(m)
+    wrap = lambda a: np.mod(a, 2 * np.pi)  # noqa: E731
+    return CrossbarCells(wrap(internal), wrap(external), unreachable, scale, amp, out)
+
+
+def cell_amplitudes(p: np.ndarray, q: np.ndarray, mag: np.ndarray, used: np.ndarray) -> tuple:
+    """The amplitudes of crossbar cells whose element is ``p e^{i theta} - q`` in their internal phase theta.
+
+    A cell's amplitude spans ``[||p| - |q||, |p| + |q|]``. Each tile takes the scale of
+    :func:`crossbar_scales` and every cell the amplitude ``c |w|`` clipped into its range.
+
+    Args:
+      p, q: ``(n,)`` the cells' coefficients (the chip's, :func:`crossbar_cells`; or measured,
+        :class:`~photocomp.calibration.cells.Cells`).
+      mag: ``(T, n)`` the program's ``|w|`` per tile (0 where a cell carries nothing).
+      used: ``(T, n)`` the cells that carry entries of the matrix (not padding).
+
+    Returns:
+      ``(scale (T,), amplitude (T, n), unreachable (T, n), half, chi)``: the internal phases that give
+      each cell its amplitude are ``-chi ± half`` (mod 2π); ``half`` is 0 where ``p q`` is 0.
+    """
+    hi, lo = np.abs(p) + np.abs(q), np.abs(np.abs(p) - np.abs(q))
     scale = crossbar_scales(mag, lo, hi)
     want = scale[:, None] * mag
     unreachable = used & ((want < lo[None, :] * (1 - 1e-12)) | (want > hi[None, :] * (1 + 1e-12)))
@@ -598,12 +622,7 @@ def crossbar_cells(pm, chip: Chip) -> CrossbarCells:
     rho = np.abs(p * np.conj(q))
     chi = np.angle(p * np.conj(q))
     cos_arg = (np.abs(p) ** 2 + np.abs(q) ** 2 - amp**2) / (2 * np.where(rho > 0, rho, 1.0))
-    internal = 2 * np.pi - np.arccos(np.clip(cos_arg, -1.0, 1.0)) - chi  # cos(internal + chi) = cos_arg
-    m = p * np.exp(1j * internal) - q
-    out = f64(ideal_settings_of(pm).u_out)  # (T, K): each output's phase reference
-    external = np.angle(w) - out[:, i] - np.angle(m)
-    wrap = lambda a: np.mod(a, 2 * np.pi)  # noqa: E731
-    return CrossbarCells(wrap(internal), wrap(external), unreachable, scale, amp, out)
+    return scale, amp, unreachable, np.arccos(np.clip(cos_arg, -1.0, 1.0)), chi  # cos(theta + chi) = cos_arg
 
 
 CROSSBAR_SCALES = 48
