@@ -817,7 +817,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", help="uncalibrated phase-map file")
     s.add_argument("--chip-seed", type=seed, required=True, help="seed of the fabricated chip (photocomp.fabricate)")
     s.add_argument("--method", default="model", choices=["model", "local", "twin", "selfconfig", "nullify", "diagonalize", "cells",
-                                                                 "insitu"],
+                                                                 "insitu", "backprop"],
                    help="model: chip errors known; local: analytic per-MZI correction; twin: the chip is a black box, "
                         "a digital twin is fitted to its measurements; selfconfig: a one-tile unitary program is "
                         "configured from the chip's output powers alone; nullify: a one-tile unitary program is "
@@ -825,16 +825,19 @@ def _build_parser() -> argparse.ArgumentParser:
                         "unitary program on a triangular (reck) mesh is configured chain by chain from its output "
                         "powers; cells: a crossbar program's weight cells are read at once and set in closed "
                         "form; insitu: gradient steps on "
-                        "the measured error, gradients by the parameter-shift rule; default %(default)s")
+                        "the measured error, gradients by the parameter-shift rule; backprop: Adam steps on a "
+                        "one-tile unitary program, gradients by in-situ backpropagation (light sent backwards, a "
+                        "monitor at every phase shifter); default %(default)s")
     s.add_argument("--steps", type=_integer(0, 10**9), default=None,
-                   help="maximum optimisation steps (model, twin, insitu); default: the method's own "
-                        "(photocomp.Model, photocomp.Twin, photocomp.InSitu)")
+                   help="maximum optimisation steps (model, twin, insitu, backprop); default: the method's own "
+                        "(photocomp.Model, photocomp.Twin, photocomp.InSitu, photocomp.InSitu.backprop)")
     s.add_argument("--shots", type=_integer(1, 10**9), default=None,
                    help="shots per black-box reading (twin, selfconfig, nullify, diagonalize, cells, "
-                        "insitu); default 1, for nullify, diagonalize and cells their own (photocomp.Nullify().shots)")
+                        "insitu, backprop); default 1, for nullify, diagonalize, cells and backprop their own "
+                        "(photocomp.Nullify().shots)")
     s.add_argument("--seed", type=seed, default=0,
                    help="seed of measurement noise and probes (twin, selfconfig, nullify, diagonalize, cells, "
-                        "insitu); default %(default)s")
+                        "insitu, backprop); default %(default)s")
     s.add_argument("--dac-bits", type=_integer(1, 32), default=None,
                    help="quantize the final heater drives with a DAC of this many bits")
     # the twin's settings default to photocomp.Twin's (None here: a flag given with another method is refused)

@@ -59,10 +59,10 @@ def test_twin_object_equals_the_name_with_the_same_settings(small):
     ({"method": "model", "patience": 0}, r"^patience must be"),
     ({"method": "model", "warm_start": "cold"}, r"^warm_start must be one of \('local', 'ideal'\); got 'cold'"),
     ({"method": "model", "optimizer": "adam"}, r"^optimizer must be an optax.GradientTransformation"),
-    ({"method": "annealing"}, r"^method must be one of \('model', 'local', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'cells', 'insitu'\) or a method object"),
+    ({"method": "annealing"}, r"^method must be one of \('model', 'local', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'cells', 'insitu', 'backprop'\) or a method object"),
     ({"method": "x" * 10_000}, r"^method must be one of"),
-    ({"method": 3}, r"^method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'cells', 'insitu' or a method object"),
-    ({"method": "diagonalize", "steps": 5}, r"^steps apply to the optimising methods \('model', 'twin', 'insitu'\); "
+    ({"method": 3}, r"^method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'cells', 'insitu', 'backprop' or a method object"),
+    ({"method": "diagonalize", "steps": 5}, r"^steps apply to the optimising methods \('model', 'twin', 'insitu', 'backprop'\); "
                                             r"method='diagonalize' takes none of them"),
     ({"method": "local", "tol": 0.1, "patience": 3}, r"^tol, patience apply to the optimising methods"),
     ({"method": pc.Model(), "steps": 3}, r"calibrate got method=Model\(\.\.\.\) and also steps: give these settings "

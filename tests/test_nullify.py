@@ -82,14 +82,14 @@ def test_robust_monitor_reads_get_past_nan_and_dropped_bursts():
     drives = np.full(chip.n_heaters, 10.0)
     faulty.set_drives(drives)
     x = np.eye(4, dtype=complex)
-    got = read_robust(faulty, x, monitors=True, retries=20)
+    got = read_robust(faulty, x, source="monitors", retries=20)
     box2 = pc.BlackBoxChip(chip, noise=False, monitor_fraction=0.1)
     box2.set_drives(drives)
     np.testing.assert_allclose(got, box2.read_monitors(x), atol=1e-12, rtol=0)
     faults = box.ledger.faults
     assert faults["nan"] + faults["dropped"] > 0 and box.ledger.retries > 0
-    with pytest.raises(pc.InvalidInputError, match="reference must be None when monitors=True"):
-        read_robust(faulty, x, monitors=True, reference=1.0)
+    with pytest.raises(pc.InvalidInputError, match="reference must be None when source=.monitors."):
+        read_robust(faulty, x, source="monitors", reference=1.0)
 
 
 def test_nulling_inputs_null_every_lower_port_of_the_ideal_columns():

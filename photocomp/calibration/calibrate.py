@@ -55,7 +55,7 @@ from photocomp.core.ir import CompileReport, PassRecord
 from photocomp.core.validate import check_int
 from photocomp.hardware.chip import Chip, as_chip
 from photocomp.hardware.dac import quantize_power
-from photocomp.hardware.detector import BlackBoxChip
+from photocomp.hardware.detector import BlackBoxChip, heater_monitored
 
 __all__ = ["METHODS", "calibrate"]
 
@@ -91,8 +91,10 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         response read at once and set in closed form) or
         :class:`~photocomp.calibration.insitu.InSitu` (any
         program, from measured parameter-shift gradients through the same
-        interface), which holds the method's settings; or its name ``"local"``,
-        ``"model"`` (default), ``"twin"``, ``"selfconfig"``, ``"nullify"``, ``"diagonalize"``, ``"cells"`` or ``"insitu"``,
+        interface; :meth:`~photocomp.calibration.insitu.InSitu.backprop`: a unitary program, from
+        gradients measured by in-situ backpropagation), which holds the method's settings; or its
+        name ``"local"``, ``"model"`` (default), ``"twin"``, ``"selfconfig"``, ``"nullify"``,
+        ``"diagonalize"``, ``"cells"``, ``"insitu"`` or ``"backprop"``,
         whose
         settings are then the
         keyword arguments below (they must stay unset with a method object).
@@ -104,8 +106,10 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         relative improvement of the squared error by ``tol``.
       warm_start: ``"local"`` (default) or ``"ideal"`` settings to start from.
       progress: show a progress bar.
-      shots: shots per reading of the black-box measurements (twin, selfconfig, nullify, diagonalize, cells, insitu).
-      seed: seed of the measurement noise and the probe design (twin, selfconfig, nullify, diagonalize, cells, insitu).
+      shots: shots per reading of the black-box measurements (twin, selfconfig, nullify, diagonalize, cells, insitu,
+        backprop).
+      seed: seed of the measurement noise and the probe design (twin, selfconfig, nullify, diagonalize, cells, insitu,
+        backprop).
       twin_configs, twin_steps: probe drive configurations and fitting
         steps of the twin.
       twin_rounds: fit-calibrate rounds; each round after the first also
@@ -147,8 +151,12 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
     if callback is not None and not callable(callback):
         raise InvalidTypeError(f"callback must be callable as callback(step, error); got {type(callback).__name__}")
     if isinstance(method, (SelfConfig, Nullify, Diagonalize, Cells, InSitu)):
-        monitors = method.monitor_fraction if isinstance(method, Nullify) else None
-        box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots, monitor_fraction=monitors)
+        backprop = isinstance(method, InSitu) and method.gradient == "backprop"
+        monitors = None
+        if isinstance(method, Nullify) or (isinstance(method, InSitu) and backprop):
+            monitors = method.monitor_fraction
+        box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots, monitor_fraction=monitors,
+                                  heater_monitors=backprop and heater_monitored(chip))
         found = method.run(prog, box)
         if dac_bits is not None:
             found = dataclasses.replace(found, drives_mw=quantize_power(found.drives_mw, chip.target, dac_bits))

@@ -80,6 +80,7 @@ import jax
 import numpy as np
 import numpy.typing as npt
 
+from photocomp.calibration.backprop import backprop_gradient, backprop_jacobian, check_adjoint
 from photocomp.calibration.engine import (
     MeasuredRun,
     check_instrument_target,
@@ -109,8 +110,9 @@ from photocomp.hardware.instrument import (
 __all__ = ["InSitu", "InSituResult", "HeaterModel", "PhaseSession", "GRADIENTS", "SOLVERS", "read_matrix", "measured_gradient",
            "gain_residual", "begin_phase_run"]
 
-GRADIENTS = ("shift", "spsa")
-"""Gradient estimators of :class:`InSitu`: the parameter-shift rule per heater, or SPSA."""
+GRADIENTS = ("shift", "spsa", "backprop")
+"""Gradient estimators of :class:`InSitu`: the parameter-shift rule per heater, SPSA, or in-situ
+backpropagation (:mod:`photocomp.calibration.backprop`)."""
 
 SOLVERS = ("gauss-newton", "optax")
 """How :class:`InSitu` steps: an optax optimiser on the gradient, or Gauss-Newton on the measured Jacobian."""
@@ -230,16 +232,23 @@ def _gradient(s: PhaseSession, phases: np.ndarray, tile: np.ndarray, norm: float
     for Gauss-Newton minus the step instead of the gradient."""
     m0 = s.matrix(phases) if m0 is None else m0
     loss, g, r = gain_residual(tile, m0)  # the centre: the error the search tracks
+    if kind == "backprop":  # the instrument must be at this tile's drives (a multi-tile step read them all)
+        s.apply(phases)
+        if solver != "gauss-newton":
+            return loss / norm, backprop_gradient(s.ins, r, g, norm, s.amplitude, shots=s.shots, retries=s.retries)
     if kind == "spsa":
         delta = rng.choice([-1.0, 1.0], size=phases.shape)
         lp = gain_residual(tile, s.matrix(phases + spsa_step * delta))[0]
         lm = gain_residual(tile, s.matrix(phases - spsa_step * delta))[0]
         return loss / norm, (lp - lm) / (2 * spsa_step * norm) * delta
-    jac = np.zeros((phases.size,) + tile.shape, np.complex128)
-    for h in range(phases.size):
-        e = np.zeros(phases.shape)
-        e[h] = math.pi / 2
-        jac[h] = 0.5 * (s.matrix(phases + e) - s.matrix(phases - e))
+    if kind == "backprop":
+        jac = backprop_jacobian(s.ins, m0, shots=s.shots, retries=s.retries)
+    else:
+        jac = np.zeros((phases.size,) + tile.shape, np.complex128)
+        for h in range(phases.size):
+            e = np.zeros(phases.shape)
+            e[h] = math.pi / 2
+            jac[h] = 0.5 * (s.matrix(phases + e) - s.matrix(phases - e))
     grad = -2.0 * g * np.real(np.einsum("ij,hij->h", np.conj(r), jac))
     if solver == "gauss-newton":  # the step instead of the gradient: min ||R - g J d - dg M||^2 + damping ||d||^2
         # the gain is a variable of the step too: without it the phases that scale M (attenuators) chase the gain
@@ -379,7 +388,11 @@ class InSitu:
       steps: largest number of steps (int >= 0).
       learning_rate: Adam's step size (rad) when ``optimizer`` is None (real > 0).
       gradient: ``"shift"`` (parameter-shift rule, exact, ``2H + 1``
-        configurations per tile and step) or ``"spsa"`` (three per tile and step).
+        configurations per tile and step), ``"spsa"`` (three per tile and
+        step) or ``"backprop"`` (in-situ backpropagation,
+        :mod:`photocomp.calibration.backprop`: one configuration per tile and
+        step, with light sent backwards and a monitor at every phase shifter;
+        a unitary program).
       solver: ``"gauss-newton"`` (default; needs ``gradient="shift"``): the
         parameter shifts measure every heater's ``dM/dphi``, i.e. the
         Jacobian, and each step solves the damped least-squares problem
@@ -402,11 +415,14 @@ class InSitu:
         builds the :class:`~photocomp.BlackBoxChip`, of its noise (int >= 0).
       optimizer: any ``optax.GradientTransformation`` on the phases
         (``solver="optax"``); None: ``optax.adam(learning_rate)``.
+      monitor_fraction: the power each phase-shifter monitor taps, for the
+        :class:`~photocomp.BlackBoxChip` that :func:`photocomp.calibrate`
+        builds for ``gradient="backprop"`` (real in (0, 1]).
 
     Example:
       >>> import photocomp as pc
       >>> InSitu(steps=20)
-      InSitu(steps=20, learning_rate=0.01, gradient='shift', spsa_step=0.2, tol=0.001, patience=3, shots=1, check_shots=4, retries=4, seed=0, optimizer=None, solver='gauss-newton', damping=0.01)
+      InSitu(steps=20, learning_rate=0.01, gradient='shift', spsa_step=0.2, tol=0.001, patience=3, shots=1, check_shots=4, retries=4, seed=0, optimizer=None, solver='gauss-newton', damping=0.01, monitor_fraction=0.1)
     """
 
     steps: int = 10
@@ -422,6 +438,7 @@ class InSitu:
     optimizer: Any = None
     solver: str = "gauss-newton"
     damping: float = 0.01
+    monitor_fraction: float = 0.1
 
     name = "insitu"
 
@@ -441,15 +458,33 @@ class InSitu:
         object.__setattr__(self, "seed", check_int(self.seed, "InSitu.seed", low=0))
         if not isinstance(self.solver, str) or self.solver not in SOLVERS:
             raise UnknownNameError(f"InSitu.solver must be one of {SOLVERS}; got {self.solver!r:.80}")
-        if self.solver == "gauss-newton" and self.gradient != "shift":
-            raise InvalidInputError(f"InSitu.gradient must be 'shift' with solver='gauss-newton' (it uses the "
-                                    f"measured Jacobian; use solver='optax' for SPSA); got {self.gradient!r}")
+        if self.solver == "gauss-newton" and self.gradient == "spsa":
+            raise InvalidInputError("InSitu.gradient must be 'shift' or 'backprop' with solver='gauss-newton' (it "
+                                    "uses the measured Jacobian; use solver='optax' for SPSA); got 'spsa'")
+        object.__setattr__(self, "monitor_fraction", check_real(self.monitor_fraction, "InSitu.monitor_fraction",
+                                                                low=0.0, high=1.0, low_open=True))
         object.__setattr__(self, "damping", check_real(self.damping, "InSitu.damping", low=0.0))
         if self.optimizer is not None:
             try:
                 check_optimizer(self.optimizer)
             except InvalidTypeError as exc:
                 raise InvalidTypeError(str(exc).replace("optimizer must", "InSitu.optimizer must", 1)) from None
+
+    @classmethod
+    def backprop(cls, **settings) -> InSitu:
+        """In-situ calibration by backpropagation (:mod:`photocomp.calibration.backprop`): the method ``"backprop"``.
+
+        Its defaults: ``gradient="backprop"`` with Gauss-Newton steps on the
+        Jacobian the interference frames measure (one configuration and
+        ``3K + 2K^2 + 2K`` readings per step), 10 shots per reading, the
+        other fields :class:`InSitu`'s. ``solver="optax"`` runs Pai et al.'s
+        gradient protocol instead (light sent backwards, ``9K`` readings per
+        step) under an optax optimiser (default Adam at ``learning_rate``);
+        a first-order search needs hundreds of steps where Gauss-Newton needs
+        a few (``benchmarks/measurement_cost.py``), so give it ``steps`` and
+        ``patience`` to match. ``settings`` override any field.
+        """
+        return cls(**{"gradient": "backprop", "shots": 10, **settings})
 
     def run(self, program: Program, instrument: Instrument, *, start_drives: npt.ArrayLike | None = None,
             heaters: tuple[npt.ArrayLike, npt.ArrayLike] | None = None) -> InSituResult:
@@ -468,6 +503,9 @@ class InSitu:
         import optax
 
         t0 = time.perf_counter()
+        if self.gradient == "backprop":  # before any reading: a chip without the hardware costs nothing
+            check_program(program)
+            check_adjoint(as_instrument(instrument), program.circuit, "InSitu(gradient='shift') or 'spsa'")
         program, instrument, s, start, before = begin_phase_run(program, instrument, start_drives, heaters,
                                                                 self.shots, self.retries, "InSitu.run")
         model, n_tiles = s.model, program.n_tiles

@@ -7,7 +7,8 @@ A method object holds a method's settings and checks them when it is built,
 like the drift compensators of :mod:`photocomp.drift` and optax's
 transformations: ``pc.calibrate(prog, chip, pc.Model(optimizer=optax.adam(1e-2),
 steps=500))``. The strings ``"local"``, ``"model"``, ``"twin"``, ``"selfconfig"``, ``"nullify"``, ``"diagonalize"``,
-``"cells"`` and ``"insitu"`` still work
+``"cells"``, ``"insitu"`` and ``"backprop"`` (:meth:`InSitu.backprop`: in-situ gradients by
+backpropagation, :mod:`photocomp.calibration.backprop`) still work
 and build the same objects from :func:`photocomp.calibrate`'s keyword
 arguments (:func:`method_from_name`).
 
@@ -33,8 +34,8 @@ from photocomp.core.validate import check_int, check_real
 
 __all__ = ["Local", "Model", "Twin", "SelfConfig", "Nullify", "Diagonalize", "Cells", "InSitu", "Method", "METHOD_NAMES", "OPTIMISING", "method_from_name", "as_method", "reject_loose_settings"]
 
-METHOD_NAMES = ("model", "local", "twin", "selfconfig", "nullify", "diagonalize", "cells", "insitu")
-OPTIMISING = ("model", "twin", "insitu")
+METHOD_NAMES = ("model", "local", "twin", "selfconfig", "nullify", "diagonalize", "cells", "insitu", "backprop")
+OPTIMISING = ("model", "twin", "insitu", "backprop")
 """The methods that take an optimiser's settings (``optimizer``, ``steps``, ``tol``, ``patience``)."""
 _WARM_STARTS = ("local", "ideal")
 
@@ -168,9 +169,8 @@ def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patie
     """
     if not isinstance(method, str) or method not in METHOD_NAMES:
         raise UnknownNameError(
-            f"method must be one of {METHOD_NAMES} or a method object (photocomp.Local(), photocomp.Model(...), "
-            f"photocomp.Twin(...), photocomp.SelfConfig(...), photocomp.Nullify(...), photocomp.Diagonalize(...), "
-            f"photocomp.Cells(...), photocomp.InSitu(...)); got {method!r:.80}"
+            f"method must be one of {METHOD_NAMES} or a method object (photocomp.Local, Model, Twin, SelfConfig, "
+            f"Nullify, Diagonalize, Cells or InSitu, e.g. photocomp.InSitu.backprop()); got {method!r:.80}"
         )
     search = [k for k, v in (("optimizer", optimizer), ("steps", steps), ("tol", tol), ("patience", patience))
               if v is not None]
@@ -188,17 +188,19 @@ def method_from_name(method: str, *, optimizer=None, steps=None, tol=None, patie
     if method == "cells":  # its own shots unless given: a crossbar's detectors see 1/K^2 of a probe
         return Cells(shots=Cells.shots if shots is None else check_int(shots, "shots", low=1),
                      seed=check_int(seed, "seed", low=0))
-    shots = 1 if shots is None else shots
+    given_shots, shots = shots, 1 if shots is None else shots
     if method == "selfconfig":
         return SelfConfig(shots=check_int(shots, "shots", low=1), seed=check_int(seed, "seed", low=0))
     optimizer = _check_optimizer(optimizer, "optimizer")
-    if method == "insitu":  # its own defaults unless given: steps, tol and patience count measured steps here
-        default = InSitu()
-        return InSitu(shots=check_int(shots, "shots", low=1), seed=check_int(seed, "seed", low=0),
-                      steps=default.steps if steps is None else check_int(steps, "steps", low=0),
-                      tol=default.tol if tol is None else check_real(tol, "tol", low=0.0, high=1.0),
-                      patience=default.patience if patience is None else check_int(patience, "patience", low=1),
-                      optimizer=optimizer, solver=default.solver if optimizer is None else "optax")
+    if method in ("insitu", "backprop"):  # their own defaults unless given: steps and patience count measured steps
+        default = InSitu() if method == "insitu" else InSitu.backprop()
+        return dataclasses.replace(
+            default, shots=default.shots if given_shots is None else check_int(shots, "shots", low=1),
+            seed=check_int(seed, "seed", low=0),
+            steps=default.steps if steps is None else check_int(steps, "steps", low=0),
+            tol=default.tol if tol is None else check_real(tol, "tol", low=0.0, high=1.0),
+            patience=default.patience if patience is None else check_int(patience, "patience", low=1),
+            optimizer=optimizer, solver=default.solver if optimizer is None else "optax")
     steps = 300 if steps is None else steps
     tol = 1e-4 if tol is None else tol
     patience = 30 if patience is None else patience
@@ -221,7 +223,8 @@ def as_method(method) -> Method:
     if isinstance(method, (Local, Model, Twin, SelfConfig, Nullify, Diagonalize, Cells, InSitu)):
         return method
     raise InvalidTypeError(
-        f"method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'cells', 'insitu' or a "
+        f"method must be 'local', 'model', 'twin', 'selfconfig', 'nullify', 'diagonalize', 'cells', 'insitu', "
+        f"'backprop' or a "
         f"method object (photocomp.Local(), photocomp.Model(...), photocomp.Twin(...), photocomp.SelfConfig(...), "
         f"photocomp.Nullify(...), photocomp.Diagonalize(...), photocomp.Cells(...), photocomp.InSitu(...)); "
         f"got {type(method).__name__}"

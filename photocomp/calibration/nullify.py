@@ -372,7 +372,7 @@ class _Nuller(HeaterMoves):
 
     def read(self, c: int, x: np.ndarray) -> np.ndarray:
         """Monitor powers ``(K,)`` after column c, summed over the inputs ``x`` ``(V, K)``."""
-        r = read_robust(self.s.ins, x, shots=self.cfg.shots, retries=self.cfg.retries, monitors=True)
+        r = read_robust(self.s.ins, x, shots=self.cfg.shots, retries=self.cfg.retries, source="monitors")
         return np.asarray(r)[:, c].sum(axis=0)
 
     def values(self, key, x: np.ndarray) -> np.ndarray:

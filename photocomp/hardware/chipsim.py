@@ -32,6 +32,7 @@ from jax.typing import ArrayLike
 
 from photocomp.core import convention
 from photocomp.core.bell import bell_from_clements, clements_from_bell
+from photocomp.core.cell import Coupler, Shifter
 from photocomp.core.crossbar import tree_amplitudes
 from photocomp.core.errors import InvalidTypeError
 from photocomp.core.ir import PhaseMap, TileGrid
@@ -66,6 +67,7 @@ __all__ = [
     "chip_tile_matrices",
     "chip_matrix",
     "chip_column_fields",
+    "chip_heater_fields",
     "best_gain",
     "flatten_heaters",
     "unflatten_heaters",
@@ -252,10 +254,7 @@ def stage_coefficients(chip: Chip, lay: MeshLayout, stage: str, internal, extern
     For the Bell cell see :func:`_stage_mesh`."""
     if lay.crossbar:
         return _crossbar_coefficients(chip, lay, internal, external, dtype=dtype)
-    loss = chip.loss_db[stage]
-    own = lay.cell.crossings
-    if own and chip.target.crossing_loss_db:
-        loss = loss + own * chip.target.crossing_loss_db
+    loss = _cell_loss_db(chip, lay, stage)
     coef = physical_coefficients(lay, internal, external, chip.coupler_in[stage], chip.coupler_out[stage],
                                  loss, dtype=dtype, trims=trim_settings(lay, trims),
                                  errors=chip.cell_errors.get(stage) or None)
@@ -264,6 +263,15 @@ def stage_coefficients(chip: Chip, lay: MeshLayout, stage: str, internal, extern
         return coef
     top, bottom = route
     return coef * jnp.asarray(np.stack([top * top, top * bottom, bottom * top, bottom * bottom]), dtype=coef.dtype)
+
+
+def _cell_loss_db(chip: Chip, lay: MeshLayout, stage: str):
+    """Each cell's insertion loss (dB) in mesh ``stage``: the chip's, plus its own crossings' (both arms pass them)."""
+    loss = chip.loss_db[stage]
+    own = lay.cell.crossings
+    if own and chip.target.crossing_loss_db:
+        loss = loss + own * chip.target.crossing_loss_db
+    return loss
 
 
 def _crossbar_coefficients(chip: Chip, lay: MeshLayout, internal, external, *, dtype):
@@ -393,6 +401,76 @@ def chip_column_fields(chip: Chip, s: Settings, x: ArrayLike) -> jax.Array:
     fv = _column_fields(lay, v, x)
     between = (screen(v_out, dtype) * amp).astype(dtype)
     return jnp.concatenate([fv, _column_fields(lay, u, between[:, None] * fv[-1])])
+
+
+def chip_heater_fields(chip: Chip, s: Settings, x: ArrayLike) -> jax.Array:
+    """Fields at every heater of a unitary mesh chip, for the first tile of settings ``s``.
+
+    What a monitor at every phase shifter sees (in-situ backpropagation,
+    :meth:`photocomp.hardware.detector.BlackBoxChip.read_heater_monitors`):
+    the field on the arm each heater sits on, just after its shifter, in the
+    chip's flat heater order (:func:`photocomp.hardware.chip.heater_groups`).
+    Each cell's components are walked in light order from the field entering
+    it (:mod:`photocomp.core.cell`); half of a cell's insertion loss acts
+    before its components and half after (the chip model lumps a cell's loss;
+    a field's power inside the cell lies between the two). An output
+    heater's field is the mesh's output on its mode (its shifter changes no power).
+
+    Args:
+      chip: the chip (a unitary circuit of an MZI-family cell; not a
+        crossbar and not the symmetric cell's global sweep).
+      s: settings (only tile 0 is used).
+      x: input fields ``(K, B)``.
+
+    Returns:
+      ``(H, B)`` complex fields, ``H = chip.n_heaters``.
+    """
+    lay = s.layout
+    if lay.crossbar or lay.cell.programming == "sweep" or s.v_int is not None:
+        raise InvalidTypeError(f"chip_heater_fields needs a unitary mesh chip of a per-cell programmed cell; got "
+                               f"the {s.circuit} circuit of {lay.cell.name!r} cells")
+    x = jnp.asarray(x)
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(x.dtype, jnp.complex64, jnp.asarray(s.u_int).dtype))
+    rdtype = jnp.real(jnp.zeros((), dtype)).dtype
+    x = x.astype(dtype)
+    p = {g: jnp.asarray(getattr(s, g))[0] for g in s.groups}
+    coef, _ = _stage_mesh(chip, lay, "u", p, dtype=dtype)
+    after = _column_fields(lay, coef, x)  # (depth, K, B)
+    cell, seen = lay.cell, {}
+    if lay.n_mzi:
+        entering = jnp.concatenate([x[None], after[:-1]])
+        cols = lay.column_array
+        a, b = entering[cols, lay.pair_array], entering[cols, lay.lower_array]  # (n_mzi, B) each
+        route = routing_amplitudes(lay, chip.target.crossing_loss_db)
+        if route is not None:
+            a, b = a * jnp.asarray(route[0], rdtype)[:, None], b * jnp.asarray(route[1], rdtype)[:, None]
+        half = jnp.sqrt(jnp.broadcast_to(amplitude(as_real(_cell_loss_db(chip, lay, "u"), rdtype)), (lay.n_mzi,)))
+        a, b = a * half[:, None].astype(dtype), b * half[:, None].astype(dtype)
+        phases = dict(cell.trims)
+        phases.update(trim_settings(lay, p.get("u_trim")) or {})
+        phases["external"] = p["u_ext"]
+        if "internal" in cell.heaters:
+            phases["internal"] = p["u_int"]
+        errors = {"coupler_in": chip.coupler_in["u"], "coupler_out": chip.coupler_out["u"],
+                  **(chip.cell_errors.get("u") or {})}
+        for comp in cell.components:
+            if isinstance(comp, Shifter):
+                turn = screen(jnp.broadcast_to(as_real(phases[comp.heater], rdtype), (lay.n_mzi,)), dtype)[:, None]
+                if comp.arm == "upper":
+                    a = a * turn
+                    seen[comp.heater] = a
+                else:
+                    b = b * turn
+                    seen[comp.heater] = b
+            elif isinstance(comp, Coupler):
+                sn, cs = sincos(as_real(errors.get(comp.error, 0.0), rdtype) + np.pi / 4)
+                sn, cs = (jnp.broadcast_to(v, (lay.n_mzi,))[:, None] for v in (sn, cs))
+                a, b = cs * a + 1j * sn * b, 1j * sn * a + cs * b
+            else:
+                a, b = b, a
+    parts = {"u_int": lambda: seen["internal"], "u_ext": lambda: seen["external"], "u_out": lambda: after[-1],
+             "u_trim": lambda: jnp.concatenate([seen[h] for h, _ in cell.trims])}
+    return jnp.concatenate([parts[g]() for g in s.groups]).astype(dtype)
 
 
 def chip_matrix(chip: Chip, s: Settings) -> jax.Array:

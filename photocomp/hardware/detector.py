@@ -45,13 +45,14 @@ from photocomp.hardware.chip import Chip, as_chip
 from photocomp.hardware.chipsim import (
     Settings,
     chip_column_fields,
+    chip_heater_fields,
     chip_tile_matrices,
     realized_phases,
     unflatten_heaters,
 )
 from photocomp.hardware.instrument import DriveRefused, Ledger
 
-__all__ = ["detect", "BlackBoxChip", "measure_matrix"]
+__all__ = ["detect", "BlackBoxChip", "measure_matrix", "heater_monitored"]
 
 SEED_MAX = 2**63 - 1
 """Largest noise seed (``jax.random.PRNGKey`` takes a signed 64-bit integer)."""
@@ -105,22 +106,33 @@ def _tile_matrix_from_drives(chip: Chip, power):
 _tile_matrix_jit = jax.jit(_tile_matrix_from_drives)
 
 
-def _monitor_powers(chip: Chip, power, x):
-    """Exact powers ``(B, C, K)`` at the in-mesh monitors for heater powers ``power`` (H,) and inputs ``x`` (B, K)."""
-    return jnp.moveaxis(jnp.abs(chip_column_fields(chip, _drive_settings(chip, power), x.T)) ** 2, 2, 0)
+def _monitor_powers(chip: Chip, power, x, where: str = "columns"):
+    """Exact powers at the in-mesh monitors for heater powers ``power`` (H,) and inputs ``x`` (B, K):
+    ``(B, C, K)`` after every column (``where="columns"``) or ``(B, H)`` at every heater (``"heaters"``)."""
+    s = _drive_settings(chip, power)
+    if where == "heaters":
+        return (jnp.abs(chip_heater_fields(chip, s, x.T)) ** 2).T
+    return jnp.moveaxis(jnp.abs(chip_column_fields(chip, s, x.T)) ** 2, 2, 0)
 
 
-def _monitor_read(chip: Chip, power, x, key, frac, *, shots: int, noise: bool):
-    """Monitor readings ``(B, C, K)``: exact powers, or each monitor's detection of the fraction ``frac`` of
-    them over its own auto-ranged full scale (one compiled program for the field and the detection)."""
-    exact = _monitor_powers(chip, power, x)
+def _monitor_read(chip: Chip, power, x, key, frac, *, shots: int, noise: bool, where: str = "columns"):
+    """Monitor readings (:func:`_monitor_powers`' shape): exact powers, or each monitor's detection of the
+    fraction ``frac`` of them over its own auto-ranged full scale (one compiled program for the field and the
+    detection)."""
+    exact = _monitor_powers(chip, power, x, where)
     if not noise:
         return exact
     fs = jnp.maximum(jnp.max(exact, axis=0, keepdims=True), 1e-300) * frac / 0.8
     return detect(exact * frac, chip.target, key, shots=shots, full_scale=fs) / frac
 
 
-_monitor_read_jit = jax.jit(_monitor_read, static_argnames=("shots", "noise"))
+_monitor_read_jit = jax.jit(_monitor_read, static_argnames=("shots", "noise", "where"))
+
+
+def heater_monitored(chip: Chip) -> bool:
+    """Whether ``chip`` can carry a monitor at every phase shifter in this model
+    (:func:`~photocomp.hardware.chipsim.chip_heater_fields`): a unitary mesh of per-cell programmed cells."""
+    return chip.circuit == "unitary" and chip.target.layout.cell.programming != "sweep"
 
 
 def _as_drives(drives_mw, n_heaters: int, limit: float) -> tuple[np.ndarray, bool]:
@@ -185,6 +197,14 @@ class BlackBoxChip:
         weak tap's insertion loss is the same on every path of the mesh, a
         factor the gain absorbs), and ``monitor_fraction`` sets their shot
         noise: a monitor counts that fraction of the photons.
+      heater_monitors: also a monitor at every phase shifter, on the arm the
+        heater sits on (:meth:`read_heater_monitors`; what in-situ
+        backpropagation reads, :mod:`photocomp.calibration.backprop`), with
+        the same ``monitor_fraction``. A unitary mesh chip only.
+
+    Light can also be sent into the outputs and detected at the inputs
+    (:meth:`read_backward`): the chip is passive and reciprocal, so it
+    carries light backwards by the transpose of its matrix.
 
     Example:
       >>> import numpy as np, photocomp as pc
@@ -193,10 +213,19 @@ class BlackBoxChip:
       (4, 4)
     """
     def __init__(self, chip: Chip, seed: int = 0, shots: int = 1, *, noise: bool = True,
-                 monitor_fraction: float | None = None):
+                 monitor_fraction: float | None = None, heater_monitors: bool = False):
         self._chip = as_chip(chip)
         self.monitor_fraction = (None if monitor_fraction is None else
                                  check_real(monitor_fraction, "monitor_fraction", low=0.0, high=1.0, low_open=True))
+        if not isinstance(heater_monitors, bool):
+            raise InvalidTypeError(f"heater_monitors must be a bool; got {type(heater_monitors).__name__}")
+        if heater_monitors and self.monitor_fraction is None:
+            raise InvalidInputError("heater_monitors=True needs monitor_fraction (the power every monitor taps, "
+                                    "e.g. 0.1); got monitor_fraction=None")
+        if heater_monitors and not heater_monitored(self._chip):
+            raise MismatchError(f"heater_monitors needs a unitary mesh chip of per-cell programmed cells; got a "
+                                f"{self._chip.circuit} chip of {self._chip.target.name!r}")
+        self.heater_monitors = heater_monitors
         self._key = jax.random.PRNGKey(check_int(seed, "seed", low=0, high=SEED_MAX))
         self.shots = check_int(shots, "shots", low=1)
         if not isinstance(noise, bool):
@@ -303,8 +332,15 @@ class BlackBoxChip:
         if self.monitor_fraction is None:
             raise MismatchError("read_monitors needs a chip with in-mesh monitors "
                                 "(BlackBoxChip(..., monitor_fraction=0.1)); this one has output detectors only")
+        return self._read_monitors(inputs, shots, "columns")
+
+    def _read_monitors(self, inputs: npt.ArrayLike, shots: int | None, where: str) -> np.ndarray:
+        """Monitor readings after every column or at every heater (``where``) at the applied drives."""
+        if self.monitor_fraction is None:
+            raise MismatchError("reading monitors needs a chip with them (BlackBoxChip(..., monitor_fraction=0.1)); "
+                                "this one has output detectors only")
         if self._drives is None:
-            raise InvalidInputError("drives_mw must be set (set_drives) before read_monitors; got no drives yet")
+            raise InvalidInputError("drives_mw must be set (set_drives) before reading monitors; got no drives yet")
         shots = self.shots if shots is None else check_int(shots, "shots", low=1)
         x = _as_inputs(inputs, self.target.size)
         single = x.ndim == 1
@@ -314,9 +350,41 @@ class BlackBoxChip:
         with jax.enable_x64(True):
             out = np.asarray(_monitor_read_jit(self._chip.unseeded(), jnp.asarray(self._drives),
                                                jnp.asarray(x, dtype=jnp.complex128), key, frac, shots=shots,
-                                               noise=self.noise), dtype=np.float64)
+                                               noise=self.noise, where=where), dtype=np.float64)
         self.ledger.add(readings=x.shape[0] * shots)
         return out[0] if single else out
+
+    def read_heater_monitors(self, inputs: npt.ArrayLike, *, shots: int | None = None) -> np.ndarray:
+        """Detected powers at the monitor of every phase shifter for ``inputs`` at the applied drives.
+
+        Args:
+          inputs: input fields ``(K,)`` or ``(B, K)``.
+          shots: shots per reading (default: the box's).
+
+        Returns:
+          float64 powers ``(H,)`` or ``(B, H)`` in the flat heater order
+          (:func:`~photocomp.hardware.chipsim.chip_heater_fields`: the power on
+          the arm each heater sits on), in units of unit input power, detected
+          as :meth:`read_monitors`' are. All monitors are read at once: adds
+          ``B * shots`` readings.
+        """
+        if not self.heater_monitors:
+            raise MismatchError("read_heater_monitors needs a chip with a monitor at every phase shifter "
+                                "(BlackBoxChip(..., monitor_fraction=0.1, heater_monitors=True)); this one has none")
+        return self._read_monitors(inputs, shots, "heaters")
+
+    def read_backward(self, fields: npt.ArrayLike, *, shots: int | None = None,
+                      reference: npt.ArrayLike | None = None, full_scale: str = "input") -> np.ndarray:
+        """Detected powers at the input ports for ``fields`` sent into the output ports, at the applied drives.
+
+        The chip carries light backwards by the transpose of its matrix
+        (reciprocity): the inputs see ``|M^T f + reference|^2``. Arguments,
+        detection and counting as :meth:`read` (``fields`` in place of
+        ``inputs``; one reading per field vector and shot).
+        """
+        if self._drives is None:
+            raise InvalidInputError("drives_mw must be set (set_drives) before read_backward; got no drives yet")
+        return self._measure(self._drives, fields, shots, reference, full_scale, backward=True)
 
     def measure(self, drives_mw: npt.ArrayLike, inputs: npt.ArrayLike, *, shots: int | None = None,
                 reference: npt.ArrayLike | None = None, full_scale: str = "input") -> np.ndarray:
@@ -348,6 +416,10 @@ class BlackBoxChip:
           ``(n_tiles, n_heaters)`` drives; adds ``n_tiles * B * shots`` to
           :attr:`measurements`.
         """
+        return self._measure(drives_mw, inputs, shots, reference, full_scale)
+
+    def _measure(self, drives_mw, inputs, shots, reference, full_scale, *, backward: bool = False) -> np.ndarray:
+        """:meth:`measure`; ``backward``: ``inputs`` sent into the outputs and detected at the inputs."""
         if not isinstance(full_scale, str) or full_scale not in ("input", "auto"):
             raise InvalidInputError(f"full_scale must be 'input' or 'auto'; got {quote(full_scale)}")
         shots = self.shots if shots is None else check_int(shots, "shots", low=1)
@@ -362,17 +434,18 @@ class BlackBoxChip:
         reads = []
         for drives, k in zip(p, keys):
             self._apply(drives)
-            reads.append(self._read(drives, x, ref, k, shots, full_scale))
+            reads.append(self._read(drives, x, ref, k, shots, full_scale, backward))
         out = np.stack(reads) if tiled else reads[0]
         self.ledger.add(readings=p.shape[0] * x.shape[0] * shots)
         return out[..., 0, :] if single else out
 
-    def _read(self, p, x, ref, key, shots: int, full_scale: str) -> np.ndarray:
-        """Detected intensities ``(B, K)`` of inputs ``x`` at one drive setting ``p`` (checked)."""
+    def _read(self, p, x, ref, key, shots: int, full_scale: str, backward: bool = False) -> np.ndarray:
+        """Detected intensities ``(B, K)`` of inputs ``x`` at one drive setting ``p`` (checked); ``backward``:
+        ``x`` sent into the outputs and detected at the inputs."""
         t = self.target
         with jax.enable_x64(True):
             m = _tile_matrix_jit(self._chip.unseeded(), jnp.asarray(p))  # one compiled program for every chip
-            y = jnp.asarray(x, dtype=jnp.complex128) @ m.T + ref
+            y = jnp.asarray(x, dtype=jnp.complex128) @ (m if backward else m.T) + ref
             intensity = jnp.abs(y) ** 2
             if full_scale == "auto":
                 fs = jnp.maximum(jnp.max(intensity), 1e-300) / 0.8

@@ -53,6 +53,7 @@ __all__ = [
     "Instrument",
     "HeaterCharacterizer",
     "MonitoredInstrument",
+    "AdjointInstrument",
     "Ledger",
     "FaultyInstrument",
     "InstrumentFault",
@@ -64,10 +65,17 @@ __all__ = [
     "read_robust",
     "DEFAULT_SETTLE_TAUS",
     "FAULT_KINDS",
+    "READ_SOURCES",
 ]
 
 DEFAULT_SETTLE_TAUS = 1.0
 """Heater time constants waited per configuration change (the issue's cost model: one)."""
+
+READ_SOURCES = ("outputs", "monitors", "heaters", "backward")
+"""What :func:`read_robust` reads: the output detectors (:meth:`Instrument.read`), the in-mesh monitors
+(:meth:`MonitoredInstrument.read_monitors`), the monitors at the phase shifters
+(:meth:`AdjointInstrument.read_heater_monitors`) or the input ports for light sent backwards
+(:meth:`AdjointInstrument.read_backward`)."""
 
 FAULT_KINDS = ("saturated", "nan", "dropped", "refused", "clipped")
 """Fault kinds a :class:`Ledger` counts: saturated readings, NaN readings, dropped bursts, refused and clipped drives."""
@@ -274,6 +282,34 @@ class MonitoredInstrument(Protocol):
         ...
 
 
+@runtime_checkable
+class AdjointInstrument(Protocol):
+    """An instrument that carries light both ways and has a power monitor at every phase shifter.
+
+    What in-situ backpropagation (Pai et al. 2023, :mod:`photocomp.calibration.backprop`)
+    reads: fields sent into the output ports and detected at the input ports
+    (a receiver with a reference beam at each input), and the power at every
+    phase shifter for any input field, all monitors at once (a camera on
+    grating taps, or transparent detectors).
+    """
+
+    @property
+    def heater_monitors(self) -> bool:
+        """Whether the chip has a monitor at every phase shifter."""
+        ...
+
+    def read_backward(self, fields: npt.ArrayLike, *, shots: int | None = None,
+                      reference: npt.ArrayLike | None = None) -> np.ndarray:
+        """Powers ``(B, K)`` (or ``(K,)``) at the input ports for ``fields`` sent into the outputs; as
+        :meth:`Instrument.read` with the directions swapped (adds ``B * shots`` readings)."""
+        ...
+
+    def read_heater_monitors(self, inputs: npt.ArrayLike, *, shots: int | None = None) -> np.ndarray:
+        """Powers ``(B, H)`` (or ``(H,)``) at every phase shifter, flat heater order, for input fields ``(B, K)``
+        (or ``(K,)``); adds ``B * shots`` readings."""
+        ...
+
+
 def as_instrument(instrument: object, name: str = "instrument") -> Instrument:
     """``instrument`` if it implements :class:`Instrument`; else :class:`InvalidTypeError` naming ``name``."""
     if not isinstance(instrument, Instrument):
@@ -317,7 +353,7 @@ def set_drives_robust(instrument: Instrument, drives_mw: np.ndarray, limit_mw: n
 
 
 def read_robust(instrument: Instrument, inputs: npt.ArrayLike, *, shots: int | None = None,
-                reference: npt.ArrayLike | None = None, retries: int = 4, monitors: bool = False) -> np.ndarray:
+                reference: npt.ArrayLike | None = None, retries: int = 4, source: str = "outputs") -> np.ndarray:
     """:meth:`Instrument.read` that gets past NaN readings, dropped bursts and saturated detectors.
 
     * a dropped burst (:class:`BurstDropped`) is read again;
@@ -328,29 +364,41 @@ def read_robust(instrument: Instrument, inputs: npt.ArrayLike, *, shots: int | N
 
     Each re-read counts one in the ledger's ``retries``. After ``retries``
     re-reads of one kind without success raises :class:`ReadFailed`. Inputs
-    are as for :meth:`Instrument.read`; returns the same shape. With
-    ``monitors=True`` it reads the in-mesh monitors instead
-    (:meth:`MonitoredInstrument.read_monitors`, no reference) and returns
-    their shape, ``(B, C, K)`` or ``(C, K)``.
+    are as for :meth:`Instrument.read`; returns the same shape. ``source``
+    (one of :data:`READ_SOURCES`) reads other detectors the same way:
+    ``"monitors"`` the in-mesh monitors (:meth:`MonitoredInstrument.read_monitors`,
+    no reference; shape ``(B, C, K)`` or ``(C, K)``), ``"heaters"`` the
+    monitors at the phase shifters (:meth:`AdjointInstrument.read_heater_monitors`,
+    no reference; ``(B, H)`` or ``(H,)``), ``"backward"`` the input ports
+    with ``inputs`` sent into the outputs (:meth:`AdjointInstrument.read_backward`).
     """
     retries = check_int(retries, "retries", low=0)
+    if not isinstance(source, str) or source not in READ_SOURCES:
+        raise InvalidInputError(f"source must be one of {READ_SOURCES}; got {source!r:.80}")
+    monitors = source in ("monitors", "heaters")
     if monitors and reference is not None:
-        raise InvalidInputError("reference must be None when monitors=True (monitors see no reference beam); "
-                                "got a reference")
+        raise InvalidInputError(f"reference must be None when source={source!r} (monitors see no reference "
+                                f"beam); got a reference")
     x = np.asarray(inputs)
     single = x.ndim == 1
     x2 = x[None] if single else x
     ref = None if reference is None else np.broadcast_to(np.asarray(reference, dtype=np.complex128), x2.shape)
     ceiling = float(instrument.saturation)
 
+    shape: list[tuple] = []  # a monitor read's shape per input vector
+
     def attempt(rows: np.ndarray, scale: float) -> np.ndarray:
         for tries in range(retries + 1):
             try:
                 if monitors:
-                    got = instrument.read_monitors(x2[rows] * scale, shots=shots)  # type: ignore[attr-defined]
-                    return np.asarray(got, dtype=np.float64).reshape(len(rows), -1)
+                    read = (instrument.read_monitors if source == "monitors"  # type: ignore[attr-defined]
+                            else instrument.read_heater_monitors)  # type: ignore[attr-defined]
+                    got = np.asarray(read(x2[rows] * scale, shots=shots), dtype=np.float64)
+                    shape[:] = [got.shape[1:]]
+                    return got.reshape(len(rows), -1)
                 r = ref[rows] * scale if ref is not None else None
-                return np.asarray(instrument.read(x2[rows] * scale, shots=shots, reference=r), dtype=np.float64)
+                read = instrument.read_backward if source == "backward" else instrument.read  # type: ignore[attr-defined]
+                return np.asarray(read(x2[rows] * scale, shots=shots, reference=r), dtype=np.float64)
             except BurstDropped:
                 if tries == retries:
                     raise ReadFailed(f"read: {retries + 1} bursts in a row were dropped") from None
@@ -366,7 +414,7 @@ def read_robust(instrument: Instrument, inputs: npt.ArrayLike, *, shots: int | N
         if not (nan.any() or sat.any()):
             out = out / scale[:, None] ** 2
             if monitors:
-                out = out.reshape(x2.shape[0], -1, x2.shape[-1])
+                out = out.reshape((x2.shape[0],) + shape[0])
             return out[0] if single else out
         if tries == retries:
             break
@@ -500,6 +548,30 @@ class FaultyInstrument:
             raise InvalidTypeError(f"inner instrument {type(self._inner).__name__} has no in-mesh monitors")
         out = np.array(self._inner.read_monitors(inputs, shots=shots), dtype=np.float64)
         return self._inject(out, np.ndim(inputs) == 1)
+
+    @property
+    def heater_monitors(self) -> bool:
+        """Whether the inner instrument has a monitor at every phase shifter."""
+        return bool(getattr(self._inner, "heater_monitors", False))
+
+    def read_backward(self, fields: npt.ArrayLike, *, shots: int | None = None,
+                      reference: npt.ArrayLike | None = None) -> np.ndarray:
+        """The inner instrument's backward reading, with the same faults as :meth:`read`."""
+        inner = self._adjoint()
+        out = np.array(inner.read_backward(fields, shots=shots, reference=reference), dtype=np.float64)
+        return self._inject(out, np.ndim(fields) == 1)
+
+    def read_heater_monitors(self, inputs: npt.ArrayLike, *, shots: int | None = None) -> np.ndarray:
+        """The inner instrument's monitors at the phase shifters, with the same faults as :meth:`read`."""
+        inner = self._adjoint()
+        out = np.array(inner.read_heater_monitors(inputs, shots=shots), dtype=np.float64)
+        return self._inject(out, np.ndim(inputs) == 1)
+
+    def _adjoint(self) -> AdjointInstrument:
+        if not isinstance(self._inner, AdjointInstrument):
+            raise InvalidTypeError(f"inner instrument {type(self._inner).__name__} reads no light sent backwards "
+                                   f"and no monitors at its phase shifters")
+        return self._inner
 
     def _inject(self, out: np.ndarray, single: bool) -> np.ndarray:
         """Faults drawn for one read: a dropped burst, NaN input vectors, saturated readings."""
