@@ -89,7 +89,8 @@ class CellsResult(MeasuredRun):
         calibrated ones measured no better).
       kept: ``"calibrated"``, ``"start"`` or ``"mixed"`` (per tile).
       history: ``(readings, chip_time_s, measured error)`` after every round
-        (the error of the program's tiles as measured at the round's end).
+        (the error of the program's tiles as measured at the round's end; the last round's is the end
+        check, read with ``check_shots`` times the shots).
       rounds_run: rounds made; unreachable: cells of the program whose wanted
         amplitude lay outside their measured range in the last round (clipped).
     """
@@ -219,7 +220,8 @@ class Cells:
         phases = start.copy()
         history = []
         skipped, unreachable, rounds = 0, 0, 0
-        for _ in range(self.rounds):
+        end_losses = None
+        for r in range(self.rounds):
             unreachable = 0
             for t in range(n_tiles):
                 try:
@@ -239,17 +241,22 @@ class Cells:
                 moved[external] += e.ravel()
                 phases[t] = s.apply(moved)
             rounds += 1
+            last = r == self.rounds - 1  # the last round's read is the end check, at its shots
             try:
-                err = math.sqrt(sum(gain_residual(t, s.matrix(p))[0] for t, p in zip(tiles, phases)) / norm)
+                losses = np.array([gain_residual(t, s.matrix(p, check if last else None))[0]
+                                   for t, p in zip(tiles, phases)])
             except ReadFailed:
                 skipped += 1
                 continue
+            end_losses = losses if last else None
             spent = instrument.ledger.since(before)
+            err = math.sqrt(float(losses.sum()) / norm)
             history.append((int(spent["readings"]), float(spent["chip_time_s"]), err))
-        try:
-            end_losses = np.array([gain_residual(t, s.matrix(p, check))[0] for t, p in zip(tiles, phases)])
-        except ReadFailed:
-            end_losses = np.full(n_tiles, np.inf)
+        if end_losses is None:
+            try:
+                end_losses = np.array([gain_residual(t, s.matrix(p, check))[0] for t, p in zip(tiles, phases)])
+            except ReadFailed:
+                end_losses = np.full(n_tiles, np.inf)
         take = end_losses < start_losses
         final = np.where(take[:, None], phases, start)
         kept = "calibrated" if take.all() else "start" if not take.any() else "mixed"
