@@ -13,9 +13,12 @@ measurement method that applies calibrates the program through a
 - ``cells`` (:class:`photocomp.Cells`): a crossbar's weight cells read at once and set in closed
   form (the crossbar only);
 - ``insitu`` (:class:`photocomp.InSitu`): Gauss-Newton on the measured parameter-shift Jacobian;
+- ``backprop`` (:meth:`photocomp.InSitu.backprop`): Gauss-Newton on the Jacobian measured by in-situ
+  backpropagation, from monitors at every phase shifter tapping a tenth of the guided power (a mesh's
+  unitary circuit only);
 - ``twin`` (:class:`photocomp.Twin`) and ``twin-frugal`` (the twin with a budget, below).
 
-A crossbar takes no ``selfconfig`` or ``nullify`` (they walk a mesh's columns; both
+A crossbar takes no ``selfconfig``, ``nullify`` or ``backprop`` (they walk a mesh's columns; all three
 refuse it), only a Reck mesh takes ``diagonalize`` and only a crossbar ``cells``. The table gives the true matrix error reached, the readings and
 the chip time the instrument's ledger counted (configuration changes x heater
 settling + readings / clock), and the ratio to the model-based error
@@ -42,7 +45,9 @@ Usage::
 ``--methods`` run on targets of up to ``--all-methods-max`` modes (default 16),
 ``--large-methods`` above (default: every method but ``insitu`` and
 ``selfconfig``, whose readings grow fastest: at 32 modes ``insitu`` alone
-needs minutes of this machine per shot level).
+needs minutes of this machine per shot level; ``backprop`` runs up to
+``--backprop-max`` modes, default 32: at 64 its Gauss-Newton system has 8,256
+unknowns).
 """
 
 from __future__ import annotations
@@ -62,8 +67,8 @@ from photocomp.hardware.instrument import Ledger  # noqa: E402
 
 BEGIN = "<!-- measurement-cost:begin -->"
 END = "<!-- measurement-cost:end -->"
-METHODS = ("selfconfig", "nullify", "diagonalize", "cells", "insitu", "twin", "twin-frugal")
-MESH_ONLY = ("selfconfig", "nullify")
+METHODS = ("selfconfig", "nullify", "diagonalize", "cells", "insitu", "backprop", "twin", "twin-frugal")
+MESH_ONLY = ("selfconfig", "nullify", "backprop")
 """Methods that walk a mesh's columns; a crossbar refuses them."""
 TRIANGLE_ONLY = ("diagonalize",)
 """Methods for a triangular (Reck) mesh alone."""
@@ -72,7 +77,7 @@ CROSSBAR_ONLY = ("cells",)
 TARGETS = ("clements-8", "clements-16", "clements-32", "clements-64", "reck-8", "reck-16", "reck-32", "mzi3-16",
            "crossbar-16")
 MONITOR_FRACTION = 0.1
-"""Power the in-mesh monitors of ``nullify`` tap (the other methods read the outputs only)."""
+"""Power the in-mesh monitors of ``nullify`` and ``backprop`` tap (the other methods read the outputs only)."""
 CLOCK_TARGET = "pace-64"
 GOAL_TARGET, GOAL_RATIO, GOAL_READINGS = "clements-64", 1.5, 250_000
 """The goal: a 64-mode mesh within 1.5x of the model-based error with at most 250 k readings."""
@@ -80,7 +85,8 @@ ROUNDING = 1e-9
 """Model-based errors below this are rounding (a small crossbar's cells all reach their weights): no ratio to them."""
 PLOT_FLOOR = 1e-6
 """Errors below this are drawn at it on the figure's log scale."""
-MARKERS = {"selfconfig": "v", "nullify": "s", "diagonalize": "P", "cells": "X", "insitu": "^", "twin": "o", "twin-frugal": "D"}
+MARKERS = {"selfconfig": "v", "nullify": "s", "diagonalize": "P", "cells": "X", "insitu": "^", "backprop": "*",
+           "twin": "o", "twin-frugal": "D"}
 
 
 def methods(shots: int, size: int) -> dict:
@@ -92,6 +98,7 @@ def methods(shots: int, size: int) -> dict:
         "diagonalize": pc.Diagonalize(shots=shots),
         "cells": pc.Cells(shots=shots),
         "insitu": pc.InSitu(shots=shots),
+        "backprop": pc.InSitu.backprop(shots=shots),
         "twin": pc.Twin(shots=shots, fit_steps=twin_steps, steps=twin_steps),
         "twin-frugal": pc.Twin(shots=shots, configs=1, rounds=4, fit_steps=twin_steps, steps=twin_steps,
                                points_per_heater=3, probe_shots=max(shots // 10, 1), check_shots=max(shots // 20, 1)),
@@ -109,14 +116,15 @@ def chosen(target: str, size: int, args) -> list[str]:
     names = args.methods if size <= args.all_methods_max else args.large_methods
     kind = pc.get_target(target).mesh
     return [m for m in names if not (kind == "crossbar" and m in MESH_ONLY) and not (kind != "reck" and m in TRIANGLE_ONLY)
-            and not (kind != "crossbar" and m in CROSSBAR_ONLY)]
+            and not (kind != "crossbar" and m in CROSSBAR_ONLY) and not (m == "backprop" and size > args.backprop_max)]
 
 
 def run_one(prog, chip, name: str, shots: int, size: int, pace: Ledger) -> dict:
     """Calibrate ``prog`` on ``chip`` through a black box with ``name`` at ``shots``; the row's numbers."""
     t0 = time.perf_counter()
     box = pc.BlackBoxChip(chip, seed=0, shots=shots,
-                          monitor_fraction=MONITOR_FRACTION if name == "nullify" else None)
+                          monitor_fraction=MONITOR_FRACTION if name in ("nullify", "backprop") else None,
+                          heater_monitors=name == "backprop")
     cal = pc.calibrate(prog, box, methods(shots, size)[name], progress=False)
     led = box.ledger
     return {"method": name, "shots": shots, "error": pc.error(cal, chip)["matrix_error"],
@@ -185,8 +193,10 @@ def main(argv=None) -> int:
     ap.add_argument("--shots", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="methods run on targets of up to --all-methods-max modes")
-    ap.add_argument("--large-methods", nargs="+", choices=METHODS, default=["nullify", "diagonalize", "cells", "twin", "twin-frugal"],
+    ap.add_argument("--large-methods", nargs="+", choices=METHODS,
+                    default=["nullify", "diagonalize", "cells", "backprop", "twin", "twin-frugal"],
                     help="methods run on larger targets")
+    ap.add_argument("--backprop-max", type=int, default=32, help="largest target backprop runs on")
     ap.add_argument("--all-methods-max", type=int, default=16)
     ap.add_argument("--chip-seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
@@ -204,10 +214,12 @@ def main(argv=None) -> int:
              "Error: true matrix error (best real gain) after calibration; ratio: to the model-based error (chip "
              "known; '-' where that is rounding). A reading: one input vector detected once per shot. Chip time at "
              f"{CLOCK_TARGET}'s clock: configuration changes x {pace.settle_s * 1e6:g} us heater settling + readings "
-             f"at {clock.clock_ghz:g} GHz (the ledger's counts). `nullify` alone reads in-mesh monitors (tapping "
-             f"{MONITOR_FRACTION:g} of the guided power); a crossbar refuses `selfconfig` and `nullify`, and only a "
+             f"at {clock.clock_ghz:g} GHz (the ledger's counts). `nullify` reads monitors after every column and "
+             f"`backprop` monitors at every phase shifter (each tapping {MONITOR_FRACTION:g} of the guided power); "
+             "a crossbar refuses `selfconfig`, `nullify` and `backprop`, and only a "
              "Reck mesh takes `diagonalize` and only a crossbar `cells`. Methods "
-             f"above {args.all_methods_max} modes: {', '.join(args.large_methods)}. Twin readings split as "
+             f"above {args.all_methods_max} modes: {', '.join(args.large_methods)} (`backprop` up to "
+             f"{args.backprop_max}). Twin readings split as "
              "characterisation / probes / refinement / check.", "",
              "| target | method | shots | error | / model | readings | twin readings | chip time | wall |",
              "|:--|:--|--:|--:|--:|--:|--:|--:|--:|"]
@@ -232,7 +244,7 @@ def main(argv=None) -> int:
                 print(lines[-1], flush=True)
     lines += ["", "Readings and chip time include the heater characterisation every method starts from "
               "(8 configurations per heater; 3 for twin-frugal) and, for `selfconfig`, `nullify`, `diagonalize`, "
-              "`cells` and `insitu`, "
+              "`cells`, `insitu` and `backprop`, "
               "the phase-stepped error measurements at the start and the end.", "",
               "| goal | measured | met |", "|:--|:--|:--|", goal_line(rows), "",
               f"The whole run took {(time.perf_counter() - t_start) / 60:.1f} min."]
