@@ -90,6 +90,8 @@ def test_02_calibrate_a_chip(tmp_path, kernel_name):
     out = execute("02_calibrate_a_chip.ipynb", tmp_path, kernel_name)
     assert "every method improves on the uncalibrated chip: True" in out
     assert "model (L-BFGS) improves on local: True" in out
+    assert "backpropagation within 10 % of the parameter shift's true error: True" in out
+    assert int(re.search(r"backpropagation used (\d+)x fewer readings", out).group(1)) >= 5
 
 
 def test_03_thermal_drift(tmp_path, kernel_name):
