@@ -38,6 +38,11 @@ shift into ``pi/2 (1 + d eta / eta)`` and perturbs the gradient by that order.
 (simultaneous perturbation of every phase by ``± spsa_step`` along a random
 sign vector) and the centre; it reaches the same errors with far fewer readings per step but
 many more steps (``benchmarks/measurement_cost.py`` compares them).
+``gradient="backprop"`` measures the whole Jacobian at the point itself, by
+in-situ backpropagation on a chip with a monitor at every phase shifter
+(:mod:`photocomp.calibration.backprop`: ``2K^2 + 2K`` monitor frames and no
+shifted configuration); with ``solver="optax"`` it measures the gradient
+alone by Pai et al.'s protocol (light sent backwards, ``6K`` more readings).
 
 Search. The parameter shifts measure every heater's ``dM/dphi_h``: the whole
 Jacobian J of the tile's matrix, not only the gradient. The default solver
