@@ -396,8 +396,8 @@ class InSitu:
         configurations per tile and step), ``"spsa"`` (three per tile and
         step) or ``"backprop"`` (in-situ backpropagation,
         :mod:`photocomp.calibration.backprop`: one configuration per tile and
-        step, with light sent backwards and a monitor at every phase shifter;
-        a unitary program).
+        step and a monitor at every phase shifter, plus light sent backwards
+        for the optax gradient; a unitary program).
       solver: ``"gauss-newton"`` (default; needs ``gradient="shift"``): the
         parameter shifts measure every heater's ``dM/dphi``, i.e. the
         Jacobian, and each step solves the damped least-squares problem
