@@ -31,7 +31,7 @@ def _point(target, seed: int = 0):
     return chip, prog, phi
 
 
-@pytest.mark.parametrize("name", ["clements-5", "reck-4", "mzi3-4", "mzix-4"])
+@pytest.mark.parametrize("name", ["clements-5", "reck-4", "mzi3-4", "mzix-4", "butterfly-4", "fldzhyan-4"])
 def test_heater_fields_are_the_jacobians_column_norms_on_a_lossless_chip(name):
     # dM[:, k]/dphi_h = i G_h a_hk with G_h the transfer from heater h's arm to the outputs, a unit vector on a
     # lossless chip (the rest of the mesh is unitary): so |a_hk| = ||dM[:, k]/dphi_h||, from autodiff alone
