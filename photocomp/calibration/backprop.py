@@ -72,10 +72,10 @@ from __future__ import annotations
 import numpy as np
 
 from photocomp.core.errors import MismatchError
-from photocomp.hardware.detector import PHASE_STEPS
+from photocomp.hardware.detector import read_fields
 from photocomp.hardware.instrument import AdjointInstrument, Instrument, read_robust
 
-__all__ = ["backprop_gradient", "backprop_jacobian", "check_adjoint", "backward_fields"]
+__all__ = ["backprop_gradient", "backprop_jacobian", "check_adjoint"]
 
 
 def check_adjoint(instrument: Instrument, circuit: str, alternatives: str) -> AdjointInstrument:
@@ -90,17 +90,6 @@ def check_adjoint(instrument: Instrument, circuit: str, alternatives: str) -> Ad
                             f"heater_monitors=True)); got {type(instrument).__name__} without them: use "
                             f"{alternatives}")
     return instrument
-
-
-def backward_fields(instrument: Instrument, fields: np.ndarray, amplitude: float, *, shots: int | None,
-                    retries: int) -> np.ndarray:
-    """Complex fields ``(B, K)`` at the input ports for ``fields`` ``(B, K)`` sent into the outputs, by three-step
-    phase stepping with a reference of ``amplitude`` (one read of ``3B`` vectors)."""
-    b, k = fields.shape
-    x = np.tile(fields, (3, 1))
-    ref = np.repeat(amplitude * PHASE_STEPS, b)[:, None] * np.ones((1, k))
-    r = read_robust(instrument, x, shots=shots, reference=ref, retries=retries, source="backward")
-    return np.tensordot(PHASE_STEPS, r.reshape(3, b, k), axes=1) / (3 * amplitude)
 
 
 def backprop_gradient(instrument: Instrument, residual: np.ndarray, gain: float, norm: float,
@@ -129,7 +118,7 @@ def backprop_gradient(instrument: Instrument, residual: np.ndarray, gain: float,
         return np.zeros(instrument.n_heaters)
     d, scale = d[live], scale[live]
     unit = d / scale[:, None]
-    adj = backward_fields(instrument, unit, amplitude, shots=shots, retries=retries)
+    adj = read_fields(instrument, unit, amplitude, shots=shots, retries=retries, source="backward")
     reverse = 1j * np.conj(adj)
     x = np.eye(k, dtype=np.complex128)[live]
     frames = read_robust(instrument, np.concatenate([x, reverse, x + reverse]), shots=shots, retries=retries,

@@ -102,7 +102,7 @@ from photocomp.core.target import Target
 from photocomp.core.validate import check_int, check_real
 from photocomp.hardware.chip import crosstalk_matrix, heater_positions
 from photocomp.hardware.chipsim import flatten_heaters
-from photocomp.hardware.detector import PHASE_STEPS, reference_amplitude
+from photocomp.hardware.detector import read_fields, reference_amplitude
 from photocomp.hardware.instrument import (
     HeaterCharacterizer,
     Instrument,
@@ -187,12 +187,8 @@ def read_matrix(instrument: Instrument, amplitude: float, *, shots: int | None =
     input vector) and returns ``sum_m w^m R_m / (3 a)``, column j the output
     field of input j.
     """
-    k = instrument.target.size
-    x = np.tile(np.eye(k, dtype=np.complex128), (3, 1))
-    ref = np.repeat(amplitude * PHASE_STEPS, k)[:, None] * np.ones((1, k))
-    r = read_robust(instrument, x, shots=shots, reference=ref, retries=retries).reshape(3, k, k)
-    y = np.tensordot(PHASE_STEPS, r, axes=1) / (3 * amplitude)  # (input, output)
-    return y.T
+    x = np.eye(instrument.target.size, dtype=np.complex128)
+    return read_fields(instrument, x, amplitude, shots=shots, retries=retries).T  # rows were (input, output)
 
 
 def gain_residual(tile: np.ndarray, m: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -241,13 +237,12 @@ def _gradient(s: PhaseSession, phases: np.ndarray, tile: np.ndarray, norm: float
         s.apply(phases)
         if solver != "gauss-newton":
             return loss / norm, backprop_gradient(s.ins, r, g, norm, s.amplitude, shots=s.shots, retries=s.retries)
-    if kind == "spsa":
+        jac = backprop_jacobian(s.ins, m0, shots=s.shots, retries=s.retries)
+    elif kind == "spsa":
         delta = rng.choice([-1.0, 1.0], size=phases.shape)
         lp = gain_residual(tile, s.matrix(phases + spsa_step * delta))[0]
         lm = gain_residual(tile, s.matrix(phases - spsa_step * delta))[0]
         return loss / norm, (lp - lm) / (2 * spsa_step * norm) * delta
-    if kind == "backprop":
-        jac = backprop_jacobian(s.ins, m0, shots=s.shots, retries=s.retries)
     else:
         jac = np.zeros((phases.size,) + tile.shape, np.complex128)
         for h in range(phases.size):

@@ -50,9 +50,9 @@ from photocomp.hardware.chipsim import (
     realized_phases,
     unflatten_heaters,
 )
-from photocomp.hardware.instrument import DriveRefused, Ledger
+from photocomp.hardware.instrument import DriveRefused, Instrument, Ledger, read_robust
 
-__all__ = ["detect", "BlackBoxChip", "measure_matrix", "heater_monitored"]
+__all__ = ["detect", "BlackBoxChip", "measure_matrix", "heater_monitored", "read_fields"]
 
 SEED_MAX = 2**63 - 1
 """Largest noise seed (``jax.random.PRNGKey`` takes a signed 64-bit integer)."""
@@ -329,16 +329,13 @@ class BlackBoxChip:
           dark noise the target's, on the detected power. All
           monitors are read at once: adds ``B * shots`` readings.
         """
-        if self.monitor_fraction is None:
-            raise MismatchError("read_monitors needs a chip with in-mesh monitors "
-                                "(BlackBoxChip(..., monitor_fraction=0.1)); this one has output detectors only")
         return self._read_monitors(inputs, shots, "columns")
 
     def _read_monitors(self, inputs: npt.ArrayLike, shots: int | None, where: str) -> np.ndarray:
         """Monitor readings after every column or at every heater (``where``) at the applied drives."""
-        if self.monitor_fraction is None:
-            raise MismatchError("reading monitors needs a chip with them (BlackBoxChip(..., monitor_fraction=0.1)); "
-                                "this one has output detectors only")
+        if self.monitor_fraction is None:  # heater monitors need a monitor fraction: only read_monitors gets here
+            raise MismatchError("read_monitors needs a chip with in-mesh monitors "
+                                "(BlackBoxChip(..., monitor_fraction=0.1)); this one has output detectors only")
         if self._drives is None:
             raise InvalidInputError("drives_mw must be set (set_drives) before reading monitors; got no drives yet")
         shots = self.shots if shots is None else check_int(shots, "shots", low=1)
@@ -504,6 +501,22 @@ PHASE_STEPS = np.exp(2j * np.pi * np.arange(3) / 3)
 def reference_amplitude(readings, k: int) -> float:
     """Reference amplitude matched to the outputs: their rms amplitude (floor: 1e-6 / sqrt(K))."""
     return float(max(np.sqrt(np.mean(np.clip(readings, 0.0, None))), 1e-6 / np.sqrt(k)))
+
+
+def read_fields(instrument: Instrument, fields: np.ndarray, amplitude: float, *, shots: int | None = None,
+                retries: int = 4, source: str = "outputs") -> np.ndarray:
+    """Complex fields ``(B, K)`` that ``fields`` ``(B, K)`` give at the detectors, by three-step phase stepping.
+
+    Reads every field with a reference of ``amplitude`` at the phases ``w^m = e^{2 pi i m / 3}`` (one
+    :func:`~photocomp.hardware.instrument.read_robust` of ``3B`` vectors from ``source``: the outputs, or
+    the input ports for fields sent backwards) and returns ``sum_m w^m R_m / (3 a)``: the ``|y|^2 + a^2``
+    terms cancel, so no reference-free read is needed.
+    """
+    b, k = fields.shape
+    x = np.tile(fields, (3, 1))
+    ref = np.repeat(amplitude * PHASE_STEPS, b)[:, None] * np.ones((1, k))
+    r = read_robust(instrument, x, shots=shots, reference=ref, retries=retries, source=source)
+    return np.tensordot(PHASE_STEPS, r.reshape(3, b, k), axes=1) / (3 * amplitude)
 
 
 def measure_matrix(box: BlackBoxChip, drives_mw: npt.ArrayLike, *, inputs: npt.ArrayLike | None = None,

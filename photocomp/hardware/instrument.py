@@ -385,19 +385,18 @@ def read_robust(instrument: Instrument, inputs: npt.ArrayLike, *, shots: int | N
     ref = None if reference is None else np.broadcast_to(np.asarray(reference, dtype=np.complex128), x2.shape)
     ceiling = float(instrument.saturation)
 
+    read = getattr(instrument, {"outputs": "read", "monitors": "read_monitors", "heaters": "read_heater_monitors",
+                                "backward": "read_backward"}[source])
     shape: list[tuple] = []  # a monitor read's shape per input vector
 
     def attempt(rows: np.ndarray, scale: float) -> np.ndarray:
         for tries in range(retries + 1):
             try:
                 if monitors:
-                    read = (instrument.read_monitors if source == "monitors"  # type: ignore[attr-defined]
-                            else instrument.read_heater_monitors)  # type: ignore[attr-defined]
                     got = np.asarray(read(x2[rows] * scale, shots=shots), dtype=np.float64)
                     shape[:] = [got.shape[1:]]
                     return got.reshape(len(rows), -1)
                 r = ref[rows] * scale if ref is not None else None
-                read = instrument.read_backward if source == "backward" else instrument.read  # type: ignore[attr-defined]
                 return np.asarray(read(x2[rows] * scale, shots=shots, reference=r), dtype=np.float64)
             except BurstDropped:
                 if tries == retries:
