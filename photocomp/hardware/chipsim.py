@@ -437,37 +437,36 @@ def chip_heater_fields(chip: Chip, s: Settings, x: ArrayLike) -> jax.Array:
     coef, _ = _stage_mesh(chip, lay, "u", p, dtype=dtype)
     after = _column_fields(lay, coef, x)  # (depth, K, B)
     cell, seen = lay.cell, {}
-    if lay.n_mzi:
-        entering = jnp.concatenate([x[None], after[:-1]])
-        cols = lay.column_array
-        a, b = entering[cols, lay.pair_array], entering[cols, lay.lower_array]  # (n_mzi, B) each
-        route = routing_amplitudes(lay, chip.target.crossing_loss_db)
-        if route is not None:
-            a, b = a * jnp.asarray(route[0], rdtype)[:, None], b * jnp.asarray(route[1], rdtype)[:, None]
-        half = jnp.sqrt(jnp.broadcast_to(amplitude(as_real(_cell_loss_db(chip, lay, "u"), rdtype)), (lay.n_mzi,)))
-        a, b = a * half[:, None].astype(dtype), b * half[:, None].astype(dtype)
-        phases = dict(cell.trims)
-        phases.update(trim_settings(lay, p.get("u_trim")) or {})
-        phases["external"] = p["u_ext"]
-        if "internal" in cell.heaters:
-            phases["internal"] = p["u_int"]
-        errors = {"coupler_in": chip.coupler_in["u"], "coupler_out": chip.coupler_out["u"],
-                  **(chip.cell_errors.get("u") or {})}
-        for comp in cell.components:
-            if isinstance(comp, Shifter):
-                turn = screen(jnp.broadcast_to(as_real(phases[comp.heater], rdtype), (lay.n_mzi,)), dtype)[:, None]
-                if comp.arm == "upper":
-                    a = a * turn
-                    seen[comp.heater] = a
-                else:
-                    b = b * turn
-                    seen[comp.heater] = b
-            elif isinstance(comp, Coupler):
-                sn, cs = sincos(as_real(errors.get(comp.error, 0.0), rdtype) + np.pi / 4)
-                sn, cs = (jnp.broadcast_to(v, (lay.n_mzi,))[:, None] for v in (sn, cs))
-                a, b = cs * a + 1j * sn * b, 1j * sn * a + cs * b
+    entering = jnp.concatenate([x[None], after[:-1]])  # into each column (a mesh of K >= 2 modes has one or more)
+    cols = lay.column_array
+    a, b = entering[cols, lay.pair_array], entering[cols, lay.lower_array]  # (n_mzi, B) each
+    route = routing_amplitudes(lay, chip.target.crossing_loss_db)
+    if route is not None:
+        a, b = a * jnp.asarray(route[0], rdtype)[:, None], b * jnp.asarray(route[1], rdtype)[:, None]
+    half = jnp.sqrt(jnp.broadcast_to(amplitude(as_real(_cell_loss_db(chip, lay, "u"), rdtype)), (lay.n_mzi,)))
+    a, b = a * half[:, None].astype(dtype), b * half[:, None].astype(dtype)
+    phases = dict(cell.trims)
+    phases.update(trim_settings(lay, p.get("u_trim")) or {})
+    phases["external"] = p["u_ext"]
+    if "internal" in cell.heaters:
+        phases["internal"] = p["u_int"]
+    errors = {"coupler_in": chip.coupler_in["u"], "coupler_out": chip.coupler_out["u"],
+              **(chip.cell_errors.get("u") or {})}
+    for comp in cell.components:
+        if isinstance(comp, Shifter):
+            turn = screen(jnp.broadcast_to(as_real(phases[comp.heater], rdtype), (lay.n_mzi,)), dtype)[:, None]
+            if comp.arm == "upper":
+                a = a * turn
+                seen[comp.heater] = a
             else:
-                a, b = b, a
+                b = b * turn
+                seen[comp.heater] = b
+        elif isinstance(comp, Coupler):
+            sn, cs = sincos(as_real(errors.get(comp.error, 0.0), rdtype) + np.pi / 4)
+            sn, cs = (jnp.broadcast_to(v, (lay.n_mzi,))[:, None] for v in (sn, cs))
+            a, b = cs * a + 1j * sn * b, 1j * sn * a + cs * b
+        else:
+            a, b = b, a
     parts = {"u_int": lambda: seen["internal"], "u_ext": lambda: seen["external"], "u_out": lambda: after[-1],
              "u_trim": lambda: jnp.concatenate([seen[h] for h, _ in cell.trims])}
     return jnp.concatenate([parts[g]() for g in s.groups]).astype(dtype)
