@@ -108,7 +108,8 @@ def backprop_gradient(instrument: Instrument, residual: np.ndarray, gain: float,
       shots, retries: per reading, and re-reads per fault.
 
     Returns:
-      the gradient, ``(n_heaters,)``; adds ``3K`` backward and ``3K`` monitor readings (times shots).
+      the gradient, ``(n_heaters,)``; adds ``3K`` backward and ``3K`` monitor readings (times shots; ``K + 2L``
+      monitor readings when only ``L`` columns of the residual are nonzero).
     """
     k = residual.shape[1]
     d = np.conj(residual).T  # row k: the field sent backwards for input k
@@ -120,11 +121,13 @@ def backprop_gradient(instrument: Instrument, residual: np.ndarray, gain: float,
     unit = d / scale[:, None]
     adj = read_fields(instrument, unit, amplitude, shots=shots, retries=retries, source="backward")
     reverse = 1j * np.conj(adj)
-    x = np.eye(k, dtype=np.complex128)[live]
-    frames = read_robust(instrument, np.concatenate([x, reverse, x + reverse]), shots=shots, retries=retries,
-                         source="heaters").reshape(3, len(x), -1)
-    im = 0.5 * (frames[2] - frames[0] - frames[1])  # Im(a_h b_h) per unit-power backward field
-    return 2.0 * gain / norm * (scale @ im) / _reach(frames[0], len(live) == k)
+    x = np.eye(k, dtype=np.complex128)  # every unit input alone: the heaters' reach needs them all
+    frames = read_robust(instrument, np.concatenate([x, reverse, x[live] + reverse]), shots=shots, retries=retries,
+                         source="heaters")
+    n = len(reverse)
+    alone, rev, both = frames[:k], frames[k:k + n], frames[k + n:]
+    im = 0.5 * (both - alone[live] - rev)  # Im(a_h b_h) per unit-power backward field
+    return 2.0 * gain / norm * (scale @ im) / _reach(alone)
 
 
 def backprop_jacobian(instrument: Instrument, matrix: np.ndarray, *, shots: int | None = None,
@@ -141,9 +144,11 @@ def backprop_jacobian(instrument: Instrument, matrix: np.ndarray, *, shots: int 
     so both quadratures give ``a_hk b_ho``. This is the parameter-shift
     Jacobian (:mod:`photocomp.calibration.insitu`) at one configuration and
     ``2K^2 + 2K`` monitor frames instead of ``2H`` configurations of ``3K``
-    vectors; a chip's losses scale each heater's row by about the loss its
-    light passes twice (a per-heater scale, which moves a Gauss-Newton step's
-    length but not where it stops).
+    vectors. A chip's losses scale each heater's row by about the loss its
+    light passes twice, which the division by the heater's reach takes out
+    (module docstring); what the spread of losses leaves is mostly a
+    per-heater scale, which moves a Gauss-Newton step's length but not where
+    it stops.
 
     Args:
       instrument: an instrument that is also an :class:`~photocomp.hardware.instrument.AdjointInstrument`
@@ -166,16 +171,14 @@ def backprop_jacobian(instrument: Instrument, matrix: np.ndarray, *, shots: int 
     alone, rev = frames[:k], frames[k:k + n]
     cross = frames[k + n:].reshape(2, k, n, -1) - alone[None, :, None] - rev[None, None]  # (2, K, L, H)
     ab = 0.5 * scale[live][None, :, None] * (cross[0] + 1j * cross[1])  # a_hk b_ho: (K, L, H)
-    jac[:, live, :] = 1j * np.transpose(ab, (2, 1, 0)) / _reach(alone, True)[:, None, None]
+    jac[:, live, :] = 1j * np.transpose(ab, (2, 1, 0)) / _reach(alone)[:, None, None]
     return jac
 
 
-def _reach(alone: np.ndarray, complete: bool) -> np.ndarray:
+def _reach(alone: np.ndarray) -> np.ndarray:
     """Each heater's share of the light sent in, ``sum_k |a_hk|^2`` from the monitor frames of the K unit inputs
     ``(K, H)``: 1 on a lossless chip; ``g^2`` when the mesh before the heater passes ``g`` of every field, and then
     the time reverse reaches the heater as ``g^2`` times the backward light (it passes that mesh twice). Dividing
-    by it takes out that attenuation. Ones when not every unit input was read (``complete`` False)."""
-    if not complete:
-        return np.ones(alone.shape[-1])
+    by it takes out that attenuation."""
     reach = alone.sum(axis=0)
     return np.maximum(reach, 1e-6 * max(float(reach.max()), 1e-300))
