@@ -58,7 +58,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import types
 from typing import ClassVar
 
 import numpy as np
@@ -70,7 +69,7 @@ from photocomp.calibration.engine import (
     check_program,
     ideal_tiles,
 )
-from photocomp.calibration.insitu import begin_phase_run, gain_residual
+from photocomp.calibration.insitu import begin_phase_run, finish_phase_run, tile_losses
 from photocomp.compiler.program import Program
 from photocomp.core.errors import MismatchError
 from photocomp.core.validate import check_int
@@ -209,14 +208,14 @@ class Cells:
                                 f"{others}'insitu' or 'twin')")
         program, instrument, s, start, before = begin_phase_run(program, instrument, start_drives, heaters,
                                                                 self.shots, self.retries, "Cells.run")
-        h, n_tiles, model = instrument.n_heaters, program.n_tiles, s.model
+        h, n_tiles = instrument.n_heaters, program.n_tiles
         sl = heater_slices(tgt, "crossbar")
         internal, external = np.arange(h)[sl["u_int"]], np.arange(h)[sl["u_ext"]]
         tiles = ideal_tiles(program).astype(np.complex128)
         norm = float(np.sum(np.abs(tiles) ** 2))
         check = self.shots * self.check_shots
         steps = 2 * math.pi * np.arange(self.probes) / self.probes
-        start_losses = np.array([gain_residual(t, s.matrix(p, check))[0] for t, p in zip(tiles, start)])
+        start_losses = tile_losses(s, tiles, start, check)
         phases = start.copy()
         history = []
         skipped, unreachable, rounds = 0, 0, 0
@@ -243,8 +242,7 @@ class Cells:
             rounds += 1
             last = r == self.rounds - 1  # the last round's read is the end check, at its shots
             try:
-                losses = np.array([gain_residual(t, s.matrix(p, check if last else None))[0]
-                                   for t, p in zip(tiles, phases)])
+                losses = tile_losses(s, tiles, phases, check if last else None)
             except ReadFailed:
                 skipped += 1
                 continue
@@ -252,22 +250,6 @@ class Cells:
             spent = instrument.ledger.since(before)
             err = math.sqrt(float(losses.sum()) / norm)
             history.append((int(spent["readings"]), float(spent["chip_time_s"]), err))
-        if end_losses is None:
-            try:
-                end_losses = np.array([gain_residual(t, s.matrix(p, check))[0] for t, p in zip(tiles, phases)])
-            except ReadFailed:
-                end_losses = np.full(n_tiles, np.inf)
-        take = end_losses < start_losses
-        final = np.where(take[:, None], phases, start)
-        kept = "calibrated" if take.all() else "start" if not take.any() else "mixed"
-        drives = np.stack([np.clip(model.drives(p), 0.0, s.limit) for p in final])
-        s.apply(final[-1])
-        spent = instrument.ledger.since(before)
-        return CellsResult(
-            drives_mw=drives, start_drives_mw=np.stack([np.clip(model.drives(p), 0.0, s.limit) for p in start]),
-            error_start_measured=math.sqrt(float(start_losses.sum()) / norm),
-            error_measured=math.sqrt(float(np.where(take, end_losses, start_losses).sum()) / norm), kept=kept,
-            history=tuple(history), readings=int(spent["readings"]), configurations=int(spent["configurations"]),
-            chip_time_s=float(spent["chip_time_s"]), faults=types.MappingProxyType(spent["faults"]),
-            retries=int(spent["retries"]), skipped=skipped, stopped=f"{rounds} rounds", rounds_run=rounds,
-            unreachable=unreachable, wall_s=time.perf_counter() - t0)
+        return CellsResult(**finish_phase_run(s, tiles, start, start_losses, phases, end_losses, check, before, t0),
+                           history=tuple(history), skipped=skipped, stopped=f"{rounds} rounds", rounds_run=rounds,
+                           unreachable=unreachable)

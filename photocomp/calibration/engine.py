@@ -66,7 +66,7 @@ from photocomp.sim.ideal import tile_matrices_np
 __all__ = ["error", "better_per_tile", "local_correction", "reachability", "Reachability", "crossbar_cells", "crossbar_scales", "cell_amplitudes",
            "CrossbarCells", "check_program", "ideal_tiles",
            "ideal_settings", "relative_error", "settings_error", "local_settings", "check_optimizer", "minimize",
-           "optimize", "quantized", "MeasuredRun", "finite_array", "heater_estimates", "check_instrument_target"]
+           "optimize", "quantized", "MeasuredRun", "spent_fields", "finite_array", "heater_estimates", "check_instrument_target"]
 
 
 def check_program(prog: object) -> Program:
@@ -1037,6 +1037,13 @@ def quantized(model: Chip, chip: Chip, s: Settings, target_tiles, bits: int | No
 
 
 # ---- calibration by measurement: the result every measuring method returns ------------------------
+
+def spent_fields(spent: dict) -> dict:
+    """The cost fields of a :class:`MeasuredRun` from a ledger's :meth:`~photocomp.hardware.instrument.Ledger.since`."""
+    return {"readings": int(spent["readings"]), "configurations": int(spent["configurations"]),
+            "chip_time_s": float(spent["chip_time_s"]), "faults": types.MappingProxyType(spent["faults"]),
+            "retries": int(spent["retries"])}
+
 
 @dataclasses.dataclass(frozen=True)
 class MeasuredRun:

@@ -78,7 +78,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import types
 from typing import Any, ClassVar
 
 import jax
@@ -95,6 +94,7 @@ from photocomp.calibration.engine import (
     heater_estimates,
     ideal_settings,
     ideal_tiles,
+    spent_fields,
 )
 from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError, UnknownNameError
@@ -113,7 +113,7 @@ from photocomp.hardware.instrument import (
 )
 
 __all__ = ["InSitu", "InSituResult", "HeaterModel", "PhaseSession", "GRADIENTS", "SOLVERS", "read_matrix", "measured_gradient",
-           "gain_residual", "begin_phase_run"]
+           "gain_residual", "begin_phase_run", "finish_phase_run", "tile_losses"]
 
 GRADIENTS = ("shift", "spsa", "backprop")
 """Gradient estimators of :class:`InSitu`: the parameter-shift rule per heater, SPSA, or in-situ
@@ -352,6 +352,36 @@ def begin_phase_run(program: Program, instrument: Instrument, start_drives: npt.
     return program, instrument, s, start, before
 
 
+def tile_losses(s: PhaseSession, tiles: np.ndarray, phases: np.ndarray, shots: int | None = None) -> np.ndarray:
+    """Per tile ``||T - g M||^2`` of the matrices read at ``phases`` ``(n_tiles, H)`` (``shots`` per reading)."""
+    return np.array([gain_residual(t, s.matrix(p, shots))[0] for t, p in zip(tiles, phases)])
+
+
+def finish_phase_run(s: PhaseSession, tiles: np.ndarray, start: np.ndarray, start_losses: np.ndarray,
+                     end: np.ndarray, end_losses: np.ndarray | None, check: int, before: dict, t0: float) -> dict:
+    """The end :class:`InSitu` and :class:`~photocomp.calibration.cells.Cells` share: per tile the better of
+    the start and the end as measured (``end_losses``, else read now with ``check`` shots per reading; a read
+    that fails keeps the start), those phases set, and the :class:`~photocomp.calibration.engine.MeasuredRun`
+    fields it knows (drives, the errors measured at the start and kept, what was kept, cost, wall time)."""
+    if end_losses is None:
+        try:
+            end_losses = tile_losses(s, tiles, end, check)
+        except ReadFailed:
+            end_losses = np.full(len(tiles), np.inf)
+    take = end_losses < start_losses
+    final = np.where(take[:, None], end, start)
+    norm = float(np.sum(np.abs(tiles) ** 2))
+    drives = np.stack([np.clip(s.model.drives(p), 0.0, s.limit) for p in final])
+    s.apply(final[-1])
+    spent = s.ins.ledger.since(before)
+    return {"drives_mw": drives, "start_drives_mw": np.stack([np.clip(s.model.drives(p), 0.0, s.limit)
+                                                              for p in start]),
+            "error_start_measured": math.sqrt(float(start_losses.sum()) / norm),
+            "error_measured": math.sqrt(float(np.where(take, end_losses, start_losses).sum()) / norm),
+            "kept": "calibrated" if take.all() else "start" if not take.any() else "mixed",
+            **spent_fields(spent), "wall_s": time.perf_counter() - t0}
+
+
 @dataclasses.dataclass(frozen=True)
 class InSituResult(MeasuredRun):
     """What :meth:`InSitu.run` found and what it cost (:class:`~photocomp.calibration.engine.MeasuredRun`).
@@ -508,15 +538,12 @@ class InSitu:
             check_adjoint(as_instrument(instrument), program.circuit, "InSitu(gradient='shift') or 'spsa'")
         program, instrument, s, start, before = begin_phase_run(program, instrument, start_drives, heaters,
                                                                 self.shots, self.retries, "InSitu.run")
-        model, n_tiles = s.model, program.n_tiles
+        model = s.model
         tiles = ideal_tiles(program).astype(np.complex128)
         norm = float(np.sum(np.abs(tiles) ** 2))
         check = self.shots * self.check_shots
 
-        def tile_losses(phases: np.ndarray, shots: int) -> np.ndarray:
-            return np.array([gain_residual(t, s.matrix(p, shots))[0] for t, p in zip(tiles, phases)])
-
-        start_losses = tile_losses(start, check)
+        start_losses = tile_losses(s, tiles, start, check)
         opt = optax.adam(self.learning_rate) if self.optimizer is None else check_optimizer(self.optimizer)
         rng = np.random.default_rng([self.seed, 0x1751])
         phi = start.copy()
@@ -578,22 +605,6 @@ class InSitu:
                 phi = np.asarray(optax.apply_updates(phi, updates), np.float64)
             phi = np.stack([model.into_range(p, s.limit) for p in phi])
         # the end: the start and the best iterate measured again, per tile the better one kept
-        try:
-            best_losses = tile_losses(best, check)
-        except ReadFailed:
-            best_losses = np.full(n_tiles, np.inf)
-        take = best_losses < start_losses
-        final = np.where(take[:, None], best, start)
-        kept = "calibrated" if take.all() else "start" if not take.any() else "mixed"
-        final_losses = np.where(take, best_losses, start_losses)
-        drives = np.stack([np.clip(model.drives(p), 0.0, s.limit) for p in final])
-        s.apply(final[-1])
-        spent = instrument.ledger.since(before)
-        return InSituResult(
-            drives_mw=drives, start_drives_mw=np.stack([np.clip(model.drives(p), 0.0, s.limit) for p in start]),
-            error_start_measured=math.sqrt(float(start_losses.sum()) / norm),
-            error_measured=math.sqrt(float(final_losses.sum()) / norm), kept=kept, history=tuple(history),
-            readings=int(spent["readings"]), configurations=int(spent["configurations"]),
-            chip_time_s=float(spent["chip_time_s"]), faults=types.MappingProxyType(spent["faults"]),
-            retries=int(spent["retries"]), skipped=skipped, steps_run=steps, stopped=stopped,
-            gradient=self.gradient, wall_s=time.perf_counter() - t0)
+        return InSituResult(**finish_phase_run(s, tiles, start, start_losses, best, None, check, before, t0),
+                            history=tuple(history), skipped=skipped, steps_run=steps, stopped=stopped,
+                            gradient=self.gradient)

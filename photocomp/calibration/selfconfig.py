@@ -78,7 +78,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import types
 from typing import ClassVar
 
 import jax
@@ -94,6 +93,7 @@ from photocomp.calibration.engine import (
     ideal_settings,
     ideal_tiles,
     settings_error,
+    spent_fields,
 )
 from photocomp.compiler.program import Program
 from photocomp.core.errors import InvalidInputError, InvalidTypeError, MismatchError
@@ -471,9 +471,7 @@ def finish_unitary_run(cfg, s: DriveSession, program: Program, start: np.ndarray
     final, err_kept, kept = keep_better(s, start, err_start, p, err)
     spent = s.ins.ledger.since(before)
     return {"drives_mw": final, "start_drives_mw": np.asarray(start).copy(), "error_start_measured": err_start,
-            "error_measured": err_kept, "kept": kept, "readings": int(spent["readings"]),
-            "configurations": int(spent["configurations"]), "chip_time_s": float(spent["chip_time_s"]),
-            "faults": types.MappingProxyType(spent["faults"]), "retries": int(spent["retries"]),
+            "error_measured": err_kept, "kept": kept, **spent_fields(spent),
             "configured_drives_mw": configured, "configured_error_measured": err,
             "wall_s": time.perf_counter() - t0}
 
@@ -598,7 +596,5 @@ class SelfConfig:
         return SelfConfigResult(
             drives_mw=final, start_drives_mw=np.asarray(start).copy(),
             error_start_measured=err_start, error_measured=err, kept=kept, history=tuple(history),
-            readings=int(spent["readings"]), configurations=int(spent["configurations"]),
-            chip_time_s=float(spent["chip_time_s"]), faults=types.MappingProxyType(spent["faults"]),
-            retries=int(spent["retries"]), skipped=s.skipped, sweeps_run=sweeps, stopped=stopped,
+            **spent_fields(spent), skipped=s.skipped, sweeps_run=sweeps, stopped=stopped,
             wall_s=time.perf_counter() - t0)
