@@ -11,7 +11,7 @@ from photocomp.compiler.pipeline import Pass
 from photocomp.compiler.state import CompileState
 from photocomp.core.convention import THETA_RANGE
 from photocomp.core.phases import MeshPhases
-from photocomp.sim.ideal import updated_program_np
+from photocomp.sim.ideal import changed_tiles, updated_program_np
 
 
 def _canon(mp: MeshPhases) -> MeshPhases:
@@ -37,7 +37,6 @@ class Canonicalize(Pass):
 
     def __call__(self, state: CompileState):
         pm = state.require("phase_map", "clements")
-        before = state.program_matrix()
         if pm.v is None:  # a unitary program: one mesh, no attenuators
             new = pm.replace(u=_canon(pm.u))
         else:
@@ -56,9 +55,13 @@ class Canonicalize(Pass):
                 new = new.replace(
                     v=MeshPhases(v.layout, v.theta, v.phi, np.mod(v.out_phase + np.pi * neg, 2 * np.pi))
                 )
+        if not changed_tiles(pm, new).any():  # the same program: what was kept of it stays, simulated or not
+            return state.replace(phase_map=new, matrix=state.matrix, meshes=state.meshes,
+                                 matrix_error=state.matrix_error), {"max_matrix_change": 0.0, "tiles_changed": 0}
         # a tile whose settings are canonical already keeps its block of the matrix; only the others are simulated
+        before = state.program_matrix()
         after, meshes, changed = updated_program_np(pm, before, state.meshes, new)
-        change = float(np.max(np.abs(after - before))) if changed.any() else 0.0
+        change = float(np.max(np.abs(after - before)))
         return state.replace(phase_map=new, matrix=after, meshes=meshes), {
             "max_matrix_change": change,
             "tiles_changed": int(changed.sum()),

@@ -73,7 +73,10 @@ class _Decompose(Pass):
         grid: TileGrid = state.require("grid", "tile")
         lay = layout(self.kind, u.shape[-1], cell=state.target.cell)
         if vh is None:  # the unitary pass: one mesh per tile
-            pm = PhaseMap.unitary(grid, self._meshes(lay, u), gain)
+            meshes, residual = self._meshes(lay, u)
+            pm = PhaseMap.unitary(grid, meshes, gain)
+            if residual is not None and _whole(grid):
+                return self._measured(state, pm, residual)
         else:
             pm = self._svd_program(lay, grid, u, s_norm, vh, gain)
         # rebuild every mesh from its phases: fidelities, the tile matrices and the compiled matrix's error,
@@ -82,15 +85,40 @@ class _Decompose(Pass):
         fid_u = np.asarray(fidelity(np.asarray(u, np.complex128), u_hat))
         fid_v = None if vh is None or v_hat is None else np.asarray(fidelity(np.asarray(vh, np.complex128), v_hat))
         err = float(np.sqrt(tile_errors(grid, state.require("blocks", "tile"), tiles).sum()))
+        metrics = self._metrics(state, pm, float(fid_u.min() if fid_v is None else min(fid_v.min(), fid_u.min())),
+                                err)
+        # the rebuilt program matrix is kept for the next pass that needs it (canonicalize's "before")
+        return state.replace(phase_map=pm, matrix=pm.grid.join(tiles), meshes=(v_hat, u_hat),
+                             matrix_error=metrics["matrix_error"]), metrics
+
+    @staticmethod
+    def _metrics(state: CompileState, pm: PhaseMap, fidelity: float, err: float) -> dict:
+        """The pass's record: the smallest mesh fidelity, the relative matrix error from the absolute ``err``."""
         norm = float(np.linalg.norm(state.weights))
-        metrics = {
-            "min_mesh_fidelity": float(fid_u.min() if fid_v is None else min(fid_v.min(), fid_u.min())),
+        return {
+            "min_mesh_fidelity": fidelity,
             "matrix_error": err / norm if norm > 0 else err,
             "mzis": int(pm.n_tiles * pm.n_mzi_per_tile),
             "depth": int(pm.depth),
         }
-        # the rebuilt program matrix is kept for the next pass that needs it (canonicalize's "before")
-        return state.replace(phase_map=pm, matrix=pm.grid.join(tiles), meshes=(v_hat, u_hat)), metrics
+
+    def _measured(self, state: CompileState, pm: PhaseMap, residual: np.ndarray):
+        """A unitary program of whole tiles, checked by what the nulling measured instead of a rebuild.
+
+        Each tile is ``gain U`` (no padding to crop) and the kernel measured
+        ``||U - U_hat||_F`` and ``|Tr(U^H U_hat)|`` from its nulled matrix
+        (:func:`photocomp.compiler.decompose.decompose_many`), U_hat the
+        mesh the phases describe: the tile's error is ``gain ||U - U_hat||_F``
+        and the mesh fidelity ``|Tr(U^H U_hat)|^2 / K^2``, the rebuild's
+        numbers to rounding at O(K^2) per tile. No matrix is simulated here:
+        the next pass that changes the phases (``quantize``) or needs the
+        matrix (``lower``) simulates the program once, and the compile's
+        summary comes from that simulation.
+        """
+        gain = np.asarray(pm.gain, dtype=np.float64)
+        err = float(np.linalg.norm(gain * residual[:, 0]))
+        metrics = self._metrics(state, pm, float(np.min(residual[:, 1] ** 2)) / pm.grid.tile**2, err)
+        return state.replace(phase_map=pm, matrix_error=metrics["matrix_error"]), metrics
 
     # every stack below runs sharded across all JAX devices, in cache-sized chunks
     def _svd_program(self, lay, grid: TileGrid, u, s_norm, vh, gain) -> PhaseMap:
@@ -100,9 +128,16 @@ class _Decompose(Pass):
         return PhaseMap(grid=grid, v=MeshPhases(lay, *v_out[:3]), sigma=sigma, u=MeshPhases(lay, *u_out[:3]),
                         gain=gain)
 
-    def _meshes(self, lay, u) -> MeshPhases:
-        """The phases of the meshes realising the unitaries ``u`` (a unitary program's tiles)."""
-        return MeshPhases(lay, *decompose_many(u, self.kind)[:3])
+    def _meshes(self, lay, u) -> tuple[MeshPhases, np.ndarray | None]:
+        """The phases of the meshes realising the unitaries ``u`` (a unitary program's tiles), and per mesh
+        ``(||U - U_hat||_F, |Tr(U^H U_hat)|)`` as the decomposition measured them (None: not measured)."""
+        theta, phi, out, _, residual = decompose_many(u, self.kind)
+        return MeshPhases(lay, theta, phi, out), residual
+
+
+def _whole(grid: TileGrid) -> bool:
+    """Whether every tile of ``grid`` holds K x K entries of the matrix (no padding)."""
+    return grid.out_dim == grid.rows * grid.tile and grid.in_dim == grid.cols * grid.tile
 
 
 def _unpadded(grid: TileGrid) -> np.ndarray:
@@ -200,8 +235,8 @@ class Butterfly(_Decompose):
                                         steps=self.steps)
         return canonicalize_mesh(lay, theta, phi, out)
 
-    def _meshes(self, lay, u) -> MeshPhases:
-        return MeshPhases(lay, *self._fit(lay, u))
+    def _meshes(self, lay, u) -> tuple[MeshPhases, np.ndarray | None]:
+        return MeshPhases(lay, *self._fit(lay, u)), None
 
 
 @dataclasses.dataclass(frozen=True)

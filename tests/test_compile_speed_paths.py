@@ -6,6 +6,7 @@
   and validate's rank of a scaled unitary without an SVD;
 * the decomposition check (``check_tiles``): meshes rebuilt on the device, tiles,
   errors and fidelities on the host; it catches a corrupted decomposition;
+* a unitary program of whole tiles checked by what the nulling measured (no rebuild in the pass);
 * U and V^H decomposed in one call (``decompose_pair``);
 * a unitary program's summary fidelity read off the mesh matrices the passes simulated;
 * one tile program (``sim.ideal.tiles_and_meshes_np``: tiles and mesh matrices) for the
@@ -215,14 +216,15 @@ def _compiled_with_states(first: str, shape, seed: int):
     """An exact compile of a random matrix (``first``: svd or unitary program) with every pass's record and
     state kept: ``(w, program, {pass name: (record, state)})``."""
     r = np.random.default_rng(seed)
-    w = r.standard_normal(shape) if first == "svd" else 2.0 * haar_unitary(8, r)
+    w = r.standard_normal(shape) if first == "svd" else 2.0 * haar_unitary(shape[0], r)
     seen = {}
     prog = pc.compile(w, "clements-4" if first == "svd" else "clements-8", EXACT.format(first=first),
                       callback=lambda p, rec, st: seen.setdefault(p.name, (rec, st)))
     return w, prog, seen
 
 
-@pytest.mark.parametrize("first, shape", [("svd", (11, 13)), ("unitary", (8, 8))])
+# a unitary program on padded tiles (6 x 6 on 8 modes) is rebuilt in the pass; on whole tiles it is not (below)
+@pytest.mark.parametrize("first, shape", [("svd", (11, 13)), ("unitary", (6, 6))])
 def test_check_tiles_matches_an_independent_rebuild(first, shape):
     w, prog, seen = _compiled_with_states(first, shape, 74)
     rec, st = seen["clements"]
@@ -246,7 +248,7 @@ def test_check_tiles_matches_an_independent_rebuild(first, shape):
     assert prog.report.summary["matrix_error"] < 1e-12
 
 
-@pytest.mark.parametrize("first, shape", [("svd", (11, 13)), ("unitary", (8, 8))])
+@pytest.mark.parametrize("first, shape", [("svd", (11, 13)), ("unitary", (6, 6))])
 def test_one_tile_program_checks_the_decomposition(first, shape):
     """The decomposition pass checks its meshes with sim.ideal.tiles_and_meshes_np: tiles, mesh matrices,
     fidelities and errors as an independent float64 rebuild gives them; the meshes are kept for the summary."""
@@ -276,6 +278,63 @@ def test_one_tile_program_checks_the_decomposition(first, shape):
     np.testing.assert_array_equal(ideal.tile_matrices_np(pm), tiles)
     assert rec.metrics["matrix_error"] == pytest.approx(
         _fsum_norm(pm.grid.join(ref_tiles) - w) / _fsum_norm(w), rel=1e-6, abs=1e-15)
+
+
+@pytest.mark.parametrize("kind, target, n", [("clements", "clements-8", 8), ("reck", "clements-8", 8),
+                                             ("clements", "clements-4", 8)])
+def test_whole_unitary_tiles_are_checked_by_the_nulling(kind, target, n, monkeypatch):
+    """A unitary program of whole tiles: the pass reports the error and fidelity the nulling measured, which
+    equal an independent float64 rebuild's to rounding, and simulates nothing; the compile simulates the
+    program once (lower, here), and its summary is that simulation's. One or several tiles (8 x 8 on 4 modes:
+    four tiles, each a scaled unitary), an off-unitary input and both kernels."""
+    from photocomp.sim import ideal
+
+    r = np.random.default_rng(83)
+    if target == "clements-4":  # four 4 x 4 blocks, each a scaled unitary with its own gain
+        w = np.zeros((n, n), complex)
+        for i, j in ((0, 0), (0, 4), (4, 0), (4, 4)):
+            w[i:i + 4, j:j + 4] = r.uniform(0.5, 2.0) * haar_unitary(4, r)
+    else:
+        w = 1.5 * haar_unitary(n, r) * (1 + 1e-10 * r.standard_normal((n, n)))  # within UNITARY_TOL, not exact
+    pipe = f"validate | tile | unitary | {kind} | canonicalize | lower"
+    if kind == "reck":
+        target = "reck-8"
+    pc.compile(w, target, pipe)  # the programs compiled ahead of a first compile run placeholder simulations
+    seen, calls = {}, []
+    real = ideal.tiles_and_meshes_np
+    monkeypatch.setattr(ideal, "tiles_and_meshes_np", lambda pm, tiles=None: calls.append(1) or real(pm, tiles))
+    prog = pc.compile(w, target, pipe, callback=lambda p, rec, st: seen.setdefault(p.name, (rec, st)))
+    rec, st = seen[kind]
+    assert st.matrix is None and st.meshes is None and calls == [1]  # lower's simulation alone
+    u = np.asarray(st.svd[0])
+    _, ref_u, ref_tiles = _rebuilt(st.phase_map)
+    assert rec.metrics["min_mesh_fidelity"] == pytest.approx(float(_fid(u, ref_u).min()), rel=0, abs=1e-13)
+    err = _fsum_norm(st.phase_map.grid.join(ref_tiles) - w) / _fsum_norm(w)
+    assert rec.metrics["matrix_error"] == pytest.approx(err, rel=0, abs=1e-14)
+    assert st.matrix_error == rec.metrics["matrix_error"]
+    if target != "clements-4":  # the input's 1e-10 departure from a unitary is what both measure
+        assert err > 1e-12 and rec.metrics["matrix_error"] == pytest.approx(err, rel=1e-3)
+    np.testing.assert_array_equal(prog.dense, ideal.program_matrix_np(prog.phase_map))
+    assert prog.report.summary["matrix_error"] == pytest.approx(err, rel=0, abs=1e-14)
+
+
+def test_quantize_after_a_measured_decomposition_simulates_once(monkeypatch):
+    """The default preset on one whole unitary tile: quantize's "before" is the error the decomposition
+    measured, its one simulation (of the quantized program) serves lower and the summary."""
+    from photocomp.sim import ideal
+
+    w = haar_unitary(8, np.random.default_rng(84))
+    pc.compile(w, "clements-8")  # the programs compiled ahead of a first compile run placeholder simulations
+    calls = []
+    real = ideal.tiles_and_meshes_np
+    monkeypatch.setattr(ideal, "tiles_and_meshes_np", lambda pm, tiles=None: calls.append(1) or real(pm, tiles))
+    prog = pc.compile(w, "clements-8")
+    assert prog.circuit == "unitary" and calls == [1]
+    rec = {r.name: dict(r.metrics) for r in prog.report.records}
+    assert rec["quantize"]["matrix_error_before"] == rec["clements"]["matrix_error"] < 1e-13
+    _, u_hat, tiles = _rebuilt(prog.phase_map)
+    assert rec["quantize"]["matrix_error"] == pytest.approx(_fsum_norm(tiles[0] - w) / _fsum_norm(w), rel=1e-9)
+    assert prog.report.summary["min_mesh_fidelity"] == pytest.approx(float(_fid(w[None], u_hat).min()), abs=1e-13)
 
 
 @pytest.mark.parametrize("shape, programs", [((10, 7), 1), ((20, 17), 2)])

@@ -411,16 +411,24 @@ def _push_screen(kind, n, phi_left, alpha):
     return phi_x[:-1], screen[:n]
 
 
-def _screen_deviation(d):
-    """max |D - P| for the nulled matrix ``d`` (N, N, *T), P the phase screen of its diagonal.
-    The nulling multiplies by unitaries only (D = L U R), so this is also the
-    largest entry of L (U - U_phases) R, where U_phases is the unitary the
-    returned phases describe: 0 for a unitary input, to rounding.
+def _screen_measures(d):
+    """How far the nulled matrix ``d`` (N, N, *T) is from P, the phase screen of its diagonal: (3, *T).
+
+    Rows: ``max |D - P|``, ``||D - P||_F`` and ``sum_i |D_ii|``. The nulling
+    multiplies by unitaries only (D = L U R) and the returned phases describe
+    U_phases = L^H P R^H, so ``max |D - P|`` is the largest entry of
+    L (U - U_phases) R (0 for a unitary input, to rounding),
+    ``||D - P||_F = ||U - U_phases||_F`` (the Frobenius norm is unitarily
+    invariant) and ``sum_i |D_ii| = |Tr(U^H U_phases)|`` (``Tr(D^H P)``, P_ii =
+    D_ii / |D_ii|): the decomposition's error and fidelity without rebuilding
+    the mesh.
     """
     n = d.shape[0]
     eye = jnp.eye(n, dtype=bool).reshape((n, n) + (1,) * (d.ndim - 2))
     mag = jnp.abs(d)
-    return jnp.max(jnp.where(eye, jnp.abs(mag - 1.0), mag), axis=(0, 1))
+    off = jnp.where(eye, jnp.abs(mag - 1.0), mag)
+    return jnp.stack([jnp.max(off, axis=(0, 1)), jnp.sqrt(jnp.sum(off * off, axis=(0, 1))),
+                      jnp.sum(jnp.where(eye, mag, 0.0), axis=(0, 1))])
 
 
 def _layout_order(kind: str, n: int) -> np.ndarray:
@@ -433,24 +441,25 @@ def _layout_order(kind: str, n: int) -> np.ndarray:
 
 def _decompose_lines(u, kind: str):
     """Null ``u`` (N, N, *T) and move the middle screen out (the device part of a decomposition).
-    Returns ``(ab, phi_left, out_phase, deviation)`` in layout order: the
+    Returns ``(ab, phi_left, out_phase, measures)`` in layout order: the
     entries every MZI's step nulled (n_mzi, 2, *T), exp(i phi) of the left
     steps moved through the screen (n_mzi, *T; 1 at right steps), exp(i
-    alpha) of the output screen (N, *T) and the screen deviation (*T) of
-    :func:`_screen_deviation`. :func:`_phases` turns them into phases.
+    alpha) of the output screen (N, *T) and the nulled matrix's distance from
+    a phase screen (3, *T) of :func:`_screen_measures`. :func:`_phases` turns
+    them into phases.
     """
     n = u.shape[0]
     sched = nulling_schedule(kind, n)
     tail = u.shape[2:]
     if n == 1:
-        return jnp.zeros((0, 2) + tail, u.dtype), jnp.ones((0,) + tail, u.dtype), _phasor(u[0]), _screen_deviation(u)
+        return jnp.zeros((0, 2) + tail, u.dtype), jnp.ones((0,) + tail, u.dtype), _phasor(u[0]), _screen_measures(u)
     ab, d = (_clements_nulling if kind == "clements" else _reck_nulling)(u)
     alpha = _phasor(d[jnp.arange(n), jnp.arange(n)])
     left_steps = np.flatnonzero(sched["left"])
     phi_left, alpha = _push_screen(kind, n, _left_phasors(ab, left_steps), alpha)
     order = _layout_order(kind, n)
     phi_left = jnp.ones((len(order),) + tail, phi_left.dtype).at[sched["slot"][left_steps]].set(phi_left)
-    return ab[order], phi_left, alpha, _screen_deviation(d)
+    return ab[order], phi_left, alpha, _screen_measures(d)
 
 
 def _wrap(x: np.ndarray) -> np.ndarray:
@@ -572,8 +581,10 @@ def kernel_devices(batch: int, devices=None, *, default=None) -> tuple:
 def decompose_many(u, kind: str, *, devices=None):
     """Decompose a validated complex128 batch ``u`` (B, N, N) on ``devices`` (default: :func:`kernel_devices`).
     Returns numpy float64 ``theta, phi`` (B, n_mzi) in layout order,
-    ``out_phase`` (B, N) and the screen deviation (B,) (see
-    :func:`_screen_deviation`). The batch is padded (its last unitary
+    ``out_phase`` (B, N), the screen deviation ``max |D - P|`` (B,) and the
+    residual (B, 2): ``||U - U_hat||_F`` and ``|Tr(U^H U_hat)|``, U_hat the
+    unitary the phases describe, as the nulling measures them (see
+    :func:`_screen_measures`). The batch is padded (its last unitary
     repeated, :func:`pad_tiles`) to a bounded set of sizes (few
     recompiles) and cut into cache-sized chunks.
     It runs as groups (:func:`_group_size` per device) dispatched
@@ -604,8 +615,9 @@ def decompose_many(u, kind: str, *, devices=None):
                                                        chunk=chunk)))
         parts = []
         for count, out in pending:
-            ab, phi_left, screen, dev = (a[:count] for a in gather(out))
-            parts.append(_phases(ab, phi_left, screen, kind) + (np.asarray(dev, dtype=np.float64),))
+            ab, phi_left, screen, measures = (a[:count] for a in gather(out))
+            measures = np.asarray(measures, dtype=np.float64)
+            parts.append(_phases(ab, phi_left, screen, kind) + (measures[:, 0], measures[:, 1:]))
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 
@@ -740,7 +752,7 @@ def decompose(unitary: npt.ArrayLike, kind: str = "clements", *, check: bool = T
         raise UnknownNameError(f"kind must be one of {DECOMPOSED_KINDS}; got {kind!r}")
     u, batched = as_unitary_batch(unitary, "unitary", check=False)
     lay = nulling_schedule(kind, u.shape[-1])["layout"]
-    theta, phi, out, dev = decompose_many(u, kind)
+    theta, phi, out, dev, _ = decompose_many(u, kind)
     if check and dev.max() > atol:
         worst = int(np.argmax(dev))
         where = f" (batch item {worst})" if batched else ""

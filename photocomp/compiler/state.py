@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from photocomp.core.ir import PhaseMap, TileGrid
+from photocomp.core.metrics import np_matrix_error
 from photocomp.sim.ideal import program_matrix_np
 
 __all__ = ["CompileState"]
@@ -37,6 +38,10 @@ class CompileState:
         (:func:`photocomp.sim.ideal.tiles_and_meshes_np`), or None; kept so
         that the compile's checks need no simulation of their own, dropped
         with ``matrix``.
+      matrix_error: the relative error ``||W - W_hat||_F / ||W||_F`` of the
+        program ``phase_map`` implements, where the pass that made it measured
+        it (with or without simulating ``matrix``), or None; :meth:`replace`
+        drops it with ``matrix``.
     """
 
     weights: np.ndarray
@@ -51,13 +56,21 @@ class CompileState:
     records: tuple = ()
     matrix: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
     meshes: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
+    matrix_error: float | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def replace(self, **changes) -> CompileState:
         if "phase_map" in changes and "matrix" not in changes:
             changes["matrix"] = None
-        if ("phase_map" in changes or "matrix" in changes) and "meshes" not in changes:
-            changes["meshes"] = None
+        for kept in ("meshes", "matrix_error"):
+            if ("phase_map" in changes or "matrix" in changes) and kept not in changes:
+                changes[kept] = None
         return dataclasses.replace(self, **changes)
+
+    def kept_matrix_error(self) -> float:
+        """``matrix_error``: the kept one, or computed now from :meth:`program_matrix` (simulated if not kept)."""
+        if self.matrix_error is not None:
+            return self.matrix_error
+        return np_matrix_error(self.weights, self.program_matrix())
 
     def program_matrix(self) -> np.ndarray:
         """The (M, N) matrix of ``phase_map`` on the ideal chip: the kept one, or simulated now (float64 numpy)."""

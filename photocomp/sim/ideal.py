@@ -241,11 +241,12 @@ def changed_tiles(old: PhaseMap, new: PhaseMap) -> np.ndarray:
     return changed
 
 
-def updated_program_np(old: PhaseMap, matrix: np.ndarray, meshes: tuple | None, new: PhaseMap
+def updated_program_np(old: PhaseMap, matrix: np.ndarray | None, meshes: tuple | None, new: PhaseMap
                        ) -> tuple[np.ndarray, tuple | None, np.ndarray]:
     """The program matrix and mesh matrices of ``new`` given those of ``old``: only changed tiles are simulated.
 
-    ``matrix`` is :func:`program_matrix_np` of ``old`` and ``meshes`` its
+    ``matrix`` is :func:`program_matrix_np` of ``old`` (or None, not known:
+    then every tile of ``new`` is simulated) and ``meshes`` its
     ``(v_hat, u_hat)`` from :func:`tiles_and_meshes_np` (or None, not known).
     Tiles whose settings are identical in both phase maps (:func:`changed_tiles`)
     keep their blocks; with none changed, ``matrix`` and ``meshes`` themselves
@@ -253,7 +254,7 @@ def updated_program_np(old: PhaseMap, matrix: np.ndarray, meshes: tuple | None, 
     the meshes are None only where ``meshes`` was None and some but not all tiles changed.
     """
     changed = changed_tiles(old, new)
-    if changed.all():
+    if changed.all() or matrix is None:
         tiles, v_hat, u_hat = tiles_and_meshes_np(new)
         return new.grid.join(tiles), (v_hat, u_hat), changed
     if not changed.any():
