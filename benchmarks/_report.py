@@ -115,6 +115,45 @@ def repeated(fn, *, repeats: int, warmup: int, budget_s: float) -> dict:
     return {"first": first, "times": times, "results": results}
 
 
+def interleaved(fns: dict, *, repeats: int, warmup: int, budget_s: float) -> dict:
+    """:func:`repeated` of every function of ``fns`` (name -> callable), their timed calls in rounds.
+
+    Each function gets its first call and warm-up calls (as :func:`repeated`), one function after the
+    other; then every round calls each function still timed once, so that all of them are timed over
+    the same stretch of the machine's time and ratios between them are not skewed by load that changes
+    between one measurement and the next. A function stops at ``repeats`` timed calls, or once one more
+    would take its total (first call included) past ``budget_s`` (``MIN_TIMED`` timed calls at least).
+    Returns ``{name: repeated's dict}``.
+    """
+    runs = {}
+    for name, fn in fns.items():
+        t = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t
+        spent = last = first
+        for _ in range(warmup):
+            if spent + last > budget_s / 4:
+                break
+            t = time.perf_counter()
+            fn()
+            last = time.perf_counter() - t
+            spent += last
+        runs[name] = {"first": first, "times": [], "results": [], "spent": spent, "last": last}
+    active = list(fns)
+    while active:
+        for name in list(active):
+            r = runs[name]
+            if len(r["times"]) >= repeats or (len(r["times"]) >= MIN_TIMED and r["spent"] + r["last"] > budget_s):
+                active.remove(name)
+                continue
+            t = time.perf_counter()
+            r["results"].append(fns[name]())
+            r["last"] = time.perf_counter() - t
+            r["times"].append(r["last"])
+            r["spent"] += r["last"]
+    return {name: {k: r[k] for k in ("first", "times", "results")} for name, r in runs.items()}
+
+
 def write_section(path: Path, body: str, begin: str, end: str) -> None:
     """Put ``body`` between the markers ``begin``/``end`` in ``path`` (atomically), keeping the rest."""
     BEGIN, END = begin, end

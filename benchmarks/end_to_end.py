@@ -19,6 +19,9 @@ Each measurement makes one first call (jit compilation, untimed), up to
 ``--warmup`` untimed calls within a quarter of ``--budget-s``, then up to
 ``--repeats`` timed calls, which stop once their total would pass the budget
 (after ``_report.MIN_TIMED`` = 3 timed calls at least, or ``--repeats`` if fewer).
+At each N the timed calls of the two compiles and of the kernel go in rounds,
+one call of each per round (``_report.interleaved``), so the ratios compare
+times taken over the same stretch of a machine whose load may change.
 
 Cold start (each sample a fresh ``sys.executable`` process, median over
 ``--cold-repeats``), with the compilation cache off (``PHOTOCOMP_CACHE_DIR=""``)
@@ -63,7 +66,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
-from _report import MIN_TIMED, fmt_time, repeated  # noqa: E402
+from _report import MIN_TIMED, fmt_time, interleaved  # noqa: E402
 
 import photocomp as pc  # noqa: E402
 from photocomp.compiler.decompose import decompose_many  # noqa: E402
@@ -93,12 +96,17 @@ def test_matrix(kind: str, n: int, seed: int) -> np.ndarray:
 
 
 def measure_warm(n: int, seed: int, repeats: int, warmup: int, budget_s: float) -> dict:
-    """End-to-end compiles of both kinds of matrix onto ``clements-n`` and the decomposition kernel alone."""
+    """End-to-end compiles of both kinds of matrix onto ``clements-n`` and the decomposition kernel alone,
+    timed in rounds (:func:`_report.interleaved`): the ratios compare times taken over the same stretch."""
     target = f"clements-{n}"
     out: dict = {"n": n, "target": target}
+    mats = {kind: test_matrix(kind, n, seed) for kind, _, _, _ in KINDS}
+    fns = {kind: (lambda w=w: pc.compile(w, target)) for kind, w in mats.items()}
+    u = np.asarray(test_matrix("haar", n, seed), dtype=np.complex128)[None]
+    fns["kernel"] = lambda: decompose_many(u, "clements")
+    runs = interleaved(fns, repeats=repeats, warmup=warmup, budget_s=budget_s)
     for kind, _, circuit, _ in KINDS:
-        w = test_matrix(kind, n, seed)
-        r = repeated(lambda w=w: pc.compile(w, target), repeats=repeats, warmup=warmup, budget_s=budget_s)
+        r = runs[kind]
         progs = r["results"]
         if any(p.circuit != circuit for p in progs):
             raise RuntimeError(f"{kind} matrix on {target}: expected a {circuit} program, got {progs[0].circuit}")
@@ -112,8 +120,7 @@ def measure_warm(n: int, seed: int, repeats: int, warmup: int, budget_s: float) 
         }
         log(f"{target} {kind}: {fmt_time(out[kind]['median'])} median of {len(r['times'])} "
             f"(first call {fmt_time(r['first'])})")
-    u = np.asarray(test_matrix("haar", n, seed), dtype=np.complex128)[None]
-    r = repeated(lambda: decompose_many(u, "clements"), repeats=repeats, warmup=warmup, budget_s=budget_s)
+    r = runs["kernel"]
     out["kernel"] = {"median": statistics.median(r["times"]), "runs": len(r["times"])}
     log(f"{target} kernel: {fmt_time(out['kernel']['median'])} median of {len(r['times'])}")
     return out
@@ -312,7 +319,9 @@ def report(rows, cold, args, elapsed_s) -> list[str]:
             f"matrix (`default_rng({args.seed}).normal`), compiled as an svd program (`{pipes['gaussian']}`: a V "
             f"mesh, attenuators and a U mesh), or a Haar unitary (`pc.haar_unitary(N, default_rng({args.seed}))`), "
             f"compiled as a unitary program (`{pipes['haar']}`: one mesh). The decomposition kernel is "
-            "`decompose_many(u[None], \"clements\")` on the Haar unitary alone, timed the same way. The ratio "
+            "`decompose_many(u[None], \"clements\")` on the Haar unitary alone, timed the same way; at each N the "
+            "timed calls of the two compiles and the kernel go in rounds, one call of each per round, so that "
+            "all three are timed over the same stretch of the machine's time. The ratio "
             "divides the end-to-end time by the kernel calls the program needs: two for the svd program (its U "
             "and V meshes are decomposed; the kernel's time does not depend on the matrix), one for the unitary "
             "program. \"clements pass\" is that pass's median wall time inside the compile; \"matrix error\" "
@@ -360,7 +369,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=None,
                     help=f"N of the clements-N targets (default {' '.join(map(str, SIZES))}; "
                          f"with --quick {' '.join(map(str, QUICK_SIZES))})")
-    ap.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 5; with --quick 3)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 11; with --quick 3)")
     ap.add_argument("--warmup", type=int, default=1,
                     help="untimed calls after the first, within a quarter of the budget (default %(default)s)")
     ap.add_argument("--budget-s", type=float, default=60.0,
@@ -378,7 +387,7 @@ def main(argv=None) -> int:
     if args.sizes is None:
         args.sizes = QUICK_SIZES if args.quick else SIZES
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 5
+        args.repeats = 3 if args.quick else 11
     if args.cold_repeats is None:
         args.cold_repeats = 1 if args.quick else 3
     if min(args.sizes) < 2 or args.repeats < 1 or args.warmup < 0 or args.budget_s <= 0 or args.cold_repeats < 1:

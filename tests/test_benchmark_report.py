@@ -28,6 +28,29 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]  # no temporary file left
 
 
+def test_interleaved_timings_go_in_rounds(monkeypatch):
+    """First calls and warm-ups one function after the other, then one timed call of each per round; a function
+    leaves the rounds at ``repeats`` calls or when its budget is spent (after MIN_TIMED calls), the others go on."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr(_report.time, "perf_counter", lambda: clock["t"])
+    calls = []
+
+    def fn(name, cost):
+        def call():
+            calls.append(name)
+            clock["t"] += cost
+            return len(calls)
+        return call
+
+    out = _report.interleaved({"a": fn("a", 1.0), "b": fn("b", 4.0)}, repeats=5, warmup=1, budget_s=20.0)
+    # b: first 4 s, no warm-up (4 + 4 > 20 / 4), then timed while its total stays within 20 s: 4 calls (20 s),
+    # a fifth would reach 24; a: first, one warm-up, then all 5 timed calls
+    assert calls == ["a", "a", "b", "a", "b", "a", "b", "a", "b", "a", "b", "a"]
+    assert out["a"]["times"] == [1.0] * 5 and out["b"]["times"] == [4.0] * 4
+    assert out["a"]["first"] == 1.0 and out["b"]["first"] == 4.0
+    assert out["a"]["results"] == [4, 6, 8, 10, 12] and out["b"]["results"] == [5, 7, 9, 11]
+
+
 def test_the_architectures_figure_is_drawn_from_the_rows(tmp_path):
     pytest.importorskip("matplotlib")
     import architectures

@@ -586,6 +586,9 @@ def compile(weights: npt.ArrayLike, target: str | Target = "pace-64", pipeline: 
       True
     """
     with remembered_unitary_deviations():  # the weights and then the unitary pass's tile: checked once
+        if callback is None and not progress:  # no user code runs inside: one BLAS limit for the whole compile
+            with single_threaded_blas():
+                return _compile(weights, target, pipeline, callback, progress)
         return _compile(weights, target, pipeline, callback, progress)
 
 
