@@ -94,25 +94,7 @@ def repeated(fn, *, repeats: int, warmup: int, budget_s: float) -> dict:
     budget, then up to ``repeats`` timed calls while their total stays within the budget (``MIN_TIMED`` at
     least).
     Returns the first call's seconds, the timed seconds and the timed calls' results."""
-    t = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t
-    spent = last = first
-    for _ in range(warmup):
-        if spent + last > budget_s / 4:
-            break
-        t = time.perf_counter()
-        fn()
-        last = time.perf_counter() - t
-        spent += last
-    times, results = [], []
-    while len(times) < repeats and (len(times) < MIN_TIMED or spent + last <= budget_s):
-        t = time.perf_counter()
-        results.append(fn())
-        last = time.perf_counter() - t
-        times.append(last)
-        spent += last
-    return {"first": first, "times": times, "results": results}
+    return interleaved({"fn": fn}, repeats=repeats, warmup=warmup, budget_s=budget_s)["fn"]
 
 
 def interleaved(fns: dict, *, repeats: int, warmup: int, budget_s: float) -> dict:
