@@ -69,7 +69,12 @@ class Quantize(Pass):
     def __call__(self, state: CompileState):
         pm = state.require("phase_map", "clements")
         bits = state.target.dac_bits if self.bits is None else self.bits
-        before = state.kept_matrix_error()
+        kept = state.matrix  # None: not simulated (then quantize simulates the rounded program whole)
+        if state.matrix_error is not None:
+            before = state.matrix_error
+        else:
+            kept = state.program_matrix()
+            before = np_matrix_error(state.weights, kept)
         if pm.v is None:  # a unitary program: one mesh
             new = pm.replace(u=_quantize_mesh(pm.u, bits, self.scheme))
             pairs = [(new.u.phi, pm.u.phi), (new.u.theta, pm.u.theta), (new.u.out_phase, pm.u.out_phase)]
@@ -82,7 +87,7 @@ class Quantize(Pass):
             pairs = [(new.v.phi, pm.v.phi), (new.u.phi, pm.u.phi), (new.v.theta, pm.v.theta),
                      (new.u.theta, pm.u.theta), (new.sigma, pm.sigma)]
         # phases on DAC levels already: tile kept (the whole program simulated where its matrix was not kept)
-        matrix, meshes, _ = updated_program_np(pm, state.matrix, state.meshes, new)
+        matrix, meshes, _ = updated_program_np(pm, kept, state.meshes, new)
         after = np_matrix_error(state.weights, matrix)
         dphi = max(float(np.max(np.abs(convention.phase_difference(a, b)))) if np.size(a) else 0.0
                    for a, b in pairs)

@@ -152,9 +152,10 @@ def calibrate(prog: Program, chip: Chip | BlackBoxChip, method: str | Method = "
         raise InvalidTypeError(f"callback must be callable as callback(step, error); got {type(callback).__name__}")
     if isinstance(method, (SelfConfig, Nullify, Diagonalize, Cells, InSitu)):
         backprop = isinstance(method, InSitu) and method.gradient == "backprop"
-        fraction = method.monitor_fraction if isinstance(method, (Nullify, InSitu)) else None
-        box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots,
-                                  monitor_fraction=fraction if isinstance(method, Nullify) or backprop else None,
+        # in-mesh monitors for nullification and backpropagation (at every heater, where the chip has them)
+        fraction = (method.monitor_fraction if isinstance(method, Nullify) or (isinstance(method, InSitu) and backprop)
+                    else None)
+        box = box or BlackBoxChip(chip, seed=method.seed, shots=method.shots, monitor_fraction=fraction,
                                   heater_monitors=backprop and heater_monitored(chip))
         found = method.run(prog, box)
         if dac_bits is not None:

@@ -44,6 +44,7 @@ rounding) is refused with an :class:`~photocomp.core.errors.InvalidInputError`
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import math
@@ -585,10 +586,9 @@ def compile(weights: npt.ArrayLike, target: str | Target = "pace-64", pipeline: 
       >>> prog.report.summary["matrix_error"] < 1e-2
       True
     """
-    with remembered_unitary_deviations():  # the weights and then the unitary pass's tile: checked once
-        if callback is None and not progress:  # no user code runs inside: one BLAS limit for the whole compile
-            with single_threaded_blas():
-                return _compile(weights, target, pipeline, callback, progress)
+    # no user code runs inside a compile without callbacks: one BLAS limit for all of it (else Pipeline.run's)
+    limit = single_threaded_blas() if callback is None and not progress else contextlib.nullcontext()
+    with remembered_unitary_deviations(), limit:  # the weights and then the unitary pass's tile: checked once
         return _compile(weights, target, pipeline, callback, progress)
 
 

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from photocomp.core.ir import PhaseMap, TileGrid
-from photocomp.core.metrics import np_matrix_error
 from photocomp.sim.ideal import program_matrix_np
 
 __all__ = ["CompileState"]
@@ -65,12 +64,6 @@ class CompileState:
             if ("phase_map" in changes or "matrix" in changes) and kept not in changes:
                 changes[kept] = None
         return dataclasses.replace(self, **changes)
-
-    def kept_matrix_error(self) -> float:
-        """``matrix_error``: the kept one, or computed now from :meth:`program_matrix` (simulated if not kept)."""
-        if self.matrix_error is not None:
-            return self.matrix_error
-        return np_matrix_error(self.weights, self.program_matrix())
 
     def program_matrix(self) -> np.ndarray:
         """The (M, N) matrix of ``phase_map`` on the ideal chip: the kept one, or simulated now (float64 numpy)."""
