@@ -282,6 +282,18 @@ def test_long_input_is_quoted_only_up_to_a_bound(inputs):
 # ---- interrupts --------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def terminal_sigint():
+    """SIGINT handled as in a command typed at a terminal (Python's KeyboardInterrupt handler) for the test.
+    A test run started in the background by a script inherits an ignored SIGINT; an interrupt sent to this
+    process would then be dropped and the command under test run to its end."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def interrupt_after(seconds: float) -> threading.Timer:
     """SIGINT as the terminal sends it, to this (the main) thread, after ``seconds``."""
     timer = threading.Timer(seconds, _thread.interrupt_main)
@@ -289,7 +301,7 @@ def interrupt_after(seconds: float) -> threading.Timer:
     return timer
 
 
-def test_interrupt_in_process_stops_a_calibration(inputs, out):
+def test_interrupt_in_process_stops_a_calibration(inputs, out, terminal_sigint):
     """A calibration keeps its best settings on KeyboardInterrupt; the command must still stop, exit 130 and
     write nothing (it used to run on to the end and exit 0)."""
     before_handler, before_hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
@@ -332,7 +344,7 @@ def _interrupt_in_a_gc_callback(monkeypatch) -> list[str]:
     return seen
 
 
-def test_interrupt_inside_a_gc_callback_is_not_lost(inputs, out, monkeypatch):
+def test_interrupt_inside_a_gc_callback_is_not_lost(inputs, out, monkeypatch, terminal_sigint):
     """A signal handler runs wherever the interpreter is; in a garbage-collector callback (JAX registers one)
     an exception is printed as "Exception ignored ..." and dropped, and the command carried on."""
     seen = _interrupt_in_a_gc_callback(monkeypatch)
@@ -343,7 +355,7 @@ def test_interrupt_inside_a_gc_callback_is_not_lost(inputs, out, monkeypatch):
     assert leftovers(out) == []
 
 
-def test_an_interrupt_not_yet_raised_stops_the_command_before_it_writes(inputs, out, monkeypatch):
+def test_an_interrupt_not_yet_raised_stops_the_command_before_it_writes(inputs, out, monkeypatch, terminal_sigint):
     """On a loaded machine the resend of a dropped interrupt can come after the command's last step: the
     command checks for a received interrupt before it writes anything (here the resend never comes)."""
     monkeypatch.setattr(cli._Sigint, "_resend", lambda self: None)
@@ -355,7 +367,7 @@ def test_an_interrupt_not_yet_raised_stops_the_command_before_it_writes(inputs, 
     assert leftovers(out) == [] and cli._active == []
 
 
-def test_interrupt_dropped_by_the_interpreter_is_sent_again(inputs, out, monkeypatch):
+def test_interrupt_dropped_by_the_interpreter_is_sent_again(inputs, out, monkeypatch, terminal_sigint):
     """CPython 3.11 now and then drops a signal handler's exception raised while ``compile()`` turns a module's
     source into bytecode (an import of a module with no up-to-date bytecode): the command ran on to its end.
     The handler's watchdog sends the interrupt again until the command has taken it."""
@@ -384,7 +396,7 @@ def test_interrupt_dropped_by_the_interpreter_is_sent_again(inputs, out, monkeyp
     assert leftovers(out) == []
 
 
-def test_a_second_interrupt_does_not_break_into_the_clean_up_of_the_first(inputs, out, monkeypatch):
+def test_a_second_interrupt_does_not_break_into_the_clean_up_of_the_first(inputs, out, monkeypatch, terminal_sigint):
     """While the first interrupt is being handled (an except or finally clause removing a temporary file), a
     second Ctrl-C and the watchdog's resends are only noted; the first goes on to stop the command."""
     cleaned = []

@@ -487,16 +487,30 @@ def _phases(ab, phi_left, out_phase, kind: str):
     one by one.
     """
     n = out_phase.shape[-1]
-    left = nulling_schedule(kind, n)["left"][_layout_order(kind, n)]
+    left, right = _layout_sides(kind, n)
     a, b = ab[..., 0], ab[..., 1]
     na, nb = np.abs(a), np.abs(b)
-    phi = np.where(na == 0, 0.0, np.angle(a) - np.angle(b))  # the right steps' formula
-    if left.any():
-        theta = np.arctan2(np.where(left, nb, na), np.where(left, na, nb))
-        phi = np.where(left, np.angle(phi_left), phi)
-    else:  # Reck: right steps only
-        theta = np.arctan2(na, nb)
+    if not len(left):  # Reck: right steps only
+        return np.arctan2(na, nb), _wrap(np.where(na == 0, 0.0, np.angle(a) - np.angle(b))), _wrap(np.angle(out_phase))
+    is_left = np.zeros(a.shape[-1], dtype=bool)
+    is_left[left] = True
+    theta = np.arctan2(np.where(is_left, nb, na), np.where(is_left, na, nb))
+    # each angle only where it is used (about half the MZIs each): the angles are most of the host's time
+    phi = np.empty(theta.shape)
+    ar, br = a[:, right], b[:, right]
+    phi[:, right] = np.where(na[:, right] == 0, 0.0, np.angle(ar) - np.angle(br))  # the right steps' formula
+    phi[:, left] = np.angle(phi_left[:, left])
     return theta, _wrap(phi), _wrap(np.angle(out_phase))
+
+
+@functools.lru_cache(maxsize=64)
+def _layout_sides(kind: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Layout positions of the left-step MZIs and of the right-step MZIs (index arrays)."""
+    left = nulling_schedule(kind, n)["left"][_layout_order(kind, n)]
+    sides = np.flatnonzero(left), np.flatnonzero(~left)
+    for side in sides:
+        side.flags.writeable = False  # shared by every call (cached)
+    return sides
 
 
 # ---- batches -----------------------------------------------------------------------
