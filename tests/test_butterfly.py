@@ -186,13 +186,15 @@ def test_measurement_calibrations_run_on_a_butterfly_chip():
     chip = pc.fabricate("butterfly-8", seed=3, circuit="unitary")
     lossless, _ = lossless_nominal(prog)
     lossless_chip = pc.fabricate(lossless.target, seed=3, circuit="unitary")
+    models = []
     for p, c in ((prog, chip), (lossless, lossless_chip)):
         before = error(p, c)["matrix_error"]
         model = error(pc.calibrate(p, c, "model", progress=False), c)["matrix_error"]
+        models.append(model)
         for method in ("nullify", "insitu"):
             got = error(pc.calibrate(p, c, method, progress=False), c)["matrix_error"]
             assert got < 1.3 * model and got < before / 1.5, (method, p.target.crossing_loss_db)
-    assert model < 0.4 * error(pc.calibrate(prog, chip, "model", progress=False), chip)["matrix_error"]
+    assert models[1] < 0.4 * models[0]  # lossless crossings: model calibration goes much lower
 
 
 def test_svd_tiles_are_fitted_as_a_whole_not_factor_by_factor():
