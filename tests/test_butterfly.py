@@ -38,9 +38,8 @@ def _loop_reference(lay, theta, phi, out) -> np.ndarray:
     n = lay.n_modes
     m = np.eye(n, dtype=complex)
     for j, (a, b) in enumerate(zip(lay.pairs, lay.lower_array)):
-        step = np.eye(n, dtype=complex)
-        step[np.ix_([a, b], [a, b])] = np.asarray(mzi(theta[j], phi[j], xp=np))
-        m = step @ m
+        # the MZI's matrix (identity off its two modes) times m: its 2 x 2 block times m's rows a and b
+        m[[a, b], :] = np.asarray(mzi(theta[j], phi[j], xp=np)) @ m[[a, b], :]
     return np.diag(np.exp(1j * np.asarray(out))) @ m
 
 
