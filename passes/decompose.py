@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
 
-from photocomp.compiler import driver
+from photocomp.compiler import driver, fit
 from photocomp.compiler.canonical import canonicalize_mesh
 from photocomp.compiler.decompose import decompose_many, decompose_pair, group_meshes
 from photocomp.compiler.fit import FIT_RESTARTS, FIT_STEPS, FLDZHYAN_RESTARTS, FLDZHYAN_STEPS, fit_meshes, fit_svd_tiles
@@ -211,7 +212,18 @@ class Butterfly(_Decompose):
         check_int(self.steps, f"{self.name} steps", low=1, high=100_000)
 
     def ahead(self, target, grid: TileGrid, circuit: str):
-        return ()  # the fit compiles per mesh size on its first use
+        """The fit's programs for ``grid``'s tiles, compiled without running
+        (:func:`~photocomp.compiler.fit.compile_mesh_fit`; an SVD program's tile refinement,
+        :func:`~photocomp.compiler.fit.compile_tile_fit`, in the other thread, so that the two compile at
+        once). Nothing runs on placeholder data, so any grid takes them."""
+        if target.mesh != self.kind or circuit not in ("svd", "unitary"):
+            return ()
+        lay, t = layout(self.kind, grid.tile, cell=target.cell), grid.n_tiles
+        meshes = functools.partial(fit.compile_mesh_fit, lay, t if circuit == "unitary" else 2 * t,
+                                   restarts=self.restarts, steps=self.steps)
+        if circuit == "unitary":
+            return (meshes,)
+        return meshes, functools.partial(fit.compile_tile_fit, lay, t, steps=self.steps)
 
     def _svd_program(self, lay, grid: TileGrid, u, s_norm, vh, gain) -> PhaseMap:
         """Each factor fitted alone, then every tile refined as a whole (:func:`photocomp.compiler.fit.fit_svd_tiles`):

@@ -8,8 +8,10 @@ comes from ``numpy.random.default_rng(seed)`` with an explicit seed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
+import logging
 import os
 import shutil
 import tempfile
@@ -288,3 +290,33 @@ def make_matrix():
 def rebuild_mesh():
     """The independent mesh rebuild ``rebuild_mesh(layout, theta, phi, out_phase)``."""
     return mesh_matrix_np
+
+
+# ---- counting XLA compilations -----------------------------------------------------
+
+
+class _Compiles(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.names: list[str] = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg.startswith("Compiling "):
+            self.names.append(msg.split(" with ", 1)[0])
+
+
+@contextlib.contextmanager
+def compilations():
+    """The XLA compilations (``Compiling jit(name)``) this thread runs inside the block: JAX logs one such line
+    per program it compiles (eager operations included), none for a program found in its caches."""
+    import jax
+
+    handler = _Compiles()
+    log = logging.getLogger("jax")
+    log.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            yield handler.names
+    finally:
+        log.removeHandler(handler)

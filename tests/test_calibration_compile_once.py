@@ -7,43 +7,17 @@ closure form (the chip and the target tiles baked into the step as
 constants), which is what calibration compiled before.
 """
 
-import contextlib
-import logging
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import compilations
 
 import photocomp as pc
 from photocomp.calibration import engine, twin
 from photocomp.hardware.chipsim import chip_tile_matrices, flatten_heaters, unflatten_heaters
 
 TARGET = "clements-4"
-
-
-class _Compiles(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.names: list[str] = []
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if msg.startswith("Compiling "):
-            self.names.append(msg.split(" with ", 1)[0])
-
-
-@contextlib.contextmanager
-def compilations():
-    """The XLA compilations (``Compiling jit(name)``) that happen inside the block."""
-    handler = _Compiles()
-    log = logging.getLogger("jax")
-    log.addHandler(handler)
-    try:
-        with jax.log_compiles():
-            yield handler.names
-    finally:
-        log.removeHandler(handler)
 
 
 def _program(seed: int, circuit: str = "svd"):

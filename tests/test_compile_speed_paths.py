@@ -513,6 +513,35 @@ def test_ahead_of_time_functions_start_once_per_grid(monkeypatch):
     assert pc.Pass.ahead(pipe.passes[0], tgt, grid, "svd") == ()
 
 
+@pytest.mark.parametrize("circuit", ["svd", "unitary"])
+def test_a_fitted_mesh_pass_compiles_its_fit_ahead(monkeypatch, circuit):
+    """A butterfly's (or Fldzhyan's) ahead-of-time functions compile the fit's programs from shapes alone, without
+    running them; the pass then compiles none of them (step counts no other test uses keep them new here)."""
+    from conftest import compilations
+
+    from photocomp.core.ir import TileGrid
+
+    tgt = pc.get_target("butterfly-4")
+    fitted = {"Compiling jit(_fit_all)", "Compiling jit(_refine_tiles)", "Compiling jit(_meshes)"}
+    steps = 3 if circuit == "svd" else 5
+    pipe = f"validate | tile | {circuit} | butterfly(steps={steps}) | canonicalize | lower"
+    (p,) = [q for q in driver._resolve_pipeline(pipe, tgt).passes if q.name == "butterfly"]
+    w = (np.random.default_rng(1).normal(size=(6, 3)) if circuit == "svd"
+         else np.vstack([haar_unitary(4, np.random.default_rng(s)) for s in (1, 2)]))
+    fns = p.ahead(tgt, TileGrid(out_dim=w.shape[0], in_dim=w.shape[1], tile=4), circuit)
+    assert len(fns) == (2 if circuit == "svd" else 1)  # an SVD program's tile refinement in the other thread
+    with compilations() as ahead:
+        for fn in fns:
+            assert fn() is None
+    assert "Compiling jit(_fit_all)" in ahead and ("Compiling jit(_refine_tiles)" in ahead) == (circuit == "svd")
+    monkeypatch.setattr(driver, "_start_ahead", lambda *args: {})  # the pass's own calls only
+    with compilations() as names:
+        prog = pc.compile(w, tgt, pipe)
+    assert not fitted & set(names), names
+    assert prog.report["butterfly"].metrics["matrix_error"] >= 0
+    assert p.ahead(pc.get_target("clements-4"), TileGrid(out_dim=4, in_dim=4, tile=4), circuit) == ()
+
+
 def test_blas_libraries_are_looked_up_before_ahead_of_time_threads_start(monkeypatch):
     """The BLAS lookup of single_threaded_blas walks the loaded libraries under the dynamic loader's lock and
     deadlocks against a thread importing an extension module: it is done before any ahead-of-time function

@@ -59,8 +59,8 @@ from photocomp.core.validate import check_int
 from photocomp.sim.devices import bucket, pad_tiles
 from photocomp.sim.physical import ideal_coefficients, propagate_meshes
 
-__all__ = ["fit_meshes", "fit_svd_tiles", "butterfly_factor", "FIT_RESTARTS", "FIT_STEPS", "FLDZHYAN_RESTARTS",
-           "FLDZHYAN_STEPS"]
+__all__ = ["fit_meshes", "fit_svd_tiles", "butterfly_factor", "compile_mesh_fit", "compile_tile_fit", "FIT_RESTARTS",
+           "FIT_STEPS", "FLDZHYAN_RESTARTS", "FLDZHYAN_STEPS"]
 
 # starts per mesh: a butterfly's first is its factorization; further random starts improved fits of
 # Haar unitaries (N = 8 ... 64) only marginally, at several times the time
@@ -313,6 +313,47 @@ def _refine_tiles(w, mask, start, *, lay: MeshLayout, steps: int):
         return _lbfgs(functools.partial(_tile_loss, lay=lay, w=wt, mask=mt), st, steps)
 
     return jax.vmap(one)(w, mask, start)
+
+
+def _spec(shape: tuple, dtype) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, dtype)
+
+
+def compile_mesh_fit(lay: MeshLayout, meshes: int, *, restarts: int = FIT_RESTARTS, steps: int = FIT_STEPS) -> None:
+    """Compile, without running, the programs :func:`fit_meshes` runs on ``meshes`` unitaries of ``lay``.
+
+    The fit (every start's L-BFGS) and the meshes' rebuild are lowered from
+    shapes alone and compiled (ahead-of-time compilation: the compiler's
+    passes call it in a background thread while earlier passes run); the
+    later :func:`fit_meshes` call of that batch size, ``restarts`` and
+    ``steps`` finds both compiled. Tracing and compiling them is most of a
+    first fit of a small mesh.
+    """
+    if not isinstance(lay, MeshLayout):
+        raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
+    meshes = check_int(meshes, "meshes", low=1)
+    restarts, steps = check_int(restarts, "restarts", low=1), check_int(steps, "steps", low=1)
+    size, n, m = bucket(meshes, 1), lay.n_modes, lay.n_mzi
+    with jax.enable_x64(True):
+        _fit_all.lower(_spec((size, n, n), jnp.complex128), _spec((size, restarts, 2, m), jnp.float64), lay=lay,
+                       steps=steps).compile()
+        _meshes.lower(_spec((size, 2, m), jnp.float64), lay=lay).compile()
+
+
+def compile_tile_fit(lay: MeshLayout, tiles: int, *, steps: int = FIT_STEPS) -> None:
+    """Compile, without running, the programs :func:`fit_svd_tiles` runs on ``tiles`` tiles of ``lay``
+    (the refinement of the tiles as a whole and the meshes' rebuild), as :func:`compile_mesh_fit` does for
+    :func:`fit_meshes`."""
+    if not isinstance(lay, MeshLayout):
+        raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
+    tiles, steps = check_int(tiles, "tiles", low=1), check_int(steps, "steps", low=1)
+    size, n, m = bucket(tiles, 1), lay.n_modes, lay.n_mzi
+    with jax.enable_x64(True):
+        square = _spec((size, n, n), jnp.complex128)
+        start = {"u": _spec((size, 2, m), jnp.float64), "v": _spec((size, 2, m), jnp.float64),
+                 "s": _spec((size, n), jnp.float64), "a": _spec((size, n), jnp.float64)}
+        _refine_tiles.lower(square, square, start, lay=lay, steps=steps).compile()
+        _meshes.lower(_spec((tiles, 2, m), jnp.float64), lay=lay).compile()
 
 
 def fit_svd_tiles(lay: MeshLayout, w, mask, u_start, v_start, s, a, *, steps: int = FIT_STEPS) -> dict:
