@@ -220,10 +220,10 @@ class Butterfly(_Decompose):
             return ()
         lay, t = layout(self.kind, grid.tile, cell=target.cell), grid.n_tiles
         meshes = functools.partial(fit.compile_mesh_fit, lay, t if circuit == "unitary" else 2 * t,
-                                   restarts=self.restarts, steps=self.steps)
+                                   restarts=self.restarts)
         if circuit == "unitary":
             return (meshes,)
-        return meshes, functools.partial(fit.compile_tile_fit, lay, t, steps=self.steps)
+        return meshes, functools.partial(fit.compile_tile_fit, lay, t)
 
     def _svd_program(self, lay, grid: TileGrid, u, s_norm, vh, gain) -> PhaseMap:
         """Each factor fitted alone, then every tile refined as a whole (:func:`photocomp.compiler.fit.fit_svd_tiles`):

@@ -516,16 +516,17 @@ def test_ahead_of_time_functions_start_once_per_grid(monkeypatch):
 @pytest.mark.parametrize("circuit", ["svd", "unitary"])
 def test_a_fitted_mesh_pass_compiles_its_fit_ahead(monkeypatch, circuit):
     """A butterfly's (or Fldzhyan's) ahead-of-time functions compile the fit's programs from shapes alone, without
-    running them; the pass then compiles none of them (step counts no other test uses keep them new here)."""
+    running them; the pass then compiles none of them, with any step count (the limit is an argument)."""
+    import jax
     from conftest import compilations
 
     from photocomp.core.ir import TileGrid
 
+    jax.clear_caches()  # every program is compiled anew below (none is left from another test)
     tgt = pc.get_target("butterfly-4")
     fitted = {"Compiling jit(_fit_all)", "Compiling jit(_refine_tiles)", "Compiling jit(_meshes)"}
-    steps = 3 if circuit == "svd" else 5
-    pipe = f"validate | tile | {circuit} | butterfly(steps={steps}) | canonicalize | lower"
-    (p,) = [q for q in driver._resolve_pipeline(pipe, tgt).passes if q.name == "butterfly"]
+    pipe = "validate | tile | {} | butterfly(steps={}) | canonicalize | lower"
+    (p,) = [q for q in driver._resolve_pipeline(pipe.format(circuit, 3), tgt).passes if q.name == "butterfly"]
     w = (np.random.default_rng(1).normal(size=(6, 3)) if circuit == "svd"
          else np.vstack([haar_unitary(4, np.random.default_rng(s)) for s in (1, 2)]))
     fns = p.ahead(tgt, TileGrid(out_dim=w.shape[0], in_dim=w.shape[1], tile=4), circuit)
@@ -533,13 +534,28 @@ def test_a_fitted_mesh_pass_compiles_its_fit_ahead(monkeypatch, circuit):
     with compilations() as ahead:
         for fn in fns:
             assert fn() is None
-    assert "Compiling jit(_fit_all)" in ahead and ("Compiling jit(_refine_tiles)" in ahead) == (circuit == "svd")
+    assert {"Compiling jit(_fit_all)", "Compiling jit(_meshes)"} <= set(ahead)
+    assert ("Compiling jit(_refine_tiles)" in ahead) == (circuit == "svd")
     monkeypatch.setattr(driver, "_start_ahead", lambda *args: {})  # the pass's own calls only
     with compilations() as names:
-        prog = pc.compile(w, tgt, pipe)
+        progs = [pc.compile(w, tgt, pipe.format(circuit, steps)) for steps in (3, 7)]
     assert not fitted & set(names), names
-    assert prog.report["butterfly"].metrics["matrix_error"] >= 0
+    assert all(q.report["butterfly"].metrics["matrix_error"] >= 0 for q in progs)
     assert p.ahead(pc.get_target("clements-4"), TileGrid(out_dim=4, in_dim=4, tile=4), circuit) == ()
+
+
+def test_the_fits_step_limit_is_an_argument_that_stops_it():
+    """One fit program serves every step count, and the count still bounds the L-BFGS steps: from the same random
+    start, one step stays far from where sixty go."""
+    import jax
+
+    from photocomp.compiler.fit import fit_meshes
+    from photocomp.core.layout import layout
+
+    lay = layout("fldzhyan", 4, cell="fldzhyan")
+    u = haar_unitary(4, np.random.default_rng(4))
+    errs = [fit_meshes(lay, u, key=jax.random.key(1), restarts=1, steps=s)[3] for s in (1, 60)]
+    assert errs[1] < 1e-6 < 0.1 < errs[0]
 
 
 def test_blas_libraries_are_looked_up_before_ahead_of_time_threads_start(monkeypatch):

@@ -175,8 +175,9 @@ def _loss(params, lay: MeshLayout, u):
     return jnp.sum(d.real**2 + d.imag**2)
 
 
-def _lbfgs(value_fn, start, steps: int):
-    """At most ``steps`` L-BFGS steps on ``value_fn`` from the pytree ``start`` (traced, inside a jit); stops
+def _lbfgs(value_fn, start, steps):
+    """At most ``steps`` L-BFGS steps on ``value_fn`` from the pytree ``start`` (traced, inside a jit; ``steps``
+    may be traced too, so that one compiled program serves every step count); stops
     early once :data:`FIT_PATIENCE` steps in a row bring no relative improvement of :data:`FIT_TOL` on the
     best value (under ``vmap``: once every member has). Returns the best ``(params, value)`` seen."""
     import optax
@@ -207,18 +208,18 @@ def _lbfgs(value_fn, start, steps: int):
     return pick(last < best_loss, p, best), jnp.minimum(last, best_loss)
 
 
-def _fit(u, start, *, lay: MeshLayout, steps: int):
+def _fit(u, start, steps, *, lay: MeshLayout):
     """L-BFGS from ``start`` (2, n_mzi) on one unitary ``u``; returns the best ``(params, loss)`` seen."""
     return _lbfgs(functools.partial(_loss, lay=lay, u=u), start, steps)
 
 
-@functools.partial(jax.jit, static_argnames=("lay", "steps"))
-def _fit_all(u, starts, *, lay: MeshLayout, steps: int):
+@functools.partial(jax.jit, static_argnames=("lay",))
+def _fit_all(u, starts, steps, *, lay: MeshLayout):
     """``_fit`` over meshes ``u`` (B, N, N) and starts (B, R, 2, n_mzi): every start of every mesh at once.
     One ``vmap`` over the B x R pairs: nested ones batch the L-BFGS loops' programs twice, which took
     about a third longer to trace."""
     b, r = starts.shape[:2]
-    params, loss = jax.vmap(functools.partial(_fit, lay=lay, steps=steps))(
+    params, loss = jax.vmap(functools.partial(_fit, steps=steps, lay=lay))(
         jnp.repeat(u, r, axis=0), starts.reshape((b * r,) + starts.shape[2:]))
     return params.reshape((b, r) + params.shape[1:]), loss.reshape(b, r)
 
@@ -285,7 +286,7 @@ def fit_meshes(lay: MeshLayout, u, *, key: jax.Array, restarts: int = FIT_RESTAR
         if lay.kind == "butterfly":  # the first start: the recursive factorization
             theta0, phi0, _ = butterfly_factor(arr)
             starts[:b, 0, 0], starts[:b, 0, 1] = theta0, phi0
-        params, loss = _fit_all(jnp.asarray(pad_tiles(arr, size)), jnp.asarray(starts), lay=lay, steps=steps)
+        params, loss = _fit_all(jnp.asarray(pad_tiles(arr, size)), jnp.asarray(starts), _steps(steps), lay=lay)
         params = np.asarray(params)[np.arange(size), np.argmin(np.asarray(loss), axis=1)]  # (size, 2, m)
         mesh = np.asarray(_meshes(jnp.asarray(params), lay=lay))[:b]
         theta, phi = _fixed(lay, params[:b, 0]), params[:b, 1]
@@ -306,8 +307,8 @@ def _tile_loss(p, lay: MeshLayout, w, mask):
     return jnp.sum(d.real**2 + d.imag**2)
 
 
-@functools.partial(jax.jit, static_argnames=("lay", "steps"))
-def _refine_tiles(w, mask, start, *, lay: MeshLayout, steps: int):
+@functools.partial(jax.jit, static_argnames=("lay",))
+def _refine_tiles(w, mask, start, steps, *, lay: MeshLayout):
     """:func:`_lbfgs` of :func:`_tile_loss` over tiles ``w`` (B, K, K) from ``start`` (a dict of (B, ...))."""
     def one(wt, mt, st):
         return _lbfgs(functools.partial(_tile_loss, lay=lay, w=wt, mask=mt), st, steps)
@@ -315,44 +316,49 @@ def _refine_tiles(w, mask, start, *, lay: MeshLayout, steps: int):
     return jax.vmap(one)(w, mask, start)
 
 
+def _steps(steps: int) -> jax.Array:
+    """The step limit as the fit programs take it: a traced argument, so one program serves every count."""
+    return jnp.asarray(steps, dtype=jnp.int32)
+
+
 def _spec(shape: tuple, dtype) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, dtype)
 
 
-def compile_mesh_fit(lay: MeshLayout, meshes: int, *, restarts: int = FIT_RESTARTS, steps: int = FIT_STEPS) -> None:
+def compile_mesh_fit(lay: MeshLayout, meshes: int, *, restarts: int = FIT_RESTARTS) -> None:
     """Compile, without running, the programs :func:`fit_meshes` runs on ``meshes`` unitaries of ``lay``.
 
     The fit (every start's L-BFGS) and the meshes' rebuild are lowered from
     shapes alone and compiled (ahead-of-time compilation: the compiler's
-    passes call it in a background thread while earlier passes run); the
-    later :func:`fit_meshes` call of that batch size, ``restarts`` and
-    ``steps`` finds both compiled. Tracing and compiling them is most of a
-    first fit of a small mesh.
+    passes call it in a background thread while earlier passes run); a later
+    :func:`fit_meshes` call of that batch size and ``restarts``, with any
+    ``steps`` (the step limit is an argument of the program, not part of it),
+    finds both compiled. Tracing and compiling them is most of a first fit of
+    a small mesh.
     """
     if not isinstance(lay, MeshLayout):
         raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
-    meshes = check_int(meshes, "meshes", low=1)
-    restarts, steps = check_int(restarts, "restarts", low=1), check_int(steps, "steps", low=1)
+    meshes, restarts = check_int(meshes, "meshes", low=1), check_int(restarts, "restarts", low=1)
     size, n, m = bucket(meshes, 1), lay.n_modes, lay.n_mzi
     with jax.enable_x64(True):
-        _fit_all.lower(_spec((size, n, n), jnp.complex128), _spec((size, restarts, 2, m), jnp.float64), lay=lay,
-                       steps=steps).compile()
+        _fit_all.lower(_spec((size, n, n), jnp.complex128), _spec((size, restarts, 2, m), jnp.float64),
+                       _spec((), jnp.int32), lay=lay).compile()
         _meshes.lower(_spec((size, 2, m), jnp.float64), lay=lay).compile()
 
 
-def compile_tile_fit(lay: MeshLayout, tiles: int, *, steps: int = FIT_STEPS) -> None:
+def compile_tile_fit(lay: MeshLayout, tiles: int) -> None:
     """Compile, without running, the programs :func:`fit_svd_tiles` runs on ``tiles`` tiles of ``lay``
     (the refinement of the tiles as a whole and the meshes' rebuild), as :func:`compile_mesh_fit` does for
     :func:`fit_meshes`."""
     if not isinstance(lay, MeshLayout):
         raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
-    tiles, steps = check_int(tiles, "tiles", low=1), check_int(steps, "steps", low=1)
+    tiles = check_int(tiles, "tiles", low=1)
     size, n, m = bucket(tiles, 1), lay.n_modes, lay.n_mzi
     with jax.enable_x64(True):
         square = _spec((size, n, n), jnp.complex128)
         start = {"u": _spec((size, 2, m), jnp.float64), "v": _spec((size, 2, m), jnp.float64),
                  "s": _spec((size, n), jnp.float64), "a": _spec((size, n), jnp.float64)}
-        _refine_tiles.lower(square, square, start, lay=lay, steps=steps).compile()
+        _refine_tiles.lower(square, square, start, _spec((), jnp.int32), lay=lay).compile()
         _meshes.lower(_spec((tiles, 2, m), jnp.float64), lay=lay).compile()
 
 
@@ -400,7 +406,7 @@ def fit_svd_tiles(lay: MeshLayout, w, mask, u_start, v_start, s, a, *, steps: in
                  "v": jnp.stack([pad(v_start[0]), pad(v_start[1])], axis=1), "s": pad(s), "a": pad(a)}
         p, _ = _refine_tiles(jnp.asarray(pad_tiles(arr, size)), jnp.asarray(pad_tiles(np.asarray(mask, np.float64),
                                                                                     size)).astype(jnp.complex128),
-                             start, lay=lay, steps=steps)
+                             start, _steps(steps), lay=lay)
         p = {k: np.asarray(v)[:b] for k, v in p.items()}
         mu = np.asarray(_meshes(jnp.asarray(p["u"]), lay=lay))
         mv = np.asarray(_meshes(jnp.asarray(p["v"]), lay=lay))
