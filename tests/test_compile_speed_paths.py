@@ -544,6 +544,23 @@ def test_a_fitted_mesh_pass_compiles_its_fit_ahead(monkeypatch, circuit):
     assert p.ahead(pc.get_target("clements-4"), TileGrid(out_dim=4, in_dim=4, tile=4), circuit) == ()
 
 
+def test_the_fit_compile_functions_reject_bad_arguments():
+    from photocomp.compiler.fit import compile_mesh_fit, compile_tile_fit
+    from photocomp.core.layout import layout
+
+    lay = layout("butterfly", 4)
+    with pytest.raises(pc.InvalidTypeError, match="lay must be a MeshLayout; got str"):
+        compile_mesh_fit("butterfly-4", 2)
+    with pytest.raises(pc.InvalidInputError, match="meshes"):
+        compile_mesh_fit(lay, 0)
+    with pytest.raises(pc.InvalidInputError, match="restarts"):
+        compile_mesh_fit(lay, 2, restarts=0)
+    with pytest.raises(pc.InvalidTypeError, match="lay must be a MeshLayout; got NoneType"):
+        compile_tile_fit(None, 1)
+    with pytest.raises((pc.InvalidInputError, pc.InvalidTypeError), match="tiles"):
+        compile_tile_fit(lay, 1.5)
+
+
 def test_the_fits_step_limit_is_an_argument_that_stops_it():
     """One fit program serves every step count, and the count still bounds the L-BFGS steps: from the same random
     start, one step stays far from where sixty go."""
