@@ -487,15 +487,12 @@ def _phases(ab, phi_left, out_phase, kind: str):
     one by one.
     """
     n = out_phase.shape[-1]
-    left, right = _layout_sides(kind, n)
+    is_left, left, right = _layout_sides(kind, n)
     a, b = ab[..., 0], ab[..., 1]
     na, nb = np.abs(a), np.abs(b)
-    if not len(left):  # Reck: right steps only
-        return np.arctan2(na, nb), _wrap(np.where(na == 0, 0.0, np.angle(a) - np.angle(b))), _wrap(np.angle(out_phase))
-    is_left = np.zeros(a.shape[-1], dtype=bool)
-    is_left[left] = True
     theta = np.arctan2(np.where(is_left, nb, na), np.where(is_left, na, nb))
-    # each angle only where it is used (about half the MZIs each): the angles are most of the host's time
+    # each angle only where it is used (Clements: about half the MZIs each; Reck: right steps only): the
+    # angles are most of the host's time
     phi = np.empty(theta.shape)
     ar, br = a[:, right], b[:, right]
     phi[:, right] = np.where(na[:, right] == 0, 0.0, np.angle(ar) - np.angle(br))  # the right steps' formula
@@ -504,13 +501,16 @@ def _phases(ab, phi_left, out_phase, kind: str):
 
 
 @functools.lru_cache(maxsize=64)
-def _layout_sides(kind: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Layout positions of the left-step MZIs and of the right-step MZIs (index arrays)."""
-    left = nulling_schedule(kind, n)["left"][_layout_order(kind, n)]
-    sides = np.flatnonzero(left), np.flatnonzero(~left)
-    for side in sides:
-        side.flags.writeable = False  # shared by every call (cached)
-    return sides
+def _layout_sides(kind: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | slice]:
+    """Which layout positions hold left-step MZIs: the mask, then the left and the right steps' positions
+    (all of them as a slice when there are no left steps, as in Reck's layout: a view, not a copy)."""
+    is_left = nulling_schedule(kind, n)["left"][_layout_order(kind, n)]
+    left = np.flatnonzero(is_left)
+    right = np.flatnonzero(~is_left) if len(left) else slice(None)
+    for side in (is_left, left, right):
+        if isinstance(side, np.ndarray):
+            side.flags.writeable = False  # shared by every call (cached)
+    return is_left, left, right
 
 
 # ---- batches -----------------------------------------------------------------------
