@@ -263,8 +263,7 @@ def fit_meshes(lay: MeshLayout, u, *, key: jax.Array, restarts: int = FIT_RESTAR
       >>> bool(err < 1e-10)
       True
     """
-    if not isinstance(lay, MeshLayout):
-        raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
+    _check_layout(lay)
     restarts, steps = check_int(restarts, "restarts", low=1), check_int(steps, "steps", low=1)
     arr = np.asarray(u, dtype=np.complex128)
     single = arr.ndim == 2
@@ -316,6 +315,11 @@ def _refine_tiles(w, mask, start, steps, *, lay: MeshLayout):
     return jax.vmap(one)(w, mask, start)
 
 
+def _check_layout(lay: object) -> None:
+    if not isinstance(lay, MeshLayout):
+        raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
+
+
 def _steps(steps: int) -> jax.Array:
     """The step limit as the fit programs take it: a traced argument, so one program serves every count."""
     return jnp.asarray(steps, dtype=jnp.int32)
@@ -336,8 +340,7 @@ def compile_mesh_fit(lay: MeshLayout, meshes: int, *, restarts: int = FIT_RESTAR
     finds both compiled. Tracing and compiling them is most of a first fit of
     a small mesh.
     """
-    if not isinstance(lay, MeshLayout):
-        raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
+    _check_layout(lay)
     meshes, restarts = check_int(meshes, "meshes", low=1), check_int(restarts, "restarts", low=1)
     size, n, m = bucket(meshes, 1), lay.n_modes, lay.n_mzi
     with jax.enable_x64(True):
@@ -350,8 +353,7 @@ def compile_tile_fit(lay: MeshLayout, tiles: int) -> None:
     """Compile, without running, the programs :func:`fit_svd_tiles` runs on ``tiles`` tiles of ``lay``
     (the refinement of the tiles as a whole and the meshes' rebuild), as :func:`compile_mesh_fit` does for
     :func:`fit_meshes`."""
-    if not isinstance(lay, MeshLayout):
-        raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
+    _check_layout(lay)
     tiles = check_int(tiles, "tiles", low=1)
     size, n, m = bucket(tiles, 1), lay.n_modes, lay.n_mzi
     with jax.enable_x64(True):
@@ -385,8 +387,7 @@ def fit_svd_tiles(lay: MeshLayout, w, mask, u_start, v_start, s, a, *, steps: in
       "error": (B,) ||mask (w - w_hat)||_F}``, numpy float64; signs of the amplitudes are moved
       into the V mesh's output phases.
     """
-    if not isinstance(lay, MeshLayout):
-        raise InvalidTypeError(f"lay must be a MeshLayout; got {type(lay).__name__}")
+    _check_layout(lay)
     arr = np.asarray(w, dtype=np.complex128)
     n, m = lay.n_modes, lay.n_mzi
     if arr.ndim != 3 or arr.shape[1:] != (n, n) or arr.shape[0] == 0:
