@@ -11,7 +11,7 @@ directions a step takes and two storage layouts of the matrix:
 
 Each probe runs N(N-1)/2 steps in one ``lax.fori_loop``, built as the kernel's loop body is (the
 stripe's ``dynamic_slice``, the rotation, the in-place ``dynamic_update_slice``, the look-ahead read of
-the next pair and its coefficients, with the kernel's own ``_rotation`` and ``_rotate``), once with a
+the next pair and its coefficients, with the kernel's own ``step_rotation`` and ``rotate_lines``), once with a
 stripe of ``--short`` lines and once with N lines. The difference gives the cost per line, the rest the
 fixed cost per step. All probes are timed in rounds (``_report.interleaved``), so their ratios come from
 the same stretch of the machine's time.
@@ -41,20 +41,20 @@ import jax.numpy as jnp  # noqa: E402
 from _report import fmt_time, interleaved  # noqa: E402
 from jax import lax  # noqa: E402
 
-from photocomp.compiler.decompose import _rotate, _rotation, line_updates  # noqa: E402
+from photocomp.compiler.decompose import line_updates, rotate_lines, step_rotation  # noqa: E402
 
 BEGIN = "<!-- kernel-steps:begin -->"
 END = "<!-- kernel-steps:end -->"
 
 
 def _split_coefficients(a, b, left: bool):
-    """The kernel's coefficients (``_rotation``) of complex entries, as six reals: ec, es (re, im), c, s."""
-    cf = _rotation(a, b, left)
+    """The kernel's coefficients (``step_rotation``) of complex entries, as six reals: ec, es (re, im), c, s."""
+    cf = step_rotation(a, b, left)
     return jnp.stack([cf[0].real, cf[0].imag, cf[1].real, cf[1].imag, cf[2].real, cf[3].real])
 
 
 def _split_rotate(cf, x0r, x0i, x1r, x1i):
-    """``_rotate`` in real arithmetic: new0 = ec x0 - s x1, new1 = es x0 + c x1."""
+    """``rotate_lines`` in real arithmetic: new0 = ec x0 - s x1, new1 = es x0 + c x1."""
     ecr, eci, esr, esi, c, s = cf
     return (ecr * x0r - eci * x0i - s * x1r, ecr * x0i + eci * x0r - s * x1i,
             esr * x0r - esi * x0i + c * x1r, esr * x0i + esi * x0r + c * x1i)
@@ -70,15 +70,15 @@ def probe(n: int, length: int, direction: str, layout: str):
         k = j % (n - 2)
         if right:
             lines = lax.dynamic_slice(u, (0, k), (length, 2))
-            new0, new1 = _rotate(cf, lines[:, 0], lines[:, 1])
+            new0, new1 = rotate_lines(cf, lines[:, 0], lines[:, 1])
             u = lax.dynamic_update_slice(u, jnp.stack([new0, new1], 1), (0, k))
             pair = lax.dynamic_slice(u, (n - 2 - k, k), (1, 2))[0]
         else:
             lines = lax.dynamic_slice(u, (k, n - length), (2, length))
-            new0, new1 = _rotate(cf, lines[0], lines[1])
+            new0, new1 = rotate_lines(cf, lines[0], lines[1])
             u = lax.dynamic_update_slice(u, jnp.stack([new0, new1], 0), (k, n - length))
             pair = lax.dynamic_slice(u, (k, k), (2, 1))[:, 0]
-        return u, _rotation(pair[0], pair[1], not right)
+        return u, step_rotation(pair[0], pair[1], not right)
 
     def split_body(j, carry):  # u: (n, 2, n + 1), row r's real part then its imaginary part
         u, cf = carry
@@ -102,7 +102,7 @@ def probe(n: int, length: int, direction: str, layout: str):
     @jax.jit
     def run(u):
         if layout == "complex128":
-            return lax.fori_loop(0, steps, complex_body, (u, _rotation(u[0, 0], u[0, 1], False)))[0]
+            return lax.fori_loop(0, steps, complex_body, (u, step_rotation(u[0, 0], u[0, 1], False)))[0]
         return lax.fori_loop(0, steps, split_body, (u, _split_coefficients(
             lax.complex(u[0, 0, 0], u[0, 1, 0]), lax.complex(u[0, 0, 1], u[0, 1, 1]), False)))[0]
 

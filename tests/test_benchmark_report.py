@@ -105,7 +105,7 @@ def test_the_step_probes_rotate_alike_in_both_layouts(direction):
     import kernel_steps
     import numpy as np
 
-    from photocomp.compiler.decompose import _rotation
+    from photocomp.compiler.decompose import step_rotation
 
     n, length = 8, 5
     with jax.enable_x64(True):
@@ -115,18 +115,18 @@ def test_the_step_probes_rotate_alike_in_both_layouts(direction):
         got = np.asarray(kernel_steps.probe(n, length, direction, "complex128")(u))
         got_split = np.asarray(kernel_steps.probe(n, length, direction, "split float64")(split))
         ref = u.copy()
-        cf = np.asarray(_rotation(ref[0, 0], ref[0, 1], False))
+        cf = np.asarray(step_rotation(ref[0, 0], ref[0, 1], False))
         for j in range(n * (n - 1) // 2):  # the probe's loop, one entry pair at a time
             k = j % (n - 2)
             if direction == "right":
                 x0, x1 = ref[:length, k].copy(), ref[:length, k + 1].copy()
                 ref[:length, k], ref[:length, k + 1] = cf[0] * x0 - cf[3] * x1, cf[1] * x0 + cf[2] * x1
-                cf = np.asarray(_rotation(ref[n - 2 - k, k], ref[n - 2 - k, k + 1], False))
+                cf = np.asarray(step_rotation(ref[n - 2 - k, k], ref[n - 2 - k, k + 1], False))
             else:
                 cols = slice(n - length, n)
                 x0, x1 = ref[k, cols].copy(), ref[k + 1, cols].copy()
                 ref[k, cols], ref[k + 1, cols] = cf[0] * x0 - cf[3] * x1, cf[1] * x0 + cf[2] * x1
-                cf = np.asarray(_rotation(ref[k, k], ref[k + 1, k], True))
+                cf = np.asarray(step_rotation(ref[k, k], ref[k + 1, k], True))
     assert np.abs(got - u).max() > 1e-3  # the steps changed the matrix
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13)
     np.testing.assert_allclose(got_split[:, 0] + 1j * got_split[:, 1], got, rtol=0, atol=1e-13)

@@ -69,13 +69,13 @@ from photocomp.sim.devices import bucket, gather, pad_tiles, run_tiles, shard_ma
 from photocomp.sim.ideal import mesh_stack, tile_matrices_np
 
 __all__ = ["decompose", "clements", "reck", "decompose_many", "decompose_pair", "check_tiles", "kernel_devices",
-           "ACCELERATOR_MIN_BATCH", "line_updates"]
+           "ACCELERATOR_MIN_BATCH", "line_updates", "step_rotation", "rotate_lines"]
 
 
 # ---- one nulling step ---------------------------------------------------------------
 
 
-def _rotation(a, b, left: bool):
+def step_rotation(a, b, left: bool):
     """Coefficients ``(e c, e s, c, s)`` of the step that nulls ``a`` (right) or ``b`` (left).
     Right step (T^-1 from the right on columns (k, k+1), entries a = u[t, k],
     b = u[t, k+1]): tan(theta) = |a|/|b|, e = exp(-i phi), phi = arg a - arg b.
@@ -122,8 +122,8 @@ def _scale(z, x):
     return lax.complex(jnp.real(z) * x, jnp.imag(z) * x)
 
 
-def _rotate(cf, x0, x1):
-    """The two new lines of a step with coefficients ``cf`` (see :func:`_rotation`)."""
+def rotate_lines(cf, x0, x1):
+    """The two new lines of a step with coefficients ``cf`` (see :func:`step_rotation`)."""
     return cf[0] * x0 - cf[3] * x1, cf[1] * x0 + cf[2] * x1
 
 
@@ -236,13 +236,13 @@ def _clements_nulling(u):
             u, ab, cf, i = carry
             k = i - j
             lines = lax.dynamic_slice(u, (0, k) + zeros, (length, 2) + tail)
-            new0, new1 = _rotate(cf, lines[:, 0], lines[:, 1])
+            new0, new1 = rotate_lines(cf, lines[:, 0], lines[:, 1])
             u = lax.dynamic_update_slice(u, jnp.stack([new0, new1], 1), (0, k) + zeros)
             # look ahead: step j+1 nulls (N-2-j, k-1) with columns (k-1, k)
             t, kn = n - 2 - j, jnp.maximum(k - 1, 0)
             pair = lax.dynamic_slice(u, (t, kn) + zeros, (1, 2) + tail)[0]
             ab = lax.dynamic_update_index_in_dim(ab, pair, i * (i + 1) // 2 + j + 1, 0)
-            return u, ab, _rotation(pair[0], pair[1], False), i
+            return u, ab, step_rotation(pair[0], pair[1], False), i
 
         return body
 
@@ -251,13 +251,13 @@ def _clements_nulling(u):
             u, ab, cf, i = carry
             k = n - 2 - i + j
             lines = lax.dynamic_slice(u, (k, n - length) + zeros, (2, length) + tail)
-            new0, new1 = _rotate(cf, lines[0], lines[1])
+            new0, new1 = rotate_lines(cf, lines[0], lines[1])
             u = lax.dynamic_update_slice(u, jnp.stack([new0, new1], 0), (k, n - length) + zeros)
             # look ahead: step j+1 nulls (k+2, j+1) with rows (k+1, k+2)
             kn = jnp.minimum(k + 1, n - 2)
             pair = lax.dynamic_slice(u, (kn, j + 1) + zeros, (2, 1) + tail)[:, 0]
             ab = lax.dynamic_update_index_in_dim(ab, pair, i * (i + 1) // 2 + j + 1, 0)
-            return u, ab, _rotation(pair[0], pair[1], True), i
+            return u, ab, step_rotation(pair[0], pair[1], True), i
 
         return body
 
@@ -274,13 +274,13 @@ def _clements_nulling(u):
         i = 2 * p  # right sweep, always present
         a, b = _entry(u, n - 1, i, tail), _entry(u, n - 1, i + 1, tail)
         ab = _store(ab, a, b, i * (i + 1) // 2)
-        u, ab, _, _ = sweep(rights, i + 1, (u, ab, _rotation(a, b, False), i))
+        u, ab, _, _ = sweep(rights, i + 1, (u, ab, step_rotation(a, b, False), i))
         i = 2 * p + 1  # left sweep, absent after the last right sweep when N is even
         count = jnp.where(i <= n - 2, i + 1, 0)
         k = jnp.maximum(n - 2 - i, 0)
         a, b = _entry(u, k, 0, tail), _entry(u, k + 1, 0, tail)
         ab = _store(ab, a, b, jnp.minimum(i * (i + 1) // 2, steps))
-        u, ab, _, _ = sweep(lefts, count, (u, ab, _rotation(a, b, True), i))
+        u, ab, _, _ = sweep(lefts, count, (u, ab, step_rotation(a, b, True), i))
         return u, ab
 
     u, ab = lax.fori_loop(0, n // 2, two_sweeps, (u, ab))
@@ -312,12 +312,12 @@ def _reck_nulling(u):
         def body(c, carry):
             v, ab, cf, r = carry
             lines = lax.dynamic_slice(v, (c, 0) + zeros, (2, length) + tail)
-            new0, new1 = _rotate(cf, lines[0], lines[1])
+            new0, new1 = rotate_lines(cf, lines[0], lines[1])
             v = lax.dynamic_update_slice(v, jnp.stack([new0, new1], 0), (c, 0) + zeros)
             # look ahead: step (r, c+1) nulls u[r, c+1] against u[r, c+2]
             pair = lax.dynamic_slice(v, (jnp.minimum(c + 1, n - 2), r) + zeros, (2, 1) + tail)[:, 0]
             ab = lax.dynamic_update_index_in_dim(ab, pair, steps - r * (r + 1) // 2 + c + 1, 0)
-            return v, ab, _rotation(pair[0], pair[1], False), r
+            return v, ab, step_rotation(pair[0], pair[1], False), r
 
         return body
 
@@ -327,7 +327,7 @@ def _reck_nulling(u):
             r = n - 1 - q
             a, b = _entry(v, 0, r, tail), _entry(v, 1, r, tail)
             ab = _store(ab, a, b, steps - r * (r + 1) // 2)
-            v, ab, _, _ = lax.fori_loop(0, r, body, (v, ab, _rotation(a, b, False), r))
+            v, ab, _, _ = lax.fori_loop(0, r, body, (v, ab, step_rotation(a, b, False), r))
             return v, ab
 
         return clear
